@@ -1,0 +1,13 @@
+"""The ``custos`` command line (Typer).
+
+Every sub-command lives in a module of this package and is registered here. Errors of the
+:class:`custos.errors.CustosError` tree are caught in exactly one place, :func:`main`, and
+printed as one line (or a JSON object with ``--json``) with the error's own exit code.
+"""
+
+from __future__ import annotations
+
+from custos.cli import org as _org  # noqa: F401 - registers init, org
+from custos.cli.app import app, main
+
+__all__ = ["app", "main"]

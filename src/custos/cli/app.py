@@ -1,0 +1,77 @@
+"""The root Typer app, the global options, and the single place errors are caught."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from custos.errors import CustosError
+
+app = typer.Typer(
+    name="custos",
+    help="custos: the guarded path between staff and users' personal data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliState:
+    """Options shared by every command (``--home``), kept on the Typer context."""
+
+    def __init__(self, home: Path | None) -> None:
+        self.home = home
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar="CUSTOS_HOME",
+            help="Home folder holding the database, keys and policies [default: ~/.custos].",
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = CliState(home)
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliState)
+    return obj
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as JSON on stdout (sorted keys, one document)."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; turn every :class:`CustosError` into a clean message.
+
+    Usage errors are Typer's own (exit code 2); a ``CustosError`` prints its message (or,
+    with ``--json``, ``{"error": {...}}`` on stdout) and exits with its own code.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="custos")
+    except CustosError as exc:
+        if "--json" in args:
+            print_json({"error": exc.to_dict()})
+        else:
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
+        raise SystemExit(exc.exit_code) from None

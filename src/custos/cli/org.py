@@ -1,0 +1,55 @@
+"""``custos init`` and ``custos org …``: set up a home and load the directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from custos.access import Custos
+from custos.cli.app import app, console, print_json, state
+from custos.directory import merge_documents, read_directory_file
+
+org_app = typer.Typer(help="The directory: principals, subjects and tickets.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+@app.command("init")
+def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Create the home folder, its database and default policy pack (safe to re-run)."""
+    with Custos.init(state(ctx).home) as system:
+        home = system.settings.home
+    if as_json:
+        print_json({"home": str(home), "initialised": True})
+    else:
+        console.print(f"custos home ready at {home}")
+
+
+@org_app.command("load")
+def load(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="Directory files (YAML or JSON).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate directory files and merge them into the directory, all or nothing.
+
+    Loading the same file twice changes nothing. Every problem is reported with its file,
+    entry and field, and then nothing is loaded.
+    """
+    document = merge_documents(read_directory_file(path) for path in files)
+    source = ", ".join(str(p) for p in files)
+    with Custos.open(state(ctx).home) as system:
+        report = system.directory.merge(document, source=source)
+    if as_json:
+        print_json(
+            {"added": report.added, "changed": report.changed, "unchanged": report.unchanged}
+        )
+        return
+    for section in ("principals", "subjects", "tickets"):
+        console.print(
+            f"{section}: {report.added[section]} added, {report.changed[section]} changed, "
+            f"{report.unchanged[section]} unchanged"
+        )

@@ -1,0 +1,115 @@
+"""Where custos keeps its state and how it is configured.
+
+A *home* folder (``--home``, ``$CUSTOS_HOME``, default ``~/.custos``) holds:
+
+- ``custos.db`` — the embedded SQLite database (unless ``CUSTOS_DATABASE_URL`` or
+  ``database_url`` in the config file points elsewhere);
+- ``config.toml`` — optional settings (residency regions, retention, …);
+- ``policies/`` — the active Cedar policy pack, copied from the default pack by
+  ``custos init`` so that it can be read, tested and changed;
+- ``keys/`` — local key files (created by the parts that need them, mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from custos.errors import ConfigurationError
+
+HOME_ENV = "CUSTOS_HOME"
+DATABASE_URL_ENV = "CUSTOS_DATABASE_URL"
+CONFIG_FILE = "config.toml"
+
+# European Economic Area: GDPR applies, so staff anywhere in it may serve its residents.
+_EEA_CODES = (
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO"
+)
+_EEA: tuple[str, ...] = tuple(_EEA_CODES.split())
+
+#: Jurisdictions whose data may be reached beyond coarse level only by staff in these
+#: countries. A jurisdiction not listed is reachable only by staff in that same country.
+DEFAULT_RESIDENCY: dict[str, tuple[str, ...]] = {
+    "US": ("US",),
+    "CA": ("CA", "US"),
+    "GB": ("GB", *_EEA),
+    "EU": _EEA,
+    **dict.fromkeys(_EEA, _EEA),
+}
+
+
+def default_home() -> Path:
+    """The home folder from ``$CUSTOS_HOME``, else ``~/.custos``."""
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".custos"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration of one custos home."""
+
+    home: Path
+    database_url: str
+    residency: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: DEFAULT_RESIDENCY)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.home / "policies"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_FILE
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A table of ``config.toml`` by name (empty when absent)."""
+        value = self.extra.get(name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(f"{self.config_path}: [{name}] must be a table")
+        return value
+
+    def allowed_countries(self, jurisdiction: str) -> tuple[str, ...]:
+        """Countries whose staff may see ``jurisdiction``'s data beyond coarse level."""
+        return self.residency.get(jurisdiction, (jurisdiction,))
+
+
+def load_settings(home: Path | None = None) -> Settings:
+    """Resolve settings for ``home`` (default :func:`default_home`).
+
+    Raises :class:`ConfigurationError` when ``config.toml`` exists but is not valid TOML
+    or has fields of the wrong type.
+    """
+    home = (home or default_home()).expanduser().resolve()
+    config: dict[str, Any] = {}
+    path = home / CONFIG_FILE
+    if path.exists():
+        try:
+            config = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
+    url = os.environ.get(DATABASE_URL_ENV) or config.get("database_url")
+    if url is not None and not isinstance(url, str):
+        raise ConfigurationError(f"{path}: database_url must be a string")
+    if not url:
+        url = f"sqlite:///{home / 'custos.db'}"
+    residency = dict(DEFAULT_RESIDENCY)
+    extra_residency = config.get("residency", {})
+    if not isinstance(extra_residency, dict):
+        raise ConfigurationError(
+            f"{path}: [residency] must be a table of jurisdiction = [countries]"
+        )
+    for jurisdiction, countries in extra_residency.items():
+        if not isinstance(countries, list) or not all(isinstance(c, str) for c in countries):
+            raise ConfigurationError(
+                f"{path}: residency.{jurisdiction} must be a list of country codes"
+            )
+        residency[jurisdiction] = tuple(countries)
+    return Settings(home=home, database_url=url, residency=residency, extra=config)

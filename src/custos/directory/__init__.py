@@ -1,0 +1,21 @@
+"""The directory: principals (who asks), subjects (about whom) and tickets (why).
+
+Files in the DESIGN.md format are read by :func:`read_directory_file` and merged into the
+database by :meth:`DirectoryStore.merge`.
+"""
+
+from custos.directory.files import merge_documents, parse_text, read_directory_file
+from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
+from custos.directory.store import DirectoryStore
+
+__all__ = [
+    "DirectoryDocument",
+    "DirectoryStore",
+    "MergeReport",
+    "Principal",
+    "Subject",
+    "Ticket",
+    "merge_documents",
+    "parse_text",
+    "read_directory_file",
+]

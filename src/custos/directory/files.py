@@ -1,0 +1,271 @@
+"""Reading directory files (DESIGN.md, *Directory file*): YAML or JSON.
+
+Validation is complete before anything is returned: every problem in the file is collected
+and reported together, each naming the file, the entry (section, position and id) and the
+field. Unknown fields of an entry are kept (in ``extra``); unknown top-level sections are an
+error, because a misspelt section would otherwise be silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from custos.directory.model import DirectoryDocument, Principal, Subject, Ticket
+from custos.errors import InvalidInput, ValidationFailed
+from custos.vocabulary import (
+    PrincipalKind,
+    PrincipalStatus,
+    ProtectedFlag,
+    Purpose,
+    TicketStatus,
+)
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
+SECTIONS = ("principals", "subjects", "tickets")
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+def _check_id(value: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ValueError(
+            "must be 1-128 characters of letters, digits and . _ : @ + -, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _to_utc(value: Any) -> Any:
+    """Accept ISO 8601 strings and YAML's native timestamps; demand an explicit zone."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO 8601 time such as 2026-01-05T10:00:00Z") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("must carry a time zone (e.g. a trailing Z for UTC)")
+        return value.astimezone(UTC)
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Time = Annotated[datetime, BeforeValidator(_to_utc)]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2,3}$")]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True, frozen=True)
+
+    def extras(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PrincipalEntry(_Entry):
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    kind: PrincipalKind = "employee"
+    role: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+    team: Annotated[str, Field(min_length=1, max_length=128)]
+    manager: Id | None = None
+    country: Country
+    status: PrincipalStatus = "active"
+    groups: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = []
+    role_since: Time | None = None
+
+    def to_domain(self) -> Principal:
+        return Principal(
+            id=self.id,
+            name=self.name,
+            kind=self.kind,
+            role=self.role,
+            team=self.team,
+            country=self.country,
+            status=self.status,
+            manager=self.manager,
+            groups=tuple(sorted(set(self.groups))),
+            role_since=self.role_since,
+            extra=self.extras(),
+        )
+
+
+class SubjectEntry(_Entry):
+    id: Id
+    handle: Annotated[str, Field(max_length=256)] | None = None
+    jurisdiction: Country
+    protected: list[ProtectedFlag] = []
+    employee: Id | None = None
+
+    def to_domain(self) -> Subject:
+        return Subject(
+            id=self.id,
+            jurisdiction=self.jurisdiction,
+            handle=self.handle,
+            protected=tuple(sorted(set(self.protected))),
+            employee=self.employee,
+            extra=self.extras(),
+        )
+
+
+class TicketEntry(_Entry):
+    id: Id
+    kind: Purpose
+    subject: Id
+    assignee: Id
+    status: TicketStatus
+    opened: Time | None = None
+    closed: Time | None = None
+    opened_by: Id | None = None
+
+    def to_domain(self) -> Ticket:
+        return Ticket(
+            id=self.id,
+            kind=self.kind,
+            subject=self.subject,
+            assignee=self.assignee,
+            status=self.status,
+            opened=self.opened,
+            closed=self.closed,
+            opened_by=self.opened_by,
+            extra=self.extras(),
+        )
+
+
+_MODELS: Mapping[str, type[_Entry]] = {
+    "principals": PrincipalEntry,
+    "subjects": SubjectEntry,
+    "tickets": TicketEntry,
+}
+
+
+def _describe_error(err: Mapping[str, Any]) -> str:
+    field = ".".join(str(part) for part in err["loc"]) or "(entry)"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"field '{field}': {message}"
+
+
+def parse_document(data: Any, source: str) -> DirectoryDocument:
+    """Validate already-decoded directory ``data`` from ``source`` (a name for messages).
+
+    Raises :class:`ValidationFailed` listing every problem found.
+    """
+    problems: list[str] = []
+    if not isinstance(data, Mapping):
+        raise ValidationFailed(
+            f"{source}: not a directory file",
+            [f"{source}: the top level must be a mapping with principals, subjects, tickets"],
+        )
+    for key in data:
+        if key not in SECTIONS:
+            problems.append(f"{source}: unknown section '{key}' (expected {', '.join(SECTIONS)})")
+    parsed: dict[str, list[Any]] = {name: [] for name in SECTIONS}
+    for section in SECTIONS:
+        entries = data.get(section) or []
+        if not isinstance(entries, list):
+            problems.append(f"{source}: '{section}' must be a list")
+            continue
+        seen: dict[str, int] = {}
+        model = _MODELS[section]
+        for position, raw in enumerate(entries):
+            label = _entry_label(source, section, position, raw)
+            if not isinstance(raw, Mapping):
+                problems.append(f"{label}: must be a mapping of fields")
+                continue
+            try:
+                entry = model.model_validate(dict(raw))
+            except ValidationError as exc:
+                problems.extend(f"{label}: {_describe_error(e)}" for e in exc.errors())
+                continue
+            entry_id = entry.id  # type: ignore[attr-defined]
+            if entry_id in seen:
+                problems.append(f"{label}: duplicate id (first at {section}[{seen[entry_id]}])")
+                continue
+            seen[entry_id] = position
+            parsed[section].append(entry.to_domain())  # type: ignore[attr-defined]
+    if problems:
+        raise ValidationFailed(
+            f"{source}: {len(problems)} problem(s); nothing was loaded", problems
+        )
+    return DirectoryDocument(
+        principals=tuple(parsed["principals"]),
+        subjects=tuple(parsed["subjects"]),
+        tickets=tuple(parsed["tickets"]),
+    )
+
+
+def _entry_label(source: str, section: str, position: int, raw: Any) -> str:
+    entry_id = raw.get("id") if isinstance(raw, Mapping) else None
+    suffix = f" (id {entry_id!r})" if isinstance(entry_id, str) and len(entry_id) <= 128 else ""
+    return f"{source}: {section}[{position}]{suffix}"
+
+
+def read_directory_file(path: Path) -> DirectoryDocument:
+    """Read and validate one directory file (``.json``, ``.yaml``/``.yml``; else YAML).
+
+    Raises :class:`InvalidInput` when the file cannot be read or decoded and
+    :class:`ValidationFailed` when its content is invalid.
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InvalidInput(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a folder, not a directory file") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_text(text, str(path), as_json=path.suffix.lower() == ".json")
+
+
+def parse_text(text: str, source: str, *, as_json: bool = False) -> DirectoryDocument:
+    """Decode ``text`` as JSON or YAML and validate it. Raises as :func:`read_directory_file`."""
+    try:
+        data = json.loads(text) if as_json else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise InvalidInput(f"{source}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise InvalidInput(f"{source}: nested too deeply") from None
+    if data is None:
+        data = {}
+    return parse_document(data, source)
+
+
+def merge_documents(documents: Iterable[DirectoryDocument]) -> DirectoryDocument:
+    """Combine documents; a later entry with the same id replaces an earlier one."""
+    principals: dict[str, Principal] = {}
+    subjects: dict[str, Subject] = {}
+    tickets: dict[str, Ticket] = {}
+    for doc in documents:
+        principals.update((p.id, p) for p in doc.principals)
+        subjects.update((s.id, s) for s in doc.subjects)
+        tickets.update((t.id, t) for t in doc.tickets)
+    return DirectoryDocument(
+        tuple(principals.values()), tuple(subjects.values()), tuple(tickets.values())
+    )

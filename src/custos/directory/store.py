@@ -1,0 +1,310 @@
+"""The directory as stored in the custos database: idempotent merges and fast look-ups.
+
+Merges are all-or-nothing: cross-references are checked against the file and the stored
+directory together, and the whole document is written in one transaction. Look-ups are
+cached per process and the cache is dropped whenever the directory's version counter
+moves (checked at most every ``max_staleness`` seconds; a change made through this same
+object is seen at once).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
+from custos.errors import UnknownPrincipal, UnknownSubject, UnknownTicket, ValidationFailed
+from custos.store import Database
+from custos.store.directory import DirectoryVersionRow, PrincipalRow, SubjectRow, TicketRow
+
+_CHUNK = 500
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _principal(row: PrincipalRow) -> Principal:
+    return Principal(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        role=row.role,
+        team=row.team,
+        country=row.country,
+        status=row.status,
+        manager=row.manager,
+        groups=tuple(row.groups or ()),
+        role_since=row.role_since,
+        extra=dict(row.extra or {}),
+    )
+
+
+def _subject(row: SubjectRow) -> Subject:
+    return Subject(
+        id=row.id,
+        jurisdiction=row.jurisdiction,
+        handle=row.handle,
+        protected=tuple(row.protected or ()),
+        employee=row.employee,
+        extra=dict(row.extra or {}),
+    )
+
+
+def _ticket(row: TicketRow) -> Ticket:
+    return Ticket(
+        id=row.id,
+        kind=row.kind,
+        subject=row.subject,
+        assignee=row.assignee,
+        status=row.status,
+        opened=row.opened,
+        closed=row.closed,
+        opened_by=row.opened_by,
+        extra=dict(row.extra or {}),
+    )
+
+
+def _columns(value: Principal | Subject | Ticket) -> dict[str, Any]:
+    data = asdict(value)
+    for key in ("groups", "protected"):
+        if key in data:
+            data[key] = list(data[key])
+    return data
+
+
+class DirectoryStore:
+    """Principals, subjects and tickets in the database, with a version-checked cache."""
+
+    def __init__(self, db: Database, *, max_staleness: float = 1.0) -> None:
+        self.db = db
+        self.max_staleness = max_staleness
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._checked_at = 0.0
+        self._principals: dict[str, Principal] = {}
+        self._subjects: dict[str, Subject] = {}
+        self._tickets: dict[str, Ticket] = {}
+
+    # -- writing -----------------------------------------------------------------------
+
+    def merge(self, document: DirectoryDocument, source: str = "input") -> MergeReport:
+        """Upsert every entry of ``document``; idempotent (merging twice changes nothing).
+
+        Raises :class:`ValidationFailed` (and writes nothing) when a ticket names a subject or
+        assignee that is neither in ``document`` nor already stored.
+        """
+        added = {"principals": 0, "subjects": 0, "tickets": 0}
+        changed = dict(added)
+        unchanged = dict(added)
+        with self.db.session() as session:
+            self._check_references(session, document, source)
+            sections: tuple[tuple[str, Sequence[Principal | Subject | Ticket], Any], ...] = (
+                ("principals", document.principals, PrincipalRow),
+                ("subjects", document.subjects, SubjectRow),
+                ("tickets", document.tickets, TicketRow),
+            )
+            for section, rows, model in sections:
+                for chunk in _chunks(list(rows)):
+                    existing = {
+                        row.id: row
+                        for row in session.scalars(
+                            select(model).where(model.id.in_([r.id for r in chunk]))
+                        )
+                    }
+                    for value in chunk:
+                        columns = _columns(value)
+                        row = existing.get(value.id)
+                        if row is None:
+                            session.add(model(**columns))
+                            added[section] += 1
+                        elif any(getattr(row, k) != v for k, v in columns.items()):
+                            for key, val in columns.items():
+                                setattr(row, key, val)
+                            changed[section] += 1
+                        else:
+                            unchanged[section] += 1
+                session.flush()
+            report = MergeReport(added=added, changed=changed, unchanged=unchanged)
+            if report.total_changes:
+                self._bump(session)
+        if report.total_changes:
+            self.invalidate()
+        return report
+
+    def _check_references(self, session: Session, document: DirectoryDocument, source: str) -> None:
+        problems: list[str] = []
+        principal_ids = {p.id for p in document.principals}
+        subject_ids = {s.id for s in document.subjects}
+        wanted_principals = {t.assignee for t in document.tickets} - principal_ids
+        wanted_subjects = {t.subject for t in document.tickets} - subject_ids
+        stored_principals = self._existing_ids(session, PrincipalRow, wanted_principals)
+        stored_subjects = self._existing_ids(session, SubjectRow, wanted_subjects)
+        for position, ticket in enumerate(document.tickets):
+            label = f"{source}: tickets[{position}] (id {ticket.id!r})"
+            if ticket.assignee in wanted_principals and ticket.assignee not in stored_principals:
+                problems.append(f"{label}: field 'assignee': unknown principal {ticket.assignee!r}")
+            if ticket.subject in wanted_subjects and ticket.subject not in stored_subjects:
+                problems.append(f"{label}: field 'subject': unknown subject {ticket.subject!r}")
+        if problems:
+            raise ValidationFailed(
+                f"{source}: {len(problems)} problem(s); nothing was loaded", problems
+            )
+
+    @staticmethod
+    def _existing_ids(session: Session, model: Any, ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sorted(ids)):
+            found.update(session.scalars(select(model.id).where(model.id.in_(chunk))))
+        return found
+
+    @staticmethod
+    def _bump(session: Session) -> None:
+        result = session.execute(
+            update(DirectoryVersionRow)
+            .where(DirectoryVersionRow.id == 1)
+            .values(version=DirectoryVersionRow.version + 1)
+        )
+        if not getattr(result, "rowcount", 0):
+            session.add(DirectoryVersionRow(id=1, version=1))
+
+    def set_ticket_status(self, ticket_id: str, status: str) -> None:
+        """Change one ticket's status (e.g. a sync from the ticket system closing it)."""
+        with self.db.session() as session:
+            row = session.get(TicketRow, ticket_id)
+            if row is None:
+                raise UnknownTicket(f"unknown ticket {ticket_id!r}")
+            row.status = status
+            self._bump(session)
+        self.invalidate()
+
+    def set_principal_status(self, principal_id: str, status: str) -> None:
+        """Change one principal's status (``active``, ``leaving``, ``terminated``)."""
+        with self.db.session() as session:
+            row = session.get(PrincipalRow, principal_id)
+            if row is None:
+                raise UnknownPrincipal(f"unknown principal {principal_id!r}")
+            row.status = status
+            self._bump(session)
+        self.invalidate()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def version(self) -> int:
+        """The directory's change counter (0 when nothing was ever loaded)."""
+        with self.db.session() as session:
+            value = session.scalar(
+                select(DirectoryVersionRow.version).where(DirectoryVersionRow.id == 1)
+            )
+        return int(value or 0)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._principals.clear()
+            self._subjects.clear()
+            self._tickets.clear()
+            self._version = None
+            self._checked_at = 0.0
+
+    def _fresh(self) -> None:
+        now = time.monotonic()
+        if self._version is not None and now - self._checked_at < self.max_staleness:
+            return
+        current = self.version()
+        with self._lock:
+            if current != self._version:
+                self._principals.clear()
+                self._subjects.clear()
+                self._tickets.clear()
+                self._version = current
+            self._checked_at = now
+
+    def principal(self, principal_id: str) -> Principal:
+        """The principal ``principal_id``. Raises :class:`UnknownPrincipal`."""
+        self._fresh()
+        found = self._principals.get(principal_id)
+        if found is None:
+            with self.db.session() as session:
+                row = session.get(PrincipalRow, principal_id)
+                if row is None:
+                    raise UnknownPrincipal(f"unknown principal {principal_id!r}")
+                found = self._principals[principal_id] = _principal(row)
+        return found
+
+    def subject(self, subject_id: str) -> Subject:
+        """The subject ``subject_id``. Raises :class:`UnknownSubject`."""
+        self._fresh()
+        found = self._subjects.get(subject_id)
+        if found is None:
+            with self.db.session() as session:
+                row = session.get(SubjectRow, subject_id)
+                if row is None:
+                    raise UnknownSubject(f"unknown subject {subject_id!r}")
+                found = self._subjects[subject_id] = _subject(row)
+        return found
+
+    def ticket(self, ticket_id: str) -> Ticket:
+        """The ticket ``ticket_id``. Raises :class:`UnknownTicket`."""
+        self._fresh()
+        found = self._tickets.get(ticket_id)
+        if found is None:
+            with self.db.session() as session:
+                row = session.get(TicketRow, ticket_id)
+                if row is None:
+                    raise UnknownTicket(f"unknown ticket {ticket_id!r}")
+                found = self._tickets[ticket_id] = _ticket(row)
+        return found
+
+    def principals(self) -> list[Principal]:
+        with self.db.session() as session:
+            return [_principal(r) for r in session.scalars(select(PrincipalRow).order_by("id"))]
+
+    def subjects(self) -> list[Subject]:
+        with self.db.session() as session:
+            return [_subject(r) for r in session.scalars(select(SubjectRow).order_by("id"))]
+
+    def tickets(self, *, subject: str | None = None, assignee: str | None = None) -> list[Ticket]:
+        query = select(TicketRow).order_by("id")
+        if subject is not None:
+            query = query.where(TicketRow.subject == subject)
+        if assignee is not None:
+            query = query.where(TicketRow.assignee == assignee)
+        with self.db.session() as session:
+            return [_ticket(r) for r in session.scalars(query)]
+
+    def management_chain(self, principal_id: str) -> list[str]:
+        """Managers of ``principal_id``, nearest first (cycles in HR data are cut)."""
+        chain: list[str] = []
+        seen = {principal_id}
+        current = self.principal(principal_id).manager
+        while current and current not in seen:
+            chain.append(current)
+            seen.add(current)
+            try:
+                current = self.principal(current).manager
+            except UnknownPrincipal:
+                break
+        return chain
+
+    def reports(self, principal_id: str) -> set[str]:
+        """Everyone below ``principal_id`` in the management tree (direct and indirect)."""
+        by_manager: dict[str, list[str]] = {}
+        for person in self.principals():
+            if person.manager:
+                by_manager.setdefault(person.manager, []).append(person.id)
+        found: set[str] = set()
+        stack = [principal_id]
+        while stack:
+            for report in by_manager.get(stack.pop(), []):
+                if report not in found and report != principal_id:
+                    found.add(report)
+                    stack.append(report)
+        return found

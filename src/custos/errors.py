@@ -1,0 +1,136 @@
+"""The one error tree of custos.
+
+Every error a user can see derives from :class:`CustosError` and carries its own
+user-facing message. The CLI catches ``CustosError`` in exactly one place and the
+HTTP API turns it into one JSON error shape, using ``code`` and ``http_status``.
+
+Messages name *what* and *where* (file, line, entry, field, id) but never a
+secret or a precise personal value: an IP address, a coordinate or a key never
+appears in a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CustosError(Exception):
+    """Base of every error custos reports to a person or a client."""
+
+    code = "custos_error"
+    http_status = 500
+    #: Process exit code used by the CLI.
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error shape shared by the CLI's ``--json`` output and the API."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        return body
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigurationError(CustosError):
+    """The home folder, a configuration file or an environment variable is wrong."""
+
+    code = "configuration_error"
+    http_status = 500
+
+
+class NotInitialised(ConfigurationError):
+    """The home folder has not been set up with ``custos init``."""
+
+    code = "not_initialised"
+
+
+class InvalidInput(CustosError):
+    """Input supplied by a person or a client is malformed or inconsistent."""
+
+    code = "invalid_input"
+    http_status = 422
+    exit_code = 2
+
+
+class ValidationFailed(InvalidInput):
+    """A file failed validation; ``problems`` lists every problem found, each locatable."""
+
+    code = "validation_failed"
+
+    def __init__(self, message: str, problems: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        lines = [self.message, *(f"  - {p}" for p in self.problems)]
+        if self.hint:
+            lines.append(self.hint)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["problems"] = list(self.problems)
+        return body
+
+
+class NotFound(CustosError):
+    """An id named in a request does not exist."""
+
+    code = "not_found"
+    http_status = 404
+    exit_code = 3
+
+
+class UnknownPrincipal(NotFound):
+    code = "unknown_principal"
+
+
+class UnknownSubject(NotFound):
+    code = "unknown_subject"
+
+
+class UnknownTicket(NotFound):
+    code = "unknown_ticket"
+
+
+class PolicyError(CustosError):
+    """A policy pack, schema or policy test table is invalid."""
+
+    code = "policy_error"
+    http_status = 500
+    exit_code = 4
+
+
+class PolicyEvaluationError(PolicyError):
+    """Cedar reported an error while evaluating; the request is denied (fail closed)."""
+
+    code = "policy_evaluation_error"
+
+
+class StoreUnavailable(CustosError):
+    """The database cannot be reached or written; access is denied (fail closed)."""
+
+    code = "store_unavailable"
+    http_status = 503
+    exit_code = 5
+
+
+class LedgerUnavailable(StoreUnavailable):
+    """The ledger could not durably record an entry; the access it guards is denied."""
+
+    code = "ledger_unavailable"
+
+
+class IntegrityError(CustosError):
+    """Stored data does not verify: tampering, corruption or a forked log."""
+
+    code = "integrity_error"
+    http_status = 500
+    exit_code = 6

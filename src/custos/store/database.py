@@ -1,0 +1,129 @@
+"""The :class:`Database` handle: engine, sessions, migrations and fail-closed errors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from custos.errors import ConfigurationError, NotInitialised, StoreUnavailable
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the one writer; FULL makes a commit durable on return
+    # (the ledger's promise: an acknowledged entry survives a crash or power loss).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Database:
+    """A connection pool to the custos database.
+
+    ``session()`` yields a session inside a transaction that commits on success and rolls
+    back on error. Connection failures surface as :class:`StoreUnavailable` so callers on
+    the access path can fail closed.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            path = url.removeprefix("sqlite:///")
+            if path and path != ":memory:":
+                parent = Path(path).parent
+                if not parent.exists():
+                    raise NotInitialised(
+                        f"no custos home at {parent}", hint="run `custos init` first"
+                    )
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any driver/URL problem is a config problem
+            raise ConfigurationError(f"cannot use database URL: {type(exc).__name__}") from None
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transactional session; commits on normal exit. Raises :class:`StoreUnavailable`."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except (OperationalError, DBAPIError) as exc:
+            session.rollback()
+            raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _alembic_config(self) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["engine"] = self.engine
+        return cfg
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision of every part (Alembic ``heads``)."""
+        try:
+            command.upgrade(self._alembic_config(), "heads")
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreUnavailable(f"cannot migrate the database: {_describe(exc)}") from exc
+
+    def is_current(self) -> bool:
+        """True when every migration head has been applied."""
+        script = ScriptDirectory.from_config(self._alembic_config())
+        try:
+            with self.engine.connect() as conn:
+                current = set(MigrationContext.configure(conn).get_current_heads())
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+        return current == set(script.get_heads())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a driver error (no SQL, no parameters)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig) if orig is not None else type(exc).__name__
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def open_database(url: str, *, migrate: bool = False) -> Database:
+    """Open ``url``; with ``migrate`` apply pending migrations, else require a current schema.
+
+    Raises :class:`NotInitialised` when the schema is missing or behind.
+    """
+    db = Database(url)
+    if migrate:
+        db.migrate()
+    elif not db.is_current():
+        raise NotInitialised(
+            "the custos database is not initialised or is behind this version of custos",
+            hint="run `custos init`",
+        )
+    return db

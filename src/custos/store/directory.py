@@ -1,0 +1,76 @@
+"""Tables of the directory: principals, subjects, tickets, and its change counter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from custos.store.base import Base, UTCDateTime
+
+
+class PrincipalRow(Base):
+    __tablename__ = "principals"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(64))
+    team: Mapped[str] = mapped_column(String(128))
+    manager: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    country: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    role_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SubjectRow(Base):
+    __tablename__ = "subjects"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    handle: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    protected: Mapped[list[str]] = mapped_column(JSON, default=list)
+    employee: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TicketRow(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_subject", "subject"),
+        Index("ix_tickets_assignee", "assignee"),
+    )
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(128), ForeignKey("subjects.id"))
+    assignee: Mapped[str] = mapped_column(String(128), ForeignKey("principals.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    opened: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    opened_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DirectoryVersionRow(Base):
+    """One row whose counter moves on every directory change, so caches know when to reload."""
+
+    __tablename__ = "directory_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PolicyVersionRow(Base):
+    """Every policy pack that became active: its digest and its full text, for history."""
+
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    activated: Mapped[datetime] = mapped_column(UTCDateTime)
+    files: Mapped[dict[str, str]] = mapped_column(JSON)
