@@ -1,5 +1,9 @@
-"""The guarded path: every access is decided, logged, and only then served."""
+"""The guarded path: every access is decided, logged, and only then served.
 
+``Custos`` is the opened installation; ``Custos.decide`` / ``decide_many`` decide requests.
+"""
+
+from custos.access.decisions import DecisionMaker
 from custos.access.system import Custos
 
-__all__ = ["Custos"]
+__all__ = ["Custos", "DecisionMaker"]

@@ -3,13 +3,27 @@ parts wired to it. Everything above (CLI, API, web) reaches the parts through th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
+from sqlalchemy import select
+
+from custos.access.decisions import DecisionMaker
 from custos.config import Settings, load_settings
 from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError, NotInitialised
+from custos.policy import (
+    AccessRequest,
+    Decision,
+    PolicyEngine,
+    PolicyPack,
+    install_default_pack,
+    load_pack,
+)
 from custos.store import Database, open_database
+from custos.store.directory import PolicyVersionRow
 
 
 class Custos:
@@ -35,7 +49,9 @@ class Custos:
             ) from None
         db = open_database(settings.database_url, migrate=True)
         system = cls(settings, db)
-        # Each part's own setup goes here, in layer order (policy pack, keys, ...).
+        # Each part's own setup, in layer order.
+        install_default_pack(settings.policy_dir)
+        system.activate_policies()
         return system
 
     @classmethod
@@ -51,6 +67,49 @@ class Custos:
     @cached_property
     def directory(self) -> DirectoryStore:
         return DirectoryStore(self.db)
+
+    @cached_property
+    def policy_pack(self) -> PolicyPack:
+        """The active pack: ``policies/`` in the home folder, recorded in the policy history
+        (and the ledger) the first time it is used. Raises ``PolicyError``."""
+        return self.activate_policies()
+
+    @cached_property
+    def policy(self) -> PolicyEngine:
+        return PolicyEngine(self.policy_pack)
+
+    @cached_property
+    def decisions(self) -> DecisionMaker:
+        return DecisionMaker(self.settings, self.directory, self.policy)
+
+    def activate_policies(self) -> PolicyPack:
+        """Validate the home's pack and record it in the policy history if it is new.
+
+        Returns the pack. Raises ``PolicyError`` (and records nothing) when it is invalid.
+        """
+        pack = load_pack(self.settings.policy_dir)
+        with self.db.session() as session:
+            known = session.scalar(
+                select(PolicyVersionRow.id).where(PolicyVersionRow.digest == pack.digest)
+            )
+            if known is None:
+                session.add(
+                    PolicyVersionRow(
+                        digest=pack.digest, activated=datetime.now(UTC), files=pack.files
+                    )
+                )
+        self.__dict__["policy_pack"] = pack
+        self.__dict__.pop("policy", None)
+        self.__dict__.pop("decisions", None)
+        return pack
+
+    def decide(self, request: AccessRequest) -> Decision:
+        """Decide ``request`` on the guarded path. Raises for unknown ids."""
+        return self.decisions.decide(request)
+
+    def decide_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
+        """Decide many requests at once (one policy evaluation batch)."""
+        return self.decisions.decide_many(requests)
 
     def close(self) -> None:
         self.db.dispose()

@@ -1,0 +1,268 @@
+"""Policy test tables: policies tested as data.
+
+A table is a YAML (or JSON) file::
+
+    now: "2026-01-05T12:00:00Z"          # time of every request unless a case sets one
+    directory: {principals: [...], subjects: [...], tickets: [...]}   # DESIGN.md format
+    residency: {US: [US]}                 # optional, jurisdiction -> allowed countries
+    grants:                               # optional approved grants
+      - {id: G-1, principal: emp-1, subject: user-1, categories: [ip_history],
+         purpose: trust_safety, precision: precise, approvals: 2,
+         approver_groups: [privacy_office], starts: "...", ends: "..."}
+    cases:
+      - name: the 2022 case is refused with source protection
+        request: {principal: emp-9, subject: user-42, category: ip_history,
+                  purpose: internal_investigation, ticket: T-1}
+        expect: {decision: deny, reason: source-protection}
+
+``expect`` may hold ``decision`` (required), ``precision``, ``reason`` (the leading policy),
+``reasons`` (policies that must all be among the reasons), ``approvals`` and ``groups``.
+A table runs without a database: its directory and grants are the whole world.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from custos.config import DEFAULT_RESIDENCY
+from custos.directory import DirectoryDocument, parse_text
+from custos.directory.files import _to_utc, parse_document
+from custos.errors import (
+    InvalidInput,
+    UnknownPrincipal,
+    UnknownSubject,
+    UnknownTicket,
+    ValidationFailed,
+)
+from custos.policy.engine import PolicyEngine
+from custos.policy.model import AccessRequest, Decision, Facts, GrantFacts
+from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
+
+Time = Annotated[datetime, BeforeValidator(_to_utc)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RequestSpec(_Strict):
+    principal: str
+    subject: str
+    category: Category
+    purpose: Purpose
+    action: Action = "read"
+    ticket: str | None = None
+    precision: Precision | None = None
+    break_glass: bool = False
+    time: Time | None = None
+
+
+class Expectation(_Strict):
+    decision: Outcome
+    precision: Precision | None = None
+    reason: str | None = None
+    reasons: list[str] = []
+    approvals: int | None = None
+    groups: list[str] | None = None
+
+
+class CaseSpec(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    request: RequestSpec
+    expect: Expectation
+
+
+class GrantSpec(_Strict):
+    id: str
+    principal: str
+    subject: str
+    categories: list[Category]
+    purpose: Purpose
+    precision: Precision
+    approvals: int = 0
+    approver_groups: list[str] = []
+    starts: Time
+    ends: Time
+    break_glass: bool = False
+    revoked: bool = False
+
+
+class TableSpec(_Strict):
+    now: Time
+    directory: dict[str, Any] = {}
+    residency: dict[str, list[str]] = {}
+    grants: list[GrantSpec] = []
+    cases: Annotated[list[CaseSpec], Field(min_length=1)]
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """One case's outcome: what was expected, what was decided, and what differed."""
+
+    name: str
+    passed: bool
+    decision: Decision | None
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PolicyTable:
+    """A parsed table: a small world and the cases to decide in it."""
+
+    source: str
+    spec: TableSpec
+    world: DirectoryDocument
+
+    def facts(self, request: AccessRequest) -> Facts:
+        principals = {p.id: p for p in self.world.principals}
+        subjects = {s.id: s for s in self.world.subjects}
+        tickets = {t.id: t for t in self.world.tickets}
+        if request.principal not in principals:
+            raise UnknownPrincipal(f"unknown principal {request.principal!r}")
+        if request.subject not in subjects:
+            raise UnknownSubject(f"unknown subject {request.subject!r}")
+        if request.ticket is not None and request.ticket not in tickets:
+            raise UnknownTicket(f"unknown ticket {request.ticket!r}")
+        subject = subjects[request.subject]
+        residency = {**DEFAULT_RESIDENCY, **{k: tuple(v) for k, v in self.spec.residency.items()}}
+        grant = next(
+            (
+                GrantFacts(
+                    id=g.id,
+                    principal=g.principal,
+                    subject=g.subject,
+                    categories=tuple(g.categories),
+                    purpose=g.purpose,
+                    precision=g.precision,
+                    approvals=g.approvals,
+                    approver_groups=tuple(g.approver_groups),
+                    starts=g.starts,
+                    ends=g.ends,
+                    break_glass=g.break_glass,
+                    revoked=g.revoked,
+                )
+                for g in self.spec.grants
+                if g.principal == request.principal
+                and g.subject == request.subject
+                and request.category in g.categories
+                and g.purpose == request.purpose
+            ),
+            None,
+        )
+        return Facts(
+            principal=principals[request.principal],
+            subject=subject,
+            allowed_countries=residency.get(subject.jurisdiction, (subject.jurisdiction,)),
+            ticket=tickets.get(request.ticket) if request.ticket else None,
+            grant=grant,
+        )
+
+
+def parse_table(text: str, source: str) -> PolicyTable:
+    """Parse a policy test table. Raises :class:`InvalidInput` / :class:`ValidationFailed`
+    naming the file, the case and the field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InvalidInput(f"{source}: not valid YAML{where}") from None
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"{source}: a policy test table must be a mapping with `cases`")
+    try:
+        spec = TableSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{source}: {_where(err['loc'], data)}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        ]
+        raise ValidationFailed(f"{source}: invalid policy test table", problems) from None
+    world = parse_document(spec.directory, f"{source}: directory")
+    return PolicyTable(source, spec, world)
+
+
+def _where(loc: Sequence[Any], data: Mapping[str, Any]) -> str:
+    parts = [str(p) for p in loc]
+    if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+        cases = data.get("cases") or []
+        name = (
+            cases[loc[1]].get("name")
+            if loc[1] < len(cases) and isinstance(cases[loc[1]], Mapping)
+            else None
+        )
+        head = f"cases[{loc[1]}]" + (f" ({name!r})" if name else "")
+        return head + ("" if len(parts) == 2 else f" field '{'.'.join(parts[2:])}'")
+    return f"field '{'.'.join(parts)}'"
+
+
+def read_table(path: Path) -> PolicyTable:
+    """Read and parse a table file. Raises :class:`InvalidInput` when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: cannot read ({exc})") from None
+    return parse_table(text, str(path))
+
+
+def run_table(table: PolicyTable, engine: PolicyEngine) -> list[CaseResult]:
+    """Decide every case of ``table`` with ``engine`` and compare with its expectations."""
+    results: list[CaseResult] = []
+    for case in table.spec.cases:
+        spec = case.request
+        request = AccessRequest(
+            principal=spec.principal,
+            subject=spec.subject,
+            category=spec.category,
+            purpose=spec.purpose,
+            action=spec.action,
+            ticket=spec.ticket,
+            precision=spec.precision,
+            break_glass=spec.break_glass,
+            time=spec.time or table.spec.now,
+        )
+        try:
+            decision = engine.decide(request, table.facts(request))
+        except (UnknownPrincipal, UnknownSubject, UnknownTicket) as exc:
+            results.append(CaseResult(case.name, False, None, (exc.message,)))
+            continue
+        results.append(CaseResult(case.name, *_compare(case.expect, decision)))
+    return results
+
+
+def _compare(expect: Expectation, decision: Decision) -> tuple[bool, Decision, tuple[str, ...]]:
+    problems: list[str] = []
+    got = [r.policy for r in decision.reasons]
+    if decision.outcome != expect.decision:
+        problems.append(f"decision: expected {expect.decision}, got {decision.outcome}")
+    if expect.precision is not None and decision.precision != expect.precision:
+        problems.append(f"precision: expected {expect.precision}, got {decision.precision}")
+    if expect.reason is not None and (not got or got[0] != expect.reason):
+        problems.append(f"leading reason: expected {expect.reason}, got {got[0] if got else None}")
+    missing = [r for r in expect.reasons if r not in got]
+    if missing:
+        problems.append(f"reasons: missing {', '.join(missing)} (got {', '.join(got) or 'none'})")
+    needed = decision.approvals
+    if expect.approvals is not None and (needed is None or needed.approvals != expect.approvals):
+        problems.append(
+            f"approvals: expected {expect.approvals}, got {needed.approvals if needed else None}"
+        )
+    if expect.groups is not None and (
+        needed is None or sorted(needed.groups) != sorted(expect.groups)
+    ):
+        problems.append(
+            f"groups: expected {sorted(expect.groups)}, "
+            f"got {list(needed.groups) if needed else None}"
+        )
+    return (not problems, decision, tuple(problems))
+
+
+__all__ = ["CaseResult", "PolicyTable", "parse_table", "parse_text", "read_table", "run_table"]

@@ -1,0 +1,428 @@
+"""Deciding requests with Cedar, and reading the decision's obligations from the policies.
+
+Cedar answers allow or deny. custos turns that into ``allow`` / ``deny`` /
+``approval_required`` with a precision, using only what the pack says:
+
+1. Ask at the request's precision (or, when none was given, the best the pack suggests:
+   precise under a precise grant or for categories not marked ``@coarse_by_default``,
+   coarse otherwise).
+2. If a precision was not demanded and precise was refused, ask again at coarse.
+3. If still refused and every forbid that refused it carries ``@remedy("approval")``, ask
+   once more with a hypothetical grant meeting those policies' ``@approvals`` and
+   ``@approver_groups``; if that would be allowed, the outcome is ``approval_required``.
+
+Any evaluation error is a deny (fail closed): Cedar skips a policy that errors, and a skipped
+forbid must never turn into an allow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import cedarpy
+
+from custos.policy.model import (
+    AccessRequest,
+    ApprovalsNeeded,
+    Decision,
+    Facts,
+    GrantFacts,
+    Reason,
+)
+from custos.policy.pack import PolicyInfo, PolicyPack
+
+NS = "Custos::"
+_PRINCIPAL = NS + "Principal"
+_SUBJECT = NS + "Subject"
+_TICKET = NS + "Ticket"
+_GRANT = NS + "Grant"
+_DATA = NS + "Data"
+_JURISDICTION = NS + "Jurisdiction"
+_ACTION = NS + "Action"
+#: Forbids whose explanation should lead when several refuse a request (most telling first).
+_DEFAULT_PRIORITY = 50
+
+
+def _uid(kind: str, id_: str) -> dict[str, str]:
+    return {"type": kind, "id": id_}
+
+
+def _ref(kind: str, id_: str) -> dict[str, dict[str, str]]:
+    return {"__entity": {"type": kind, "id": id_}}
+
+
+def _epoch(value: datetime) -> int:
+    return math.floor(value.timestamp())
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+class _Fields(dict[str, str]):
+    """Placeholders for explanations; an unknown placeholder is left as written."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+@dataclass(slots=True)
+class _Asked:
+    """One Cedar evaluation of a request at a given precision, with its entities."""
+
+    precision: str
+    request: dict[str, Any]
+    entities: list[dict[str, Any]]
+    result: Any = None
+
+
+class PolicyEngine:
+    """Decides :class:`AccessRequest` s against a loaded :class:`PolicyPack`."""
+
+    def __init__(self, pack: PolicyPack) -> None:
+        self.pack = pack
+        self._priority = {
+            pid: int(info.annotations.get("priority", _DEFAULT_PRIORITY))
+            for pid, info in pack.policies.items()
+        }
+
+    # -- public --------------------------------------------------------------------------
+
+    def decide(self, request: AccessRequest, facts: Facts) -> Decision:
+        """Decide one request given its facts. Never raises for a policy outcome."""
+        return self.decide_many([(request, facts)])[0]
+
+    def decide_many(self, items: Sequence[tuple[AccessRequest, Facts]]) -> list[Decision]:
+        """Decide many requests with as few Cedar calls as possible (at most three batches)."""
+        first = [self._ask(req, facts, self._first_precision(req, facts)) for req, facts in items]
+        self._evaluate(first)
+        decisions: list[Decision | None] = [None] * len(items)
+        retry: list[tuple[int, _Asked]] = []
+        for i, ((req, facts), asked) in enumerate(zip(items, first, strict=True)):
+            if self._allowed(asked):
+                decisions[i] = self._allow(req, facts, asked)
+            elif req.precision is None and asked.precision == "precise":
+                retry.append((i, self._ask(req, facts, "coarse")))
+        self._evaluate([asked for _, asked in retry])
+        final: dict[int, _Asked] = {i: first[i] for i in range(len(items)) if decisions[i] is None}
+        for i, asked in retry:
+            req, facts = items[i]
+            if self._allowed(asked):
+                decisions[i] = self._allow(req, facts, asked)
+                del final[i]
+            else:
+                final[i] = asked
+        # Which refusals could an approval lift?
+        hypothetical: list[tuple[int, _Asked, ApprovalsNeeded, list[str]]] = []
+        for i, asked in final.items():
+            req, facts = items[i]
+            forbids = self._determining(asked)
+            if not asked.result.diagnostics.errors and forbids:
+                infos = [self.pack.policies[p] for p in forbids if p in self.pack.policies]
+                if infos and all(info.remedy == "approval" for info in infos):
+                    needed = ApprovalsNeeded(
+                        approvals=max(info.approvals for info in infos),
+                        groups=tuple(sorted({g for info in infos for g in info.approver_groups})),
+                    )
+                    probe = self._ask(req, facts, asked.precision, hypothetical=needed)
+                    hypothetical.append((i, probe, needed, forbids))
+        self._evaluate([probe for _, probe, _, _ in hypothetical])
+        for i, probe, needed, forbids in hypothetical:
+            if self._allowed(probe):
+                req, facts = items[i]
+                decisions[i] = self._approval_required(req, facts, final[i], needed, forbids)
+                del final[i]
+        for i, asked in final.items():
+            req, facts = items[i]
+            decisions[i] = self._deny(req, facts, asked)
+        return [d for d in decisions if d is not None]
+
+    # -- building Cedar requests --------------------------------------------------------
+
+    def _first_precision(self, req: AccessRequest, facts: Facts) -> str:
+        if req.precision is not None:
+            return req.precision
+        if facts.grant is not None and facts.grant.precision == "precise":
+            return "precise"
+        return "coarse" if req.category in self.pack.coarse_by_default else "precise"
+
+    def _ask(
+        self,
+        req: AccessRequest,
+        facts: Facts,
+        precision: str,
+        *,
+        hypothetical: ApprovalsNeeded | None = None,
+    ) -> _Asked:
+        principal, subject = facts.principal, facts.subject
+        jurisdiction = subject.jurisdiction
+        subject_attrs: dict[str, Any] = {
+            "jurisdiction": _ref(_JURISDICTION, jurisdiction),
+            "protected": list(subject.protected),
+        }
+        if subject.employee:
+            subject_attrs["employee"] = _ref(_PRINCIPAL, subject.employee)
+        data_id = f"{subject.id}/{req.category}"
+        entities: list[dict[str, Any]] = [
+            {
+                "uid": _uid(_PRINCIPAL, principal.id),
+                "attrs": {
+                    "kind": principal.kind,
+                    "role": principal.role,
+                    "team": principal.team,
+                    "country": principal.country,
+                    "status": principal.status,
+                    "groups": list(principal.groups),
+                },
+                "parents": [],
+            },
+            {
+                "uid": _uid(_JURISDICTION, jurisdiction),
+                "attrs": {"allowed_countries": list(facts.allowed_countries)},
+                "parents": [],
+            },
+            {"uid": _uid(_SUBJECT, subject.id), "attrs": subject_attrs, "parents": []},
+            {
+                "uid": _uid(_DATA, data_id),
+                "attrs": {"subject": _ref(_SUBJECT, subject.id), "category": req.category},
+                "parents": [],
+            },
+        ]
+        now = req.at()
+        context: dict[str, Any] = {
+            "purpose": req.purpose,
+            "precision": precision,
+            "now": _epoch(now),
+            "break_glass": bool(req.break_glass or (facts.grant and facts.grant.break_glass)),
+        }
+        ticket = facts.ticket
+        if ticket is not None:
+            entities.append(
+                {
+                    "uid": _uid(_TICKET, ticket.id),
+                    "attrs": {
+                        "kind": ticket.kind,
+                        "subject": _ref(_SUBJECT, ticket.subject),
+                        "assignee": _ref(_PRINCIPAL, ticket.assignee),
+                        "status": ticket.status,
+                        "opened_by": ticket.opened_by or "",
+                    },
+                    "parents": [],
+                }
+            )
+            context["ticket"] = _ref(_TICKET, ticket.id)
+        grant = facts.grant
+        if hypothetical is not None:
+            grant = GrantFacts(
+                id="hypothetical",
+                principal=principal.id,
+                subject=subject.id,
+                categories=(req.category,),
+                purpose=req.purpose,
+                precision=precision,
+                approvals=hypothetical.approvals,
+                approver_groups=hypothetical.groups,
+                starts=now,
+                ends=now.replace(year=now.year + 1),
+            )
+        if grant is not None:
+            entities.append(
+                {
+                    "uid": _uid(_GRANT, grant.id),
+                    "attrs": {
+                        "principal": _ref(_PRINCIPAL, grant.principal),
+                        "subject": _ref(_SUBJECT, grant.subject),
+                        "categories": list(grant.categories),
+                        "purpose": grant.purpose,
+                        "precision": grant.precision,
+                        "approvals": grant.approvals,
+                        "approver_groups": list(grant.approver_groups),
+                        "break_glass": grant.break_glass,
+                        "starts": _epoch(grant.starts),
+                        "ends": _epoch(grant.ends),
+                        "revoked": grant.revoked,
+                    },
+                    "parents": [],
+                }
+            )
+            context["grant"] = _ref(_GRANT, grant.id)
+        request = {
+            "principal": _uid(_PRINCIPAL, principal.id),
+            "action": _uid(_ACTION, req.action),
+            "resource": _uid(_DATA, data_id),
+            "context": context,
+        }
+        return _Asked(precision, request, entities)
+
+    def _evaluate(self, batch: list[_Asked]) -> None:
+        if not batch:
+            return
+        if len(batch) == 1:
+            one = batch[0]
+            one.result = cedarpy.is_authorized(
+                one.request, self.pack.policy_set, one.entities, self.pack.schema
+            )
+            return
+        # One Cedar call for the batch: entity ids are unique per request except the ones
+        # that are the same thing (a principal, a subject), which are identical dicts.
+        entities: dict[tuple[str, str], dict[str, Any]] = {}
+        for n, asked in enumerate(batch):
+            self._isolate(asked, n)
+            for entity in asked.entities:
+                uid = entity["uid"]
+                entities[(uid["type"], uid["id"])] = entity
+        results = cedarpy.is_authorized_batch(
+            [asked.request for asked in batch],
+            self.pack.policy_set,
+            list(entities.values()),
+            self.pack.schema,
+        )
+        for asked, result in zip(batch, results, strict=True):
+            asked.result = result
+
+    @staticmethod
+    def _isolate(asked: _Asked, n: int) -> None:
+        """Give per-request entities (tickets, grants) batch-unique ids.
+
+        Two requests of one batch may carry different facts under one id (a grant and a
+        hypothetical grant, a ticket before and after a change); renaming them keeps each
+        request seeing exactly its own facts.
+        """
+        context = asked.request["context"]
+        for key, kind in (("ticket", _TICKET), ("grant", _GRANT)):
+            if key in context:
+                new_id = f"{n}:{context[key]['__entity']['id']}"
+                context[key] = _ref(kind, new_id)
+                for entity in asked.entities:
+                    if entity["uid"]["type"] == kind:
+                        entity["uid"] = _uid(kind, new_id)
+
+    # -- reading results ----------------------------------------------------------------
+
+    @staticmethod
+    def _allowed(asked: _Asked) -> bool:
+        result = asked.result
+        return bool(result.allowed) and not result.diagnostics.errors
+
+    def _policy_ids(self, asked: _Asked) -> list[str]:
+        by_reason = asked.result.diagnostics.id_annotations_by_reason
+        return [
+            by_reason.get(r) or self.pack.by_cedar_id.get(r, r)
+            for r in asked.result.diagnostics.reasons
+        ]
+
+    def _determining(self, asked: _Asked) -> list[str]:
+        forbids = [
+            pid
+            for pid in self._policy_ids(asked)
+            if self.pack.policies.get(pid) is None or self.pack.policies[pid].effect == "forbid"
+        ]
+        return sorted(forbids, key=lambda pid: (self._priority.get(pid, _DEFAULT_PRIORITY), pid))
+
+    def _fields(self, req: AccessRequest, facts: Facts, precision: str | None) -> _Fields:
+        return _Fields(
+            principal=facts.principal.id,
+            role=facts.principal.role.replace("_", " "),
+            status=facts.principal.status,
+            country=facts.principal.country,
+            subject=facts.subject.id,
+            protected=", ".join(p.replace("_", " ") for p in facts.subject.protected),
+            jurisdiction=facts.subject.jurisdiction,
+            category=req.category.replace("_", " "),
+            purpose=req.purpose.replace("_", " "),
+            action=req.action,
+            ticket=req.ticket or "",
+            precision=precision or "",
+        )
+
+    def _reason(self, pid: str, fields: _Fields) -> Reason:
+        info: PolicyInfo | None = self.pack.policies.get(pid)
+        if info is None:
+            return Reason(pid, "forbid", pid)
+        return Reason(pid, info.effect, info.explanation.format_map(fields))
+
+    def _allow(self, req: AccessRequest, facts: Facts, asked: _Asked) -> Decision:
+        fields = self._fields(req, facts, asked.precision)
+        reasons = tuple(self._reason(pid, fields) for pid in self._policy_ids(asked))
+        review = any(
+            self.pack.policies[r.policy].review_required
+            for r in reasons
+            if r.policy in self.pack.policies
+        )
+        because = reasons[0].explanation if reasons else "a policy permits it"
+        if facts.grant is not None:
+            because += f", under grant {facts.grant.id}"
+        elif req.ticket:
+            because += f", explained by ticket {req.ticket}"
+        if review:
+            because += "; this access must be reviewed"
+        return Decision(
+            request=req,
+            outcome="allow",
+            precision=asked.precision,
+            reasons=reasons,
+            explanation=f"Allowed at {asked.precision} precision: {because}.",
+            policy_version=self.pack.digest,
+            review_required=review,
+            grant=facts.grant.id if facts.grant else None,
+        )
+
+    def _approval_required(
+        self,
+        req: AccessRequest,
+        facts: Facts,
+        asked: _Asked,
+        needed: ApprovalsNeeded,
+        forbids: list[str],
+    ) -> Decision:
+        fields = self._fields(req, facts, asked.precision)
+        reasons = tuple(self._reason(pid, fields) for pid in forbids)
+        who = f"{needed.approvals} approver{'s' if needed.approvals != 1 else ''}"
+        if needed.groups:
+            who += " including " + " and ".join(g.replace("_", " ") for g in needed.groups)
+        return Decision(
+            request=req,
+            outcome="approval_required",
+            precision=asked.precision,
+            reasons=reasons,
+            explanation=f"Approval required ({who}): {reasons[0].explanation}.",
+            policy_version=self.pack.digest,
+            approvals=needed,
+        )
+
+    def _deny(self, req: AccessRequest, facts: Facts, asked: _Asked) -> Decision:
+        fields = self._fields(req, facts, asked.precision)
+        errors = tuple(str(e) for e in asked.result.diagnostics.errors)
+        if errors:
+            return Decision(
+                request=req,
+                outcome="deny",
+                precision=None,
+                reasons=(Reason("evaluation-error", "forbid", "a policy could not be evaluated"),),
+                explanation="Denied: a policy could not be evaluated, so custos fails closed.",
+                policy_version=self.pack.digest,
+                errors=errors,
+            )
+        forbids = self._determining(asked)
+        if not forbids:
+            reason = Reason(
+                "default-deny",
+                "forbid",
+                f"no policy lets {_article(fields['role'])} {req.action} {fields['category']} "
+                f"for {fields['purpose']}",
+            )
+            reasons: tuple[Reason, ...] = (reason,)
+        else:
+            reasons = tuple(self._reason(pid, fields) for pid in forbids)
+        return Decision(
+            request=req,
+            outcome="deny",
+            precision=None,
+            reasons=reasons,
+            explanation=f"Denied: {reasons[0].explanation}.",
+            policy_version=self.pack.digest,
+        )

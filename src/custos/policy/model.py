@@ -1,0 +1,156 @@
+"""What is asked (:class:`AccessRequest`), what is known (:class:`Facts`), and what is
+decided (:class:`Decision`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from custos.directory.model import Principal, Subject, Ticket
+from custos.errors import InvalidInput
+from custos.vocabulary import ACTIONS, CATEGORIES, PRECISIONS, PURPOSES
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """One request for one category of one subject's data.
+
+    ``precision`` None means "the best the policies allow": custos asks coarse first for the
+    pack's coarse-by-default categories unless a grant covers the request.
+    """
+
+    principal: str
+    subject: str
+    category: str
+    purpose: str
+    action: str = "read"
+    ticket: str | None = None
+    precision: str | None = None
+    break_glass: bool = False
+    reason: str | None = None
+    time: datetime | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.category not in CATEGORIES:
+            problems.append(f"unknown category {self.category!r}")
+        if self.purpose not in PURPOSES:
+            problems.append(f"unknown purpose {self.purpose!r}")
+        if self.action not in ACTIONS:
+            problems.append(f"unknown action {self.action!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            problems.append(f"unknown precision {self.precision!r}")
+        if self.time is not None and self.time.tzinfo is None:
+            problems.append("time must carry a time zone")
+        if problems:
+            raise InvalidInput("invalid access request: " + "; ".join(problems))
+
+    def at(self) -> datetime:
+        return self.time or datetime.now(UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "principal": self.principal,
+            "subject": self.subject,
+            "category": self.category,
+            "purpose": self.purpose,
+            "action": self.action,
+        }
+        for key in ("ticket", "precision", "reason"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
+        if self.break_glass:
+            body["break_glass"] = True
+        if self.time is not None:
+            body["time"] = self.time.isoformat().replace("+00:00", "Z")
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class GrantFacts:
+    """An approved, time-bound grant as the policies see it."""
+
+    id: str
+    principal: str
+    subject: str
+    categories: tuple[str, ...]
+    purpose: str
+    precision: str
+    approvals: int
+    approver_groups: tuple[str, ...]
+    starts: datetime
+    ends: datetime
+    break_glass: bool = False
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the policies need about one request, loaded by the caller."""
+
+    principal: Principal
+    subject: Subject
+    allowed_countries: tuple[str, ...]
+    ticket: Ticket | None = None
+    grant: GrantFacts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """A policy that determined the outcome, and what it means in words."""
+
+    policy: str
+    effect: str
+    explanation: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"policy": self.policy, "effect": self.effect, "explanation": self.explanation}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalsNeeded:
+    """What an approval must look like: N distinct approvers covering these groups."""
+
+    approvals: int
+    groups: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"approvals": self.approvals, "groups": list(self.groups)}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one request, with its reasons and obligations.
+
+    ``outcome`` is ``allow``, ``deny`` or ``approval_required``; ``precision`` is what may be
+    released (None unless allowed); ``approvals`` is set when approval is required.
+    """
+
+    request: AccessRequest
+    outcome: str
+    precision: str | None
+    reasons: tuple[Reason, ...]
+    explanation: str
+    policy_version: str
+    approvals: ApprovalsNeeded | None = None
+    review_required: bool = False
+    grant: str | None = None
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == "allow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.outcome,
+            "precision": self.precision,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "explanation": self.explanation,
+            "approvals_needed": self.approvals.to_dict() if self.approvals else None,
+            "review_required": self.review_required,
+            "grant": self.grant,
+            "policy_version": self.policy_version,
+            "request": self.request.to_dict(),
+        }
