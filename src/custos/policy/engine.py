@@ -321,7 +321,12 @@ class PolicyEngine:
             for pid in self._policy_ids(asked)
             if self.pack.policies.get(pid) is None or self.pack.policies[pid].effect == "forbid"
         ]
-        return sorted(forbids, key=lambda pid: (self._priority.get(pid, _DEFAULT_PRIORITY), pid))
+        return sorted(forbids, key=self._order)
+
+    def _order(self, pid: str) -> tuple[int, str]:
+        # Cedar reports determining policies as a set; a fixed order keeps decisions
+        # reproducible (the ledger records them) and puts the most telling reason first.
+        return (self._priority.get(pid, _DEFAULT_PRIORITY), pid)
 
     def _fields(self, req: AccessRequest, facts: Facts, precision: str | None) -> _Fields:
         return _Fields(
@@ -347,7 +352,8 @@ class PolicyEngine:
 
     def _allow(self, req: AccessRequest, facts: Facts, asked: _Asked) -> Decision:
         fields = self._fields(req, facts, asked.precision)
-        reasons = tuple(self._reason(pid, fields) for pid in self._policy_ids(asked))
+        permits = sorted(self._policy_ids(asked), key=self._order)
+        reasons = tuple(self._reason(pid, fields) for pid in permits)
         review = any(
             self.pack.policies[r.policy].review_required
             for r in reasons

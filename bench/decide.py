@@ -1,0 +1,182 @@
+"""Decisions per second: ``custos`` against bare ``cedarpy.is_authorized``, same run.
+
+Builds a home with a synthetic organisation, then times, on the same requests, policies and
+entities:
+
+- baseline: ``cedarpy.is_authorized`` on the Cedar request and entities custos builds for
+  each request (pre-parsed policy set and schema, as custos uses them);
+- ``custos.decide`` one request at a time (facts from the directory cache, obligations,
+  explanation, and the ledger entry once the ledger is wired in);
+- ``custos.decide_many`` in batches, in one process and in two (the goal is for 2 cores).
+
+Prints rates and the ratios; asserts nothing. ``--quick`` for a short run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cedarpy
+import yaml
+
+from custos.access import Custos
+from custos.directory import parse_text
+from custos.policy import AccessRequest
+
+
+def build_world(home: Path, principals: int, subjects: int, seed: int) -> list[AccessRequest]:
+    rng = random.Random(seed)
+    people = [
+        {
+            "id": f"emp-{i}",
+            "name": f"P{i}",
+            "role": rng.choice(["support_agent", "fraud_analyst"]),
+            "team": "ops",
+            "country": "US",
+        }
+        for i in range(principals)
+    ]
+    users = [
+        {
+            "id": f"user-{i}",
+            "jurisdiction": "US",
+            "protected": ["journalist"] if i % 50 == 0 else [],
+        }
+        for i in range(subjects)
+    ]
+    tickets = []
+    requests = []
+    for i in range(subjects):
+        person = people[rng.randrange(principals)]
+        kind = "support" if person["role"] == "support_agent" else "fraud"
+        tickets.append(
+            {
+                "id": f"T-{i}",
+                "kind": kind,
+                "subject": f"user-{i}",
+                "assignee": person["id"],
+                "status": "open",
+            }
+        )
+        for category in ("profile", "ip_history"):
+            requests.append(
+                AccessRequest(person["id"], f"user-{i}", category, kind, ticket=f"T-{i}")
+            )
+        # A share of refusals: no ticket, or someone else's.
+        if i % 10 == 0:
+            requests.append(
+                AccessRequest(
+                    people[(i + 1) % principals]["id"],
+                    f"user-{i}",
+                    "profile",
+                    kind,
+                    ticket=f"T-{i}",
+                )
+            )
+    with Custos.init(home) as system:
+        document = parse_text(
+            yaml.safe_dump({"principals": people, "subjects": users, "tickets": tickets}),
+            "bench",
+        )
+        system.directory.merge(document)
+    rng.shuffle(requests)
+    return requests
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def time_best(fn: object, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        samples.append(time.perf_counter() - start)
+    return min(samples)
+
+
+def _batch_worker(args: tuple[str, list[AccessRequest], int]) -> tuple[int, float]:
+    home, requests, batch = args
+    with Custos.open(Path(home)) as system:
+        system.decide_many(requests[:batch])  # warm the caches
+        start = time.perf_counter()
+        for i in range(0, len(requests), batch):
+            system.decide_many(requests[i : i + batch])
+        return len(requests), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    principals, subjects = (100, 1000) if args.quick else (500, 5000)
+    repeats = 2 if args.quick else 3
+    home = Path(tempfile.mkdtemp(prefix="custos-bench-")) / "home"
+    requests = build_world(home, principals, subjects, seed=7)
+    n = len(requests)
+    print(f"{n} requests ({principals} principals, {subjects} subjects)")
+
+    with Custos.open(home) as system:
+        engine = system.policy
+        pack = system.policy_pack
+        facts = [system.decisions.facts(r) for r in requests]
+        asked = [
+            engine._ask(r, f, engine._first_precision(r, f))
+            for r, f in zip(requests, facts, strict=False)
+        ]
+
+        def bare_single() -> None:
+            for a in asked:
+                cedarpy.is_authorized(a.request, pack.policy_set, a.entities, pack.schema)
+
+        def custos_single() -> None:
+            for r in requests:
+                system.decide(r)
+
+        def custos_batch() -> None:
+            for i in range(0, n, args.batch):
+                system.decide_many(requests[i : i + args.batch])
+
+        custos_single()  # warm the directory cache
+        t_bare = time_best(bare_single, repeats)
+        t_single = time_best(custos_single, repeats)
+        t_batch = time_best(custos_batch, repeats)
+        outcomes = statistics.mode(d.outcome for d in system.decide_many(requests[:200]))
+
+    workers = 2
+    chunks = [requests[i::workers] for i in range(workers)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        start = time.perf_counter()
+        results = pool.map(_batch_worker, [(str(home), c, args.batch) for c in chunks])
+        wall = time.perf_counter() - start
+    done = sum(count for count, _ in results)
+    slowest = max(seconds for _, seconds in results)
+
+    print(f"most common outcome in sample: {outcomes}")
+    print(f"bare cedarpy.is_authorized   {rate(n, t_bare):10.0f} decisions/s")
+    print(
+        f"custos decide (single)       {rate(n, t_single):10.0f} decisions/s"
+        f"   overhead x{t_single / t_bare:.2f} of bare Cedar (goal <= 2.0)"
+    )
+    print(
+        f"custos decide_many (1 proc)  {rate(n, t_batch):10.0f} decisions/s"
+        f"   x{t_bare / t_batch:.2f} the bare single rate"
+    )
+    print(
+        f"custos decide_many (2 procs) {rate(done, slowest):10.0f} decisions/s"
+        f"   (goal >= 10000; pool wall time incl. start-up {wall:.1f}s)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The command line as a person runs it: a real subprocess, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.factories import SUPPORT_WORLD, write_org
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOS = [sys.executable, "-m", "custos"]
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CUSTOS_HOME": str(home), "COLUMNS": "200"}
+    env.pop("CUSTOS_DATABASE_URL", None)
+    return subprocess.run(
+        [*CUSTOS, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+@pytest.fixture
+def loaded(home: Path, tmp_path: Path) -> Path:
+    assert run(home, "init").returncode == 0
+    result = run(home, "org", "load", str(write_org(tmp_path / "org.yaml", SUPPORT_WORLD)))
+    assert result.returncode == 0, result.stderr
+    return home
+
+
+def test_check_json_has_the_documented_fields_and_exit_zero(loaded: Path) -> None:
+    result = run(
+        loaded,
+        "check",
+        "--principal",
+        "emp-2001",
+        "--subject",
+        "user-42",
+        "--category",
+        "ip_history",
+        "--purpose",
+        "internal_investigation",
+        "--ticket",
+        "T-7",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["decision"] == "deny"
+    assert body["precision"] is None
+    assert body["reasons"][0]["policy"] == "source-protection"
+    assert "source protection" in body["explanation"]
+
+
+def test_check_text_output(loaded: Path) -> None:
+    result = run(
+        loaded,
+        "check",
+        "--principal",
+        "emp-1001",
+        "--subject",
+        "user-1",
+        "--category",
+        "ip_history",
+        "--purpose",
+        "support",
+        "--ticket",
+        "T-1",
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("allow (coarse)")
+
+
+def test_unknown_ids_exit_non_zero_with_a_clear_message(loaded: Path) -> None:
+    result = run(
+        loaded,
+        "check",
+        "--principal",
+        "emp-404",
+        "--subject",
+        "user-1",
+        "--category",
+        "profile",
+        "--purpose",
+        "support",
+    )
+    assert result.returncode == 3
+    assert "unknown principal 'emp-404'" in result.stderr
+    assert "Traceback" not in result.stderr
+    as_json = run(
+        loaded,
+        "check",
+        "--principal",
+        "emp-404",
+        "--subject",
+        "user-1",
+        "--category",
+        "profile",
+        "--purpose",
+        "support",
+        "--json",
+    )
+    assert json.loads(as_json.stdout)["error"]["code"] == "unknown_principal"
+
+
+def test_a_bad_directory_file_changes_nothing(loaded: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "principals:\n  - {id: emp-5, name: X, role: support_agent, team: t, country: US}\n"
+        "tickets:\n  - {id: T-1, kind: support, subject: user-1, assignee: emp-5, status: bogus}\n"
+    )
+    result = run(loaded, "org", "load", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}: tickets[0] (id 'T-1'): field 'status'" in result.stderr
+    after = run(
+        loaded,
+        "check",
+        "--principal",
+        "emp-5",
+        "--subject",
+        "user-1",
+        "--category",
+        "profile",
+        "--purpose",
+        "support",
+        "--json",
+    )
+    assert json.loads(after.stdout)["error"]["code"] == "unknown_principal"
+
+
+def test_commands_before_init_say_to_run_init(home: Path) -> None:
+    result = run(
+        home,
+        "check",
+        "--principal",
+        "a",
+        "--subject",
+        "b",
+        "--category",
+        "profile",
+        "--purpose",
+        "support",
+    )
+    assert result.returncode != 0
+    assert "custos init" in result.stderr
+
+
+def test_policy_validate_show_and_test(loaded: Path, tmp_path: Path) -> None:
+    assert "valid: 16 policies" in run(loaded, "policy", "validate").stdout
+    shown = json.loads(run(loaded, "policy", "show", "--json").stdout)
+    assert {p["id"] for p in shown["policies"]} >= {"source-protection", "protected-two-person"}
+    table = loaded / "policies" / "cases.yaml"
+    result = run(loaded, "policy", "test", str(table))
+    assert result.returncode == 0, result.stdout
+    assert re.search(r"^\d+ passed, 0 failed$", result.stdout, re.M)
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(
+        table.read_text().replace(
+            "expect: {decision: deny, reason: source-protection}", "expect: {decision: allow}", 1
+        )
+    )
+    result = run(loaded, "policy", "test", str(failing))
+    assert result.returncode == 1
+    assert "FAIL internal audit pulling" in result.stdout
+
+
+def test_an_invalid_policy_is_refused_by_validate_and_by_check(loaded: Path) -> None:
+    (loaded / "policies" / "60-broken.cedar").write_text("permit (principal, action, resource")
+    result = run(loaded, "policy", "validate")
+    assert result.returncode == 4
+    assert "60-broken.cedar" in result.stderr
+    check = run(
+        loaded,
+        "check",
+        "--principal",
+        "emp-1001",
+        "--subject",
+        "user-1",
+        "--category",
+        "profile",
+        "--purpose",
+        "support",
+        "--ticket",
+        "T-1",
+    )
+    assert check.returncode == 4
+
+
+def test_demo_runs_the_2022_case(tmp_path: Path) -> None:
+    result = run(tmp_path / "demo-home", "demo", "--json")
+    assert result.returncode == 0, result.stderr
+    decisions = json.loads(result.stdout)["decisions"]
+    assert decisions[0]["decision"] == "deny"
+    assert decisions[0]["reasons"][0]["policy"] == "source-protection"
+
+
+def test_readme_starts_with_the_two_commands_and_they_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", readme, re.S)
+    assert block is not None
+    assert readme.index("```sh") < 200
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["./scripts/demo", "./scripts/test"]
+    for command in commands:
+        assert os.access(ROOT / command, os.X_OK)
+    assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_command_documented_in_readme_has_help() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for command in sorted(set(re.findall(r"`custos ([a-z][a-z -]*?)(?: [A-Z\-\[<]|`)", readme))):
+        result = subprocess.run(
+            [*CUSTOS, *command.split(), "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"custos {command} --help: {result.stderr}"

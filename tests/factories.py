@@ -1,0 +1,108 @@
+"""Small real worlds for tests: directory documents written in the DESIGN.md format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from custos.access import Custos
+from custos.directory import parse_text
+
+
+def org(
+    principals: list[dict[str, Any]] | None = None,
+    subjects: list[dict[str, Any]] | None = None,
+    tickets: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A directory mapping with sensible defaults for omitted fields."""
+    people = []
+    for p in principals or []:
+        people.append({"name": p["id"], "team": "support", "country": "US", **p})
+    return {"principals": people, "subjects": subjects or [], "tickets": tickets or []}
+
+
+def write_org(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_org(system: Custos, data: dict[str, Any]) -> None:
+    system.directory.merge(parse_text(yaml.safe_dump(data), "test org"), source="test org")
+
+
+SUPPORT_WORLD = org(
+    principals=[
+        {"id": "emp-1000", "role": "support_agent"},
+        {"id": "emp-1001", "role": "support_agent", "manager": "emp-1000"},
+        {"id": "emp-1002", "role": "support_agent", "manager": "emp-1000"},
+        {"id": "emp-1004", "role": "support_agent", "status": "terminated"},
+        {"id": "emp-2001", "role": "internal_audit", "team": "internal-audit"},
+    ],
+    subjects=[
+        {"id": "user-1", "jurisdiction": "US"},
+        {"id": "user-2", "jurisdiction": "US"},
+        {"id": "user-42", "jurisdiction": "US", "protected": ["journalist"]},
+        {
+            "id": "user-77",
+            "jurisdiction": "US",
+            "protected": ["employee_account"],
+            "employee": "emp-1002",
+        },
+    ],
+    tickets=[
+        {
+            "id": "T-1",
+            "kind": "support",
+            "subject": "user-1",
+            "assignee": "emp-1001",
+            "status": "open",
+            "opened": "2026-01-05T10:00:00Z",
+            "opened_by": "subject",
+        },
+        {
+            "id": "T-2",
+            "kind": "support",
+            "subject": "user-1",
+            "assignee": "emp-1002",
+            "status": "open",
+        },
+        {
+            "id": "T-3",
+            "kind": "support",
+            "subject": "user-1",
+            "assignee": "emp-1001",
+            "status": "closed",
+        },
+        {
+            "id": "T-4",
+            "kind": "support",
+            "subject": "user-2",
+            "assignee": "emp-1001",
+            "status": "open",
+        },
+        {
+            "id": "T-5",
+            "kind": "support",
+            "subject": "user-1",
+            "assignee": "emp-1004",
+            "status": "open",
+        },
+        {
+            "id": "T-6",
+            "kind": "support",
+            "subject": "user-77",
+            "assignee": "emp-1001",
+            "status": "open",
+        },
+        {
+            "id": "T-7",
+            "kind": "internal_investigation",
+            "subject": "user-42",
+            "assignee": "emp-2001",
+            "status": "open",
+            "opened_by": "emp-2001",
+        },
+    ],
+)

@@ -1,0 +1,67 @@
+"""The default policy pack, tested as data: every case of its table, one by one and batched."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from custos.policy import AccessRequest, PolicyEngine, load_pack
+from custos.policy.cases import PolicyTable, read_table, run_table
+
+TABLE_PATH = Path(str(resources.files("custos.policy") / "pack" / "cases.yaml"))
+TABLE = read_table(TABLE_PATH)
+ENGINE = PolicyEngine(load_pack())
+RESULTS = {r.name: r for r in run_table(TABLE, ENGINE)}
+
+
+@pytest.mark.parametrize("name", [case.name for case in TABLE.spec.cases])
+def test_case(name: str) -> None:
+    result = RESULTS[name]
+    assert result.passed, "; ".join(result.problems)
+
+
+def _requests(table: PolicyTable) -> list[AccessRequest]:
+    return [
+        AccessRequest(
+            **case.request.model_dump(exclude={"time"}),
+            time=case.request.time or table.spec.now,
+        )
+        for case in table.spec.cases
+    ]
+
+
+REQUESTS = _requests(TABLE)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(range(len(REQUESTS))), min_size=2, max_size=30))
+def test_batched_decisions_equal_single_decisions(indexes: list[int]) -> None:
+    chosen = [REQUESTS[i] for i in indexes]
+    batched = ENGINE.decide_many([(r, TABLE.facts(r)) for r in chosen])
+    single = [ENGINE.decide(r, TABLE.facts(r)) for r in chosen]
+    assert batched == single
+
+
+def test_the_2022_case_explains_source_protection_in_words() -> None:
+    decision = RESULTS[TABLE.spec.cases[0].name].decision
+    assert decision is not None
+    assert decision.outcome == "deny"
+    assert "source protection" in decision.explanation
+    assert decision.explanation.startswith("Denied: ")
+
+
+def test_obligations_come_from_annotations() -> None:
+    pack = load_pack()
+    two_person = pack.policies["protected-two-person"]
+    assert (two_person.remedy, two_person.approvals, two_person.approver_groups) == (
+        "approval",
+        2,
+        ("privacy_office",),
+    )
+    assert pack.policies["break-glass"].review_required
+    assert pack.coarse_by_default == {"ip_history", "location", "device"}
+    assert pack.policies["source-protection"].remedy is None

@@ -1,0 +1,105 @@
+"""Loading packs: invalid packs name the file and policy; evaluation errors fail closed."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from custos.directory import Principal, Subject
+from custos.errors import PolicyError
+from custos.policy import AccessRequest, Facts, PolicyEngine, install_default_pack, load_pack
+
+ALLOW_ALL = """
+@id("allow-all")
+@explanation("everything is allowed")
+permit (principal, action, resource);
+"""
+
+
+@pytest.fixture
+def pack_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "pack"
+    install_default_pack(folder)
+    return folder
+
+
+def test_install_copies_the_pack_once_and_never_overwrites(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    assert install_default_pack(folder)
+    (folder / "10-roles.cedar").write_text(ALLOW_ALL)
+    assert not install_default_pack(folder)
+    assert (folder / "10-roles.cedar").read_text() == ALLOW_ALL
+    assert (folder / "cases.yaml").exists()
+
+
+def test_digest_changes_with_any_policy_text(pack_dir: Path) -> None:
+    before = load_pack(pack_dir).digest
+    path = pack_dir / "50-staff.cedar"
+    path.write_text(path.read_text() + "\n// a comment\n")
+    assert load_pack(pack_dir).digest != before
+
+
+def test_a_policy_that_does_not_match_the_schema_is_named(pack_dir: Path) -> None:
+    (pack_dir / "60-bad.cedar").write_text(
+        '@id("typo")\n@explanation("x")\n'
+        'forbid (principal, action, resource) when { principal.rank == "x" };\n'
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_pack(pack_dir)
+    assert "60-bad.cedar" in str(caught.value)
+
+
+def test_syntax_errors_name_the_file(pack_dir: Path) -> None:
+    (pack_dir / "60-bad.cedar").write_text("permit (principal, action, resource) when {")
+    with pytest.raises(PolicyError, match=r"60-bad\.cedar: does not parse"):
+        load_pack(pack_dir)
+
+
+def test_missing_and_duplicate_annotations(pack_dir: Path) -> None:
+    (pack_dir / "60-bad.cedar").write_text(
+        "permit (principal, action, resource);\n"
+        '@id("inactive-staff")\n@explanation("dup")\nforbid (principal, action, resource);\n'
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_pack(pack_dir)
+    text = str(caught.value)
+    assert "60-bad.cedar: policy #1: missing annotation(s) @id, @explanation" in text
+    assert "duplicate @id 'inactive-staff' (also in 50-staff.cedar)" in text
+
+
+def test_a_pack_needs_one_schema(tmp_path: Path, pack_dir: Path) -> None:
+    (pack_dir / "schema.cedarschema").unlink()
+    with pytest.raises(PolicyError, match=r"exactly one \.cedarschema"):
+        load_pack(pack_dir)
+    with pytest.raises(PolicyError, match="no policy pack folder"):
+        load_pack(tmp_path / "nowhere")
+
+
+def test_a_policy_that_errors_at_evaluation_fails_closed(tmp_path: Path) -> None:
+    folder = tmp_path / "pack"
+    folder.mkdir()
+    with resources.as_file(resources.files("custos.policy") / "pack") as src:
+        shutil.copyfile(Path(src) / "schema.cedarschema", folder / "schema.cedarschema")
+    # Validates (types are right) but overflows at run time: Cedar then skips the forbid,
+    # which without fail-closed handling would let the permit through.
+    (folder / "p.cedar").write_text(
+        ALLOW_ALL + '@id("overflow")\n@explanation("x")\n'
+        "forbid (principal, action, resource) when { context.now * 9223372036854775807 > 0 };\n"
+    )
+    engine = PolicyEngine(load_pack(folder))
+    facts = Facts(
+        principal=Principal("e", "E", "employee", "support_agent", "t", "US", "active"),
+        subject=Subject("u", "US"),
+        allowed_countries=("US",),
+    )
+    decision = engine.decide(
+        AccessRequest("e", "u", "profile", "support", time=datetime(2026, 1, 1, tzinfo=UTC)),
+        facts,
+    )
+    assert decision.outcome == "deny"
+    assert decision.reasons[0].policy == "evaluation-error"
+    assert decision.errors
