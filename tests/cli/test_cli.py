@@ -19,7 +19,6 @@ CUSTOS = [sys.executable, "-m", "custos"]
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CUSTOS_HOME": str(home), "COLUMNS": "200"}
-    env.pop("CUSTOS_DATABASE_URL", None)
     return subprocess.run(
         [*CUSTOS, *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )

@@ -41,6 +41,7 @@ class Database:
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
+        url = normalise_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -104,6 +105,14 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain ``postgresql://`` / ``postgres://`` URLs and use the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
 
 
 def _describe(exc: BaseException) -> str:
