@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
+import cedarpy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,3 +67,14 @@ def test_obligations_come_from_annotations() -> None:
     assert pack.policies["break-glass"].review_required
     assert pack.coarse_by_default == {"ip_history", "location", "device"}
     assert pack.policies["source-protection"].remedy is None
+
+
+def test_requests_and_entities_custos_builds_match_the_schema() -> None:
+    """The engine skips per-request schema validation for speed; this keeps it honest."""
+    strict = PolicyEngine(load_pack(), validate_requests=True)
+    for request in REQUESTS:
+        facts = TABLE.facts(request)
+        for precision in ("coarse", "precise"):
+            asked = strict._ask(request, facts, precision)
+            cedarpy.Entities.from_json_str(json.dumps(asked.entities), strict.pack.schema)
+        assert strict.decide(request, facts) == ENGINE.decide(request, facts)

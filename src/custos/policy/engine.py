@@ -38,8 +38,6 @@ from custos.policy.pack import PolicyInfo, PolicyPack
 NS = "Custos::"
 _PRINCIPAL = NS + "Principal"
 _SUBJECT = NS + "Subject"
-_TICKET = NS + "Ticket"
-_GRANT = NS + "Grant"
 _DATA = NS + "Data"
 _JURISDICTION = NS + "Jurisdiction"
 _ACTION = NS + "Action"
@@ -83,8 +81,16 @@ class _Asked:
 class PolicyEngine:
     """Decides :class:`AccessRequest` s against a loaded :class:`PolicyPack`."""
 
-    def __init__(self, pack: PolicyPack) -> None:
+    def __init__(self, pack: PolicyPack, *, validate_requests: bool = False) -> None:
+        """``validate_requests`` re-checks every request and entity against the schema.
+
+        The policies are validated against the schema when the pack loads, and the requests
+        and entities are built here in one fixed shape (tests check that shape against the
+        schema), so per-request validation is off by default: it costs about 15 % of a
+        decision and can only fail on a bug in this module.
+        """
         self.pack = pack
+        self._schema = pack.schema if validate_requests else None
         self._priority = {
             pid: int(info.annotations.get("priority", _DEFAULT_PRIORITY))
             for pid, info in pack.policies.items()
@@ -201,20 +207,14 @@ class PolicyEngine:
         }
         ticket = facts.ticket
         if ticket is not None:
-            entities.append(
-                {
-                    "uid": _uid(_TICKET, ticket.id),
-                    "attrs": {
-                        "kind": ticket.kind,
-                        "subject": _ref(_SUBJECT, ticket.subject),
-                        "assignee": _ref(_PRINCIPAL, ticket.assignee),
-                        "status": ticket.status,
-                        "opened_by": ticket.opened_by or "",
-                    },
-                    "parents": [],
-                }
-            )
-            context["ticket"] = _ref(_TICKET, ticket.id)
+            context["ticket"] = {
+                "id": ticket.id,
+                "kind": ticket.kind,
+                "subject": _ref(_SUBJECT, ticket.subject),
+                "assignee": _ref(_PRINCIPAL, ticket.assignee),
+                "status": ticket.status,
+                "opened_by": ticket.opened_by or "",
+            }
         grant = facts.grant
         if hypothetical is not None:
             grant = GrantFacts(
@@ -230,26 +230,20 @@ class PolicyEngine:
                 ends=now.replace(year=now.year + 1),
             )
         if grant is not None:
-            entities.append(
-                {
-                    "uid": _uid(_GRANT, grant.id),
-                    "attrs": {
-                        "principal": _ref(_PRINCIPAL, grant.principal),
-                        "subject": _ref(_SUBJECT, grant.subject),
-                        "categories": list(grant.categories),
-                        "purpose": grant.purpose,
-                        "precision": grant.precision,
-                        "approvals": grant.approvals,
-                        "approver_groups": list(grant.approver_groups),
-                        "break_glass": grant.break_glass,
-                        "starts": _epoch(grant.starts),
-                        "ends": _epoch(grant.ends),
-                        "revoked": grant.revoked,
-                    },
-                    "parents": [],
-                }
-            )
-            context["grant"] = _ref(_GRANT, grant.id)
+            context["grant"] = {
+                "id": grant.id,
+                "principal": _ref(_PRINCIPAL, grant.principal),
+                "subject": _ref(_SUBJECT, grant.subject),
+                "categories": list(grant.categories),
+                "purpose": grant.purpose,
+                "precision": grant.precision,
+                "approvals": grant.approvals,
+                "approver_groups": list(grant.approver_groups),
+                "break_glass": grant.break_glass,
+                "starts": _epoch(grant.starts),
+                "ends": _epoch(grant.ends),
+                "revoked": grant.revoked,
+            }
         request = {
             "principal": _uid(_PRINCIPAL, principal.id),
             "action": _uid(_ACTION, req.action),
@@ -264,14 +258,14 @@ class PolicyEngine:
         if len(batch) == 1:
             one = batch[0]
             one.result = cedarpy.is_authorized(
-                one.request, self.pack.policy_set, one.entities, self.pack.schema
+                one.request, self.pack.policy_set, one.entities, self._schema
             )
             return
-        # One Cedar call for the batch: entity ids are unique per request except the ones
-        # that are the same thing (a principal, a subject), which are identical dicts.
+        # One Cedar call for the batch. Entities shared by several requests (a principal,
+        # a subject) are the same facts, so one copy serves all; per-request facts (ticket,
+        # grant) travel in each request's own context.
         entities: dict[tuple[str, str], dict[str, Any]] = {}
-        for n, asked in enumerate(batch):
-            self._isolate(asked, n)
+        for asked in batch:
             for entity in asked.entities:
                 uid = entity["uid"]
                 entities[(uid["type"], uid["id"])] = entity
@@ -279,27 +273,10 @@ class PolicyEngine:
             [asked.request for asked in batch],
             self.pack.policy_set,
             list(entities.values()),
-            self.pack.schema,
+            self._schema,
         )
         for asked, result in zip(batch, results, strict=True):
             asked.result = result
-
-    @staticmethod
-    def _isolate(asked: _Asked, n: int) -> None:
-        """Give per-request entities (tickets, grants) batch-unique ids.
-
-        Two requests of one batch may carry different facts under one id (a grant and a
-        hypothetical grant, a ticket before and after a change); renaming them keeps each
-        request seeing exactly its own facts.
-        """
-        context = asked.request["context"]
-        for key, kind in (("ticket", _TICKET), ("grant", _GRANT)):
-            if key in context:
-                new_id = f"{n}:{context[key]['__entity']['id']}"
-                context[key] = _ref(kind, new_id)
-                for entity in asked.entities:
-                    if entity["uid"]["type"] == kind:
-                        entity["uid"] = _uid(kind, new_id)
 
     # -- reading results ----------------------------------------------------------------
 
