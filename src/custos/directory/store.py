@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -19,7 +19,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
-from custos.errors import UnknownPrincipal, UnknownSubject, UnknownTicket, ValidationFailed
+from custos.errors import (
+    CustosError,
+    UnknownPrincipal,
+    UnknownSubject,
+    UnknownTicket,
+    ValidationFailed,
+)
 from custos.store import Database
 from custos.store.directory import DirectoryVersionRow, PrincipalRow, SubjectRow, TicketRow
 
@@ -227,41 +233,53 @@ class DirectoryStore:
                 self._version = current
             self._checked_at = now
 
-    def principal(self, principal_id: str) -> Principal:
-        """The principal ``principal_id``. Raises :class:`UnknownPrincipal`."""
+    def _lookup(
+        self,
+        cache: dict[str, T],
+        model: Any,
+        key: str,
+        convert: Callable[[Any], T],
+        missing: Callable[[str], CustosError],
+    ) -> T:
         self._fresh()
-        found = self._principals.get(principal_id)
+        found = cache.get(key)
         if found is None:
             with self.db.session() as session:
-                row = session.get(PrincipalRow, principal_id)
+                row = session.get(model, key)
                 if row is None:
-                    raise UnknownPrincipal(f"unknown principal {principal_id!r}")
-                found = self._principals[principal_id] = _principal(row)
+                    raise missing(key)
+                found = cache[key] = convert(row)
         return found
+
+    def principal(self, principal_id: str) -> Principal:
+        """The principal ``principal_id``. Raises :class:`UnknownPrincipal`."""
+        return self._lookup(
+            self._principals,
+            PrincipalRow,
+            principal_id,
+            _principal,
+            lambda key: UnknownPrincipal(f"unknown principal {key!r}"),
+        )
 
     def subject(self, subject_id: str) -> Subject:
         """The subject ``subject_id``. Raises :class:`UnknownSubject`."""
-        self._fresh()
-        found = self._subjects.get(subject_id)
-        if found is None:
-            with self.db.session() as session:
-                row = session.get(SubjectRow, subject_id)
-                if row is None:
-                    raise UnknownSubject(f"unknown subject {subject_id!r}")
-                found = self._subjects[subject_id] = _subject(row)
-        return found
+        return self._lookup(
+            self._subjects,
+            SubjectRow,
+            subject_id,
+            _subject,
+            lambda key: UnknownSubject(f"unknown subject {key!r}"),
+        )
 
     def ticket(self, ticket_id: str) -> Ticket:
         """The ticket ``ticket_id``. Raises :class:`UnknownTicket`."""
-        self._fresh()
-        found = self._tickets.get(ticket_id)
-        if found is None:
-            with self.db.session() as session:
-                row = session.get(TicketRow, ticket_id)
-                if row is None:
-                    raise UnknownTicket(f"unknown ticket {ticket_id!r}")
-                found = self._tickets[ticket_id] = _ticket(row)
-        return found
+        return self._lookup(
+            self._tickets,
+            TicketRow,
+            ticket_id,
+            _ticket,
+            lambda key: UnknownTicket(f"unknown ticket {key!r}"),
+        )
 
     def principals(self) -> list[Principal]:
         with self.db.session() as session:
