@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from custos.access import Custos
 from custos.errors import InvalidInput, UnknownPrincipal, UnknownSubject, UnknownTicket
-from custos.policy import AccessRequest
+from custos.policy import AccessRequest, Decision
 from tests.factories import SUPPORT_WORLD, load_org
 
 
@@ -118,7 +120,15 @@ def test_batch_decisions_match_single_ones(world: Custos) -> None:
         AccessRequest("emp-2001", "user-42", "ip_history", "internal_investigation", ticket="T-7"),
         AccessRequest("emp-1001", "user-77", "profile", "support", ticket="T-6"),
     ] * 3
-    assert world.decide_many(requests) == [world.decide(r) for r in requests]
+    batched = world.decide_many(requests)
+    single = [world.decide(r) for r in requests]
+
+    def unlogged(d: Decision) -> Decision:
+        return dataclasses.replace(d, event_id=None, ledger_index=None)
+
+    assert [unlogged(d) for d in batched] == [unlogged(d) for d in single]
+    assert [d.ledger_index for d in batched] == list(range(1, 13))  # after the policy entry
+    assert len({d.event_id for d in batched + single}) == 24
 
 
 def test_the_active_pack_is_recorded_in_the_policy_history(system: Custos) -> None:

@@ -3,6 +3,8 @@ parts wired to it. Everything above (CLI, API, web) reaches the parts through th
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -11,9 +13,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from custos.access.decisions import DecisionMaker
+from custos.access.journal import decision_entry, new_event_id
 from custos.config import Settings, load_settings
 from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError, NotInitialised
+from custos.ledger import LOG_KEY_FILE, Ledger, NoteVerifier, read_key, write_new_key
 from custos.policy import (
     AccessRequest,
     Decision,
@@ -50,6 +54,8 @@ class Custos:
         db = open_database(settings.database_url, migrate=True)
         system = cls(settings, db)
         # Each part's own setup, in layer order.
+        origin = str(settings.section("ledger").get("origin") or f"custos/{uuid.uuid4().hex[:12]}")
+        write_new_key(settings.keys_dir / LOG_KEY_FILE, origin)
         install_default_pack(settings.policy_dir)
         system.activate_policies()
         return system
@@ -67,6 +73,17 @@ class Custos:
     @cached_property
     def directory(self) -> DirectoryStore:
         return DirectoryStore(self.db)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The log; its key (and origin, the key's name) from ``keys/log.key``."""
+        signer = read_key(self.settings.keys_dir / LOG_KEY_FILE)
+        return Ledger(self.db, signer, signer.name)
+
+    @property
+    def log_verifier(self) -> NoteVerifier:
+        """The verifier key of this log's checkpoints, as witnesses and auditors use it."""
+        return NoteVerifier.parse(self.ledger.signer.verifier_key())
 
     @cached_property
     def policy_pack(self) -> PolicyPack:
@@ -93,6 +110,15 @@ class Custos:
                 select(PolicyVersionRow.id).where(PolicyVersionRow.digest == pack.digest)
             )
             if known is None:
+                # In the ledger first: a policy change that cannot be logged does not happen.
+                self.ledger.append(
+                    {
+                        "type": "policy_version",
+                        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                        "digest": pack.digest,
+                        "files": pack.files,
+                    }
+                )
                 session.add(
                     PolicyVersionRow(
                         digest=pack.digest, activated=datetime.now(UTC), files=pack.files
@@ -103,13 +129,29 @@ class Custos:
         self.__dict__.pop("decisions", None)
         return pack
 
-    def decide(self, request: AccessRequest) -> Decision:
-        """Decide ``request`` on the guarded path. Raises for unknown ids."""
-        return self.decisions.decide(request)
+    def decide(self, request: AccessRequest, *, source: str = "custos") -> Decision:
+        """Decide ``request`` and durably log the decision before returning it.
 
-    def decide_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
-        """Decide many requests at once (one policy evaluation batch)."""
-        return self.decisions.decide_many(requests)
+        Raises for unknown ids, and :class:`LedgerUnavailable` when the decision cannot be
+        logged: then nothing was decided (fail closed).
+        """
+        return self._logged([self.decisions.decide(request)], source)[0]
+
+    def decide_many(
+        self, requests: Sequence[AccessRequest], *, source: str = "custos"
+    ) -> list[Decision]:
+        """Decide many requests (one policy batch) and log them (one durable ledger batch)."""
+        return self._logged(self.decisions.decide_many(requests), source)
+
+    def _logged(self, decisions: list[Decision], source: str) -> list[Decision]:
+        ids = [new_event_id() for _ in decisions]
+        receipts = self.ledger.append_many(
+            decision_entry(d, event_id, source) for d, event_id in zip(decisions, ids, strict=True)
+        )
+        return [
+            dataclasses.replace(d, event_id=event_id, ledger_index=receipt.index)
+            for d, event_id, receipt in zip(decisions, ids, receipts, strict=True)
+        ]
 
     def close(self) -> None:
         self.db.dispose()

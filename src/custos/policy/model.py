@@ -137,6 +137,9 @@ class Decision:
     review_required: bool = False
     grant: str | None = None
     errors: tuple[str, ...] = field(default=())
+    #: Set by the access path once the decision is durably in the ledger.
+    event_id: str | None = None
+    ledger_index: int | None = None
 
     @property
     def allowed(self) -> bool:
@@ -153,4 +156,6 @@ class Decision:
             "grant": self.grant,
             "policy_version": self.policy_version,
             "request": self.request.to_dict(),
+            "event_id": self.event_id,
+            "ledger_index": self.ledger_index,
         }

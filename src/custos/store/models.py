@@ -1,6 +1,6 @@
 """Imports every table module so that ``Base.metadata`` is complete (for Alembic and tests).
 
-Each part adds its table module here, e.g. ``from custos.store import ledger``.
+Each part adds its table module here.
 """
 
-from custos.store import directory  # noqa: F401
+from custos.store import directory, ledger  # noqa: F401

@@ -1,0 +1,54 @@
+"""What the guarded path writes to the ledger, in the access-event shape of DESIGN.md.
+
+Every ledger entry written for an access carries the fields of an access event (``id``,
+``time``, ``principal``, ``action``, ``subject``, ``category``, ``purpose``, ``ticket``,
+``decision``, ``precision``, ``records``, ``source``) plus ``type`` and, for decisions, the
+deciding policies, so the ledger alone can rebuild the access log and a subject's report.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from custos.policy import Decision
+
+
+def new_event_id() -> str:
+    return f"ev-{uuid.uuid4().hex}"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def decision_entry(decision: Decision, event_id: str, source: str) -> dict[str, Any]:
+    """The ledger entry recording ``decision`` (made before anything is released)."""
+    request = decision.request
+    entry: dict[str, Any] = {
+        "type": "decision",
+        "id": event_id,
+        "time": iso(datetime.now(UTC)),
+        "principal": request.principal,
+        "action": request.action,
+        "subject": request.subject,
+        "category": request.category,
+        "purpose": request.purpose,
+        "decision": decision.outcome,
+        "precision": decision.precision,
+        "reasons": [r.policy for r in decision.reasons],
+        "policy_version": decision.policy_version,
+        "source": source,
+    }
+    if request.ticket is not None:
+        entry["ticket"] = request.ticket
+    if decision.grant is not None:
+        entry["grant"] = decision.grant
+    if decision.review_required:
+        entry["review_required"] = True
+    if request.break_glass:
+        entry["break_glass"] = True
+    if decision.approvals is not None:
+        entry["approvals_needed"] = decision.approvals.to_dict()
+    return entry

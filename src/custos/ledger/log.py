@@ -1,0 +1,357 @@
+"""The ledger: an append-only RFC 9162 Merkle log stored in the custos database.
+
+Appends are *group committed*: concurrent callers queue their entries, the first to take the
+write lock commits everything queued in one transaction, and every caller returns only once
+its entry is durable. Across processes, writers serialise on the ``ledger_state`` row (its
+update is the first statement of every write transaction, on SQLite and PostgreSQL alike), and
+the primary keys on entry and node indexes make a fork impossible even if that failed: a
+second writer at the same index is rejected, not appended.
+
+Anything that prevents an append raises :class:`LedgerUnavailable`; the access path then
+denies (fail closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, text, tuple_
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from custos.errors import InvalidInput, LedgerUnavailable, NotFound, StoreUnavailable
+from custos.ledger import tree
+from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
+from custos.ledger.notes import Checkpoint, NoteSigner
+from custos.store import Database
+from custos.store.ledger import (
+    LedgerCheckpointRow,
+    LedgerEntryRow,
+    LedgerNodeRow,
+)
+
+_ENTRIES = insert(LedgerEntryRow)
+_NODES = insert(LedgerNodeRow)
+_FETCH_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerReceipt:
+    """Proof of a durable append: the entry's index and leaf hash."""
+
+    index: int
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    """``{"index": i, "size": n, "hashes": [base64, …]}`` (DESIGN.md)."""
+
+    index: int
+    size: int
+    hashes: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "size": self.size,
+            "hashes": [base64.b64encode(h).decode() for h in self.hashes],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    """``{"old_size": m, "new_size": n, "hashes": [base64, …]}`` (DESIGN.md)."""
+
+    old_size: int
+    new_size: int
+    hashes: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "hashes": [base64.b64encode(h).decode() for h in self.hashes],
+        }
+
+
+@dataclass
+class _Pending:
+    entries: list[bytes]
+    done: threading.Event = field(default_factory=threading.Event)
+    receipts: list[LedgerReceipt] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def _salted(entry: Mapping[str, Any]) -> bytes:
+    if not isinstance(entry, Mapping):
+        raise InvalidInput("a ledger entry must be a JSON object")
+    body = dict(entry)
+    # A fresh random salt per entry: a leaf hash then reveals nothing about the entry to
+    # someone who sees only hashes (tiles, proofs), even for guessable entries.
+    body.setdefault("salt", base64.b64encode(os.urandom(16)).decode())
+    try:
+        return canonical_json(body)
+    except ValueError as exc:
+        raise InvalidInput(f"ledger entry is not JSON: {exc}") from None
+
+
+class Ledger:
+    """The custos log. Thread-safe; one instance per process and database."""
+
+    def __init__(self, db: Database, signer: NoteSigner, origin: str) -> None:
+        self.db = db
+        self.signer = signer
+        self.origin = origin
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._size: int | None = None
+        # The compact range of [0, size): (level, hash) of its perfect subtrees, left to right.
+        self._frontier: list[tuple[int, bytes]] = []
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, entry: Mapping[str, Any]) -> LedgerReceipt:
+        """Append one entry; returns once it is durable. Raises :class:`LedgerUnavailable`."""
+        return self._append([_salted(entry)])[0]
+
+    def append_many(self, entries: Iterable[Mapping[str, Any]]) -> list[LedgerReceipt]:
+        """Append entries in order, durably, in one batch. Raises :class:`LedgerUnavailable`."""
+        prepared = [_salted(e) for e in entries]
+        return self._append(prepared) if prepared else []
+
+    def _append(self, entries: list[bytes]) -> list[LedgerReceipt]:
+        mine = _Pending(entries)
+        with self._queue_lock:
+            self._queue.append(mine)
+        while not mine.done.is_set():
+            with self._write_lock:
+                if mine.done.is_set():
+                    break
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if mine.error is not None:
+            raise mine.error
+        return mine.receipts
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        flat = [entry for pending in batch for entry in pending.entries]
+        try:
+            receipts = self._commit(flat)
+        except BaseException as exc:  # noqa: BLE001 - every waiter must learn the outcome
+            error = exc if isinstance(exc, LedgerUnavailable) else _unavailable(exc)
+            for pending in batch:
+                pending.error = error
+                pending.done.set()
+            return
+        offset = 0
+        for pending in batch:
+            pending.receipts = receipts[offset : offset + len(pending.entries)]
+            offset += len(pending.entries)
+            pending.done.set()
+
+    def _commit(self, entries: list[bytes]) -> list[LedgerReceipt]:
+        with self.db.engine.begin() as conn:
+            # Take the log's write lock first (row lock / SQLite write lock), then read the
+            # size under it: no other writer can interleave.
+            conn.execute(text("UPDATE ledger_state SET size = size WHERE id = 1"))
+            size = conn.execute(text("SELECT size FROM ledger_state WHERE id = 1")).scalar_one()
+            if size != self._size:
+                self._load_frontier(conn, size)
+            frontier = list(self._frontier)
+            entry_rows = []
+            node_rows = []
+            receipts = []
+            for offset, entry in enumerate(entries):
+                index = size + offset
+                leaf = leaf_hash(entry)
+                entry_rows.append({"idx": index, "entry": entry})
+                node_rows.append({"level": 0, "idx": index, "hash": leaf})
+                receipts.append(LedgerReceipt(index, leaf))
+                frontier.append((0, leaf))
+                while len(frontier) > 1 and frontier[-1][0] == frontier[-2][0]:
+                    level, right = frontier.pop()
+                    _, left = frontier.pop()
+                    parent = node_hash(left, right)
+                    frontier.append((level + 1, parent))
+                    node_rows.append(
+                        {"level": level + 1, "idx": index >> (level + 1), "hash": parent}
+                    )
+            conn.execute(_ENTRIES, entry_rows)
+            conn.execute(_NODES, node_rows)
+            new_size = size + len(entries)
+            conn.execute(
+                text("UPDATE ledger_state SET size = :size WHERE id = 1"), {"size": new_size}
+            )
+        self._size = new_size
+        self._frontier = frontier
+        return receipts
+
+    def _load_frontier(self, conn: Connection, size: int) -> None:
+        nodes = tree.range_nodes(0, size)
+        found = _fetch_nodes(conn, nodes)
+        self._frontier = [(level, found[(level, index)]) for level, index in nodes]
+        self._size = size
+
+    # -- reading ------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """The number of entries. Raises :class:`StoreUnavailable`."""
+        with _reading(self.db) as conn:
+            return int(
+                conn.execute(text("SELECT size FROM ledger_state WHERE id = 1")).scalar_one()
+            )
+
+    def entry(self, index: int) -> bytes:
+        """The exact stored bytes of entry ``index``. Raises :class:`NotFound`."""
+        with _reading(self.db) as conn:
+            found = conn.execute(
+                select(LedgerEntryRow.entry).where(LedgerEntryRow.idx == index)
+            ).scalar_one_or_none()
+        if found is None:
+            raise NotFound(f"no ledger entry at index {index}")
+        return bytes(found)
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Entries with ``start <= index < end``, in order."""
+        with _reading(self.db) as conn:
+            rows = conn.execute(
+                select(LedgerEntryRow.idx, LedgerEntryRow.entry)
+                .where(LedgerEntryRow.idx >= start, LedgerEntryRow.idx < end)
+                .order_by(LedgerEntryRow.idx)
+            ).all()
+        return [(int(i), bytes(e)) for i, e in rows]
+
+    def nodes(self, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Stored node hashes by ``(level, index)``. Raises :class:`NotFound` if one is missing."""
+        with _reading(self.db) as conn:
+            return _fetch_nodes(conn, wanted)
+
+    def root(self, size: int | None = None) -> bytes:
+        """The tree hash at ``size`` (default: now)."""
+        size = self.size() if size is None else self._checked_size(size)
+        return tree.root(size, self.nodes)
+
+    def _checked_size(self, size: int) -> int:
+        current = self.size()
+        if not 0 <= size <= current:
+            raise NotFound(f"the log has {current} entries; size {size} does not exist")
+        return size
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
+        """Inclusion proof of entry ``index`` in the tree of ``size`` (default: now)."""
+        size = self.size() if size is None else self._checked_size(size)
+        if not 0 <= index < size:
+            raise NotFound(f"no entry {index} in a tree of size {size}")
+        return InclusionProof(index, size, tuple(tree.inclusion_proof(index, size, self.nodes)))
+
+    def consistency_proof(self, old: int, new: int | None = None) -> ConsistencyProof:
+        """Consistency proof from size ``old`` to ``new`` (default: now)."""
+        new = self.size() if new is None else self._checked_size(new)
+        if not 0 <= old <= new:
+            raise NotFound(f"no consistency proof from size {old} to size {new}")
+        return ConsistencyProof(old, new, tuple(tree.consistency_proof(old, new, self.nodes)))
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        """Sign (and keep) a checkpoint of the current tree; return the signed note."""
+        size = self.size()
+        with _reading(self.db) as conn:
+            existing = conn.execute(
+                select(LedgerCheckpointRow.note).where(LedgerCheckpointRow.size == size)
+            ).scalar_one_or_none()
+        if existing is not None:
+            return str(existing)
+        body = Checkpoint(self.origin, size, self.root(size)).text()
+        note = f"{body}\n{self.signer.sign_line(body)}"
+        try:
+            with self.db.session() as session:
+                session.add(
+                    LedgerCheckpointRow(
+                        size=size,
+                        root=self.root(size),
+                        note=note,
+                        created=datetime.now(UTC),
+                    )
+                )
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, SAIntegrityError):  # signed concurrently: same tree
+                return self.checkpoint()
+            raise
+        return note
+
+    def latest_checkpoint(self) -> str | None:
+        """The newest saved checkpoint note, if any."""
+        with _reading(self.db) as conn:
+            found = conn.execute(
+                select(LedgerCheckpointRow.note).order_by(LedgerCheckpointRow.size.desc()).limit(1)
+            ).scalar_one_or_none()
+        return None if found is None else str(found)
+
+    def checkpoints(self) -> list[tuple[int, bytes, str]]:
+        """Every saved checkpoint: (size, root, note), oldest first."""
+        with _reading(self.db) as conn:
+            rows = conn.execute(
+                select(
+                    LedgerCheckpointRow.size, LedgerCheckpointRow.root, LedgerCheckpointRow.note
+                ).order_by(LedgerCheckpointRow.size)
+            ).all()
+        return [(int(s), bytes(r), str(n)) for s, r, n in rows]
+
+
+def _fetch_nodes(
+    conn: Connection, wanted: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    keys = sorted(set(wanted))
+    found: dict[tuple[int, int], bytes] = {}
+    for start in range(0, len(keys), _FETCH_CHUNK):
+        chunk = keys[start : start + _FETCH_CHUNK]
+        rows = conn.execute(
+            select(LedgerNodeRow.level, LedgerNodeRow.idx, LedgerNodeRow.hash).where(
+                tuple_(LedgerNodeRow.level, LedgerNodeRow.idx).in_(chunk)
+            )
+        )
+        found.update(((int(lv), int(ix)), bytes(h)) for lv, ix, h in rows)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        level, index = missing[0]
+        raise NotFound(f"ledger node (level {level}, index {index}) is missing from the store")
+    return found
+
+
+class _reading:
+    """A read connection whose driver errors become :class:`StoreUnavailable`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> Connection:
+        try:
+            self.conn = self.db.engine.connect()
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreUnavailable("the ledger cannot be read: database unavailable") from exc
+        return self.conn
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self.conn.close()
+        if isinstance(exc, (OperationalError, DBAPIError)):
+            raise StoreUnavailable("the ledger cannot be read: database unavailable") from exc
+
+
+def _unavailable(exc: BaseException) -> LedgerUnavailable:
+    reason = type(exc).__name__
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        reason = str(orig).splitlines()[0][:160]
+    error = LedgerUnavailable(f"the ledger could not record the entry ({reason}); access denied")
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,157 @@
+"""``custos log verify``: recompute the whole log from its stored entries, fsck-style.
+
+Independent of how the log was written: it streams entries in index order, recomputes every
+leaf and internal node, compares each with what is stored, checks the recorded size, and
+recomputes the root at every saved checkpoint and checks its signature. It reports the first
+index at which anything disagrees: an altered, deleted, reordered or inserted row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, func, select, text
+
+from custos.errors import InvalidInput
+from custos.ledger.hashing import EMPTY_ROOT, leaf_hash, node_hash
+from custos.ledger.log import Ledger
+from custos.ledger.notes import Checkpoint, NoteVerifier, SignedNote
+from custos.store.ledger import LedgerEntryRow, LedgerNodeRow
+
+_CHUNK = 20_000
+
+
+@dataclass
+class VerifyReport:
+    """The outcome: ``ok``, the first bad index (if any) and what was wrong."""
+
+    size: int
+    checked_entries: int = 0
+    checked_checkpoints: int = 0
+    first_bad_index: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, index: int | None, problem: str) -> None:
+        if index is not None and (self.first_bad_index is None or index < self.first_bad_index):
+            self.first_bad_index = index
+        self.problems.append(problem)
+
+
+def _stored_nodes(
+    conn: Connection, start: int, end: int, size: int
+) -> dict[tuple[int, int], bytes]:
+    """Stored nodes whose last leaf lies in ``[start, end)``."""
+    found: dict[tuple[int, int], bytes] = {}
+    for level in range(max(size, 1).bit_length()):
+        lo = ((start + (1 << level)) >> level) - 1
+        hi = (end >> level) - 1
+        if hi < lo:
+            continue
+        rows = conn.execute(
+            select(LedgerNodeRow.idx, LedgerNodeRow.hash).where(
+                LedgerNodeRow.level == level, LedgerNodeRow.idx >= lo, LedgerNodeRow.idx <= hi
+            )
+        )
+        found.update(((level, int(ix)), bytes(h)) for ix, h in rows)
+    return found
+
+
+def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
+    """Recompute and check everything; mismatches are reported, not raised."""
+    checkpoints = ledger.checkpoints()
+    wanted_roots = {s for s, _, _ in checkpoints}
+    roots: dict[int, bytes] = {0: EMPTY_ROOT}
+    with ledger.db.engine.connect() as conn:
+        size = int(conn.execute(text("SELECT size FROM ledger_state WHERE id = 1")).scalar_one())
+        report = VerifyReport(size=size)
+        count = int(conn.execute(select(func.count()).select_from(LedgerEntryRow)).scalar_one())
+        beyond = conn.execute(
+            select(func.min(LedgerEntryRow.idx)).where(LedgerEntryRow.idx >= size)
+        ).scalar_one()
+        if beyond is not None:
+            report.fail(
+                int(beyond), f"entry {beyond} lies beyond the recorded size {size} (inserted row)"
+            )
+        stack: list[tuple[int, bytes]] = []
+        expected = 0
+        while expected < size and report.first_bad_index is None:
+            end = min(expected + _CHUNK, size)
+            rows = conn.execute(
+                select(LedgerEntryRow.idx, LedgerEntryRow.entry)
+                .where(LedgerEntryRow.idx >= expected, LedgerEntryRow.idx < end)
+                .order_by(LedgerEntryRow.idx)
+            ).all()
+            stored = _stored_nodes(conn, expected, end, size)
+            for idx, entry in rows:
+                if idx != expected:
+                    break
+                leaf = leaf_hash(bytes(entry))
+                if stored.get((0, idx)) != leaf:
+                    report.fail(
+                        idx,
+                        f"entry {idx} does not match its stored leaf hash (altered or reordered)",
+                    )
+                    break
+                stack.append((0, leaf))
+                while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
+                    level, right = stack.pop()
+                    _, left = stack.pop()
+                    parent = node_hash(left, right)
+                    node = (level + 1, idx >> (level + 1))
+                    if stored.get(node) != parent:
+                        first = node[1] << node[0]
+                        report.fail(
+                            first,
+                            f"stored hashes over entries {first}..{idx} do not match the entries",
+                        )
+                        break
+                    stack.append((level + 1, parent))
+                if report.first_bad_index is not None:
+                    break
+                expected = idx + 1
+                report.checked_entries = expected
+                if expected in wanted_roots:
+                    roots[expected] = _fold(stack)
+            if report.first_bad_index is None and expected < end:
+                report.fail(expected, f"entry {expected} is missing (deleted or moved)")
+        if report.first_bad_index is None and count != size:
+            report.fail(None, f"{count} entry rows for a recorded size of {size}")
+    for cp_size, cp_root, note in checkpoints:
+        if cp_size > size:
+            report.fail(
+                size,
+                f"checkpoint at size {cp_size} is beyond the log's size {size} "
+                "(rolled back or truncated)",
+            )
+            continue
+        try:
+            signed = SignedNote.parse(note)
+            body = Checkpoint.parse_text(signed.text)
+        except InvalidInput:
+            report.fail(None, f"checkpoint at size {cp_size} is not a valid note")
+            continue
+        if not signed.verify(verifier):
+            report.fail(None, f"checkpoint at size {cp_size} has no valid log signature")
+            continue
+        recomputed = roots.get(cp_size)
+        if recomputed is None:
+            continue  # past the first bad index, already reported
+        if body.size != cp_size or body.root != cp_root or recomputed != body.root:
+            report.fail(
+                max(cp_size - 1, 0),
+                f"checkpoint at size {cp_size} does not match the entries (history rewritten)",
+            )
+        else:
+            report.checked_checkpoints += 1
+    return report
+
+
+def _fold(stack: list[tuple[int, bytes]]) -> bytes:
+    acc = stack[-1][1]
+    for _, left in reversed(stack[:-1]):
+        acc = node_hash(left, acc)
+    return acc
