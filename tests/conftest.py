@@ -86,10 +86,8 @@ def pg_database() -> Iterator[str | None]:
 _schemas = itertools.count()
 
 
-@pytest.fixture
-def database_url(pg_database: str | None) -> str | None:
-    """A fresh, empty database for one test: a new schema with PostgreSQL, None with SQLite
-    (the home folder's own ``custos.db`` is used)."""
+def fresh_database_url(pg_database: str | None) -> str | None:
+    """A new, empty schema of the run's PostgreSQL database, or None with SQLite."""
     if pg_database is None:
         return None
     schema = f"t{os.getpid()}_{next(_schemas)}"
@@ -98,6 +96,28 @@ def database_url(pg_database: str | None) -> str | None:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
     return f"{pg_database}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def database_url(pg_database: str | None) -> str | None:
+    """A fresh, empty database for one test: a new schema with PostgreSQL, None with SQLite
+    (the home folder's own ``custos.db`` is used)."""
+    return fresh_database_url(pg_database)
+
+
+@pytest.fixture(scope="module")
+def module_system(
+    tmp_path_factory: pytest.TempPathFactory, pg_database: str | None
+) -> Iterator[Custos]:
+    """One initialised installation shared by a module's tests (for costly set-ups)."""
+    url = fresh_database_url(pg_database)
+    with pytest.MonkeyPatch.context() as patch:
+        if url is None:
+            patch.delenv("CUSTOS_DATABASE_URL", raising=False)
+        else:
+            patch.setenv("CUSTOS_DATABASE_URL", url)
+        with Custos.init(tmp_path_factory.mktemp("module") / "home") as opened:
+            yield opened
 
 
 @pytest.fixture

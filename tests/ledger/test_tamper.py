@@ -1,0 +1,130 @@
+"""Tampering with stored rows is caught by ``custos log verify``, naming the first bad index."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from custos.access import Custos
+from custos.ledger import verify_log
+
+
+def fill(system: Custos, count: int = 40) -> None:
+    for start in range(0, count, 7):
+        system.ledger.append_many(
+            {"type": "test", "n": n} for n in range(start, min(start + 7, count))
+        )
+        system.ledger.checkpoint()
+
+
+def run_verify(home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "custos", "log", "verify", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUSTOS_HOME": str(home)},
+        timeout=120,
+        check=False,
+    )
+
+
+def sql(system: Custos, statement: str, **params: object) -> None:
+    with system.db.engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def alter_entry(system: Custos) -> int:
+    sql(system, "UPDATE ledger_entries SET entry = :e WHERE idx = 17", e=b'{"type":"forged"}')
+    return 17
+
+
+def alter_entry_and_its_hashes(system: Custos) -> int:
+    # A careful forger also rewrites the leaf hash; the parent no longer matches.
+    from custos.ledger import leaf_hash
+
+    forged = b'{"type":"forged"}'
+    sql(system, "UPDATE ledger_entries SET entry = :e WHERE idx = 17", e=forged)
+    sql(
+        system,
+        "UPDATE ledger_nodes SET hash = :h WHERE level = 0 AND idx = 17",
+        h=leaf_hash(forged),
+    )
+    return 16
+
+
+def delete_entry(system: Custos) -> int:
+    sql(system, "DELETE FROM ledger_entries WHERE idx = 23")
+    return 23
+
+
+def reorder_entries(system: Custos) -> int:
+    sql(system, "UPDATE ledger_entries SET idx = -1 WHERE idx = 30")
+    sql(system, "UPDATE ledger_entries SET idx = 30 WHERE idx = 31")
+    sql(system, "UPDATE ledger_entries SET idx = 31 WHERE idx = -1")
+    return 30
+
+
+def insert_entry(system: Custos) -> int:
+    size = system.ledger.size()
+    sql(
+        system,
+        "INSERT INTO ledger_entries (idx, entry) VALUES (:i, :e)",
+        i=size,
+        e=b'{"type":"planted"}',
+    )
+    return size
+
+
+def truncate_log(system: Custos) -> int:
+    sql(system, "DELETE FROM ledger_entries WHERE idx >= 35")
+    sql(system, "DELETE FROM ledger_nodes WHERE (idx + 1) * 1 > 35 AND level = 0")
+    sql(system, "UPDATE ledger_state SET size = 35")
+    return 35
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        alter_entry,
+        alter_entry_and_its_hashes,
+        delete_entry,
+        reorder_entries,
+        insert_entry,
+        truncate_log,
+    ],
+)
+def test_tampering_is_detected_with_the_first_bad_index(
+    system: Custos, home: Path, tamper: Callable[[Custos], int]
+) -> None:
+    fill(system)
+    assert verify_log(system.ledger, system.log_verifier).ok
+    expected = tamper(system)
+    result = run_verify(home)
+    assert result.returncode == 6, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["first_bad_index"] == expected, report
+
+
+def test_a_clean_log_verifies_from_the_cli(system: Custos, home: Path) -> None:
+    fill(system)
+    result = run_verify(home)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"]
+    assert report["checked_entries"] == system.ledger.size()
+    assert report["checked_checkpoints"] == len(system.ledger.checkpoints())
+
+
+def test_a_forged_checkpoint_signature_is_detected(system: Custos) -> None:
+    fill(system, 10)
+    sql(system, "UPDATE ledger_checkpoints SET note = replace(note, 'A', 'B')")
+    report = verify_log(system.ledger, system.log_verifier)
+    assert not report.ok

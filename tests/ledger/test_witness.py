@@ -1,0 +1,154 @@
+"""Tiles over real HTTP on loopback, and a witness that refuses rollbacks and split views."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from custos.access import Custos
+from custos.ledger import TileServer, Witness, WitnessRefusal
+from custos.ledger.tiles import decode_index, encode_index, tile_path
+from tests.conftest import fresh_database_url
+from tests.ledger.signed_note import verify_note
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(system: Custos) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(TileServer(system.ledger), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def get(url: str, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def grow(system: Custos, count: int) -> None:
+    system.ledger.append_many({"type": "test", "n": n} for n in range(count))
+    system.ledger.checkpoint()
+
+
+def test_tile_index_encoding() -> None:
+    assert encode_index(1234067) == "x001/x234/067"
+    assert encode_index(5) == "005"
+    assert decode_index("x001/x234/067") == 1234067
+    assert tile_path(0, 0, 5) == "tile/0/000.p/5"
+
+
+def test_tiles_serve_the_stored_hashes(system: Custos) -> None:
+    grow(system, 300)
+    size = system.ledger.size()
+    with serving(system) as url:
+        status, body = get(f"{url}/tile/0/000")
+        assert status == 200
+        leaves = system.ledger.nodes((0, i) for i in range(256))
+        assert body == b"".join(leaves[(0, i)] for i in range(256))
+        width = size - 256
+        status, body = get(f"{url}/tile/0/001.p/{width}")
+        assert (status, len(body)) == (200, 32 * width)
+        assert get(f"{url}/tile/0/001.p/{width + 1}")[0] == 404
+        assert get(f"{url}/tile/1/000.p/1")[0] == 200  # level 8: one node over leaves 0..255
+        assert get(f"{url}/tile/entries/000")[0] == 404  # entry contents are not public
+        assert get(f"{url}/checkpoint", method="POST")[0] == 405
+        status, note = get(f"{url}/checkpoint")
+        assert status == 200
+        verify_note(note.decode(), system.ledger.signer.verifier_key())
+
+
+def test_witness_cosigns_a_growing_log(system: Custos, tmp_path: Path) -> None:
+    witness = Witness.create(tmp_path / "witness", "witness.example")
+    vkey = system.ledger.signer.verifier_key()
+    grow(system, 10)
+    with serving(system) as url:
+        first = witness.check(url, vkey)
+        assert first.previous_size is None
+        grow(system, 600)
+        second = witness.check(url, vkey)
+    assert second.previous_size == first.checkpoint.size
+    assert second.checkpoint.size == system.ledger.size()
+    verify_note(second.note, witness.signer.verifier_key())
+    verify_note(second.note, vkey)
+    assert (
+        Witness(tmp_path / "witness").state()[system.ledger.origin]["size"]
+        == second.checkpoint.size
+    )
+
+
+def test_witness_refuses_a_rollback(system: Custos, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    witness = Witness.create(tmp_path / "witness", "w")
+    vkey = system.ledger.signer.verifier_key()
+    grow(system, 10)
+    old_size = system.ledger.size()
+    grow(system, 10)
+    with serving(system) as url:
+        witness.check(url, vkey)
+        with system.db.engine.begin() as conn:  # the operator rolls the log back
+            conn.execute(text("DELETE FROM ledger_checkpoints WHERE size > :s"), {"s": old_size})
+        with pytest.raises(WitnessRefusal, match="ROLLBACK"):
+            witness.check(url, vkey)
+
+
+def test_witness_refuses_a_split_view(
+    system: Custos, tmp_path: Path, pg_database: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    witness = Witness.create(tmp_path / "witness", "w")
+    vkey = system.ledger.signer.verifier_key()
+    grow(system, 10)
+    # A second log with the same key and origin, but another history: a fork.
+    other_home = tmp_path / "fork"
+    (other_home / "keys").mkdir(parents=True)
+    shutil.copy(system.settings.keys_dir / "log.key", other_home / "keys" / "log.key")
+    url_env = fresh_database_url(pg_database)
+    if url_env:
+        monkeypatch.setenv("CUSTOS_DATABASE_URL", url_env)
+    with Custos.init(other_home) as fork:
+        grow(fork, 30)
+        with serving(system) as url:
+            witness.check(url, vkey)
+        with serving(fork) as url, pytest.raises(WitnessRefusal, match="SPLIT VIEW"):
+            witness.check(url, vkey)
+
+
+def test_witness_refuses_a_checkpoint_signed_by_another_key(system: Custos, tmp_path: Path) -> None:
+    witness = Witness.create(tmp_path / "witness", "w")
+    other = Witness.create(tmp_path / "other", "impostor").signer
+    grow(system, 3)
+    from custos.ledger import NoteSigner
+
+    impostor_key = NoteSigner(system.ledger.origin, other.private).verifier_key()
+    with serving(system) as url, pytest.raises(WitnessRefusal, match="not validly signed"):
+        witness.check(url, impostor_key)
