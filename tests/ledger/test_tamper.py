@@ -50,10 +50,10 @@ def alter_entry_and_its_hashes(system: Custos) -> int:
     from custos.ledger import leaf_hash
 
     forged = b'{"type":"forged"}'
-    sql(system, "UPDATE ledger_entries SET entry = :e WHERE idx = 17", e=forged)
     sql(
         system,
-        "UPDATE ledger_nodes SET hash = :h WHERE level = 0 AND idx = 17",
+        "UPDATE ledger_entries SET entry = :e, leaf = :h WHERE idx = 17",
+        e=forged,
         h=leaf_hash(forged),
     )
     return 16
@@ -65,26 +65,43 @@ def delete_entry(system: Custos) -> int:
 
 
 def reorder_entries(system: Custos) -> int:
+    # Whole rows (entry and leaf hash) swap places: each row is self-consistent, so the
+    # first stored subtree hash over them (entries 16..31) is what no longer matches.
     sql(system, "UPDATE ledger_entries SET idx = -1 WHERE idx = 30")
     sql(system, "UPDATE ledger_entries SET idx = 30 WHERE idx = 31")
     sql(system, "UPDATE ledger_entries SET idx = 31 WHERE idx = -1")
+    return 16
+
+
+def reorder_entry_contents(system: Custos) -> int:
+    sql(system, "UPDATE ledger_entries SET idx = -1 WHERE idx = 30")
+    sql(system, "UPDATE ledger_entries SET idx = 30 WHERE idx = 31")
+    sql(system, "UPDATE ledger_entries SET idx = 31 WHERE idx = -1")
+    sql(
+        system,
+        "UPDATE ledger_entries SET leaf = (SELECT leaf FROM ledger_entries WHERE idx = 31)"
+        " WHERE idx = 30",
+    )
     return 30
 
 
 def insert_entry(system: Custos) -> int:
+    from custos.ledger import leaf_hash
+
     size = system.ledger.size()
+    planted = b'{"type":"planted"}'
     sql(
         system,
-        "INSERT INTO ledger_entries (idx, entry) VALUES (:i, :e)",
+        "INSERT INTO ledger_entries (idx, entry, leaf) VALUES (:i, :e, :h)",
         i=size,
-        e=b'{"type":"planted"}',
+        e=planted,
+        h=leaf_hash(planted),
     )
     return size
 
 
 def truncate_log(system: Custos) -> int:
     sql(system, "DELETE FROM ledger_entries WHERE idx >= 35")
-    sql(system, "DELETE FROM ledger_nodes WHERE (idx + 1) * 1 > 35 AND level = 0")
     sql(system, "UPDATE ledger_state SET size = 35")
     return 35
 
@@ -96,6 +113,7 @@ def truncate_log(system: Custos) -> int:
         alter_entry_and_its_hashes,
         delete_entry,
         reorder_entries,
+        reorder_entry_contents,
         insert_entry,
         truncate_log,
     ],

@@ -22,21 +22,35 @@ _MAX_SAFE_INT = 2**53 - 1
 _encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def _simple(value: Any, depth: int = 0) -> bool:
-    """True when ``value`` encodes identically under ``json`` and JCS."""
-    if depth > 64:
-        return False
-    if value is None or isinstance(value, (str, bool)):
-        return True
-    if isinstance(value, int):
-        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
-    if isinstance(value, (list, tuple)):
-        return all(_simple(v, depth + 1) for v in value)
-    if isinstance(value, Mapping):
-        return all(
-            isinstance(k, str) and k.isascii() and _simple(v, depth + 1) for k, v in value.items()
-        )
-    return False
+def _simple(value: Any) -> bool:
+    """True when ``value`` encodes identically under ``json`` and JCS.
+
+    Iterative, with exact type checks: this runs for every ledger entry on the hot path.
+    """
+    stack = [value]
+    seen = 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > 100_000:
+            return False
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT:
+                continue
+            return False
+        if kind is dict:
+            for key in item:
+                if type(key) is not str or not key.isascii():
+                    return False
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        else:
+            return False
+    return True
 
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:

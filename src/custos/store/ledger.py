@@ -11,16 +11,17 @@ from custos.store.base import Base, UTCDateTime
 
 
 class LedgerEntryRow(Base):
-    """One log entry: its exact canonical JSON bytes, at its index."""
+    """One log entry: its exact canonical JSON bytes and its leaf hash, at its index."""
 
     __tablename__ = "ledger_entries"
 
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     entry: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class LedgerNodeRow(Base):
-    """A complete perfect subtree's hash: level 0 holds leaf hashes."""
+    """A complete perfect subtree's hash, kept for levels 4, 8, 12, … (see ledger/log.py)."""
 
     __tablename__ = "ledger_nodes"
 

@@ -23,6 +23,7 @@ def upgrade() -> None:
         "ledger_entries",
         sa.Column("idx", sa.BigInteger(), primary_key=True, autoincrement=False),
         sa.Column("entry", sa.LargeBinary(), nullable=False),
+        sa.Column("leaf", sa.LargeBinary(), nullable=False),
     )
     op.create_table(
         "ledger_nodes",
