@@ -13,7 +13,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from custos.access.decisions import DecisionMaker
-from custos.access.journal import decision_entry, new_event_id
+from custos.access.journal import decision_entry, iso, new_event_id
+from custos.access.read import ReadResult, release_entry
 from custos.config import Settings, load_settings
 from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError, NotInitialised
@@ -28,6 +29,7 @@ from custos.policy import (
 )
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
+from custos.vault import KEK_FILE, GeoLookup, IngestReport, LocalKeyFile, ShredReport, Vault
 
 
 class Custos:
@@ -56,6 +58,7 @@ class Custos:
         # Each part's own setup, in layer order.
         origin = str(settings.section("ledger").get("origin") or f"custos/{uuid.uuid4().hex[:12]}")
         write_new_key(settings.keys_dir / LOG_KEY_FILE, origin)
+        LocalKeyFile.create(settings.keys_dir / KEK_FILE)
         install_default_pack(settings.policy_dir)
         system.activate_policies()
         return system
@@ -84,6 +87,26 @@ class Custos:
     def log_verifier(self) -> NoteVerifier:
         """The verifier key of this log's checkpoints, as witnesses and auditors use it."""
         return NoteVerifier.parse(self.ledger.signer.verifier_key())
+
+    @cached_property
+    def vault(self) -> Vault:
+        """Sensitive records; settings from ``[vault]`` in config.toml (``geoip``, ``city``,
+        ``grid_km``, ``[vault.retention_days]``)."""
+        config = self.settings.section("vault")
+        geoip = config.get("geoip")
+        retention = dict(Vault.default_retention())
+        retention.update(
+            {str(k): int(v) for k, v in dict(config.get("retention_days", {})).items()}
+        )
+        return Vault(
+            self.db,
+            LocalKeyFile(self.settings.keys_dir / KEK_FILE),
+            retention_days=retention,
+            grid_km=float(config.get("grid_km", 10.0)),
+            geo=GeoLookup(Path(str(geoip)), with_city=bool(config.get("city", False)))
+            if geoip
+            else None,
+        )
 
     @cached_property
     def policy_pack(self) -> PolicyPack:
@@ -142,6 +165,51 @@ class Custos:
     ) -> list[Decision]:
         """Decide many requests (one policy batch) and log them (one durable ledger batch)."""
         return self._logged(self.decisions.decide_many(requests), source)
+
+    def read(self, request: AccessRequest, *, source: str = "custos") -> ReadResult:
+        """The guarded read (see :mod:`custos.access.read`).
+
+        Raises for unknown ids, and :class:`LedgerUnavailable` (returning nothing) when
+        either ledger entry cannot be written.
+        """
+        decision = self.decide(request, source=source)
+        if not decision.allowed or decision.precision is None:
+            return ReadResult(decision)
+        released = self.vault.release(
+            request.subject, request.category, decision.precision, request.at()
+        )
+        receipt = self.ledger.append(
+            release_entry(decision, released.count, released.shredded, source)
+        )
+        return ReadResult(decision, released.records, released.shredded, receipt.index)
+
+    def ingest(
+        self, lines: Sequence[str], source: str, *, rejects: Path | None = None
+    ) -> IngestReport:
+        """Store sensitive records (see :meth:`Vault.ingest_lines`) and log the ingest."""
+        report = self.vault.ingest_lines(lines, source, rejects=rejects)
+        self.ledger.append(
+            {
+                "type": "ingest",
+                "time": iso(datetime.now(UTC)),
+                "added": report.added,
+                "categories": report.categories,
+                "rejected": report.rejected,
+            }
+        )
+        return report
+
+    def shred(self, now: datetime | None = None) -> ShredReport:
+        """Destroy data keys past retention, after logging what will be destroyed."""
+        now = now or datetime.now(UTC)
+        expired = self.vault.expired_keys(now)
+        categories: dict[str, int] = {}
+        for _, category in expired:
+            categories[category] = categories.get(category, 0) + 1
+        self.ledger.append(
+            {"type": "shred", "time": iso(now), "keys": len(expired), "categories": categories}
+        )
+        return self.vault.shred(expired, now)
 
     def _logged(self, decisions: list[Decision], source: str) -> list[Decision]:
         ids = [new_event_id() for _ in decisions]

@@ -11,6 +11,7 @@ from custos.cli import access as _access  # noqa: F401 - registers check, demo
 from custos.cli import log as _log  # noqa: F401 - registers keys, log, witness
 from custos.cli import org as _org  # noqa: F401 - registers init, org
 from custos.cli import policy as _policy  # noqa: F401 - registers policy
+from custos.cli import vault as _vault  # noqa: F401 - registers vault
 from custos.cli.app import app, main
 
 __all__ = ["app", "main"]

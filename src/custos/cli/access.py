@@ -67,6 +67,38 @@ def check(
         _show(decision)
 
 
+@app.command("read")
+def read(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Option("--principal", help="Who asks (principal id).")],
+    subject: Annotated[str, typer.Option("--subject", help="About whom (subject id).")],
+    category: Annotated[str, typer.Option("--category", help="Data category, e.g. ip_history.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="Why, e.g. support.")],
+    ticket: Annotated[str | None, typer.Option("--ticket", help="The ticket behind it.")] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="coarse or precise [default: best allowed].")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The guarded read: decide, log, release what the decision allows, log the release."""
+    request = AccessRequest(
+        principal=principal,
+        subject=subject,
+        category=category,
+        purpose=purpose,
+        ticket=ticket,
+        precision=precision,
+    )
+    with Custos.open(state(ctx).home) as system:
+        result = system.read(request)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    _show(result.decision)
+    for record in result.records:
+        console.print(record, highlight=False, markup=False)
+
+
 DEMO_REQUESTS: tuple[tuple[str, AccessRequest], ...] = (
     (
         "2022 case: internal audit pulls a journalist's IP history for a leak hunt",

@@ -1,0 +1,58 @@
+"""The guarded read: decide → log the decision → release what it allows → log the release.
+
+No byte leaves before both ledger entries are durable. If either cannot be written the read
+fails with :class:`LedgerUnavailable` and returns nothing (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from custos.access.journal import iso
+from custos.policy import Decision
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """The decision and, when it allowed the read, the records released at its precision."""
+
+    decision: Decision
+    records: list[dict[str, Any]] = field(default_factory=list)
+    shredded: int = 0
+    release_index: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.decision.to_dict(),
+            "records": self.records,
+            "released": len(self.records),
+            "shredded": self.shredded,
+            "release_ledger_index": self.release_index,
+        }
+
+
+def release_entry(decision: Decision, count: int, shredded: int, source: str) -> dict[str, Any]:
+    """The ledger entry saying what was released (counts and precision, never values)."""
+    request = decision.request
+    entry: dict[str, Any] = {
+        "type": "release",
+        "id": f"{decision.event_id}:release",
+        "decision_id": decision.event_id,
+        "time": iso(datetime.now(UTC)),
+        "principal": request.principal,
+        "action": request.action,
+        "subject": request.subject,
+        "category": request.category,
+        "purpose": request.purpose,
+        "decision": decision.outcome,
+        "precision": decision.precision,
+        "records": count,
+        "source": source,
+    }
+    if request.ticket is not None:
+        entry["ticket"] = request.ticket
+    if shredded:
+        entry["shredded"] = shredded
+    return entry

@@ -1,0 +1,21 @@
+"""The vault: sensitive records encrypted under envelope keys, coarse by default, shredded
+when their retention ends. See ``docs/design/vault.md``."""
+
+from custos.vault.coarse import GeoLookup
+from custos.vault.keys import KEK_FILE, KeyProvider, LocalKeyFile
+from custos.vault.records import SensitiveRecord, parse_lines
+from custos.vault.vault import IngestReport, Release, ShredReport, Vault, week_of
+
+__all__ = [
+    "KEK_FILE",
+    "GeoLookup",
+    "IngestReport",
+    "KeyProvider",
+    "LocalKeyFile",
+    "Release",
+    "SensitiveRecord",
+    "ShredReport",
+    "Vault",
+    "parse_lines",
+    "week_of",
+]

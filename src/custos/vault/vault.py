@@ -1,0 +1,416 @@
+"""The vault: envelope-encrypted sensitive records, released coarse or precise, and shredded
+when their retention ends.
+
+Each record's precise values are encrypted with AES-GCM under a data key for its subject,
+category and ISO week; the associated data binds the ciphertext to that subject, category and
+record id, so a ciphertext copied onto another row does not decrypt. Data keys are stored
+only wrapped by the key-encryption key of a :class:`KeyProvider`. Shredding deletes a data
+key (and the ciphertexts under it): without it the precise values cannot be recovered by
+anyone, the key-encryption key's holder included. Coarse derivatives are kept in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select, update
+
+from custos.errors import IntegrityError, InvalidInput, ValidationFailed
+from custos.store import Database
+from custos.store.directory import SubjectRow
+from custos.store.vault import VaultKeyRow, VaultRecordRow
+from custos.vault import coarse
+from custos.vault.keys import KeyProvider
+from custos.vault.records import SensitiveRecord, parse_lines
+
+DEFAULT_RETENTION_DAYS = {"ip_history": 90, "location": 90, "device": 90}
+DEFAULT_GRID_KM = 10.0
+_KEY_CACHE_SECONDS = 60.0
+_KEY_CACHE_SIZE = 4096
+
+
+def week_of(moment: datetime) -> tuple[str, datetime]:
+    """The ISO week holding ``moment`` and the instant it ends (next Monday 00:00 UTC)."""
+    moment = moment.astimezone(UTC)
+    year, week, weekday = moment.isocalendar()
+    monday = (moment - timedelta(days=weekday - 1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return f"{year}-W{week:02d}", monday + timedelta(days=7)
+
+
+def _aad(subject: str, category: str, record_id: str) -> bytes:
+    return f"custos-vault/v1\x1f{subject}\x1f{category}\x1f{record_id}".encode()
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    added: int
+    unchanged: int
+    rejected: int
+    categories: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the vault releases for one subject and category at one precision."""
+
+    precision: str
+    records: list[dict[str, Any]]
+    shredded: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+
+@dataclass(frozen=True)
+class ShredReport:
+    """A shredding, described without any value: what the ledger records."""
+
+    keys: list[str]
+    records: int
+    categories: dict[str, int]
+    before: str
+
+
+class Vault:
+    """Sensitive records of every subject. Thread-safe."""
+
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyProvider,
+        *,
+        retention_days: Mapping[str, int] | None = None,
+        grid_km: float = DEFAULT_GRID_KM,
+        geo: coarse.GeoLookup | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.retention_days = dict(
+            DEFAULT_RETENTION_DAYS if retention_days is None else retention_days
+        )
+        self.grid_km = grid_km
+        self.geo = geo
+        self._cache: OrderedDict[str, tuple[float, AESGCM]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def default_retention() -> dict[str, int]:
+        """Days precise values are kept, per category (others are kept until deleted)."""
+        return dict(DEFAULT_RETENTION_DAYS)
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    def coarse_of(self, record: SensitiveRecord) -> dict[str, Any]:
+        """The coarse derivative of a record (what leaves custos by default)."""
+        p = record.precise
+        if record.category == "ip_history":
+            found: dict[str, Any] = {"network": coarse.ip_network(p["ip"])}
+            if self.geo is not None:
+                found.update(self.geo.lookup(p["ip"]))
+            return found
+        if record.category == "location":
+            return coarse.grid_cell(p["lat"], p["lon"], self.grid_km)
+        if record.category == "device":
+            return coarse.device_family(p["user_agent"])
+        if record.category == "contact":
+            masked: dict[str, Any] = {}
+            if "email" in p:
+                masked["email"] = coarse.mask_email(p["email"])
+            if "phone" in p:
+                masked["phone"] = coarse.mask_phone(p["phone"])
+            return masked
+        raise InvalidInput(f"the vault holds no category {record.category!r}")
+
+    def ingest_lines(
+        self, lines: Sequence[str], source: str, *, rejects: Path | None = None
+    ) -> IngestReport:
+        """Validate and store records, all or nothing.
+
+        Raises :class:`ValidationFailed` listing every bad line (by number and field, never
+        with its value) unless ``rejects`` is given, in which case bad lines are written
+        there (mode 0600) and the good ones stored. Subjects must be in the directory.
+        Records already stored (same id) are left as they are.
+        """
+        parsed = parse_lines(list(lines), source)
+        problems = [problem for _, _, problem in parsed.rejected]
+        subjects = {r.subject for r in parsed.records}
+        with self.db.session() as session:
+            known: set[str] = set()
+            ordered = sorted(subjects)
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                known.update(session.scalars(select(SubjectRow.id).where(SubjectRow.id.in_(chunk))))
+        unknown = [r for r in parsed.records if r.subject not in known]
+        if unknown:
+            lines_of = _line_numbers(lines)
+            for record in unknown:
+                base = record.id.removesuffix(":device")
+                problems.append(
+                    f"{source}: line {lines_of.get(base, '?')}: field 'subject': "
+                    f"unknown subject {record.subject!r}"
+                )
+        if problems and rejects is None:
+            raise ValidationFailed(
+                f"{source}: {len(problems)} bad line(s); nothing was stored",
+                problems,
+                hint="fix them, or pass --rejects FILE to set them aside",
+            )
+        if rejects is not None and problems:
+            _write_rejects(rejects, parsed.rejected, lines, unknown)
+        records = [r for r in parsed.records if r.subject in known]
+        added, unchanged, categories = self._store(records)
+        return IngestReport(added, unchanged, len(problems), categories)
+
+    def _store(self, records: list[SensitiveRecord]) -> tuple[int, int, dict[str, int]]:
+        added = unchanged = 0
+        categories: dict[str, int] = {}
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            existing: set[str] = set()
+            ids = [r.id for r in records]
+            for start in range(0, len(ids), 500):
+                existing.update(
+                    session.scalars(
+                        select(VaultRecordRow.id).where(
+                            VaultRecordRow.id.in_(ids[start : start + 500])
+                        )
+                    )
+                )
+            keys: dict[str, AESGCM] = {}
+            for record in records:
+                if record.id in existing:
+                    unchanged += 1
+                    continue
+                period, period_end = week_of(record.time)
+                key_id = f"{record.subject}/{record.category}/{period}"
+                aead = keys.get(key_id)
+                if aead is None:
+                    aead = keys[key_id] = self._data_key(
+                        session, key_id, record, period, period_end, now
+                    )
+                nonce = os.urandom(12)
+                plaintext = json.dumps(record.precise, sort_keys=True).encode()
+                session.add(
+                    VaultRecordRow(
+                        id=record.id,
+                        subject=record.subject,
+                        category=record.category,
+                        time=record.time,
+                        key_id=key_id,
+                        nonce=nonce,
+                        ciphertext=aead.encrypt(
+                            nonce, plaintext, _aad(record.subject, record.category, record.id)
+                        ),
+                        coarse=self.coarse_of(record),
+                    )
+                )
+                existing.add(record.id)
+                added += 1
+                categories[record.category] = categories.get(record.category, 0) + 1
+        return added, unchanged, categories
+
+    def _data_key(
+        self,
+        session: Any,
+        key_id: str,
+        record: SensitiveRecord,
+        period: str,
+        period_end: datetime,
+        now: datetime,
+    ) -> AESGCM:
+        row = session.get(VaultKeyRow, key_id)
+        if row is None:
+            data_key = AESGCM.generate_key(bit_length=256)
+            session.add(
+                VaultKeyRow(
+                    id=key_id,
+                    subject=record.subject,
+                    category=record.category,
+                    period=period,
+                    period_end=period_end,
+                    kek=self.keys.kek_id,
+                    wrapped=self.keys.wrap(key_id, data_key),
+                    created=now,
+                )
+            )
+            session.flush()
+            return AESGCM(data_key)
+        if row.wrapped is None:
+            raise InvalidInput(
+                f"record {record.id!r} falls in a period whose key was shredded; it is past "
+                "retention and cannot be stored"
+            )
+        return AESGCM(self.keys.unwrap(key_id, row.wrapped))
+
+    # -- release ---------------------------------------------------------------------------
+
+    def release(
+        self, subject: str, category: str, precision: str, now: datetime | None = None
+    ) -> Release:
+        """Records of ``subject`` in ``category``: coarse fields only, or precise too.
+
+        Raises :class:`IntegrityError` (naming the record id, never a value) when a
+        ciphertext does not decrypt for its row.
+        """
+        if precision not in ("coarse", "precise"):
+            raise InvalidInput(f"unknown precision {precision!r}")
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    VaultRecordRow.id,
+                    VaultRecordRow.time,
+                    VaultRecordRow.key_id,
+                    VaultRecordRow.nonce,
+                    VaultRecordRow.ciphertext,
+                    VaultRecordRow.coarse,
+                )
+                .where(VaultRecordRow.subject == subject, VaultRecordRow.category == category)
+                .order_by(VaultRecordRow.time, VaultRecordRow.id)
+            ).all()
+            keys: dict[str, AESGCM | None] = {}
+            if precision == "precise" and rows:
+                keys = self._unwrapped(session, {r.key_id for r in rows})
+        out: list[dict[str, Any]] = []
+        shredded = 0
+        for row in rows:
+            item: dict[str, Any] = {
+                "id": row.id,
+                "time": row.time.isoformat().replace("+00:00", "Z"),
+                **row.coarse,
+            }
+            if precision == "precise":
+                aead = keys.get(row.key_id)
+                if aead is None or row.ciphertext is None or row.nonce is None:
+                    shredded += 1
+                    item["shredded"] = True
+                else:
+                    try:
+                        plain = aead.decrypt(
+                            row.nonce, row.ciphertext, _aad(subject, category, row.id)
+                        )
+                    except InvalidTag:
+                        raise IntegrityError(
+                            f"record {row.id!r} does not decrypt for subject {subject!r} and "
+                            f"category {category!r}: its ciphertext belongs to another row"
+                        ) from None
+                    item.update(json.loads(plain))
+            out.append(item)
+        return Release(precision, out, shredded)
+
+    def _unwrapped(self, session: Any, key_ids: set[str]) -> dict[str, AESGCM | None]:
+        found: dict[str, AESGCM | None] = {}
+        now = time.monotonic()
+        missing = []
+        with self._lock:
+            for key_id in key_ids:
+                cached = self._cache.get(key_id)
+                if cached is not None and now - cached[0] < _KEY_CACHE_SECONDS:
+                    found[key_id] = cached[1]
+                else:
+                    missing.append(key_id)
+        if missing:
+            rows = session.execute(
+                select(VaultKeyRow.id, VaultKeyRow.wrapped).where(VaultKeyRow.id.in_(missing))
+            ).all()
+            for key_id, wrapped in rows:
+                if wrapped is None:
+                    found[key_id] = None
+                    continue
+                aead = AESGCM(self.keys.unwrap(key_id, wrapped))
+                found[key_id] = aead
+                with self._lock:
+                    self._cache[key_id] = (now, aead)
+                    while len(self._cache) > _KEY_CACHE_SIZE:
+                        self._cache.popitem(last=False)
+        return found
+
+    # -- retention -------------------------------------------------------------------------
+
+    def expired_keys(self, now: datetime) -> list[tuple[str, str]]:
+        """(key id, category) of live data keys whose retention has ended at ``now``."""
+        found: list[tuple[str, str]] = []
+        with self.db.session() as session:
+            for category, days in self.retention_days.items():
+                cutoff = now - timedelta(days=days)
+                found.extend(
+                    (key_id, category)
+                    for key_id in session.scalars(
+                        select(VaultKeyRow.id).where(
+                            VaultKeyRow.category == category,
+                            VaultKeyRow.period_end <= cutoff,
+                            VaultKeyRow.wrapped.is_not(None),
+                        )
+                    )
+                )
+        return found
+
+    def shred(self, keys: Sequence[tuple[str, str]], now: datetime) -> ShredReport:
+        """Destroy these data keys and the ciphertexts under them; coarse data stays."""
+        ids = [key_id for key_id, _ in keys]
+        categories: dict[str, int] = {}
+        records = 0
+        with self.db.session() as session:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                session.execute(
+                    update(VaultKeyRow)
+                    .where(VaultKeyRow.id.in_(chunk))
+                    .values(wrapped=None, shredded=now)
+                )
+                result = session.execute(
+                    update(VaultRecordRow)
+                    .where(VaultRecordRow.key_id.in_(chunk))
+                    .values(nonce=None, ciphertext=None)
+                )
+                records += int(getattr(result, "rowcount", 0) or 0)
+        for _, category in keys:
+            categories[category] = categories.get(category, 0) + 1
+        with self._lock:
+            for key_id in ids:
+                self._cache.pop(key_id, None)
+        return ShredReport(ids, records, categories, now.isoformat().replace("+00:00", "Z"))
+
+
+def _line_numbers(lines: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            found.setdefault(data["id"], number)
+    return found
+
+
+def _write_rejects(
+    path: Path,
+    rejected: list[tuple[int, str, str]],
+    lines: Sequence[str],
+    unknown: list[SensitiveRecord],
+) -> None:
+    numbers = {n for n, _, _ in rejected}
+    by_id = _line_numbers(lines)
+    numbers.update(
+        by_id[r.id.removesuffix(":device")]
+        for r in unknown
+        if r.id.removesuffix(":device") in by_id
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for number in sorted(numbers):
+            handle.write(lines[number - 1].rstrip("\n") + "\n")

@@ -1,0 +1,340 @@
+"""The vault on a real database: encryption at rest, coarse derivatives, validation,
+ciphertext binding, and crypto-shredding."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, text
+
+from custos.access import Custos
+from custos.errors import IntegrityError, ValidationFailed
+from custos.store.vault import VaultKeyRow, VaultRecordRow
+from custos.vault import parse_lines
+from custos.vault.coarse import grid_cell, ip_network
+from tests.factories import SUPPORT_WORLD, load_org
+
+UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+def records(*items: dict[str, object]) -> list[str]:
+    return [json.dumps(item) for item in items]
+
+
+def login(id_: str, subject: str, when: str, ip: str, ua: str | None = UA) -> dict[str, object]:
+    item: dict[str, object] = {
+        "id": id_,
+        "kind": "login",
+        "subject": subject,
+        "time": when,
+        "ip": ip,
+    }
+    if ua:
+        item["user_agent"] = ua
+    return item
+
+
+@pytest.fixture
+def world(system: Custos) -> Custos:
+    load_org(system, SUPPORT_WORLD)
+    return system
+
+
+def test_precise_values_are_never_stored_in_clear(world: Custos, home: Path) -> None:
+    world.ingest(
+        records(
+            login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77"),
+            {
+                "id": "p-1",
+                "kind": "location",
+                "subject": "user-1",
+                "time": "2026-11-20T10:00:00Z",
+                "lat": 48.85661,
+                "lon": 2.35222,
+                "accuracy": 12,
+            },
+            {
+                "id": "c-1",
+                "kind": "contact",
+                "subject": "user-1",
+                "time": "2026-11-20T10:00:00Z",
+                "email": "jane.doe@example.org",
+                "phone": "+1 555 0199",
+            },
+        ),
+        "t.jsonl",
+    )
+    if not world.db.is_sqlite:
+        pytest.skip("scans the SQLite files on disk")
+    world.db.dispose()
+    blob = b"".join(p.read_bytes() for p in home.glob("custos.db*"))
+    for secret in (b"198.51.100.77", b"48.85661", b"jane.doe", b"555 0199", b"Chrome/120"):
+        assert secret not in blob
+
+
+def test_coarse_derivatives(world: Custos) -> None:
+    world.ingest(
+        records(
+            login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77"),
+            login("l-2", "user-1", "2026-11-21T10:00:00Z", "2001:db8:abcd:12::1", ua=None),
+            {
+                "id": "p-1",
+                "kind": "location",
+                "subject": "user-1",
+                "time": "2026-11-20T10:00:00Z",
+                "lat": 48.85661,
+                "lon": 2.35222,
+            },
+            {
+                "id": "c-1",
+                "kind": "contact",
+                "subject": "user-1",
+                "time": "2026-11-20T10:00:00Z",
+                "email": "jane.doe@example.org",
+                "phone": "+1 555 0199",
+            },
+        ),
+        "t.jsonl",
+    )
+    ips = world.vault.release("user-1", "ip_history", "coarse").records
+    assert [r["network"] for r in ips] == ["198.51.100.0/24", "2001:db8:abcd::/48"]
+    assert all("ip" not in r for r in ips)
+    (device,) = world.vault.release("user-1", "device", "coarse").records
+    assert (device["browser"], device["os"]) == ("Chrome", "Windows")
+    assert "user_agent" not in device
+    (place,) = world.vault.release("user-1", "location", "coarse").records
+    assert place["grid_km"] == 10.0
+    assert abs(place["lat"] - 48.85661) < 0.1
+    (contact,) = world.vault.release("user-1", "contact", "coarse").records
+    assert contact == {
+        "id": "c-1",
+        "time": "2026-11-20T10:00:00Z",
+        "email": "j***@***.org",
+        "phone": "***99",
+    }
+    precise = world.vault.release("user-1", "ip_history", "precise").records
+    assert [r["ip"] for r in precise] == ["198.51.100.77", "2001:db8:abcd:12::1"]
+
+
+def test_a_bad_file_is_reported_by_line_and_stores_nothing(world: Custos) -> None:
+    lines = [
+        *records(
+            login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77"),
+            login("l-2", "user-1", "2026-11-20T10:00:00Z", "198.51.100.300"),
+            login("l-3", "user-404", "2026-11-20T10:00:00Z", "198.51.100.9"),
+            {
+                "id": "p-1",
+                "kind": "location",
+                "subject": "user-1",
+                "time": "2026-11-20T10:00:00Z",
+                "lat": 123.0,
+                "lon": 2.0,
+            },
+        ),
+        "{not json",
+        '{"id": "x", "kind": "selfie"}',
+    ]
+    with pytest.raises(ValidationFailed) as caught:
+        world.ingest(lines, "bad.jsonl")
+    problems = caught.value.problems
+    assert any(p.startswith("bad.jsonl: line 2: field 'ip'") for p in problems)
+    assert any(p.startswith("bad.jsonl: line 4: field 'lat'") for p in problems)
+    assert "bad.jsonl: line 5: not valid JSON" in problems
+    assert any(p.startswith("bad.jsonl: line 6: field 'kind'") for p in problems)
+    assert any("line 3: field 'subject': unknown subject 'user-404'" in p for p in problems)
+    assert "198.51.100.300" not in str(caught.value)  # never the value
+    with world.db.session() as session:
+        assert session.scalars(select(VaultRecordRow.id)).all() == []
+
+
+def test_rejects_are_set_aside_and_the_rest_stored(world: Custos, tmp_path: Path) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    lines = records(
+        login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77"),
+        login("l-2", "user-1", "2026-11-20T10:00:00Z", "not-an-ip"),
+    )
+    report = world.ingest(lines, "t.jsonl", rejects=rejects)
+    assert (report.added, report.rejected) == (2, 1)
+    assert rejects.read_text().splitlines() == [lines[1]]
+    assert stat.S_IMODE(rejects.stat().st_mode) == 0o600
+
+
+def test_ingesting_twice_does_not_duplicate(world: Custos) -> None:
+    lines = records(login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77"))
+    assert world.ingest(lines, "t").added == 2
+    again = world.ingest(lines, "t")
+    assert (again.added, again.unchanged) == (0, 2)
+
+
+def test_a_ciphertext_copied_onto_another_row_does_not_decrypt(world: Custos) -> None:
+    world.ingest(
+        records(
+            login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77", ua=None),
+            login("l-2", "user-2", "2026-11-20T10:00:00Z", "192.0.2.8", ua=None),
+        ),
+        "t",
+    )
+    with world.db.engine.begin() as conn:
+        row = conn.execute(
+            text("SELECT nonce, ciphertext, key_id FROM vault_records WHERE id = 'l-1'")
+        ).one()
+        conn.execute(
+            text(
+                "UPDATE vault_records SET nonce = :n, ciphertext = :c, key_id = :k WHERE id = 'l-2'"
+            ),
+            {"n": row[0], "c": row[1], "k": row[2]},
+        )
+    with pytest.raises(IntegrityError) as caught:
+        world.vault.release("user-2", "ip_history", "precise")
+    assert "record 'l-2' does not decrypt" in caught.value.message
+    assert "198.51" not in caught.value.message
+    assert "192.0" not in caught.value.message
+
+
+def test_shredding_makes_expired_precise_values_unrecoverable(world: Custos) -> None:
+    world.ingest(
+        records(
+            login("old", "user-1", "2026-01-05T10:00:00Z", "198.51.100.77"),
+            login("new", "user-1", "2026-11-20T10:00:00Z", "198.51.100.78"),
+            {
+                "id": "c-1",
+                "kind": "contact",
+                "subject": "user-1",
+                "time": "2026-01-05T10:00:00Z",
+                "email": "a@example.org",
+            },
+        ),
+        "t",
+    )
+    size = world.ledger.size()
+    report = world.shred(datetime(2026, 11, 25, tzinfo=UTC))
+    assert report.categories == {"ip_history": 1, "device": 1}
+    assert json.loads(world.ledger.entry(size))["type"] == "shred"
+    # Try every ciphertext left with every data key left: only the unexpired ones open.
+    with world.db.session() as session:
+        keys = [
+            AESGCM(world.vault.keys.unwrap(k.id, k.wrapped))
+            for k in session.scalars(select(VaultKeyRow))
+            if k.wrapped is not None
+        ]
+        rows = session.scalars(select(VaultRecordRow)).all()
+        opened = set()
+        for row in rows:
+            for key in keys:
+                if row.ciphertext is None or row.nonce is None:
+                    continue
+                try:
+                    key.decrypt(
+                        row.nonce,
+                        row.ciphertext,
+                        f"custos-vault/v1\x1f{row.subject}\x1f{row.category}\x1f{row.id}".encode(),
+                    )
+                    opened.add(row.id)
+                except InvalidTag:
+                    pass
+        assert opened == {"new", "new:device", "c-1"}
+        old = session.get(VaultRecordRow, "old")
+        assert old is not None
+        assert old.ciphertext is None
+        assert old.coarse["network"] == "198.51.100.0/24"
+    released = world.vault.release("user-1", "ip_history", "precise")
+    assert [r.get("ip") for r in released.records] == [None, "198.51.100.78"]
+    assert released.shredded == 1
+    assert world.vault.release("user-1", "ip_history", "coarse").count == 2
+
+
+def test_key_files_are_private(world: Custos) -> None:
+    for name in ("vault.kek", "log.key"):
+        assert stat.S_IMODE((world.settings.keys_dir / name).stat().st_mode) == 0o600
+
+
+def test_geoip_regions_from_a_maxmind_database(home: Path, tmp_path: Path) -> None:
+    import netaddr
+    from mmdb_writer import MMDBWriter
+
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-City")
+    writer.insert_network(
+        netaddr.IPSet(["198.51.100.0/24"]),
+        {
+            "country": {"iso_code": "US"},
+            "subdivisions": [{"iso_code": "CA"}],
+            "city": {"names": {"en": "Oakland"}},
+        },
+    )
+    mmdb = tmp_path / "geo.mmdb"
+    writer.to_db_file(str(mmdb))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(f'[vault]\ngeoip = "{mmdb}"\n')
+    with Custos.init(home) as system:
+        load_org(system, SUPPORT_WORLD)
+        system.ingest(records(login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77")), "t")
+        (found,) = system.vault.release("user-1", "ip_history", "coarse").records
+    assert (found["country"], found["region"]) == ("US", "CA")
+    assert "city" not in found  # only where configured
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.ip_addresses())
+def test_networks_contain_their_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    network = ipaddress.ip_network(ip_network(str(address)))
+    assert address in network
+    assert network.prefixlen == (24 if address.version == 4 else 48)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-89.9, 89.9), st.floats(-179.9, 179.9), st.sampled_from([1.0, 5.0, 10.0, 25.0]))
+def test_grid_cells_are_near_their_points(lat: float, lon: float, grid_km: float) -> None:
+    cell = grid_cell(lat, lon, grid_km)
+    dy = (cell["lat"] - lat) * 111.32
+    dx = (cell["lon"] - lon) * 111.32 * math.cos(math.radians(lat))
+    assert math.hypot(dx, dy) <= grid_km * 1.5 + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(max_size=200)
+        | st.builds(
+            json.dumps,
+            st.dictionaries(
+                st.sampled_from(
+                    ["id", "kind", "subject", "time", "ip", "lat", "lon", "email", "x"]
+                ),
+                st.none() | st.text(max_size=20) | st.floats() | st.integers(),
+                max_size=7,
+            ),
+        ),
+        max_size=8,
+    )
+)
+def test_the_parser_never_crashes_and_never_echoes_values(lines: list[str]) -> None:
+    parsed = parse_lines(lines, "fuzz")
+    for number, raw, problem in parsed.rejected:
+        assert problem.startswith(f"fuzz: line {number}")
+        assert raw == lines[number - 1]
+
+
+def test_secret_material_never_in_error_messages(world: Custos) -> None:
+    os.chmod(world.settings.keys_dir / "vault.kek", 0o644)
+    from custos.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        Custos.open(world.settings.home).vault  # noqa: B018 - property opens the key
+    key = (world.settings.keys_dir / "vault.kek").read_text().strip()
+    assert key not in str(caught.value)
