@@ -106,3 +106,140 @@ SUPPORT_WORLD = org(
         },
     ],
 )
+
+
+#: The 2022 case: an internal-audit team, a trust-and-safety team with its manager, the
+#: privacy office, an incident responder, and a journalist among the subjects.
+APPROVALS_WORLD = org(
+    principals=[
+        {"id": "emp-2001", "role": "internal_audit", "team": "internal-audit"},
+        {
+            "id": "emp-3000",
+            "role": "trust_safety_investigator",
+            "team": "ts",
+            "groups": ["approvers"],
+        },
+        {
+            "id": "emp-3001",
+            "role": "trust_safety_investigator",
+            "team": "ts",
+            "manager": "emp-3000",
+            "groups": ["approvers"],
+        },
+        {
+            "id": "emp-3002",
+            "role": "trust_safety_investigator",
+            "team": "ts",
+            "manager": "emp-3000",
+            "groups": ["approvers"],
+        },
+        {
+            "id": "emp-3003",
+            "role": "trust_safety_investigator",
+            "team": "ts",
+            "manager": "emp-3001",
+            "groups": ["approvers"],
+        },
+        {
+            "id": "emp-3009",
+            "role": "trust_safety_investigator",
+            "team": "ts",
+            "groups": ["approvers"],
+            "status": "leaving",
+        },
+        {
+            "id": "emp-4001",
+            "role": "privacy_officer",
+            "team": "privacy",
+            "groups": ["privacy_office"],
+        },
+        {
+            "id": "emp-4002",
+            "role": "privacy_officer",
+            "team": "privacy",
+            "groups": ["privacy_office"],
+        },
+        {"id": "emp-5001", "role": "security_responder", "team": "security"},
+        {"id": "emp-6001", "role": "support_agent", "team": "support"},
+    ],
+    subjects=[
+        {"id": "user-1", "jurisdiction": "US"},
+        {"id": "user-42", "jurisdiction": "US", "protected": ["journalist"]},
+        {
+            "id": "user-77",
+            "jurisdiction": "US",
+            "protected": ["employee_account"],
+            "employee": "emp-3002",
+        },
+    ],
+    tickets=[
+        {
+            "id": "T-7",
+            "kind": "internal_investigation",
+            "subject": "user-42",
+            "assignee": "emp-2001",
+            "status": "open",
+            "opened_by": "emp-2001",
+        },
+        {
+            "id": "T-10",
+            "kind": "trust_safety",
+            "subject": "user-42",
+            "assignee": "emp-3001",
+            "status": "open",
+            "opened_by": "system",
+        },
+        {
+            "id": "T-11",
+            "kind": "trust_safety",
+            "subject": "user-1",
+            "assignee": "emp-3001",
+            "status": "open",
+            "opened_by": "subject",
+        },
+        {
+            "id": "T-12",
+            "kind": "security_incident",
+            "subject": "user-1",
+            "assignee": "emp-5001",
+            "status": "open",
+            "opened_by": "system",
+        },
+        {
+            "id": "T-13",
+            "kind": "trust_safety",
+            "subject": "user-42",
+            "assignee": "emp-3002",
+            "status": "open",
+            "opened_by": "system",
+        },
+        {
+            "id": "T-14",
+            "kind": "trust_safety",
+            "subject": "user-77",
+            "assignee": "emp-3001",
+            "status": "open",
+            "opened_by": "system",
+        },
+    ],
+)
+
+
+def logins(subject: str, count: int = 3, net: str = "198.51.100") -> list[str]:
+    """Login records (JSON Lines) for ``subject`` from ``net``.1, .2, …, this month."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) - timedelta(days=count + 1)
+    return [
+        json.dumps(
+            {
+                "id": f"{subject}-login-{n}",
+                "kind": "login",
+                "subject": subject,
+                "time": (start + timedelta(days=n)).isoformat().replace("+00:00", "Z"),
+                "ip": f"{net}.{n}",
+            }
+        )
+        for n in range(1, count + 1)
+    ]

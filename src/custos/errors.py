@@ -134,3 +134,48 @@ class IntegrityError(CustosError):
     code = "integrity_error"
     http_status = 500
     exit_code = 6
+
+
+class Refused(CustosError):
+    """A person asked for something a rule forbids; ``rule`` names that rule."""
+
+    code = "refused"
+    http_status = 403
+    exit_code = 7
+
+    def __init__(self, message: str, *, rule: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rule = rule
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["rule"] = self.rule
+        return body
+
+
+class ApprovalRefused(Refused):
+    """An approval, denial, review or revocation breaks an independence or eligibility rule."""
+
+    code = "approval_refused"
+
+
+class RequestRefused(Refused):
+    """No approval can make the access asked for legitimate (e.g. source protection)."""
+
+    code = "request_refused"
+
+
+class Conflict(CustosError):
+    """The thing acted on is no longer in a state that allows the action (e.g. closed)."""
+
+    code = "conflict"
+    http_status = 409
+    exit_code = 8
+
+
+class UnknownRequest(NotFound):
+    code = "unknown_request"
+
+
+class UnknownGrant(NotFound):
+    code = "unknown_grant"

@@ -4,9 +4,11 @@ parts wired to it. Everything above (CLI, API, web) reaches the parts through th
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -15,12 +17,21 @@ from sqlalchemy import select
 from custos.access.decisions import DecisionMaker
 from custos.access.journal import decision_entry, iso, new_event_id
 from custos.access.read import ReadResult, release_entry
+from custos.approvals import (
+    Approvals,
+    ApprovalSettings,
+    Grant,
+    Outbox,
+    Request,
+    WebhookNotifier,
+)
 from custos.config import Settings, load_settings
 from custos.directory import DirectoryStore
-from custos.errors import ConfigurationError, NotInitialised
+from custos.errors import ConfigurationError, Conflict, NotInitialised, RequestRefused
 from custos.ledger import LOG_KEY_FILE, Ledger, NoteVerifier, read_key, write_new_key
 from custos.policy import (
     AccessRequest,
+    ApprovalsNeeded,
     Decision,
     PolicyEngine,
     PolicyPack,
@@ -30,6 +41,18 @@ from custos.policy import (
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.vault import KEK_FILE, GeoLookup, IngestReport, LocalKeyFile, ShredReport, Vault
+
+WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
+WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
+
+
+def _create_secret(path: Path) -> None:
+    """A random secret (hex) for signing webhooks, created once, readable by the owner only."""
+    if path.exists():
+        return
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
 
 
 class Custos:
@@ -59,6 +82,7 @@ class Custos:
         origin = str(settings.section("ledger").get("origin") or f"custos/{uuid.uuid4().hex[:12]}")
         write_new_key(settings.keys_dir / LOG_KEY_FILE, origin)
         LocalKeyFile.create(settings.keys_dir / KEK_FILE)
+        _create_secret(settings.keys_dir / WEBHOOK_SECRET_FILE)
         install_default_pack(settings.policy_dir)
         system.activate_policies()
         return system
@@ -120,7 +144,164 @@ class Custos:
 
     @cached_property
     def decisions(self) -> DecisionMaker:
-        return DecisionMaker(self.settings, self.directory, self.policy)
+        return DecisionMaker(
+            self.settings, self.directory, self.policy, grants=self.approvals.active_grant
+        )
+
+    @cached_property
+    def approvals(self) -> Approvals:
+        """Requests and grants; settings from ``[approvals]`` in config.toml (durations,
+        groups, and ``webhook_url`` with its secret from ``$CUSTOS_WEBHOOK_SECRET`` or
+        ``keys/webhook.secret``). Raises :class:`ConfigurationError`."""
+        config = dict(self.settings.section("approvals"))
+        url = config.get("webhook_url")
+        notifier = None
+        if url:
+            secret = os.environ.get(WEBHOOK_SECRET_ENV, "").encode()
+            if not secret:
+                path = self.settings.keys_dir / WEBHOOK_SECRET_FILE
+                try:
+                    secret = path.read_bytes().strip()
+                except OSError:
+                    raise ConfigurationError(
+                        f"[approvals] webhook_url is set but {path} cannot be read",
+                        hint=f"run `custos init` or set ${WEBHOOK_SECRET_ENV}",
+                    ) from None
+            notifier = WebhookNotifier(
+                str(url), secret, timeout=float(config.get("webhook_timeout", 5.0))
+            )
+        return Approvals(
+            self.db,
+            self.directory,
+            self.ledger,
+            Outbox(self.db, notifier),
+            ApprovalSettings.from_config(config),
+        )
+
+    def request_access(
+        self,
+        *,
+        principal: str,
+        subject: str,
+        categories: Sequence[str],
+        purpose: str,
+        ticket: str | None,
+        precision: str = "precise",
+        reason: str | None,
+        duration: timedelta | None = None,
+        source: str = "custos",
+        now: datetime | None = None,
+    ) -> Request:
+        """Ask for access that the policies say needs approval, and open the request.
+
+        Every category is decided (and logged) as asked. Raises :class:`RequestRefused`
+        when a policy forbids it whatever the approvals (e.g. source protection), naming
+        that policy, and :class:`Conflict` when it is allowed already.
+        """
+        now = now or datetime.now(UTC)
+        decisions = self.decide_many(
+            [
+                AccessRequest(
+                    principal,
+                    subject,
+                    category,
+                    purpose,
+                    ticket=ticket,
+                    precision=precision,
+                    reason=reason,
+                    time=now,
+                )
+                for category in dict.fromkeys(categories)
+            ],
+            source=source,
+        )
+        for decision in decisions:
+            if decision.outcome == "deny":
+                rule = decision.reasons[0].policy if decision.reasons else "deny-by-default"
+                raise RequestRefused(
+                    f"no approval can allow this: {decision.explanation}",
+                    rule=rule,
+                )
+        needing = [d.approvals for d in decisions if d.approvals is not None]
+        if not needing:
+            raise Conflict(
+                "this access is already allowed; no approval is needed",
+                hint="use `custos read` directly",
+            )
+        needed = ApprovalsNeeded(
+            approvals=max(n.approvals for n in needing),
+            groups=tuple(sorted({g for n in needing for g in n.groups})),
+        )
+        policies = sorted(
+            {r.policy for d in decisions if d.outcome == "approval_required" for r in d.reasons}
+        )
+        return self.approvals.open_request(
+            principal=principal,
+            subject=subject,
+            categories=categories,
+            purpose=purpose,
+            ticket=ticket,
+            precision=precision,
+            reason=reason,
+            duration=duration,
+            needed=needed,
+            policies=policies,
+            decisions=[d.event_id for d in decisions if d.event_id],
+            now=now,
+        )
+
+    def break_glass(
+        self,
+        *,
+        principal: str,
+        subject: str,
+        categories: Sequence[str],
+        purpose: str,
+        ticket: str | None,
+        reason: str | None,
+        duration: timedelta | None = None,
+        source: str = "custos",
+        now: datetime | None = None,
+    ) -> Grant:
+        """Take an immediate break-glass grant, if the policies allow break-glass here.
+
+        Raises :class:`RequestRefused` naming the policy that forbids it.
+        """
+        now = now or datetime.now(UTC)
+        decisions = self.decide_many(
+            [
+                AccessRequest(
+                    principal,
+                    subject,
+                    category,
+                    purpose,
+                    ticket=ticket,
+                    precision="precise",
+                    break_glass=True,
+                    reason=reason,
+                    time=now,
+                )
+                for category in dict.fromkeys(categories)
+            ],
+            source=source,
+        )
+        for decision in decisions:
+            if not decision.allowed:
+                rule = decision.reasons[0].policy if decision.reasons else "deny-by-default"
+                raise RequestRefused(
+                    f"break-glass is not available here: {decision.explanation}", rule=rule
+                )
+        return self.approvals.break_glass(
+            principal=principal,
+            subject=subject,
+            categories=categories,
+            purpose=purpose,
+            ticket=ticket,
+            reason=reason,
+            duration=duration,
+            decisions=[d.event_id for d in decisions if d.event_id],
+            now=now,
+        )
 
     def activate_policies(self) -> PolicyPack:
         """Validate the home's pack and record it in the policy history if it is new.

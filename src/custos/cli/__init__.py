@@ -8,6 +8,7 @@ printed as one line (or a JSON object with ``--json``) with the error's own exit
 from __future__ import annotations
 
 from custos.cli import access as _access  # noqa: F401 - registers check, demo
+from custos.cli import approvals as _approvals  # noqa: F401 - registers approvals
 from custos.cli import log as _log  # noqa: F401 - registers keys, log, witness
 from custos.cli import org as _org  # noqa: F401 - registers init, org
 from custos.cli import policy as _policy  # noqa: F401 - registers policy

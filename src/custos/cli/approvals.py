@@ -1,0 +1,308 @@
+"""``custos approvals``: just-in-time requests, independent approvals, grants, break-glass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from custos.access import Custos
+from custos.approvals import RULES, Grant, Request
+from custos.cli.app import app, console, print_json, state
+from custos.errors import InvalidInput
+
+approvals_app = typer.Typer(
+    help="Just-in-time access requests, independent approvals and time-bound grants.",
+    no_args_is_help=True,
+)
+app.add_typer(approvals_app, name="approvals")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+By = Annotated[str, typer.Option("--by", help="Who acts (principal id).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why, in a sentence (required).")]
+Categories = Annotated[
+    list[str], typer.Option("--category", help="Data category; repeat for several.")
+]
+
+
+@contextmanager
+def _opened(ctx: typer.Context) -> Iterator[Custos]:
+    """The installation, with time-outs applied first and notifications tried after."""
+    with Custos.open(state(ctx).home) as system:
+        system.approvals.sweep()
+        yield system
+        system.approvals.outbox.deliver()
+
+
+def _hours(value: float | None) -> timedelta | None:
+    if value is None:
+        return None
+    if value <= 0:
+        raise InvalidInput("--hours must be positive")
+    return timedelta(hours=value)
+
+
+def _show_request(request: Request) -> None:
+    colour = {"pending": "yellow", "approved": "green"}.get(request.status, "red")
+    console.print(
+        f"[bold]{request.id}[/] [{colour}]{request.status}[/]: {request.principal} → "
+        f"{request.subject} {', '.join(request.categories)} ({request.purpose}, "
+        f"{request.precision})",
+        highlight=False,
+    )
+    groups = f", including {', '.join(request.groups_needed)}" if request.groups_needed else ""
+    console.print(
+        f"  approvals: {len(request.approvers)} of {request.approvals_needed}{groups}; "
+        f"expires {request.expires:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
+    console.print(f"  reason: {request.reason}", highlight=False, markup=False)
+    for vote in request.votes:
+        console.print(
+            f"  - {vote.verdict} by {vote.approver}: {vote.reason}", highlight=False, markup=False
+        )
+    if request.grant_id:
+        console.print(f"  grant: {request.grant_id}", highlight=False)
+
+
+def _show_grant(grant: Grant) -> None:
+    now = datetime.now(UTC)
+    flag = " [bold red]BREAK-GLASS[/]" if grant.break_glass else ""
+    console.print(
+        f"[bold]{grant.id}[/] {grant.status(now)}{flag}: {grant.principal} → {grant.subject} "
+        f"{', '.join(grant.categories)} ({grant.purpose}, {grant.precision}) "
+        f"until {grant.ends:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
+    if grant.approvers:
+        console.print(f"  approved by {', '.join(grant.approvers)}", highlight=False)
+    if grant.break_glass:
+        console.print(f"  review: {grant.review} ({len(grant.reviews)} note(s))", highlight=False)
+
+
+@approvals_app.command("request")
+def request(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Option("--principal", help="Who asks (principal id).")],
+    subject: Annotated[str, typer.Option("--subject", help="About whom (subject id).")],
+    category: Categories,
+    purpose: Annotated[str, typer.Option("--purpose", help="Why, e.g. trust_safety.")],
+    reason: Reason,
+    ticket: Annotated[str | None, typer.Option("--ticket", help="The ticket behind it.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="coarse or precise.")] = "precise",
+    hours: Annotated[
+        float | None, typer.Option("--hours", help="How long the grant should last.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ask for access the policies allow only with approval; prints the request."""
+    with _opened(ctx) as system:
+        opened = system.request_access(
+            principal=principal,
+            subject=subject,
+            categories=category,
+            purpose=purpose,
+            ticket=ticket,
+            precision=precision,
+            reason=reason,
+            duration=_hours(hours),
+            source="cli",
+        )
+    if as_json:
+        print_json(opened.to_dict())
+    else:
+        _show_request(opened)
+
+
+@approvals_app.command("approve")
+def approve(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="The request (req-…).")],
+    by: By,
+    reason: Reason,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve a request; the last approval needed creates the grant."""
+    with _opened(ctx) as system:
+        answered = system.approvals.approve(request_id, by, reason)
+    if as_json:
+        print_json(answered.to_dict())
+    else:
+        _show_request(answered)
+
+
+@approvals_app.command("deny")
+def deny(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="The request (req-…).")],
+    by: By,
+    reason: Reason,
+    as_json: JsonFlag = False,
+) -> None:
+    """Deny a request; one denial closes it."""
+    with _opened(ctx) as system:
+        answered = system.approvals.deny(request_id, by, reason)
+    if as_json:
+        print_json(answered.to_dict())
+    else:
+        _show_request(answered)
+
+
+@approvals_app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="A grant (grant-…) or pending request (req-…).")],
+    by: By,
+    reason: Reason,
+    as_json: JsonFlag = False,
+) -> None:
+    """End a grant now, or withdraw a pending request."""
+    with _opened(ctx) as system:
+        body: dict[str, Any]
+        if target.startswith("req-"):
+            withdrawn = system.approvals.withdraw(target, by, reason)
+            body = withdrawn.to_dict()
+        else:
+            revoked = system.approvals.revoke(target, by, reason)
+            body = revoked.to_dict()
+    if as_json:
+        print_json(body)
+    else:
+        console.print(f"{target}: {body['status']}", highlight=False)
+
+
+@approvals_app.command("break-glass")
+def break_glass(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Option("--principal", help="The incident responder.")],
+    subject: Annotated[str, typer.Option("--subject", help="About whom (subject id).")],
+    category: Categories,
+    reason: Reason,
+    purpose: Annotated[str, typer.Option("--purpose", help="Why.")] = "security_incident",
+    ticket: Annotated[str | None, typer.Option("--ticket", help="The incident ticket.")] = None,
+    hours: Annotated[float | None, typer.Option("--hours", help="How long (default 4).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Take an immediate grant for a security incident; raises a critical alert at once."""
+    with _opened(ctx) as system:
+        grant = system.break_glass(
+            principal=principal,
+            subject=subject,
+            categories=category,
+            purpose=purpose,
+            ticket=ticket,
+            reason=reason,
+            duration=_hours(hours),
+            source="cli",
+        )
+    if as_json:
+        print_json(grant.to_dict())
+    else:
+        _show_grant(grant)
+        console.print(
+            "[bold red]A critical alert was raised; two reviewers must close this grant.[/]"
+        )
+
+
+@approvals_app.command("review")
+def review(
+    ctx: typer.Context,
+    grant_id: Annotated[str, typer.Argument(help="The break-glass grant (grant-…).")],
+    by: By,
+    note: Annotated[str, typer.Option("--note", help="What the review found (required).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Review a break-glass grant; the second reviewer closes it."""
+    with _opened(ctx) as system:
+        grant = system.approvals.review(grant_id, by, note)
+    if as_json:
+        print_json(grant.to_dict())
+    else:
+        _show_grant(grant)
+
+
+@approvals_app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="pending, approved, denied, expired or withdrawn."),
+    ] = None,
+    principal: Annotated[str | None, typer.Option("--principal", help="Only theirs.")] = None,
+    grants: Annotated[bool, typer.Option("--grants", help="List grants instead.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List requests (newest first), or grants with --grants."""
+    with _opened(ctx) as system:
+        if grants:
+            found_grants = system.approvals.grants(principal=principal)
+            rows: list[dict[str, Any]] = [g.to_dict() for g in found_grants]
+        else:
+            found = system.approvals.requests(status=status, principal=principal)
+            rows = [r.to_dict() for r in found]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "status", "principal", "subject", "categories", "purpose")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["status"],
+            row["principal"],
+            row["subject"],
+            ", ".join(row["categories"]),
+            row["purpose"],
+        )
+    console.print(table)
+
+
+@approvals_app.command("show")
+def show(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="A request (req-…) or grant (grant-…).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one request with its answers, or one grant with its reviews."""
+    with _opened(ctx) as system:
+        if target.startswith("grant-"):
+            grant = system.approvals.grant(target)
+            body = grant.to_dict()
+        else:
+            found = system.approvals.request(target)
+            body = found.to_dict()
+    if as_json:
+        print_json(body)
+    elif target.startswith("grant-"):
+        _show_grant(grant)
+    else:
+        _show_request(found)
+
+
+@approvals_app.command("rules")
+def rules(as_json: JsonFlag = False) -> None:
+    """The independence rules every approval is checked against."""
+    if as_json:
+        print_json(RULES)
+        return
+    for name, sentence in RULES.items():
+        console.print(f"[bold]{name}[/]: {sentence}", highlight=False)
+
+
+@approvals_app.command("notify")
+def notify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Deliver due webhook notifications now and show what is still queued."""
+    with Custos.open(state(ctx).home) as system:
+        system.approvals.sweep()
+        report = system.approvals.outbox.deliver()
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(
+            f"{report.delivered} delivered, {report.failed} to retry, {report.gave_up} given "
+            f"up, {report.pending} pending",
+            highlight=False,
+        )

@@ -1,0 +1,406 @@
+"""The approval workflow on a real database: the 2022 case end to end, each independence
+rule, expiry, revocation, break-glass, and exactly one grant under concurrent approvals."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custos.access import Custos
+from custos.approvals import Approvals, Outbox
+from custos.errors import ApprovalRefused, Conflict, LedgerUnavailable, RequestRefused
+from custos.policy import AccessRequest
+from custos.store.approvals import GrantRow
+from tests.factories import APPROVALS_WORLD, load_org, logins
+
+REASON = "abuse report R-77 names this account as the origin of coordinated harassment"
+
+
+@pytest.fixture
+def world(system: Custos) -> Custos:
+    load_org(system, APPROVALS_WORLD)
+    system.ingest(logins("user-42") + logins("user-1", net="203.0.113"), "logins.jsonl")
+    return system
+
+
+def ask(system: Custos, principal: str = "emp-3001", ticket: str = "T-10", **kw: Any) -> str:
+    request = system.request_access(
+        principal=principal,
+        subject=kw.pop("subject", "user-42"),
+        categories=kw.pop("categories", ["ip_history"]),
+        purpose=kw.pop("purpose", "trust_safety"),
+        ticket=ticket,
+        precision=kw.pop("precision", "precise"),
+        reason=kw.pop("reason", REASON),
+        **kw,
+    )
+    return request.id
+
+
+def precise_read(
+    system: Custos, principal: str = "emp-3001", ticket: str = "T-10", at: datetime | None = None
+) -> Any:
+    return system.read(
+        AccessRequest(
+            principal,
+            "user-42",
+            "ip_history",
+            "trust_safety",
+            ticket=ticket,
+            precision="precise",
+            time=at,
+        )
+    )
+
+
+def refused_rule(call: Any) -> str:
+    with pytest.raises(ApprovalRefused) as caught:
+        call()
+    assert caught.value.rule in caught.value.to_dict()["rule"]
+    return caught.value.rule
+
+
+def ledger_types(system: Custos, since: int) -> list[str]:
+    return [json.loads(e)["type"] for _, e in system.ledger.entries(since, system.ledger.size())]
+
+
+def test_the_2022_case_end_to_end(world: Custos) -> None:
+    approvals = world.approvals
+    # Source protection: internal audit may not use a journalist's data, and no request can
+    # change that.
+    with pytest.raises(RequestRefused) as caught:
+        ask(world, "emp-2001", "T-7", purpose="internal_investigation")
+    assert caught.value.rule == "source-protection"
+    assert approvals.requests() == []
+
+    start = world.ledger.size()
+    request_id = ask(world)
+    request = approvals.request(request_id)
+    assert (request.status, request.approvals_needed, request.groups_needed) == (
+        "pending",
+        2,
+        ("privacy_office",),
+    )
+    before = precise_read(world)
+    assert before.decision.outcome == "approval_required"
+    assert before.records == []
+
+    # The people who must not be the second pair of eyes.
+    assert refused_rule(lambda: approvals.approve(request_id, "emp-3001", "ok")) == "self-approval"
+    assert refused_rule(lambda: approvals.approve(request_id, "emp-3000", "ok")) == (
+        "management-chain"
+    )
+    assert refused_rule(lambda: approvals.approve(request_id, "emp-3003", "ok")) == (
+        "management-chain"
+    )
+    assert refused_rule(lambda: approvals.approve(request_id, "emp-6001", "ok")) == (
+        "not-an-approver"
+    )
+    assert refused_rule(lambda: approvals.approve(request_id, "emp-3009", "ok")) == (
+        "inactive-approver"
+    )
+
+    approvals.approve(request_id, "emp-3002", "checked the abuse report")
+    assert approvals.request(request_id).status == "pending"
+    assert precise_read(world).records == []
+    done = approvals.approve(request_id, "emp-4001", "proportionate, time-limited")
+    assert done.status == "approved"
+    assert done.grant_id is not None
+
+    after = precise_read(world)
+    assert (after.decision.outcome, after.decision.precision) == ("allow", "precise")
+    assert after.decision.grant == done.grant_id
+    assert sorted(r["ip"] for r in after.records) == [f"198.51.100.{n}" for n in (1, 2, 3)]
+
+    # The grant ends on time: a read after its end is no longer precise.
+    grant = approvals.grant(done.grant_id)
+    late = precise_read(world, at=grant.ends + timedelta(seconds=1))
+    assert late.decision.outcome == "approval_required"
+    assert late.records == []
+
+    # And on revocation, at once.
+    approvals.revoke(done.grant_id, "emp-4002", "investigation closed")
+    assert precise_read(world).records == []
+
+    types = ledger_types(world, start)
+    for step in ("approval_request", "approval_refused", "approval", "grant", "grant_revoked"):
+        assert step in types
+    assert types.index("approval_request") < types.index("grant") < types.index("grant_revoked")
+
+
+def test_the_policy_names_the_groups_and_the_last_approval_must_cover_them(
+    world: Custos,
+) -> None:
+    request_id = ask(world)
+    world.approvals.approve(request_id, "emp-3002", "looked at the report")
+    # Two approvers but none from the privacy office is not enough: the second must be.
+    assert refused_rule(lambda: world.approvals.approve(request_id, "emp-3000", "fine by me")) in (
+        "management-chain",
+        "group-coverage",
+    )
+    world.directory.merge(
+        __import__("custos.directory", fromlist=["parse_text"]).parse_text(
+            json.dumps(
+                {
+                    "principals": [
+                        {
+                            "id": "emp-3100",
+                            "name": "X",
+                            "role": "fraud_analyst",
+                            "team": "fraud",
+                            "country": "US",
+                            "groups": ["approvers"],
+                        }
+                    ]
+                }
+            ),
+            "extra",
+        )
+    )
+    assert refused_rule(lambda: world.approvals.approve(request_id, "emp-3100", "fine")) == (
+        "group-coverage"
+    )
+    assert world.approvals.request(request_id).status == "pending"
+
+
+def test_reciprocal_approvals_are_refused(world: Custos) -> None:
+    theirs = ask(world, "emp-3002", "T-13")
+    world.approvals.approve(theirs, "emp-3001", "checked")  # peers: independent
+    mine = ask(world)
+    assert refused_rule(lambda: world.approvals.approve(mine, "emp-3002", "returning")) == (
+        "reciprocal-approval"
+    )
+
+
+def test_nobody_approves_access_to_their_own_account(world: Custos) -> None:
+    request_id = ask(world, subject="user-77", ticket="T-14")
+    assert refused_rule(lambda: world.approvals.approve(request_id, "emp-3002", "ok")) == (
+        "subject-owner"
+    )
+
+
+def test_one_denial_closes_a_request_and_answers_after_it_conflict(world: Custos) -> None:
+    request_id = ask(world)
+    denied = world.approvals.deny(request_id, "emp-4001", "not proportionate")
+    assert denied.status == "denied"
+    with pytest.raises(Conflict, match="denied"):
+        world.approvals.approve(request_id, "emp-4002", "ok")
+    assert precise_read(world).records == []
+
+
+def test_a_reason_is_required(world: Custos) -> None:
+    with pytest.raises(Exception, match="needs a reason"):
+        ask(world, reason="   ")
+    request_id = ask(world)
+    with pytest.raises(Exception, match="needs a reason"):
+        world.approvals.approve(request_id, "emp-4001", "")
+
+
+def test_durations_are_bounded(world: Custos) -> None:
+    with pytest.raises(Exception, match="maximum of 24 hours"):
+        ask(world, duration=timedelta(hours=25))
+    request_id = ask(world, duration=timedelta(hours=2))
+    world.approvals.approve(request_id, "emp-3002", "ok")
+    grant_id = world.approvals.approve(request_id, "emp-4001", "ok").grant_id
+    assert grant_id is not None
+    grant = world.approvals.grant(grant_id)
+    assert grant.ends - grant.starts == timedelta(hours=2)
+
+
+def test_unanswered_requests_expire(world: Custos) -> None:
+    request_id = ask(world)
+    later = datetime.now(UTC) + timedelta(hours=12, seconds=1)
+    assert world.approvals.sweep(later)["requests_expired"] == 1
+    assert world.approvals.request(request_id).status == "expired"
+    with pytest.raises(Conflict, match="expired"):
+        world.approvals.approve(request_id, "emp-4001", "too late", now=later)
+    kinds = [n["kind"] for n in world.approvals.outbox.notifications()]
+    assert kinds == ["request", "request_expired"]
+
+
+def test_a_second_pending_request_for_the_same_thing_conflicts(world: Custos) -> None:
+    first = ask(world)
+    with pytest.raises(Conflict, match=first):
+        ask(world)
+
+
+def test_access_already_allowed_needs_no_request(world: Custos) -> None:
+    with pytest.raises(Conflict, match="already allowed"):
+        ask(world, subject="user-1", ticket="T-11", precision="coarse")
+
+
+def test_break_glass_is_immediate_alerted_and_reviewed_by_two(world: Custos) -> None:
+    start = world.ledger.size()
+    grant = world.break_glass(
+        principal="emp-5001",
+        subject="user-1",
+        categories=["ip_history", "credentials"],
+        purpose="security_incident",
+        ticket="T-12",
+        reason="credential stuffing from this account's sessions",
+    )
+    assert (grant.break_glass, grant.review, grant.precision) == (True, "open", "precise")
+    read = world.read(
+        AccessRequest(
+            "emp-5001",
+            "user-1",
+            "ip_history",
+            "security_incident",
+            ticket="T-12",
+            precision="precise",
+        )
+    )
+    assert read.decision.allowed
+    assert read.decision.review_required
+    assert len(read.records) == 3
+    entries = [json.loads(e) for _, e in world.ledger.entries(start, world.ledger.size())]
+    alerts = [e for e in entries if e["type"] == "alert"]
+    assert alerts[0]["severity"] == "critical"
+    assert alerts[0]["principals"] == ["emp-5001"]
+    assert "break_glass" in [n["kind"] for n in world.approvals.outbox.notifications()]
+
+    assert refused_rule(lambda: world.approvals.review(grant.id, "emp-5001", "fine")) == (
+        "self-approval"
+    )
+    assert refused_rule(lambda: world.approvals.review(grant.id, "emp-3002", "fine")) == (
+        "not-a-reviewer"
+    )
+    assert world.approvals.review(grant.id, "emp-4001", "incident INC-4 confirms").review == "open"
+    assert refused_rule(lambda: world.approvals.review(grant.id, "emp-4001", "again")) == (
+        "already-answered"
+    )
+    assert world.approvals.review(grant.id, "emp-4002", "agree").review == "closed"
+    assert world.approvals.grants(review_open=True) == []
+
+
+def test_break_glass_is_only_for_incident_responders(world: Custos) -> None:
+    with pytest.raises(RequestRefused):
+        world.break_glass(
+            principal="emp-3001",
+            subject="user-42",
+            categories=["ip_history"],
+            purpose="security_incident",
+            ticket=None,
+            reason="I want to see it now",
+        )
+    assert world.approvals.grants() == []
+
+
+class BrokenLedger:
+    """A journal whose storage is gone: every append fails (fault injection)."""
+
+    def append_many(self, entries: Iterable[Mapping[str, Any]]) -> Sequence[Any]:
+        raise LedgerUnavailable("the ledger is unavailable: disk gone")
+
+
+def test_a_grant_is_not_honoured_until_its_ledger_entry_is_durable(world: Custos) -> None:
+    request_id = ask(world)
+    world.approvals.approve(request_id, "emp-3002", "ok")
+    broken = Approvals(
+        world.db, world.directory, BrokenLedger(), Outbox(world.db, None), world.approvals.settings
+    )
+    with pytest.raises(LedgerUnavailable):
+        broken.approve(request_id, "emp-4001", "ok")
+    # The approval was committed, but its grant waits for the ledger.
+    grant_id = world.approvals.request(request_id).grant_id
+    assert grant_id is not None
+    assert world.approvals.grant(grant_id).status(datetime.now(UTC)) == "pending_ledger"
+    world.approvals._invalidate()
+    assert precise_read(world).records == []
+    # The next operation that can reach the ledger appends the entry; then it is honoured.
+    assert world.approvals.flush() >= 2
+    assert len(precise_read(world).records) == 3
+
+
+def test_a_revocation_elsewhere_takes_effect_at_once(world: Custos, tmp_path: Path) -> None:
+    request_id = ask(world)
+    world.approvals.approve(request_id, "emp-3002", "ok")
+    grant_id = world.approvals.approve(request_id, "emp-4001", "ok").grant_id
+    assert grant_id is not None
+    other = Custos(world.settings, world.db.__class__(str(world.db.engine.url)))
+    try:
+        assert len(precise_read(other).records) == 3  # the other process caches the grant
+        world.approvals.revoke(grant_id, "emp-3001", "done")
+        assert precise_read(other).records == []
+    finally:
+        other.close()
+
+
+def test_only_holder_approvers_or_privacy_office_revoke(world: Custos) -> None:
+    request_id = ask(world)
+    world.approvals.approve(request_id, "emp-3002", "ok")
+    grant_id = world.approvals.approve(request_id, "emp-4001", "ok").grant_id
+    assert grant_id is not None
+    assert refused_rule(lambda: world.approvals.revoke(grant_id, "emp-6001", "meddling")) == (
+        "not-allowed-to-revoke"
+    )
+    world.approvals.revoke(grant_id, "emp-3002", "no longer needed")
+    with pytest.raises(Conflict, match="already revoked"):
+        world.approvals.revoke(grant_id, "emp-4001", "again")
+
+
+def test_concurrent_approvals_of_one_request_make_exactly_one_grant(world: Custos) -> None:
+    world.directory.merge(
+        __import__("custos.directory", fromlist=["parse_text"]).parse_text(
+            json.dumps(
+                {
+                    "principals": [
+                        {
+                            "id": f"emp-47{n:02d}",
+                            "name": "P",
+                            "role": "privacy_officer",
+                            "team": "privacy",
+                            "country": "US",
+                            "groups": ["privacy_office"],
+                        }
+                        for n in range(8)
+                    ]
+                }
+            ),
+            "extra",
+        )
+    )
+    for _round in range(3):
+        request_id = ask(world)
+        world.approvals.approve(request_id, "emp-3002", "ok")
+        systems = [
+            Custos(world.settings, world.db.__class__(str(world.db.engine.url))) for _ in range(8)
+        ]
+        barrier = threading.Barrier(len(systems))
+        outcomes: list[str] = []
+
+        def approve(
+            system: Custos,
+            n: int,
+            request_id: str = request_id,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[str] = outcomes,
+        ) -> None:
+            barrier.wait()
+            try:
+                system.approvals.approve(request_id, f"emp-47{n:02d}", "ok")
+                outcomes.append("approved")
+            except Conflict:
+                outcomes.append("conflict")
+
+        threads = [threading.Thread(target=approve, args=(s, n)) for n, s in enumerate(systems)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s in systems:
+            s.close()
+        assert outcomes.count("approved") == 1, outcomes
+        with world.db.session() as session:
+            grants = session.query(GrantRow).filter(GrantRow.request_id == request_id).count()
+        assert grants == 1
+        assert world.approvals.request(request_id).status == "approved"
+        world.approvals.revoke(
+            world.approvals.request(request_id).grant_id or "", "emp-3001", "next round"
+        )
