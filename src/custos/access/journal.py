@@ -23,14 +23,22 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def decision_entry(decision: Decision, event_id: str, source: str) -> dict[str, Any]:
-    """The ledger entry recording ``decision`` (made before anything is released)."""
+def decision_entry(
+    decision: Decision, event_id: str, source: str, role: str | None = None, team: str | None = None
+) -> dict[str, Any]:
+    """The ledger entry recording ``decision`` (made before anything is released).
+
+    ``role`` and ``team`` are the principal's at the time, so that a subject's transparency
+    report can say who looked in terms of function without naming anyone.
+    """
     request = decision.request
     entry: dict[str, Any] = {
         "type": "decision",
         "id": event_id,
         "time": iso(datetime.now(UTC)),
         "principal": request.principal,
+        "role": role,
+        "team": team,
         "action": request.action,
         "subject": request.subject,
         "category": request.category,

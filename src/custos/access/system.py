@@ -394,8 +394,18 @@ class Custos:
 
     def _logged(self, decisions: list[Decision], source: str) -> list[Decision]:
         ids = [new_event_id() for _ in decisions]
+        people = {
+            d.request.principal: self.directory.principal(d.request.principal) for d in decisions
+        }
         receipts = self.ledger.append_many(
-            decision_entry(d, event_id, source) for d, event_id in zip(decisions, ids, strict=True)
+            decision_entry(
+                d,
+                event_id,
+                source,
+                people[d.request.principal].role,
+                people[d.request.principal].team,
+            )
+            for d, event_id in zip(decisions, ids, strict=True)
         )
         return [
             dataclasses.replace(d, event_id=event_id, ledger_index=receipt.index)
