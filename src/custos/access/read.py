@@ -1,7 +1,10 @@
-"""The guarded read: decide → log the decision → release what it allows → log the release.
+"""The guarded read: decide → decrypt in memory what the decision allows → append the
+decision and what was released to the ledger, in that order, in one durable batch → return.
 
-No byte leaves before both ledger entries are durable. If either cannot be written the read
-fails with :class:`LedgerUnavailable` and returns nothing (fail closed).
+No byte leaves before both ledger entries are durable. If they cannot be written the read
+fails with :class:`LedgerUnavailable` and returns nothing (fail closed). One batch instead
+of two appends halves the durable writes of a read without weakening the order: the
+decision's entry precedes the release's, and neither is visible without the other.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -27,7 +28,13 @@ from custos.approvals import (
 )
 from custos.config import Settings, load_settings
 from custos.directory import DirectoryStore
-from custos.errors import ConfigurationError, Conflict, NotInitialised, RequestRefused
+from custos.errors import (
+    ConfigurationError,
+    Conflict,
+    CustosError,
+    NotInitialised,
+    RequestRefused,
+)
 from custos.ledger import LOG_KEY_FILE, Ledger, NoteVerifier, read_key, write_new_key
 from custos.policy import (
     AccessRequest,
@@ -350,19 +357,31 @@ class Custos:
     def read(self, request: AccessRequest, *, source: str = "custos") -> ReadResult:
         """The guarded read (see :mod:`custos.access.read`).
 
-        Raises for unknown ids, and :class:`LedgerUnavailable` (returning nothing) when
-        either ledger entry cannot be written.
+        The records are decrypted in memory, then the decision and the release are appended
+        to the ledger in one durable batch (decision first), and only then returned: if that
+        append fails, nothing leaves (:class:`LedgerUnavailable`). A refusal is logged alone.
+        Raises for unknown ids, and :class:`IntegrityError` (after logging the decision) when
+        a ciphertext does not belong to its row.
         """
-        decision = self.decide(request, source=source)
+        decision = self.decisions.decide(request)
         if not decision.allowed or decision.precision is None:
-            return ReadResult(decision)
-        released = self.vault.release(
-            request.subject, request.category, decision.precision, request.at()
-        )
-        receipt = self.ledger.append(
-            release_entry(decision, released.count, released.shredded, source)
-        )
-        return ReadResult(decision, released.records, released.shredded, receipt.index)
+            return ReadResult(self._logged([decision], source)[0])
+        try:
+            released = self.vault.release(
+                request.subject, request.category, decision.precision, request.at()
+            )
+        except CustosError:
+            self._logged([decision], source)
+            raise
+        event_id = new_event_id()
+        decision = dataclasses.replace(decision, event_id=event_id)
+        entries = [
+            self._decision_entries([decision], [event_id], source)[0],
+            release_entry(decision, released.count, released.shredded, source),
+        ]
+        logged, release = self.ledger.append_many(entries)
+        decision = dataclasses.replace(decision, ledger_index=logged.index)
+        return ReadResult(decision, released.records, released.shredded, release.index)
 
     def ingest(
         self, lines: Sequence[str], source: str, *, rejects: Path | None = None
@@ -392,12 +411,13 @@ class Custos:
         )
         return self.vault.shred(expired, now)
 
-    def _logged(self, decisions: list[Decision], source: str) -> list[Decision]:
-        ids = [new_event_id() for _ in decisions]
+    def _decision_entries(
+        self, decisions: Sequence[Decision], ids: Sequence[str], source: str
+    ) -> list[dict[str, Any]]:
         people = {
             d.request.principal: self.directory.principal(d.request.principal) for d in decisions
         }
-        receipts = self.ledger.append_many(
+        return [
             decision_entry(
                 d,
                 event_id,
@@ -406,7 +426,11 @@ class Custos:
                 people[d.request.principal].team,
             )
             for d, event_id in zip(decisions, ids, strict=True)
-        )
+        ]
+
+    def _logged(self, decisions: list[Decision], source: str) -> list[Decision]:
+        ids = [new_event_id() for _ in decisions]
+        receipts = self.ledger.append_many(self._decision_entries(decisions, ids, source))
         return [
             dataclasses.replace(d, event_id=event_id, ledger_index=receipt.index)
             for d, event_id, receipt in zip(decisions, ids, receipts, strict=True)

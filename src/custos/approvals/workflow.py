@@ -784,11 +784,13 @@ class Approvals:
             )
         ]
         for grant in sorted(candidates, key=lambda g: (g.precision != "precise", g.ends)):
-            with self.db.session() as session:
-                row = session.get(GrantRow, grant.id)
-                current = _grant(row) if row is not None else None
-            if current is not None and current.active_at(moment):
-                return current.facts()
+            # Re-read what can change (revocation), cheaply: one indexed row, no ORM.
+            with self.db.engine.connect() as conn:
+                state = conn.execute(
+                    select(GrantRow.revoked, GrantRow.logged).where(GrantRow.id == grant.id)
+                ).first()
+            if state is not None and state.revoked is None and state.logged:
+                return grant.facts()
         return None
 
     def _cached(self, principal: str) -> list[Grant]:
