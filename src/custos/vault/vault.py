@@ -302,13 +302,17 @@ class Vault:
                     VaultRecordRow.ciphertext,
                     # As text: one JSON parse for all rows below instead of one per row.
                     cast(VaultRecordRow.coarse, Text),
+                    # Read with the records, so that a key shredded by another process is
+                    # never used from this one's key cache.
+                    VaultKeyRow.shredded,
                 )
+                .join(VaultKeyRow, VaultKeyRow.id == VaultRecordRow.key_id, isouter=True)
                 .where(VaultRecordRow.subject == subject, VaultRecordRow.category == category)
                 .order_by(VaultRecordRow.time, VaultRecordRow.id)
             ).all()
             keys: dict[str, AESGCM | None] = {}
             if precision == "precise" and rows:
-                keys = self._unwrapped(session, {r.key_id for r in rows})
+                keys = self._unwrapped(session, {r.key_id for r in rows if r.shredded is None})
         coarse_values = json.loads("[" + ",".join(row[5] for row in rows) + "]")
         out: list[dict[str, Any]] = [
             {"id": row.id, "time": row.time.isoformat().replace("+00:00", "Z"), **values}
@@ -319,7 +323,7 @@ class Vault:
             plain: list[bytes] = []
             opened: list[dict[str, Any]] = []
             for row, item in zip(rows, out, strict=True):
-                aead = keys.get(row.key_id)
+                aead = keys.get(row.key_id) if row.shredded is None else None
                 if aead is None or row.ciphertext is None or row.nonce is None:
                     shredded += 1
                     item["shredded"] = True
