@@ -179,3 +179,31 @@ class UnknownRequest(NotFound):
 
 class UnknownGrant(NotFound):
     code = "unknown_grant"
+
+
+class AuthenticationFailed(CustosError):
+    """No valid credentials: the same message whatever was wrong, so nothing leaks."""
+
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 9
+
+
+class Forbidden(CustosError):
+    """Valid credentials, but the role or principal does not allow this."""
+
+    code = "forbidden"
+    http_status = 403
+    exit_code = 9
+
+
+class RateLimited(CustosError):
+    """Too many requests for one credential; retry after the time given."""
+
+    code = "rate_limited"
+    http_status = 429
+    exit_code = 10
+
+
+class UnknownAccount(NotFound):
+    code = "unknown_account"

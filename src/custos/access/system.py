@@ -18,6 +18,7 @@ from sqlalchemy import select
 from custos.access.decisions import DecisionMaker
 from custos.access.journal import decision_entry, iso, new_event_id
 from custos.access.read import ReadResult, release_entry
+from custos.accounts import Accounts
 from custos.approvals import (
     Approvals,
     ApprovalSettings,
@@ -103,6 +104,11 @@ class Custos:
                 f"no custos home at {settings.home}", hint="run `custos init` first"
             )
         return cls(settings, open_database(settings.database_url))
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        """People, tokens and sessions of the service."""
+        return Accounts(self.db)
 
     @cached_property
     def directory(self) -> DirectoryStore:

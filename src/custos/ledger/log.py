@@ -218,6 +218,8 @@ class Ledger:
 
     def entry(self, index: int) -> bytes:
         """The exact stored bytes of entry ``index``. Raises :class:`NotFound`."""
+        if not 0 <= index < 2**63:
+            raise NotFound(f"no ledger entry at index {index}")
         with _reading(self.db) as conn:
             found = conn.execute(
                 select(LedgerEntryRow.entry).where(LedgerEntryRow.idx == index)

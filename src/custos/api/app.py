@@ -1,0 +1,95 @@
+"""The ASGI application: API, dashboard, middleware and the background housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+
+from custos import __version__
+from custos.access import Custos
+from custos.api import errors
+from custos.api.auth import RateLimiter
+from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders
+from custos.api.routes import ops, router
+
+log = logging.getLogger("custos.api")
+
+
+def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI:
+    """The service for an opened installation.
+
+    Settings from ``[service]`` in config.toml: ``rate_limit`` (requests per second per
+    credential, default 2000), ``burst`` (default 4000), ``max_body_bytes`` (default 10 MiB),
+    ``https`` (adds HSTS and marks cookies Secure, default true).
+    """
+    config = system.settings.section("service")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_housekeeping(system, housekeeping_seconds))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="custos",
+        version=__version__,
+        summary="The guarded path between staff and personal data.",
+        lifespan=lifespan,
+        docs_url="/v1/docs",
+        redoc_url=None,
+        openapi_url="/v1/openapi.json",
+    )
+    app.state.system = system
+    app.state.rate_limiter = RateLimiter(
+        rate=float(config.get("rate_limit", 2000)), burst=float(config.get("burst", 4000))
+    )
+    app.state.https = bool(config.get("https", True))
+    registry = CollectorRegistry()
+    app.state.registry = registry
+    ledger_size = Gauge("custos_ledger_size", "Entries in the ledger.", registry=registry)
+    ledger_size.set_function(lambda: _safe_size(system))
+    errors.install(app)
+    app.include_router(router)
+    app.include_router(ops)
+    from custos.web import install as install_dashboard
+
+    install_dashboard(app)
+    app.add_middleware(Metrics, registry=registry)
+    app.add_middleware(BodyLimit, limit=int(config.get("max_body_bytes", 10 * 1024 * 1024)))
+    app.add_middleware(SecurityHeaders, https=app.state.https)
+    return app
+
+
+def _safe_size(system: Custos) -> float:
+    try:
+        return float(system.ledger.size())
+    except Exception:  # noqa: BLE001 - a gauge must not fail the scrape
+        return float("nan")
+
+
+async def _housekeeping(system: Custos, every: float) -> None:
+    """Expire requests, announce ended grants and deliver notifications, forever."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(system.approvals.sweep)
+            await asyncio.to_thread(system.approvals.outbox.deliver)
+        except Exception:  # noqa: BLE001 - keep going; the next round retries
+            log.warning("housekeeping failed; will retry", exc_info=False)
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and worker processes: the home in $CUSTOS_HOME."""
+    home = os.environ.get("CUSTOS_HOME")
+    return create_app(Custos.open(Path(home) if home else None))

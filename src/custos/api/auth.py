@@ -1,0 +1,140 @@
+"""Who is calling: an API token (tools, monitors) or a signed-in session (people).
+
+Every route depends on :func:`caller` (directly or through :func:`requires`), so no route can
+be reached without credentials. Sessions must also pass a CSRF check on unsafe methods; tokens
+are bearer credentials that browsers never send on their own, so they need none.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import Depends, Request
+
+from custos.access import Custos
+from custos.errors import AuthenticationFailed, Forbidden, RateLimited
+
+SESSION_COOKIE = "custos_session"
+CSRF_HEADER = "X-CSRF-Token"
+_UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller. ``principal`` is who they act as on the guarded path."""
+
+    kind: str  # "token" or "session"
+    name: str  # token id or username
+    roles: frozenset[str]
+    principal: str | None
+    csrf: str | None = None
+
+    def has(self, *roles: str) -> bool:
+        return bool(self.roles & set(roles))
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per credential: ``rate`` requests a second, bursts up to ``burst``."""
+
+    rate: float
+    burst: float
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, key: str) -> None:
+        """Spend one request of ``key``'s bucket. Raises :class:`RateLimited`."""
+        now = time.monotonic()
+        with self._lock:
+            level, since = self._buckets.get(key, (self.burst, now))
+            level = min(self.burst, level + (now - since) * self.rate)
+            if level < 1:
+                self._buckets[key] = (level, now)
+                raise RateLimited(f"too many requests; the limit is {self.rate:g} per second")
+            self._buckets[key] = (level - 1, now)
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+
+
+def system_of(request: Request) -> Custos:
+    system: Custos = request.app.state.system
+    return system
+
+
+def caller(request: Request) -> Caller:
+    """The authenticated caller. Raises :class:`AuthenticationFailed` (401),
+    :class:`Forbidden` (403, failed CSRF check) and :class:`RateLimited` (429)."""
+    system = system_of(request)
+    limiter: RateLimiter = request.app.state.rate_limiter
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise AuthenticationFailed("use 'Authorization: Bearer <token>'")
+        token = system.accounts.verify_token(value.strip())
+        limiter.take(f"token:{token.id}")
+        return Caller("token", token.id, frozenset(token.roles), token.principal)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        signed = system.accounts.session(cookie)
+        if signed is not None:
+            limiter.take(f"session:{signed.account.username}")
+            if request.method in _UNSAFE:
+                _check_csrf(request, signed.csrf)
+            account = signed.account
+            return Caller(
+                "session",
+                account.username,
+                frozenset(account.roles),
+                account.principal,
+                signed.csrf,
+            )
+    raise AuthenticationFailed("sign in, or present an API token")
+
+
+def _check_csrf(request: Request, expected: str) -> None:
+    origin = request.headers.get("origin")
+    if origin is not None and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+        raise Forbidden("cross-origin request refused")
+    presented = request.headers.get(CSRF_HEADER, "")
+    if not presented or not hmac.compare_digest(presented, expected):
+        raise Forbidden("missing or wrong CSRF token")
+
+
+def requires(*roles: str) -> Callable[..., Caller]:
+    """A dependency: the caller, who must hold one of ``roles``. Raises 401 / 403."""
+
+    def dependency(who: Caller = Depends(caller)) -> Caller:
+        if not who.has(*roles):
+            raise Forbidden(f"this needs one of the roles: {', '.join(roles)}")
+        return who
+
+    return dependency
+
+
+def acting_principal(who: Caller, asked: str | None) -> str:
+    """The principal a guarded-path call acts as: a tool token only ever as its own.
+
+    Raises :class:`Forbidden` when a caller asks to act as someone else, or has no principal.
+    """
+    if who.principal is None:
+        raise Forbidden("these credentials are not linked to a principal")
+    if asked is not None and asked != who.principal:
+        raise Forbidden(f"these credentials act as {who.principal}, not {asked}")
+    return who.principal
+
+
+def approver_principal(who: Caller) -> str:
+    """The principal an approver acts as; admins never approve (separation of duties).
+
+    Raises :class:`Forbidden`.
+    """
+    if "admin" in who.roles:
+        raise Forbidden("an admin may not answer requests (separation of duties)")
+    if who.principal is None:
+        raise Forbidden("this account is not linked to a principal, so it cannot approve")
+    return who.principal

@@ -1,0 +1,288 @@
+"""The HTTP API (``/v1``): the guarded path for tools, approvals, the ledger, operations.
+
+Roles: a ``tool`` token acts as its own principal on the guarded path; people act through the
+admin-plane roles. Separation of duties: only ``approver`` / ``privacy_officer`` accounts may
+answer requests, never an ``admin``; investigators see events, never vault contents (no role
+but ``tool`` can call ``/v1/read``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import generate_latest
+
+from custos.access import Custos
+from custos.api.auth import (
+    Caller,
+    acting_principal,
+    approver_principal,
+    caller,
+    requires,
+    system_of,
+)
+from custos.api.schemas import (
+    AnswerBody,
+    BatchBody,
+    BreakGlassBody,
+    CheckBody,
+    RequestBody,
+    ReviewBody,
+)
+from custos.errors import Forbidden
+from custos.ledger import TileServer
+from custos.policy import AccessRequest
+
+router = APIRouter(prefix="/v1")
+ops = APIRouter()
+
+TOOL = requires("tool")
+APPROVING = requires("approver", "privacy_officer")
+OVERSIGHT = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
+LEDGER_READERS = requires("auditor", "privacy_officer", "tool", "investigator")
+AUDITORS = requires("auditor", "privacy_officer")
+
+
+def _system(request: Request) -> Custos:
+    return system_of(request)
+
+
+def _access_request(body: CheckBody, principal: str) -> AccessRequest:
+    return AccessRequest(
+        principal=principal,
+        subject=body.subject,
+        category=body.category,
+        purpose=body.purpose,
+        action=body.action,
+        ticket=body.ticket,
+        precision=body.precision,
+        break_glass=body.break_glass,
+        reason=body.reason,
+    )
+
+
+def _hours(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(hours=value)
+
+
+# -- the guarded path ------------------------------------------------------------------
+
+
+@router.post("/check", tags=["access"], summary="Decide one request (logged)")
+def check(body: CheckBody, request: Request, who: Caller = Depends(TOOL)) -> dict[str, Any]:
+    """Decide and durably log one access request; the decision says why."""
+    decision = _system(request).decide(
+        _access_request(body, acting_principal(who, body.principal)), source=f"api:{who.name}"
+    )
+    return decision.to_dict()
+
+
+@router.post("/check/batch", tags=["access"], summary="Decide many requests (logged)")
+def check_batch(
+    body: BatchBody, request: Request, who: Caller = Depends(TOOL)
+) -> list[dict[str, Any]]:
+    """Decide up to 1,000 requests in one policy batch and one durable ledger batch."""
+    requests = [_access_request(b, acting_principal(who, b.principal)) for b in body.requests]
+    return [d.to_dict() for d in _system(request).decide_many(requests, source=f"api:{who.name}")]
+
+
+@router.post("/read", tags=["access"], summary="Guarded read of a subject's records")
+def read(body: CheckBody, request: Request, who: Caller = Depends(TOOL)) -> dict[str, Any]:
+    """Decide, log, and release records at the precision the decision allows."""
+    result = _system(request).read(
+        _access_request(body, acting_principal(who, body.principal)), source=f"api:{who.name}"
+    )
+    return result.to_dict()
+
+
+# -- approvals -------------------------------------------------------------------------
+
+
+@router.post("/approvals/requests", tags=["approvals"], status_code=201)
+def open_request(
+    body: RequestBody, request: Request, who: Caller = Depends(caller)
+) -> dict[str, Any]:
+    """Ask for access that needs approval, as the caller's own principal."""
+    system = _system(request)
+    system.approvals.sweep()
+    opened = system.request_access(
+        principal=acting_principal(who, body.principal),
+        subject=body.subject,
+        categories=list(body.categories),
+        purpose=body.purpose,
+        ticket=body.ticket,
+        precision=body.precision,
+        reason=body.reason,
+        duration=_hours(body.hours),
+        source=f"api:{who.name}",
+    )
+    return opened.to_dict()
+
+
+@router.get("/approvals/requests", tags=["approvals"])
+def list_requests(
+    request: Request,
+    status: str | None = Query(None, pattern="^(pending|approved|denied|expired|withdrawn)$"),
+    who: Caller = Depends(OVERSIGHT),
+) -> list[dict[str, Any]]:
+    """Requests, newest first."""
+    system = _system(request)
+    system.approvals.sweep()
+    return [r.to_dict() for r in system.approvals.requests(status=status)]
+
+
+@router.get("/approvals/requests/{request_id}", tags=["approvals"])
+def show_request(
+    request_id: str, request: Request, who: Caller = Depends(OVERSIGHT)
+) -> dict[str, Any]:
+    return _system(request).approvals.request(request_id).to_dict()
+
+
+@router.post("/approvals/requests/{request_id}/approve", tags=["approvals"])
+def approve(
+    request_id: str, body: AnswerBody, request: Request, who: Caller = Depends(APPROVING)
+) -> dict[str, Any]:
+    """Approve as the caller's principal; refused with the independence rule named."""
+    system = _system(request)
+    system.approvals.sweep()
+    answered = system.approvals.approve(request_id, approver_principal(who), body.reason)
+    system.approvals.outbox.deliver()
+    return answered.to_dict()
+
+
+@router.post("/approvals/requests/{request_id}/deny", tags=["approvals"])
+def deny(
+    request_id: str, body: AnswerBody, request: Request, who: Caller = Depends(APPROVING)
+) -> dict[str, Any]:
+    system = _system(request)
+    system.approvals.sweep()
+    answered = system.approvals.deny(request_id, approver_principal(who), body.reason)
+    system.approvals.outbox.deliver()
+    return answered.to_dict()
+
+
+@router.get("/grants", tags=["approvals"])
+def list_grants(request: Request, who: Caller = Depends(OVERSIGHT)) -> list[dict[str, Any]]:
+    return [g.to_dict() for g in _system(request).approvals.grants()]
+
+
+@router.get("/grants/{grant_id}", tags=["approvals"])
+def show_grant(grant_id: str, request: Request, who: Caller = Depends(OVERSIGHT)) -> dict[str, Any]:
+    return _system(request).approvals.grant(grant_id).to_dict()
+
+
+@router.post("/grants/{grant_id}/revoke", tags=["approvals"])
+def revoke(
+    grant_id: str, body: AnswerBody, request: Request, who: Caller = Depends(caller)
+) -> dict[str, Any]:
+    """Revoke: the holder (its tool), an approver of it, or the privacy office."""
+    if who.principal is None:
+        raise Forbidden("these credentials are not linked to a principal")
+    return _system(request).approvals.revoke(grant_id, who.principal, body.reason).to_dict()
+
+
+@router.post("/grants/{grant_id}/review", tags=["approvals"])
+def review(
+    grant_id: str, body: ReviewBody, request: Request, who: Caller = Depends(APPROVING)
+) -> dict[str, Any]:
+    """Review a break-glass grant (two reviewers close it)."""
+    return _system(request).approvals.review(grant_id, approver_principal(who), body.note).to_dict()
+
+
+@router.post("/break-glass", tags=["approvals"], status_code=201)
+def break_glass(
+    body: BreakGlassBody, request: Request, who: Caller = Depends(TOOL)
+) -> dict[str, Any]:
+    """Take an immediate grant for a security incident; raises a critical alert."""
+    grant = _system(request).break_glass(
+        principal=acting_principal(who, body.principal),
+        subject=body.subject,
+        categories=list(body.categories),
+        purpose=body.purpose,
+        ticket=body.ticket,
+        reason=body.reason,
+        duration=_hours(body.hours),
+        source=f"api:{who.name}",
+    )
+    return grant.to_dict()
+
+
+# -- the ledger ------------------------------------------------------------------------
+
+
+@router.get("/ledger/checkpoint", tags=["ledger"], response_class=PlainTextResponse)
+def checkpoint(request: Request, who: Caller = Depends(LEDGER_READERS)) -> str:
+    """The latest signed checkpoint (C2SP signed note); a new one if none covers the log."""
+    ledger = _system(request).ledger
+    latest = ledger.latest_checkpoint()
+    return latest if latest is not None else ledger.checkpoint()
+
+
+@router.get("/ledger/proof/inclusion", tags=["ledger"])
+def inclusion(
+    request: Request,
+    index: int = Query(..., ge=0, le=2**62),
+    size: int | None = Query(None, ge=1, le=2**62),
+    who: Caller = Depends(LEDGER_READERS),
+) -> dict[str, Any]:
+    return _system(request).ledger.inclusion_proof(index, size).to_json()
+
+
+@router.get("/ledger/proof/consistency", tags=["ledger"])
+def consistency(
+    request: Request,
+    old: int = Query(..., ge=1, le=2**62),
+    new: int | None = Query(None, ge=1, le=2**62),
+    who: Caller = Depends(LEDGER_READERS),
+) -> dict[str, Any]:
+    return _system(request).ledger.consistency_proof(old, new).to_json()
+
+
+@router.get("/ledger/entries/{index}", tags=["ledger"])
+def entry(
+    request: Request,
+    index: int = Path(..., ge=0, le=2**62),
+    who: Caller = Depends(AUDITORS),
+) -> Response:
+    """An entry's exact bytes (auditors only: entries name principals and subjects)."""
+    return Response(_system(request).ledger.entry(index), media_type="application/json")
+
+
+@router.get("/ledger/tile/{path:path}", tags=["ledger"])
+def tile(path: str, request: Request, who: Caller = Depends(LEDGER_READERS)) -> Response:
+    """Hash tiles per C2SP tlog-tiles (entry bundles are not served)."""
+    status, body, cache = TileServer(_system(request).ledger).handle("GET", f"/tile/{path}")
+    kind = "application/octet-stream" if status == 200 else "text/plain; charset=utf-8"
+    return Response(body, status_code=status, media_type=kind, headers={"cache-control": cache})
+
+
+# -- who am I, health, metrics ---------------------------------------------------------
+
+
+@router.get("/whoami", tags=["ops"])
+def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
+    return {
+        "kind": who.kind,
+        "name": who.name,
+        "roles": sorted(who.roles),
+        "principal": who.principal,
+    }
+
+
+@ops.get("/healthz", tags=["ops"])
+def health(request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
+    """Database and ledger reachable (503 with the JSON error shape otherwise)."""
+    size = _system(request).ledger.size()
+    return {"status": "ok", "ledger_size": size}
+
+
+@ops.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+def metrics(request: Request, who: Caller = Depends(OVERSIGHT)) -> Response:
+    """Prometheus text format."""
+    return Response(
+        generate_latest(request.app.state.registry),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )

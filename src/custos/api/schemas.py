@@ -1,0 +1,65 @@
+"""Request bodies of the API (responses are the parts' own ``to_dict`` shapes)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from custos.vocabulary import Action, Category, Precision, Purpose
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckBody(_Body):
+    """One access request. ``principal`` defaults to the token's own (and may only be it)."""
+
+    principal: Id | None = None
+    subject: Id
+    category: Category
+    purpose: Purpose
+    ticket: Id | None = None
+    action: Action = "read"
+    precision: Precision | None = None
+    break_glass: bool = False
+    reason: Text | None = None
+
+
+class BatchBody(_Body):
+    requests: Annotated[list[CheckBody], Field(min_length=1, max_length=1000)]
+
+
+class RequestBody(_Body):
+    """A just-in-time access request (approval needed)."""
+
+    principal: Id | None = None
+    subject: Id
+    categories: Annotated[list[Category], Field(min_length=1, max_length=10)]
+    purpose: Purpose
+    ticket: Id | None = None
+    precision: Precision = "precise"
+    reason: Text
+    hours: Annotated[float, Field(gt=0, le=24 * 7)] | None = None
+
+
+class BreakGlassBody(_Body):
+    principal: Id | None = None
+    subject: Id
+    categories: Annotated[list[Category], Field(min_length=1, max_length=10)]
+    purpose: Purpose = "security_incident"
+    ticket: Id | None = None
+    reason: Text
+    hours: Annotated[float, Field(gt=0, le=24 * 7)] | None = None
+
+
+class AnswerBody(_Body):
+    reason: Text
+
+
+class ReviewBody(_Body):
+    note: Text

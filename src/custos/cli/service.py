@@ -1,0 +1,162 @@
+"""``custos serve`` (the HTTP service and dashboard), ``custos users`` and ``custos tokens``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from custos.access import Custos
+from custos.cli.app import app, console, print_json, state
+from custos.errors import InvalidInput
+
+users_app = typer.Typer(help="People who sign in to the dashboard.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens for tools and monitors.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8700,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+) -> None:
+    """Serve the API (/v1, OpenAPI at /v1/openapi.json) and the dashboard."""
+    import uvicorn
+
+    home = state(ctx).home
+    with Custos.open(home) as system:  # fail here, clearly, if the home is not set up
+        system.ledger.size()
+        resolved = system.settings.home
+    if workers < 1:
+        raise InvalidInput("--workers must be at least 1")
+    os.environ["CUSTOS_HOME"] = str(resolved)
+    console.print(f"custos serving on http://{host}:{port}/ (API at /v1)", highlight=False)
+    uvicorn.run(
+        "custos.api:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return str(password)
+
+
+@users_app.command("add")
+def users_add(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    role: Annotated[
+        list[str],
+        typer.Option("--role", help="auditor, investigator, approver, privacy_officer or admin."),
+    ],
+    principal: Annotated[
+        str | None, typer.Option("--principal", help="Directory principal they act as.")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a person's account (argon2-hashed password)."""
+    password = _password(password_stdin)
+    with Custos.open(state(ctx).home) as system:
+        if principal is not None:
+            system.directory.principal(principal)  # must exist
+        account = system.accounts.add(username, password, role, principal)
+    if as_json:
+        print_json(account.to_dict())
+    else:
+        console.print(f"account {account.username} created: {', '.join(account.roles)}")
+
+
+@users_app.command("list")
+def users_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List accounts."""
+    with Custos.open(state(ctx).home) as system:
+        accounts = system.accounts.all()
+    if as_json:
+        print_json([a.to_dict() for a in accounts])
+        return
+    table = Table("username", "roles", "principal", "disabled")
+    for a in accounts:
+        table.add_row(a.username, ", ".join(a.roles), a.principal or "", str(a.disabled))
+    console.print(table)
+
+
+@users_app.command("disable")
+def users_disable(
+    ctx: typer.Context, username: Annotated[str, typer.Argument()], as_json: JsonFlag = False
+) -> None:
+    """Disable an account and end its sessions."""
+    with Custos.open(state(ctx).home) as system:
+        account = system.accounts.disable(username)
+    if as_json:
+        print_json(account.to_dict())
+    else:
+        console.print(f"account {account.username} disabled")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="What the token is for.")],
+    role: Annotated[list[str], typer.Option("--role", help="tool, auditor or investigator.")],
+    principal: Annotated[
+        str | None, typer.Option("--principal", help="The principal a tool acts as.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API token; its secret is printed once and stored only hashed."""
+    with Custos.open(state(ctx).home) as system:
+        if principal is not None:
+            system.directory.principal(principal)
+        token, secret = system.accounts.create_token(name, role, principal)
+    if as_json:
+        print_json({**token.to_dict(), "token": secret})
+    else:
+        console.print(f"token {token.id} ({', '.join(token.roles)}): {secret}", highlight=False)
+        console.print("This is the only time the token is shown.")
+
+
+@tokens_app.command("list")
+def tokens_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List tokens (never their secrets)."""
+    with Custos.open(state(ctx).home) as system:
+        tokens = system.accounts.tokens()
+    if as_json:
+        print_json([t.to_dict() for t in tokens])
+        return
+    table = Table("id", "name", "roles", "principal", "revoked")
+    for t in tokens:
+        table.add_row(t.id, t.name, ", ".join(t.roles), t.principal or "", str(t.revoked or ""))
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    ctx: typer.Context, token_id: Annotated[str, typer.Argument()], as_json: JsonFlag = False
+) -> None:
+    """Revoke a token now."""
+    with Custos.open(state(ctx).home) as system:
+        token = system.accounts.revoke_token(token_id)
+    if as_json:
+        print_json(token.to_dict())
+    else:
+        console.print(f"token {token.id} revoked")

@@ -1,0 +1,261 @@
+"""Dashboard routes. Every page needs a signed-in session with an admin-plane role."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from custos.access import Custos
+from custos.api.auth import SESSION_COOKIE, Caller, approver_principal, requires, system_of
+from custos.errors import AuthenticationFailed, CustosError, RateLimited
+from custos.store.directory import PolicyVersionRow
+from custos.web import charts
+
+_TEMPLATES = Jinja2Templates(directory=str(resources.files("custos.web") / "templates"))
+PEOPLE = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
+APPROVING = requires("approver", "privacy_officer")
+pages = APIRouter(include_in_schema=False)
+
+
+class LoginThrottle:
+    """At most ``limit`` failed sign-ins per username per ``window`` seconds."""
+
+    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, username: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(username, []) if now - t < self.window]
+            self._failures[username] = recent
+            if len(recent) >= self.limit:
+                raise RateLimited("too many failed sign-ins; wait a minute")
+
+    def failed(self, username: str) -> None:
+        with self._lock:
+            self._failures.setdefault(username, []).append(time.monotonic())
+
+
+def _render(
+    request: Request, name: str, who: Caller | None, status: int = 200, **ctx: Any
+) -> Response:
+    return _TEMPLATES.TemplateResponse(
+        request, name, {"who": who, "now": datetime.now(UTC), **ctx}, status_code=status
+    )
+
+
+def login_page(request: Request, *, status_code: int = 200, error: str | None = None) -> Response:
+    """The sign-in page (also the body of a 401 for people's browsers)."""
+    return _render(request, "login.html", None, status=status_code, error=error)
+
+
+def _system(request: Request) -> Custos:
+    return system_of(request)
+
+
+@pages.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> Response:
+    return login_page(request)
+
+
+@pages.post("/login")
+def login(
+    request: Request,
+    username: str = Form(..., max_length=64),
+    password: str = Form(..., max_length=1024),
+) -> Response:
+    """Sign in; sets an HttpOnly, Secure, SameSite=Strict session cookie."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    throttle.check(username)
+    try:
+        account = _system(request).accounts.authenticate(username, password)
+    except AuthenticationFailed as exc:
+        throttle.failed(username)
+        return login_page(request, status_code=401, error=exc.message)
+    secret, _ = _system(request).accounts.start_session(account)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        httponly=True,
+        secure=True,
+        samesite="strict",
+        max_age=8 * 3600,
+        path="/",
+    )
+    return response
+
+
+@pages.post("/logout")
+def logout(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    _system(request).accounts.end_session(cookie)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def recent_entries(system: Custos, limit: int = 20_000) -> list[dict[str, Any]]:
+    """The newest ``limit`` ledger entries, parsed (the overview's window on activity)."""
+    size = system.ledger.size()
+    return [json.loads(e) for _, e in system.ledger.entries(max(0, size - limit), size)]
+
+
+@pages.get("/", response_class=HTMLResponse)
+def overview(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+    system = _system(request)
+    system.approvals.sweep()
+    entries = recent_entries(system)
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in range(13, -1, -1)]
+    per_day: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for e in entries:
+        if e.get("type") == "decision":
+            per_day[str(e.get("time", ""))[:10]] += 1
+            outcomes[str(e.get("decision"))] += 1
+    volume = charts.bars(
+        [charts.Bar(d.strftime("%d %b"), per_day.get(d.isoformat(), 0)) for d in days],
+        title="Access decisions per day, last 14 days",
+    )
+    alerts = request.app.state.alerts_by_severity(system)
+    severity = charts.bars(
+        [charts.Bar(s, alerts.get(s, 0), s) for s in ("critical", "high", "medium", "low")],
+        title="Open alerts by severity",
+        height=140,
+    )
+    pending = system.approvals.requests(status="pending")
+    reviews = system.approvals.grants(review_open=True)
+    return _render(
+        request,
+        "overview.html",
+        who,
+        volume=volume,
+        severity=severity,
+        alerts=alerts,
+        outcomes=outcomes,
+        pending=pending,
+        reviews=reviews,
+        ledger_size=system.ledger.size(),
+        checkpoint=system.ledger.latest_checkpoint(),
+    )
+
+
+@pages.get("/approvals", response_class=HTMLResponse)
+def approvals_queue(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+    system = _system(request)
+    system.approvals.sweep()
+    return _render(
+        request,
+        "approvals.html",
+        who,
+        pending=system.approvals.requests(status="pending"),
+        recent=[r for r in system.approvals.requests(limit=50) if r.status != "pending"],
+        reviews=system.approvals.grants(review_open=True),
+    )
+
+
+@pages.get("/approvals/{request_id}", response_class=HTMLResponse)
+def approval_detail(request_id: str, request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+    system = _system(request)
+    found = system.approvals.request(request_id)
+    grant = system.approvals.grant(found.grant_id) if found.grant_id else None
+    can_answer = (
+        who.has("approver", "privacy_officer") and "admin" not in who.roles and who.principal
+    )
+    return _render(
+        request, "approval.html", who, request_=found, grant=grant, can_answer=bool(can_answer)
+    )
+
+
+@pages.post("/approvals/{request_id}/answer", response_class=HTMLResponse)
+def answer(
+    request_id: str,
+    request: Request,
+    reason: str = Form("", max_length=2000),
+    verdict: str = Form(..., pattern="^(approve|deny)$"),
+    who: Caller = Depends(APPROVING),
+) -> Response:
+    """Approve or deny from the dashboard; a refusal is shown with its rule, in place."""
+    system = _system(request)
+    error = None
+    try:
+        principal = approver_principal(who)
+        if verdict == "approve":
+            system.approvals.approve(request_id, principal, reason)
+        else:
+            system.approvals.deny(request_id, principal, reason)
+        system.approvals.outbox.deliver()
+    except CustosError as exc:
+        rule = getattr(exc, "rule", None)
+        error = f"{exc.message} (rule: {rule})" if rule else exc.message
+    found = system.approvals.request(request_id)
+    grant = system.approvals.grant(found.grant_id) if found.grant_id else None
+    return _render(request, "approval_state.html", who, request_=found, grant=grant, error=error)
+
+
+@pages.get("/ledger", response_class=HTMLResponse)
+def ledger_page(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+    system = _system(request)
+    checkpoints = system.ledger.checkpoints()[-20:]
+    return _render(
+        request,
+        "ledger.html",
+        who,
+        size=system.ledger.size(),
+        checkpoints=[(s, n) for s, _, n in reversed(checkpoints)],
+        verifier_key=system.ledger.signer.verifier_key(),
+    )
+
+
+@pages.get("/policies", response_class=HTMLResponse)
+def policies_page(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+    system = _system(request)
+    pack = system.policy_pack
+    with system.db.session() as session:
+        history = [
+            (row.digest, row.activated, sorted(row.files))
+            for row in session.scalars(
+                select(PolicyVersionRow).order_by(PolicyVersionRow.activated.desc())
+            )
+        ]
+    return _render(
+        request,
+        "policies.html",
+        who,
+        policies=sorted(pack.policies.values(), key=lambda p: p.id),
+        history=history,
+    )
+
+
+def _no_alerts(_system: Custos) -> dict[str, int]:
+    return {}
+
+
+def install(app: FastAPI) -> None:
+    """Mount the dashboard's pages and assets on ``app``."""
+    app.state.login_throttle = LoginThrottle()
+    if not hasattr(app.state, "alerts_by_severity"):
+        app.state.alerts_by_severity = _no_alerts
+    app.include_router(pages)
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(resources.files("custos.web") / "static")),
+        name="static",
+    )
+
+
+__all__ = ["CustosError", "install", "login_page"]

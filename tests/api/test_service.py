@@ -1,0 +1,338 @@
+"""The service over real HTTP on loopback: authentication everywhere, roles, separation of
+duties, CSRF, the 2022 case through the API, the ledger, hostile requests, one error shape."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import Service
+
+# Every operation of the OpenAPI schema with a credential that holds the wrong role. The test
+# below fails when an operation is added without being listed here.
+WRONG_ROLE = {
+    ("post", "/v1/check"): "monitor",
+    ("post", "/v1/check/batch"): "monitor",
+    ("post", "/v1/read"): "siem",
+    ("post", "/v1/approvals/requests"): "monitor",
+    ("get", "/v1/approvals/requests"): "ts-tool",
+    ("get", "/v1/approvals/requests/{request_id}"): "ts-tool",
+    ("post", "/v1/approvals/requests/{request_id}/approve"): "ts-tool",
+    ("post", "/v1/approvals/requests/{request_id}/deny"): "siem",
+    ("get", "/v1/grants"): "ts-tool",
+    ("get", "/v1/grants/{grant_id}"): "ts-tool",
+    ("post", "/v1/grants/{grant_id}/revoke"): "monitor",
+    ("post", "/v1/grants/{grant_id}/review"): "ts-tool",
+    ("post", "/v1/break-glass"): "monitor",
+    ("get", "/v1/ledger/checkpoint"): None,
+    ("get", "/v1/ledger/proof/inclusion"): None,
+    ("get", "/v1/ledger/proof/consistency"): None,
+    ("get", "/v1/ledger/entries/{index}"): "ts-tool",
+    ("get", "/v1/ledger/tile/{path}"): None,
+    ("get", "/v1/whoami"): None,
+    ("get", "/healthz"): None,
+    ("get", "/metrics"): "ts-tool",
+}
+PAGES = ["/", "/approvals", "/approvals/req-x", "/ledger", "/policies"]
+
+
+def concrete(path: str) -> str:
+    return (
+        path.replace("{request_id}", "req-0")
+        .replace("{grant_id}", "grant-0")
+        .replace("{index}", "0")
+        .replace("{path}", "0/000")
+    )
+
+
+def body_for(path: str) -> dict[str, Any]:
+    """A valid body for the operation, so that only the credentials are wrong."""
+    if path.endswith("/batch"):
+        return {"requests": [{"subject": "user-1", "category": "profile", "purpose": "support"}]}
+    if path in ("/v1/approvals/requests", "/v1/break-glass"):
+        return {"subject": "user-1", "categories": ["ip_history"], "purpose": "trust_safety",
+                "reason": "why"}
+    if path.endswith("/review"):
+        return {"note": "why"}
+    if path.endswith(("/approve", "/deny", "/revoke")):
+        return {"reason": "why"}
+    return {"subject": "user-1", "category": "profile", "purpose": "support"}
+
+
+def error_of(reply: httpx.Response) -> dict[str, Any]:
+    body = reply.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message"} <= set(body["error"]), body
+    return dict(body["error"])
+
+
+def operations(service: Service) -> list[tuple[str, str]]:
+    with service.client(service.tokens["monitor"]) as client:
+        schema = client.get("/v1/openapi.json").json()
+    return [(m, p) for p, item in schema["paths"].items() for m in item]
+
+
+def test_the_schema_lists_exactly_the_operations_checked_here(service: Service) -> None:
+    assert sorted(operations(service)) == sorted(WRONG_ROLE)
+
+
+def test_every_endpoint_without_credentials_answers_401(service: Service) -> None:
+    with httpx.Client(base_url=service.url, timeout=30) as anonymous:
+        for method, path in WRONG_ROLE:
+            reply = anonymous.request(method, concrete(path), json=body_for(path))
+            assert reply.status_code == 401, (method, path, reply.text)
+            assert error_of(reply)["code"] == "unauthenticated"
+            assert reply.headers["www-authenticate"] == "Bearer"
+        for page in PAGES:
+            reply = anonymous.get(page, headers={"Accept": "text/html"})
+            assert reply.status_code == 401, page
+            assert "Sign in" in reply.text
+        bad = anonymous.get("/v1/whoami", headers={"Authorization": "Bearer cst_nope"})
+        assert bad.status_code == 401
+        assert "cst_nope" not in bad.text
+
+
+def test_every_endpoint_with_the_wrong_role_answers_403(service: Service) -> None:
+    for (method, path), token in WRONG_ROLE.items():
+        if token is None:
+            continue
+        with service.client(service.tokens[token]) as client:
+            reply = client.request(method, concrete(path), json=body_for(path))
+            assert reply.status_code == 403, (method, path, reply.text)
+            assert error_of(reply)["code"] == "forbidden"
+
+
+def test_a_tool_acts_only_as_its_own_principal(service: Service) -> None:
+    with service.client(service.tokens["ts-tool"]) as tool:
+        mine = tool.post(
+            "/v1/check",
+            json={
+                "subject": "user-1",
+                "category": "profile",
+                "purpose": "trust_safety",
+                "ticket": "T-11",
+            },
+        )
+        assert mine.status_code == 200
+        assert mine.json()["decision"] == "allow"
+        assert mine.json()["ledger_index"] is not None
+        other = tool.post(
+            "/v1/check",
+            json={
+                "principal": "emp-2001",
+                "subject": "user-1",
+                "category": "profile",
+                "purpose": "trust_safety",
+            },
+        )
+        assert other.status_code == 403
+        assert "act as emp-3001, not emp-2001" in error_of(other)["message"]
+
+
+def test_the_2022_case_over_http(service: Service) -> None:
+    with service.client(service.tokens["audit-tool"]) as audit:
+        refused = audit.post(
+            "/v1/approvals/requests",
+            json={
+                "subject": "user-42",
+                "categories": ["ip_history"],
+                "purpose": "internal_investigation",
+                "ticket": "T-7",
+                "reason": "find who leaked to the press",
+            },
+        )
+        assert refused.status_code == 403
+        assert error_of(refused)["rule"] == "source-protection"
+    with service.client(service.tokens["ts-tool"]) as tool:
+        opened = tool.post(
+            "/v1/approvals/requests",
+            json={
+                "subject": "user-42",
+                "categories": ["ip_history"],
+                "purpose": "trust_safety",
+                "ticket": "T-10",
+                "reason": "abuse report R-77",
+                "hours": 2,
+            },
+        )
+        assert opened.status_code == 201, opened.text
+        request_id = opened.json()["id"]
+        read = {
+            "subject": "user-42",
+            "category": "ip_history",
+            "purpose": "trust_safety",
+            "ticket": "T-10",
+            "precision": "precise",
+        }
+        assert tool.post("/v1/read", json=read).json()["records"] == []
+
+        manager = service.session("max")
+        refused = manager.post(
+            f"/v1/approvals/requests/{request_id}/approve", json={"reason": "my team, fine"}
+        )
+        assert refused.status_code == 403
+        assert error_of(refused)["rule"] == "management-chain"
+        root = service.session("root")
+        assert (
+            root.post(
+                f"/v1/approvals/requests/{request_id}/approve", json={"reason": "x"}
+            ).status_code
+            == 403
+        )
+        first = service.session("ana").post(
+            f"/v1/approvals/requests/{request_id}/approve", json={"reason": "report checked"}
+        )
+        assert first.json()["status"] == "pending"
+        second = service.session("priya").post(
+            f"/v1/approvals/requests/{request_id}/approve", json={"reason": "proportionate"}
+        )
+        assert second.json()["status"] == "approved"
+        released = tool.post("/v1/read", json=read).json()
+        assert (released["decision"], released["precision"]) == ("allow", "precise")
+        assert len(released["records"]) == 3
+        grant = second.json()["grant"]
+        revoked = tool.post(f"/v1/grants/{grant}/revoke", json={"reason": "done"})
+        assert revoked.json()["status"] == "revoked"
+        assert tool.post("/v1/read", json=read).json()["records"] == []
+
+
+def test_sessions_need_csrf_and_same_origin(service: Service) -> None:
+    ana = service.session("ana")
+    token = ana.headers.pop("X-CSRF-Token")
+    path = "/v1/approvals/requests/req-0/approve"
+    assert ana.post(path, json={"reason": "x"}).status_code == 403
+    evil = ana.post(
+        path,
+        json={"reason": "x"},
+        headers={"X-CSRF-Token": token, "Origin": "https://evil.example"},
+    )
+    assert evil.status_code == 403
+    ok = ana.post(path, json={"reason": "x"}, headers={"X-CSRF-Token": token})
+    assert ok.status_code == 404  # past the checks: the request does not exist
+    flags = {part.strip().lower() for part in service.last_set_cookie.split(";")}
+    assert {"httponly", "secure", "samesite=strict"} <= flags
+
+
+def test_sign_in_fails_the_same_way_and_is_throttled(service: Service) -> None:
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        unknown = client.post("/login", data={"username": "nobody", "password": "x" * 12})
+        wrong = client.post("/login", data={"username": "ana", "password": "x" * 12})
+        assert unknown.status_code == wrong.status_code == 401
+        assert "wrong username or password" in unknown.text
+        assert "wrong username or password" in wrong.text
+        for _ in range(5):
+            client.post("/login", data={"username": "ana", "password": "nope"})
+        throttled = client.post("/login", data={"username": "ana", "password": "nope"})
+        assert throttled.status_code == 429
+
+
+def test_security_headers_and_one_error_shape(service: Service) -> None:
+    with service.client(service.tokens["ts-tool"]) as tool:
+        reply = tool.get("/v1/whoami")
+        assert reply.json() == {
+            "kind": "token",
+            "name": reply.json()["name"],
+            "roles": ["tool"],
+            "principal": "emp-3001",
+        }
+        for header in (
+            "content-security-policy",
+            "x-content-type-options",
+            "x-frame-options",
+            "referrer-policy",
+        ):
+            assert header in reply.headers
+        assert reply.headers["cache-control"] == "no-store"
+        assert error_of(tool.get("/v1/nowhere"))["code"] == "not_found"
+        malformed = tool.post(
+            "/v1/check", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert malformed.status_code == 422
+        assert error_of(malformed)["code"] == "invalid_input"
+        unknown = tool.post(
+            "/v1/check", json={"subject": "user-404", "category": "profile", "purpose": "support"}
+        )
+        assert (unknown.status_code, error_of(unknown)["code"]) == (404, "unknown_subject")
+        extra = tool.post(
+            "/v1/check",
+            json={"subject": "user-1", "category": "profile", "purpose": "support", "admin": True},
+        )
+        assert extra.status_code == 422
+        huge = tool.post(
+            "/v1/check",
+            content=b"x" * (11 * 1024 * 1024),
+            headers={"Content-Type": "application/json"},
+        )
+        assert huge.status_code == 413
+
+
+def test_rate_limits_per_credential(service: Service) -> None:
+    limiter = service.app.state.rate_limiter
+    limiter.rate, limiter.burst = 2.0, 3.0
+    with service.client(service.tokens["siem"]) as siem:
+        codes = [siem.get("/v1/whoami").status_code for _ in range(6)]
+    assert codes[:3] == [200, 200, 200]
+    assert 429 in codes[3:]
+    with service.client(service.tokens["monitor"]) as other:
+        assert other.get("/v1/whoami").status_code == 200  # per credential
+
+
+def test_ledger_endpoints_give_verifiable_proofs(service: Service) -> None:
+    with service.client(service.tokens["ts-tool"]) as tool:
+        decided = tool.post(
+            "/v1/check",
+            json={
+                "subject": "user-1",
+                "category": "profile",
+                "purpose": "trust_safety",
+                "ticket": "T-11",
+            },
+        )
+        index = decided.json()["ledger_index"]
+        note = tool.get("/v1/ledger/checkpoint").text
+        size = int(note.splitlines()[1])
+        root = base64.b64decode(note.splitlines()[2])
+        proof = tool.get("/v1/ledger/proof/inclusion", params={"index": index, "size": size})
+        assert proof.status_code == 200
+        hashes = [base64.b64decode(h) for h in proof.json()["hashes"]]
+    with service.client(service.tokens["monitor"]) as monitor:
+        raw = monitor.get(f"/v1/ledger/entries/{index}").content
+        assert json.loads(raw)["id"] == decided.json()["event_id"]
+        tile = monitor.get("/v1/ledger/tile/0/000.p/" + str(size % 256)) if size < 256 else None
+        if tile is not None:
+            assert tile.status_code == 200
+    # Independent RFC 9162 inclusion check.
+    leaf = hashlib.sha256(b"\x00" + raw).digest()
+    fn, sn, r = index, size - 1, leaf
+    for h in hashes:
+        if fn % 2 == 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + h + r).digest()
+            while fn % 2 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + h).digest()
+        fn >>= 1
+        sn >>= 1
+    assert r == root
+
+
+def test_metrics_and_health(service: Service) -> None:
+    with service.client(service.tokens["monitor"]) as monitor:
+        assert monitor.get("/healthz").json()["status"] == "ok"
+        text = monitor.get("/metrics").text
+    assert "custos_http_requests_total" in text
+    assert "custos_ledger_size" in text
+
+
+@pytest.mark.parametrize("page", PAGES[:2] + PAGES[3:])
+def test_pages_render_for_people(service: Service, page: str) -> None:
+    aud = service.session("aud")
+    reply = aud.get(page)
+    assert reply.status_code == 200, reply.text
+    assert "custos" in reply.text
