@@ -29,9 +29,7 @@ def test_no_server_errors(system: Custos, credential: str) -> None:
         calls = 0
         for operation in operations:
 
-            @settings(
-                max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck)
-            )
+            @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy())
             def fuzz(case: Any) -> None:
                 nonlocal calls

@@ -55,8 +55,12 @@ def body_for(path: str) -> dict[str, Any]:
     if path.endswith("/batch"):
         return {"requests": [{"subject": "user-1", "category": "profile", "purpose": "support"}]}
     if path in ("/v1/approvals/requests", "/v1/break-glass"):
-        return {"subject": "user-1", "categories": ["ip_history"], "purpose": "trust_safety",
-                "reason": "why"}
+        return {
+            "subject": "user-1",
+            "categories": ["ip_history"],
+            "purpose": "trust_safety",
+            "reason": "why",
+        }
     if path.endswith("/review"):
         return {"note": "why"}
     if path.endswith(("/approve", "/deny", "/revoke")):

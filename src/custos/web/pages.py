@@ -204,7 +204,15 @@ def answer(
         error = f"{exc.message} (rule: {rule})" if rule else exc.message
     found = system.approvals.request(request_id)
     grant = system.approvals.grant(found.grant_id) if found.grant_id else None
-    return _render(request, "approval_state.html", who, request_=found, grant=grant, error=error)
+    return _render(
+        request,
+        "approval_state.html",
+        who,
+        request_=found,
+        grant=grant,
+        error=error,
+        can_answer=True,
+    )
 
 
 @pages.get("/ledger", response_class=HTMLResponse)
