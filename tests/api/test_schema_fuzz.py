@@ -31,7 +31,7 @@ def test_no_server_errors(system: Custos, credential: str) -> None:
 
             @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy())
-            def fuzz(case: Any) -> None:
+            def fuzz(case: Any, headers: dict[str, str] = headers) -> None:
                 nonlocal calls
                 calls += 1
                 case.call_and_validate(headers=headers, checks=[not_a_server_error])
