@@ -123,7 +123,8 @@ def main() -> None:
     report = system.ingest(lines, "warm.jsonl")
     assert report.added == 2 * len(lines), report  # ip_history and device per login
     check = system.read(requests[0])
-    assert check.decision.precision == "precise" and len(check.records) == RECORDS_PER_SUBJECT
+    assert check.decision.precision == "precise"
+    assert len(check.records) == RECORDS_PER_SUBJECT
 
     def bare() -> None:
         for r in requests:
