@@ -1,0 +1,201 @@
+"""Checks per second through the running service, from separate client processes on loopback.
+
+Starts ``custos serve --workers W`` on a fresh home with a synthetic organisation, then runs
+``P`` client processes, each with ``T`` threads holding a keep-alive connection and sending
+``POST /v1/check`` one after another (each decision durably logged before it is answered).
+Prints checks/s and p50/p99 latency, next to the in-process ``custos.decide`` rate measured
+in the same run. Goal on 2 cores: >= 2,000 checks/s with p99 < 25 ms. ``--quick`` for short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from custos.access import Custos
+from custos.directory import parse_text
+from custos.policy import AccessRequest
+
+
+def build(home: Path, subjects: int) -> tuple[str, list[dict[str, str]]]:
+    people = [
+        {"id": "emp-1", "name": "Tool", "role": "support_agent", "team": "support", "country": "US"}
+    ]
+    users = [{"id": f"user-{i}", "jurisdiction": "US"} for i in range(subjects)]
+    tickets = [
+        {
+            "id": f"T-{i}",
+            "kind": "support",
+            "subject": f"user-{i}",
+            "assignee": "emp-1",
+            "status": "open",
+        }
+        for i in range(subjects)
+    ]
+    with Custos.init(home) as system:
+        system.directory.merge(
+            parse_text(
+                yaml.safe_dump({"principals": people, "subjects": users, "tickets": tickets}),
+                "bench",
+            )
+        )
+        (home / "config.toml").write_text("[service]\nrate_limit = 1000000\nburst = 1000000\n")
+        _, token = system.accounts.create_token("bench", ["tool"], "emp-1")
+    rng = random.Random(3)
+    bodies = []
+    for _ in range(2000):
+        i = rng.randrange(subjects)
+        bodies.append(
+            {
+                "subject": f"user-{i}",
+                "category": rng.choice(["profile", "contact"]),
+                "purpose": "support",
+                "ticket": f"T-{i}",
+            }
+        )
+    return token, bodies
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client_process(args: tuple[str, str, list[dict[str, str]], int, float]) -> list[float]:
+    url, token, bodies, threads, seconds = args
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker(offset: int) -> None:
+        mine: list[float] = []
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as client:
+            n = offset
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                reply = client.post("/v1/check", json=bodies[n % len(bodies)])
+                mine.append(time.perf_counter() - start)
+                if reply.status_code != 200:
+                    raise RuntimeError(f"HTTP {reply.status_code}: {reply.text[:200]}")
+                n += 7
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    seconds = 5.0 if args.quick else 15.0
+    home = Path(tempfile.mkdtemp(prefix="custos-bench-")) / "home"
+    token, bodies = build(home, 1000)
+
+    with Custos.open(home) as system:
+        requests = [
+            AccessRequest("emp-1", b["subject"], b["category"], b["purpose"], ticket=b["ticket"])
+            for b in bodies
+        ]
+        for r in requests[:100]:
+            system.decide(r)
+        start = time.perf_counter()
+        for r in requests:
+            system.decide(r)
+        in_process = len(requests) / (time.perf_counter() - start)
+        size_before = system.ledger.size()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "custos",
+            "--home",
+            str(home),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if (
+                    httpx.get(
+                        f"{url}/healthz", headers={"Authorization": f"Bearer {token}"}, timeout=2
+                    ).status_code
+                    == 200
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.2)
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(args.clients) as pool:
+            client_process((url, token, bodies, 2, 1.0))  # warm every worker up
+            wall = time.perf_counter()
+            results = pool.map(
+                client_process,
+                [(url, token, bodies, args.threads, seconds)] * args.clients,
+            )
+            wall = time.perf_counter() - wall
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    latencies = sorted(x for part in results for x in part)
+    with Custos.open(home) as system:
+        logged = system.ledger.size() - size_before
+    n = len(latencies)
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(n * 0.99) - 1] * 1000
+    rate = n / wall
+    print(
+        f"service: {args.workers} workers; clients: {args.clients} processes x {args.threads} "
+        f"threads, {seconds:.0f} s"
+    )
+    print(f"in-process custos.decide      {in_process:8.0f} decisions/s (each logged)")
+    print(
+        f"HTTP POST /v1/check           {rate:8.0f} checks/s   x{rate / in_process:.2f} of "
+        "in-process (goal >= 2000/s)"
+    )
+    print(f"latency                       p50 {p50:.1f} ms   p99 {p99:.1f} ms (goal p99 < 25 ms)")
+    print(f"ledger entries written        {logged} (>= {n} answered checks: every one logged)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
