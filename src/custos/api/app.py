@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from custos import __version__
 from custos.access import Custos
+from custos.access.batching import DecisionBatcher
 from custos.api import errors
 from custos.api.auth import RateLimiter
 from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders
@@ -51,6 +52,9 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
         openapi_url="/v1/openapi.json",
     )
     app.state.system = system
+    app.state.batcher = DecisionBatcher(
+        lambda requests, source: system.decide_many(requests, source=source)
+    )
     app.state.rate_limiter = RateLimiter(
         rate=float(config.get("rate_limit", 2000)), burst=float(config.get("burst", 4000))
     )

@@ -16,6 +16,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import generate_latest
 
 from custos.access import Custos
+from custos.access.batching import DecisionBatcher
 from custos.api.auth import (
     Caller,
     acting_principal,
@@ -72,11 +73,14 @@ def _hours(value: float | None) -> timedelta | None:
 
 
 @router.post("/check", tags=["access"], summary="Decide one request (logged)")
-def check(body: CheckBody, request: Request, who: Caller = Depends(TOOL)) -> dict[str, Any]:
-    """Decide and durably log one access request; the decision says why."""
-    decision = _system(request).decide(
-        _access_request(body, acting_principal(who, body.principal)), source=f"api:{who.name}"
-    )
+async def check(body: CheckBody, request: Request, who: Caller = Depends(TOOL)) -> dict[str, Any]:
+    """Decide and durably log one access request; the decision says why.
+
+    Concurrent checks are decided together (one policy batch, one durable ledger batch).
+    """
+    batcher: DecisionBatcher = request.app.state.batcher
+    access = _access_request(body, acting_principal(who, body.principal))
+    decision = await batcher.decide(access, f"api:{who.name}")
     return decision.to_dict()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -106,6 +107,52 @@ def _salted(entry: Mapping[str, Any]) -> bytes:
         raise InvalidInput(f"ledger entry is not JSON: {exc}") from None
 
 
+def _encode_frontier(frontier: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(bytes([level]) + digest for level, digest in frontier)
+
+
+def _decode_frontier(blob: bytes | None, size: int) -> list[tuple[int, bytes]] | None:
+    """The stored compact range, if present and shaped as ``size`` requires; else None."""
+    if blob is None or len(blob) % 33:
+        return None
+    found = [(blob[i], bytes(blob[i + 1 : i + 33])) for i in range(0, len(blob), 33)]
+    # The perfect subtrees of [0, size) are its set bits, largest first.
+    expected = [level for level in range(size.bit_length() - 1, -1, -1) if size >> level & 1]
+    return found if [level for level, _ in found] == expected else None
+
+
+class _ProcessLock:
+    """Serialises ledger writers of several processes on one SQLite file without polling.
+
+    SQLite's busy handler sleeps and retries (up to 100 ms a time), which turns contention
+    between worker processes into latency; a blocking ``flock`` on a file beside the database
+    wakes the next writer the moment the lock is released. PostgreSQL's row lock already
+    queues writers, so there this is a no-op.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @classmethod
+    def for_database(cls, db: Database) -> _ProcessLock:
+        url = db.engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return cls(f"{url.database}.ledger-lock")
+        return cls(None)
+
+    def __enter__(self) -> None:
+        if self.path is None:
+            return
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 class Ledger:
     """The custos log. Thread-safe; one instance per process and database."""
 
@@ -117,6 +164,7 @@ class Ledger:
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._size: int | None = None
+        self._process_lock = _ProcessLock.for_database(db)
         # The compact range of [0, size): (level, hash) of its perfect subtrees, left to right.
         self._frontier: list[tuple[int, bytes]] = []
 
@@ -163,13 +211,19 @@ class Ledger:
             pending.done.set()
 
     def _commit(self, entries: list[bytes]) -> list[LedgerReceipt]:
-        with self.db.engine.begin() as conn:
+        with self._process_lock, self.db.engine.begin() as conn:
             # Take the log's write lock first (row lock / SQLite write lock), then read the
             # size under it: no other writer can interleave.
             conn.execute(text("UPDATE ledger_state SET size = size WHERE id = 1"))
-            size = conn.execute(text("SELECT size FROM ledger_state WHERE id = 1")).scalar_one()
+            size, stored = conn.execute(
+                text("SELECT size, frontier FROM ledger_state WHERE id = 1")
+            ).one()
             if size != self._size:
-                self._load_frontier(conn, size)
+                frontier_of = _decode_frontier(stored, size)
+                if frontier_of is None:
+                    self._load_frontier(conn, size)
+                else:
+                    self._frontier, self._size = frontier_of, size
             frontier = list(self._frontier)
             entry_rows: list[tuple[int, bytes, bytes]] = []
             node_rows: list[tuple[int, int, bytes]] = []
@@ -195,7 +249,8 @@ class Ledger:
                 conn.exec_driver_sql(_INSERT_NODES.format(p=marker), node_rows)
             new_size = size + len(entries)
             conn.execute(
-                text("UPDATE ledger_state SET size = :size WHERE id = 1"), {"size": new_size}
+                text("UPDATE ledger_state SET size = :size, frontier = :frontier WHERE id = 1"),
+                {"size": new_size, "frontier": _encode_frontier(frontier)},
             )
         self._size = new_size
         self._frontier = frontier

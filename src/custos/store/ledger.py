@@ -37,6 +37,9 @@ class LedgerStateRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     size: Mapped[int] = mapped_column(BigInteger)
+    #: The compact range of [0, size) — (level byte ‖ 32-byte hash) per perfect subtree — so
+    #: that a writer in another process continues from it without recomputing anything.
+    frontier: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class LedgerCheckpointRow(Base):
