@@ -1,0 +1,38 @@
+"""The service fails closed when its database cannot be written, and resumes by itself."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from tests.access.test_read import _make_ledger_read_only
+from tests.api.conftest import Service
+
+READ = {
+    "subject": "user-1",
+    "category": "ip_history",
+    "purpose": "trust_safety",
+    "ticket": "T-11",
+}
+
+
+def test_an_unwritable_ledger_means_503_and_nothing_released_then_recovery(
+    service: Service,
+) -> None:
+    with service.client(service.tokens["ts-tool"]) as tool:
+        assert tool.post("/v1/read", json=READ).status_code == 200
+        _make_ledger_read_only(service.system)
+        for path in ("/v1/read", "/v1/check"):
+            reply = tool.post(path, json=READ)
+            assert reply.status_code == 503, reply.text
+            body = reply.json()
+            assert body["error"]["code"] in ("ledger_unavailable", "store_unavailable")
+            assert "records" not in body
+            assert "203.0.113" not in reply.text
+        with service.system.db.engine.begin() as conn:
+            if service.system.db.is_sqlite:
+                conn.execute(text("DROP TRIGGER ro"))
+            else:
+                conn.execute(text("DROP TRIGGER ro ON ledger_entries"))
+        recovered = tool.post("/v1/read", json=READ)
+        assert recovered.status_code == 200
+        assert [r["network"] for r in recovered.json()["records"]] == ["203.0.113.0/24"] * 3
