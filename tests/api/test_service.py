@@ -34,11 +34,12 @@ WRONG_ROLE = {
     ("get", "/v1/ledger/proof/consistency"): None,
     ("get", "/v1/ledger/entries/{index}"): "ts-tool",
     ("get", "/v1/ledger/tile/{path}"): None,
+    ("get", "/v1/subjects/{subject_id}/report"): "siem",
     ("get", "/v1/whoami"): None,
     ("get", "/healthz"): None,
     ("get", "/metrics"): "ts-tool",
 }
-PAGES = ["/", "/approvals", "/approvals/req-x", "/ledger", "/policies"]
+PAGES = ["/", "/approvals", "/approvals/req-x", "/ledger", "/policies", "/subjects/user-42"]
 
 
 def concrete(path: str) -> str:
@@ -47,6 +48,7 @@ def concrete(path: str) -> str:
         .replace("{grant_id}", "grant-0")
         .replace("{index}", "0")
         .replace("{path}", "0/000")
+        .replace("{subject_id}", "user-1")
     )
 
 
@@ -334,9 +336,32 @@ def test_metrics_and_health(service: Service) -> None:
     assert "custos_ledger_size" in text
 
 
-@pytest.mark.parametrize("page", PAGES[:2] + PAGES[3:])
+@pytest.mark.parametrize("page", [p for p in PAGES if p != "/approvals/req-x"])
 def test_pages_render_for_people(service: Service, page: str) -> None:
     aud = service.session("aud")
     reply = aud.get(page)
     assert reply.status_code == 200, reply.text
     assert "custos" in reply.text
+
+
+def test_subject_reports_name_staff_only_for_the_privacy_office(service: Service) -> None:
+    with service.client(service.tokens["ts-tool"]) as tool:
+        tool.post(
+            "/v1/read",
+            json={
+                "subject": "user-1",
+                "category": "profile",
+                "purpose": "trust_safety",
+                "ticket": "T-11",
+            },
+        )
+    with service.client(service.tokens["monitor"]) as monitor:
+        report = monitor.get("/v1/subjects/user-1/report").json()
+    assert report["names"] is False
+    assert report["accesses"][0]["role"] == "trust_safety_investigator"
+    assert "principal" not in report["accesses"][0]
+    named = service.session("priya").get("/v1/subjects/user-1/report").json()
+    assert named["accesses"][0]["principal"] == "emp-3001"
+    from custos.reports import verify_report
+
+    assert verify_report(json.dumps(report)).ok

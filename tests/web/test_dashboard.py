@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from custos.policy import AccessRequest
 from tests.api.conftest import PASSWORD, Service
 
 CHROMIUM = os.environ.get("CUSTOS_CHROMIUM", "/usr/bin/chromium")
@@ -102,3 +103,18 @@ def test_an_admin_sees_no_answer_form(browser: Browser, service: Service) -> Non
     root.goto(f"/approvals/{request.id}")
     expect(root.get_by_role("heading", name=f"Request {request.id}")).to_be_visible()
     expect(root.get_by_role("button", name="Approve")).to_have_count(0)
+
+
+def test_open_the_journalists_report(browser: Browser, service: Service) -> None:
+    service.system.read(
+        AccessRequest("emp-2001", "user-42", "ip_history", "internal_investigation", ticket="T-7")
+    )
+    priya = signed_in(browser, service, "priya")
+    priya.goto("/subjects/user-42")
+    expect(priya.locator("#verification")).to_contain_text("Transparency report verified")
+    row = priya.locator("#accesses tbody tr").first
+    expect(row).to_contain_text("internal_investigation")
+    expect(row).to_contain_text("deny")
+    shot(priya, "journalist-report")
+    priya.goto("/subjects/user-42/report.html")
+    expect(priya.get_by_role("heading", name="Who accessed the data of user-42")).to_be_visible()

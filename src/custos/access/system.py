@@ -46,6 +46,7 @@ from custos.policy import (
     install_default_pack,
     load_pack,
 )
+from custos.reports import SubjectIndex, build_report
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.vault import KEK_FILE, GeoLookup, IngestReport, LocalKeyFile, ShredReport, Vault
@@ -104,6 +105,15 @@ class Custos:
                 f"no custos home at {settings.home}", hint="run `custos init` first"
             )
         return cls(settings, open_database(settings.database_url))
+
+    @cached_property
+    def subject_index(self) -> SubjectIndex:
+        """Which ledger entries are about which subject (for transparency reports)."""
+        return SubjectIndex(self.db, self.ledger)
+
+    def subject_report(self, subject: str, *, names: bool = False) -> dict[str, Any]:
+        """The transparency report of ``subject`` (see :mod:`custos.reports`)."""
+        return build_report(self.ledger, self.subject_index, self.directory, subject, names=names)
 
     @cached_property
     def accounts(self) -> Accounts:

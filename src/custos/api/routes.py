@@ -45,6 +45,7 @@ APPROVING = requires("approver", "privacy_officer")
 OVERSIGHT = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
 LEDGER_READERS = requires("auditor", "privacy_officer", "tool", "investigator")
 AUDITORS = requires("auditor", "privacy_officer")
+REPORT_READERS = requires("auditor", "privacy_officer")
 
 
 def _system(request: Request) -> Custos:
@@ -261,6 +262,20 @@ def tile(path: str, request: Request, who: Caller = Depends(LEDGER_READERS)) -> 
     status, body, cache = TileServer(_system(request).ledger).handle("GET", f"/tile/{path}")
     kind = "application/octet-stream" if status == 200 else "text/plain; charset=utf-8"
     return Response(body, status_code=status, media_type=kind, headers={"cache-control": cache})
+
+
+# -- transparency ------------------------------------------------------------------------
+
+
+@router.get("/subjects/{subject_id}/report", tags=["reports"])
+def subject_report(
+    request: Request,
+    subject_id: str = Path(..., min_length=1, max_length=128),
+    who: Caller = Depends(REPORT_READERS),
+) -> dict[str, Any]:
+    """A subject's transparency report; staff names only for the privacy office."""
+    names = "privacy_officer" in who.roles
+    return _system(request).subject_report(subject_id, names=names)
 
 
 # -- who am I, health, metrics ---------------------------------------------------------

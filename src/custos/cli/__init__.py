@@ -12,6 +12,7 @@ from custos.cli import approvals as _approvals  # noqa: F401 - registers approva
 from custos.cli import log as _log  # noqa: F401 - registers keys, log, witness
 from custos.cli import org as _org  # noqa: F401 - registers init, org
 from custos.cli import policy as _policy  # noqa: F401 - registers policy
+from custos.cli import report as _report  # noqa: F401 - registers report
 from custos.cli import service as _service  # noqa: F401 - registers serve, users, tokens
 from custos.cli import vault as _vault  # noqa: F401 - registers vault
 from custos.cli.app import app, main

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from custos.access import Custos
 from custos.api.auth import SESSION_COOKIE, Caller, approver_principal, requires, system_of
 from custos.errors import AuthenticationFailed, CustosError, RateLimited
+from custos.reports import render_html, verify_report
 from custos.store.directory import PolicyVersionRow
 from custos.web import charts
 
@@ -246,6 +247,49 @@ def policies_page(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
         who,
         policies=sorted(pack.policies.values(), key=lambda p: p.id),
         history=history,
+    )
+
+
+REPORTERS = requires("auditor", "privacy_officer")
+
+
+def _report(request: Request, who: Caller, subject_id: str) -> dict[str, Any]:
+    return _system(request).subject_report(subject_id, names="privacy_officer" in who.roles)
+
+
+@pages.get("/subjects/{subject_id}", response_class=HTMLResponse)
+def subject_page(subject_id: str, request: Request, who: Caller = Depends(REPORTERS)) -> Response:
+    """A subject's accesses, as their transparency report shows them, verified."""
+    report = _report(request, who, subject_id)
+    check = verify_report(json.dumps(report)).to_dict()
+    return _render(request, "subject.html", who, report=report, check=check)
+
+
+@pages.get("/subjects/{subject_id}/report.json")
+def subject_report_json(
+    subject_id: str, request: Request, who: Caller = Depends(REPORTERS)
+) -> Response:
+    body = json.dumps(_report(request, who, subject_id), indent=2, sort_keys=True)
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="report-{subject_id}.json"'},
+    )
+
+
+@pages.get("/subjects/{subject_id}/report.html", response_class=HTMLResponse)
+def subject_report_html(
+    subject_id: str, request: Request, who: Caller = Depends(REPORTERS)
+) -> Response:
+    report = _report(request, who, subject_id)
+    check = verify_report(json.dumps(report)).to_dict()
+    # The standalone page carries its own stylesheet; allow that, and nothing else.
+    return HTMLResponse(
+        render_html(report, check=check),
+        headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "frame-ancestors 'none'"
+        },
     )
 
 
