@@ -3,4 +3,4 @@
 Each part adds its table module here.
 """
 
-from custos.store import directory, ledger, vault  # noqa: F401
+from custos.store import directory, events, ledger, vault  # noqa: F401
