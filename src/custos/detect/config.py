@@ -45,7 +45,6 @@ class DetectConfig:
         "ip_history",
         "contact",
         "credentials",
-        "content",
     )
     #: Days after ``role_since`` counted as "new in role", and the fewest distinct
     #: unexplained subjects in them that alert.
@@ -64,13 +63,18 @@ class DetectConfig:
     retry_minutes: int = 120
     #: Distinct purposes tried on one subject that alert on their own.
     shopping_min_purposes: int = 3
-    #: Denials in one period that alert on their own.
-    retry_min_denials: int = 5
+    #: Fewest denials in one period that alert on their own (also above peer and own
+    #: baselines).
+    retry_min_denials: int = 6
     #: Break-glass uses in one period that alert even when each was justified afterwards.
     break_glass_max: int = 3
     #: Fewest distinct subjects accessed under tickets the principal opened themselves in
     #: a period for a pretext alert (also above peer and own baselines).
     pretext_min_subjects: int = 5
+    #: A category making up less than this share of a role's accesses is rare for it;
+    #: unexplained use of a rare category on this many distinct subjects alerts.
+    rare_category_share: float = 0.002
+    rare_category_min_subjects: int = 2
     #: Fewest records exported or searched unexplained in a period for a bulk-export alert
     #: (also above peer and own baselines).
     export_min_records: int = 1000

@@ -45,6 +45,7 @@ EVENT_COLUMNS: dict[str, str] = {
     "records": "BIGINT",
     "source": "VARCHAR",
     "break_glass": "BOOLEAN",
+    "granted": "BOOLEAN",
 }
 PRINCIPAL_COLUMNS: dict[str, str] = {
     "id": "VARCHAR",
@@ -186,6 +187,7 @@ class Detector:
             SELECT e.id, e.time, e.principal, e.action, e.subject, e.category, e.purpose,
                    e.decision, e.precision, coalesce(e.records, 1) AS records,
                    coalesce(e.break_glass, false) AS break_glass,
+                   coalesce(e.granted, false) AND NOT coalesce(e.break_glass, false) AS granted,
                    coalesce(t.assignee = e.principal AND t.subject = e.subject
                             AND t.kind = e.purpose
                             AND (t.opened IS NULL OR e.time >= t.opened - {retro})
@@ -218,7 +220,10 @@ class Detector:
                                AND t.opened_by IS DISTINCT FROM c.principal) AS strict_indep,
                        bool_or((t.opened IS NULL OR c.time >= t.opened - {near})
                                AND (t.closed IS NULL OR c.time <= t.closed + {near}))
-                         AS near_ok
+                         AS near_ok,
+                       bool_or((t.opened IS NULL OR c.time >= t.opened - {near})
+                               AND (t.closed IS NULL OR c.time <= t.closed + {near})
+                               AND t.opened_by IS DISTINCT FROM c.principal) AS near_indep
                 FROM cand c JOIN tickets t ON t.assignee = c.principal AND t.subject = c.subject
                 GROUP BY c.id
             ),
@@ -233,9 +238,11 @@ class Detector:
             )
             SELECT c.id, c.time, c.principal, c.action, c.subject, c.category, c.purpose,
                    c.decision, c.precision, c.records, c.break_glass,
-                   ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.strict_indep, false))
-                     AS indep,
-                   CASE WHEN c.cited_ok OR coalesce(o.strict_ok, false) THEN 2
+                   ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.strict_indep, false)
+                    OR c.granted) AS indep,
+                   ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.near_indep, false)
+                    OR c.granted) AS own_indep,
+                   CASE WHEN c.cited_ok OR coalesce(o.strict_ok, false) OR c.granted THEN 2
                         WHEN coalesce(o.near_ok, false) OR tm.id IS NOT NULL THEN 1
                         ELSE 0 END AS tier,
                    coalesce(s.hv, false) AS hv, coalesce(s.minor, false) AS minor,
@@ -257,9 +264,28 @@ class Detector:
         # Pass 2: activity per principal, period and hour (baselines and usual hours).
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE act AS
-            SELECT principal, {bucket} AS bucket, hour(time) AS hr, count(*) AS n
-            FROM events GROUP BY ALL
+            CREATE OR REPLACE TEMP TABLE act_all AS
+            SELECT principal, {bucket} AS bucket, hour(time) AS hr, category, count(*) AS n
+            FROM events
+            GROUP BY GROUPING SETS ((principal, {bucket}, hour(time)), (principal, category))
+            """
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE act AS SELECT principal, bucket, hr, n FROM act_all "
+            "WHERE category IS NULL"
+        )
+        # Categories a role almost never uses (share of the role's accesses).
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE rare AS
+            WITH rc AS (
+                SELECT coalesce(p.role, '(unknown)') AS role, a.category, sum(a.n) AS n
+                FROM act_all a LEFT JOIN pr p ON p.id = a.principal
+                WHERE a.category IS NOT NULL GROUP BY ALL
+            ),
+            rt AS (SELECT role, sum(n) AS total, count(*) AS kinds FROM rc GROUP BY role)
+            SELECT rc.role, rc.category FROM rc JOIN rt USING (role)
+            WHERE rc.n < {c.rare_category_share} * rt.total
             """
         )
         con.execute(
@@ -353,6 +379,7 @@ class Detector:
             self.deny_retry,
             self.break_glass_use,
             self.pretext_tickets,
+            self.rare_category_access,
         ]
         findings: list[Finding] = []
         for rule in rules:
@@ -389,7 +416,8 @@ class Detector:
         reached without an independent explanation."""
         minors = _quote(self.config.minor_categories)
         sql = self._grouped(
-            f"decision = 'allow' AND NOT indep AND (hv OR (minor AND category IN ({minors})))",
+            "decision = 'allow' AND ((hv AND NOT own_indep) "
+            f"OR (minor AND tier = 0 AND category IN ({minors})))",
             ", list(DISTINCT protected) AS flags",
         )
         out = []
@@ -413,7 +441,7 @@ class Detector:
     def colleague_account_access(self) -> list[Finding]:
         """Accounts of employees (colleagues, or one's own) reached without a ticket."""
         sql = self._grouped(
-            "decision = 'allow' AND (tier = 0 OR self_only) AND emp_link",
+            "decision = 'allow' AND tier = 0 AND emp_link",
             ", bool_or(employee = principal) AS own",
         )
         out = []
@@ -440,12 +468,11 @@ class Detector:
         loc = _quote(self.config.locating_categories)
         a_rows = self._rows(
             f"""SELECT DISTINCT team, bucket FROM ev
-                WHERE decision = 'allow' AND NOT indep AND hv AND category IN ({loc})"""
+                WHERE decision = 'allow' AND NOT own_indep AND hv AND category IN ({loc})"""
         )
         if not a_rows:
             return []
         n = self.config.max_evidence
-        bucket = f"time_bucket(to_days({self.config.window_days}), e.time, {_ORIGIN})"
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE hunt_teams AS SELECT * FROM (VALUES "
             + ", ".join(f"({_quote([r['team']])}, TIMESTAMP '{r['bucket']}')" for r in a_rows)
@@ -455,17 +482,14 @@ class Detector:
             f"""
             WITH side_a AS (
                 SELECT id, time, principal, subject, team, bucket, 'a' AS side FROM ev
-                WHERE decision = 'allow' AND NOT indep AND hv AND category IN ({loc})
+                WHERE decision = 'allow' AND NOT own_indep AND hv AND category IN ({loc})
             ),
             side_b AS (
-                SELECT e.id, e.time, e.principal, e.subject, p.team, {bucket} AS bucket,
-                       'b' AS side
-                FROM events e JOIN pr p ON p.id = e.principal
-                JOIN hunt_teams h ON h.team = p.team
-                JOIN subj s ON s.id = e.subject
-                WHERE e.decision = 'allow' AND e.category IN ({loc}) AND s.emp_link
-                  AND s.employee IS DISTINCT FROM e.principal
-                  AND {bucket} = h.bucket
+                SELECT e.id, e.time, e.principal, e.subject, e.team, e.bucket, 'b' AS side
+                FROM ev e JOIN hunt_teams h ON h.team = e.team AND h.bucket = e.bucket
+                WHERE e.decision = 'allow' AND e.category IN ({loc}) AND e.emp_link
+                  AND e.employee IS DISTINCT FROM e.principal
+                  AND NOT e.indep
             ),
             both_sides AS (SELECT * FROM side_a UNION ALL SELECT * FROM side_b)
             SELECT team, bucket, list(DISTINCT principal ORDER BY principal) AS principals,
@@ -607,9 +631,7 @@ class Detector:
     def sensitive_category_access(self) -> list[Finding]:
         """Credentials or private messages reached without a ticket."""
         cats = _quote(self.config.sensitive_categories)
-        sql = self._grouped(
-            f"decision = 'allow' AND (tier = 0 OR self_only) AND category IN ({cats})"
-        )
+        sql = self._grouped(f"decision = 'allow' AND tier = 0 AND category IN ({cats})")
         out = []
         for row in self._rows(sql):
             out.append(
@@ -759,7 +781,7 @@ class Detector:
             tries AS (
                 SELECT d.principal, d.subject, d.bucket, d.id AS deny_id, d.purpose AS p0,
                        a.id AS try_id, a.purpose AS p1, a.time AS t1,
-                       (a.decision = 'allow' AND NOT a.indep) AS got_through
+                       (a.decision = 'allow' AND a.tier = 0) AS got_through
                 FROM d LEFT JOIN ev a ON a.principal = d.principal AND a.subject = d.subject
                      AND a.time > d.time AND a.time <= d.time + to_minutes({c.retry_minutes})
                      AND a.id <> d.id
@@ -791,9 +813,26 @@ class Detector:
                    coalesce(bool_or(f.got_through), false) AS got_through
             FROM per LEFT JOIN flagged f ON f.principal = per.principal AND f.bucket = per.bucket
             GROUP BY per.principal, per.bucket, per.n_denials
-            HAVING count(f.subject) > 0 OR per.n_denials >= {c.retry_min_denials}
+            HAVING count(f.subject) > 0
             """
         )
+        counts = (
+            "SELECT principal, bucket, count(*) AS n FROM ev WHERE decision <> 'allow' GROUP BY ALL"
+        )
+        seen = {(r["principal"], r["bucket"]) for r in rows}
+        for hit in self._rows(self._baseline(counts, c.retry_min_denials)):
+            if (hit["principal"], hit["bucket"]) not in seen:
+                rows.append(
+                    {
+                        "principal": hit["principal"],
+                        "bucket": hit["bucket"],
+                        "n_denials": int(hit["n"]),
+                        "subjects": [],
+                        "flagged_ids": [],
+                        "max_purposes": 0,
+                        "got_through": False,
+                    }
+                )
         out = []
         for row in rows:
             ids = list(row["flagged_ids"])
@@ -877,6 +916,31 @@ class Detector:
                     f"{_span(row['first'], row['last'])} ({', '.join(row['categories'])}); "
                     f"people in the same role typically do so for {row['peer_med']:g} per "
                     f"{self.config.window_days} days. Self-made tickets are how pretexts look.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def rare_category_access(self) -> list[Finding]:
+        """Categories that people in the principal's role almost never touch, reached without
+        an independent explanation (a ticket they opened themselves does not count)."""
+        c = self.config
+        sql = self._grouped(
+            "decision = 'allow' AND NOT indep "
+            "AND (role, category) IN (SELECT (role, category) FROM rare)"
+        )
+        sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.rare_category_min_subjects}"
+        out = []
+        for row in self._rows(sql):
+            out.append(
+                self._finding(
+                    "rare_category_access",
+                    "critical" if self._severe(row) else "high",
+                    row,
+                    f"{self._who(row['principal'])} reached {', '.join(row['categories'])} of "
+                    f"{_plural(row['n_subjects'], 'subject')} {row['n']} time(s) "
+                    f"{_span(row['first'], row['last'])}: people in their role almost never "
+                    "use these categories, and no ticket opened by someone else explains it.",
                     f"{row['principal']}|{row['bucket']}",
                 )
             )

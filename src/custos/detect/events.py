@@ -316,6 +316,7 @@ class EventStore:
                 extra = values.pop() or {}
                 values[1] = values[1].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
                 values.append("true" if extra.get("break_glass") is True else "false")
+                values.append("true" if extra.get("grant") else "false")
                 writer.writerow(["" if v is None else v for v in values])
                 count += 1
         return count
