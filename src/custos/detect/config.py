@@ -49,10 +49,10 @@ class DetectConfig:
     #: Days after ``role_since`` counted as "new in role", and the fewest distinct
     #: unexplained subjects in them that alert.
     new_role_days: int = 14
-    new_role_min_subjects: int = 4
+    new_role_min_subjects: int = 6
     #: Fewest distinct unexplained subjects by ``leaving`` staff in a period that alert
     #: (any unexplained export by them alerts).
-    leaving_min_subjects: int = 3
+    leaving_min_subjects: int = 5
     #: Hours holding at least this share of a principal's own events are its usual hours;
     #: principals with fewer than ``usual_min_events`` events use their team's hours.
     usual_hour_share: float = 0.01
@@ -74,7 +74,7 @@ class DetectConfig:
     #: A category making up less than this share of a role's accesses is rare for it;
     #: unexplained use of a rare category on this many distinct subjects alerts.
     rare_category_share: float = 0.002
-    rare_category_min_subjects: int = 2
+    rare_category_min_subjects: int = 3
     #: Fewest records exported or searched unexplained in a period for a bulk-export alert
     #: (also above peer and own baselines).
     export_min_records: int = 1000

@@ -180,7 +180,16 @@ class Detector:
             FROM principals
             """
         )
-        # Pass 1: everything not plainly explained by the ticket it cites.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE tk AS
+            SELECT id, kind, subject, assignee, opened, closed, opened_by,
+                   coalesce(opened_by = assignee, false) AS self
+            FROM tickets
+            """
+        )
+        # Pass 1: everything not plainly explained by the ticket it cites. The join carries
+        # every condition of an explanation, so only what fails it (a few percent) is kept.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE cand AS
@@ -188,50 +197,47 @@ class Detector:
                    e.decision, e.precision, coalesce(e.records, 1) AS records,
                    coalesce(e.break_glass, false) AS break_glass,
                    coalesce(e.granted, false) AND NOT coalesce(e.break_glass, false) AS granted,
-                   coalesce(t.assignee = e.principal AND t.subject = e.subject
-                            AND t.kind = e.purpose
-                            AND (t.opened IS NULL OR e.time >= t.opened - {retro})
-                            AND (t.closed IS NULL OR e.time <= t.closed + {retro}), false)
-                     AS cited_ok,
-                   coalesce(t.opened_by = e.principal, false) AS cited_self
-            FROM events e LEFT JOIN tickets t ON t.id = e.ticket
-            WHERE NOT coalesce(t.assignee = e.principal AND t.subject = e.subject
-                               AND t.kind = e.purpose
-                               AND (t.opened IS NULL OR e.time >= t.opened - {retro})
-                               AND (t.closed IS NULL OR e.time <= t.closed + {retro}), false)
-               OR coalesce(t.opened_by = e.principal, false)
-               OR e.decision <> 'allow' OR coalesce(e.break_glass, false)
-               OR e.action = 'export'
+                   t.id IS NOT NULL AS cited_ok, coalesce(t.self, false) AS cited_self
+            FROM events e LEFT JOIN tk t
+              ON t.id = e.ticket AND t.assignee = e.principal AND t.subject = e.subject
+             AND t.kind = e.purpose
+             AND (t.opened IS NULL OR e.time >= t.opened - {retro})
+             AND (t.closed IS NULL OR e.time <= t.closed + {retro})
+            WHERE t.id IS NULL OR t.self OR e.decision <> 'allow'
+               OR coalesce(e.break_glass, false) OR e.action = 'export'
             """
         )
         # Explanations found in the directory for what the cited ticket did not explain.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE ev AS
-            WITH own AS (
+            WITH open_q AS (SELECT * FROM cand WHERE NOT cited_ok),
+            tq AS (SELECT * FROM tk WHERE subject IN (SELECT subject FROM open_q)),
+            own AS (
                 SELECT c.id,
                        bool_or(t.kind = c.purpose
                                AND (t.opened IS NULL OR c.time >= t.opened - {retro})
                                AND (t.closed IS NULL OR c.time <= t.closed + {retro}))
                          AS strict_ok,
-                       bool_or(t.kind = c.purpose
+                       bool_or(t.kind = c.purpose AND NOT t.self
                                AND (t.opened IS NULL OR c.time >= t.opened - {retro})
-                               AND (t.closed IS NULL OR c.time <= t.closed + {retro})
-                               AND t.opened_by IS DISTINCT FROM c.principal) AS strict_indep,
+                               AND (t.closed IS NULL OR c.time <= t.closed + {retro}))
+                         AS strict_indep,
                        bool_or((t.opened IS NULL OR c.time >= t.opened - {near})
                                AND (t.closed IS NULL OR c.time <= t.closed + {near}))
                          AS near_ok,
-                       bool_or((t.opened IS NULL OR c.time >= t.opened - {near})
-                               AND (t.closed IS NULL OR c.time <= t.closed + {near})
-                               AND t.opened_by IS DISTINCT FROM c.principal) AS near_indep
-                FROM cand c JOIN tickets t ON t.assignee = c.principal AND t.subject = c.subject
+                       bool_or(NOT t.self
+                               AND (t.opened IS NULL OR c.time >= t.opened - {near})
+                               AND (t.closed IS NULL OR c.time <= t.closed + {near}))
+                         AS near_indep
+                FROM open_q c JOIN tq t ON t.assignee = c.principal AND t.subject = c.subject
                 GROUP BY c.id
             ),
             team AS (
                 SELECT DISTINCT c.id
-                FROM cand c
+                FROM open_q c
                 JOIN pr p ON p.id = c.principal
-                JOIN tickets t ON t.subject = c.subject AND t.assignee <> c.principal
+                JOIN tq t ON t.subject = c.subject AND t.assignee <> c.principal
                 JOIN pr q ON q.id = t.assignee AND q.team = p.team
                 WHERE (t.opened IS NULL OR c.time >= t.opened - {retro})
                   AND (t.closed IS NULL OR c.time <= t.closed + {retro})
@@ -310,9 +316,19 @@ class Detector:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def _grouped(
-        self, where: str, extra: str = "", by: str = "principal, bucket", source: str = "ev"
+        self,
+        where: str,
+        extra: str = "",
+        by: str = "principal, bucket",
+        source: str = "ev",
+        having: str | None = None,
     ) -> str:
+        """Evidence lists per group; with ``having``, groups are chosen by a cheap count
+        first so the lists are built only for the groups that alert."""
         n = self.config.max_evidence
+        if having is not None:
+            keys = f"SELECT {by} FROM {source} WHERE {where} GROUP BY {by} HAVING {having}"
+            where = f"({where}) AND ({by}) IN (SELECT ({by}) FROM ({keys}))"
         return f"""
             SELECT {by}, list(DISTINCT subject ORDER BY subject) AS subjects,
                    list(id ORDER BY time, id)[1:{n}] AS ids, count(*) AS n,
@@ -364,6 +380,10 @@ class Detector:
     def run(self) -> list[Finding]:
         """Prepare, then run every rule; findings sorted by first time seen."""
         self.prepare()
+        return self.run_rules()
+
+    def run_rules(self) -> list[Finding]:
+        """Run every rule on prepared tables (see :meth:`prepare`)."""
         rules: list[Callable[[], list[Finding]]] = [
             self.protected_subject_access,
             self.colleague_account_access,
@@ -529,8 +549,8 @@ class Detector:
             "decision = 'allow' AND (tier = 0 OR self_only)",
             ", count(DISTINCT day) AS days",
             by="principal, subject",
+            having=f"count(DISTINCT day) >= {self.config.repeat_min_days}",
         )
-        sql = f"SELECT * FROM ({sql}) WHERE days >= {self.config.repeat_min_days}"
         out = []
         for row in self._rows(sql):
             out.append(
@@ -598,6 +618,9 @@ class Detector:
                        min(time) AS first, max(time) AS last, bool_or(hv OR minor) AS guarded,
                        list(DISTINCT category ORDER BY category) AS categories
                 FROM ev WHERE decision = 'allow' AND (tier = 0 OR self_only)
+                  AND subject IN (
+                      SELECT subject FROM ev WHERE decision = 'allow' AND (tier = 0 OR self_only)
+                      GROUP BY subject HAVING count(DISTINCT principal) >= 2)
                 GROUP BY ALL
                 HAVING count(DISTINCT principal) >=
                        CASE WHEN bool_or(hv OR minor OR emp_link)
@@ -678,7 +701,7 @@ class Detector:
         """Unexplained access or exports by staff who are leaving."""
         c = self.config
         sql = self._grouped(
-            "status = 'leaving' AND decision = 'allow' AND (tier = 0 OR self_only "
+            "status = 'leaving' AND decision = 'allow' AND (tier = 0 "
             "OR (action = 'export' AND NOT indep))",
             ", count(*) FILTER (WHERE action = 'export') AS exports, sum(records) AS records",
         )

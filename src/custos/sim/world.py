@@ -112,7 +112,7 @@ class World:
 
     def event(self, **fields: Any) -> dict[str, Any]:
         self._next_event += 1
-        event = {"id": f"ev-{self._next_event:08d}"}
+        event: dict[str, Any] = {"id": f"ev-{self._next_event:08d}"}
         moment: datetime = fields.pop("time")
         event["time"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
         event.update(fields)
