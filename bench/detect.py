@@ -84,7 +84,8 @@ def generate(folder: Path, events: int, threads: int) -> dict[str, Path]:
                      AS action,
                    CASE WHEN roll BETWEEN 990 AND 999 THEN 'user-' || (hash(i) % {subjects})
                         ELSE 'user-' || (hash(t * 7 + 1) % {subjects}) END AS subject,
-                   CASE WHEN roll >= 990 THEN (['profile', 'device', 'content'])[1 + (hash(i) % 3)::INT]
+                   CASE WHEN roll >= 990
+                        THEN (['profile', 'device', 'content'])[1 + (hash(i) % 3)::INT]
                         ELSE (['profile', 'contact', 'ip_history', 'device', 'content', 'payment',
                               'messages', 'location', 'social_graph',
                               'credentials'])[1 + (hash(i) % 10)::INT] END AS category,

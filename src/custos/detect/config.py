@@ -26,6 +26,9 @@ class DetectConfig:
     #: Robust z (median + k·MAD·1.4826) a principal's count must pass, against both its
     #: peer group (same role) and its own other periods.
     robust_k: float = 6.0
+    #: A principal's own baseline is used only once they have this many periods of history
+    #: (fewer cannot outvote a misuse that spans several of them).
+    own_min_periods: int = 4
     #: Fewest distinct unexplained subjects in a period for a volume alert.
     volume_min_subjects: int = 12
     #: Fewest distinct days with unexplained access to one subject for a stalking alert.
@@ -71,9 +74,11 @@ class DetectConfig:
     #: Fewest distinct subjects accessed under tickets the principal opened themselves in
     #: a period for a pretext alert (also above peer and own baselines).
     pretext_min_subjects: int = 5
-    #: A category making up less than this share of a role's accesses is rare for it;
+    #: A category making up less than this share of the accesses of a principal's peers
+    #: (same role, at least ``rare_min_peer_events`` of them) is rare for that principal;
     #: unexplained use of a rare category on this many distinct subjects alerts.
     rare_category_share: float = 0.002
+    rare_min_peer_events: int = 200
     rare_category_min_subjects: int = 3
     #: Fewest records exported or searched unexplained in a period for a bulk-export alert
     #: (also above peer and own baselines).

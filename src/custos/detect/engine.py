@@ -280,18 +280,22 @@ class Detector:
             "CREATE OR REPLACE TEMP TABLE act AS SELECT principal, bucket, hr, n FROM act_all "
             "WHERE category IS NULL"
         )
-        # Categories a role almost never uses (share of the role's accesses).
+        # Categories a principal's peers (same role, the principal left out) almost never use.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE rare AS
-            WITH rc AS (
-                SELECT coalesce(p.role, '(unknown)') AS role, a.category, sum(a.n) AS n
+            WITH pc AS (
+                SELECT a.principal, coalesce(p.role, '(unknown)') AS role, a.category, a.n
                 FROM act_all a LEFT JOIN pr p ON p.id = a.principal
-                WHERE a.category IS NOT NULL GROUP BY ALL
+                WHERE a.category IS NOT NULL
             ),
-            rt AS (SELECT role, sum(n) AS total, count(*) AS kinds FROM rc GROUP BY role)
-            SELECT rc.role, rc.category FROM rc JOIN rt USING (role)
-            WHERE rc.n < {c.rare_category_share} * rt.total
+            rc AS (SELECT role, category, sum(n) AS n FROM pc GROUP BY ALL),
+            rt AS (SELECT role, sum(n) AS total FROM pc GROUP BY role),
+            pt AS (SELECT principal, sum(n) AS total FROM pc GROUP BY principal)
+            SELECT pc.principal, pc.category
+            FROM pc JOIN rc USING (role, category) JOIN rt USING (role) JOIN pt USING (principal)
+            WHERE rt.total - pt.total >= {c.rare_min_peer_events}
+              AND rc.n - pc.n < {c.rare_category_share} * (rt.total - pt.total)
             """
         )
         con.execute(
@@ -372,7 +376,8 @@ class Detector:
             )
             SELECT principal, bucket, n, peer_thr, peer_med, own_thr, own_med FROM t
             WHERE n >= {minimum} AND n > peer_thr
-              AND (periods < 3 OR own_med > peer_thr OR n > own_thr)
+              AND (periods < {self.config.own_min_periods} OR own_med >= peer_thr
+                   OR n > own_thr)
         """
 
     # -- the rules -----------------------------------------------------------------------
@@ -617,9 +622,9 @@ class Detector:
                        list(id ORDER BY time, id)[1:{n}] AS ids, count(*) AS n,
                        min(time) AS first, max(time) AS last, bool_or(hv OR minor) AS guarded,
                        list(DISTINCT category ORDER BY category) AS categories
-                FROM ev WHERE decision = 'allow' AND (tier = 0 OR self_only)
+                FROM ev WHERE decision = 'allow' AND NOT own_indep
                   AND subject IN (
-                      SELECT subject FROM ev WHERE decision = 'allow' AND (tier = 0 OR self_only)
+                      SELECT subject FROM ev WHERE decision = 'allow' AND NOT own_indep
                       GROUP BY subject HAVING count(DISTINCT principal) >= 2)
                 GROUP BY ALL
                 HAVING count(DISTINCT principal) >=
@@ -701,8 +706,7 @@ class Detector:
         """Unexplained access or exports by staff who are leaving."""
         c = self.config
         sql = self._grouped(
-            "status = 'leaving' AND decision = 'allow' AND (tier = 0 "
-            "OR (action = 'export' AND NOT indep))",
+            "status = 'leaving' AND decision = 'allow' AND tier = 0",
             ", count(*) FILTER (WHERE action = 'export') AS exports, sum(records) AS records",
         )
         sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.leaving_min_subjects} OR exports > 0"
@@ -807,7 +811,7 @@ class Detector:
                        (a.decision = 'allow' AND a.tier = 0) AS got_through
                 FROM d LEFT JOIN ev a ON a.principal = d.principal AND a.subject = d.subject
                      AND a.time > d.time AND a.time <= d.time + to_minutes({c.retry_minutes})
-                     AND a.id <> d.id
+                     AND a.id <> d.id AND (a.decision <> 'allow' OR a.tier = 0)
             ),
             pair AS (
                 SELECT principal, subject, bucket,
@@ -950,7 +954,7 @@ class Detector:
         c = self.config
         sql = self._grouped(
             "decision = 'allow' AND NOT indep "
-            "AND (role, category) IN (SELECT (role, category) FROM rare)"
+            "AND (principal, category) IN (SELECT (principal, category) FROM rare)"
         )
         sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.rare_category_min_subjects}"
         out = []

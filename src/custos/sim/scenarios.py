@@ -188,7 +188,9 @@ def foreign_state_dissidents(rng: random.Random, world: World, used: set[str]) -
 def celebrity_convergence(rng: random.Random, world: World, used: set[str]) -> None:
     """A person in the news: staff across teams look them up within a day or two
     (the passport-file and hospital-records cases)."""
-    target = rng.choice(world.ordinary_subjects())
+    # Someone with no ticket open at the company: the crowd has no reason to look.
+    ticketed = {t["subject"] for t in world.tickets}
+    target = rng.choice([s for s in world.ordinary_subjects() if s not in ticketed])
     crowd: list[Person] = []
     while len(crowd) < rng.randint(6, 9):
         person = _pick(rng, world, avoid=used | {p.id for p in crowd})
