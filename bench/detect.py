@@ -6,8 +6,9 @@ subjects (some protected, some employees' accounts), tickets, and events that mo
 the ticket explaining them, with refusals, stray lookups, exports and break-glass mixed in.
 Writes everything to Parquet, then times, with ``--threads`` (default 2):
 
-- the bare scan: ``SELECT count(*), count(DISTINCT subject) FROM read_parquet(events)``;
-- all rules: :class:`custos.detect.Detector` over views of the same Parquet files.
+- the bare scan: ``SELECT count(*), count(DISTINCT subject) FROM read_parquet(events)``
+  (best of 3);
+- all rules: :class:`custos.detect.Detector` over views of the same Parquet files (best of 2).
 
 Prints the figures and the ratio; asserts nothing. ``--quick`` for 10^6 events.
 """
@@ -131,16 +132,19 @@ def main() -> None:
         scan = min(scans)
         print(f"bare scan: {scan:.2f} s (best of 3; {row[0]:,} events, {row[1]:,} subjects)")
         attach_parquet(con, files)
-        detector = Detector(con, DetectConfig())
-        started = time.perf_counter()
-        detector.prepare()
-        prepared = time.perf_counter() - started
-        findings = detector.run_rules()
-        total = time.perf_counter() - started
+        runs = []
+        for _ in range(2):
+            detector = Detector(con, DetectConfig())
+            started = time.perf_counter()
+            detector.prepare()
+            prepared = time.perf_counter() - started
+            findings = detector.run_rules()
+            runs.append((time.perf_counter() - started, prepared, len(findings)))
         con.close()
+        total, prepared, alerts = min(runs)
         print(
-            f"all rules: {total:.2f} s (classification and baselines {prepared:.2f} s, "
-            f"rules {total - prepared:.2f} s); {len(findings):,} alerts; "
+            f"all rules: {total:.2f} s (best of 2; classification and baselines "
+            f"{prepared:.2f} s, rules {total - prepared:.2f} s); {alerts:,} alerts; "
             f"{args.threads} threads"
         )
         print(f"ratio all rules / bare scan: {total / scan:.2f}x (goal <= 5x)")

@@ -25,7 +25,7 @@ class DetectConfig:
     near_days: int = 3
     #: Robust z (median + k·MAD·1.4826) a principal's count must pass, against both its
     #: peer group (same role) and its own other periods.
-    robust_k: float = 6.0
+    robust_k: float = 4.0
     #: A principal's own baseline is used only once they have this many periods of history
     #: (fewer cannot outvote a misuse that spans several of them).
     own_min_periods: int = 4

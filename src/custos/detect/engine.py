@@ -140,6 +140,8 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         config["threads"] = threads
     con = duckdb.connect(":memory:", config=config)
     con.execute("SET enable_progress_bar = false")
+    # Row order of intermediate tables never matters here; not keeping it is faster.
+    con.execute("SET preserve_insertion_order = false")
     return con
 
 
@@ -170,6 +172,8 @@ class Detector:
                     OR contains(coalesce(protected, ''), 'employee_account')) AS emp_link,
                    employee, coalesce(protected, '') AS protected
             FROM subjects
+            -- Only people with a flag or an owning employee need facts; others join to none.
+            WHERE coalesce(protected, '') <> '' OR employee IS NOT NULL
             """
         )
         con.execute(
@@ -613,6 +617,14 @@ class Detector:
         hours = max(c.convergence_hours, 1)
         n = c.max_evidence
         found: dict[str, dict[str, Any]] = {}
+        self.con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE conv AS
+            SELECT * FROM ev WHERE decision = 'allow' AND tier = 0 AND subject IN (
+                SELECT subject FROM ev WHERE decision = 'allow' AND tier = 0
+                GROUP BY subject HAVING count(DISTINCT principal) >= 2)
+            """
+        )
         for offset in (0, hours // 2):
             rows = self._rows(
                 f"""
@@ -622,10 +634,7 @@ class Detector:
                        list(id ORDER BY time, id)[1:{n}] AS ids, count(*) AS n,
                        min(time) AS first, max(time) AS last, bool_or(hv OR minor) AS guarded,
                        list(DISTINCT category ORDER BY category) AS categories
-                FROM ev WHERE decision = 'allow' AND NOT own_indep
-                  AND subject IN (
-                      SELECT subject FROM ev WHERE decision = 'allow' AND NOT own_indep
-                      GROUP BY subject HAVING count(DISTINCT principal) >= 2)
+                FROM conv
                 GROUP BY ALL
                 HAVING count(DISTINCT principal) >=
                        CASE WHEN bool_or(hv OR minor OR emp_link)
@@ -805,13 +814,17 @@ class Detector:
         rows = self._rows(
             f"""
             WITH d AS (SELECT * FROM ev WHERE decision <> 'allow'),
+            later AS (
+                SELECT * FROM ev WHERE (decision <> 'allow' OR tier = 0)
+                  AND (principal, subject) IN (SELECT (principal, subject) FROM d)
+            ),
             tries AS (
                 SELECT d.principal, d.subject, d.bucket, d.id AS deny_id, d.purpose AS p0,
                        a.id AS try_id, a.purpose AS p1, a.time AS t1,
                        (a.decision = 'allow' AND a.tier = 0) AS got_through
-                FROM d LEFT JOIN ev a ON a.principal = d.principal AND a.subject = d.subject
+                FROM d LEFT JOIN later a ON a.principal = d.principal AND a.subject = d.subject
                      AND a.time > d.time AND a.time <= d.time + to_minutes({c.retry_minutes})
-                     AND a.id <> d.id AND (a.decision <> 'allow' OR a.tier = 0)
+                     AND a.id <> d.id
             ),
             pair AS (
                 SELECT principal, subject, bucket,
