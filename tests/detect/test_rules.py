@@ -101,7 +101,7 @@ def test_repeated_subject_stalking(system: Custos, office: Office, explained: bo
     else:
         (alert,) = [a for a in alerts if a.rule == "repeated_subject"]
         assert alert.subjects == ("user-7",)
-        assert "3 different days" in alert.explanation
+        assert "3 separate occasions" in alert.explanation
 
 
 @pytest.mark.parametrize("explained", [False, True])

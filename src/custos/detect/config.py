@@ -31,8 +31,10 @@ class DetectConfig:
     own_min_periods: int = 4
     #: Fewest distinct unexplained subjects in a period for a volume alert.
     volume_min_subjects: int = 12
-    #: Fewest distinct days with unexplained access to one subject for a stalking alert.
+    #: Fewest separate visits (more than ``repeat_gap_hours`` apart) with unexplained access
+    #: to one subject for a stalking alert.
     repeat_min_days: int = 3
+    repeat_gap_hours: int = 12
     #: Fewest distinct principals with unexplained access to one subject within
     #: ``convergence_hours`` (one fewer when the subject is protected, never below 2).
     convergence_min_principals: int = 4

@@ -553,12 +553,20 @@ class Detector:
         return out
 
     def repeated_subject(self) -> list[Finding]:
-        """The same subject reached without a ticket on several distinct days (stalking)."""
+        """The same subject reached without a ticket on several separate occasions (visits
+        more than ``repeat_gap_hours`` apart, so a night shift is one visit): stalking."""
+        c = self.config
+        cond = "decision = 'allow' AND (tier = 0 OR self_only)"
+        visits = f"""(SELECT *, CASE WHEN time - lag(time) OVER w <= to_hours({c.repeat_gap_hours})
+                                 THEN 0 ELSE 1 END AS fresh
+                      FROM ev WHERE {cond}
+                      WINDOW w AS (PARTITION BY principal, subject ORDER BY time)) v"""
         sql = self._grouped(
-            "decision = 'allow' AND (tier = 0 OR self_only)",
-            ", count(DISTINCT day) AS days",
+            "true",
+            ", sum(fresh) AS visits",
             by="principal, subject",
-            having=f"count(DISTINCT day) >= {self.config.repeat_min_days}",
+            source=visits,
+            having=f"sum(fresh) >= {c.repeat_min_days}",
         )
         out = []
         for row in self._rows(sql):
@@ -568,9 +576,10 @@ class Detector:
                     "critical" if self._severe(row) else "high",
                     row,
                     f"{self._who(row['principal'])} returned to the same subject on "
-                    f"{row['days']} different days {_span(row['first'], row['last'])} "
+                    f"{row['visits']} separate occasions {_span(row['first'], row['last'])} "
                     f"({row['n']} accesses: {', '.join(row['categories'])}) with no ticket "
-                    "explaining any of them — the pattern of following one person.",
+                    "opened by someone else explaining any of them — the pattern of following "
+                    "one person.",
                     f"{row['principal']}|{row['subject']}",
                 )
             )
@@ -666,21 +675,35 @@ class Detector:
         return out
 
     def sensitive_category_access(self) -> list[Finding]:
-        """Credentials or private messages reached without a ticket."""
+        """Credentials or private messages, or any precise value, reached without a ticket;
+        and credentials changed under anything less than an independent explanation (the
+        account-takeover-for-hire pattern)."""
         cats = _quote(self.config.sensitive_categories)
-        sql = self._grouped(f"decision = 'allow' AND tier = 0 AND category IN ({cats})")
+        sql = self._grouped(
+            f"decision = 'allow' AND ((tier = 0 AND (category IN ({cats}) "
+            "OR precision = 'precise')) "
+            "OR (action = 'modify' AND category = 'credentials' AND NOT indep))",
+            ", count(*) FILTER (WHERE action = 'modify') AS changes, "
+            "count(*) FILTER (WHERE precision = 'precise') AS precise_n",
+        )
         out = []
         for row in self._rows(sql):
+            notes = []
+            if row["changes"]:
+                notes.append(f"{row['changes']} of them changed credentials")
+            if row["precise_n"]:
+                notes.append(f"{row['precise_n']} released precise values")
+            extra = f" ({'; '.join(notes)})" if notes else ""
             out.append(
                 self._finding(
                     "sensitive_category_access",
-                    "high",
+                    "critical" if row["changes"] or row["precise_n"] else "high",
                     row,
                     f"{self._who(row['principal'])} reached "
                     f"{', '.join(row['categories'])} of "
                     f"{_plural(row['n_subjects'], 'subject')} {row['n']} time(s) "
-                    f"{_span(row['first'], row['last'])} with no ticket of their own explaining "
-                    "it; these categories are read only for a specific case.",
+                    f"{_span(row['first'], row['last'])}{extra} with no ticket opened by "
+                    "someone else explaining it; such data is touched only for a specific case.",
                     f"{row['principal']}|{row['bucket']}",
                 )
             )

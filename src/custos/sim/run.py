@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from custos.detect import EventStore, read_lines, run_detection
 from custos.directory import DirectoryStore, read_directory_file
 from custos.errors import InvalidInput
 from custos.sim.scenarios import SCENARIOS
-from custos.sim.world import new_world
+from custos.sim.world import World, new_world
 from custos.store import open_database
+
+#: A scenario: adds events (and tickets) to the world and labels them in ``world.labels``.
+Scenario = Callable[[random.Random, World, set[str]], None]
 
 DIRECTORY_FILE = "directory.yaml"
 EVENTS_FILE = "events.jsonl"
@@ -40,24 +44,26 @@ def simulate(
     days: int = 30,
     seed: int = 1,
     scenarios: Sequence[str] = (),
+    extra: Mapping[str, Scenario] | None = None,
 ) -> SimulationReport:
     """Write ``directory.yaml``, ``events.jsonl`` and ``labels.json`` into ``out``.
 
-    ``scenarios`` names the misuse to inject (default: all). Raises :class:`InvalidInput`
-    for an unknown scenario, sizes too small to hold the scenarios, or an unwritable folder.
+    ``scenarios`` names the misuse to inject (default: all built-in ones, or none when
+    ``extra`` is given); ``extra`` adds scenarios written elsewhere (see
+    :mod:`custos.sim.scenarios` for the shape). Raises :class:`InvalidInput` for an unknown
+    scenario, sizes too small to hold the scenarios, or an unwritable folder.
     """
-    names = list(scenarios) or list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
+    known: dict[str, Scenario] = {**SCENARIOS, **(extra or {})}
+    names = list(scenarios) or (list(extra) if extra else list(SCENARIOS))
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise InvalidInput(
-            f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
-        )
+        raise InvalidInput(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
     if employees < 40 or days < 14:
         raise InvalidInput("a simulation needs at least 40 employees and 14 days")
     rng, world = new_world(seed, employees, days)
     used: set[str] = set()
     for name in names:
-        SCENARIOS[name](rng, world, used)
+        known[name](rng, world, used)
     world.events.sort(key=lambda e: (e["time"], e["id"]))
     try:
         out.mkdir(parents=True, exist_ok=True)
