@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -337,9 +337,3 @@ def _write_rejects(path: Path, numbers: list[int], lines: Sequence[str]) -> None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         for number in sorted(set(numbers)):
             handle.write(lines[number - 1].rstrip("\n") + "\n")
-
-
-def iter_jsonl(events: Iterable[Mapping[str, Any]]) -> Iterator[str]:
-    """Events as JSON Lines (one compact object a line)."""
-    for event in events:
-        yield json.dumps(event, separators=(",", ":"), sort_keys=False)
