@@ -14,9 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from custos.access import Custos
-from custos.detect import AccessEvent, EventStore, parse_event, parse_lines
+from custos.access.journal import decision_entry
+from custos.access.read import release_entry
+from custos.detect import AccessEvent, EventStore, connect, load_store, parse_event, parse_lines
 from custos.errors import ValidationFailed
+from custos.policy import AccessRequest
 from custos.vocabulary import ACTIONS, CATEGORIES, OUTCOMES, PURPOSES
+from tests.factories import SUPPORT_WORLD, load_org
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -158,3 +162,20 @@ def test_parser_never_raises_and_accounts_for_every_line(raw: list[str]) -> None
     non_blank = sum(1 for line in raw if line.strip())
     assert good + len(numbers) == non_blank
     assert all(isinstance(e, AccessEvent) for e in result.events)
+
+
+def test_custos_own_decisions_and_releases_feed_the_store(system: Custos) -> None:
+    load_org(system, SUPPORT_WORLD)
+    allowed = system.decide(AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1"))
+    refused = system.decide(AccessRequest("emp-1002", "user-42", "location", "support"))
+    entries = [
+        decision_entry(allowed, allowed.event_id or "", "custos"),
+        release_entry(allowed, 3, 0, "custos"),
+        decision_entry(refused, refused.event_id or "", "custos"),
+    ]
+    store = EventStore(system.db)
+    assert store.append(entries).added == 3
+    con = connect()
+    assert load_store(con, store, system.directory) == 2
+    rows = dict(con.execute("SELECT decision, records FROM events ORDER BY decision").fetchall())
+    assert rows == {"allow": 3, "deny": None}

@@ -26,7 +26,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
 )
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from custos.directory.files import ID_PATTERN
 from custos.errors import InvalidInput, ValidationFailed
@@ -233,6 +233,11 @@ class EventStore:
         """Store events given as :class:`AccessEvent` or as dicts in the DESIGN.md event
         format (the way the guarded path feeds its own decisions and reads in).
 
+        Custos's own ledger entries can be passed as they are: a decision entry is one access;
+        a release entry (``type`` ``release`` with a ``decision_id``) is folded into its
+        decision — its ``records`` count is copied there and it is not counted as a second
+        access by the rules.
+
         All or nothing: raises :class:`ValidationFailed` listing every bad event (by position
         and field) and stores none. Events whose id is already stored are skipped.
         """
@@ -286,6 +291,14 @@ class EventStore:
             rows = [_row(e) for key, e in unique.items() if key not in existing]
             for start in range(0, len(rows), 2000):
                 session.execute(insert(AccessEventRow), rows[start : start + 2000])
+            for row in rows:
+                decision_id = _release_of(row["extra"])
+                if decision_id is not None and row["records"] is not None:
+                    session.execute(
+                        update(AccessEventRow)
+                        .where(AccessEventRow.id == decision_id)
+                        .values(records=row["records"])
+                    )
         return len(rows), len(events) - len(rows)
 
     def count(self) -> int:
@@ -314,12 +327,22 @@ class EventStore:
             for row in result:
                 values = list(row)
                 extra = values.pop() or {}
+                if _release_of(extra) is not None:
+                    continue  # folded into its decision (see append)
                 values[1] = values[1].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
                 values.append("true" if extra.get("break_glass") is True else "false")
                 values.append("true" if extra.get("grant") else "false")
                 writer.writerow(["" if v is None else v for v in values])
                 count += 1
         return count
+
+
+def _release_of(extra: Mapping[str, Any]) -> str | None:
+    """The decision a custos release entry belongs to, or None for any other event."""
+    decision_id = extra.get("decision_id")
+    if extra.get("type") == "release" and isinstance(decision_id, str):
+        return decision_id
+    return None
 
 
 def _event(row: AccessEventRow) -> AccessEvent:
