@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from custos.cli import access as _access  # noqa: F401 - registers check, demo
 from custos.cli import approvals as _approvals  # noqa: F401 - registers approvals
+from custos.cli import detect as _detect  # noqa: F401 - registers events, detect, cases
 from custos.cli import log as _log  # noqa: F401 - registers keys, log, witness
 from custos.cli import org as _org  # noqa: F401 - registers init, org
 from custos.cli import policy as _policy  # noqa: F401 - registers policy
 from custos.cli import report as _report  # noqa: F401 - registers report
 from custos.cli import service as _service  # noqa: F401 - registers serve, users, tokens
+from custos.cli import sim as _sim  # noqa: F401 - registers simulate, eval
 from custos.cli import vault as _vault  # noqa: F401 - registers vault
 from custos.cli.app import app, main
 

@@ -3,4 +3,4 @@
 Each part adds its table module here.
 """
 
-from custos.store import accounts, approvals, directory, ledger, reports, vault  # noqa: F401
+from custos.store import accounts, approvals, directory, events, ledger, reports, vault  # noqa: F401

@@ -1,0 +1,417 @@
+"""Alerts as stored, and cases: the triage of alerts (group, assign, comment, close).
+
+New alerts of one principal are grouped into that principal's open case (an alert naming
+several principals opens a case of its own). Closing a case as ``legitimate`` or
+``false_positive`` suppresses the same pattern — the rule and principal, and for rules about
+particular people also the subject — for ``suppress_days``: such alerts are still stored,
+marked suppressed, but not reported or filed. ``confirmed_misuse`` suppresses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import select
+
+from custos.detect.engine import Finding, iso
+from custos.errors import InvalidInput, NotFound
+from custos.store import Database
+from custos.store.events import AlertRow, CaseCommentRow, CaseRow, SuppressionRow
+
+DISPOSITIONS: Final = ("confirmed_misuse", "legitimate", "false_positive")
+#: Rules about particular people: their suppressions name the subject too.
+SUBJECT_RULES: Final = frozenset(
+    {"repeated_subject", "convergence", "protected_subject_access", "colleague_account_access"}
+)
+_CHUNK = 500
+
+
+class UnknownCase(NotFound):
+    code = "unknown_case"
+
+
+class UnknownAlert(NotFound):
+    code = "unknown_alert"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A stored alert; :meth:`to_dict` is the DESIGN.md alert format (plus ``case``)."""
+
+    id: str
+    rule: str
+    severity: str
+    principals: tuple[str, ...]
+    subjects: tuple[str, ...]
+    events: tuple[str, ...]
+    first_seen: datetime
+    last_seen: datetime
+    explanation: str
+    case: str | None
+    suppressed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "severity": self.severity,
+            "principals": list(self.principals),
+            "subjects": list(self.subjects),
+            "events": list(self.events),
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "explanation": self.explanation,
+            "case": self.case,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    author: str
+    time: datetime
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """A case: its alerts, comments and triage state."""
+
+    id: str
+    title: str
+    principal: str
+    status: str
+    assignee: str | None
+    disposition: str | None
+    opened: datetime
+    closed: datetime | None
+    alerts: tuple[Alert, ...]
+    comments: tuple[Comment, ...]
+
+    @property
+    def severity(self) -> str:
+        order = ["low", "medium", "high", "critical"]
+        return max((a.severity for a in self.alerts), key=order.index, default="low")
+
+    def to_dict(self, *, full: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "title": self.title,
+            "principal": self.principal,
+            "status": self.status,
+            "severity": self.severity,
+            "assignee": self.assignee,
+            "disposition": self.disposition,
+            "opened": iso(self.opened),
+            "closed": iso(self.closed) if self.closed else None,
+            "alerts": [a.to_dict() for a in self.alerts] if full else [a.id for a in self.alerts],
+        }
+        if full:
+            body["comments"] = [
+                {"author": c.author, "time": iso(c.time), "text": c.text} for c in self.comments
+            ]
+        return body
+
+
+def _alert(row: AlertRow) -> Alert:
+    return Alert(
+        id=f"al-{row.id}",
+        rule=row.rule,
+        severity=row.severity,
+        principals=tuple(row.principals),
+        subjects=tuple(row.subjects),
+        events=tuple(row.events),
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        explanation=row.explanation,
+        case=f"case-{row.case_id}" if row.case_id is not None else None,
+        suppressed=row.suppressed,
+    )
+
+
+def _number(text: str, prefix: str, error: type[NotFound]) -> int:
+    raw = text.removeprefix(prefix)
+    if not raw.isdigit():
+        raise error(f"unknown {prefix.rstrip('-')} {text!r} (expected {prefix}N)")
+    return int(raw)
+
+
+class Casebook:
+    """Alerts, cases, comments and suppressions in the custos database."""
+
+    def __init__(self, db: Database, *, suppress_days: int = 30) -> None:
+        self.db = db
+        self.suppress_days = suppress_days
+
+    def record(self, findings: Sequence[Finding], now: datetime | None = None) -> list[Alert]:
+        """Store findings as alerts: a finding seen before (same fingerprint) updates its
+        alert; a new one is filed into a case unless a suppression covers it. Returns the
+        alerts of these findings that are not suppressed."""
+        now = now or datetime.now(UTC)
+        out: list[Alert] = []
+        with self.db.session() as session:
+            existing: dict[str, AlertRow] = {}
+            prints = [f.fingerprint for f in findings]
+            for start in range(0, len(prints), _CHUNK):
+                chunk = prints[start : start + _CHUNK]
+                for row in session.scalars(select(AlertRow).where(AlertRow.fingerprint.in_(chunk))):
+                    existing[row.fingerprint] = row
+            suppressions = list(
+                session.scalars(select(SuppressionRow).where(SuppressionRow.until > now))
+            )
+            open_cases = {
+                row.principal: row
+                for row in session.scalars(select(CaseRow).where(CaseRow.status == "open"))
+            }
+            for finding in findings:
+                known = existing.get(finding.fingerprint)
+                if known is not None:
+                    row = known
+                    row.severity = finding.severity
+                    row.principals = list(finding.principals)
+                    row.subjects = list(finding.subjects)
+                    row.events = list(finding.events)
+                    row.first_seen = finding.first_seen
+                    row.last_seen = finding.last_seen
+                    row.explanation = finding.explanation
+                    session.flush()
+                    if not row.suppressed:
+                        out.append(_alert(row))
+                    continue
+                suppressed = _covered(finding, suppressions)
+                row = AlertRow(
+                    fingerprint=finding.fingerprint,
+                    rule=finding.rule,
+                    severity=finding.severity,
+                    principals=list(finding.principals),
+                    subjects=list(finding.subjects),
+                    events=list(finding.events),
+                    first_seen=finding.first_seen,
+                    last_seen=finding.last_seen,
+                    explanation=finding.explanation,
+                    created=now,
+                    suppressed=suppressed,
+                )
+                if not suppressed:
+                    row.case_id = self._file(session, finding, open_cases, now)
+                session.add(row)
+                session.flush()
+                existing[finding.fingerprint] = row
+                if not suppressed:
+                    out.append(_alert(row))
+        return out
+
+    @staticmethod
+    def _file(session: Any, finding: Finding, open_cases: dict[str, CaseRow], now: datetime) -> int:
+        single = len(finding.principals) == 1
+        principal = finding.principals[0] if finding.principals else "(none)"
+        case = open_cases.get(principal) if single else None
+        if case is None:
+            title = (
+                f"{principal}: {finding.rule.replace('_', ' ')}"
+                if single
+                else f"{len(finding.principals)} people: {finding.rule.replace('_', ' ')}"
+            )
+            case = CaseRow(
+                title=title[:512],
+                principal=principal if single else "(several)",
+                status="open",
+                opened=now,
+            )
+            session.add(case)
+            session.flush()
+            if single:
+                open_cases[principal] = case
+        return int(case.id)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def alerts(self, *, since: datetime | None = None, suppressed: bool = False) -> list[Alert]:
+        """Stored alerts (last seen at or after ``since``), oldest first."""
+        query = select(AlertRow).order_by(AlertRow.first_seen, AlertRow.id)
+        if since is not None:
+            query = query.where(AlertRow.last_seen >= since)
+        if not suppressed:
+            query = query.where(AlertRow.suppressed.is_(False))
+        with self.db.session() as session:
+            return [_alert(r) for r in session.scalars(query)]
+
+    def cases(self, status: str | None = None) -> list[Case]:
+        """Cases, newest first; ``status`` ``open`` or ``closed`` filters."""
+        query = select(CaseRow).order_by(CaseRow.id.desc())
+        if status is not None:
+            if status not in ("open", "closed"):
+                raise InvalidInput(f"status {status!r}: expected open or closed")
+            query = query.where(CaseRow.status == status)
+        with self.db.session() as session:
+            return [self._case(session, row) for row in session.scalars(query)]
+
+    def case(self, case_id: str) -> Case:
+        """One case. Raises :class:`UnknownCase`."""
+        with self.db.session() as session:
+            return self._case(session, self._row(session, case_id))
+
+    @staticmethod
+    def _row(session: Any, case_id: str) -> CaseRow:
+        row = session.get(CaseRow, _number(case_id, "case-", UnknownCase))
+        if row is None:
+            raise UnknownCase(f"unknown case {case_id!r}")
+        assert isinstance(row, CaseRow)
+        return row
+
+    @staticmethod
+    def _case(session: Any, row: CaseRow) -> Case:
+        alerts = session.scalars(
+            select(AlertRow).where(AlertRow.case_id == row.id).order_by(AlertRow.id)
+        )
+        comments = session.scalars(
+            select(CaseCommentRow)
+            .where(CaseCommentRow.case_id == row.id)
+            .order_by(CaseCommentRow.id)
+        )
+        return Case(
+            id=f"case-{row.id}",
+            title=row.title,
+            principal=row.principal,
+            status=row.status,
+            assignee=row.assignee,
+            disposition=row.disposition,
+            opened=row.opened,
+            closed=row.closed,
+            alerts=tuple(_alert(a) for a in alerts),
+            comments=tuple(Comment(c.author, c.time, c.text) for c in comments),
+        )
+
+    # -- triage --------------------------------------------------------------------------
+
+    def group(self, alert_ids: Sequence[str], into: str | None = None) -> Case:
+        """Move alerts into one case (``into``, else the first alert's case).
+
+        Raises :class:`UnknownAlert`, :class:`UnknownCase`, or :class:`InvalidInput` when
+        the target case is closed.
+        """
+        if not alert_ids:
+            raise InvalidInput("name at least one alert to group")
+        with self.db.session() as session:
+            rows = []
+            for alert_id in alert_ids:
+                row = session.get(AlertRow, _number(alert_id, "al-", UnknownAlert))
+                if row is None:
+                    raise UnknownAlert(f"unknown alert {alert_id!r}")
+                rows.append(row)
+            target: CaseRow | None = None
+            if into is not None:
+                target = self._row(session, into)
+            elif rows[0].case_id is not None:
+                target = session.get(CaseRow, rows[0].case_id)
+            if target is None:
+                target = CaseRow(
+                    title=f"{rows[0].principals[0] if rows[0].principals else '(none)'}: grouped",
+                    principal=rows[0].principals[0] if rows[0].principals else "(none)",
+                    status="open",
+                    opened=datetime.now(UTC),
+                )
+                session.add(target)
+                session.flush()
+            if target.status != "open":
+                raise InvalidInput(f"case-{target.id} is closed; alerts cannot be added to it")
+            for row in rows:
+                row.case_id = target.id
+            session.flush()
+            return self._case(session, target)
+
+    def assign(self, case_id: str, assignee: str) -> Case:
+        """Assign a case to a reviewer. Raises :class:`UnknownCase`."""
+        if not assignee.strip():
+            raise InvalidInput("the assignee must not be empty")
+        with self.db.session() as session:
+            row = self._row(session, case_id)
+            row.assignee = assignee.strip()[:128]
+            return self._case(session, row)
+
+    def comment(self, case_id: str, author: str, text: str) -> Case:
+        """Add a comment. Raises :class:`UnknownCase`, or :class:`InvalidInput` when empty."""
+        if not text.strip():
+            raise InvalidInput("a comment must not be empty")
+        with self.db.session() as session:
+            row = self._row(session, case_id)
+            session.add(
+                CaseCommentRow(
+                    case_id=row.id, author=author[:128], time=datetime.now(UTC), text=text.strip()
+                )
+            )
+            session.flush()
+            return self._case(session, row)
+
+    def close(
+        self,
+        case_id: str,
+        disposition: str,
+        *,
+        author: str,
+        comment: str | None = None,
+        suppress_days: int | None = None,
+        now: datetime | None = None,
+    ) -> Case:
+        """Close a case with a disposition; ``legitimate`` and ``false_positive`` suppress
+        its alerts' patterns for ``suppress_days`` (default from the config).
+
+        Raises :class:`UnknownCase`, or :class:`InvalidInput` for an unknown disposition or
+        a case already closed.
+        """
+        if disposition not in DISPOSITIONS:
+            raise InvalidInput(
+                f"disposition {disposition!r}: expected one of {', '.join(DISPOSITIONS)}"
+            )
+        now = now or datetime.now(UTC)
+        days = self.suppress_days if suppress_days is None else suppress_days
+        with self.db.session() as session:
+            row = self._row(session, case_id)
+            if row.status == "closed":
+                raise InvalidInput(f"case-{row.id} is already closed ({row.disposition})")
+            row.status = "closed"
+            row.disposition = disposition
+            row.closed = now
+            if comment and comment.strip():
+                session.add(
+                    CaseCommentRow(
+                        case_id=row.id, author=author[:128], time=now, text=comment.strip()
+                    )
+                )
+            if disposition != "confirmed_misuse" and days > 0:
+                until = now + timedelta(days=days)
+                alerts = session.scalars(select(AlertRow).where(AlertRow.case_id == row.id))
+                for alert in alerts:
+                    subjects: list[str | None] = (
+                        list(alert.subjects) if alert.rule in SUBJECT_RULES else [None]
+                    )
+                    for principal in alert.principals:
+                        for subject in subjects:
+                            session.add(
+                                SuppressionRow(
+                                    rule=alert.rule,
+                                    principal=principal,
+                                    subject=subject,
+                                    until=until,
+                                    case_id=row.id,
+                                    created=now,
+                                )
+                            )
+            session.flush()
+            return self._case(session, row)
+
+
+def _covered(finding: Finding, suppressions: Sequence[SuppressionRow]) -> bool:
+    if not finding.principals:
+        return False
+    for principal in finding.principals:
+        mine = [s for s in suppressions if s.rule == finding.rule and s.principal == principal]
+        if not mine:
+            return False
+        if any(s.subject is None for s in mine):
+            continue
+        if not set(finding.subjects) <= {s.subject for s in mine}:
+            return False
+    return True

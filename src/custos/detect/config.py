@@ -1,0 +1,118 @@
+"""Detection thresholds: defaults chosen to hold the alert budget, overridable in
+``config.toml`` under ``[detect]`` (see docs/design/detect.md for how each was chosen)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from custos.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class DetectConfig:
+    """Every threshold the rules use. Times are in minutes, hours or days as named."""
+
+    #: Alerts aggregate per principal over periods of this many days (a burst is one alert).
+    window_days: int = 7
+    #: A ticket opened up to this long after an access still explains it (call first, file
+    #: the ticket after), and one closed this long before it still does (follow-up).
+    retro_minutes: int = 240
+    #: A ticket of any kind about the subject, assigned to the principal within this many
+    #: days, or an open ticket of a teammate about it, is a *partial* explanation.
+    near_days: int = 3
+    #: Robust z (median + k·MAD·1.4826) a principal's count must pass, against both its
+    #: peer group (same role) and its own other periods.
+    robust_k: float = 4.0
+    #: A principal's own baseline is used only once they have this many periods of history
+    #: (fewer cannot outvote a misuse that spans several of them).
+    own_min_periods: int = 4
+    #: Fewest distinct unexplained subjects in a period for a volume alert.
+    volume_min_subjects: int = 12
+    #: Fewest separate visits (more than ``repeat_gap_hours`` apart) with unexplained access
+    #: to one subject for a stalking alert.
+    repeat_min_days: int = 3
+    repeat_gap_hours: int = 12
+    #: Fewest distinct principals with unexplained access to one subject within
+    #: ``convergence_hours`` (one fewer when the subject is protected, never below 2).
+    convergence_min_principals: int = 4
+    convergence_hours: int = 72
+    #: Categories whose unexplained use always alerts.
+    sensitive_categories: tuple[str, ...] = ("credentials", "messages")
+    #: Categories that locate a person (the 2022 pattern, and protected-subject severity).
+    locating_categories: tuple[str, ...] = ("ip_history", "location", "device")
+    #: For minors, unexplained access to these categories alerts (a profile view does not).
+    minor_categories: tuple[str, ...] = (
+        "messages",
+        "location",
+        "ip_history",
+        "contact",
+        "credentials",
+    )
+    #: Days after ``role_since`` counted as "new in role", and the fewest distinct
+    #: unexplained subjects in them that alert.
+    new_role_days: int = 14
+    new_role_min_subjects: int = 6
+    #: Fewest distinct unexplained subjects by ``leaving`` staff in a period that alert
+    #: (any unexplained export by them alerts).
+    leaving_min_subjects: int = 5
+    #: Hours holding at least this share of a principal's own events are its usual hours;
+    #: principals with fewer than ``usual_min_events`` events use their team's hours.
+    usual_hour_share: float = 0.01
+    usual_min_events: int = 50
+    #: Fewest distinct subjects accessed unexplained outside usual hours in a period.
+    off_hours_min_subjects: int = 3
+    #: Retries within this many minutes of a denial count as deny-then-retry.
+    retry_minutes: int = 120
+    #: Distinct purposes tried on one subject that alert on their own.
+    shopping_min_purposes: int = 3
+    #: Fewest denials in one period that alert on their own (also above peer and own
+    #: baselines).
+    retry_min_denials: int = 6
+    #: Break-glass uses in one period that alert even when each was justified afterwards.
+    break_glass_max: int = 3
+    #: Fewest distinct subjects accessed under tickets the principal opened themselves in
+    #: a period for a pretext alert (also above peer and own baselines).
+    pretext_min_subjects: int = 5
+    #: A category making up less than this share of the accesses of a principal's peers
+    #: (same role, at least ``rare_min_peer_events`` of them) is rare for that principal;
+    #: unexplained use of a rare category on this many distinct subjects alerts.
+    rare_category_share: float = 0.002
+    rare_min_peer_events: int = 200
+    rare_category_min_subjects: int = 3
+    #: Fewest records exported or searched unexplained in a period for a bulk-export alert
+    #: (also above peer and own baselines).
+    export_min_records: int = 1000
+    #: Evidence event ids kept per alert (the count is always in the explanation).
+    max_evidence: int = 200
+    #: Days a ``legitimate`` / ``false_positive`` disposition suppresses the same pattern.
+    suppress_days: int = 30
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], source: str = "[detect]") -> DetectConfig:
+        """Defaults overridden by ``section``. Raises :class:`ConfigurationError` naming an
+        unknown key or a value of the wrong type."""
+        known = {f.name: f for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for key, value in section.items():
+            spec = known.get(key)
+            if spec is None:
+                raise ConfigurationError(f"{source}: unknown setting {key!r}")
+            default = getattr(cls(), key)
+            if isinstance(default, tuple):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigurationError(f"{source}: {key} must be a list of strings")
+                changes[key] = tuple(value)
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ConfigurationError(f"{source}: {key} must be a non-negative number")
+                changes[key] = float(value)
+            else:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigurationError(f"{source}: {key} must be a non-negative integer")
+                changes[key] = value
+        if changes.get("window_days", 1) == 0:
+            raise ConfigurationError(f"{source}: window_days must be at least 1")
+        return dataclasses.replace(cls(), **changes)

@@ -1,0 +1,1010 @@
+"""The rules, as SQL on DuckDB, over four tables (or views) of the same shape wherever they
+come from (the custos database, JSON Lines, Parquet):
+
+- ``events(id, time, principal, action, subject, category, purpose, ticket, decision,
+  precision, records, source, break_glass)`` — ``time`` a UTC ``TIMESTAMP``;
+- ``principals(id, kind, role, team, manager, country, status, role_since)``;
+- ``subjects(id, protected, employee)`` — ``protected`` the flags joined by ``|``;
+- ``tickets(id, kind, subject, assignee, status, opened, closed, opened_by)``.
+
+Explanation-based auditing comes first. An access is *explained* when a ticket assigned to
+the principal, about that subject, of the kind matching the purpose, was open at the time
+(with ``retro_minutes`` of grace either side) and was opened by someone other than the
+principal. It is *self-explained* when the only such tickets were opened by the principal
+(how a pretext is made), *partly explained* (tier 1) when a ticket of another kind about the
+subject was theirs within ``near_days`` or a teammate's ticket about it was open, and
+*unexplained* (tier 0) otherwise. One full pass keeps only what is not plainly explained (and
+denials, exports, break-glass); every rule then works on that small table, and baselines come
+from one more pass counting each principal's activity per period and hour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from custos.detect.config import DetectConfig
+
+#: Column order of the ``events`` table the rules read.
+EVENT_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "time": "TIMESTAMP",
+    "principal": "VARCHAR",
+    "action": "VARCHAR",
+    "subject": "VARCHAR",
+    "category": "VARCHAR",
+    "purpose": "VARCHAR",
+    "ticket": "VARCHAR",
+    "decision": "VARCHAR",
+    "precision": "VARCHAR",
+    "records": "BIGINT",
+    "source": "VARCHAR",
+    "break_glass": "BOOLEAN",
+    "granted": "BOOLEAN",
+}
+PRINCIPAL_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "kind": "VARCHAR",
+    "role": "VARCHAR",
+    "team": "VARCHAR",
+    "manager": "VARCHAR",
+    "country": "VARCHAR",
+    "status": "VARCHAR",
+    "role_since": "TIMESTAMP",
+}
+SUBJECT_COLUMNS: dict[str, str] = {"id": "VARCHAR", "protected": "VARCHAR", "employee": "VARCHAR"}
+TICKET_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "kind": "VARCHAR",
+    "subject": "VARCHAR",
+    "assignee": "VARCHAR",
+    "status": "VARCHAR",
+    "opened": "TIMESTAMP",
+    "closed": "TIMESTAMP",
+    "opened_by": "VARCHAR",
+}
+#: Flags that mark a person whom insiders have historically hunted: their data always
+#: needs an independent explanation.
+HIGH_VALUE_FLAGS = ("journalist", "public_official", "activist")
+_ORIGIN = "TIMESTAMP '2000-01-03 00:00:00'"  # a Monday: periods start on Mondays
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An alert as a rule found it, before it is stored (and given an id and a case).
+
+    ``key`` identifies the pattern and period, so finding it again updates the same alert.
+    """
+
+    rule: str
+    severity: str
+    principals: tuple[str, ...]
+    subjects: tuple[str, ...]
+    events: tuple[str, ...]
+    first_seen: datetime
+    last_seen: datetime
+    explanation: str
+    key: str
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.rule}\x1f{self.key}".encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "principals": list(self.principals),
+            "subjects": list(self.subjects),
+            "events": list(self.events),
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "explanation": self.explanation,
+        }
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _quote(values: Sequence[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+
+
+def _day(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _span(first: datetime, last: datetime) -> str:
+    a, b = _day(first), _day(last)
+    return f"on {a}" if a == b else f"between {a} and {b}"
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB connection (no progress bar; ``threads`` if given)."""
+    config: dict[str, Any] = {}
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(":memory:", config=config)
+    con.execute("SET enable_progress_bar = false")
+    # Row order of intermediate tables never matters here; not keeping it is faster.
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+class Detector:
+    """Runs every rule over the four tables of ``con`` (see the module docstring)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, config: DetectConfig) -> None:
+        self.con = con
+        self.config = config
+        self._roles: dict[str, tuple[str, str]] = {}
+
+    # -- preparation ---------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Classify the events and count activity (the two full passes)."""
+        c = self.config
+        con = self.con
+        bucket = f"time_bucket(to_days({c.window_days}), time, {_ORIGIN})"
+        retro = f"to_minutes({c.retro_minutes})"
+        near = f"to_days({c.near_days})"
+        hv = " OR ".join(f"contains(coalesce(protected, ''), '{f}')" for f in HIGH_VALUE_FLAGS)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE subj AS
+            SELECT id, ({hv}) AS hv,
+                   contains(coalesce(protected, ''), 'minor') AS minor,
+                   (employee IS NOT NULL
+                    OR contains(coalesce(protected, ''), 'employee_account')) AS emp_link,
+                   employee, coalesce(protected, '') AS protected
+            FROM subjects
+            -- Only people with a flag or an owning employee need facts; others join to none.
+            WHERE coalesce(protected, '') <> '' OR employee IS NOT NULL
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE pr AS
+            SELECT id, coalesce(role, '(unknown)') AS role, coalesce(team, '(unknown)') AS team,
+                   coalesce(status, 'active') AS status, role_since
+            FROM principals
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE tk AS
+            SELECT id, kind, subject, assignee, opened, closed, opened_by,
+                   coalesce(opened_by = assignee, false) AS self
+            FROM tickets
+            """
+        )
+        # Pass 1: everything not plainly explained by the ticket it cites. The join carries
+        # every condition of an explanation, so only what fails it (a few percent) is kept.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE cand AS
+            SELECT e.id, e.time, e.principal, e.action, e.subject, e.category, e.purpose,
+                   e.decision, e.precision, coalesce(e.records, 1) AS records,
+                   coalesce(e.break_glass, false) AS break_glass,
+                   coalesce(e.granted, false) AND NOT coalesce(e.break_glass, false) AS granted,
+                   t.id IS NOT NULL AS cited_ok, coalesce(t.self, false) AS cited_self
+            FROM events e LEFT JOIN tk t
+              ON t.id = e.ticket AND t.assignee = e.principal AND t.subject = e.subject
+             AND t.kind = e.purpose
+             AND (t.opened IS NULL OR e.time >= t.opened - {retro})
+             AND (t.closed IS NULL OR e.time <= t.closed + {retro})
+            WHERE t.id IS NULL OR t.self OR e.decision <> 'allow'
+               OR coalesce(e.break_glass, false) OR e.action = 'export'
+            """
+        )
+        # Explanations found in the directory for what the cited ticket did not explain.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE ev AS
+            WITH open_q AS (SELECT * FROM cand WHERE NOT cited_ok),
+            tq AS (SELECT * FROM tk WHERE subject IN (SELECT subject FROM open_q)),
+            own AS (
+                SELECT c.id,
+                       bool_or(t.kind = c.purpose
+                               AND (t.opened IS NULL OR c.time >= t.opened - {retro})
+                               AND (t.closed IS NULL OR c.time <= t.closed + {retro}))
+                         AS strict_ok,
+                       bool_or(t.kind = c.purpose AND NOT t.self
+                               AND (t.opened IS NULL OR c.time >= t.opened - {retro})
+                               AND (t.closed IS NULL OR c.time <= t.closed + {retro}))
+                         AS strict_indep,
+                       bool_or((t.opened IS NULL OR c.time >= t.opened - {near})
+                               AND (t.closed IS NULL OR c.time <= t.closed + {near}))
+                         AS near_ok,
+                       bool_or(NOT t.self
+                               AND (t.opened IS NULL OR c.time >= t.opened - {near})
+                               AND (t.closed IS NULL OR c.time <= t.closed + {near}))
+                         AS near_indep
+                FROM open_q c JOIN tq t ON t.assignee = c.principal AND t.subject = c.subject
+                GROUP BY c.id
+            ),
+            team AS (
+                SELECT DISTINCT c.id
+                FROM open_q c
+                JOIN pr p ON p.id = c.principal
+                JOIN tq t ON t.subject = c.subject AND t.assignee <> c.principal
+                JOIN pr q ON q.id = t.assignee AND q.team = p.team
+                WHERE (t.opened IS NULL OR c.time >= t.opened - {retro})
+                  AND (t.closed IS NULL OR c.time <= t.closed + {retro})
+            )
+            SELECT c.id, c.time, c.principal, c.action, c.subject, c.category, c.purpose,
+                   c.decision, c.precision, c.records, c.break_glass,
+                   ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.strict_indep, false)
+                    OR c.granted) AS indep,
+                   ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.near_indep, false)
+                    OR c.granted) AS own_indep,
+                   CASE WHEN c.cited_ok OR coalesce(o.strict_ok, false) OR c.granted THEN 2
+                        WHEN coalesce(o.near_ok, false) OR tm.id IS NOT NULL THEN 1
+                        ELSE 0 END AS tier,
+                   coalesce(s.hv, false) AS hv, coalesce(s.minor, false) AS minor,
+                   coalesce(s.emp_link, false) AS emp_link, s.employee,
+                   coalesce(s.protected, '') AS protected,
+                   coalesce(p.role, '(unknown)') AS role, coalesce(p.team, '(unknown)') AS team,
+                   coalesce(p.status, 'active') AS status, p.role_since,
+                   {bucket} AS bucket, hour(c.time) AS hr, date_trunc('day', c.time) AS day
+            FROM cand c
+            LEFT JOIN own o ON o.id = c.id
+            LEFT JOIN team tm ON tm.id = c.id
+            LEFT JOIN subj s ON s.id = c.subject
+            LEFT JOIN pr p ON p.id = c.principal
+            """
+        )
+        # The rules read "self-only" as explained only by tickets the principal opened.
+        con.execute("ALTER TABLE ev ADD COLUMN self_only BOOLEAN")
+        con.execute("UPDATE ev SET self_only = (tier = 2 AND NOT indep)")
+        # Pass 2: activity per principal, period and hour (baselines and usual hours).
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE act_all AS
+            SELECT principal, {bucket} AS bucket, hour(time) AS hr, category, count(*) AS n
+            FROM events
+            GROUP BY GROUPING SETS ((principal, {bucket}, hour(time)), (principal, category))
+            """
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE act AS SELECT principal, bucket, hr, n FROM act_all "
+            "WHERE category IS NULL"
+        )
+        # Categories a principal's peers (same role, the principal left out) almost never use.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE rare AS
+            WITH pc AS (
+                SELECT a.principal, coalesce(p.role, '(unknown)') AS role, a.category, a.n
+                FROM act_all a LEFT JOIN pr p ON p.id = a.principal
+                WHERE a.category IS NOT NULL
+            ),
+            rc AS (SELECT role, category, sum(n) AS n FROM pc GROUP BY ALL),
+            rt AS (SELECT role, sum(n) AS total FROM pc GROUP BY role),
+            pt AS (SELECT principal, sum(n) AS total FROM pc GROUP BY principal)
+            SELECT pc.principal, pc.category
+            FROM pc JOIN rc USING (role, category) JOIN rt USING (role) JOIN pt USING (principal)
+            WHERE rt.total - pt.total >= {c.rare_min_peer_events}
+              AND rc.n - pc.n < {c.rare_category_share} * (rt.total - pt.total)
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE act_pb AS
+            SELECT a.principal, a.bucket, coalesce(p.role, '(unknown)') AS role, sum(a.n) AS n
+            FROM act a LEFT JOIN pr p ON p.id = a.principal GROUP BY ALL
+            """
+        )
+        for principal, role, team in con.execute("SELECT id, role, team FROM pr").fetchall():
+            self._roles[principal] = (role, team)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _who(self, principal: str) -> str:
+        role, team = self._roles.get(principal, ("not in the directory", ""))
+        return f"{principal} ({role}{', ' + team if team else ''})"
+
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
+        cursor = self.con.execute(sql)
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _grouped(
+        self,
+        where: str,
+        extra: str = "",
+        by: str = "principal, bucket",
+        source: str = "ev",
+        having: str | None = None,
+    ) -> str:
+        """Evidence lists per group; with ``having``, groups are chosen by a cheap count
+        first so the lists are built only for the groups that alert."""
+        n = self.config.max_evidence
+        if having is not None:
+            keys = f"SELECT {by} FROM {source} WHERE {where} GROUP BY {by} HAVING {having}"
+            where = f"({where}) AND ({by}) IN (SELECT ({by}) FROM ({keys}))"
+        return f"""
+            SELECT {by}, list(DISTINCT subject ORDER BY subject) AS subjects,
+                   list(id ORDER BY time, id)[1:{n}] AS ids, count(*) AS n,
+                   count(DISTINCT subject) AS n_subjects, min(time) AS first, max(time) AS last,
+                   list(DISTINCT category ORDER BY category) AS categories,
+                   bool_or(precision = 'precise') AS precise {extra}
+            FROM {source} WHERE {where} GROUP BY {by}
+        """
+
+    def _baseline(self, counts_sql: str, minimum: float) -> str:
+        """Principal-periods whose count ``n`` passes the peer (role) baseline and, unless
+        the principal's own normal is itself beyond its peers', its own baseline."""
+        k = self.config.robust_k
+        return f"""
+            WITH c AS ({counts_sql}),
+            f AS (
+                SELECT a.principal, a.bucket, a.role, coalesce(c.n, 0) AS n
+                FROM act_pb a LEFT JOIN c ON c.principal = a.principal AND c.bucket = a.bucket
+            ),
+            rm AS (SELECT role, median(n) AS med, count(DISTINCT principal) AS members
+                   FROM f GROUP BY role),
+            rs AS (SELECT f.role, any_value(rm.med) AS med, any_value(rm.members) AS members,
+                          median(abs(f.n - rm.med)) * 1.4826 AS mad
+                   FROM f JOIN rm USING (role) GROUP BY f.role),
+            gm AS (SELECT median(n) AS med FROM f),
+            gs AS (SELECT any_value(gm.med) AS med, median(abs(f.n - gm.med)) * 1.4826 AS mad
+                   FROM f, gm),
+            om AS (SELECT principal, median(n) AS med, count(*) AS periods
+                   FROM f GROUP BY principal),
+            os AS (SELECT f.principal, any_value(om.med) AS med, any_value(om.periods) AS periods,
+                          median(abs(f.n - om.med)) * 1.4826 AS mad
+                   FROM f JOIN om USING (principal) GROUP BY f.principal),
+            t AS (
+                SELECT f.principal, f.bucket, f.n,
+                       CASE WHEN rs.members >= 5 THEN rs.med + {k} * greatest(rs.mad, 1)
+                            ELSE gs.med + {k} * greatest(gs.mad, 1) END AS peer_thr,
+                       CASE WHEN rs.members >= 5 THEN rs.med ELSE gs.med END AS peer_med,
+                       os.med + {k} * greatest(os.mad, 1) AS own_thr, os.med AS own_med,
+                       os.periods
+                FROM f JOIN rs USING (role) JOIN os USING (principal), gs
+            )
+            SELECT principal, bucket, n, peer_thr, peer_med, own_thr, own_med FROM t
+            WHERE n >= {minimum} AND n > peer_thr
+              AND (periods < {self.config.own_min_periods} OR own_med >= peer_thr
+                   OR n > own_thr)
+        """
+
+    # -- the rules -----------------------------------------------------------------------
+
+    def run(self) -> list[Finding]:
+        """Prepare, then run every rule; findings sorted by first time seen."""
+        self.prepare()
+        return self.run_rules()
+
+    def run_rules(self) -> list[Finding]:
+        """Run every rule on prepared tables (see :meth:`prepare`)."""
+        rules: list[Callable[[], list[Finding]]] = [
+            self.protected_subject_access,
+            self.colleague_account_access,
+            self.leak_hunt,
+            self.repeated_subject,
+            self.unexplained_volume,
+            self.convergence,
+            self.sensitive_category_access,
+            self.new_role_access,
+            self.leaving_staff_access,
+            self.bulk_export,
+            self.off_hours_access,
+            self.deny_retry,
+            self.break_glass_use,
+            self.pretext_tickets,
+            self.rare_category_access,
+        ]
+        findings: list[Finding] = []
+        for rule in rules:
+            findings.extend(rule())
+        return sorted(findings, key=lambda f: (f.first_seen, f.rule, f.principals))
+
+    def _finding(
+        self,
+        rule: str,
+        severity: str,
+        row: dict[str, Any],
+        explanation: str,
+        key: str,
+        principals: Sequence[str] | None = None,
+    ) -> Finding:
+        return Finding(
+            rule=rule,
+            severity=severity,
+            principals=tuple(principals if principals is not None else [row["principal"]]),
+            subjects=tuple(row["subjects"]),
+            events=tuple(row["ids"]),
+            first_seen=_utc(row["first"]),
+            last_seen=_utc(row["last"]),
+            explanation=explanation,
+            key=key,
+        )
+
+    def _severe(self, row: dict[str, Any]) -> bool:
+        grave = set(self.config.locating_categories) | {"messages", "credentials"}
+        return bool(row.get("precise")) or bool(grave & set(row["categories"]))
+
+    def protected_subject_access(self) -> list[Finding]:
+        """Journalists, officials, activists (any category) and minors (revealing categories)
+        reached without an independent explanation."""
+        minors = _quote(self.config.minor_categories)
+        sql = self._grouped(
+            "decision = 'allow' AND ((hv AND NOT own_indep) "
+            f"OR (minor AND tier = 0 AND category IN ({minors})))",
+            ", list(DISTINCT protected) AS flags",
+        )
+        out = []
+        for row in self._rows(sql):
+            flags = sorted({f for fs in row["flags"] for f in fs.split("|") if f})
+            out.append(
+                self._finding(
+                    "protected_subject_access",
+                    "critical" if self._severe(row) else "high",
+                    row,
+                    f"{self._who(row['principal'])} accessed data of "
+                    f"{_plural(row['n_subjects'], 'protected subject')} "
+                    f"({', '.join(flags)}) {row['n']} time(s) {_span(row['first'], row['last'])} "
+                    f"({', '.join(row['categories'])}) with no ticket assigned to them about "
+                    "those subjects, of a matching kind, opened by someone else.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def colleague_account_access(self) -> list[Finding]:
+        """Accounts of employees (colleagues, or one's own) reached without a ticket."""
+        sql = self._grouped(
+            "decision = 'allow' AND tier = 0 AND emp_link",
+            ", bool_or(employee = principal) AS own",
+        )
+        out = []
+        for row in self._rows(sql):
+            own = " (including their own account)" if row["own"] else ""
+            out.append(
+                self._finding(
+                    "colleague_account_access",
+                    "critical" if self._severe(row) else "high",
+                    row,
+                    f"{self._who(row['principal'])} looked up "
+                    f"{_plural(row['n_subjects'], 'account')} belonging to employees{own} "
+                    f"{row['n']} time(s) {_span(row['first'], row['last'])} "
+                    f"({', '.join(row['categories'])}) with no ticket of their own explaining it.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def leak_hunt(self) -> list[Finding]:
+        """The 2022 pattern: within one team and period, locating data of protected people
+        (journalists, activists, officials) pulled without independent explanation, and
+        locating data of employees' accounts pulled too."""
+        loc = _quote(self.config.locating_categories)
+        a_rows = self._rows(
+            f"""SELECT DISTINCT team, bucket FROM ev
+                WHERE decision = 'allow' AND NOT own_indep AND hv AND category IN ({loc})"""
+        )
+        if not a_rows:
+            return []
+        n = self.config.max_evidence
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE hunt_teams AS SELECT * FROM (VALUES "
+            + ", ".join(f"({_quote([r['team']])}, TIMESTAMP '{r['bucket']}')" for r in a_rows)
+            + ") v(team, bucket)"
+        )
+        rows = self._rows(
+            f"""
+            WITH side_a AS (
+                SELECT id, time, principal, subject, team, bucket, 'a' AS side FROM ev
+                WHERE decision = 'allow' AND NOT own_indep AND hv AND category IN ({loc})
+            ),
+            side_b AS (
+                SELECT e.id, e.time, e.principal, e.subject, e.team, e.bucket, 'b' AS side
+                FROM ev e JOIN hunt_teams h ON h.team = e.team AND h.bucket = e.bucket
+                WHERE e.decision = 'allow' AND e.category IN ({loc}) AND e.emp_link
+                  AND e.employee IS DISTINCT FROM e.principal
+                  AND NOT e.indep
+            ),
+            both_sides AS (SELECT * FROM side_a UNION ALL SELECT * FROM side_b)
+            SELECT team, bucket, list(DISTINCT principal ORDER BY principal) AS principals,
+                   list(DISTINCT subject ORDER BY subject) AS subjects,
+                   list(DISTINCT id ORDER BY id)[1:{n}] AS ids, count(DISTINCT id) AS n,
+                   count(DISTINCT subject) FILTER (WHERE side = 'a') AS n_protected,
+                   count(DISTINCT subject) FILTER (WHERE side = 'b') AS n_employees,
+                   min(time) AS first, max(time) AS last
+            FROM both_sides GROUP BY team, bucket
+            HAVING count(*) FILTER (WHERE side = 'b') > 0
+            """
+        )
+        out = []
+        for row in rows:
+            people = row["principals"]
+            out.append(
+                self._finding(
+                    "leak_hunt",
+                    "critical",
+                    row,
+                    f"{_plural(len(people), 'member')} of team {row['team']} "
+                    f"({', '.join(people)}) pulled IP, device or location data of "
+                    f"{_plural(row['n_protected'], 'protected subject')} (journalist, activist "
+                    "or official) without an independent explanation, and of "
+                    f"{_plural(row['n_employees'], 'employee-linked account')}, in the same "
+                    f"period {_span(row['first'], row['last'])}: the pattern of hunting a "
+                    "reporter's sources among staff.",
+                    f"{row['team']}|{row['bucket']}",
+                    principals=people,
+                )
+            )
+        return out
+
+    def repeated_subject(self) -> list[Finding]:
+        """The same subject reached without a ticket on several separate occasions (visits
+        more than ``repeat_gap_hours`` apart, so a night shift is one visit): stalking."""
+        c = self.config
+        cond = "decision = 'allow' AND (tier = 0 OR self_only)"
+        visits = f"""(SELECT *, CASE WHEN time - lag(time) OVER w <= to_hours({c.repeat_gap_hours})
+                                 THEN 0 ELSE 1 END AS fresh
+                      FROM ev WHERE {cond}
+                      WINDOW w AS (PARTITION BY principal, subject ORDER BY time)) v"""
+        sql = self._grouped(
+            "true",
+            ", sum(fresh) AS visits",
+            by="principal, subject",
+            source=visits,
+            having=f"sum(fresh) >= {c.repeat_min_days}",
+        )
+        out = []
+        for row in self._rows(sql):
+            out.append(
+                self._finding(
+                    "repeated_subject",
+                    "critical" if self._severe(row) else "high",
+                    row,
+                    f"{self._who(row['principal'])} returned to the same subject on "
+                    f"{row['visits']} separate occasions {_span(row['first'], row['last'])} "
+                    f"({row['n']} accesses: {', '.join(row['categories'])}) with no ticket "
+                    "opened by someone else explaining any of them — the pattern of following "
+                    "one person.",
+                    f"{row['principal']}|{row['subject']}",
+                )
+            )
+        return out
+
+    def _counted(self, where: str, measure: str, minimum: float) -> list[dict[str, Any]]:
+        counts = f"SELECT principal, bucket, {measure} AS n FROM ev WHERE {where} GROUP BY ALL"
+        source = f"ev JOIN ({self._baseline(counts, minimum)}) h USING (principal, bucket)"
+        return self._rows(
+            self._grouped(
+                where,
+                ", sum(records) AS records, any_value(h.peer_med) AS peer_med, "
+                "any_value(h.own_med) AS own_med",
+                source=source,
+            )
+        )
+
+    def unexplained_volume(self) -> list[Finding]:
+        """Many distinct subjects reached without any explanation, beyond the principal's
+        peers (same role) and their own usual level (bulk curiosity, paid lookups)."""
+        where = "decision = 'allow' AND tier = 0"
+        out = []
+        for row in self._counted(where, "count(DISTINCT subject)", self.config.volume_min_subjects):
+            out.append(
+                self._finding(
+                    "unexplained_volume",
+                    "high",
+                    row,
+                    f"{self._who(row['principal'])} reached "
+                    f"{row['n_subjects']} different subjects with no ticket explaining them "
+                    f"{_span(row['first'], row['last'])} ({', '.join(row['categories'])}); "
+                    f"people in the same role typically reach {row['peer_med']:g} per "
+                    f"{self.config.window_days} days that way, and they themselves "
+                    f"{row['own_med']:g}.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def convergence(self) -> list[Finding]:
+        """Many principals reaching one subject without tickets within a few hours or days
+        (a newsworthy person). Two offset bucketings catch bursts across a boundary."""
+        c = self.config
+        hours = max(c.convergence_hours, 1)
+        n = c.max_evidence
+        found: dict[str, dict[str, Any]] = {}
+        self.con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE conv AS
+            SELECT * FROM ev WHERE decision = 'allow' AND tier = 0 AND subject IN (
+                SELECT subject FROM ev WHERE decision = 'allow' AND tier = 0
+                GROUP BY subject HAVING count(DISTINCT principal) >= 2)
+            """
+        )
+        for offset in (0, hours // 2):
+            rows = self._rows(
+                f"""
+                SELECT subject, time_bucket(to_hours({hours}), time,
+                       {_ORIGIN} + to_hours({offset})) AS b,
+                       list(DISTINCT principal ORDER BY principal) AS principals,
+                       list(id ORDER BY time, id)[1:{n}] AS ids, count(*) AS n,
+                       min(time) AS first, max(time) AS last, bool_or(hv OR minor) AS guarded,
+                       list(DISTINCT category ORDER BY category) AS categories
+                FROM conv
+                GROUP BY ALL
+                HAVING count(DISTINCT principal) >=
+                       CASE WHEN bool_or(hv OR minor OR emp_link)
+                            THEN greatest({c.convergence_min_principals} - 1, 2)
+                            ELSE {c.convergence_min_principals} END
+                """
+            )
+            for row in rows:
+                best = found.get(row["subject"])
+                if best is None or len(row["principals"]) > len(best["principals"]):
+                    found[row["subject"]] = row
+        out = []
+        for subject, row in found.items():
+            people = row["principals"]
+            row["subjects"] = [subject]
+            out.append(
+                self._finding(
+                    "convergence",
+                    "high",
+                    row,
+                    f"{len(people)} different people ({', '.join(people)}) looked up the "
+                    f"same subject {_span(row['first'], row['last'])} "
+                    f"({', '.join(row['categories'])}) with no ticket explaining it: curiosity "
+                    "about a person in the news looks like this.",
+                    f"{subject}|{_day(row['first'])}",
+                    principals=people,
+                )
+            )
+        return out
+
+    def sensitive_category_access(self) -> list[Finding]:
+        """Credentials or private messages, or any precise value, reached without a ticket;
+        and credentials changed under anything less than an independent explanation (the
+        account-takeover-for-hire pattern)."""
+        cats = _quote(self.config.sensitive_categories)
+        sql = self._grouped(
+            f"decision = 'allow' AND ((tier = 0 AND (category IN ({cats}) "
+            "OR precision = 'precise')) "
+            "OR (action = 'modify' AND category = 'credentials' AND NOT indep))",
+            ", count(*) FILTER (WHERE action = 'modify') AS changes, "
+            "count(*) FILTER (WHERE precision = 'precise') AS precise_n",
+        )
+        out = []
+        for row in self._rows(sql):
+            notes = []
+            if row["changes"]:
+                notes.append(f"{row['changes']} of them changed credentials")
+            if row["precise_n"]:
+                notes.append(f"{row['precise_n']} released precise values")
+            extra = f" ({'; '.join(notes)})" if notes else ""
+            out.append(
+                self._finding(
+                    "sensitive_category_access",
+                    "critical" if row["changes"] or row["precise_n"] else "high",
+                    row,
+                    f"{self._who(row['principal'])} reached "
+                    f"{', '.join(row['categories'])} of "
+                    f"{_plural(row['n_subjects'], 'subject')} {row['n']} time(s) "
+                    f"{_span(row['first'], row['last'])}{extra} with no ticket opened by "
+                    "someone else explaining it; such data is touched only for a specific case.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def new_role_access(self) -> list[Finding]:
+        """Unexplained access in the first days after a role change."""
+        c = self.config
+        sql = self._grouped(
+            f"""decision = 'allow' AND tier = 0 AND role_since IS NOT NULL
+                AND time >= role_since AND time < role_since + to_days({c.new_role_days})""",
+            ", any_value(role_since) AS since",
+            by="principal",
+        )
+        sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.new_role_min_subjects}"
+        out = []
+        for row in self._rows(sql):
+            out.append(
+                self._finding(
+                    "new_role_access",
+                    "medium",
+                    row,
+                    f"{self._who(row['principal'])}, in this role since {_day(row['since'])}, "
+                    f"reached {row['n_subjects']} subjects with no ticket explaining them in "
+                    f"their first {c.new_role_days} days ({', '.join(row['categories'])}).",
+                    f"{row['principal']}|{_day(row['since'])}",
+                )
+            )
+        return out
+
+    def leaving_staff_access(self) -> list[Finding]:
+        """Unexplained access or exports by staff who are leaving."""
+        c = self.config
+        sql = self._grouped(
+            "status = 'leaving' AND decision = 'allow' AND tier = 0",
+            ", count(*) FILTER (WHERE action = 'export') AS exports, sum(records) AS records",
+        )
+        sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.leaving_min_subjects} OR exports > 0"
+        out = []
+        for row in self._rows(sql):
+            exported = (
+                f", including {row['exports']} export(s) of {int(row['records'])} records"
+                if row["exports"]
+                else ""
+            )
+            out.append(
+                self._finding(
+                    "leaving_staff_access",
+                    "high" if row["exports"] else "medium",
+                    row,
+                    f"{self._who(row['principal'])} is leaving and reached "
+                    f"{_plural(row['n_subjects'], 'subject')} with no ticket explaining it "
+                    f"{_span(row['first'], row['last'])}{exported}.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def bulk_export(self) -> list[Finding]:
+        """Exports and searches returning many records without a ticket, beyond peers."""
+        where = "decision = 'allow' AND NOT indep AND action IN ('export', 'search')"
+        out = []
+        for row in self._counted(where, "sum(records)", self.config.export_min_records):
+            out.append(
+                self._finding(
+                    "bulk_export",
+                    "high",
+                    row,
+                    f"{self._who(row['principal'])} exported or searched "
+                    f"{int(row['records'])} records about "
+                    f"{_plural(row['n_subjects'], 'subject')} with no ticket explaining it "
+                    f"{_span(row['first'], row['last'])}; people in the same role typically "
+                    f"move {row['peer_med']:g} records that way per {self.config.window_days} "
+                    "days.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def off_hours_access(self) -> list[Finding]:
+        """Unexplained access outside the hours the principal (or, with too little history,
+        their team) usually works."""
+        c = self.config
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE usual AS
+            WITH ph AS (SELECT principal, hr, sum(n) AS n FROM act GROUP BY ALL),
+            pt AS (SELECT principal, sum(n) AS total FROM ph GROUP BY ALL),
+            th AS (SELECT p.team, ph.hr, sum(ph.n) AS n FROM ph JOIN pr p ON p.id = ph.principal
+                   GROUP BY ALL),
+            tt AS (SELECT team, sum(n) AS total FROM th GROUP BY ALL),
+            own AS (SELECT ph.principal, ph.hr FROM ph JOIN pt USING (principal)
+                    WHERE pt.total >= {c.usual_min_events}
+                      AND ph.n >= {c.usual_hour_share} * pt.total),
+            byteam AS (SELECT pt.principal, th.hr FROM pt JOIN pr p ON p.id = pt.principal
+                       JOIN th ON th.team = p.team JOIN tt ON tt.team = p.team
+                       WHERE pt.total < {c.usual_min_events}
+                         AND th.n >= {c.usual_hour_share} * tt.total),
+            base AS (SELECT * FROM own UNION SELECT * FROM byteam)
+            SELECT DISTINCT principal, (hr + d + 24) % 24 AS hr
+            FROM base, (VALUES (-1), (0), (1)) v(d)
+            """
+        )
+        sql = self._grouped(
+            "decision = 'allow' AND tier = 0 AND principal IN (SELECT principal FROM usual) "
+            "AND (principal, hr) NOT IN (SELECT (principal, hr) FROM usual)",
+            ", list(DISTINCT hr ORDER BY hr) AS hours",
+        )
+        sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.off_hours_min_subjects}"
+        out = []
+        for row in self._rows(sql):
+            hours = ", ".join(f"{h:02d}:00" for h in row["hours"])
+            out.append(
+                self._finding(
+                    "off_hours_access",
+                    "medium",
+                    row,
+                    f"{self._who(row['principal'])} reached "
+                    f"{row['n_subjects']} subjects with no ticket explaining them at hours they "
+                    f"do not usually work (UTC {hours}) {_span(row['first'], row['last'])}.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def deny_retry(self) -> list[Finding]:
+        """Denied, then tried again on the same subject with other purposes (purpose
+        shopping) or until something unexplained got through; or many denials."""
+        c = self.config
+        n = c.max_evidence
+        rows = self._rows(
+            f"""
+            WITH d AS (SELECT * FROM ev WHERE decision <> 'allow'),
+            later AS (
+                SELECT * FROM ev WHERE (decision <> 'allow' OR tier = 0)
+                  AND (principal, subject) IN (SELECT (principal, subject) FROM d)
+            ),
+            tries AS (
+                SELECT d.principal, d.subject, d.bucket, d.id AS deny_id, d.purpose AS p0,
+                       a.id AS try_id, a.purpose AS p1, a.time AS t1,
+                       (a.decision = 'allow' AND a.tier = 0) AS got_through
+                FROM d LEFT JOIN later a ON a.principal = d.principal AND a.subject = d.subject
+                     AND a.time > d.time AND a.time <= d.time + to_minutes({c.retry_minutes})
+                     AND a.id <> d.id
+            ),
+            pair AS (
+                SELECT principal, subject, bucket,
+                       count(DISTINCT deny_id) AS denials,
+                       list_distinct(list(p0) || list(p1) FILTER (WHERE p1 IS NOT NULL))
+                         AS purposes,
+                       coalesce(bool_or(got_through), false) AS got_through,
+                       list_distinct(list(deny_id)
+                                     || list(try_id) FILTER (WHERE try_id IS NOT NULL)) AS ids
+                FROM tries GROUP BY ALL
+            ),
+            flagged AS (
+                SELECT * FROM pair
+                WHERE len(purposes) >= {c.shopping_min_purposes}
+                   OR (len(purposes) >= 2 AND got_through)
+            ),
+            per AS (
+                SELECT principal, bucket, count(*) AS n_denials FROM d GROUP BY ALL
+            )
+            SELECT per.principal, per.bucket, per.n_denials,
+                   coalesce(list(f.subject ORDER BY f.subject)
+                            FILTER (WHERE f.subject IS NOT NULL), []) AS subjects,
+                   coalesce(flatten(list(f.ids) FILTER (WHERE f.ids IS NOT NULL)), [])
+                     AS flagged_ids,
+                   coalesce(max(len(f.purposes)), 0) AS max_purposes,
+                   coalesce(bool_or(f.got_through), false) AS got_through
+            FROM per LEFT JOIN flagged f ON f.principal = per.principal AND f.bucket = per.bucket
+            GROUP BY per.principal, per.bucket, per.n_denials
+            HAVING count(f.subject) > 0
+            """
+        )
+        counts = (
+            "SELECT principal, bucket, count(*) AS n FROM ev WHERE decision <> 'allow' GROUP BY ALL"
+        )
+        seen = {(r["principal"], r["bucket"]) for r in rows}
+        for hit in self._rows(self._baseline(counts, c.retry_min_denials)):
+            if (hit["principal"], hit["bucket"]) not in seen:
+                rows.append(
+                    {
+                        "principal": hit["principal"],
+                        "bucket": hit["bucket"],
+                        "n_denials": int(hit["n"]),
+                        "subjects": [],
+                        "flagged_ids": [],
+                        "max_purposes": 0,
+                        "got_through": False,
+                    }
+                )
+        out = []
+        for row in rows:
+            ids = list(row["flagged_ids"])
+            if not ids:
+                ids = [
+                    r[0]
+                    for r in self.con.execute(
+                        "SELECT id FROM ev WHERE decision <> 'allow' AND principal = ? "
+                        f"AND bucket = ? ORDER BY time, id LIMIT {n}",
+                        [row["principal"], row["bucket"]],
+                    ).fetchall()
+                ]
+            times = self.con.execute(
+                "SELECT min(time), max(time), list(DISTINCT subject ORDER BY subject) FROM ev "
+                "WHERE list_contains(?, id)",
+                [ids],
+            ).fetchone()
+            assert times is not None
+            row.update(first=times[0], last=times[1], ids=ids[:n], subjects=times[2])
+            if row["max_purposes"]:
+                through = " and got through without a ticket explaining it"
+                what = (
+                    "after being refused, tried again on "
+                    f"{_plural(len(row['subjects']), 'subject')} with up to "
+                    f"{row['max_purposes']} different purposes"
+                    + (through if row["got_through"] else "")
+                )
+            else:
+                what = f"was refused {row['n_denials']} times"
+            out.append(
+                self._finding(
+                    "deny_retry",
+                    "high" if row["got_through"] else "medium",
+                    row,
+                    f"{self._who(row['principal'])} {what} {_span(row['first'], row['last'])} "
+                    f"({row['n_denials']} refusals in the period).",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def break_glass_use(self) -> list[Finding]:
+        """Break-glass accesses not justified by a ticket, on protected people, or too many."""
+        c = self.config
+        sql = self._grouped(
+            "break_glass",
+            ", count(*) FILTER (WHERE NOT indep OR hv OR minor OR emp_link) AS unjustified",
+        )
+        sql = f"SELECT * FROM ({sql}) WHERE unjustified > 0 OR n >= {c.break_glass_max}"
+        out = []
+        for row in self._rows(sql):
+            out.append(
+                self._finding(
+                    "break_glass_use",
+                    "high" if row["unjustified"] else "medium",
+                    row,
+                    f"{self._who(row['principal'])} used break-glass {row['n']} time(s) on "
+                    f"{_plural(row['n_subjects'], 'subject')} {_span(row['first'], row['last'])}; "
+                    f"{row['unjustified']} of them had no ticket justifying them or touched a "
+                    "protected person.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def pretext_tickets(self) -> list[Finding]:
+        """Accesses explained only by tickets the principal opened themselves, on more
+        subjects than their peers and their own usual level."""
+        where = "decision = 'allow' AND self_only"
+        out = []
+        for row in self._counted(
+            where, "count(DISTINCT subject)", self.config.pretext_min_subjects
+        ):
+            out.append(
+                self._finding(
+                    "pretext_tickets",
+                    "high",
+                    row,
+                    f"{self._who(row['principal'])} reached "
+                    f"{row['n_subjects']} subjects under tickets they opened themselves "
+                    f"{_span(row['first'], row['last'])} ({', '.join(row['categories'])}); "
+                    f"people in the same role typically do so for {row['peer_med']:g} per "
+                    f"{self.config.window_days} days. Self-made tickets are how pretexts look.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def rare_category_access(self) -> list[Finding]:
+        """Categories that people in the principal's role almost never touch, reached without
+        an independent explanation (a ticket they opened themselves does not count)."""
+        c = self.config
+        sql = self._grouped(
+            "decision = 'allow' AND NOT indep "
+            "AND (principal, category) IN (SELECT (principal, category) FROM rare)"
+        )
+        sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.rare_category_min_subjects}"
+        out = []
+        for row in self._rows(sql):
+            out.append(
+                self._finding(
+                    "rare_category_access",
+                    "critical" if self._severe(row) else "high",
+                    row,
+                    f"{self._who(row['principal'])} reached {', '.join(row['categories'])} of "
+                    f"{_plural(row['n_subjects'], 'subject')} {row['n']} time(s) "
+                    f"{_span(row['first'], row['last'])}: people in their role almost never "
+                    "use these categories, and no ticket opened by someone else explains it.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out

@@ -1,0 +1,362 @@
+"""Access events (DESIGN.md, *Access events*): parsing JSON Lines and the event store.
+
+An import takes the whole file or nothing: every bad line is reported by number and field
+(never with its value, which may be personal data), unless a rejects file is named, in which
+case bad lines are set aside there and the good ones stored. Events already stored (same id)
+are left as they are, so importing a file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+)
+from sqlalchemy import func, insert, select, update
+
+from custos.directory.files import ID_PATTERN
+from custos.errors import InvalidInput, ValidationFailed
+from custos.store import Database
+from custos.store.events import AccessEventRow
+from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
+
+MAX_LINE = 64 * 1024
+_CHUNK = 500
+FIELDS = (
+    "id",
+    "time",
+    "principal",
+    "action",
+    "subject",
+    "category",
+    "purpose",
+    "ticket",
+    "decision",
+    "precision",
+    "records",
+    "source",
+)
+
+
+def _check_id(value: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ValueError("must be 1-128 characters of letters, digits and . _ : @ + -")
+    return value
+
+
+def _to_utc(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO 8601 time such as 2026-01-05T10:03:00Z") from None
+        if value.tzinfo is None:
+            raise ValueError("must carry a time zone (e.g. a trailing Z for UTC)")
+        return value.astimezone(UTC)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("must carry a time zone")
+        return value.astimezone(UTC)
+    raise ValueError("must be an ISO 8601 time string")
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Time = Annotated[datetime, BeforeValidator(_to_utc)]
+
+
+class AccessEvent(BaseModel):
+    """One access event. Unknown fields are kept (``model_extra``) and stored in ``extra``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Id
+    time: Time
+    principal: Id
+    action: Action
+    subject: Id
+    category: Category
+    purpose: Purpose
+    ticket: Id | None = None
+    decision: Outcome
+    # Custos's own deny decisions carry no precision, so null is accepted.
+    precision: Precision | None = None
+    records: Annotated[StrictInt, Field(ge=0)] | None = None
+    source: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    def extras(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event in the DESIGN.md JSON shape (absent optional fields left out)."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "principal": self.principal,
+            "action": self.action,
+            "subject": self.subject,
+            "category": self.category,
+            "purpose": self.purpose,
+            "decision": self.decision,
+            "precision": self.precision,
+        }
+        for key in ("ticket", "records", "source"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        body.update(self.extras())
+        return body
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    field = ".".join(str(part) for part in err["loc"]) or "(event)"
+    if err["type"] == "missing":
+        return f"field '{field}': missing"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"field '{field}': {message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEvents:
+    """The good events of a file and its bad lines as ``(line number, problem)``."""
+
+    events: list[AccessEvent]
+    rejected: list[tuple[int, str]]
+
+
+def parse_event(data: Any) -> AccessEvent:
+    """Validate one decoded event. Raises :class:`ValidationFailed` naming every bad field."""
+    if not isinstance(data, Mapping):
+        raise ValidationFailed("not an access event", ["must be a JSON object"])
+    try:
+        return AccessEvent.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors()]
+        raise ValidationFailed("not a valid access event", problems) from None
+
+
+def parse_lines(lines: Sequence[str], source: str) -> ParsedEvents:
+    """Validate every line of a JSON Lines file; blank lines are skipped.
+
+    Never raises for bad content: each bad line becomes ``(number, "SOURCE: line N: …")``.
+    """
+    events: list[AccessEvent] = []
+    rejected: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        where = f"{source}: line {number}"
+        if len(line) > MAX_LINE:
+            rejected.append((number, f"{where}: longer than {MAX_LINE} bytes"))
+            continue
+        try:
+            data = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            rejected.append((number, f"{where}: not valid JSON"))
+            continue
+        try:
+            event = parse_event(data)
+        except ValidationFailed as exc:
+            rejected.append((number, f"{where}: {'; '.join(exc.problems)}"))
+            continue
+        if event.id in seen:
+            rejected.append((number, f"{where}: duplicate id (first on line {seen[event.id]})"))
+            continue
+        seen[event.id] = number
+        events.append(event)
+    return ParsedEvents(events, rejected)
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file. Raises :class:`InvalidInput` when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a folder, not an events file") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read ({exc.strerror})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import did: events added, already present (same id) and set aside."""
+
+    added: int
+    unchanged: int
+    rejected: int
+
+
+def _row(event: AccessEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "time": event.time,
+        "principal": event.principal,
+        "action": event.action,
+        "subject": event.subject,
+        "category": event.category,
+        "purpose": event.purpose,
+        "ticket": event.ticket,
+        "decision": event.decision,
+        "precision": event.precision,
+        "records": event.records,
+        "source": event.source,
+        "extra": event.extras(),
+    }
+
+
+class EventStore:
+    """The access events custos knows: imported from other tools' logs and its own."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def append(self, events: Iterable[AccessEvent | Mapping[str, Any]]) -> ImportReport:
+        """Store events given as :class:`AccessEvent` or as dicts in the DESIGN.md event
+        format (the way the guarded path feeds its own decisions and reads in).
+
+        Custos's own ledger entries can be passed as they are: a decision entry is one access;
+        a release entry (``type`` ``release`` with a ``decision_id``) is folded into its
+        decision — its ``records`` count is copied there and it is not counted as a second
+        access by the rules.
+
+        All or nothing: raises :class:`ValidationFailed` listing every bad event (by position
+        and field) and stores none. Events whose id is already stored are skipped.
+        """
+        parsed: list[AccessEvent] = []
+        problems: list[str] = []
+        for position, item in enumerate(events):
+            if isinstance(item, AccessEvent):
+                parsed.append(item)
+                continue
+            try:
+                parsed.append(parse_event(item))
+            except ValidationFailed as exc:
+                problems.extend(f"event {position}: {p}" for p in exc.problems)
+        if problems:
+            raise ValidationFailed(f"{len(problems)} problem(s); nothing was stored", problems)
+        added, unchanged = self._store(parsed)
+        return ImportReport(added, unchanged, 0)
+
+    def import_lines(
+        self, lines: Sequence[str], source: str, *, rejects: Path | None = None
+    ) -> ImportReport:
+        """Import JSON Lines, all or nothing (see the module docstring).
+
+        Raises :class:`ValidationFailed` listing every bad line unless ``rejects`` is given;
+        then bad lines are written there (mode 0600) and the rest stored.
+        """
+        parsed = parse_lines(lines, source)
+        if parsed.rejected and rejects is None:
+            raise ValidationFailed(
+                f"{source}: {len(parsed.rejected)} bad line(s); nothing was stored",
+                [problem for _, problem in parsed.rejected],
+                hint="fix them, or pass --rejects FILE to set them aside",
+            )
+        if rejects is not None and parsed.rejected:
+            _write_rejects(rejects, [n for n, _ in parsed.rejected], lines)
+        added, unchanged = self._store(parsed.events)
+        return ImportReport(added, unchanged, len(parsed.rejected))
+
+    def _store(self, events: list[AccessEvent]) -> tuple[int, int]:
+        unique: dict[str, AccessEvent] = {}
+        for event in events:
+            unique.setdefault(event.id, event)
+        ids = list(unique)
+        with self.db.session() as session:
+            existing: set[str] = set()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                existing.update(
+                    session.scalars(select(AccessEventRow.id).where(AccessEventRow.id.in_(chunk)))
+                )
+            rows = [_row(e) for key, e in unique.items() if key not in existing]
+            for start in range(0, len(rows), 2000):
+                session.execute(insert(AccessEventRow), rows[start : start + 2000])
+            for row in rows:
+                decision_id = _release_of(row["extra"])
+                if decision_id is not None and row["records"] is not None:
+                    session.execute(
+                        update(AccessEventRow)
+                        .where(AccessEventRow.id == decision_id)
+                        .values(records=row["records"])
+                    )
+        return len(rows), len(events) - len(rows)
+
+    def count(self) -> int:
+        with self.db.session() as session:
+            return int(session.scalar(select(func.count()).select_from(AccessEventRow)) or 0)
+
+    def get(self, ids: Sequence[str]) -> list[AccessEvent]:
+        """The stored events among ``ids``, in time order (unknown ids are left out)."""
+        found: list[AccessEvent] = []
+        with self.db.session() as session:
+            for start in range(0, len(ids), _CHUNK):
+                query = select(AccessEventRow).where(
+                    AccessEventRow.id.in_(list(ids[start : start + _CHUNK]))
+                )
+                found.extend(_event(row) for row in session.scalars(query))
+        return sorted(found, key=lambda e: (e.time, e.id))
+
+    def write_csv(self, path: Path) -> int:
+        """Write every event as CSV in :data:`custos.detect.engine.EVENT_COLUMNS` order, for
+        DuckDB to load; returns how many were written."""
+        count = 0
+        columns = [getattr(AccessEventRow, name) for name in FIELDS] + [AccessEventRow.extra]
+        with self.db.session() as session, path.open("w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            result = session.execute(select(*columns).execution_options(yield_per=20000))
+            for row in result:
+                values = list(row)
+                extra = values.pop() or {}
+                if _release_of(extra) is not None:
+                    continue  # folded into its decision (see append)
+                values[1] = values[1].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                values.append("true" if extra.get("break_glass") is True else "false")
+                values.append("true" if extra.get("grant") else "false")
+                writer.writerow(["" if v is None else v for v in values])
+                count += 1
+        return count
+
+
+def _release_of(extra: Mapping[str, Any]) -> str | None:
+    """The decision a custos release entry belongs to, or None for any other event."""
+    decision_id = extra.get("decision_id")
+    if extra.get("type") == "release" and isinstance(decision_id, str):
+        return decision_id
+    return None
+
+
+def _event(row: AccessEventRow) -> AccessEvent:
+    data = {name: getattr(row, name) for name in FIELDS}
+    data = {k: v for k, v in data.items() if v is not None or k == "precision"}
+    data.update(row.extra or {})
+    return AccessEvent.model_validate(data)
+
+
+def _write_rejects(path: Path, numbers: list[int], lines: Sequence[str]) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot write the rejects file ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for number in sorted(set(numbers)):
+            handle.write(lines[number - 1].rstrip("\n") + "\n")

@@ -1,0 +1,54 @@
+"""One detection run over a custos installation's stored events and directory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from custos.detect.cases import Alert, Casebook
+from custos.detect.config import DetectConfig
+from custos.detect.engine import Detector, connect
+from custos.detect.events import EventStore
+from custos.detect.loading import load_store
+from custos.directory import DirectoryStore
+from custos.store import Database
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionRun:
+    """What a run found: the alerts to read (not suppressed), and how much it looked at."""
+
+    alerts: list[Alert]
+    events: int
+    findings: int
+    suppressed: int
+
+
+def run_detection(
+    db: Database,
+    directory: DirectoryStore,
+    section: Mapping[str, Any] | None = None,
+    *,
+    since: datetime | None = None,
+    now: datetime | None = None,
+    threads: int | None = None,
+) -> DetectionRun:
+    """Run every rule over all stored events (baselines need the history), store the
+    findings as alerts (filed into cases), and return those last seen at or after ``since``.
+
+    ``section`` is the ``[detect]`` table of config.toml. Raises :class:`ConfigurationError`
+    for bad settings and :class:`StoreUnavailable` when the database cannot be read.
+    """
+    config = DetectConfig.from_section(section or {})
+    con = connect(threads)
+    try:
+        count = load_store(con, EventStore(db), directory)
+        findings = Detector(con, config).run()
+    finally:
+        con.close()
+    if since is not None:
+        findings = [f for f in findings if f.last_seen >= since]
+    alerts = Casebook(db, suppress_days=config.suppress_days).record(findings, now)
+    return DetectionRun(alerts, count, len(findings), len(findings) - len(alerts))

@@ -1,0 +1,213 @@
+"""Writing a simulated world to a folder, and measuring detection against its labels."""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from custos.detect import EventStore, read_lines, run_detection
+from custos.directory import DirectoryStore, read_directory_file
+from custos.errors import InvalidInput
+from custos.sim.scenarios import SCENARIOS
+from custos.sim.world import World, new_world
+from custos.store import open_database
+
+#: A scenario: adds events (and tickets) to the world and labels them in ``world.labels``.
+Scenario = Callable[[random.Random, World, set[str]], None]
+
+DIRECTORY_FILE = "directory.yaml"
+EVENTS_FILE = "events.jsonl"
+LABELS_FILE = "labels.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationReport:
+    out: Path
+    employees: int
+    days: int
+    events: int
+    tickets: int
+    scenarios: dict[str, list[str]]
+
+
+def simulate(
+    out: Path,
+    *,
+    employees: int = 200,
+    days: int = 30,
+    seed: int = 1,
+    scenarios: Sequence[str] = (),
+    extra: Mapping[str, Scenario] | None = None,
+) -> SimulationReport:
+    """Write ``directory.yaml``, ``events.jsonl`` and ``labels.json`` into ``out``.
+
+    ``scenarios`` names the misuse to inject (default: all built-in ones, or none when
+    ``extra`` is given); ``extra`` adds scenarios written elsewhere (see
+    :mod:`custos.sim.scenarios` for the shape). Raises :class:`InvalidInput` for an unknown
+    scenario, sizes too small to hold the scenarios, or an unwritable folder.
+    """
+    known: dict[str, Scenario] = {**SCENARIOS, **(extra or {})}
+    names = list(scenarios) or (list(extra) if extra else list(SCENARIOS))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidInput(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    if employees < 40 or days < 14:
+        raise InvalidInput("a simulation needs at least 40 employees and 14 days")
+    rng, world = new_world(seed, employees, days)
+    used: set[str] = set()
+    for name in names:
+        known[name](rng, world, used)
+    world.events.sort(key=lambda e: (e["time"], e["id"]))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DIRECTORY_FILE).write_text(
+            yaml.safe_dump(world.directory(), sort_keys=False), encoding="utf-8"
+        )
+        with (out / EVENTS_FILE).open("w", encoding="utf-8") as handle:
+            for event in world.events:
+                handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+        labels = {
+            "employees": len(world.people),
+            "days": days,
+            "seed": seed,
+            "start": world.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "scenarios": world.labels,
+        }
+        (out / LABELS_FILE).write_text(json.dumps(labels, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"{out}: cannot write the simulation ({exc.strerror})") from None
+    return SimulationReport(
+        out,
+        len(world.people),
+        days,
+        len(world.events),
+        len(world.tickets),
+        {k: v["culprits"] for k, v in world.labels.items()},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    name: str
+    culprits: list[str]
+    caught: list[str]
+    rules: list[str]
+
+    @property
+    def detected(self) -> bool:
+        return set(self.culprits) <= set(self.caught)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReport:
+    employees: int
+    days: int
+    events: int
+    alerts: int
+    scenarios: list[ScenarioResult]
+    false_alerts: int
+    false_rules: dict[str, int]
+
+    @property
+    def employee_days(self) -> int:
+        return self.employees * self.days
+
+    @property
+    def false_rate(self) -> float:
+        """False alerts per 1,000 employee-days."""
+        return 1000.0 * self.false_alerts / max(self.employee_days, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "employees": self.employees,
+            "days": self.days,
+            "employee_days": self.employee_days,
+            "events": self.events,
+            "alerts": self.alerts,
+            "scenarios": {
+                s.name: {
+                    "detected": s.detected,
+                    "culprits": s.culprits,
+                    "caught": s.caught,
+                    "rules": s.rules,
+                }
+                for s in self.scenarios
+            },
+            "false_alerts": self.false_alerts,
+            "false_alerts_by_rule": self.false_rules,
+            "false_alerts_per_1000_employee_days": round(self.false_rate, 3),
+            "all_detected": all(s.detected for s in self.scenarios),
+        }
+
+
+def _labels(folder: Path) -> Mapping[str, Any]:
+    path = folder / LABELS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInput(f"{path}: no such file (run `custos simulate --out {folder}`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{path}: not a labels file ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("scenarios"), dict):
+        raise InvalidInput(f"{path}: not a labels file (no 'scenarios' table)")
+    for key in ("employees", "days"):
+        if not isinstance(data.get(key), int):
+            raise InvalidInput(f"{path}: field '{key}' must be an integer")
+    return data
+
+
+def evaluate(folder: Path, section: Mapping[str, Any] | None = None) -> EvalReport:
+    """Load a simulated world into a fresh, private SQLite store, run detection, and score
+    it against the labels: a scenario is detected when every culprit is named by an alert
+    whose evidence includes the scenario's events; any alert whose evidence holds no
+    scenario event is a false alert. Raises :class:`InvalidInput` for a bad folder."""
+    labels = _labels(folder)
+    document = read_directory_file(folder / DIRECTORY_FILE)
+    lines = read_lines(folder / EVENTS_FILE)
+    with tempfile.TemporaryDirectory(prefix="custos-eval-") as tmp:
+        db = open_database(f"sqlite:///{Path(tmp) / 'eval.db'}", migrate=True)
+        try:
+            directory = DirectoryStore(db)
+            directory.merge(document, source=str(folder / DIRECTORY_FILE))
+            EventStore(db).import_lines(lines, str(folder / EVENTS_FILE))
+            run = run_detection(db, directory, section)
+        finally:
+            db.dispose()
+    scenario_events: dict[str, set[str]] = {
+        name: set(info.get("events", [])) for name, info in labels["scenarios"].items()
+    }
+    every = set().union(*scenario_events.values()) if scenario_events else set()
+    results = []
+    for name, info in labels["scenarios"].items():
+        evidence = scenario_events[name]
+        caught: set[str] = set()
+        rules: set[str] = set()
+        for alert in run.alerts:
+            if evidence & set(alert.events):
+                hit = set(alert.principals) & set(info.get("culprits", []))
+                caught |= hit
+                if hit:
+                    rules.add(alert.rule)
+        results.append(
+            ScenarioResult(name, list(info.get("culprits", [])), sorted(caught), sorted(rules))
+        )
+    false_rules: dict[str, int] = {}
+    for alert in run.alerts:
+        if not every & set(alert.events):
+            false_rules[alert.rule] = false_rules.get(alert.rule, 0) + 1
+    return EvalReport(
+        employees=int(labels["employees"]),
+        days=int(labels["days"]),
+        events=run.events,
+        alerts=len(run.alerts),
+        scenarios=results,
+        false_alerts=sum(false_rules.values()),
+        false_rules=false_rules,
+    )

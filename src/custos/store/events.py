@@ -1,0 +1,101 @@
+"""Tables of detection: access events, alerts, cases (with comments) and suppressions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from custos.store.base import Base, UTCDateTime
+
+
+class AccessEventRow(Base):
+    """One access (DESIGN.md, *Access events*); fields the format does not name go to ``extra``."""
+
+    __tablename__ = "access_events"
+    __table_args__ = (
+        Index("ix_access_events_time", "time"),
+        Index("ix_access_events_principal_time", "principal", "time"),
+        Index("ix_access_events_subject_time", "subject", "time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    principal: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    ticket: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decision: Mapped[str] = mapped_column(String(24))
+    precision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    records: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CaseRow(Base):
+    """A group of alerts under triage: assigned, commented, closed with a disposition."""
+
+    __tablename__ = "cases"
+    __table_args__ = (Index("ix_cases_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    title: Mapped[str] = mapped_column(String(512))
+    principal: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    assignee: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    disposition: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    opened: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AlertRow(Base):
+    """One alert (DESIGN.md, *Alerts*). ``fingerprint`` makes re-running detection idempotent:
+    the same rule, principals, subjects and period update one alert instead of adding one."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_case", "case_id"), Index("ix_alerts_last_seen", "last_seen"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    principals: Mapped[list[str]] = mapped_column(JSON)
+    subjects: Mapped[list[str]] = mapped_column(JSON)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    explanation: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
+
+
+class CaseCommentRow(Base):
+    __tablename__ = "case_comments"
+    __table_args__ = (Index("ix_case_comments_case", "case_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    author: Mapped[str] = mapped_column(String(128))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class SuppressionRow(Base):
+    """A pattern (rule + principal, optionally + subject) whose new alerts are filed as
+    suppressed until ``until``; made when a case closes as legitimate or false positive."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (Index("ix_suppressions_rule_principal", "rule", "principal"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,137 @@
+"""A small, hand-made office for rule tests: eight support agents with two weeks of ordinary,
+fully explained work, plus whatever a test adds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from custos.access import Custos
+from custos.detect import Alert, EventStore, run_detection
+from tests.factories import load_org
+
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+
+
+def at(day: int, hour: float) -> datetime:
+    return START + timedelta(days=day, hours=hour)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Office:
+    principals: list[dict[str, Any]] = field(default_factory=list)
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+    tickets: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for n in range(1, 9):
+            self.principals.append(
+                {
+                    "id": f"emp-{n}",
+                    "name": f"Agent {n}",
+                    "role": "support_agent",
+                    "team": "support",
+                    "country": "US",
+                }
+            )
+        self.principals.append(
+            {
+                "id": "emp-20",
+                "name": "Auditor",
+                "role": "internal_audit",
+                "team": "internal-audit",
+                "country": "US",
+            }
+        )
+        for n in range(1, 80):
+            self.subjects.append({"id": f"user-{n}", "jurisdiction": "US"})
+        self.subjects += [
+            {"id": "jour-1", "jurisdiction": "US", "protected": ["journalist"]},
+            {"id": "act-1", "jurisdiction": "US", "protected": ["activist"]},
+            {"id": "minor-1", "jurisdiction": "US", "protected": ["minor"]},
+            {
+                "id": "acct-2",
+                "jurisdiction": "US",
+                "protected": ["employee_account"],
+                "employee": "emp-2",
+            },
+        ]
+        # Ordinary work: each agent, each weekday of two weeks, four explained reads.
+        for n in range(1, 9):
+            for day in [d for d in range(14) if d % 7 < 5]:
+                for k in range(4):
+                    subject = f"base-{n}-{day}-{k}"
+                    self.subjects.append({"id": subject, "jurisdiction": "US"})
+                    ticket = self.ticket(f"emp-{n}", subject, opened=at(day, 9))
+                    self.access(f"emp-{n}", subject, at(day, 10 + k), ticket=ticket)
+
+    def ticket(
+        self,
+        assignee: str,
+        subject: str,
+        kind: str = "support",
+        opened: datetime | None = None,
+        closed: datetime | None = None,
+        opened_by: str = "subject",
+    ) -> str:
+        entry: dict[str, Any] = {
+            "id": f"T-{len(self.tickets) + 1}",
+            "kind": kind,
+            "subject": subject,
+            "assignee": assignee,
+            "status": "closed" if closed else "open",
+            "opened": iso(opened or START),
+            "opened_by": opened_by,
+        }
+        if closed:
+            entry["closed"] = iso(closed)
+        self.tickets.append(entry)
+        return str(entry["id"])
+
+    def access(
+        self,
+        principal: str,
+        subject: str,
+        moment: datetime,
+        category: str = "profile",
+        purpose: str = "support",
+        ticket: str | None = None,
+        **extra: Any,
+    ) -> str:
+        event: dict[str, Any] = {
+            "id": f"ev-{len(self.events) + 1}",
+            "time": iso(moment),
+            "principal": principal,
+            "action": "read",
+            "subject": subject,
+            "category": category,
+            "purpose": purpose,
+            "decision": "allow",
+            "precision": "coarse",
+        }
+        if ticket:
+            event["ticket"] = ticket
+        event.update(extra)
+        self.events.append(event)
+        return str(event["id"])
+
+    def person(self, principal: str) -> dict[str, Any]:
+        return next(p for p in self.principals if p["id"] == principal)
+
+    def detect(self, system: Custos, section: dict[str, Any] | None = None) -> list[Alert]:
+        load_org(
+            system,
+            {"principals": self.principals, "subjects": self.subjects, "tickets": self.tickets},
+        )
+        EventStore(system.db).append(self.events)
+        return run_detection(system.db, system.directory, section).alerts
+
+
+def rules_for(alerts: list[Alert], principal: str) -> set[str]:
+    return {a.rule for a in alerts if principal in a.principals}

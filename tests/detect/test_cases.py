@@ -1,0 +1,150 @@
+"""Cases: alerts filed per principal, triage, and dispositions feeding suppression."""
+
+from __future__ import annotations
+
+import pytest
+
+from custos.access import Custos
+from custos.detect import Casebook, EventStore, UnknownCase, run_detection
+from custos.errors import InvalidInput
+from tests.detect.office import Office, at
+
+
+@pytest.fixture
+def office() -> Office:
+    office = Office()
+    # Two findings about emp-1 in week one: a journalist and a colleague's account.
+    office.access("emp-1", "jour-1", at(1, 11), "ip_history")
+    office.access("emp-1", "acct-2", at(2, 11), "profile")
+    return office
+
+
+def test_alerts_of_one_principal_share_a_case_and_rerunning_adds_nothing(
+    system: Custos, office: Office
+) -> None:
+    first = office.detect(system)
+    assert {a.rule for a in first} == {"protected_subject_access", "colleague_account_access"}
+    assert len({a.case for a in first}) == 1
+    again = run_detection(system.db, system.directory)
+    assert [a.id for a in again.alerts] == [a.id for a in first]
+    book = Casebook(system.db)
+    (case,) = book.cases()
+    assert case.principal == "emp-1"
+    assert case.severity == "critical"
+    assert len(case.alerts) == 2
+
+
+def test_assign_comment_close(system: Custos, office: Office) -> None:
+    office.detect(system)
+    book = Casebook(system.db)
+    (case,) = book.cases("open")
+    book.assign(case.id, "emp-20")
+    book.comment(case.id, "emp-20", "asked the agent's manager")
+    closed = book.close(case.id, "confirmed_misuse", author="emp-20", comment="admitted")
+    assert closed.status == "closed"
+    assert closed.assignee == "emp-20"
+    assert closed.disposition == "confirmed_misuse"
+    assert [c.text for c in closed.comments] == ["asked the agent's manager", "admitted"]
+    assert book.cases("open") == []
+    with pytest.raises(InvalidInput, match="already closed"):
+        book.close(case.id, "legitimate", author="emp-20")
+
+
+def test_bad_ids_and_dispositions_are_clear_errors(system: Custos, office: Office) -> None:
+    office.detect(system)
+    book = Casebook(system.db)
+    with pytest.raises(UnknownCase):
+        book.case("case-999")
+    with pytest.raises(UnknownCase):
+        book.assign("nonsense", "emp-20")
+    (case,) = book.cases()
+    with pytest.raises(InvalidInput, match="disposition 'fine'"):
+        book.close(case.id, "fine", author="x")
+    with pytest.raises(InvalidInput):
+        book.comment(case.id, "x", "   ")
+
+
+@pytest.mark.parametrize(
+    ("disposition", "suppressed"),
+    [("legitimate", True), ("false_positive", True), ("confirmed_misuse", False)],
+)
+def test_dispositions_feed_suppression(
+    system: Custos, office: Office, disposition: str, suppressed: bool
+) -> None:
+    office.detect(system)
+    book = Casebook(system.db)
+    (case,) = book.cases()
+    book.close(case.id, disposition, author="emp-20")
+    # The same patterns again, a week later: the same rule, principal and subjects.
+    events = EventStore(system.db)
+    events.append(
+        [
+            {
+                "id": "late-1",
+                "time": "2026-01-13T11:00:00Z",
+                "principal": "emp-1",
+                "action": "read",
+                "subject": "jour-1",
+                "category": "ip_history",
+                "purpose": "support",
+                "decision": "allow",
+                "precision": "coarse",
+            },
+            {
+                "id": "late-2",
+                "time": "2026-01-13T12:00:00Z",
+                "principal": "emp-1",
+                "action": "read",
+                "subject": "acct-2",
+                "category": "profile",
+                "purpose": "support",
+                "decision": "allow",
+                "precision": "coarse",
+            },
+        ]
+    )
+    run = run_detection(system.db, system.directory)
+    late = [a for a in run.alerts if "late-1" in a.events or "late-2" in a.events]
+    if suppressed:
+        assert late == []
+        assert run.suppressed == 2
+        assert book.cases("open") == []
+    else:
+        assert {a.rule for a in late} == {"protected_subject_access", "colleague_account_access"}
+        assert len(book.cases("open")) == 1
+
+
+def test_suppression_by_subject_does_not_hide_another_subject(
+    system: Custos, office: Office
+) -> None:
+    office.detect(system)
+    book = Casebook(system.db)
+    (case,) = book.cases()
+    book.close(case.id, "legitimate", author="emp-20")
+    EventStore(system.db).append(
+        [
+            {
+                "id": "other",
+                "time": "2026-01-13T11:00:00Z",
+                "principal": "emp-1",
+                "action": "read",
+                "subject": "act-1",
+                "category": "contact",
+                "purpose": "support",
+                "decision": "allow",
+                "precision": "coarse",
+            }
+        ]
+    )
+    run = run_detection(system.db, system.directory)
+    assert [a.subjects for a in run.alerts if "other" in a.events] == [("act-1",)]
+
+
+def test_group_moves_alerts_into_one_case(system: Custos, office: Office) -> None:
+    office.access("emp-3", "user-9", at(3, 11), "credentials")
+    alerts = office.detect(system)
+    book = Casebook(system.db)
+    mine = [a for a in alerts if a.principals == ("emp-1",)]
+    theirs = [a for a in alerts if a.principals == ("emp-3",)]
+    merged = book.group([theirs[0].id], into=mine[0].case)
+    assert {a.id for a in merged.alerts} == {a.id for a in mine} | {theirs[0].id}

@@ -1,0 +1,181 @@
+"""Importing access events: whole file or nothing, every bad line named, rejects set aside."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from custos.access import Custos
+from custos.access.journal import decision_entry
+from custos.access.read import release_entry
+from custos.detect import AccessEvent, EventStore, connect, load_store, parse_event, parse_lines
+from custos.errors import ValidationFailed
+from custos.policy import AccessRequest
+from custos.vocabulary import ACTIONS, CATEGORIES, OUTCOMES, PURPOSES
+from tests.factories import SUPPORT_WORLD, load_org
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "ev-1",
+        "time": "2026-01-05T10:03:00Z",
+        "principal": "emp-1001",
+        "action": "read",
+        "subject": "user-42",
+        "category": "ip_history",
+        "purpose": "support",
+        "ticket": "T-9001",
+        "decision": "allow",
+        "precision": "coarse",
+        "records": 12,
+        "source": "admin-console",
+    }
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def lines(*events: dict[str, Any] | str) -> list[str]:
+    return [e if isinstance(e, str) else json.dumps(e) for e in events]
+
+
+def test_design_example_round_trips_and_keeps_unknown_fields(system: Custos) -> None:
+    store = EventStore(system.db)
+    report = store.import_lines(lines(event(tool_version="3.1", grant="G-7")), "log.jsonl")
+    assert (report.added, report.unchanged, report.rejected) == (1, 0, 0)
+    (stored,) = store.get(["ev-1"])
+    body = stored.to_dict()
+    assert body["tool_version"] == "3.1"
+    assert body["grant"] == "G-7"
+    assert body["records"] == 12
+    assert body["time"] == "2026-01-05T10:03:00Z"
+
+
+def test_importing_twice_changes_nothing(system: Custos) -> None:
+    store = EventStore(system.db)
+    data = lines(event(), event(id="ev-2"))
+    assert store.import_lines(data, "a").added == 2
+    again = store.import_lines(data, "a")
+    assert (again.added, again.unchanged) == (0, 2)
+    assert store.count() == 2
+
+
+def test_every_bad_line_is_reported_by_number_and_nothing_is_stored(system: Custos) -> None:
+    store = EventStore(system.db)
+    data = lines(
+        event(),  # 1 good
+        "{not json",  # 2
+        event(id="ev-3", principal=...),  # 3 missing field
+        event(id="ev-4", action="peek"),  # 4 bad enum
+        event(id="ev-5", time="2026-01-05T10:03:00"),  # 5 no zone
+        event(id="ev-6", time="yesterday"),  # 6 not a time
+        "[1, 2]",  # 7 not an object
+        event(id="ev-1"),  # 8 duplicate id
+        event(id="ev-9", records=-3),  # 9 negative count
+        "",  # 10 blank: skipped
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        store.import_lines(data, "log.jsonl")
+    problems = caught.value.problems
+    assert [p.split(":")[1].strip() for p in problems] == [
+        f"line {n}" for n in (2, 3, 4, 5, 6, 7, 8, 9)
+    ]
+    assert "field 'principal': missing" in problems[1]
+    assert "field 'action'" in problems[2]
+    assert "time zone" in problems[3]
+    assert "ISO 8601" in problems[4]
+    assert "duplicate id (first on line 1)" in problems[6]
+    assert store.count() == 0
+
+
+def test_errors_never_repeat_the_bad_value(system: Custos) -> None:
+    secret = "203.0.113.77"
+    with pytest.raises(ValidationFailed) as caught:
+        EventStore(system.db).import_lines(lines(event(subject=secret + " x")), "log")
+    assert secret not in str(caught.value)
+
+
+def test_rejects_file_takes_the_good_lines_and_sets_bad_ones_aside(
+    system: Custos, tmp_path: Path
+) -> None:
+    rejects = tmp_path / "rejects.jsonl"
+    data = lines(event(), "{oops", event(id="ev-2", decision="maybe"), event(id="ev-3"))
+    report = EventStore(system.db).import_lines(data, "log", rejects=rejects)
+    assert (report.added, report.rejected) == (2, 2)
+    assert rejects.read_text().splitlines() == [data[1], data[2]]
+    assert os.stat(rejects).st_mode & 0o777 == 0o600
+
+
+def test_append_takes_dicts_and_models_all_or_nothing(system: Custos) -> None:
+    store = EventStore(system.db)
+    model = parse_event(event(id="ev-m"))
+    assert store.append([model, event(id="ev-d", decision="deny", precision=None)]).added == 2
+    with pytest.raises(ValidationFailed) as caught:
+        store.append([event(id="ev-x"), event(id="ev-y", category="dna")])
+    assert caught.value.problems[0].startswith("event 1: field 'category'")
+    assert store.count() == 2
+
+
+ids = st.text(string.ascii_letters + string.digits + "-_.", min_size=1, max_size=30).filter(
+    lambda s: s[0].isalnum()
+)
+times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+valid = st.fixed_dictionaries(
+    {
+        "id": ids,
+        "time": times.map(lambda t: t.isoformat().replace("+00:00", "Z")),
+        "principal": ids,
+        "action": st.sampled_from(sorted(ACTIONS)),
+        "subject": ids,
+        "category": st.sampled_from(sorted(CATEGORIES)),
+        "purpose": st.sampled_from(sorted(PURPOSES)),
+        "decision": st.sampled_from(sorted(OUTCOMES)),
+        "precision": st.sampled_from(["coarse", "precise", None]),
+    },
+    optional={"ticket": ids, "records": st.integers(0, 10**9), "source": ids, "note": st.text()},
+)
+
+
+@given(valid)
+def test_any_valid_event_parses_and_round_trips(data: dict[str, Any]) -> None:
+    parsed = parse_event(data)
+    again = parse_event(parsed.to_dict())
+    assert again == parsed
+    assert again.extras() == parsed.extras()
+
+
+@given(st.lists(st.one_of(st.text(max_size=80), valid.map(json.dumps)), max_size=8))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_parser_never_raises_and_accounts_for_every_line(raw: list[str]) -> None:
+    result = parse_lines(raw, "fuzz")
+    numbers = {n for n, _ in result.rejected}
+    good = len(result.events)
+    non_blank = sum(1 for line in raw if line.strip())
+    assert good + len(numbers) == non_blank
+    assert all(isinstance(e, AccessEvent) for e in result.events)
+
+
+def test_custos_own_decisions_and_releases_feed_the_store(system: Custos) -> None:
+    load_org(system, SUPPORT_WORLD)
+    allowed = system.decide(AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1"))
+    refused = system.decide(AccessRequest("emp-1002", "user-42", "location", "support"))
+    entries = [
+        decision_entry(allowed, allowed.event_id or "", "custos"),
+        release_entry(allowed, 3, 0, "custos"),
+        decision_entry(refused, refused.event_id or "", "custos"),
+    ]
+    store = EventStore(system.db)
+    assert store.append(entries).added == 3
+    con = connect()
+    assert load_store(con, store, system.directory) == 2
+    rows = dict(con.execute("SELECT decision, records FROM events ORDER BY decision").fetchall())
+    assert rows == {"allow": 3, "deny": None}
