@@ -4,6 +4,7 @@ parts wired to it. Everything above (CLI, API, web) reaches the parts through th
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import uuid
@@ -28,6 +29,7 @@ from custos.approvals import (
     WebhookNotifier,
 )
 from custos.config import Settings, load_settings
+from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, run_detection
 from custos.directory import DirectoryStore
 from custos.errors import (
     ConfigurationError,
@@ -49,6 +51,7 @@ from custos.policy import (
 from custos.reports import SubjectIndex, build_report
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
+from custos.store.events import LedgerFeedRow
 from custos.vault import KEK_FILE, GeoLookup, IngestReport, LocalKeyFile, ShredReport, Vault
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
@@ -105,6 +108,55 @@ class Custos:
                 f"no custos home at {settings.home}", hint="run `custos init` first"
             )
         return cls(settings, open_database(settings.database_url))
+
+    @cached_property
+    def events(self) -> EventStore:
+        """Access events: imported from other tools' logs, and custos's own (fed from the
+        ledger by :meth:`feed_events`)."""
+        return EventStore(self.db)
+
+    def feed_events(self) -> int:
+        """Copy custos's own decisions and releases from the ledger into the access events,
+        from where the last feed stopped; returns how many ledger entries were read.
+
+        Reading the ledger, not hooking the hot path, keeps decisions fast and means detection
+        sees exactly what was logged. Idempotent (events are keyed by their ids).
+        """
+        size = self.ledger.size()
+        with self.db.session() as session:
+            row = session.get(LedgerFeedRow, 1)
+            start = row.position if row is not None else 0
+        read = 0
+        while start < size:
+            end = min(start + 5000, size)
+            batch = []
+            for _, raw in self.ledger.entries(start, end):
+                entry = json.loads(raw)
+                if entry.get("type") in ("decision", "release") and "subject" in entry:
+                    entry.pop("salt", None)  # a ledger detail, meaningless as an event field
+                    batch.append(entry)
+            if batch:
+                self.events.append(batch)
+            with self.db.session() as session:
+                row = session.get(LedgerFeedRow, 1)
+                if row is None:
+                    session.add(LedgerFeedRow(id=1, position=end))
+                else:
+                    row.position = max(row.position, end)
+            read += end - start
+            start = end
+        return read
+
+    def detect(self, *, since: datetime | None = None) -> DetectionRun:
+        """Feed the ledger into the events, then run every detection rule (see
+        :func:`custos.detect.run_detection`)."""
+        self.feed_events()
+        return run_detection(self.db, self.directory, self.settings.section("detect"), since=since)
+
+    @cached_property
+    def casebook(self) -> Casebook:
+        config = DetectConfig.from_section(self.settings.section("detect"))
+        return Casebook(self.db, suppress_days=config.suppress_days)
 
     @cached_property
     def subject_index(self) -> SubjectIndex:

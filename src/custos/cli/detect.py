@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
-from custos.detect import Case, Casebook, DetectConfig, EventStore, read_lines, run_detection
+from custos.detect import Case, Casebook, DetectConfig, EventStore, read_lines
 from custos.errors import InvalidInput
 
 events_app = typer.Typer(
@@ -87,9 +87,7 @@ def detect(
     """Run every detection rule over the stored events; print the alerts (filed in cases)."""
     moment = _time(since, "--since") if since else None
     with Custos.open(state(ctx).home) as system:
-        run = run_detection(
-            system.db, system.directory, system.settings.section("detect"), since=moment
-        )
+        run = system.detect(since=moment)
     if as_json:
         print_json([a.to_dict() for a in run.alerts])
         return

@@ -395,6 +395,7 @@ class Detector:
         """Run every rule on prepared tables (see :meth:`prepare`)."""
         rules: list[Callable[[], list[Finding]]] = [
             self.protected_subject_access,
+            self.protected_subject_attempt,
             self.colleague_account_access,
             self.leak_hunt,
             self.repeated_subject,
@@ -462,6 +463,32 @@ class Detector:
                     f"({', '.join(flags)}) {row['n']} time(s) {_span(row['first'], row['last'])} "
                     f"({', '.join(row['categories'])}) with no ticket assigned to them about "
                     "those subjects, of a matching kind, opened by someone else.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def protected_subject_attempt(self) -> list[Finding]:
+        """Attempts on journalists', officials' and activists' data that custos refused or
+        held for approval, with no independent explanation: the access was stopped, but the
+        intent is what the 2022 case was made of, and people should see it."""
+        sql = self._grouped(
+            "decision <> 'allow' AND hv AND NOT own_indep",
+            ", list(DISTINCT protected) AS flags",
+        )
+        out = []
+        for row in self._rows(sql):
+            flags = sorted({f for fs in row["flags"] for f in fs.split("|") if f})
+            out.append(
+                self._finding(
+                    "protected_subject_attempt",
+                    "high",
+                    row,
+                    f"{self._who(row['principal'])} tried {row['n']} time(s) "
+                    f"{_span(row['first'], row['last'])} to reach data of "
+                    f"{_plural(row['n_subjects'], 'protected subject')} ({', '.join(flags)}; "
+                    f"{', '.join(row['categories'])}) without an independent explanation; "
+                    "custos refused or held the access for approval.",
                     f"{row['principal']}|{row['bucket']}",
                 )
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -99,3 +99,12 @@ class SuppressionRow(Base):
     until: Mapped[datetime] = mapped_column(UTCDateTime)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerFeedRow(Base):
+    """How far into the ledger custos's own decisions have been copied into access events."""
+
+    __tablename__ = "ledger_feed"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    position: Mapped[int] = mapped_column(BigInteger)
