@@ -36,10 +36,30 @@ WRONG_ROLE = {
     ("get", "/v1/ledger/tile/{path}"): None,
     ("get", "/v1/subjects/{subject_id}/report"): "siem",
     ("get", "/v1/whoami"): None,
+    ("post", "/v1/events"): "monitor",
+    ("get", "/v1/events"): "ts-tool",
+    ("post", "/v1/detect"): "monitor",
+    ("get", "/v1/alerts"): "ts-tool",
+    ("get", "/v1/alerts/{alert_id}"): "ts-tool",
+    ("get", "/v1/cases"): "ts-tool",
+    ("get", "/v1/cases/{case_id}"): "ts-tool",
+    ("post", "/v1/cases/{case_id}/assign"): "monitor",
+    ("post", "/v1/cases/{case_id}/comment"): "monitor",
+    ("post", "/v1/cases/{case_id}/close"): "monitor",
     ("get", "/healthz"): None,
     ("get", "/metrics"): "ts-tool",
 }
-PAGES = ["/", "/approvals", "/approvals/req-x", "/ledger", "/policies", "/subjects/user-42"]
+PAGES = [
+    "/",
+    "/approvals",
+    "/approvals/req-x",
+    "/ledger",
+    "/policies",
+    "/subjects/user-42",
+    "/alerts",
+    "/events",
+    "/principals/emp-3001",
+]
 
 
 def concrete(path: str) -> str:
@@ -49,6 +69,8 @@ def concrete(path: str) -> str:
         .replace("{index}", "0")
         .replace("{path}", "0/000")
         .replace("{subject_id}", "user-1")
+        .replace("{alert_id}", "al-1")
+        .replace("{case_id}", "case-1")
     )
 
 
@@ -63,6 +85,27 @@ def body_for(path: str) -> dict[str, Any]:
             "purpose": "trust_safety",
             "reason": "why",
         }
+    if path == "/v1/events":
+        return {
+            "events": [
+                {
+                    "id": "x-1",
+                    "time": "2026-01-05T10:03:00Z",
+                    "principal": "emp-1",
+                    "action": "read",
+                    "subject": "user-1",
+                    "category": "profile",
+                    "purpose": "support",
+                    "decision": "allow",
+                }
+            ]
+        }
+    if path.endswith("/assign"):
+        return {"assignee": "ivy"}
+    if path.endswith("/comment"):
+        return {"text": "looked"}
+    if path.endswith("/close"):
+        return {"disposition": "legitimate"}
     if path.endswith("/review"):
         return {"note": "why"}
     if path.endswith(("/approve", "/deny", "/revoke")):
@@ -365,3 +408,55 @@ def test_subject_reports_name_staff_only_for_the_privacy_office(service: Service
     from custos.reports import verify_report
 
     assert verify_report(json.dumps(report)).ok
+
+
+def test_events_alerts_and_cases_over_http(service: Service) -> None:
+    with service.client(service.tokens["audit-tool"]) as audit:
+        for _ in range(3):
+            refused = audit.post(
+                "/v1/read",
+                json={
+                    "subject": "user-42",
+                    "category": "ip_history",
+                    "purpose": "internal_investigation",
+                    "ticket": "T-7",
+                },
+            )
+            assert refused.json()["decision"] == "deny"
+    with service.client(service.tokens["siem"]) as siem:
+        imported = siem.post(
+            "/v1/events",
+            json={
+                "events": [
+                    {
+                        "id": "tool-1",
+                        "time": "2026-11-01T10:00:00Z",
+                        "principal": "emp-6001",
+                        "action": "read",
+                        "subject": "user-1",
+                        "category": "profile",
+                        "purpose": "support",
+                        "decision": "allow",
+                        "source": "legacy-console",
+                    }
+                ]
+            },
+        )
+        assert imported.status_code == 201
+        assert imported.json() == {"added": 1, "unchanged": 0}
+        bad = siem.post("/v1/events", json={"events": [{"id": "tool-2"}]})
+        assert bad.status_code == 422
+        log = siem.get("/v1/events", params={"subject": "user-42"}).json()
+        assert {e["principal"] for e in log} == {"emp-2001"}
+        assert all("records" not in e or isinstance(e["records"], int) for e in log)
+        alerts = siem.post("/v1/detect").json()
+        mine = [a for a in alerts if "emp-2001" in a["principals"]]
+        assert mine, alerts
+        detail = siem.get(f"/v1/alerts/{mine[0]['id']}").json()
+        assert {e["subject"] for e in detail["evidence"]} == {"user-42"}
+        case_id = detail["case"]
+        closed = siem.post(
+            f"/v1/cases/{case_id}/close",
+            json={"disposition": "confirmed_misuse", "comment": "leak hunt"},
+        )
+        assert closed.json()["status"] == "closed"

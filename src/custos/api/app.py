@@ -19,6 +19,7 @@ from custos.api import errors
 from custos.api.auth import RateLimiter
 from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders
 from custos.api.routes import ops, router
+from custos.api.routes_detect import router as detect_router
 
 log = logging.getLogger("custos.api")
 
@@ -65,6 +66,7 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     ledger_size.set_function(lambda: _safe_size(system))
     errors.install(app)
     app.include_router(router)
+    app.include_router(detect_router)
     app.include_router(ops)
     from custos.web import install as install_dashboard
 
@@ -89,6 +91,7 @@ async def _housekeeping(system: Custos, every: float) -> None:
         try:
             await asyncio.to_thread(system.approvals.sweep)
             await asyncio.to_thread(system.approvals.outbox.deliver)
+            await asyncio.to_thread(system.feed_events)
         except Exception:  # noqa: BLE001 - keep going; the next round retries
             log.warning("housekeeping failed; will retry", exc_info=False)
 

@@ -238,6 +238,14 @@ class Casebook:
         with self.db.session() as session:
             return [_alert(r) for r in session.scalars(query)]
 
+    def alert(self, alert_id: str) -> Alert:
+        """One alert. Raises :class:`UnknownAlert`."""
+        with self.db.session() as session:
+            row = session.get(AlertRow, _number(alert_id, "al-", UnknownAlert))
+            if row is None:
+                raise UnknownAlert(f"unknown alert {alert_id!r}")
+            return _alert(row)
+
     def cases(self, status: str | None = None) -> list[Case]:
         """Cases, newest first; ``status`` ``open`` or ``closed`` filters."""
         query = select(CaseRow).order_by(CaseRow.id.desc())

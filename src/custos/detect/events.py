@@ -316,6 +316,28 @@ class EventStore:
                 found.extend(_event(row) for row in session.scalars(query))
         return sorted(found, key=lambda e: (e.time, e.id))
 
+    def search(
+        self,
+        *,
+        principal: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 200,
+    ) -> list[AccessEvent]:
+        """Events matching every filter given, newest first, at most ``limit``."""
+        query = select(AccessEventRow).order_by(AccessEventRow.time.desc()).limit(limit)
+        if principal is not None:
+            query = query.where(AccessEventRow.principal == principal)
+        if subject is not None:
+            query = query.where(AccessEventRow.subject == subject)
+        if since is not None:
+            query = query.where(AccessEventRow.time >= since)
+        if until is not None:
+            query = query.where(AccessEventRow.time < until)
+        with self.db.session() as session:
+            return [_event(row) for row in session.scalars(query)]
+
     def write_csv(self, path: Path) -> int:
         """Write every event as CSV in :data:`custos.detect.engine.EVENT_COLUMNS` order, for
         DuckDB to load; returns how many were written."""

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from custos.access import Custos
 from custos.api.auth import SESSION_COOKIE, Caller, approver_principal, requires, system_of
+from custos.detect import DISPOSITIONS
 from custos.errors import AuthenticationFailed, CustosError, RateLimited
 from custos.reports import render_html, verify_report
 from custos.store.directory import PolicyVersionRow
@@ -293,15 +294,136 @@ def subject_report_html(
     )
 
 
-def _no_alerts(_system: Custos) -> dict[str, int]:
-    return {}
+TRIAGE = requires("investigator", "privacy_officer")
+READERS = requires("investigator", "privacy_officer", "auditor")
+
+
+@pages.get("/alerts", response_class=HTMLResponse)
+def alerts_page(request: Request, who: Caller = Depends(READERS)) -> Response:
+    order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+    found = sorted(
+        _system(request).casebook.alerts(),
+        key=lambda a: (order.get(a.severity, 9), -a.last_seen.timestamp()),
+    )
+    return _render(
+        request,
+        "alerts.html",
+        who,
+        alerts=found,
+        can_run=who.has("investigator", "privacy_officer"),
+    )
+
+
+@pages.post("/alerts/run")
+def run_detection_now(request: Request, who: Caller = Depends(TRIAGE)) -> Response:
+    _system(request).detect()
+    return RedirectResponse("/alerts", status_code=303)
+
+
+@pages.get("/alerts/{alert_id}", response_class=HTMLResponse)
+def alert_page(alert_id: str, request: Request, who: Caller = Depends(READERS)) -> Response:
+    """An alert, its explanation and its evidence events."""
+    system = _system(request)
+    alert = system.casebook.alert(alert_id)
+    case = system.casebook.case(alert.case) if alert.case else None
+    return _render(
+        request,
+        "alert.html",
+        who,
+        alert=alert,
+        case=case,
+        evidence=system.events.get(alert.events),
+        can_triage=who.has("investigator", "privacy_officer"),
+        can_report=who.has("auditor", "privacy_officer"),
+        dispositions=DISPOSITIONS,
+    )
+
+
+@pages.post("/cases/{case_id}/close")
+def close_case(
+    case_id: str,
+    request: Request,
+    disposition: str = Form(..., max_length=32),
+    comment: str = Form("", max_length=2000),
+    who: Caller = Depends(TRIAGE),
+) -> Response:
+    case = _system(request).casebook.close(
+        case_id, disposition, author=who.name, comment=comment or None
+    )
+    first = case.alerts[0].id if case.alerts else None
+    return RedirectResponse(f"/alerts/{first}" if first else "/alerts", status_code=303)
+
+
+@pages.get("/events", response_class=HTMLResponse)
+def events_page(
+    request: Request,
+    principal: str | None = None,
+    subject: str | None = None,
+    who: Caller = Depends(READERS),
+) -> Response:
+    """The access log (who accessed whom, why, and what custos decided): never contents."""
+    system = _system(request)
+    system.feed_events()
+    found = system.events.search(principal=principal or None, subject=subject or None, limit=300)
+    return _render(request, "events.html", who, events=found, principal=principal, subject=subject)
+
+
+@pages.get("/principals/{principal_id}", response_class=HTMLResponse)
+def principal_page(principal_id: str, request: Request, who: Caller = Depends(READERS)) -> Response:
+    """A principal: facts, their weekly breadth against their peers', alerts, recent access."""
+    system = _system(request)
+    person = system.directory.principal(principal_id)
+    peers = [
+        p.id
+        for p in system.directory.principals()
+        if p.role == person.role and p.team == person.team and p.id != person.id
+    ]
+    since = datetime.now(UTC) - timedelta(weeks=8)
+    weeks = [(since + timedelta(weeks=n)) for n in range(8)]
+    labels = [w.strftime("%d %b") for w in weeks]
+
+    def weekly(pid: str) -> list[float]:
+        seen: list[set[str]] = [set() for _ in weeks]
+        for event in system.events.search(principal=pid, since=since, limit=5000):
+            slot = min(7, int((event.time - since).total_seconds() // (7 * 86400)))
+            seen[slot].add(event.subject)
+        return [float(len(s)) for s in seen]
+
+    mine = weekly(person.id)
+    peer_series = [weekly(p) for p in peers[:30]]
+    median = (
+        [
+            float(sorted(col)[len(col) // 2]) if col else 0.0
+            for col in (list(values) for values in zip(*peer_series, strict=True))
+        ]
+        if peer_series
+        else [0.0] * len(weeks)
+    )
+    chart = charts.compare(mine, median, labels, title="Distinct subjects per week")
+    alerts = [a for a in system.casebook.alerts() if person.id in a.principals]
+    recent = system.events.search(principal=person.id, limit=50)
+    return _render(
+        request,
+        "principal.html",
+        who,
+        person=person,
+        peers=len(peers),
+        chart=chart,
+        alerts=alerts,
+        recent=recent,
+    )
+
+
+def _alerts_by_severity(system: Custos) -> dict[str, int]:
+    counts: Counter[str] = Counter(a.severity for a in system.casebook.alerts())
+    return dict(counts)
 
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard's pages and assets on ``app``."""
     app.state.login_throttle = LoginThrottle()
     if not hasattr(app.state, "alerts_by_severity"):
-        app.state.alerts_by_severity = _no_alerts
+        app.state.alerts_by_severity = _alerts_by_severity
     app.include_router(pages)
     app.mount(
         "/static",
