@@ -190,12 +190,28 @@ def test_an_invalid_policy_is_refused_by_validate_and_by_check(loaded: Path) -> 
     assert check.returncode == 4
 
 
-def test_demo_runs_the_2022_case(tmp_path: Path) -> None:
-    result = run(tmp_path / "demo-home", "demo", "--json")
+def test_demo_runs_the_2022_case_through_the_service(tmp_path: Path) -> None:
+    result = run(
+        tmp_path / "demo-home",
+        "demo",
+        "--no-serve",
+        "--json",
+        "--employees",
+        "60",
+        "--days",
+        "14",
+        "--port",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
-    decisions = json.loads(result.stdout)["decisions"]
-    assert decisions[0]["decision"] == "deny"
-    assert decisions[0]["reasons"][0]["policy"] == "source-protection"
+    summary = json.loads(result.stdout)
+    assert summary["refused_request_rule"] == "source-protection"
+    assert summary["blocked_2022_reads"] >= 8
+    assert summary["precise_read"]["decision"] == "allow"
+    assert summary["precise_read"]["records"] > 0
+    assert summary["alerts_naming_culprits"]
+    assert summary["report_verified"] is True
+    assert summary["pending_request"].startswith("req-")
 
 
 def test_readme_starts_with_the_two_commands_and_they_exist() -> None:

@@ -1,3 +1,18 @@
-"""The dashboard tests use the same live service as the API tests."""
+"""The dashboard tests use the same live service as the API tests, and one browser."""
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.api.conftest import service  # noqa: F401 - re-exported fixture
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    from tests.web.test_dashboard import CHROMIUM
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield launched
+        launched.close()

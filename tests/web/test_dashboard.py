@@ -4,11 +4,10 @@ service on loopback. Screenshots are kept in ``artifacts/screenshots/`` for peop
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from custos.policy import AccessRequest
 from tests.api.conftest import PASSWORD, Service
@@ -19,14 +18,6 @@ SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM} (scripts/test installs it)"
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def signed_in(browser: Browser, service: Service, username: str) -> Page:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
-from importlib import resources
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
-from custos.directory import parse_text
 from custos.policy import AccessRequest, Decision
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -97,66 +92,3 @@ def read(
     _show(result.decision)
     for record in result.records:
         console.print(record, highlight=False, markup=False)
-
-
-DEMO_REQUESTS: tuple[tuple[str, AccessRequest], ...] = (
-    (
-        "2022 case: internal audit pulls a journalist's IP history for a leak hunt",
-        AccessRequest("emp-2001", "user-42", "ip_history", "internal_investigation", ticket="T-7"),
-    ),
-    (
-        "support agent, own open ticket, reads the profile",
-        AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1"),
-    ),
-    (
-        "same agent reads IP history",
-        AccessRequest("emp-1001", "user-1", "ip_history", "support", ticket="T-1"),
-    ),
-    (
-        "same agent, a colleague's ticket",
-        AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-2"),
-    ),
-    (
-        "agent looks up a colleague's own account",
-        AccessRequest("emp-1002", "user-77", "profile", "support", ticket="T-6"),
-    ),
-    (
-        "terminated employee with a valid ticket",
-        AccessRequest("emp-1004", "user-1", "profile", "support", ticket="T-10"),
-    ),
-    (
-        "trust & safety wants a public official's precise IPs, no grant yet",
-        AccessRequest(
-            "emp-3001", "user-50", "ip_history", "trust_safety", ticket="T-16", precision="precise"
-        ),
-    ),
-)
-
-
-@app.command("demo")
-def demo(
-    ctx: typer.Context,
-    as_json: JsonFlag = False,
-) -> None:
-    """Build a small organisation in a fresh home and run the 2022 case through custos."""
-    home = state(ctx).home or Path(tempfile.mkdtemp(prefix="custos-demo-")) / "home"
-    if home.exists() and any(home.iterdir()):
-        raise typer.BadParameter(
-            f"{home} is not empty; the demo needs a fresh home", param_hint="--home"
-        )
-    org = resources.files("custos.examples").joinpath("org.yaml").read_text(encoding="utf-8")
-    with Custos.init(home) as system:
-        system.directory.merge(parse_text(org, "example org"), source="example org")
-        decisions = system.decide_many([request for _, request in DEMO_REQUESTS])
-    if as_json:
-        print_json({"home": str(home), "decisions": [d.to_dict() for d in decisions]})
-        return
-    console.print(f"custos demo in {home}\n", highlight=False)
-    table = Table(show_lines=True)
-    table.add_column("request")
-    table.add_column("decision")
-    table.add_column("why")
-    for (label, _), decision in zip(DEMO_REQUESTS, decisions, strict=True):
-        outcome = decision.outcome + (f" ({decision.precision})" if decision.precision else "")
-        table.add_row(label, outcome, decision.explanation)
-    console.print(table)

@@ -1,0 +1,468 @@
+"""``custos demo``: the README's main job.
+
+In a fresh home: simulate an organisation (with its last weeks of access logs), start the real
+service on loopback, run a slice of benign traffic and the 2022 journalist case through the
+HTTP API, take a legitimate protected access through two-person approval, run detection, sign
+a checkpoint, verify the journalist's transparency report — then serve the dashboard and say
+what happened: blocked, approved, alerted, proven.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import uvicorn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from custos.access import Custos
+from custos.api import create_app
+from custos.cli.app import app, console, print_json, state
+from custos.directory import parse_text, read_directory_file
+from custos.errors import InvalidInput
+from custos.reports import verify_report
+from custos.sim import simulate
+from custos.sim.run import DIRECTORY_FILE, EVENTS_FILE, LABELS_FILE
+
+Step = Callable[[str, int], None]
+
+
+@dataclass
+class Demo:
+    """A running demo: its home, the service's URL, who can sign in, and what happened."""
+
+    home: Path
+    url: str
+    password: str
+    accounts: dict[str, str]
+    summary: dict[str, Any]
+    server: uvicorn.Server
+    thread: threading.Thread
+    system: Custos
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.system.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _logins(subject: str, days: int, seed: int) -> list[str]:
+    now = datetime.now(UTC)
+    return [
+        json.dumps(
+            {
+                "id": f"demo-{subject}-{n}",
+                "kind": "login",
+                "subject": subject,
+                "time": (now - timedelta(days=n + 1, hours=seed % 7)).isoformat(),
+                "ip": f"198.51.{(seed + n) % 250}.{(7 * n + seed) % 250 + 1}",
+                "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Safari/605.1.15",
+            }
+        )
+        for n in range(min(days, 10))
+    ]
+
+
+def run_demo(
+    home: Path,
+    *,
+    employees: int = 120,
+    days: int = 21,
+    seed: int = 7,
+    port: int = 0,
+    password: str | None = None,
+    step: Step | None = None,
+) -> Demo:
+    """Build and run the demo in ``home`` (which must be new or empty); returns it running.
+
+    Raises :class:`InvalidInput` for a home that is not empty.
+    """
+    if home.exists() and any(home.iterdir()):
+        raise InvalidInput(f"{home} is not empty; the demo needs a fresh home")
+    say: Step = step or (lambda _what, _n: None)
+    password = password or secrets.token_urlsafe(12)
+    say("setting up custos", 1)
+    system = Custos.init(home)
+    say("simulating an organisation", 1)
+    sim = home / "simulation"
+    simulate(sim, employees=employees, days=days, seed=seed)
+    labels = json.loads((sim / LABELS_FILE).read_text())
+    document = read_directory_file(sim / DIRECTORY_FILE)
+    system.directory.merge(document, source=str(sim / DIRECTORY_FILE))
+    history = (sim / EVENTS_FILE).read_text(encoding="utf-8").splitlines()
+    system.events.import_lines(history, str(sim / EVENTS_FILE))
+    say("simulating an organisation", 1)
+
+    people = {p.id: p for p in system.directory.principals()}
+    privacy = sorted(p.id for p in people.values() if "privacy_office" in p.groups)
+    investigators = sorted(
+        p.id
+        for p in people.values()
+        if p.role == "trust_safety_investigator" and p.status == "active"
+    )
+    journalists = sorted(s.id for s in system.directory.subjects() if "journalist" in s.protected)
+    officials = sorted(
+        s.id for s in system.directory.subjects() if "public_official" in s.protected
+    )
+    if len(privacy) < 2 or not investigators or len(journalists) < 2:
+        raise InvalidInput("the simulated organisation is too small for the demo; add employees")
+    culprits = list(labels["scenarios"]["journalist_2022"]["culprits"])
+
+    # Who signs in to the dashboard.
+    accounts = {
+        "privacy": f"privacy officer ({privacy[0]})",
+        "privacy2": f"privacy officer ({privacy[1]})",
+        "investigator": "investigator",
+        "auditor": "auditor",
+        "admin": "admin (cannot approve)",
+    }
+    system.accounts.add("privacy", password, ["privacy_officer"], privacy[0])
+    system.accounts.add("privacy2", password, ["privacy_officer"], privacy[1])
+    system.accounts.add("investigator", password, ["investigator"])
+    system.accounts.add("auditor", password, ["auditor"])
+    system.accounts.add("admin", password, ["admin"])
+
+    # The ticket system hands an investigator a trust-and-safety case about a journalist
+    # (their account was used in a harassment campaign) and one about an official.
+    # Residency: pick an investigator whose country may see these subjects precisely.
+    def reachable(person: str, subject: str) -> bool:
+        jurisdiction = system.directory.subject(subject).jurisdiction
+        return people[person].country in system.settings.allowed_countries(jurisdiction)
+
+    pairs = [
+        (i, j, o)
+        for i in investigators
+        for j in journalists[2:]
+        for o in (officials or journalists[:2])
+        if j != o and reachable(i, j) and reachable(i, o)
+    ]
+    if not pairs:
+        raise InvalidInput("no investigator may reach a journalist under residency; reseed")
+    investigator, target, official = pairs[0]
+    opened = datetime.now(UTC) - timedelta(hours=3)
+    system.directory.merge(
+        parse_text(
+            json.dumps(
+                {
+                    "tickets": [
+                        {
+                            "id": "T-DEMO-1",
+                            "kind": "trust_safety",
+                            "subject": target,
+                            "assignee": investigator,
+                            "status": "open",
+                            "opened_by": "system",
+                            "opened": opened.isoformat(),
+                        },
+                        {
+                            "id": "T-DEMO-2",
+                            "kind": "trust_safety",
+                            "subject": official,
+                            "assignee": investigator,
+                            "status": "open",
+                            "opened_by": "system",
+                            "opened": opened.isoformat(),
+                        },
+                    ]
+                }
+            ),
+            "ticket system",
+        ),
+        source="ticket system",
+    )
+    for n, subject in enumerate(sorted({*journalists[:4], target, official})):
+        system.ingest(_logins(subject, days, seed + n), "login service")
+
+    say("starting the service", 1)
+    port = port or _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(system, housekeeping_seconds=30),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise InvalidInput("the demo service did not start")
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    tokens: dict[str, str] = {}
+
+    def token(principal: str) -> str:
+        if principal not in tokens:
+            _, tokens[principal] = system.accounts.create_token(
+                f"demo tool for {principal}", ["tool"], principal
+            )
+        return tokens[principal]
+
+    def call(principal: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            return client.post(
+                path, json=body, headers={"Authorization": f"Bearer {token(principal)}"}
+            )
+
+    # Benign traffic: the newest explained accesses of the simulated logs, replayed live.
+    open_tickets = {t.id for t in system.directory.tickets() if t.status == "open"}
+    benign = [
+        event
+        for event in (json.loads(line) for line in reversed(history))
+        if event.get("ticket") in open_tickets and event.get("decision") == "allow"
+    ][:150]
+    # And the work on the tickets open now: each assignee looks at their case's account.
+    for ticket in system.directory.tickets():
+        if ticket.status == "open" and len(benign) < 300 and ticket.id.startswith("T-0"):
+            for category in ("profile", "contact"):
+                benign.append(
+                    {
+                        "principal": ticket.assignee,
+                        "subject": ticket.subject,
+                        "category": category,
+                        "purpose": ticket.kind,
+                        "ticket": ticket.id,
+                        "action": "read",
+                    }
+                )
+    outcomes: Counter[str] = Counter()
+    say("running benign traffic over HTTP", 0)
+
+    def replay(event: dict[str, Any]) -> str:
+        body = {k: event[k] for k in ("subject", "category", "purpose", "ticket", "action")}
+        reply = call(event["principal"], "/v1/check", body)
+        say("running benign traffic over HTTP", 1)
+        return str(reply.json().get("decision", reply.status_code))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes.update(pool.map(replay, benign))
+
+    say("replaying the 2022 case", 1)
+    blocked = 0
+    for culprit in culprits:
+        for journalist in journalists[:2]:
+            for category in ("ip_history", "location"):
+                reply = call(
+                    culprit,
+                    "/v1/read",
+                    {
+                        "subject": journalist,
+                        "category": category,
+                        "purpose": "internal_investigation",
+                    },
+                )
+                body = reply.json()
+                if body.get("decision") != "allow" and not body.get("records"):
+                    blocked += 1
+    attempt = call(
+        culprits[0],
+        "/v1/approvals/requests",
+        {
+            "subject": journalists[0],
+            "categories": ["ip_history"],
+            "purpose": "internal_investigation",
+            "reason": "find out who talks to the press",
+        },
+    )
+    refused_rule = attempt.json().get("error", {}).get("rule")
+
+    say("two-person approval", 1)
+    pending = call(
+        investigator,
+        "/v1/approvals/requests",
+        {
+            "subject": target,
+            "categories": ["ip_history"],
+            "purpose": "trust_safety",
+            "ticket": "T-DEMO-1",
+            "precision": "precise",
+            "hours": 4,
+            "reason": "the account is used to coordinate a harassment campaign (report R-4471)",
+        },
+    )
+    granted = call(
+        investigator,
+        "/v1/approvals/requests",
+        {
+            "subject": official,
+            "categories": ["ip_history"],
+            "purpose": "trust_safety",
+            "ticket": "T-DEMO-2",
+            "precision": "precise",
+            "hours": 2,
+            "reason": "credible threat against this official; locate the abusive sessions",
+        },
+    )
+    granted_id = granted.json().get("id")
+    if granted_id is None or pending.status_code != 201:
+        raise InvalidInput(
+            f"the demo's approval requests were refused: {pending.text} {granted.text}"
+        )
+    for officer, why in ((privacy[0], "threat report verified"), (privacy[1], "proportionate")):
+        system.approvals.approve(granted_id, officer, why)
+    precise = call(
+        investigator,
+        "/v1/read",
+        {
+            "subject": official,
+            "category": "ip_history",
+            "purpose": "trust_safety",
+            "ticket": "T-DEMO-2",
+            "precision": "precise",
+        },
+    ).json()
+
+    say("detecting", 1)
+    run = system.detect()
+    severity = Counter(a.severity for a in run.alerts)
+    order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+    named = sorted(
+        (a for a in run.alerts if set(culprits) & set(a.principals)),
+        key=lambda a: (a.rule != "leak_hunt", order.get(a.severity, 9), a.first_seen),
+    )
+
+    say("signing and proving", 1)
+    checkpoint = system.ledger.checkpoint()
+    report = system.subject_report(journalists[0])
+    check = verify_report(json.dumps(report), trusted_key=system.ledger.signer.verifier_key())
+    summary = {
+        "url": url,
+        "employees": len(people),
+        "history_events": len(history),
+        "benign_checks": dict(outcomes),
+        "blocked_2022_reads": blocked,
+        "refused_request_rule": refused_rule,
+        "culprits": culprits,
+        "journalists": journalists[:2],
+        "pending_request": pending.json().get("id"),
+        "granted_request": granted_id,
+        "precise_read": {
+            "decision": precise.get("decision"),
+            "precision": precise.get("precision"),
+            "records": len(precise.get("records", [])),
+        },
+        "alerts": dict(severity),
+        "alerts_naming_culprits": [a.id for a in named],
+        "top_alert_id": named[0].id if named else None,
+        "top_alert": named[0].explanation if named else None,
+        "ledger_size": system.ledger.size(),
+        "checkpoint": checkpoint,
+        "report_verified": check.ok,
+        "report_entries": check.entries,
+    }
+    return Demo(home, url, password, accounts, summary, server, thread, system)
+
+
+def _account_of(summary: dict[str, Any]) -> list[str]:
+    benign = summary["benign_checks"]
+    tally = ", ".join(f"{k} {v}" for k, v in sorted(benign.items()))
+    return [
+        f"[bold]Simulated[/] {summary['employees']} staff and {summary['history_events']} "
+        "past accesses; replayed "
+        f"{sum(benign.values())} live checks over HTTP ({tally}).",
+        f"[bold red]Blocked[/]: {summary['blocked_2022_reads']} reads of journalists' IPs and "
+        f"locations by internal audit ({', '.join(summary['culprits'])}); their request for "
+        f"approval was refused outright ({summary['refused_request_rule']}).",
+        f"[bold yellow]Approved[/]: request {summary['granted_request']} by two privacy "
+        f"officers; the precise read then released {summary['precise_read']['records']} "
+        f"records. Request {summary['pending_request']} waits for its two approvers.",
+        f"[bold magenta]Alerted[/]: {sum(summary['alerts'].values())} alerts "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(summary['alerts'].items()))}); "
+        f"{len(summary['alerts_naming_culprits'])} name the 2022 culprits: "
+        f"{summary['top_alert'] or ''}",
+        f"[bold green]Proven[/]: {summary['ledger_size']} ledger entries under a signed "
+        f"checkpoint; the first journalist's report ({summary['report_entries']} entries) "
+        f"verifies offline: {summary['report_verified']}.",
+    ]
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    employees: Annotated[int, typer.Option("--employees", help="Simulated staff.")] = 120,
+    days: Annotated[int, typer.Option("--days", help="Days of simulated history.")] = 21,
+    seed: Annotated[int, typer.Option("--seed", help="Simulation seed.")] = 7,
+    port: Annotated[int, typer.Option("--port", help="Port for the dashboard (0: any).")] = 8700,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep serving the dashboard.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Simulate an organisation, run its traffic and the 2022 journalist case through the
+    real HTTP path, then serve the dashboard and say what happened."""
+    home = state(ctx).home or Path(tempfile.mkdtemp(prefix="custos-demo-")) / "home"
+    totals = {
+        "setting up custos": 1,
+        "simulating an organisation": 2,
+        "starting the service": 1,
+        "running benign traffic over HTTP": 300,
+        "replaying the 2022 case": 1,
+        "two-person approval": 1,
+        "detecting": 1,
+        "signing and proving": 1,
+    }
+    if as_json:
+        running = run_demo(home, employees=employees, days=days, seed=seed, port=port or 0)
+    else:
+        with Progress(
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            tasks: dict[str, Any] = {}
+            lock = threading.Lock()
+
+            def step(what: str, n: int) -> None:
+                with lock:
+                    if what not in tasks:
+                        tasks[what] = progress.add_task(what, total=totals.get(what, 1))
+                    progress.advance(tasks[what], n)
+
+            running = run_demo(
+                home, employees=employees, days=days, seed=seed, port=port or 0, step=step
+            )
+    try:
+        if as_json:
+            print_json({"home": str(home), **running.summary, "accounts": running.accounts})
+        else:
+            console.print(f"\ncustos demo in {home}\n", highlight=False)
+            for line in _account_of(running.summary):
+                console.print("  " + line, highlight=False)
+            console.print(
+                f"\nDashboard: [bold]{running.url}/[/]  — sign in as "
+                + ", ".join(f"[bold]{u}[/] ({r})" for u, r in running.accounts.items())
+                + f" with the password [bold]{running.password}[/]",
+                highlight=False,
+            )
+        if serve and not as_json:
+            console.print("Press Ctrl-C to stop.")
+            while running.thread.is_alive():
+                running.thread.join(timeout=1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
