@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from custos.access import Custos
@@ -227,3 +227,60 @@ def test_the_cli_writes_and_verifies_reports(world: Custos, home: Path, tmp_path
     assert "<html" in html.stdout
     unknown = run("report", "subject", "user-404")
     assert unknown.returncode == 3
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.extend(_paths(item, (*prefix, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.extend(_paths(item, (*prefix, index)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def sample_report(module_system: Custos) -> dict[str, Any]:
+    load_org(module_system, APPROVALS_WORLD)
+    module_system.ingest(logins("user-42"), "logins.jsonl")
+    module_system.read(TS_READ)
+    module_system.read(
+        AccessRequest("emp-2001", "user-42", "ip_history", "internal_investigation", ticket="T-7")
+    )
+    return module_system.subject_report("user-42")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_any_mutation_is_caught_or_refused_never_a_crash(
+    sample_report: dict[str, Any], data: st.DataObject
+) -> None:
+    doc = copy.deepcopy(sample_report)
+    path = data.draw(st.sampled_from(_paths(doc)))
+    value = data.draw(JSON_VALUES)
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    before = target[path[-1]]
+    target[path[-1]] = value
+    try:
+        check = verify_report(json.dumps(doc))
+    except InvalidInput:
+        return
+    proven = path[0] in ("entries", "accesses", "approvals") or path[:2] == ("log", "checkpoint")
+    if proven and value != before:
+        assert not check.ok, (path, value)
