@@ -3,9 +3,12 @@
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.api.conftest import service  # noqa: F401 - re-exported fixture
+
+# Machines here are shared and noisy: wait longer than Playwright's 5 s before failing.
+expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(scope="session")
