@@ -31,6 +31,7 @@ WRONG_ROLE = {
     ("post", "/v1/break-glass"): "monitor",
     ("get", "/v1/ledger/checkpoint"): None,
     ("get", "/v1/ledger/proof/inclusion"): None,
+    ("post", "/v1/ledger/cosignatures"): "ts-tool",
     ("get", "/v1/ledger/proof/consistency"): None,
     ("get", "/v1/ledger/entries/{index}"): "ts-tool",
     ("get", "/v1/ledger/tile/{path}"): None,

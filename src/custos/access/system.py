@@ -183,6 +183,18 @@ class Custos:
         return Ledger(self.db, signer, signer.name)
 
     @property
+    def witnesses(self) -> list[NoteVerifier]:
+        """The witnesses whose cosignatures this log keeps: ``[ledger] witnesses`` (their
+        verifier keys) in config.toml. Raises :class:`ConfigurationError` for a bad key."""
+        keys = self.settings.section("ledger").get("witnesses", [])
+        if not isinstance(keys, list):
+            raise ConfigurationError("[ledger] witnesses must be a list of verifier keys")
+        try:
+            return [NoteVerifier.parse(str(k)) for k in keys]
+        except CustosError as exc:
+            raise ConfigurationError(f"[ledger] witnesses: {exc.message}") from None
+
+    @property
     def log_verifier(self) -> NoteVerifier:
         """The verifier key of this log's checkpoints, as witnesses and auditors use it."""
         return NoteVerifier.parse(self.ledger.signer.verifier_key())

@@ -8,6 +8,7 @@ but ``tool`` can call ``/v1/read``).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ from custos.api.schemas import (
     RequestBody,
     ReviewBody,
 )
-from custos.errors import Forbidden
+from custos.errors import Forbidden, InvalidInput
 from custos.ledger import TileServer
 from custos.policy import AccessRequest
 
@@ -224,6 +225,21 @@ def checkpoint(request: Request, who: Caller = Depends(LEDGER_READERS)) -> str:
     ledger = _system(request).ledger
     latest = ledger.latest_checkpoint()
     return latest if latest is not None else ledger.checkpoint()
+
+
+@router.post("/ledger/cosignatures", tags=["ledger"], status_code=201)
+async def cosignature(request: Request, who: Caller = Depends(AUDITORS)) -> dict[str, Any]:
+    """A witness hands back its cosigned copy of one of our checkpoints (text/plain)."""
+    body = await request.body()
+    if len(body) > 64 * 1024:
+        raise InvalidInput("a cosigned checkpoint is at most 64 KiB")
+    try:
+        note = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("the cosigned checkpoint is not UTF-8 text") from None
+    system = _system(request)
+    kept = await asyncio.to_thread(system.ledger.add_cosignature, note, system.witnesses)
+    return {"witnesses": kept}
 
 
 @router.get("/ledger/proof/inclusion", tags=["ledger"])

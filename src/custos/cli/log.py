@@ -11,7 +11,7 @@ import typer
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import IntegrityError
-from custos.ledger import TileServer, Witness, verify_log
+from custos.ledger import TileClient, TileServer, Witness, verify_log
 
 log_app = typer.Typer(
     help="The ledger: checkpoints, entries, proofs, verification.", no_args_is_help=True
@@ -164,13 +164,26 @@ def witness_check(
     state_dir: StateOption,
     log_url: Annotated[str, typer.Option("--log", help="The log's base URL (tiles).")],
     log_key: Annotated[str, typer.Option("--log-key", help="The log's verifier key.")],
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="CUSTOS_WITNESS_TOKEN",
+            help="API token, when the log is custos's authenticated /v1/ledger.",
+        ),
+    ] = None,
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Hand the cosigned checkpoint back to the log.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Fetch the log's checkpoint, check consistency with the last one cosigned, cosign it.
 
     Refuses (exit 7) on a rollback, a split view or a bad signature.
     """
-    result = Witness(state_dir).check(log_url, log_key)
+    result = Witness(state_dir).check(log_url, log_key, token=token)
+    if submit:
+        TileClient(log_url, 0, token=token).post("cosignatures", result.note.encode())
     if as_json:
         print_json(
             {

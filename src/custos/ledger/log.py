@@ -23,17 +23,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from custos.errors import InvalidInput, LedgerUnavailable, NotFound, StoreUnavailable
+from custos.errors import (
+    InvalidInput,
+    LedgerUnavailable,
+    NotFound,
+    StoreUnavailable,
+)
 from custos.ledger import tree
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
-from custos.ledger.notes import Checkpoint, NoteSigner
+from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote
 from custos.store import Database
 from custos.store.ledger import (
     LedgerCheckpointRow,
+    LedgerCosignatureRow,
     LedgerEntryRow,
 )
 
@@ -359,6 +365,63 @@ class Ledger:
                 select(LedgerCheckpointRow.note).order_by(LedgerCheckpointRow.size.desc()).limit(1)
             ).scalar_one_or_none()
         return None if found is None else str(found)
+
+    def add_cosignature(self, note: str, witnesses: Iterable[NoteVerifier]) -> list[str]:
+        """Keep a witness's cosigned copy of one of this log's checkpoints.
+
+        ``note`` must be a checkpoint this log signed (same text as a saved one) carrying a
+        valid cosignature by one of ``witnesses``; returns the names of the witnesses whose
+        cosignatures were kept. Raises :class:`InvalidInput` for a malformed note or one that
+        is not ours or carries no valid cosignature by a known witness.
+        """
+        signed = SignedNote.parse(note)
+        body = Checkpoint.parse_text(signed.text)
+        with _reading(self.db) as conn:
+            stored = conn.execute(
+                select(LedgerCheckpointRow.note).where(LedgerCheckpointRow.size == body.size)
+            ).scalar_one_or_none()
+        if stored is None or SignedNote.parse(str(stored)).text != signed.text:
+            raise InvalidInput(f"not a checkpoint of this log (size {body.size})")
+        kept = [w.name for w in witnesses if signed.verify(w)]
+        if not kept:
+            raise InvalidInput("no valid cosignature by a configured witness")
+        try:
+            with self.db.engine.begin() as conn:
+                known = set(
+                    conn.execute(
+                        select(LedgerCosignatureRow.witness).where(
+                            LedgerCosignatureRow.size == body.size
+                        )
+                    ).scalars()
+                )
+                for name in kept:
+                    if name not in known:
+                        conn.execute(
+                            insert(LedgerCosignatureRow).values(
+                                size=body.size,
+                                witness=name,
+                                note=note,
+                                created=datetime.now(UTC),
+                            )
+                        )
+        except DBAPIError as exc:
+            raise _unavailable(exc) from None
+        return kept
+
+    def cosignatures(self) -> dict[int, list[tuple[str, str]]]:
+        """Witness cosignatures kept, by checkpoint size: (witness, cosigned note)."""
+        with _reading(self.db) as conn:
+            rows = conn.execute(
+                select(
+                    LedgerCosignatureRow.size,
+                    LedgerCosignatureRow.witness,
+                    LedgerCosignatureRow.note,
+                ).order_by(LedgerCosignatureRow.size, LedgerCosignatureRow.id)
+            ).all()
+        found: dict[int, list[tuple[str, str]]] = {}
+        for size, witness, text_ in rows:
+            found.setdefault(int(size), []).append((str(witness), str(text_)))
+        return found
 
     def checkpoints(self) -> list[tuple[int, bytes, str]]:
         """Every saved checkpoint: (size, root, note), oldest first."""

@@ -127,10 +127,14 @@ class TileServer:
 class TileClient:
     """Reads node hashes of a remote log through its tiles (what a witness or monitor uses)."""
 
-    def __init__(self, base_url: str, size: int, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, size: int, *, timeout: float = 10.0, token: str | None = None
+    ) -> None:
         self.base = base_url.rstrip("/") + "/"
         self.size = size
         self.timeout = timeout
+        #: A bearer token, for logs served behind custos's authenticated API.
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._tiles: dict[tuple[int, int, int], bytes] = {}
 
     def fetch(self, path: str) -> bytes:
@@ -138,11 +142,32 @@ class TileClient:
         url = self.base + path
         if not url.startswith(("http://", "https://")):
             raise InvalidInput(f"log URL must be http(s): {self.base}")
+        request = urllib.request.Request(url, headers=self.headers)  # noqa: S310 - checked above
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:  # noqa: S310 - scheme checked above
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked above
                 return bytes(response.read())
         except (urllib.error.URLError, OSError) as exc:
             raise IntegrityError(f"cannot fetch {path} from the log: {exc}") from None
+
+    def post(self, path: str, body: bytes) -> bytes:
+        """POST ``body`` (text) to ``path`` under the log's URL. Raises :class:`IntegrityError`."""
+        url = self.base + path
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"log URL must be http(s): {self.base}")
+        request = urllib.request.Request(  # noqa: S310 - scheme checked above
+            url,
+            data=body,
+            method="POST",
+            headers={**self.headers, "Content-Type": "text/plain; charset=utf-8"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked above
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(500).decode("utf-8", errors="replace")
+            raise IntegrityError(f"the log refused {path}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise IntegrityError(f"cannot reach the log at {path}: {exc}") from None
 
     def _tile(self, level: int, index: int) -> bytes:
         available = (self.size >> (TILE_HEIGHT * level)) - index * TILE_WIDTH

@@ -99,13 +99,15 @@ class Witness:
         finally:
             os.close(dir_fd)
 
-    def check(self, log_url: str, log_key: str, *, now: int | None = None) -> CosignResult:
+    def check(
+        self, log_url: str, log_key: str, *, now: int | None = None, token: str | None = None
+    ) -> CosignResult:
         """Fetch the log's checkpoint, check it against the last cosigned one, cosign it.
 
         Raises :class:`WitnessRefusal` on rollback, split view or a bad signature.
         """
         verifier = NoteVerifier.parse(log_key)
-        client = TileClient(log_url, 0)
+        client = TileClient(log_url, 0, token=token)
         note = client.fetch("checkpoint").decode("utf-8", errors="replace")
         try:
             checkpoint, signed = open_checkpoint(note, verifier)

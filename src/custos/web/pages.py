@@ -227,6 +227,8 @@ def ledger_page(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
         who,
         size=system.ledger.size(),
         checkpoints=[(s, n) for s, _, n in reversed(checkpoints)],
+        cosignatures=system.ledger.cosignatures(),
+        witnesses=[w.name for w in system.witnesses],
         verifier_key=system.ledger.signer.verifier_key(),
     )
 
