@@ -20,6 +20,7 @@ from custos.access.decisions import DecisionMaker
 from custos.access.journal import decision_entry, iso, new_event_id
 from custos.access.read import ReadResult, release_entry
 from custos.accounts import Accounts
+from custos.accounts.oidc import OidcClient, OidcSettings
 from custos.approvals import (
     Approvals,
     ApprovalSettings,
@@ -166,6 +167,21 @@ class Custos:
     def subject_report(self, subject: str, *, names: bool = False) -> dict[str, Any]:
         """The transparency report of ``subject`` (see :mod:`custos.reports`)."""
         return build_report(self.ledger, self.subject_index, self.directory, subject, names=names)
+
+    @cached_property
+    def oidc(self) -> OidcClient | None:
+        """The OpenID Connect provider people may sign in with (``[service.oidc]``), if any.
+        Raises :class:`ConfigurationError` for an incomplete configuration."""
+        service = self.settings.section("service")
+        config = service.get("oidc", {})
+        if not isinstance(config, dict):
+            raise ConfigurationError("[service.oidc] must be a table")
+        settings = OidcSettings.from_config(config, os.environ.get("CUSTOS_OIDC_CLIENT_SECRET"))
+        if settings is None:
+            return None
+        path = self.settings.keys_dir / "session.key"
+        _create_secret(path)
+        return OidcClient(settings, path.read_bytes().strip())
 
     @cached_property
     def accounts(self) -> Accounts:

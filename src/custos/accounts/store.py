@@ -108,15 +108,27 @@ class Accounts:
     # -- people ------------------------------------------------------------------------
 
     def add(
-        self, username: str, password: str, roles: list[str], principal: str | None = None
+        self,
+        username: str,
+        password: str | None,
+        roles: list[str],
+        principal: str | None = None,
+        *,
+        oidc_subject: str | None = None,
     ) -> Account:
         """Create an account. Raises :class:`InvalidInput` (bad name, weak password, unknown
         role, admin combined with approving roles, approving roles without a principal) and
-        :class:`Conflict` (name taken)."""
+        :class:`Conflict` (name or OpenID identity taken).
+
+        ``oidc_subject`` (``issuer|subject``) lets that OpenID Connect identity sign in; an
+        account with one may have no password (then only OpenID sign-in works).
+        """
         problems = []
         if not _USERNAME.match(username):
             problems.append("username must be 2-64 of a-z, 0-9, '_', '.', '-', starting a-z")
-        if len(password) < MIN_PASSWORD:
+        if password is None and oidc_subject is None:
+            problems.append("an account needs a password or an OpenID identity")
+        if password is not None and len(password) < MIN_PASSWORD:
             problems.append(f"password must be at least {MIN_PASSWORD} characters")
         unknown = sorted(set(roles) - set(ADMIN_PLANE_ROLES))
         if unknown:
@@ -132,13 +144,19 @@ class Accounts:
         with self.db.session() as session:
             if session.get(AccountRow, username) is not None:
                 raise Conflict(f"account {username!r} already exists")
+            if oidc_subject is not None and session.scalar(
+                select(AccountRow.username).where(AccountRow.oidc_subject == oidc_subject)
+            ):
+                raise Conflict("that OpenID identity already belongs to an account")
             row = AccountRow(
                 username=username,
-                password_hash=self._hasher.hash(password),
+                # "!" is no argon2 hash: password sign-in is impossible for such accounts.
+                password_hash=self._hasher.hash(password) if password is not None else "!",
                 roles=sorted(set(roles)),
                 principal=principal,
                 created=datetime.now(UTC),
                 disabled=False,
+                oidc_subject=oidc_subject,
             )
             session.add(row)
             return _account(row)
@@ -179,6 +197,15 @@ class Accounts:
         if account is None or account.disabled:
             raise AuthenticationFailed("wrong username or password")
         return account
+
+    def by_oidc(self, oidc_subject: str) -> Account:
+        """The enabled account an OpenID identity signs in as. Raises
+        :class:`AuthenticationFailed` when none is linked (or it is disabled)."""
+        with self.db.session() as session:
+            row = session.scalar(select(AccountRow).where(AccountRow.oidc_subject == oidc_subject))
+            if row is None or row.disabled:
+                raise AuthenticationFailed("this identity is not linked to a custos account")
+            return _account(row)
 
     # -- sessions ----------------------------------------------------------------------
 

@@ -72,14 +72,18 @@ def users_add(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
+    oidc: Annotated[
+        str | None,
+        typer.Option("--oidc", help="OpenID identity 'issuer|sub' (then no password needed)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a person's account (argon2-hashed password)."""
-    password = _password(password_stdin)
+    """Create a person's account (argon2-hashed password, and/or an OpenID identity)."""
+    password = _password(password_stdin) if (oidc is None or password_stdin) else None
     with Custos.open(state(ctx).home) as system:
         if principal is not None:
             system.directory.principal(principal)  # must exist
-        account = system.accounts.add(username, password, role, principal)
+        account = system.accounts.add(username, password, role, principal, oidc_subject=oidc)
     if as_json:
         print_json(account.to_dict())
     else:

@@ -25,6 +25,8 @@ class AccountRow(Base):
     principal: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: ``issuer|subject`` of the OpenID Connect identity that may sign in as this account.
+    oidc_subject: Mapped[str | None] = mapped_column(String(512), nullable=True, unique=True)
 
 
 class ApiTokenRow(Base):

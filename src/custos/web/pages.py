@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -19,7 +19,7 @@ from sqlalchemy import select
 from custos.access import Custos
 from custos.api.auth import SESSION_COOKIE, Caller, approver_principal, requires, system_of
 from custos.detect import DISPOSITIONS
-from custos.errors import AuthenticationFailed, CustosError, RateLimited
+from custos.errors import AuthenticationFailed, CustosError, NotFound, RateLimited
 from custos.reports import render_html, verify_report
 from custos.store.directory import PolicyVersionRow
 from custos.web import charts
@@ -61,7 +61,12 @@ def _render(
 
 def login_page(request: Request, *, status_code: int = 200, error: str | None = None) -> Response:
     """The sign-in page (also the body of a 401 for people's browsers)."""
-    return _render(request, "login.html", None, status=status_code, error=error)
+    try:
+        client = system_of(request).oidc
+    except CustosError:
+        client = None
+    sso = client.settings.name if client is not None else None
+    return _render(request, "login.html", None, status=status_code, error=error, sso=sso)
 
 
 def _system(request: Request) -> Custos:
@@ -89,6 +94,66 @@ def login(
         return login_page(request, status_code=401, error=exc.message)
     secret, _ = _system(request).accounts.start_session(account)
     response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        httponly=True,
+        secure=True,
+        samesite="strict",
+        max_age=8 * 3600,
+        path="/",
+    )
+    return response
+
+
+OIDC_COOKIE = "custos_oidc"
+
+
+@pages.get("/login/oidc")
+def login_oidc(request: Request) -> Response:
+    """Start signing in with the configured OpenID Connect provider."""
+    client = _system(request).oidc
+    if client is None:
+        raise NotFound("single sign-on is not configured")
+    url, pending = client.start()
+    response = RedirectResponse(url, status_code=303)
+    # Lax, not Strict: the provider's redirect back is a cross-site top-level navigation.
+    response.set_cookie(
+        OIDC_COOKIE,
+        pending,
+        httponly=True,
+        secure=True,
+        samesite="lax",
+        max_age=600,
+        path="/login/oidc",
+    )
+    return response
+
+
+@pages.get("/login/oidc/callback")
+def login_oidc_callback(
+    request: Request,
+    code: str = Query(..., max_length=4096),
+    state: str = Query(..., max_length=256),
+) -> Response:
+    """Finish an OpenID Connect sign-in: only identities linked to an account get in."""
+    system = _system(request)
+    client = system.oidc
+    if client is None:
+        raise NotFound("single sign-on is not configured")
+    try:
+        identity = client.finish(code, state, request.cookies.get(OIDC_COOKIE, ""))
+        account = system.accounts.by_oidc(identity)
+    except AuthenticationFailed as exc:
+        return login_page(request, status_code=401, error=exc.message)
+    secret, _ = system.accounts.start_session(account)
+    # A page, not a redirect: the browser arrived from the provider's site, and a SameSite=
+    # Strict cookie is only sent on the next navigation that starts here.
+    response = HTMLResponse(
+        '<!doctype html><meta http-equiv="refresh" content="0;url=/">'
+        '<title>Signed in</title><p><a href="/">Signed in: continue</a></p>'
+    )
+    response.delete_cookie(OIDC_COOKIE, path="/login/oidc")
     response.set_cookie(
         SESSION_COOKIE,
         secret,
