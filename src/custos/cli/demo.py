@@ -227,6 +227,37 @@ def run_demo(
             )
 
     # Benign traffic: the newest explained accesses of the simulated logs, replayed live.
+    # Today's work: the ticket system hands out fresh cases to the front-line teams.
+    desk = {
+        "support_agent": "support",
+        "fraud_analyst": "fraud",
+        "trust_safety_investigator": "trust_safety",
+    }
+    staff = sorted(
+        (p for p in people.values() if p.role in desk and p.status == "active"),
+        key=lambda p: p.id,
+    )
+    ordinary = sorted(s.id for s in system.directory.subjects() if not s.protected)
+    fresh = (
+        [
+            {
+                "id": f"T-TODAY-{n:04d}",
+                "kind": desk[staff[n % len(staff)].role],
+                "subject": ordinary[(n * 7919) % len(ordinary)],
+                "assignee": staff[n % len(staff)].id,
+                "status": "open",
+                "opened_by": "subject",
+                "opened": opened.isoformat(),
+            }
+            for n in range(min(120, len(ordinary)))
+        ]
+        if staff and ordinary
+        else []
+    )
+    if fresh:
+        system.directory.merge(
+            parse_text(json.dumps({"tickets": fresh}), "ticket system"), source="ticket system"
+        )
     open_tickets = {t.id for t in system.directory.tickets() if t.status == "open"}
     benign = [
         event
@@ -235,8 +266,10 @@ def run_demo(
     ][:150]
     # And the work on the tickets open now: each assignee looks at their case's account.
     for ticket in system.directory.tickets():
-        if ticket.status == "open" and len(benign) < 300 and ticket.id.startswith("T-0"):
-            for category in ("profile", "contact"):
+        if ticket.status == "open" and len(benign) < 300 and ticket.id.startswith("T-"):
+            if ticket.id.startswith("T-DEMO"):
+                continue
+            for category in ("profile", "ip_history"):
                 benign.append(
                     {
                         "principal": ticket.assignee,
