@@ -123,15 +123,13 @@ class Custos:
         Reading the ledger, not hooking the hot path, keeps decisions fast and means detection
         sees exactly what was logged. Idempotent (events are keyed by their ids).
         """
-        size = self.ledger.size()
         with self.db.session() as session:
             row = session.get(LedgerFeedRow, 1)
-            start = row.position if row is not None else 0
+            first = row.position if row is not None else 0
         read = 0
-        while start < size:
-            end = min(start + 5000, size)
+        for start, end, entries in self.ledger.batches(first):
             batch = []
-            for _, raw in self.ledger.entries(start, end):
+            for _, raw in entries:
                 entry = json.loads(raw)
                 if entry.get("type") in ("decision", "release") and "subject" in entry:
                     entry.pop("salt", None)  # a ledger detail, meaningless as an event field
@@ -145,7 +143,6 @@ class Custos:
                 else:
                     row.position = max(row.position, end)
             read += end - start
-            start = end
         return read
 
     def detect(self, *, since: datetime | None = None) -> DetectionRun:

@@ -18,7 +18,7 @@ import binascii
 import fcntl
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -298,6 +298,17 @@ class Ledger:
                 .order_by(LedgerEntryRow.idx)
             ).all()
         return [(int(i), bytes(e)) for i, e in rows]
+
+    def batches(
+        self, start: int, chunk: int = 5000
+    ) -> Iterator[tuple[int, int, list[tuple[int, bytes]]]]:
+        """The entries from ``start`` up to the current size, ``chunk`` at a time, as
+        ``(start, end, entries)``: how followers (indexes, feeds) catch up with the log."""
+        size = self.size()
+        while start < size:
+            end = min(start + chunk, size)
+            yield start, end, self.entries(start, end)
+            start = end
 
     def nodes(self, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored node hashes by ``(level, index)``. Raises :class:`NotFound` if one is missing."""

@@ -57,15 +57,13 @@ class SubjectIndex:
 
     def catch_up(self) -> int:
         """Index entries appended since the last call; returns how many were read."""
-        size = self.ledger.size()
         with self.db.session() as session:
             state = session.get(SubjectIndexStateRow, 1)
-            start = state.indexed if state is not None else 0
+            first = state.indexed if state is not None else 0
         read = 0
-        while start < size:
-            end = min(start + _CHUNK, size)
+        for start, end, entries in self.ledger.batches(first, _CHUNK):
             rows = []
-            for idx, raw in self.ledger.entries(start, end):
+            for idx, raw in entries:
                 try:
                     entry = json.loads(raw)
                 except ValueError:
@@ -88,7 +86,6 @@ class SubjectIndex:
                 else:
                     state.indexed = max(state.indexed, end)
             read += end - start
-            start = end
         return read
 
     def entries_of(self, subject: str) -> list[int]:
