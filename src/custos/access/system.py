@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -299,29 +299,22 @@ class Custos:
         that policy, and :class:`Conflict` when it is allowed already.
         """
         now = now or datetime.now(UTC)
-        decisions = self.decide_many(
-            [
-                AccessRequest(
-                    principal,
-                    subject,
-                    category,
-                    purpose,
-                    ticket=ticket,
-                    precision=precision,
-                    reason=reason,
-                    time=now,
-                )
-                for category in dict.fromkeys(categories)
-            ],
-            source=source,
+        asked = [
+            AccessRequest(
+                principal,
+                subject,
+                category,
+                purpose,
+                ticket=ticket,
+                precision=precision,
+                reason=reason,
+                time=now,
+            )
+            for category in dict.fromkeys(categories)
+        ]
+        decisions = self._decided_or_refused(
+            asked, source, "no approval can allow this", refuse=lambda d: d.outcome == "deny"
         )
-        for decision in decisions:
-            if decision.outcome == "deny":
-                rule = decision.reasons[0].policy if decision.reasons else "deny-by-default"
-                raise RequestRefused(
-                    f"no approval can allow this: {decision.explanation}",
-                    rule=rule,
-                )
         needing = [d.approvals for d in decisions if d.approvals is not None]
         if not needing:
             raise Conflict(
@@ -368,29 +361,23 @@ class Custos:
         Raises :class:`RequestRefused` naming the policy that forbids it.
         """
         now = now or datetime.now(UTC)
-        decisions = self.decide_many(
-            [
-                AccessRequest(
-                    principal,
-                    subject,
-                    category,
-                    purpose,
-                    ticket=ticket,
-                    precision="precise",
-                    break_glass=True,
-                    reason=reason,
-                    time=now,
-                )
-                for category in dict.fromkeys(categories)
-            ],
-            source=source,
+        asked = [
+            AccessRequest(
+                principal,
+                subject,
+                category,
+                purpose,
+                ticket=ticket,
+                precision="precise",
+                break_glass=True,
+                reason=reason,
+                time=now,
+            )
+            for category in dict.fromkeys(categories)
+        ]
+        decisions = self._decided_or_refused(
+            asked, source, "break-glass is not available here", refuse=lambda d: not d.allowed
         )
-        for decision in decisions:
-            if not decision.allowed:
-                rule = decision.reasons[0].policy if decision.reasons else "deny-by-default"
-                raise RequestRefused(
-                    f"break-glass is not available here: {decision.explanation}", rule=rule
-                )
         return self.approvals.break_glass(
             principal=principal,
             subject=subject,
@@ -503,6 +490,23 @@ class Custos:
             {"type": "shred", "time": iso(now), "keys": len(expired), "categories": categories}
         )
         return self.vault.shred(expired, now)
+
+    def _decided_or_refused(
+        self,
+        requests: Sequence[AccessRequest],
+        source: str,
+        why: str,
+        *,
+        refuse: Callable[[Decision], bool],
+    ) -> list[Decision]:
+        """Decide (and log) ``requests``; raise :class:`RequestRefused` naming the deciding
+        policy of the first decision ``refuse`` rejects."""
+        decisions = self.decide_many(requests, source=source)
+        for decision in decisions:
+            if refuse(decision):
+                rule = decision.reasons[0].policy if decision.reasons else "deny-by-default"
+                raise RequestRefused(f"{why}: {decision.explanation}", rule=rule)
+        return decisions
 
     def _decision_entries(
         self, decisions: Sequence[Decision], ids: Sequence[str], source: str

@@ -295,16 +295,15 @@ class Accounts:
         Verified tokens are cached for two seconds per process: a revocation elsewhere
         takes effect within that time, here at once.
         """
+        cached = self.cached_token(presented)
+        if cached is not None:
+            return cached
         match = _TOKEN.match(presented)
         if match is None:
             raise AuthenticationFailed("invalid API token")
         token_id, secret = match.groups()
         digest = _sha256(secret)
         now = time.monotonic()
-        with self._lock:
-            cached = self._tokens.get(digest)
-        if cached is not None and now - cached[0] < _TOKEN_CACHE_SECONDS:
-            return cached[1]
         with self.db.session() as session:
             row = session.get(ApiTokenRow, token_id)
             token = _token(row) if row is not None else None

@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from custos.access import Custos
+from custos.accounts.store import SESSION_LIFETIME
 from custos.api.auth import SESSION_COOKIE, Caller, approver_principal, requires, system_of
 from custos.detect import DISPOSITIONS
 from custos.errors import AuthenticationFailed, CustosError, NotFound, RateLimited
@@ -73,6 +74,19 @@ def _system(request: Request) -> Custos:
     return system_of(request)
 
 
+def _set_session_cookie(response: Response, secret: str) -> None:
+    """The session cookie: HttpOnly, Secure, SameSite=Strict, for the session's lifetime."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        httponly=True,
+        secure=True,
+        samesite="strict",
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        path="/",
+    )
+
+
 @pages.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> Response:
     return login_page(request)
@@ -94,15 +108,7 @@ def login(
         return login_page(request, status_code=401, error=exc.message)
     secret, _ = _system(request).accounts.start_session(account)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        httponly=True,
-        secure=True,
-        samesite="strict",
-        max_age=8 * 3600,
-        path="/",
-    )
+    _set_session_cookie(response, secret)
     return response
 
 
@@ -154,15 +160,7 @@ def login_oidc_callback(
         '<title>Signed in</title><p><a href="/">Signed in: continue</a></p>'
     )
     response.delete_cookie(OIDC_COOKIE, path="/login/oidc")
-    response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        httponly=True,
-        secure=True,
-        samesite="strict",
-        max_age=8 * 3600,
-        path="/",
-    )
+    _set_session_cookie(response, secret)
     return response
 
 
