@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -30,6 +30,7 @@ from custos.errors import (
     Conflict,
     InvalidInput,
     LedgerUnavailable,
+    NotFound,
     UnknownGrant,
     UnknownRequest,
 )
@@ -123,6 +124,23 @@ def _grant(row: GrantRow, reviews: Sequence[GrantReviewRow] = ()) -> Grant:
         revoked_by=row.revoked_by,
         reviews=tuple(Vote(r.reviewer, "close", r.note, r.time) for r in reviews),
     )
+
+
+LockedRow = TypeVar("LockedRow", ApprovalRequestRow, GrantRow)
+
+
+def _locked(session: Session, model: type[LockedRow], key: str, missing: NotFound) -> LockedRow:
+    """The row ``key`` of ``model``, locked for this transaction; raises ``missing`` if none.
+
+    The UPDATE comes first so that this transaction holds the lock (a row lock on
+    PostgreSQL, the write lock on SQLite) before it reads.
+    """
+    result = session.execute(update(model).where(model.id == key).values(lock=model.lock + 1))
+    if getattr(result, "rowcount", 0) != 1:
+        raise missing
+    row = session.get(model, key, populate_existing=True)
+    assert row is not None
+    return row
 
 
 class Approvals:
@@ -840,27 +858,15 @@ class Approvals:
         return length
 
     def _locked_request(self, session: Session, request_id: str) -> ApprovalRequestRow:
-        # The UPDATE comes first so that this transaction holds the lock before it reads.
-        result = session.execute(
-            update(ApprovalRequestRow)
-            .where(ApprovalRequestRow.id == request_id)
-            .values(lock=ApprovalRequestRow.lock + 1)
+        return _locked(
+            session,
+            ApprovalRequestRow,
+            request_id,
+            UnknownRequest(f"unknown request {request_id!r}"),
         )
-        if getattr(result, "rowcount", 0) != 1:
-            raise UnknownRequest(f"unknown request {request_id!r}")
-        row = session.get(ApprovalRequestRow, request_id, populate_existing=True)
-        assert row is not None
-        return row
 
     def _locked_grant(self, session: Session, grant_id: str) -> GrantRow:
-        result = session.execute(
-            update(GrantRow).where(GrantRow.id == grant_id).values(lock=GrantRow.lock + 1)
-        )
-        if getattr(result, "rowcount", 0) != 1:
-            raise UnknownGrant(f"unknown grant {grant_id!r}")
-        row = session.get(GrantRow, grant_id, populate_existing=True)
-        assert row is not None
-        return row
+        return _locked(session, GrantRow, grant_id, UnknownGrant(f"unknown grant {grant_id!r}"))
 
     def _bump_version(self, session: Session) -> None:
         result = session.execute(

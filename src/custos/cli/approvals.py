@@ -69,6 +69,13 @@ def _show_request(request: Request) -> None:
         console.print(f"  grant: {request.grant_id}", highlight=False)
 
 
+def _print_request(request: Request, as_json: bool) -> None:
+    if as_json:
+        print_json(request.to_dict())
+    else:
+        _show_request(request)
+
+
 def _show_grant(grant: Grant) -> None:
     now = datetime.now(UTC)
     flag = " [bold red]BREAK-GLASS[/]" if grant.break_glass else ""
@@ -112,10 +119,7 @@ def request(
             duration=_hours(hours),
             source="cli",
         )
-    if as_json:
-        print_json(opened.to_dict())
-    else:
-        _show_request(opened)
+    _print_request(opened, as_json)
 
 
 @approvals_app.command("approve")
@@ -129,10 +133,7 @@ def approve(
     """Approve a request; the last approval needed creates the grant."""
     with _opened(ctx) as system:
         answered = system.approvals.approve(request_id, by, reason)
-    if as_json:
-        print_json(answered.to_dict())
-    else:
-        _show_request(answered)
+    _print_request(answered, as_json)
 
 
 @approvals_app.command("deny")
@@ -146,10 +147,7 @@ def deny(
     """Deny a request; one denial closes it."""
     with _opened(ctx) as system:
         answered = system.approvals.deny(request_id, by, reason)
-    if as_json:
-        print_json(answered.to_dict())
-    else:
-        _show_request(answered)
+    _print_request(answered, as_json)
 
 
 @approvals_app.command("revoke")

@@ -323,11 +323,18 @@ def _report(request: Request, who: Caller, subject_id: str) -> dict[str, Any]:
     return _system(request).subject_report(subject_id, names="privacy_officer" in who.roles)
 
 
+def _verified_report(
+    request: Request, who: Caller, subject_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report as this viewer may see it, and its own offline check."""
+    report = _report(request, who, subject_id)
+    return report, verify_report(json.dumps(report)).to_dict()
+
+
 @pages.get("/subjects/{subject_id}", response_class=HTMLResponse)
 def subject_page(subject_id: str, request: Request, who: Caller = Depends(REPORTERS)) -> Response:
     """A subject's accesses, as their transparency report shows them, verified."""
-    report = _report(request, who, subject_id)
-    check = verify_report(json.dumps(report)).to_dict()
+    report, check = _verified_report(request, who, subject_id)
     return _render(request, "subject.html", who, report=report, check=check)
 
 
@@ -347,8 +354,7 @@ def subject_report_json(
 def subject_report_html(
     subject_id: str, request: Request, who: Caller = Depends(REPORTERS)
 ) -> Response:
-    report = _report(request, who, subject_id)
-    check = verify_report(json.dumps(report)).to_dict()
+    report, check = _verified_report(request, who, subject_id)
     # The standalone page carries its own stylesheet; allow that, and nothing else.
     return HTMLResponse(
         render_html(report, check=check),
