@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
@@ -128,6 +128,29 @@ def test_coarse_derivatives(world: Custos) -> None:
     }
     precise = world.vault.release("user-1", "ip_history", "precise").records
     assert [r["ip"] for r in precise] == ["198.51.100.77", "2001:db8:abcd:12::1"]
+
+
+# One world for every example: each record has its own id, and a repeated one is a no-op.
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    when=st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2099, 12, 31),
+        timezones=st.just(UTC),
+    )
+)
+def test_record_times_come_back_as_they_went_in(world: Custos, when: datetime) -> None:
+    """Release reads times back from the driver's own form (SQLite's text, psycopg's
+    datetime); whole seconds and microseconds alike must come back as ISO 8601 UTC."""
+    record_id = f"t-{when.timestamp()}"
+    stamp = when.isoformat().replace("+00:00", "Z")
+    world.ingest(records(login(record_id, "user-2", stamp, "192.0.2.1")), "t.jsonl")
+    found = {
+        r["id"]: r["time"] for r in world.vault.release("user-2", "ip_history", "coarse").records
+    }
+    assert found[record_id] == stamp
 
 
 def test_a_bad_file_is_reported_by_line_and_stores_nothing(world: Custos) -> None:

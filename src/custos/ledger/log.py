@@ -43,8 +43,10 @@ from custos.store.ledger import (
     LedgerEntryRow,
 )
 
-_INSERT_ENTRIES = "INSERT INTO ledger_entries (idx, entry, leaf) VALUES ({p}, {p}, {p})"
-_INSERT_NODES = "INSERT INTO ledger_nodes (level, idx, hash) VALUES ({p}, {p}, {p})"
+_INSERT_ENTRIES = "INSERT INTO ledger_entries (idx, entry, leaf) VALUES (?, ?, ?)"
+_INSERT_NODES = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
+_LOCK_STATE = "UPDATE ledger_state SET size = size WHERE id = 1 RETURNING size, frontier"
+_SET_STATE = "UPDATE ledger_state SET size = ?, frontier = ? WHERE id = 1"
 _FETCH_CHUNK = 200
 #: Internal nodes are stored every STRIDE levels; the levels between are recomputed from at
 #: most 2^(STRIDE-1) stored children when a proof needs them. Writing one row per entry
@@ -217,17 +219,16 @@ class Ledger:
             pending.done.set()
 
     def _commit(self, entries: list[bytes]) -> list[LedgerReceipt]:
-        with self._process_lock, self.db.engine.begin() as conn:
-            # Take the log's write lock first (row lock / SQLite write lock), then read the
-            # size under it: no other writer can interleave.
-            conn.execute(text("UPDATE ledger_state SET size = size WHERE id = 1"))
-            size, stored = conn.execute(
-                text("SELECT size, frontier FROM ledger_state WHERE id = 1")
-            ).one()
+        # Driver SQL: this runs once per durable batch on the access path, where
+        # SQLAlchemy's per-statement work used to cost as much as the fsync.
+        with self._process_lock, self.db.cursor() as cursor:
+            # Take the log's write lock first (row lock / SQLite write lock) and read the
+            # size under it, in one statement: no other writer can interleave.
+            ((size, stored),) = cursor.execute(_LOCK_STATE)
             if size != self._size:
                 frontier_of = _decode_frontier(stored, size)
                 if frontier_of is None:
-                    self._load_frontier(conn, size)
+                    self._load_frontier(cursor.connection, size)
                 else:
                     self._frontier, self._size = frontier_of, size
             frontier = list(self._frontier)
@@ -247,17 +248,11 @@ class Ledger:
                     frontier.append((level + 1, parent))
                     if (level + 1) % STRIDE == 0:
                         node_rows.append((level + 1, index >> (level + 1), parent))
-            # Plain DB-API executemany: the SQL is fixed and the rows are tuples, and the ORM
-            # layer's per-row work would cost more than hashing and writing them.
-            marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            conn.exec_driver_sql(_INSERT_ENTRIES.format(p=marker), entry_rows)
+            cursor.executemany(_INSERT_ENTRIES, entry_rows)
             if node_rows:
-                conn.exec_driver_sql(_INSERT_NODES.format(p=marker), node_rows)
+                cursor.executemany(_INSERT_NODES, node_rows)
             new_size = size + len(entries)
-            conn.execute(
-                text("UPDATE ledger_state SET size = :size, frontier = :frontier WHERE id = 1"),
-                {"size": new_size, "frontier": _encode_frontier(frontier)},
-            )
+            cursor.execute(_SET_STATE, (new_size, _encode_frontier(frontier)))
         self._size = new_size
         self._frontier = frontier
         return receipts

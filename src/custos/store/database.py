@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +54,10 @@ class Database:
                         f"no custos home at {parent}", hint="run `custos init` first"
                     )
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            # Hand out the most recently returned connection: SQLite keeps a page cache per
+            # connection, and another connection's commit makes it stale, so rotating
+            # through the pool (the default) re-reads pages on almost every use.
+            kwargs["pool_use_lifo"] = True
         else:
             kwargs["pool_pre_ping"] = True
         try:
@@ -80,6 +84,30 @@ class Database:
         finally:
             session.close()
 
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[HotCursor]:
+        """A driver cursor inside one transaction that commits on normal exit.
+
+        For the few statements on the access path that run for every request, where
+        SQLAlchemy's per-statement work costs more than the statement itself. Write the SQL
+        with ``?`` placeholders (see :meth:`HotCursor.execute`). Raises
+        :class:`StoreUnavailable` for any driver error, like :meth:`session`.
+        """
+        errors = self.engine.dialect.loaded_dbapi.Error
+        try:
+            with self.engine.begin() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                cursor = raw.cursor()
+                try:
+                    yield HotCursor(cursor, conn, qmark=self.is_sqlite)
+                finally:
+                    cursor.close()
+        except errors as exc:
+            raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+
     def _alembic_config(self) -> AlembicConfig:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -105,6 +133,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class HotCursor:
+    """A driver cursor that takes SQL written with ``?`` placeholders on every backend.
+
+    ``connection`` is the SQLAlchemy connection of the same transaction, for the rare
+    statements that are easier to write with SQLAlchemy.
+    """
+
+    def __init__(self, cursor: Any, connection: Connection, *, qmark: bool) -> None:
+        self._cursor = cursor
+        self.connection = connection
+        self._qmark = qmark
+
+    def _sql(self, sql: str) -> str:
+        # The statements are fixed strings of ours with no literal '?' and no '%'.
+        return sql if self._qmark else sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows (an empty list for statements without rows)."""
+        self._cursor.execute(self._sql(sql), tuple(params))
+        return list(self._cursor.fetchall()) if self._cursor.description else []
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows``."""
+        self._cursor.executemany(self._sql(sql), rows)
 
 
 def normalise_url(url: str) -> str:
