@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from custos.access import Custos
-from custos.detect import Casebook, EventStore, UnknownCase, run_detection
+from custos.detect import Casebook, EventStore, UnknownAlert, UnknownCase, run_detection
 from custos.errors import InvalidInput
 from tests.detect.office import Office, at
 
@@ -57,6 +57,10 @@ def test_bad_ids_and_dispositions_are_clear_errors(system: Custos, office: Offic
         book.case("case-999")
     with pytest.raises(UnknownCase):
         book.assign("nonsense", "emp-20")
+    # Found by schemathesis: digits that are not ASCII, and numbers no column can hold.
+    for bad in ("al-\u00b3", "\u00b3", "al-" + "9" * 40):
+        with pytest.raises(UnknownAlert):
+            book.alert(bad)
     (case,) = book.cases()
     with pytest.raises(InvalidInput, match="disposition 'fine'"):
         book.close(case.id, "fine", author="x")

@@ -135,7 +135,9 @@ class OidcClient:
         expected = _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
         if not hmac.compare_digest(signature, expected) or not hmac.compare_digest(s_state, state):
             raise AuthenticationFailed("the sign-in does not match this browser (state)")
-        if not started.isdigit() or time.time() - int(started) > _PENDING_SECONDS:
+        if not (started.isascii() and started.isdigit()) or (
+            time.time() - int(started) > _PENDING_SECONDS
+        ):
             raise AuthenticationFailed("the sign-in took too long; start again")
         tokens = _get_json(
             str(self.discovery()["token_endpoint"]),

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from custos.vocabulary import Action, Category, Precision, Purpose
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 class _Body(BaseModel):
@@ -63,3 +68,22 @@ class AnswerBody(_Body):
 
 class ReviewBody(_Body):
     note: Text
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a route that reads its JSON body itself (see :func:`parsed_body`)."""
+    schema = model.model_json_schema()
+    if "$defs" in schema:  # would need moving into the document's components
+        raise TypeError(f"{model.__name__} nests models; declare it as a FastAPI body instead")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def parsed_body(request: Request, model: type[BodyT]) -> BodyT:
+    """The request's JSON body as ``model``, validated as FastAPI would validate a body
+    parameter. Raises ``RequestValidationError`` (the API's 422 error shape)."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None

@@ -133,7 +133,9 @@ def _alert(row: AlertRow) -> Alert:
 
 def _number(text: str, prefix: str, error: type[NotFound]) -> int:
     raw = text.removeprefix(prefix)
-    if not raw.isdigit():
+    # ASCII digits only ("³".isdigit() is true, int("³") fails) and short enough for a
+    # 64-bit column: anything else is simply not one of ours.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise error(f"unknown {prefix.rstrip('-')} {text!r} (expected {prefix}N)")
     return int(raw)
 

@@ -186,7 +186,11 @@ class Checkpoint:
         if len(lines) < 4 or lines[-1] != "":
             raise InvalidInput("not a checkpoint: expected origin, size and root lines")
         origin, size_text, root_text, *rest = lines[:-1]
-        if not origin or not size_text.isdigit() or (size_text != "0" and size_text[0] == "0"):
+        if (
+            not origin
+            or not (size_text.isascii() and size_text.isdigit())
+            or (size_text != "0" and size_text[0] == "0")
+        ):
             raise InvalidInput("not a checkpoint: bad origin or size line")
         try:
             root = base64.b64decode(root_text, validate=True)

@@ -154,7 +154,9 @@ def build_pack(
                 )
             if pid and pid in policies:
                 problems.append(f"{label}: duplicate @id {pid!r} (also in {policies[pid].file})")
-            if annotations.get("approvals") and not annotations["approvals"].isdigit():
+            if annotations.get("approvals") and not (
+                annotations["approvals"].isascii() and annotations["approvals"].isdigit()
+            ):
                 problems.append(f"{label} ({pid}): @approvals must be a whole number")
             if annotations.get("remedy") not in (None, "approval"):
                 problems.append(f'{label} ({pid}): @remedy must be "approval"')
