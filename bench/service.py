@@ -158,6 +158,21 @@ def client_process(args: tuple[int, str, list[dict[str, str]], int, float]) -> l
     return latencies
 
 
+def server_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process ``root`` and its children, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if root in (pid, ppid):
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -221,10 +236,12 @@ def main() -> None:
         with ctx.Pool(args.clients) as pool:
             client_process((port, token, bodies, 2, 1.0))  # warm every worker up
             wall = time.perf_counter()
+            cpu = server_cpu_seconds(server.pid)
             results = pool.map(
                 client_process,
                 [(port, token, bodies, args.threads, seconds)] * args.clients,
             )
+            cpu = server_cpu_seconds(server.pid) - cpu
             wall = time.perf_counter() - wall
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -246,6 +263,10 @@ def main() -> None:
         "in-process (goal >= 2000/s)"
     )
     print(f"latency                       p50 {p50:.1f} ms   p99 {p99:.1f} ms (goal p99 < 25 ms)")
+    print(
+        f"service CPU per check          {cpu / n * 1000:.3f} ms ({cpu / wall:.2f} cores busy; "
+        "the figure least moved by other load on the machine)"
+    )
     print(f"ledger entries written        {logged} (>= {n} answered checks: every one logged)")
 
 
