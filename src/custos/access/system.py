@@ -426,13 +426,13 @@ class Custos:
         Raises for unknown ids, and :class:`LedgerUnavailable` when the decision cannot be
         logged: then nothing was decided (fail closed).
         """
-        return self._logged([self.decisions.decide(request)], source)[0]
+        return self.log_decisions([self.decisions.decide(request)], source)[0]
 
     def decide_many(
         self, requests: Sequence[AccessRequest], *, source: str = "custos"
     ) -> list[Decision]:
         """Decide many requests (one policy batch) and log them (one durable ledger batch)."""
-        return self._logged(self.decisions.decide_many(requests), source)
+        return self.log_decisions(self.decisions.decide_many(requests), source)
 
     def read(self, request: AccessRequest, *, source: str = "custos") -> ReadResult:
         """The guarded read (see :mod:`custos.access.read`).
@@ -445,13 +445,13 @@ class Custos:
         """
         decision = self.decisions.decide(request)
         if not decision.allowed or decision.precision is None:
-            return ReadResult(self._logged([decision], source)[0])
+            return ReadResult(self.log_decisions([decision], source)[0])
         try:
             released = self.vault.release(
                 request.subject, request.category, decision.precision, request.at()
             )
         except CustosError:
-            self._logged([decision], source)
+            self.log_decisions([decision], source)
             raise
         event_id = new_event_id()
         decision = dataclasses.replace(decision, event_id=event_id)
@@ -525,7 +525,10 @@ class Custos:
             for d, event_id in zip(decisions, ids, strict=True)
         ]
 
-    def _logged(self, decisions: list[Decision], source: str) -> list[Decision]:
+    def log_decisions(self, decisions: list[Decision], source: str) -> list[Decision]:
+        """Durably log decisions made by :attr:`decisions` (one ledger batch); returns them
+        with their event ids and ledger indexes. Raises :class:`LedgerUnavailable`: then none
+        of them may be acted on."""
         ids = [new_event_id() for _ in decisions]
         receipts = self.ledger.append_many(self._decision_entries(decisions, ids, source))
         return [
