@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import string
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,27 @@ def test_importing_twice_changes_nothing(system: Custos) -> None:
     again = store.import_lines(data, "a")
     assert (again.added, again.unchanged) == (0, 2)
     assert store.count() == 2
+
+
+def test_counts_per_utc_day_by_decision(system: Custos) -> None:
+    store = EventStore(system.db)
+    store.import_lines(
+        lines(
+            event(id="ev-1", time="2026-01-05T00:00:00Z"),
+            event(id="ev-2", time="2026-01-05T23:59:59.999Z", decision="deny", ticket=None),
+            event(id="ev-3", time="2026-01-06T00:00:00Z"),
+            # 23:30 in New York is already the 6th in UTC.
+            event(id="ev-4", time="2026-01-05T23:30:00-05:00", decision="deny", ticket=None),
+            event(id="ev-5", time="2026-01-04T23:59:59Z"),
+        ),
+        "log.jsonl",
+    )
+    days = [date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)]
+    assert store.per_day(days) == {
+        date(2026, 1, 5): {"allow": 1, "deny": 1},
+        date(2026, 1, 6): {"allow": 1, "deny": 1},
+        date(2026, 1, 7): {},
+    }
 
 
 def test_every_bad_line_is_reported_by_number_and_nothing_is_stored(system: Custos) -> None:
