@@ -27,8 +27,7 @@ def world(system: Custos) -> Custos:
 
 def batcher_of(system: Custos, *, max_batch: int = 256) -> DecisionBatcher:
     return DecisionBatcher(
-        lambda requests: system.decisions.decide_many(requests),
-        system.log_decisions,
+        lambda requests, source: system.decide_many(requests, source=source),
         max_batch=max_batch,
     )
 

@@ -1,17 +1,10 @@
 """Natural batching of concurrent decisions, for the service.
 
-Each request waits on a future; one drain task takes everything queued and decides it with
-one policy batch, then hands the decisions to the ledger as one durable batch, and resolves
-the futures only once that batch is durable. Nothing waits for a timer: while a batch is
-being decided, the next one forms, so batches grow with load and a lone request goes through
-at once — group commit for decisions.
-
-Deciding is CPU work (it holds the interpreter lock); logging is mostly waiting for the disk
-(and, with several workers, for the ledger's lock). The two stages overlap: while one batch
-is being made durable the next is decided, with at most ``in_flight`` batches waiting on the
-ledger. No decision is answered before its own entry is durable, whatever the order.
-
-A failing request (an unknown id) fails alone: its batch is decided again one by one.
+Each request waits on a future; one drain task at a time takes everything queued, decides it
+with one policy batch and one durable ledger batch (:meth:`Custos.decide_many`), and resolves
+the futures. Nothing waits for a timer: while a batch is being decided, the next one forms,
+so batches grow with load and a lone request goes through at once — group commit for
+decisions. A failing request (an unknown id) fails alone: the batch is retried one by one.
 """
 
 from __future__ import annotations
@@ -24,25 +17,17 @@ from custos.errors import CustosError
 from custos.policy import AccessRequest, Decision
 
 T = TypeVar("T")
-#: Decides requests without logging them; raises for the first unknown id.
-DecideMany = Callable[[Sequence[AccessRequest]], list[Decision]]
-#: Durably logs decisions made for ``source``; returns them with their ledger receipts.
-LogMany = Callable[[list[Decision], str], list[Decision]]
+DecideMany = Callable[[Sequence[AccessRequest], str], list[Decision]]
 
 
 class DecisionBatcher:
     """Decides concurrent requests in batches of at most ``max_batch``."""
 
-    def __init__(
-        self, decide: DecideMany, log: LogMany, *, max_batch: int = 256, in_flight: int = 2
-    ) -> None:
-        self._decide = decide
-        self._log = log
+    def __init__(self, decide_many: DecideMany, *, max_batch: int = 256) -> None:
+        self._decide_many = decide_many
         self.max_batch = max_batch
         self._queue: list[tuple[AccessRequest, str, asyncio.Future[Decision]]] = []
         self._draining = False
-        self._slots = asyncio.Semaphore(in_flight)
-        self._logging: set[asyncio.Task[None]] = set()
 
     async def decide(self, request: AccessRequest, source: str) -> Decision:
         """The logged decision of ``request``; raises what deciding it alone would raise."""
@@ -61,57 +46,44 @@ class DecisionBatcher:
                 for request, source, future in batch:
                     by_source.setdefault(source, []).append((request, future))
                 for source, items in by_source.items():
-                    await self._slots.acquire()
-                    try:
-                        decided = await self._decide_group(items)
-                    except BaseException:
-                        self._slots.release()
-                        raise
-                    task = asyncio.get_running_loop().create_task(self._log_group(source, decided))
-                    self._logging.add(task)  # keep a reference until it is done
-                    task.add_done_callback(self._logging.discard)
+                    await self._decide_group(source, items)
         finally:
             self._draining = False
 
     async def _decide_group(
-        self, items: list[tuple[AccessRequest, asyncio.Future[Decision]]]
-    ) -> list[tuple[asyncio.Future[Decision], Decision]]:
-        """Decisions for ``items``; futures of requests that cannot be decided get their
-        error now and are left out."""
+        self, source: str, items: list[tuple[AccessRequest, asyncio.Future[Decision]]]
+    ) -> None:
+        requests = [r for r, _ in items]
         try:
-            decisions = await asyncio.to_thread(self._decide, [r for r, _ in items])
+            decisions = await asyncio.to_thread(self._decide_many, requests, source)
         except CustosError:
-            decided = []
             for request, future in items:  # isolate the failing request
-                try:
-                    (decision,) = await asyncio.to_thread(self._decide, [request])
-                except BaseException as exc:  # noqa: BLE001 - handed to its waiter
-                    _set_exception(future, exc)
-                else:
-                    decided.append((future, decision))
-            return decided
+                await asyncio.to_thread(raise_into, future, self._one, request, source)
+            return
         except BaseException as exc:  # noqa: BLE001 - every waiter must learn the outcome
             for _, future in items:
-                _set_exception(future, exc)
-            return []
-        return [(future, d) for (_, future), d in zip(items, decisions, strict=True)]
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), decision in zip(items, decisions, strict=True):
+            if not future.done():
+                future.set_result(decision)
 
-    async def _log_group(
-        self, source: str, decided: list[tuple[asyncio.Future[Decision], Decision]]
-    ) -> None:
-        try:
-            if not decided:
-                return
-            try:
-                logged = await asyncio.to_thread(self._log, [d for _, d in decided], source)
-            except BaseException as exc:  # noqa: BLE001 - every waiter must learn the outcome
-                for future, _ in decided:
-                    _set_exception(future, exc)
-                return
-            for (future, _), decision in zip(decided, logged, strict=True):
-                _set_result(future, decision)
-        finally:
-            self._slots.release()
+    def _one(self, request: AccessRequest, source: str) -> Decision:
+        return self._decide_many([request], source)[0]
+
+
+def raise_into(
+    future: asyncio.Future[T], fn: Callable[[AccessRequest, str], T], *args: object
+) -> None:
+    """Run ``fn(*args)`` and put its result or exception into ``future`` (thread-safe)."""
+    loop = future.get_loop()
+    try:
+        result = fn(*args)  # type: ignore[arg-type]
+    except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+        loop.call_soon_threadsafe(_set_exception, future, exc)
+    else:
+        loop.call_soon_threadsafe(_set_result, future, result)
 
 
 def _set_result(future: asyncio.Future[T], value: T) -> None:

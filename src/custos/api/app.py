@@ -54,9 +54,8 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
         openapi_url="/v1/openapi.json",
     )
     app.state.system = system
-    # Through the system each time: a policy change replaces ``system.decisions``.
     app.state.batcher = DecisionBatcher(
-        lambda requests: system.decisions.decide_many(requests), system.log_decisions
+        lambda requests, source: system.decide_many(requests, source=source)
     )
     app.state.rate_limiter = RateLimiter(
         rate=float(config.get("rate_limit", 2000)), burst=float(config.get("burst", 4000))
