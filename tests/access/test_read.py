@@ -96,8 +96,12 @@ def _make_ledger_read_only(system: Custos) -> None:
 
 def test_with_the_ledger_unwritable_reads_are_denied_and_return_nothing(world: Custos) -> None:
     _make_ledger_read_only(world)
-    with pytest.raises(LedgerUnavailable):
+    with pytest.raises(LedgerUnavailable) as refused:
         world.read(READ)
+    # The database's own reason, first line only: no SQL, no values.
+    assert "read-only" in str(refused.value)
+    assert "INSERT" not in str(refused.value)
+    assert "198.51.100" not in str(refused.value)
 
 
 def test_with_the_database_gone_reads_fail_closed(world: Custos, home: Path) -> None:

@@ -517,6 +517,8 @@ def _unavailable(exc: BaseException) -> LedgerUnavailable:
     orig = getattr(exc, "orig", None)
     if orig is not None:
         reason = str(orig).splitlines()[0][:160]
+    elif isinstance(exc, StoreUnavailable):  # already described, without SQL or values
+        reason = str(exc).splitlines()[0][:160]
     error = LedgerUnavailable(f"the ledger could not record the entry ({reason}); access denied")
     error.__cause__ = exc
     return error

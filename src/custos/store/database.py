@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from custos.errors import ConfigurationError, NotInitialised, StoreUnavailable
@@ -171,7 +171,11 @@ def normalise_url(url: str) -> str:
 
 def _describe(exc: BaseException) -> str:
     """A short, secret-free description of a driver error (no SQL, no parameters)."""
+    # SQLAlchemy wraps the driver's error in ``orig`` (its own text would carry the SQL and
+    # parameters); the hot path's cursor raises the driver's error itself.
     orig = getattr(exc, "orig", None)
+    if orig is None and not isinstance(exc, SQLAlchemyError):
+        orig = exc
     text = str(orig) if orig is not None else type(exc).__name__
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
