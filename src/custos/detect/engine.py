@@ -7,6 +7,9 @@ come from (the custos database, JSON Lines, Parquet):
 - ``subjects(id, protected, employee)`` — ``protected`` the flags joined by ``|``;
 - ``tickets(id, kind, subject, assignee, status, opened, closed, opened_by)``.
 
+``id`` is a key of each table (the directory and the event store keep it unique); the
+classification joins an event to the ticket it cites by that id alone.
+
 Explanation-based auditing comes first. An access is *explained* when a ticket assigned to
 the principal, about that subject, of the kind matching the purpose, was open at the time
 (with ``retro_minutes`` of grace either side) and was opened by someone other than the
@@ -15,7 +18,8 @@ principal. It is *self-explained* when the only such tickets were opened by the 
 subject was theirs within ``near_days`` or a teammate's ticket about it was open, and
 *unexplained* (tier 0) otherwise. One full pass keeps only what is not plainly explained (and
 denials, exports, break-glass); every rule then works on that small table, and baselines come
-from one more pass counting each principal's activity per period and hour.
+from one more pass counting each principal's activity per period, per hour of day and per
+category.
 """
 
 from __future__ import annotations
@@ -895,6 +899,12 @@ class Detector:
                 SELECT * FROM ev WHERE (decision <> 'allow' OR tier = 0)
                   AND (principal, subject) IN (SELECT (principal, subject) FROM d)
             ),
+            -- A pair is flagged only with two purposes or more among its denials and tries,
+            -- all of which are in later: pairs with one purpose need no tries.
+            multi AS (
+                SELECT principal, subject FROM later GROUP BY principal, subject
+                HAVING count(DISTINCT purpose) >= {min(c.shopping_min_purposes, 2)}
+            ),
             tries AS (
                 SELECT d.principal, d.subject, d.bucket, d.id AS deny_id, d.purpose AS p0,
                        a.id AS try_id, a.purpose AS p1, a.time AS t1,
@@ -902,6 +912,7 @@ class Detector:
                 FROM d LEFT JOIN later a ON a.principal = d.principal AND a.subject = d.subject
                      AND a.time > d.time AND a.time <= d.time + to_minutes({c.retry_minutes})
                      AND a.id <> d.id
+                WHERE (d.principal, d.subject) IN (SELECT (principal, subject) FROM multi)
             ),
             pair AS (
                 SELECT principal, subject, bucket,
