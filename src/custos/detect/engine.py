@@ -7,6 +7,9 @@ come from (the custos database, JSON Lines, Parquet):
 - ``subjects(id, protected, employee)`` — ``protected`` the flags joined by ``|``;
 - ``tickets(id, kind, subject, assignee, status, opened, closed, opened_by)``.
 
+``id`` is a key of each table (the directory and the event store keep it unique); the
+classification joins an event to the ticket it cites by that id alone.
+
 Explanation-based auditing comes first. An access is *explained* when a ticket assigned to
 the principal, about that subject, of the kind matching the purpose, was open at the time
 (with ``retro_minutes`` of grace either side) and was opened by someone other than the
@@ -15,7 +18,8 @@ principal. It is *self-explained* when the only such tickets were opened by the 
 subject was theirs within ``near_days`` or a teammate's ticket about it was open, and
 *unexplained* (tier 0) otherwise. One full pass keeps only what is not plainly explained (and
 denials, exports, break-glass); every rule then works on that small table, and baselines come
-from one more pass counting each principal's activity per period and hour.
+from one more pass counting each principal's activity per period, per hour of day and per
+category.
 """
 
 from __future__ import annotations
@@ -184,31 +188,34 @@ class Detector:
             FROM principals
             """
         )
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE tk AS
-            SELECT id, kind, subject, assignee, opened, closed, opened_by,
-                   coalesce(opened_by = assignee, false) AS self
-            FROM tickets
-            """
-        )
-        # Pass 1: everything not plainly explained by the ticket it cites. The join carries
-        # every condition of an explanation, so only what fails it (a few percent) is kept.
+        # Pass 1: everything not plainly explained by the ticket it cites. Ticket ids are
+        # keys, so the join is on the id alone and the other conditions of an explanation are
+        # checked on the joined row: a hash join on one key is several times cheaper than one
+        # on four keys with a time range, which DuckDB checks row by row. Only what fails (a
+        # few percent) is kept.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE cand AS
-            SELECT e.id, e.time, e.principal, e.action, e.subject, e.category, e.purpose,
-                   e.decision, e.precision, coalesce(e.records, 1) AS records,
-                   coalesce(e.break_glass, false) AS break_glass,
-                   coalesce(e.granted, false) AND NOT coalesce(e.break_glass, false) AS granted,
-                   t.id IS NOT NULL AS cited_ok, coalesce(t.self, false) AS cited_self
-            FROM events e LEFT JOIN tk t
-              ON t.id = e.ticket AND t.assignee = e.principal AND t.subject = e.subject
-             AND t.kind = e.purpose
-             AND (t.opened IS NULL OR e.time >= t.opened - {retro})
-             AND (t.closed IS NULL OR e.time <= t.closed + {retro})
-            WHERE t.id IS NULL OR t.self OR e.decision <> 'allow'
-               OR coalesce(e.break_glass, false) OR e.action = 'export'
+            WITH j AS (
+                SELECT e.id, e.time, e.principal, e.action, e.subject, e.category, e.purpose,
+                       e.decision, e.precision, coalesce(e.records, 1) AS records,
+                       coalesce(e.break_glass, false) AS break_glass,
+                       coalesce(e.granted, false) AND NOT coalesce(e.break_glass, false)
+                         AS granted,
+                       coalesce(t.assignee = e.principal AND t.subject = e.subject
+                                AND t.kind = e.purpose
+                                AND (t.lo IS NULL OR e.time >= t.lo)
+                                AND (t.hi IS NULL OR e.time <= t.hi), false) AS cited_ok,
+                       t.self
+                FROM events e
+                LEFT JOIN (SELECT id, assignee, subject, kind, opened - {retro} AS lo,
+                                  closed + {retro} AS hi,
+                                  coalesce(opened_by = assignee, false) AS self
+                           FROM tickets) t ON t.id = e.ticket
+            )
+            SELECT * EXCLUDE (self), cited_ok AND self AS cited_self FROM j
+            WHERE NOT cited_ok OR self OR decision <> 'allow' OR break_glass
+               OR action = 'export'
             """
         )
         # Explanations found in the directory for what the cited ticket did not explain.
@@ -216,7 +223,9 @@ class Detector:
             f"""
             CREATE OR REPLACE TEMP TABLE ev AS
             WITH open_q AS (SELECT * FROM cand WHERE NOT cited_ok),
-            tq AS (SELECT * FROM tk WHERE subject IN (SELECT subject FROM open_q)),
+            tq AS (SELECT id, kind, subject, assignee, opened, closed,
+                          coalesce(opened_by = assignee, false) AS self
+                   FROM tickets WHERE subject IN (SELECT subject FROM open_q)),
             own AS (
                 SELECT c.id,
                        bool_or(t.kind = c.purpose
@@ -245,44 +254,52 @@ class Detector:
                 JOIN pr q ON q.id = t.assignee AND q.team = p.team
                 WHERE (t.opened IS NULL OR c.time >= t.opened - {retro})
                   AND (t.closed IS NULL OR c.time <= t.closed + {retro})
+            ),
+            x AS (
+                SELECT c.id, c.time, c.principal, c.action, c.subject, c.category, c.purpose,
+                       c.decision, c.precision, c.records, c.break_glass,
+                       ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.strict_indep, false)
+                        OR c.granted) AS indep,
+                       ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.near_indep, false)
+                        OR c.granted) AS own_indep,
+                       CASE WHEN c.cited_ok OR coalesce(o.strict_ok, false) OR c.granted THEN 2
+                            WHEN coalesce(o.near_ok, false) OR tm.id IS NOT NULL THEN 1
+                            ELSE 0 END AS tier,
+                       coalesce(s.hv, false) AS hv, coalesce(s.minor, false) AS minor,
+                       coalesce(s.emp_link, false) AS emp_link, s.employee,
+                       coalesce(s.protected, '') AS protected,
+                       coalesce(p.role, '(unknown)') AS role, coalesce(p.team, '(unknown)') AS team,
+                       coalesce(p.status, 'active') AS status, p.role_since,
+                       {bucket} AS bucket, hour(c.time) AS hr, date_trunc('day', c.time) AS day
+                FROM cand c
+                LEFT JOIN own o ON o.id = c.id
+                LEFT JOIN team tm ON tm.id = c.id
+                LEFT JOIN subj s ON s.id = c.subject
+                LEFT JOIN pr p ON p.id = c.principal
             )
-            SELECT c.id, c.time, c.principal, c.action, c.subject, c.category, c.purpose,
-                   c.decision, c.precision, c.records, c.break_glass,
-                   ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.strict_indep, false)
-                    OR c.granted) AS indep,
-                   ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.near_indep, false)
-                    OR c.granted) AS own_indep,
-                   CASE WHEN c.cited_ok OR coalesce(o.strict_ok, false) OR c.granted THEN 2
-                        WHEN coalesce(o.near_ok, false) OR tm.id IS NOT NULL THEN 1
-                        ELSE 0 END AS tier,
-                   coalesce(s.hv, false) AS hv, coalesce(s.minor, false) AS minor,
-                   coalesce(s.emp_link, false) AS emp_link, s.employee,
-                   coalesce(s.protected, '') AS protected,
-                   coalesce(p.role, '(unknown)') AS role, coalesce(p.team, '(unknown)') AS team,
-                   coalesce(p.status, 'active') AS status, p.role_since,
-                   {bucket} AS bucket, hour(c.time) AS hr, date_trunc('day', c.time) AS day
-            FROM cand c
-            LEFT JOIN own o ON o.id = c.id
-            LEFT JOIN team tm ON tm.id = c.id
-            LEFT JOIN subj s ON s.id = c.subject
-            LEFT JOIN pr p ON p.id = c.principal
+            -- The rules read "self-only" as explained only by tickets the principal opened.
+            SELECT *, (tier = 2 AND NOT indep) AS self_only FROM x
             """
         )
-        # The rules read "self-only" as explained only by tickets the principal opened.
-        con.execute("ALTER TABLE ev ADD COLUMN self_only BOOLEAN")
-        con.execute("UPDATE ev SET self_only = (tier = 2 AND NOT indep)")
-        # Pass 2: activity per principal, period and hour (baselines and usual hours).
+        # Pass 2: activity per principal and period (baselines), per principal and hour of
+        # day (usual hours) and per principal and category (rare categories). Three small
+        # grouping sets instead of one per period and hour keep the hash tables in cache.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE act_all AS
-            SELECT principal, {bucket} AS bucket, hour(time) AS hr, category, count(*) AS n
-            FROM events
-            GROUP BY GROUPING SETS ((principal, {bucket}, hour(time)), (principal, category))
+            SELECT principal, bucket, hr, category, grouping(bucket, hr, category) AS g,
+                   count(*) AS n
+            FROM (SELECT principal, {bucket} AS bucket, hour(time) AS hr, category FROM events)
+            GROUP BY GROUPING SETS ((principal, bucket), (principal, hr), (principal, category))
             """
         )
+        # grouping() sets a bit for each column left out: 0b011 is (principal, bucket),
+        # 0b101 (principal, hr), 0b110 (principal, category).
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE act AS SELECT principal, bucket, hr, n FROM act_all "
-            "WHERE category IS NULL"
+            """
+            CREATE OR REPLACE TEMP TABLE act_ph AS
+            SELECT principal, hr, n FROM act_all WHERE g = 5
+            """
         )
         # Categories a principal's peers (same role, the principal left out) almost never use.
         con.execute(
@@ -291,7 +308,7 @@ class Detector:
             WITH pc AS (
                 SELECT a.principal, coalesce(p.role, '(unknown)') AS role, a.category, a.n
                 FROM act_all a LEFT JOIN pr p ON p.id = a.principal
-                WHERE a.category IS NOT NULL
+                WHERE a.g = 6
             ),
             rc AS (SELECT role, category, sum(n) AS n FROM pc GROUP BY ALL),
             rt AS (SELECT role, sum(n) AS total FROM pc GROUP BY role),
@@ -305,8 +322,8 @@ class Detector:
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE act_pb AS
-            SELECT a.principal, a.bucket, coalesce(p.role, '(unknown)') AS role, sum(a.n) AS n
-            FROM act a LEFT JOIN pr p ON p.id = a.principal GROUP BY ALL
+            SELECT a.principal, a.bucket, coalesce(p.role, '(unknown)') AS role, a.n
+            FROM act_all a LEFT JOIN pr p ON p.id = a.principal WHERE a.g = 3
             """
         )
         for principal, role, team in con.execute("SELECT id, role, team FROM pr").fetchall():
@@ -584,9 +601,23 @@ class Detector:
         more than ``repeat_gap_hours`` apart, so a night shift is one visit): stalking."""
         c = self.config
         cond = "decision = 'allow' AND (tier = 0 OR self_only)"
+        # The window runs only on pairs that could reach the bar: k visits need k accesses
+        # and k - 1 gaps longer than repeat_gap_hours (a row without a time is a visit of its
+        # own, so such pairs stay in). Most pairs are one ticket's burst and drop out here.
+        span = c.repeat_gap_hours * (c.repeat_min_days - 1)
+        spread = (
+            f" AND (max(time) - min(time) > to_hours({span}) OR count(time) < count(*))"
+            if c.repeat_min_days > 1
+            else ""
+        )
+        pairs = (
+            f"SELECT principal, subject FROM ev WHERE {cond} GROUP BY principal, subject "
+            f"HAVING count(*) >= {c.repeat_min_days}{spread}"
+        )
         visits = f"""(SELECT *, CASE WHEN time - lag(time) OVER w <= to_hours({c.repeat_gap_hours})
                                  THEN 0 ELSE 1 END AS fresh
-                      FROM ev WHERE {cond}
+                      FROM ev WHERE {cond} AND (principal, subject) IN (SELECT (principal, subject)
+                                                                     FROM ({pairs}))
                       WINDOW w AS (PARTITION BY principal, subject ORDER BY time)) v"""
         sql = self._grouped(
             "true",
@@ -817,7 +848,7 @@ class Detector:
         self.con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE usual AS
-            WITH ph AS (SELECT principal, hr, sum(n) AS n FROM act GROUP BY ALL),
+            WITH ph AS (SELECT principal, hr, n FROM act_ph),
             pt AS (SELECT principal, sum(n) AS total FROM ph GROUP BY ALL),
             th AS (SELECT p.team, ph.hr, sum(ph.n) AS n FROM ph JOIN pr p ON p.id = ph.principal
                    GROUP BY ALL),
@@ -868,6 +899,12 @@ class Detector:
                 SELECT * FROM ev WHERE (decision <> 'allow' OR tier = 0)
                   AND (principal, subject) IN (SELECT (principal, subject) FROM d)
             ),
+            -- A pair is flagged only with two purposes or more among its denials and tries,
+            -- all of which are in later: pairs with one purpose need no tries.
+            multi AS (
+                SELECT principal, subject FROM later GROUP BY principal, subject
+                HAVING count(DISTINCT purpose) >= {min(c.shopping_min_purposes, 2)}
+            ),
             tries AS (
                 SELECT d.principal, d.subject, d.bucket, d.id AS deny_id, d.purpose AS p0,
                        a.id AS try_id, a.purpose AS p1, a.time AS t1,
@@ -875,6 +912,7 @@ class Detector:
                 FROM d LEFT JOIN later a ON a.principal = d.principal AND a.subject = d.subject
                      AND a.time > d.time AND a.time <= d.time + to_minutes({c.retry_minutes})
                      AND a.id <> d.id
+                WHERE (d.principal, d.subject) IN (SELECT (principal, subject) FROM multi)
             ),
             pair AS (
                 SELECT principal, subject, bucket,
