@@ -120,6 +120,13 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _convergence_rank(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Order of preference between windows that flag the same subject: most people, then
+    earliest, then most events, then the rest of the row. A total order, so the alert (and
+    its key) is the same on every run whatever order DuckDB returns the windows in."""
+    return (-len(row["principals"]), row["first"], -row["n"], row["principals"], row["ids"])
+
+
 def _quote(values: Sequence[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
 
@@ -711,7 +718,7 @@ class Detector:
             )
             for row in rows:
                 best = found.get(row["subject"])
-                if best is None or len(row["principals"]) > len(best["principals"]):
+                if best is None or _convergence_rank(row) < _convergence_rank(best):
                     found[row["subject"]] = row
         out = []
         for subject, row in found.items():
@@ -973,13 +980,14 @@ class Detector:
                         [row["principal"], row["bucket"]],
                     ).fetchall()
                 ]
+            # Evidence in time order, so the same events are kept under the cap every run.
             times = self.con.execute(
-                "SELECT min(time), max(time), list(DISTINCT subject ORDER BY subject) FROM ev "
-                "WHERE list_contains(?, id)",
+                "SELECT min(time), max(time), list(DISTINCT subject ORDER BY subject), "
+                "list(id ORDER BY time, id) FROM ev WHERE list_contains(?, id)",
                 [ids],
             ).fetchone()
             assert times is not None
-            row.update(first=times[0], last=times[1], ids=ids[:n], subjects=times[2])
+            row.update(first=times[0], last=times[1], ids=times[3][:n], subjects=times[2])
             if row["max_purposes"]:
                 through = " and got through without a ticket explaining it"
                 what = (
