@@ -20,11 +20,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def signed_in(browser: Browser, service: Service, username: str) -> Page:
-    page = browser.new_context(base_url=service.url).new_page()
+def signed_in(browser: Browser, url: str, username: str, password: str = PASSWORD) -> Page:
+    """A fresh browser context signed in as ``username`` at ``url`` (the test harness's
+    service, or the demo's)."""
+    page = browser.new_context(base_url=url).new_page()
     page.goto("/login")
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     return page
@@ -54,7 +56,7 @@ def test_approve_as_one_user_and_see_it_need_a_second(browser: Browser, service:
         ticket="T-10",
         reason="abuse report R-77 names this account",
     )
-    ana = signed_in(browser, service, "ana")
+    ana = signed_in(browser, service.url, "ana")
     shot(ana, "overview")
     ana.get_by_role("link", name="Approvals").first.click()
     ana.get_by_role("link", name=request.id).click()
@@ -66,13 +68,13 @@ def test_approve_as_one_user_and_see_it_need_a_second(browser: Browser, service:
     shot(ana, "approval-needs-a-second")
 
     # The requester's manager is refused, with the rule named, in place.
-    max_ = signed_in(browser, service, "max")
+    max_ = signed_in(browser, service.url, "max")
     max_.goto(f"/approvals/{request.id}")
     max_.get_by_label("Reason (required)").fill("my team, fine")
     max_.get_by_role("button", name="Approve").click()
     expect(max_.get_by_role("alert")).to_contain_text("management-chain")
 
-    priya = signed_in(browser, service, "priya")
+    priya = signed_in(browser, service.url, "priya")
     priya.goto(f"/approvals/{request.id}")
     priya.get_by_label("Reason (required)").fill("proportionate and time-limited")
     priya.get_by_role("button", name="Approve").click()
@@ -90,7 +92,7 @@ def test_an_admin_sees_no_answer_form(browser: Browser, service: Service) -> Non
         ticket="T-10",
         reason="abuse report R-77 names this account",
     )
-    root = signed_in(browser, service, "root")
+    root = signed_in(browser, service.url, "root")
     root.goto(f"/approvals/{request.id}")
     expect(root.get_by_role("heading", name=f"Request {request.id}")).to_be_visible()
     expect(root.get_by_role("button", name="Approve")).to_have_count(0)
@@ -100,7 +102,7 @@ def test_open_the_journalists_report(browser: Browser, service: Service) -> None
     service.system.read(
         AccessRequest("emp-2001", "user-42", "ip_history", "internal_investigation", ticket="T-7")
     )
-    priya = signed_in(browser, service, "priya")
+    priya = signed_in(browser, service.url, "priya")
     priya.goto("/subjects/user-42")
     expect(priya.locator("#verification")).to_contain_text("Transparency report verified")
     row = priya.locator("#accesses tbody tr").first

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from custos.cli.demo import Demo, run_demo
-from tests.web.test_dashboard import CHROMIUM, shot
+from tests.web.test_dashboard import CHROMIUM, shot, signed_in
 
 PASSWORD = "demo password for tests"
 
@@ -24,19 +24,9 @@ def demo(home: Path) -> Iterator[Demo]:
     running.stop()
 
 
-def sign_in(browser: Browser, demo: Demo, username: str) -> Page:
-    page = browser.new_context(base_url=demo.url).new_page()
-    page.goto("/login")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
-    return page
-
-
 def test_the_demo_in_the_dashboard(browser: Browser, demo: Demo) -> None:
     summary = demo.summary
-    investigator = sign_in(browser, demo, "investigator")
+    investigator = signed_in(browser, demo.url, "investigator", PASSWORD)
     shot(investigator, "demo-overview")
     investigator.get_by_role("link", name="Alerts").first.click()
     alert = summary["top_alert_id"]
@@ -47,7 +37,7 @@ def test_the_demo_in_the_dashboard(browser: Browser, demo: Demo) -> None:
     assert evidence.count() >= 1
     shot(investigator, "demo-alert-evidence")
 
-    privacy = sign_in(browser, demo, "privacy")
+    privacy = signed_in(browser, demo.url, "privacy", PASSWORD)
     privacy.goto("/approvals")
     privacy.get_by_role("link", name=summary["pending_request"]).click()
     expect(privacy.locator("#needs")).to_contain_text("0 of 2")

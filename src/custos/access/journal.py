@@ -13,14 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from custos.policy import Decision
+from custos.times import iso
 
 
 def new_event_id() -> str:
     return f"ev-{uuid.uuid4().hex}"
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def decision_entry(

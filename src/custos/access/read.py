@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from custos.access.journal import iso
 from custos.policy import Decision
+from custos.times import iso
 
 
 @dataclass(frozen=True)

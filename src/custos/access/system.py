@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from custos.access.decisions import DecisionMaker
-from custos.access.journal import decision_entry, iso, new_event_id
+from custos.access.journal import decision_entry, new_event_id
 from custos.access.read import ReadResult, release_entry
 from custos.accounts import Accounts
 from custos.accounts.oidc import OidcClient, OidcSettings
@@ -53,6 +53,7 @@ from custos.reports import SubjectIndex, build_report
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.store.events import LedgerFeedRow
+from custos.times import iso
 from custos.vault import KEK_FILE, GeoLookup, IngestReport, LocalKeyFile, ShredReport, Vault
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
@@ -405,7 +406,7 @@ class Custos:
                 self.ledger.append(
                     {
                         "type": "policy_version",
-                        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                        "time": iso(datetime.now(UTC)),
                         "digest": pack.digest,
                         "files": pack.files,
                     }

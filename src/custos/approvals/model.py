@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from custos import times
 from custos.errors import ConfigurationError
 from custos.policy import GrantFacts
 
 
 def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """:func:`custos.times.iso`, passing ``None`` through (a grant not yet revoked, …)."""
+    return None if moment is None else times.iso(moment)
 
 
 @dataclass(frozen=True)

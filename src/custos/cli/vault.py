@@ -11,22 +11,12 @@ import typer
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import InvalidInput
+from custos.textfiles import read_lines
 
 vault_app = typer.Typer(help="The vault of sensitive records.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InvalidInput(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read ({exc.strerror})") from None
 
 
 @vault_app.command("ingest")
@@ -39,7 +29,7 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Encrypt and store sensitive records, all or nothing (or with --rejects, the good ones)."""
-    lines = _read_lines(file)
+    lines = read_lines(file, "a records file")
     with Custos.open(state(ctx).home) as system:
         report = system.ingest(lines, str(file), rejects=rejects)
     body = {

@@ -23,7 +23,6 @@ from custos.detect.events import (
     ImportReport,
     parse_event,
     parse_lines,
-    read_lines,
 )
 from custos.detect.loading import attach_parquet, directory_rows, load_store
 from custos.detect.service import DetectionRun, run_detection
@@ -49,6 +48,5 @@ __all__ = [
     "load_store",
     "parse_event",
     "parse_lines",
-    "read_lines",
     "run_detection",
 ]

@@ -16,10 +16,11 @@ from typing import Any, Final
 
 from sqlalchemy import select
 
-from custos.detect.engine import Finding, iso
+from custos.detect.engine import Finding
 from custos.errors import InvalidInput, NotFound
 from custos.store import Database
 from custos.store.events import AlertRow, CaseCommentRow, CaseRow, SuppressionRow
+from custos.times import iso
 
 DISPOSITIONS: Final = ("confirmed_misuse", "legitimate", "false_positive")
 #: Rules about particular people: their suppressions name the subject too.

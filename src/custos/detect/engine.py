@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 
 from custos.detect.config import DetectConfig
+from custos.times import iso
 
 #: Column order of the ``events`` table the rules read.
 EVENT_COLUMNS: dict[str, str] = {
@@ -110,10 +111,6 @@ class Finding:
             "last_seen": iso(self.last_seen),
             "explanation": self.explanation,
         }
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _utc(value: datetime) -> datetime:

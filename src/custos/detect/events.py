@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,10 +27,13 @@ from pydantic import (
 )
 from sqlalchemy import func, insert, select, update
 
-from custos.directory.files import ID_PATTERN
+from custos.directory.files import Id
 from custos.errors import InvalidInput, ValidationFailed
 from custos.store import Database
 from custos.store.events import AccessEventRow
+
+# Ids follow the directory's rule: an event names its principal, subject and ticket by them.
+from custos.times import iso
 from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
 
 MAX_LINE = 64 * 1024
@@ -52,12 +54,6 @@ FIELDS = (
 )
 
 
-def _check_id(value: str) -> str:
-    if not ID_PATTERN.match(value):
-        raise ValueError("must be 1-128 characters of letters, digits and . _ : @ + -")
-    return value
-
-
 def _to_utc(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -74,7 +70,6 @@ def _to_utc(value: Any) -> Any:
     raise ValueError("must be an ISO 8601 time string")
 
 
-Id = Annotated[str, AfterValidator(_check_id)]
 Time = Annotated[datetime, BeforeValidator(_to_utc)]
 
 
@@ -104,7 +99,7 @@ class AccessEvent(BaseModel):
         """The event in the DESIGN.md JSON shape (absent optional fields left out)."""
         body: dict[str, Any] = {
             "id": self.id,
-            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "time": iso(self.time),
             "principal": self.principal,
             "action": self.action,
             "subject": self.subject,
@@ -180,20 +175,6 @@ def parse_lines(lines: Sequence[str], source: str) -> ParsedEvents:
         seen[event.id] = number
         events.append(event)
     return ParsedEvents(events, rejected)
-
-
-def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file. Raises :class:`InvalidInput` when it cannot be read."""
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InvalidInput(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{path}: is a folder, not an events file") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read ({exc.strerror})") from None
 
 
 @dataclass(frozen=True, slots=True)

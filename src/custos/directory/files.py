@@ -27,6 +27,7 @@ from pydantic import (
 
 from custos.directory.model import DirectoryDocument, Principal, Subject, Ticket
 from custos.errors import InvalidInput, ValidationFailed
+from custos.textfiles import read_text
 from custos.vocabulary import (
     PrincipalKind,
     PrincipalStatus,
@@ -221,19 +222,7 @@ def read_directory_file(path: Path) -> DirectoryDocument:
     Raises :class:`InvalidInput` when the file cannot be read or decoded and
     :class:`ValidationFailed` when its content is invalid.
     """
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InvalidInput(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{path}: is a folder, not a directory file") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot read ({exc.strerror})") from None
+    text = read_text(path, "a directory file", max_bytes=MAX_FILE_BYTES)
     return parse_text(text, str(path), as_json=path.suffix.lower() == ".json")
 
 

@@ -26,6 +26,7 @@ from custos.errors import CustosError, InvalidInput, NotFound, ValidationFailed
 from custos.ledger import Ledger, NoteVerifier, leaf_hash, open_checkpoint, verify_inclusion
 from custos.store import Database
 from custos.store.reports import SubjectEntryRow, SubjectIndexStateRow
+from custos.times import iso
 
 FORMAT = "custos-subject-report/1"
 _CHUNK = 5000
@@ -180,7 +181,7 @@ def build_report(
     return {
         "format": FORMAT,
         "subject": subject,
-        "generated": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "generated": iso(datetime.now(UTC)),
         "names": names,
         "log": {
             "origin": ledger.origin,

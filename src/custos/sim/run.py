@@ -12,12 +12,13 @@ from typing import Any
 
 import yaml
 
-from custos.detect import EventStore, read_lines, run_detection
+from custos.detect import EventStore, run_detection
 from custos.directory import DirectoryStore, read_directory_file
 from custos.errors import InvalidInput
 from custos.sim.scenarios import SCENARIOS
 from custos.sim.world import World, new_world
 from custos.store import open_database
+from custos.textfiles import read_lines
 
 #: A scenario: adds events (and tickets) to the world and labels them in ``world.labels``.
 Scenario = Callable[[random.Random, World, set[str]], None]
@@ -170,7 +171,7 @@ def evaluate(folder: Path, section: Mapping[str, Any] | None = None) -> EvalRepo
     scenario event is a false alert. Raises :class:`InvalidInput` for a bad folder."""
     labels = _labels(folder)
     document = read_directory_file(folder / DIRECTORY_FILE)
-    lines = read_lines(folder / EVENTS_FILE)
+    lines = read_lines(folder / EVENTS_FILE, "an events file")
     with tempfile.TemporaryDirectory(prefix="custos-eval-") as tmp:
         db = open_database(f"sqlite:///{Path(tmp) / 'eval.db'}", migrate=True)
         try:

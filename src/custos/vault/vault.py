@@ -30,6 +30,7 @@ from custos.errors import IntegrityError, InvalidInput, ValidationFailed
 from custos.store import Database
 from custos.store.directory import SubjectRow
 from custos.store.vault import VaultKeyRow, VaultRecordRow
+from custos.times import iso
 from custos.vault import coarse
 from custos.vault.keys import KeyProvider
 from custos.vault.records import SensitiveRecord, parse_lines
@@ -66,8 +67,7 @@ def _iso(stored: datetime | str) -> str:
         clock = stored[11:19] if stored.endswith(".000000") else stored[11:]
         return f"{stored[:10]}T{clock}Z"
     moment = datetime.fromisoformat(stored) if isinstance(stored, str) else stored
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat().replace("+00:00", "Z")
+    return iso(moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment)
 
 
 def _aad(subject: str, category: str, record_id: str) -> bytes:
