@@ -191,7 +191,7 @@ def test_custos_own_decisions_and_releases_feed_the_store(system: Custos) -> Non
     refused = system.decide(AccessRequest("emp-1002", "user-42", "location", "support"))
     entries = [
         decision_entry(allowed, allowed.event_id or "", "custos"),
-        release_entry(allowed, 3, 0, "custos"),
+        release_entry(allowed, allowed.event_id or "", 3, 0, "custos"),
         decision_entry(refused, refused.event_id or "", "custos"),
     ]
     store = EventStore(system.db)

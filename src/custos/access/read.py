@@ -36,13 +36,16 @@ class ReadResult:
         }
 
 
-def release_entry(decision: Decision, count: int, shredded: int, source: str) -> dict[str, Any]:
-    """The ledger entry saying what was released (counts and precision, never values)."""
+def release_entry(
+    decision: Decision, event_id: str, count: int, shredded: int, source: str
+) -> dict[str, Any]:
+    """The ledger entry saying what was released under ``decision`` (logged as ``event_id``):
+    counts and precision, never values."""
     request = decision.request
     entry: dict[str, Any] = {
         "type": "release",
-        "id": f"{decision.event_id}:release",
-        "decision_id": decision.event_id,
+        "id": f"{event_id}:release",
+        "decision_id": event_id,
         "time": iso(datetime.now(UTC)),
         "principal": request.principal,
         "action": request.action,

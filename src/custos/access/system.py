@@ -455,13 +455,12 @@ class Custos:
             self.log_decisions([decision], source)
             raise
         event_id = new_event_id()
-        decision = dataclasses.replace(decision, event_id=event_id)
         entries = [
             self._decision_entries([decision], [event_id], source)[0],
-            release_entry(decision, released.count, released.shredded, source),
+            release_entry(decision, event_id, released.count, released.shredded, source),
         ]
         logged, release = self.ledger.append_many(entries)
-        decision = dataclasses.replace(decision, ledger_index=logged.index)
+        decision = dataclasses.replace(decision, event_id=event_id, ledger_index=logged.index)
         return ReadResult(decision, released.records, released.shredded, release.index)
 
     def ingest(

@@ -36,7 +36,7 @@ from custos.errors import (
 from custos.ledger import tree
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote
-from custos.store import Database
+from custos.store import Database, HotCursor
 from custos.store.ledger import (
     LedgerCheckpointRow,
     LedgerCosignatureRow,
@@ -228,7 +228,7 @@ class Ledger:
             if size != self._size:
                 frontier_of = _decode_frontier(stored, size)
                 if frontier_of is None:
-                    self._load_frontier(cursor.connection, size)
+                    self._load_frontier(cursor, size)
                 else:
                     self._frontier, self._size = frontier_of, size
             frontier = list(self._frontier)
@@ -257,9 +257,9 @@ class Ledger:
         self._frontier = frontier
         return receipts
 
-    def _load_frontier(self, conn: Connection, size: int) -> None:
+    def _load_frontier(self, cursor: HotCursor, size: int) -> None:
         nodes = tree.range_nodes(0, size)
-        found = _fetch_nodes(conn, nodes)
+        found = _fetch_nodes(cursor, nodes)
         self._frontier = [(level, found[(level, index)]) for level, index in nodes]
         self._size = size
 
@@ -307,8 +307,8 @@ class Ledger:
 
     def nodes(self, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Stored node hashes by ``(level, index)``. Raises :class:`NotFound` if one is missing."""
-        with _reading(self.db) as conn:
-            return _fetch_nodes(conn, wanted)
+        with self.db.cursor() as cursor:
+            return _fetch_nodes(cursor, wanted)
 
     def root(self, size: int | None = None) -> bytes:
         """The tree hash at ``size`` (default: now)."""
@@ -440,35 +440,34 @@ class Ledger:
         return [(int(s), bytes(r), str(n)) for s, r, n in rows]
 
 
-def _fetch_stored(conn: Connection, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+def _fetch_stored(cursor: HotCursor, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     """Stored hashes: level 0 from the entries' leaf column, others from the node table."""
     found: dict[tuple[int, int], bytes] = {}
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     leaves = [index for level, index in keys if level == 0]
     nodes = [key for key in keys if key[0] != 0]
     for start in range(0, len(leaves), _FETCH_CHUNK):
         chunk = leaves[start : start + _FETCH_CHUNK]
-        rows = conn.exec_driver_sql(
+        rows = cursor.execute(
             "SELECT idx, leaf FROM ledger_entries WHERE idx IN "  # noqa: S608 - markers only
-            f"({', '.join([marker] * len(chunk))})",
-            tuple(chunk),
+            f"({', '.join(['?'] * len(chunk))})",
+            chunk,
         )
         found.update(((0, int(ix)), bytes(h)) for ix, h in rows)
     # (level = ? AND idx = ?) terms: both SQLite and PostgreSQL serve each from the primary
     # key, where a row-value IN list would scan the table on SQLite.
     for start in range(0, len(nodes), _FETCH_CHUNK):
         pairs = nodes[start : start + _FETCH_CHUNK]
-        where = " OR ".join([f"(level = {marker} AND idx = {marker})"] * len(pairs))
-        rows = conn.exec_driver_sql(
+        where = " OR ".join(["(level = ? AND idx = ?)"] * len(pairs))
+        rows = cursor.execute(
             f"SELECT level, idx, hash FROM ledger_nodes WHERE {where}",  # noqa: S608 - markers only
-            tuple(value for key in pairs for value in key),
+            [value for key in pairs for value in key],
         )
         found.update(((int(lv), int(ix)), bytes(h)) for lv, ix, h in rows)
     return found
 
 
 def _fetch_nodes(
-    conn: Connection, wanted: Iterable[tuple[int, int]]
+    cursor: HotCursor, wanted: Iterable[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
     """Hashes of complete nodes by (level, index), from stored nodes in one or two queries."""
     plans: dict[tuple[int, int], tuple[int, range]] = {}
@@ -479,7 +478,7 @@ def _fetch_nodes(
         children = range(index << span, (index + 1) << span)
         plans[(level, index)] = (base, children)
         needed.update((base, child) for child in children)
-    stored = _fetch_stored(conn, sorted(needed))
+    stored = _fetch_stored(cursor, sorted(needed))
     missing = sorted(key for key in needed if key not in stored)
     if missing:
         level, index = missing[0]

@@ -15,7 +15,10 @@ class LedgerEntryRow(Base):
 
     __tablename__ = "ledger_entries"
 
-    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: On SQLite ``INTEGER``, so the index is the row id itself (migration 0014).
+    idx: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
     entry: Mapped[bytes] = mapped_column(LargeBinary)
     leaf: Mapped[bytes] = mapped_column(LargeBinary)
 

@@ -34,7 +34,7 @@ class VaultRecordRow(Base):
     """One sensitive record: ciphertext of its precise values, and its coarse derivative."""
 
     __tablename__ = "vault_records"
-    __table_args__ = (Index("ix_vault_records_subject_category", "subject", "category", "time"),)
+    __table_args__ = (Index("ix_vault_records_release", "subject", "category", "time", "id"),)
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     subject: Mapped[str] = mapped_column(String(128))

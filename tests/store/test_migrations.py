@@ -1,0 +1,98 @@
+"""Migrations that rebuild or re-index tables keep every row, on both backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from custos.ledger import (
+    Ledger,
+    NoteVerifier,
+    leaf_hash,
+    read_key,
+    verify_inclusion,
+    verify_log,
+    write_new_key,
+)
+from custos.store import Database
+from custos.vault.vault import _RELEASE_SQL
+
+
+@pytest.fixture
+def old_database(tmp_path: Path, database_url: str | None) -> Database:
+    """A database migrated only up to the revisions before this change's (0010 for the
+    ledger, 0005 for the vault)."""
+    db = Database(database_url or f"sqlite:///{tmp_path / 'custos.db'}")
+    db.migrate("0010_ledger_frontier")
+    db.migrate("0005_vault")
+    return db
+
+
+def _ledger(db: Database, tmp_path: Path) -> Ledger:
+    key = tmp_path / "log.key"
+    write_new_key(key, "custos/migration-test")
+    signer = read_key(key)
+    return Ledger(db, signer, signer.name)
+
+
+def test_ledger_entries_rebuilt_as_row_ids_keep_every_entry_and_proof(
+    old_database: Database, tmp_path: Path
+) -> None:
+    ledger = _ledger(old_database, tmp_path)
+    for i in range(37):
+        ledger.append({"type": "test", "i": i, "note": "é ✓"})
+    before = ledger.entries(0, 37)
+    root = ledger.root()
+    checkpoint = ledger.checkpoint()
+
+    old_database.migrate()
+    after = _ledger(old_database, tmp_path)
+    assert after.entries(0, 37) == before
+    assert after.root() == root
+    proof = after.inclusion_proof(17)
+    assert verify_inclusion(
+        leaf_hash(after.entry(17)), proof.index, proof.size, list(proof.hashes), root
+    )
+    # Appends continue the same tree after the rebuild.
+    receipt = after.append({"type": "test", "i": 37})
+    assert receipt.index == 37
+    assert json.loads(after.entry(37))["i"] == 37
+    report = verify_log(after, NoteVerifier.parse(ledger.signer.verifier_key()))
+    assert report.ok, report
+    assert checkpoint.splitlines()[1] == "37"  # the checkpoint signed before still holds
+
+    if old_database.is_sqlite:
+        with old_database.engine.connect() as conn:
+            plan = conn.execute(
+                text("EXPLAIN QUERY PLAN SELECT entry FROM ledger_entries WHERE idx = 3")
+            ).all()
+        assert "INTEGER PRIMARY KEY" in " ".join(str(row[-1]) for row in plan)
+
+
+def test_ledger_downgrade_and_upgrade_again_keep_the_entries(
+    old_database: Database, tmp_path: Path
+) -> None:
+    ledger = _ledger(old_database, tmp_path)
+    for i in range(9):
+        ledger.append({"type": "test", "i": i})
+    before = ledger.entries(0, 9)
+    old_database.migrate()
+    command.downgrade(old_database._alembic_config(), "0014_ledger_entries_rowid@-1")
+    assert _ledger(old_database, tmp_path).entries(0, 9) == before
+    old_database.migrate()
+    assert _ledger(old_database, tmp_path).entries(0, 9) == before
+
+
+def test_release_index_orders_records_without_a_sort(old_database: Database) -> None:
+    old_database.migrate()
+    if not old_database.is_sqlite:
+        pytest.skip("reads SQLite's query plan")
+    with old_database.engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + _RELEASE_SQL, ("u", "c")).all()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "ix_vault_records_release" in details
+    assert "TEMP B-TREE" not in details
