@@ -47,6 +47,9 @@ _INSERT_ENTRIES = "INSERT INTO ledger_entries (idx, entry, leaf) VALUES (?, ?, ?
 _INSERT_NODES = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
 _LOCK_STATE = "UPDATE ledger_state SET size = size WHERE id = 1 RETURNING size, frontier"
 _SET_STATE = "UPDATE ledger_state SET size = ?, frontier = ? WHERE id = 1"
+_ADVANCE_STATE = (
+    "UPDATE ledger_state SET size = ?, frontier = ? WHERE id = 1 AND size = ? RETURNING size"
+)
 _FETCH_CHUNK = 200
 #: Internal nodes are stored every STRIDE levels; the levels between are recomputed from at
 #: most 2^(STRIDE-1) stored children when a proof needs them. Writing one row per entry
@@ -161,6 +164,40 @@ class _ProcessLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class _Growth:
+    """The log after appending a batch: its rows to insert, receipts and compact range."""
+
+    size: int
+    frontier: list[tuple[int, bytes]]
+    entry_rows: list[tuple[int, bytes, bytes]]
+    node_rows: list[tuple[int, int, bytes]]
+    receipts: list[LedgerReceipt]
+
+
+def _grow(size: int, frontier: list[tuple[int, bytes]], entries: list[bytes]) -> _Growth:
+    """Hash ``entries`` onto the log of ``size`` whose compact range is ``frontier``
+    (left unchanged), keeping the node hashes of every STRIDE-th level."""
+    frontier = list(frontier)
+    entry_rows: list[tuple[int, bytes, bytes]] = []
+    node_rows: list[tuple[int, int, bytes]] = []
+    receipts = []
+    for offset, entry in enumerate(entries):
+        index = size + offset
+        leaf = leaf_hash(entry)
+        entry_rows.append((index, entry, leaf))
+        receipts.append(LedgerReceipt(index, leaf))
+        frontier.append((0, leaf))
+        while len(frontier) > 1 and frontier[-1][0] == frontier[-2][0]:
+            level, right = frontier.pop()
+            _, left = frontier.pop()
+            parent = node_hash(left, right)
+            frontier.append((level + 1, parent))
+            if (level + 1) % STRIDE == 0:
+                node_rows.append((level + 1, index >> (level + 1), parent))
+    return _Growth(size + len(entries), frontier, entry_rows, node_rows, receipts)
+
+
 class Ledger:
     """The custos log. Thread-safe; one instance per process and database."""
 
@@ -222,40 +259,34 @@ class Ledger:
         # Driver SQL: this runs once per durable batch on the access path, where
         # SQLAlchemy's per-statement work used to cost as much as the fsync.
         with self._process_lock, self.db.cursor() as cursor:
-            # Take the log's write lock first (row lock / SQLite write lock) and read the
-            # size under it, in one statement: no other writer can interleave.
-            ((size, stored),) = cursor.execute(_LOCK_STATE)
-            if size != self._size:
-                frontier_of = _decode_frontier(stored, size)
-                if frontier_of is None:
-                    self._load_frontier(cursor, size)
-                else:
-                    self._frontier, self._size = frontier_of, size
-            frontier = list(self._frontier)
-            entry_rows: list[tuple[int, bytes, bytes]] = []
-            node_rows: list[tuple[int, int, bytes]] = []
-            receipts = []
-            for offset, entry in enumerate(entries):
-                index = size + offset
-                leaf = leaf_hash(entry)
-                entry_rows.append((index, entry, leaf))
-                receipts.append(LedgerReceipt(index, leaf))
-                frontier.append((0, leaf))
-                while len(frontier) > 1 and frontier[-1][0] == frontier[-2][0]:
-                    level, right = frontier.pop()
-                    _, left = frontier.pop()
-                    parent = node_hash(left, right)
-                    frontier.append((level + 1, parent))
-                    if (level + 1) % STRIDE == 0:
-                        node_rows.append((level + 1, index >> (level + 1), parent))
-            cursor.executemany(_INSERT_ENTRIES, entry_rows)
-            if node_rows:
-                cursor.executemany(_INSERT_NODES, node_rows)
-            new_size = size + len(entries)
-            cursor.execute(_SET_STATE, (new_size, _encode_frontier(frontier)))
-        self._size = new_size
-        self._frontier = frontier
-        return receipts
+            grown: _Growth | None = None
+            if self._size is not None:
+                # Usually this process wrote the last batch: claim the next indexes by moving
+                # the size on from the one it knows. That takes the log's write lock, and
+                # matches no row when another process appended since.
+                grown = _grow(self._size, self._frontier, entries)
+                if not cursor.execute(
+                    _ADVANCE_STATE, (grown.size, _encode_frontier(grown.frontier), self._size)
+                ):
+                    grown = None
+            if grown is None:
+                # Take the write lock and read the size under it, in one statement: no other
+                # writer can interleave.
+                ((size, stored),) = cursor.execute(_LOCK_STATE)
+                if size != self._size:
+                    frontier_of = _decode_frontier(stored, size)
+                    if frontier_of is None:
+                        self._load_frontier(cursor, size)
+                    else:
+                        self._frontier, self._size = frontier_of, size
+                grown = _grow(size, self._frontier, entries)
+                cursor.execute(_SET_STATE, (grown.size, _encode_frontier(grown.frontier)))
+            cursor.executemany(_INSERT_ENTRIES, grown.entry_rows)
+            if grown.node_rows:
+                cursor.executemany(_INSERT_NODES, grown.node_rows)
+        self._size = grown.size
+        self._frontier = grown.frontier
+        return grown.receipts
 
     def _load_frontier(self, cursor: HotCursor, size: int) -> None:
         nodes = tree.range_nodes(0, size)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,17 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The hot cursor's own SQLite connection per thread (see :meth:`cursor`); only for a
+        # plain database file, where every connection sees the same database.
+        database = self.engine.url.database
+        self._hot_path = (
+            database
+            if self.is_sqlite and database and database != ":memory:" and not self.engine.url.query
+            else None
+        )
+        self._hot = threading.local()
+        self._hot_open: weakref.WeakSet[_HotConnection] = weakref.WeakSet()
+        self._hot_lock = threading.Lock()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -89,15 +104,18 @@ class Database:
         """A driver cursor inside one transaction that commits on normal exit.
 
         For the few statements on the access path that run for every request, where
-        SQLAlchemy's per-statement work costs more than the statement itself: the pool's
-        driver connection is used directly (a SQLAlchemy ``Connection`` and its transaction
-        object were half the cost of a short read). Write the SQL with ``?`` placeholders
-        (see :meth:`HotCursor.execute`). On any error the transaction is rolled back; driver
-        errors are raised as :class:`StoreUnavailable`, like :meth:`session`.
+        SQLAlchemy's per-statement work costs more than the statement itself. On SQLite each
+        thread keeps a connection of its own for this (checking a connection out of the pool
+        and back cost as much as a short query); elsewhere the pool's driver connection is
+        used without a SQLAlchemy ``Connection``. Write the SQL with ``?`` placeholders (see
+        :meth:`HotCursor.execute`). On any error the transaction is rolled back; driver errors
+        are raised as :class:`StoreUnavailable`, like :meth:`session`. Not re-entrant per
+        thread: a nested call gets a pool connection and a transaction of its own.
         """
         errors = self.engine.dialect.loaded_dbapi.Error
+        hot = self._hot_connection() if self._hot_path is not None else None
         try:
-            raw = self.engine.raw_connection()
+            raw = hot.connection if hot is not None else self.engine.raw_connection()
         except (OperationalError, DBAPIError) as exc:
             raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
         try:
@@ -109,12 +127,46 @@ class Database:
             raw.commit()
         except errors as exc:
             _rollback_quietly(raw)
+            if hot is not None:
+                self._drop_hot(hot)  # the next use opens a fresh one
             raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
         except BaseException:
             _rollback_quietly(raw)
             raise
         finally:
-            raw.close()  # back to the pool
+            if hot is None:
+                raw.close()  # back to the pool
+            else:
+                hot.busy = False
+
+    def _hot_connection(self) -> _HotConnection | None:
+        """This thread's own SQLite connection, opened on first use (and again in a forked
+        child); None while the thread is already using it, so that nested cursors never
+        share one transaction. Raises :class:`StoreUnavailable` if it cannot be opened."""
+        hot: _HotConnection | None = getattr(self._hot, "connection", None)
+        if hot is not None and hot.pid == os.getpid():
+            if hot.busy:
+                return None
+            hot.busy = True
+            return hot
+        assert self._hot_path is not None
+        try:
+            connection = sqlite3.connect(self._hot_path, check_same_thread=False, timeout=10)
+            _sqlite_pragmas(connection, None)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+        hot = _HotConnection(connection)
+        hot.busy = True
+        self._hot.connection = hot
+        with self._hot_lock:
+            self._hot_open.add(hot)
+        return hot
+
+    def _drop_hot(self, hot: _HotConnection) -> None:
+        if getattr(self._hot, "connection", None) is hot:
+            self._hot.connection = None
+        with contextlib.suppress(sqlite3.Error):
+            hot.connection.close()
 
     def _alembic_config(self) -> AlembicConfig:
         cfg = AlembicConfig()
@@ -141,7 +193,27 @@ class Database:
         return current == set(script.get_heads())
 
     def dispose(self) -> None:
+        """Close every connection: the pool's and the hot cursors' of every thread."""
+        with self._hot_lock:
+            open_now = list(self._hot_open)
+            self._hot_open.clear()
+        for hot in open_now:
+            with contextlib.suppress(sqlite3.Error):
+                hot.connection.close()
+        self._hot = threading.local()
         self.engine.dispose()
+
+
+class _HotConnection:
+    """One thread's SQLite connection for :meth:`Database.cursor`; it closes itself when the
+    thread ends (the thread's locals go, and with them the last reference)."""
+
+    __slots__ = ("__weakref__", "busy", "connection", "pid")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.pid = os.getpid()
+        self.busy = False
 
 
 class HotCursor:
