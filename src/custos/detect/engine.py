@@ -947,9 +947,13 @@ class Detector:
             FROM base, (VALUES (-1), (0), (1)) v(d)
             """
         )
+        # NOT EXISTS rather than NOT IN: NOT IN must watch for NULLs in the list, which makes
+        # DuckDB mark every row instead of running an anti join (a NULL hour, from a row
+        # without a time, still compares as equal to a NULL hour, as it did in the row IN).
         sql = self._grouped(
             "decision = 'allow' AND tier = 0 AND principal IN (SELECT principal FROM usual) "
-            "AND (principal, hr) NOT IN (SELECT (principal, hr) FROM usual)",
+            "AND NOT EXISTS (SELECT 1 FROM usual u WHERE u.principal = ev.principal "
+            "AND u.hr IS NOT DISTINCT FROM ev.hr)",
             ", list(DISTINCT hr ORDER BY hr) AS hours",
         )
         sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.off_hours_min_subjects}"
