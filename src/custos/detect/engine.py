@@ -25,10 +25,12 @@ category.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -76,6 +78,7 @@ TICKET_COLUMNS: dict[str, str] = {
 #: Flags that mark a person whom insiders have historically hunted: their data always
 #: needs an independent explanation.
 HIGH_VALUE_FLAGS = ("journalist", "public_official", "activist")
+_T = TypeVar("_T")
 _ORIGIN = "TIMESTAMP '2000-01-03 00:00:00'"  # a Monday: periods start on Mondays
 
 
@@ -154,26 +157,72 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
 
 
 class Detector:
-    """Runs every rule over the four tables of ``con`` (see the module docstring)."""
+    """Runs every rule over the four tables of ``con`` (see the module docstring).
+
+    Its working tables (``subj``, ``pr``, ``ev``, ``act_ph``, ``act_pb``, ``rare``) are
+    created in ``con``'s database, not as temporary tables, so that cursors of ``con`` see
+    them: the rules run side by side, one per DuckDB thread, because each of them alone
+    keeps little more than one core busy.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, config: DetectConfig) -> None:
-        self.con = con
+        self._main = con
+        self._local = threading.local()
         self.config = config
         self._roles: dict[str, tuple[str, str]] = {}
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection queries go to: the caller's, or a cursor of it on a worker."""
+        con: duckdb.DuckDBPyConnection | None = getattr(self._local, "con", None)
+        return self._main if con is None else con
+
+    def _side_by_side(self, tasks: Sequence[Callable[[], _T]]) -> list[_T]:
+        """Run ``tasks`` (each a few queries) at once on as many workers as DuckDB has
+        threads, each worker on its own cursor and DuckDB on one thread per query meanwhile,
+        so no more cores are used than configured; results in the order of ``tasks``."""
+        row = self._main.execute("SELECT current_setting('threads')").fetchone()
+        threads = int(row[0]) if row else 1
+        if threads <= 1 or len(tasks) <= 1:
+            return [task() for task in tasks]
+
+        def on_cursor(task: Callable[[], _T]) -> _T:
+            cursor = self._main.cursor()
+            self._local.con = cursor
+            try:
+                return task()
+            finally:
+                self._local.con = None
+                cursor.close()
+
+        self._main.execute("SET threads = 1")
+        try:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                futures = [pool.submit(on_cursor, task) for task in tasks]
+                return [future.result() for future in futures]
+        finally:
+            self._main.execute(f"SET threads = {threads}")
 
     # -- preparation ---------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Classify the events and count activity (the two full passes)."""
-        c = self.config
+        # One after the other: each pass keeps every DuckDB thread busy on its own, and side
+        # by side (one thread each) the short one would leave a core idle for most of the
+        # long one.
+        self._facts()
+        self._classify()
+        self._activity()
+        for principal, role, team in self.con.execute("SELECT id, role, team FROM pr").fetchall():
+            self._roles[principal] = (role, team)
+
+    def _facts(self) -> None:
+        """Directory facts per flagged subject and per principal."""
         con = self.con
-        bucket = f"time_bucket(to_days({c.window_days}), time, {_ORIGIN})"
-        retro = f"to_minutes({c.retro_minutes})"
-        near = f"to_days({c.near_days})"
         hv = " OR ".join(f"contains(coalesce(protected, ''), '{f}')" for f in HIGH_VALUE_FLAGS)
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE subj AS
+            CREATE OR REPLACE TABLE subj AS
             SELECT id, ({hv}) AS hv,
                    contains(coalesce(protected, ''), 'minor') AS minor,
                    (employee IS NOT NULL
@@ -186,20 +235,30 @@ class Detector:
         )
         con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE pr AS
+            CREATE OR REPLACE TABLE pr AS
             SELECT id, coalesce(role, '(unknown)') AS role, coalesce(team, '(unknown)') AS team,
                    coalesce(status, 'active') AS status, role_since
             FROM principals
             """
         )
+
+    def _classify(self) -> None:
+        """Pass 1: the residue ``ev``, classified."""
+        c = self.config
+        con = self.con
+        bucket = f"time_bucket(to_days({c.window_days}), time, {_ORIGIN})"
+        retro = f"to_minutes({c.retro_minutes})"
+        near = f"to_days({c.near_days})"
         # Pass 1: everything not plainly explained by the ticket it cites. Ticket ids are
         # keys, so the join is on the id alone and the other conditions of an explanation are
         # checked on the joined row: a hash join on one key is several times cheaper than one
         # on four keys with a time range, which DuckDB checks row by row. Only what fails (a
-        # few percent) is kept.
+        # few percent) is kept, and it gets its directory facts and the classification its
+        # cited ticket gives it in the same statement: copying the residue once more to add
+        # the directory's explanations cost as much as finding them.
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE cand AS
+            CREATE OR REPLACE TABLE ev AS
             WITH j AS (
                 SELECT e.id, e.time, e.principal, e.action, e.subject, e.category, e.purpose,
                        e.decision, e.precision, coalesce(e.records, 1) AS records,
@@ -216,17 +275,38 @@ class Detector:
                                   closed + {retro} AS hi,
                                   coalesce(opened_by = assignee, false) AS self
                            FROM tickets) t ON t.id = e.ticket
+            ),
+            c AS (
+                SELECT * EXCLUDE (self), cited_ok AND self AS cited_self FROM j
+                WHERE NOT cited_ok OR self OR decision <> 'allow' OR break_glass
+                   OR action = 'export'
+            ),
+            x AS (
+                SELECT c.*,
+                       (c.cited_ok AND NOT c.cited_self) OR c.granted AS indep,
+                       (c.cited_ok AND NOT c.cited_self) OR c.granted AS own_indep,
+                       CASE WHEN c.cited_ok OR c.granted THEN 2 ELSE 0 END AS tier,
+                       coalesce(s.hv, false) AS hv, coalesce(s.minor, false) AS minor,
+                       coalesce(s.emp_link, false) AS emp_link, s.employee,
+                       coalesce(s.protected, '') AS protected,
+                       coalesce(p.team, '(unknown)') AS team,
+                       coalesce(p.status, 'active') AS status, p.role_since,
+                       {bucket} AS bucket, hour(c.time) AS hr
+                FROM c
+                LEFT JOIN subj s ON s.id = c.subject
+                LEFT JOIN pr p ON p.id = c.principal
             )
-            SELECT * EXCLUDE (self), cited_ok AND self AS cited_self FROM j
-            WHERE NOT cited_ok OR self OR decision <> 'allow' OR break_glass
-               OR action = 'export'
+            -- The rules read "self-only" as explained only by tickets the principal opened.
+            SELECT *, (tier = 2 AND NOT indep) AS self_only FROM x
             """
         )
-        # Explanations found in the directory for what the cited ticket did not explain.
+        # Explanations found in the directory for what the cited ticket did not explain,
+        # written into the residue: only rows with a ticket about the subject change.
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE ev AS
-            WITH open_q AS (SELECT * FROM cand WHERE NOT cited_ok),
+            CREATE OR REPLACE TEMP TABLE expl AS
+            WITH open_q AS (SELECT id, time, principal, subject, purpose, granted FROM ev
+                            WHERE NOT cited_ok),
             tq AS (SELECT id, kind, subject, assignee, opened, closed,
                           coalesce(opened_by = assignee, false) AS self
                    FROM tickets WHERE subject IN (SELECT subject FROM open_q)),
@@ -260,31 +340,33 @@ class Detector:
                   AND (t.closed IS NULL OR c.time <= t.closed + {retro})
             ),
             x AS (
-                SELECT c.id, c.time, c.principal, c.action, c.subject, c.category, c.purpose,
-                       c.decision, c.precision, c.records, c.break_glass,
-                       ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.strict_indep, false)
-                        OR c.granted) AS indep,
-                       ((c.cited_ok AND NOT c.cited_self) OR coalesce(o.near_indep, false)
-                        OR c.granted) AS own_indep,
-                       CASE WHEN c.cited_ok OR coalesce(o.strict_ok, false) OR c.granted THEN 2
+                -- The cited ticket did not explain these rows (cited_ok is false).
+                SELECT c.id, coalesce(o.strict_indep, false) OR c.granted AS indep,
+                       coalesce(o.near_indep, false) OR c.granted AS own_indep,
+                       CASE WHEN coalesce(o.strict_ok, false) OR c.granted THEN 2
                             WHEN coalesce(o.near_ok, false) OR tm.id IS NOT NULL THEN 1
-                            ELSE 0 END AS tier,
-                       coalesce(s.hv, false) AS hv, coalesce(s.minor, false) AS minor,
-                       coalesce(s.emp_link, false) AS emp_link, s.employee,
-                       coalesce(s.protected, '') AS protected,
-                       coalesce(p.role, '(unknown)') AS role, coalesce(p.team, '(unknown)') AS team,
-                       coalesce(p.status, 'active') AS status, p.role_since,
-                       {bucket} AS bucket, hour(c.time) AS hr, date_trunc('day', c.time) AS day
-                FROM cand c
+                            ELSE 0 END AS tier
+                FROM open_q c
                 LEFT JOIN own o ON o.id = c.id
                 LEFT JOIN team tm ON tm.id = c.id
-                LEFT JOIN subj s ON s.id = c.subject
-                LEFT JOIN pr p ON p.id = c.principal
+                WHERE o.id IS NOT NULL OR tm.id IS NOT NULL
             )
-            -- The rules read "self-only" as explained only by tickets the principal opened.
             SELECT *, (tier = 2 AND NOT indep) AS self_only FROM x
             """
         )
+        con.execute(
+            """
+            UPDATE ev SET indep = x.indep, own_indep = x.own_indep, tier = x.tier,
+                          self_only = x.self_only
+            FROM expl x WHERE ev.id = x.id
+            """
+        )
+
+    def _activity(self) -> None:
+        """Pass 2: activity counts for the baselines."""
+        c = self.config
+        con = self.con
+        bucket = f"time_bucket(to_days({c.window_days}), time, {_ORIGIN})"
         # Pass 2: activity per principal and period (baselines), per principal and hour of
         # day (usual hours) and per principal and category (rare categories). Three small
         # grouping sets instead of one per period and hour keep the hash tables in cache.
@@ -301,14 +383,14 @@ class Detector:
         # 0b101 (principal, hr), 0b110 (principal, category).
         con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE act_ph AS
+            CREATE OR REPLACE TABLE act_ph AS
             SELECT principal, hr, n FROM act_all WHERE g = 5
             """
         )
         # Categories a principal's peers (same role, the principal left out) almost never use.
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE rare AS
+            CREATE OR REPLACE TABLE rare AS
             WITH pc AS (
                 SELECT a.principal, coalesce(p.role, '(unknown)') AS role, a.category, a.n
                 FROM act_all a LEFT JOIN pr p ON p.id = a.principal
@@ -325,13 +407,11 @@ class Detector:
         )
         con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE act_pb AS
+            CREATE OR REPLACE TABLE act_pb AS
             SELECT a.principal, a.bucket, coalesce(p.role, '(unknown)') AS role, a.n
             FROM act_all a LEFT JOIN pr p ON p.id = a.principal WHERE a.g = 3
             """
         )
-        for principal, role, team in con.execute("SELECT id, role, team FROM pr").fetchall():
-            self._roles[principal] = (role, team)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -432,9 +512,7 @@ class Detector:
             self.pretext_tickets,
             self.rare_category_access,
         ]
-        findings: list[Finding] = []
-        for rule in rules:
-            findings.extend(rule())
+        findings = [f for found in self._side_by_side(rules) for f in found]
         return sorted(findings, key=lambda f: (f.first_seen, f.rule, f.principals))
 
     def _finding(
@@ -869,9 +947,13 @@ class Detector:
             FROM base, (VALUES (-1), (0), (1)) v(d)
             """
         )
+        # NOT EXISTS rather than NOT IN: NOT IN must watch for NULLs in the list, which makes
+        # DuckDB mark every row instead of running an anti join (a NULL hour, from a row
+        # without a time, still compares as equal to a NULL hour, as it did in the row IN).
         sql = self._grouped(
             "decision = 'allow' AND tier = 0 AND principal IN (SELECT principal FROM usual) "
-            "AND (principal, hr) NOT IN (SELECT (principal, hr) FROM usual)",
+            "AND NOT EXISTS (SELECT 1 FROM usual u WHERE u.principal = ev.principal "
+            "AND u.hr IS NOT DISTINCT FROM ev.hr)",
             ", list(DISTINCT hr ORDER BY hr) AS hours",
         )
         sql = f"SELECT * FROM ({sql}) WHERE n_subjects >= {c.off_hours_min_subjects}"
