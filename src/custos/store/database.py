@@ -238,8 +238,9 @@ class HotCursor:
 
 
 def _rollback_quietly(raw: Any) -> None:
-    """Roll back after a failure; a connection too broken to roll back is discarded by the
-    pool on its next use, and the first error is the one worth reporting."""
+    """Roll back after a failure, keeping the first error as the one to report. A pool
+    connection too broken to roll back fails the pool's own reset on return too, and the pool
+    discards it; a thread's own SQLite connection is dropped by :meth:`Database.cursor`."""
     with contextlib.suppress(Exception):
         raw.rollback()
 
