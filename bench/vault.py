@@ -3,7 +3,11 @@
 - Guarded read = decide → log the decision (durable) → decrypt 50 precise records under an
   approved grant → log the release (durable) → return. Baseline: the bare policy decision of
   the same request (facts + Cedar, nothing logged, nothing decrypted). Goal: a guarded read
-  costs at most 2x a bare decision. Also shown with concurrent readers (group commit).
+  costs at most 2x a bare decision. Also shown for concurrent readers: on threads calling
+  ``Custos.read`` (each read its own policy call, batches formed only in the ledger's group
+  commit), and as the service runs them — ``--clients`` callers through the
+  :class:`RequestBatcher` (one policy batch and one durable ledger batch per batch) — against
+  bare decisions of the same requests through the same batcher.
 - Ingest = validate JSON Lines, derive coarse values, encrypt under per-subject/week data keys,
   store. Baseline: raw AES-GCM encryption of the same plaintext bytes with one key.
 
@@ -13,12 +17,13 @@ Prints rates and ratios; asserts nothing. ``--quick`` for a short run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +31,7 @@ import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custos.access import Custos
+from custos.access.batching import BatchFunction, RequestBatcher
 from custos.directory import parse_text
 from custos.policy import AccessRequest
 
@@ -115,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     subjects = 100 if args.quick else 400
     repeats = 2 if args.quick else 3
@@ -145,11 +152,39 @@ def main() -> None:
         for w in workers:
             w.join()
 
+    sizes: dict[str, list[int]] = {"bare": [], "read": []}
+
+    def through_batcher(name: str, many: BatchFunction[object]) -> Callable[[], None]:
+        def counted(batch: Sequence[AccessRequest], source: str) -> Sequence[object]:
+            sizes[name].append(len(batch))
+            return many(batch, source)
+
+        async def clients() -> None:
+            batcher = RequestBatcher(counted)
+
+            async def client(part: list[AccessRequest]) -> None:
+                for r in part:
+                    await batcher.submit(r, "bench")
+
+            await asyncio.gather(
+                *(client(requests[i :: args.clients]) for i in range(args.clients))
+            )
+
+        return lambda: asyncio.run(clients())
+
+    bare_batched = through_batcher("bare", lambda rs, _: system.decisions.decide_many(rs))
+    guarded_batched = through_batcher("read", lambda rs, s: system.read_many(rs, source=s))
+
     guarded()  # warm caches
+    guarded_batched()
     n = len(requests)
     t_bare = best(bare, repeats)
     t_read = best(guarded, repeats)
     t_threads = best(guarded_threads, repeats)
+    sizes["bare"].clear()
+    sizes["read"].clear()
+    t_bare_batched = best(bare_batched, repeats)
+    t_read_batched = best(guarded_batched, repeats)
 
     # Ingest against raw AES-GCM over the same plaintext bytes.
     fresh = [line.replace('"l-', '"m-') for line in lines]
@@ -176,6 +211,16 @@ def main() -> None:
         f"guarded read ({args.threads} threads, group commit) {n / t_threads:7.0f} /s   "
         f"cost x{t_threads / t_bare:.2f} of a bare decision"
     )
+    mean = {k: sum(v) / len(v) for k, v in sizes.items()}
+    print(
+        f"bare decisions, {args.clients} clients batched {n / t_bare_batched:9.0f} /s   "
+        f"(mean batch {mean['bare']:.1f})"
+    )
+    print(
+        f"guarded reads, {args.clients} clients batched  {n / t_read_batched:9.0f} /s   "
+        f"cost x{t_read_batched / t_bare_batched:.2f} of the batched bare decisions, "
+        f"x{t_read_batched / t_bare:.2f} of one-by-one (mean batch {mean['read']:.1f})"
+    )
     print(f"raw AES-GCM encrypt                {len(lines) / t_raw:9.0f} records/s")
     print(
         f"custos ingest                      {len(lines) / t_ingest:9.0f} records/s   "
@@ -184,4 +229,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,6 +1,6 @@
-"""The service's batching of concurrent checks, on a real system: every answer is a decision
-whose ledger entry is durable, a bad request fails alone, and an unwritable ledger answers
-nobody."""
+"""The service's batching of concurrent checks and reads, on a real system: every answer is a
+decision whose ledger entry is durable (for a read, followed by its release's), a bad request
+fails alone, and an unwritable ledger answers nobody."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import asyncio
 import json
 
 import pytest
+from sqlalchemy import text
 
 from custos.access import Custos
-from custos.access.batching import DecisionBatcher
-from custos.errors import LedgerUnavailable, UnknownSubject
+from custos.access.batching import RequestBatcher
+from custos.access.read import ReadResult
+from custos.errors import IntegrityError, LedgerUnavailable, UnknownSubject
 from custos.policy import AccessRequest, Decision
 from tests.access.test_read import _make_ledger_read_only
-from tests.factories import SUPPORT_WORLD, load_org
+from tests.factories import APPROVALS_WORLD, SUPPORT_WORLD, load_org, logins
 
 CHECK = AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1")
 
@@ -25,18 +27,18 @@ def world(system: Custos) -> Custos:
     return system
 
 
-def batcher_of(system: Custos, *, max_batch: int = 256) -> DecisionBatcher:
-    return DecisionBatcher(
+def batcher_of(system: Custos, *, max_batch: int = 256) -> RequestBatcher[Decision]:
+    return RequestBatcher(
         lambda requests, source: system.decide_many(requests, source=source),
         max_batch=max_batch,
     )
 
 
 async def _check_all(
-    batcher: DecisionBatcher, requests: list[AccessRequest]
+    batcher: RequestBatcher[Decision], requests: list[AccessRequest]
 ) -> list[Decision | BaseException]:
     return await asyncio.gather(
-        *(batcher.decide(r, "api:test") for r in requests), return_exceptions=True
+        *(batcher.submit(r, "api:test") for r in requests), return_exceptions=True
     )
 
 
@@ -73,3 +75,139 @@ def test_with_the_ledger_unwritable_nobody_gets_a_decision(world: Custos) -> Non
     answers = asyncio.run(_check_all(batcher_of(world, max_batch=2), [CHECK] * 7))
     assert all(isinstance(a, LedgerUnavailable) for a in answers)
     assert world.ledger.size() == before
+
+
+# -- reads ------------------------------------------------------------------------------
+
+COARSE = AccessRequest("emp-5001", "user-1", "ip_history", "security_incident", ticket="T-12")
+REFUSED = AccessRequest("emp-5001", "user-1", "ip_history", "security_incident", ticket="T-11")
+PRECISE = AccessRequest(
+    "emp-3001", "user-1", "ip_history", "trust_safety", ticket="T-11", precision="precise"
+)
+
+
+@pytest.fixture
+def readers(system: Custos) -> Custos:
+    load_org(system, APPROVALS_WORLD)
+    system.ingest(logins("user-1", count=5), "logins.jsonl")
+    opened = system.request_access(
+        principal="emp-3001",
+        subject="user-1",
+        categories=["ip_history"],
+        purpose="trust_safety",
+        ticket="T-11",
+        precision="precise",
+        reason="account takeover report",
+    )
+    system.approvals.approve(opened.id, "emp-3002", "matches the report")
+    return system
+
+
+def swap_ciphertext(system: Custos, source: str, *, onto: str) -> None:
+    """Copy one vault record's ciphertext onto another row, as a tamperer with the database
+    (but not the keys) could."""
+    with system.db.engine.begin() as conn:
+        nonce, ciphertext = conn.execute(
+            text("SELECT nonce, ciphertext FROM vault_records WHERE id = :id"), {"id": source}
+        ).one()
+        conn.execute(
+            text("UPDATE vault_records SET nonce = :n, ciphertext = :c WHERE id = :id"),
+            {"n": nonce, "c": ciphertext, "id": onto},
+        )
+
+
+def read_batcher_of(system: Custos, *, max_batch: int = 256) -> RequestBatcher[ReadResult]:
+    return RequestBatcher(
+        lambda requests, source: system.read_many(requests, source=source),
+        max_batch=max_batch,
+    )
+
+
+async def _read_all(
+    batcher: RequestBatcher[ReadResult], requests: list[AccessRequest]
+) -> list[ReadResult | BaseException]:
+    return await asyncio.gather(
+        *(batcher.submit(r, "api:test") for r in requests), return_exceptions=True
+    )
+
+
+def _entry(system: Custos, index: int | None) -> dict[str, object]:
+    assert index is not None
+    parsed: dict[str, object] = json.loads(system.ledger.entry(index))
+    return parsed
+
+
+@pytest.mark.parametrize("max_batch", [256, 2])
+def test_concurrent_reads_each_release_what_a_lone_read_does_after_both_entries(
+    readers: Custos, max_batch: int
+) -> None:
+    alone = {r: readers.read(r) for r in (COARSE, PRECISE, REFUSED)}
+    before = readers.ledger.size()
+    mix = [COARSE, PRECISE, REFUSED] * 5
+    answers = asyncio.run(_read_all(read_batcher_of(readers, max_batch=max_batch), mix))
+    assert all(isinstance(a, ReadResult) for a in answers)
+    for request, answer in zip(mix, answers, strict=True):
+        assert isinstance(answer, ReadResult)
+        assert answer.decision.outcome == alone[request].decision.outcome
+        assert answer.records == alone[request].records
+        decision = _entry(readers, answer.decision.ledger_index)
+        assert decision["id"] == answer.decision.event_id
+        assert (decision["type"], decision["source"]) == ("decision", "api:test")
+        if request is REFUSED:
+            assert answer.release_index is None
+            continue
+        # The release is logged right after its own decision, with the count released.
+        assert answer.release_index == answer.decision.ledger_index + 1
+        release = _entry(readers, answer.release_index)
+        assert release["decision_id"] == answer.decision.event_id
+        assert (release["records"], release["precision"]) == (
+            len(answer.records),
+            answer.decision.precision,
+        )
+    # Ten reads released, five refused: 10 * 2 + 5 entries.
+    assert readers.ledger.size() == before + 25
+    precise = [a for r, a in zip(mix, answers, strict=True) if r is PRECISE]
+    assert all(
+        isinstance(a, ReadResult) and all(r["ip"].startswith("198.51.100.") for r in a.records)
+        for a in precise
+    )
+    coarse = [a for r, a in zip(mix, answers, strict=True) if r is COARSE]
+    assert all(isinstance(a, ReadResult) and "ip" not in a.records[0] for a in coarse)
+
+
+def test_a_read_whose_ciphertext_was_swapped_fails_alone_after_its_decision_is_logged(
+    readers: Custos,
+) -> None:
+    # Both user-1's logins, in the same week: the same data key, another row.
+    swap_ciphertext(readers, "user-1-login-1", onto="user-1-login-2")
+    before = readers.ledger.size()
+    answers = asyncio.run(_read_all(read_batcher_of(readers), [COARSE, PRECISE, COARSE]))
+    assert isinstance(answers[1], IntegrityError)
+    assert "198.51" not in str(answers[1])
+    assert [isinstance(a, ReadResult) and len(a.records) == 5 for a in answers] == [
+        True,
+        False,
+        True,
+    ]
+    # Two coarse reads (decision + release each) and the failed read's decision alone.
+    assert readers.ledger.size() == before + 5
+    logged = [_entry(readers, i) for i in range(before, before + 5)]
+    assert [e["type"] for e in logged] == ["decision", "release", "decision", "decision", "release"]
+    assert logged[2]["precision"] == "precise"
+
+
+def test_a_read_with_an_unknown_id_fails_alone_and_logs_nothing(readers: Custos) -> None:
+    bad = AccessRequest("emp-5001", "user-999", "ip_history", "security_incident", ticket="T-12")
+    before = readers.ledger.size()
+    answers = asyncio.run(_read_all(read_batcher_of(readers), [COARSE, bad, PRECISE]))
+    assert isinstance(answers[1], UnknownSubject)
+    assert [isinstance(a, ReadResult) for a in answers] == [True, False, True]
+    assert readers.ledger.size() == before + 4
+
+
+def test_with_the_ledger_unwritable_no_read_returns_anything(readers: Custos) -> None:
+    _make_ledger_read_only(readers)
+    before = readers.ledger.size()
+    answers = asyncio.run(_read_all(read_batcher_of(readers, max_batch=2), [PRECISE, COARSE] * 3))
+    assert all(isinstance(a, LedgerUnavailable) for a in answers)
+    assert readers.ledger.size() == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -249,6 +250,50 @@ def test_the_2022_case_over_http(service: Service) -> None:
         revoked = tool.post(f"/v1/grants/{grant}/revoke", json={"reason": "done"})
         assert revoked.json()["status"] == "revoked"
         assert tool.post("/v1/read", json=read).json()["records"] == []
+
+
+def test_concurrent_reads_over_http_are_each_logged_then_released(service: Service) -> None:
+    """Reads arriving together are run as one batch: each answer still carries its own
+    decision, logged right before what it released; a bad one fails alone."""
+    reads = [
+        ("ts-tool", {"subject": "user-1", "purpose": "trust_safety", "ticket": "T-11"}),
+        ("soc-tool", {"subject": "user-1", "purpose": "security_incident", "ticket": "T-12"}),
+        ("ts-tool", {"subject": "user-999", "purpose": "trust_safety", "ticket": "T-11"}),
+        ("soc-tool", {"subject": "user-1", "purpose": "security_incident", "ticket": "T-11"}),
+    ] * 6
+    before = service.system.ledger.size()
+
+    def send(item: tuple[str, dict[str, str]]) -> httpx.Response:
+        tool, body = item
+        with service.client(service.tokens[tool]) as client:
+            return client.post("/v1/read", json={"category": "ip_history", **body})
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(send, reads))
+    sources: dict[str, set[str]] = {}
+    for (tool, body), answer in zip(reads, answers, strict=True):
+        if body["subject"] == "user-999":
+            assert answer.status_code == 404
+            assert error_of(answer)["code"] == "unknown_subject"
+            continue
+        assert answer.status_code == 200, answer.text
+        read = answer.json()
+        decision = json.loads(service.system.ledger.entry(read["ledger_index"]))
+        assert decision["id"] == read["event_id"]
+        sources.setdefault(tool, set()).add(decision["source"])
+        if body["ticket"] == "T-11" and tool == "soc-tool":  # not the responder's ticket
+            assert (read["decision"], read["records"]) == ("deny", [])
+            assert read["release_ledger_index"] is None
+            continue
+        assert read["release_ledger_index"] == read["ledger_index"] + 1
+        release = json.loads(service.system.ledger.entry(read["release_ledger_index"]))
+        assert (release["decision_id"], release["records"]) == (read["event_id"], 3)
+        assert [r["network"] for r in read["records"]] == ["203.0.113.0/24"] * 3
+    # Batched together, each decision is still logged as made for its own caller.
+    assert [len(s) for s in sources.values()] == [1, 1]
+    assert sources["ts-tool"] != sources["soc-tool"]
+    # 12 released (two entries each), 6 refused (one each), 6 unknown (none).
+    assert service.system.ledger.size() == before + 30
 
 
 def test_sessions_need_csrf_and_same_origin(service: Service) -> None:

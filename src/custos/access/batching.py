@@ -1,37 +1,47 @@
-"""Natural batching of concurrent decisions, for the service.
+"""Natural batching of concurrent requests on the guarded path, for the service.
 
-Each request waits on a future; one drain task at a time takes everything queued, decides it
-with one policy batch and one durable ledger batch (:meth:`Custos.decide_many`), and resolves
-the futures. Nothing waits for a timer: while a batch is being decided, the next one forms,
-so batches grow with load and a lone request goes through at once — group commit for
-decisions. A failing request (an unknown id) fails alone: the batch is retried one by one.
+Each request waits on a future; one drain task at a time takes everything queued, runs it
+through one batch function — :meth:`Custos.decide_many` for checks (one policy batch, one
+durable ledger batch), :meth:`Custos.read_many` for reads (the same, with each release
+logged right after its decision) — and resolves the futures. Nothing waits for a timer:
+while a batch runs, the next one forms, so batches grow with load and a lone request goes
+through at once — group commit on the guarded path.
+
+A request that fails alone stays alone: when the batch function raises a
+:class:`CustosError` (an unknown id, found before anything is logged; an unwritable ledger,
+where nothing was logged either), the batch is retried one request at a time, and an error
+the batch function reports for one request (a read whose ciphertext fails its check, after
+its decision was logged) goes to that request's caller only.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from custos.errors import CustosError
-from custos.policy import AccessRequest, Decision
+from custos.policy import AccessRequest
 
 T = TypeVar("T")
-DecideMany = Callable[[Sequence[AccessRequest], str], list[Decision]]
+#: Runs requests (from one source) as one batch; one outcome per request, in order: its
+#: result or the error it alone raised. Raising means the whole batch failed with nothing
+#: logged, so that running the requests again one by one is safe.
+BatchFunction = Callable[[Sequence[AccessRequest], str], Sequence[T | CustosError]]
 
 
-class DecisionBatcher:
-    """Decides concurrent requests in batches of at most ``max_batch``."""
+class RequestBatcher(Generic[T]):
+    """Runs concurrent requests through ``run_many`` in batches of at most ``max_batch``."""
 
-    def __init__(self, decide_many: DecideMany, *, max_batch: int = 256) -> None:
-        self._decide_many = decide_many
+    def __init__(self, run_many: BatchFunction[T], *, max_batch: int = 256) -> None:
+        self._run_many = run_many
         self.max_batch = max_batch
-        self._queue: list[tuple[AccessRequest, str, asyncio.Future[Decision]]] = []
+        self._queue: list[tuple[AccessRequest, str, asyncio.Future[T]]] = []
         self._draining = False
 
-    async def decide(self, request: AccessRequest, source: str) -> Decision:
-        """The logged decision of ``request``; raises what deciding it alone would raise."""
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+    async def submit(self, request: AccessRequest, source: str) -> T:
+        """The outcome of ``request``; raises what running it alone would raise."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((request, source, future))
         if not self._draining:
             self._draining = True
@@ -42,20 +52,20 @@ class DecisionBatcher:
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                by_source: dict[str, list[tuple[AccessRequest, asyncio.Future[Decision]]]] = {}
+                by_source: dict[str, list[tuple[AccessRequest, asyncio.Future[T]]]] = {}
                 for request, source, future in batch:
                     by_source.setdefault(source, []).append((request, future))
                 for source, items in by_source.items():
-                    await self._decide_group(source, items)
+                    await self._run_group(source, items)
         finally:
             self._draining = False
 
-    async def _decide_group(
-        self, source: str, items: list[tuple[AccessRequest, asyncio.Future[Decision]]]
+    async def _run_group(
+        self, source: str, items: list[tuple[AccessRequest, asyncio.Future[T]]]
     ) -> None:
         requests = [r for r, _ in items]
         try:
-            decisions = await asyncio.to_thread(self._decide_many, requests, source)
+            outcomes = await asyncio.to_thread(self._run_many, requests, source)
         except CustosError:
             for request, future in items:  # isolate the failing request
                 await asyncio.to_thread(raise_into, future, self._one, request, source)
@@ -65,12 +75,19 @@ class DecisionBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), decision in zip(items, decisions, strict=True):
-            if not future.done():
-                future.set_result(decision)
+        for (_, future), outcome in zip(items, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, CustosError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
-    def _one(self, request: AccessRequest, source: str) -> Decision:
-        return self._decide_many([request], source)[0]
+    def _one(self, request: AccessRequest, source: str) -> T:
+        (outcome,) = self._run_many([request], source)
+        if isinstance(outcome, CustosError):
+            raise outcome
+        return outcome
 
 
 def raise_into(

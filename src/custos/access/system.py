@@ -54,7 +54,15 @@ from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.store.events import LedgerFeedRow
 from custos.times import iso
-from custos.vault import KEK_FILE, GeoLookup, IngestReport, LocalKeyFile, ShredReport, Vault
+from custos.vault import (
+    KEK_FILE,
+    GeoLookup,
+    IngestReport,
+    LocalKeyFile,
+    Release,
+    ShredReport,
+    Vault,
+)
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -444,24 +452,65 @@ class Custos:
         Raises for unknown ids, and :class:`IntegrityError` (after logging the decision) when
         a ciphertext does not belong to its row.
         """
-        decision = self.decisions.decide(request)
-        if not decision.allowed or decision.precision is None:
-            return ReadResult(self.log_decisions([decision], source)[0])
-        try:
-            released = self.vault.release(
-                request.subject, request.category, decision.precision, request.at()
+        (outcome,) = self.read_many([request], source=source)
+        if isinstance(outcome, CustosError):
+            raise outcome
+        return outcome
+
+    def read_many(
+        self, requests: Sequence[AccessRequest], *, source: str = "custos"
+    ) -> list[ReadResult | CustosError]:
+        """Guarded reads of many requests: one policy batch, each allowed request's records
+        decrypted in memory, then every decision and release appended in one durable batch
+        (each release right after its decision), and only then returned.
+
+        One outcome per request, in order: its :class:`ReadResult`, or the error its release
+        alone raised (an :class:`IntegrityError`), in which case its decision was logged and
+        nothing of it released. Raises, with nothing logged and nothing returned, for an
+        unknown id in any request and :class:`LedgerUnavailable` when the batch cannot be
+        logged (fail closed).
+        """
+        decisions = self.decisions.decide_many(requests)
+        ids = [new_event_id() for _ in decisions]
+        batch = self._decision_entries(decisions, ids, source)
+        releases: list[Release | CustosError | None] = []
+        for decision in decisions:
+            released: Release | CustosError | None = None
+            if decision.allowed and decision.precision is not None:
+                request = decision.request
+                try:
+                    released = self.vault.release(
+                        request.subject, request.category, decision.precision, request.at()
+                    )
+                except CustosError as exc:
+                    released = exc
+            releases.append(released)
+        # Each release's entry goes right after its own decision's.
+        entries: list[dict[str, Any]] = []
+        for decision, event_id, entry, released in zip(
+            decisions, ids, batch, releases, strict=True
+        ):
+            entries.append(entry)
+            if isinstance(released, Release):
+                entries.append(
+                    release_entry(decision, event_id, released.count, released.shredded, source)
+                )
+        receipts = self.ledger.append_many(entries)
+        outcomes: list[ReadResult | CustosError] = []
+        at = 0
+        for decision, event_id, released in zip(decisions, ids, releases, strict=True):
+            logged = dataclasses.replace(
+                decision, event_id=event_id, ledger_index=receipts[at].index
             )
-        except CustosError:
-            self.log_decisions([decision], source)
-            raise
-        event_id = new_event_id()
-        entries = [
-            self._decision_entries([decision], [event_id], source)[0],
-            release_entry(decision, event_id, released.count, released.shredded, source),
-        ]
-        logged, release = self.ledger.append_many(entries)
-        decision = dataclasses.replace(decision, event_id=event_id, ledger_index=logged.index)
-        return ReadResult(decision, released.records, released.shredded, release.index)
+            at += 1
+            if isinstance(released, Release):
+                outcomes.append(
+                    ReadResult(logged, released.records, released.shredded, receipts[at].index)
+                )
+                at += 1
+            else:
+                outcomes.append(ReadResult(logged) if released is None else released)
+        return outcomes
 
     def ingest(
         self, lines: Sequence[str], source: str, *, rejects: Path | None = None

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from custos import __version__
 from custos.access import Custos
-from custos.access.batching import DecisionBatcher
+from custos.access.batching import RequestBatcher
 from custos.api import errors
 from custos.api.auth import RateLimiter
 from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders
@@ -54,8 +54,13 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
         openapi_url="/v1/openapi.json",
     )
     app.state.system = system
-    app.state.batcher = DecisionBatcher(
+    # Concurrent checks and reads are run in batches: one policy batch and one durable
+    # ledger batch each (see custos.access.batching).
+    app.state.checks = RequestBatcher(
         lambda requests, source: system.decide_many(requests, source=source)
+    )
+    app.state.reads = RequestBatcher(
+        lambda requests, source: system.read_many(requests, source=source)
     )
     app.state.rate_limiter = RateLimiter(
         rate=float(config.get("rate_limit", 2000)), burst=float(config.get("burst", 4000))

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import generate_latest
 
-from custos.access import Custos
-from custos.access.batching import DecisionBatcher
+from custos.access import Custos, ReadResult
+from custos.access.batching import RequestBatcher
 from custos.api.auth import (
     Caller,
     acting_principal,
@@ -38,7 +38,7 @@ from custos.api.schemas import (
 )
 from custos.errors import Forbidden, InvalidInput
 from custos.ledger import TileServer
-from custos.policy import AccessRequest
+from custos.policy import AccessRequest, Decision
 
 router = APIRouter(prefix="/v1")
 ops = APIRouter()
@@ -93,9 +93,9 @@ async def check(request: Request) -> Response:
     # dependency injection and response encoding, which cost more than deciding the check.
     who = await TOOL(request)
     body = await parsed_body(request, CheckBody)
-    batcher: DecisionBatcher = request.app.state.batcher
+    checks: RequestBatcher[Decision] = request.app.state.checks
     access = _access_request(body, acting_principal(who, body.principal))
-    decision = await batcher.decide(access, f"api:{who.name}")
+    decision = await checks.submit(access, f"api:{who.name}")
     return JSONResponse(decision.to_dict())
 
 
@@ -108,13 +108,26 @@ def check_batch(
     return [d.to_dict() for d in _system(request).decide_many(requests, source=f"api:{who.name}")]
 
 
-@router.post("/read", tags=["access"], summary="Guarded read of a subject's records")
-def read(body: CheckBody, request: Request, who: Caller = Depends(TOOL)) -> dict[str, Any]:
-    """Decide, log, and release records at the precision the decision allows."""
-    result = _system(request).read(
-        _access_request(body, acting_principal(who, body.principal)), source=f"api:{who.name}"
-    )
-    return result.to_dict()
+@router.post(
+    "/read",
+    tags=["access"],
+    summary="Guarded read of a subject's records",
+    response_model=None,
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    openapi_extra=json_body(CheckBody),
+)
+async def read(request: Request) -> Response:
+    """Decide, log, and release records at the precision the decision allows.
+
+    Concurrent reads are run together (one policy batch, one durable ledger batch holding
+    each decision and, right after it, what it released).
+    """
+    who = await TOOL(request)
+    body = await parsed_body(request, CheckBody)
+    reads: RequestBatcher[ReadResult] = request.app.state.reads
+    access = _access_request(body, acting_principal(who, body.principal))
+    result = await reads.submit(access, f"api:{who.name}")
+    return JSONResponse(result.to_dict())
 
 
 # -- approvals -------------------------------------------------------------------------
