@@ -3,11 +3,11 @@
 - Guarded read = decide → log the decision (durable) → decrypt 50 precise records under an
   approved grant → log the release (durable) → return. Baseline: the bare policy decision of
   the same request (facts + Cedar, nothing logged, nothing decrypted). Goal: a guarded read
-  costs at most 2x a bare decision. Also shown for concurrent readers: on threads calling
-  ``Custos.read`` (each read its own policy call, batches formed only in the ledger's group
-  commit), and as the service runs them — ``--clients`` callers through the
-  :class:`RequestBatcher` (one policy batch and one durable ledger batch per batch) — against
-  bare decisions of the same requests through the same batcher.
+  costs at most 2x a bare decision. Also shown for concurrent readers, whose reads custos
+  runs in batches (one policy batch and one durable ledger batch each): ``--threads``
+  threads calling ``Custos.read``, and ``--clients`` coroutines through the service's
+  :class:`RequestBatcher`, the latter also against bare decisions of the same requests
+  through the same batcher.
 - Ingest = validate JSON Lines, derive coarse values, encrypt under per-subject/week data keys,
   store. Baseline: raw AES-GCM encryption of the same plaintext bytes with one key.
 
@@ -208,7 +208,7 @@ def main() -> None:
         "of a bare decision (goal <= 2.0)"
     )
     print(
-        f"guarded read ({args.threads} threads, group commit) {n / t_threads:7.0f} /s   "
+        f"guarded reads, {args.threads} threads batched  {n / t_threads:9.0f} /s   "
         f"cost x{t_threads / t_bare:.2f} of a bare decision"
     )
     mean = {k: sum(v) / len(v) for k, v in sizes.items()}

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import pytest
 from sqlalchemy import text
 
 from custos.access import Custos
-from custos.access.batching import RequestBatcher
+from custos.access.batching import RequestBatcher, ThreadBatcher
 from custos.access.read import ReadResult
-from custos.errors import IntegrityError, LedgerUnavailable, UnknownSubject
+from custos.errors import CustosError, IntegrityError, LedgerUnavailable, UnknownSubject
 from custos.policy import AccessRequest, Decision
 from tests.access.test_read import _make_ledger_read_only
 from tests.factories import APPROVALS_WORLD, SUPPORT_WORLD, load_org, logins
@@ -157,6 +161,7 @@ def test_concurrent_reads_each_release_what_a_lone_read_does_after_both_entries(
             assert answer.release_index is None
             continue
         # The release is logged right after its own decision, with the count released.
+        assert answer.decision.ledger_index is not None
         assert answer.release_index == answer.decision.ledger_index + 1
         release = _entry(readers, answer.release_index)
         assert release["decision_id"] == answer.decision.event_id
@@ -211,3 +216,99 @@ def test_with_the_ledger_unwritable_no_read_returns_anything(readers: Custos) ->
     answers = asyncio.run(_read_all(read_batcher_of(readers, max_batch=2), [PRECISE, COARSE] * 3))
     assert all(isinstance(a, LedgerUnavailable) for a in answers)
     assert readers.ledger.size() == before
+
+
+# -- callers on threads (Custos.decide and Custos.read) ---------------------------------
+
+
+def _on_threads(calls: list[Callable[[], object]], threads: int = 8) -> list[object]:
+    """Run ``calls`` on ``threads`` threads that start together; each outcome or error."""
+    start = threading.Barrier(threads)
+    shares = [list(range(i, len(calls), threads)) for i in range(threads)]
+    outcomes: list[object] = [None] * len(calls)
+
+    def work(share: list[int]) -> None:
+        start.wait()
+        for i in share:
+            try:
+                outcomes[i] = calls[i]()
+            except Exception as exc:  # noqa: BLE001 - the outcome under test
+                outcomes[i] = exc
+
+    workers = [threading.Thread(target=work, args=(share,)) for share in shares]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return outcomes
+
+
+def test_reads_from_threads_run_in_batches_and_each_gets_its_own_answer(readers: Custos) -> None:
+    alone = {r: readers.read(r) for r in (COARSE, PRECISE, REFUSED)}
+    sizes: list[int] = []
+
+    def read_many(
+        requests: Sequence[AccessRequest], source: str
+    ) -> Sequence[ReadResult | CustosError]:
+        sizes.append(len(requests))
+        return readers.read_many(requests, source=source)
+
+    batcher = ThreadBatcher(read_many)
+    mix = [COARSE, PRECISE, REFUSED, COARSE] * 8
+    before = readers.ledger.size()
+    answers = _on_threads([partial(batcher.run, r, "sdk") for r in mix])
+    assert sum(sizes) == len(mix)
+    assert max(sizes) > 1
+    for request, answer in zip(mix, answers, strict=True):
+        assert isinstance(answer, ReadResult)
+        assert answer.records == alone[request].records
+        if answer.release_index is not None:
+            assert answer.release_index - 1 == answer.decision.ledger_index
+    assert readers.ledger.size() == before + 3 * 16 + 8
+
+
+def test_custos_read_and_decide_from_threads_fail_alone(readers: Custos) -> None:
+    unknown = AccessRequest(
+        "emp-5001", "user-999", "ip_history", "security_incident", ticket="T-12"
+    )
+    swap_ciphertext(readers, "user-1-login-1", onto="user-1-login-2")
+    mix = [COARSE, unknown, PRECISE, REFUSED] * 6
+    before = readers.ledger.size()
+    reads = _on_threads([partial(readers.read, r) for r in mix])
+    checks = _on_threads([partial(readers.decide, r) for r in mix])
+    for request, read, check in zip(mix, reads, checks, strict=True):
+        if request is unknown:
+            assert isinstance(read, UnknownSubject)
+            assert isinstance(check, UnknownSubject)
+        elif request is PRECISE:
+            assert isinstance(read, IntegrityError)  # after its decision was logged
+            assert isinstance(check, Decision)
+            assert check.precision == "precise"
+        else:
+            assert isinstance(read, ReadResult)
+            assert isinstance(check, Decision)
+            assert read.decision.outcome == check.outcome
+    # Reads: 6 coarse (2 entries), 6 precise failed (1), 6 refused (1); checks: 18.
+    assert readers.ledger.size() == before + 12 + 6 + 6 + 18
+
+
+def test_a_failing_batch_reaches_every_waiter_and_the_next_batch_runs(readers: Custos) -> None:
+    sizes: list[int] = []
+
+    def read_many(
+        requests: Sequence[AccessRequest], source: str
+    ) -> Sequence[ReadResult | CustosError]:
+        sizes.append(len(requests))
+        if len(sizes) == 1:
+            time.sleep(0.1)  # the other threads queue behind this batch, forming the next
+        elif len(sizes) == 2:
+            raise RuntimeError("a bug in the batch function")
+        return readers.read_many(requests, source=source)
+
+    batcher = ThreadBatcher(read_many)
+    answers = _on_threads([partial(batcher.run, COARSE, "sdk")] * 8)
+    failed = [a for a in answers if isinstance(a, RuntimeError)]
+    assert sizes[1] > 1
+    assert len(failed) == sizes[1]
+    assert all(isinstance(a, ReadResult) for a in answers if a not in failed)
+    assert isinstance(batcher.run(COARSE, "sdk"), ReadResult)

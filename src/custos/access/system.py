@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from custos.access.batching import ThreadBatcher
 from custos.access.decisions import DecisionMaker
 from custos.access.journal import decision_entry, new_event_id
 from custos.access.read import ReadResult, release_entry
@@ -83,6 +84,14 @@ class Custos:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
+        # Concurrent decide() and read() calls from threads run together in batches (see
+        # custos.access.batching): one policy batch and one durable ledger batch each.
+        self._checks: ThreadBatcher[Decision] = ThreadBatcher(
+            lambda requests, source: self.decide_many(requests, source=source)
+        )
+        self._reads: ThreadBatcher[ReadResult] = ThreadBatcher(
+            lambda requests, source: self.read_many(requests, source=source)
+        )
 
     @classmethod
     def init(cls, home: Path | None = None) -> Custos:
@@ -433,9 +442,10 @@ class Custos:
         """Decide ``request`` and durably log the decision before returning it.
 
         Raises for unknown ids, and :class:`LedgerUnavailable` when the decision cannot be
-        logged: then nothing was decided (fail closed).
+        logged: then nothing was decided (fail closed). Calls from several threads at once
+        are decided and logged together.
         """
-        return self.log_decisions([self.decisions.decide(request)], source)[0]
+        return self._checks.run(request, source)
 
     def decide_many(
         self, requests: Sequence[AccessRequest], *, source: str = "custos"
@@ -450,12 +460,10 @@ class Custos:
         to the ledger in one durable batch (decision first), and only then returned: if that
         append fails, nothing leaves (:class:`LedgerUnavailable`). A refusal is logged alone.
         Raises for unknown ids, and :class:`IntegrityError` (after logging the decision) when
-        a ciphertext does not belong to its row.
+        a ciphertext does not belong to its row. Calls from several threads at once run
+        together (:meth:`read_many`).
         """
-        (outcome,) = self.read_many([request], source=source)
-        if isinstance(outcome, CustosError):
-            raise outcome
-        return outcome
+        return self._reads.run(request, source)
 
     def read_many(
         self, requests: Sequence[AccessRequest], *, source: str = "custos"
