@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from custos.detect.engine import (
 )
 from custos.detect.events import EventStore
 from custos.directory import DirectoryDocument, DirectoryStore
+from custos.errors import InvalidInput
+from custos.vocabulary import ACTIONS, OUTCOMES, PRECISIONS
 
 TABLES = {
     "events": EVENT_COLUMNS,
@@ -93,9 +95,102 @@ def load_store(
     return count
 
 
-def attach_parquet(con: duckdb.DuckDBPyConnection, files: dict[str, Path]) -> None:
+#: Columns that must be present and never null: what every rule reads (DESIGN.md, *Access
+#: events*; an id for each directory record). The other columns may be absent: they are null.
+REQUIRED = {
+    "events": ("id", "time", "principal", "action", "subject", "category", "purpose", "decision"),
+    "principals": ("id",),
+    "subjects": ("id",),
+    "tickets": ("id",),
+}
+#: Closed vocabularies of the event format whose values the rules compare against.
+_VOCABULARIES = {"action": ACTIONS, "decision": OUTCOMES, "precision": PRECISIONS}
+_INTEGERS = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+}  # fmt: skip
+_TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATE"}
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _column(table: str, path: Path, name: str, wanted: str, found: str | None) -> str:
+    """The view's expression for column ``name`` of ``table``, stored as ``found``."""
+    if found is None:
+        if name in REQUIRED[table]:
+            raise InvalidInput(f"{table}: {path} has no column {name!r}")
+        return f"NULL::{wanted} AS {name}"
+    quoted = '"' + name + '"'
+    if found == wanted or (wanted == "BIGINT" and found in _INTEGERS):
+        return f"{quoted}::{wanted} AS {name}" if found != wanted else quoted
+    if wanted == "TIMESTAMP" and found in _TIMESTAMPS:
+        return f"{quoted}::TIMESTAMP AS {name}"
+    if wanted == "TIMESTAMP" and found == "TIMESTAMP WITH TIME ZONE":
+        return f"timezone('UTC', {quoted}) AS {name}"  # the rules work in UTC
+    raise InvalidInput(f"{table}: column {name!r} of {path} is {found}, not {wanted}")
+
+
+def attach_parquet(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path]) -> None:
     """Make each of ``events``, ``principals``, ``subjects``, ``tickets`` a view over the
-    Parquet file of that name in ``files`` (columns as in :data:`TABLES`)."""
-    for table, path in files.items():
-        names = ", ".join(TABLES[table])
-        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {names} FROM read_parquet('{path}')")
+    Parquet file of that name in ``files`` (columns as in :data:`TABLES`).
+
+    Each file is checked first, once: it must be readable Parquet, hold the columns of
+    :data:`REQUIRED` with no nulls, store every column as its type or a compatible one
+    (any integer, any timestamp; one with a time zone is read in UTC), and use only the
+    format's words for ``action``, ``decision`` and ``precision``. Absent optional columns
+    read as null. Raises :class:`InvalidInput` naming the table, file and column (and how
+    many rows are at fault, never a value); no view is replaced before all four pass.
+    """
+    unknown = sorted(set(files) - set(TABLES))
+    missing = sorted(set(TABLES) - set(files))
+    if unknown or missing:
+        raise InvalidInput(
+            "detection reads exactly the Parquet files "
+            + ", ".join(TABLES)
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+    views = {table: _checked_view(con, table, Path(files[table])) for table in TABLES}
+    for table, select in views.items():
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS {select}")
+
+
+def _checked_view(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str:
+    source = f"read_parquet({_literal(str(path))})"
+    if not path.is_file():
+        raise InvalidInput(f"{table}: no such Parquet file {path}")
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+    except duckdb.Error as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput(f"{table}: {path} is not a readable Parquet file ({reason})") from None
+    stored = {str(row[0]): str(row[1]) for row in described}
+    columns = [
+        _column(table, path, name, wanted, stored.get(name))
+        for name, wanted in TABLES[table].items()
+    ]
+    select = f"SELECT {', '.join(columns)} FROM {source}"
+    checks = [f"count(*) FILTER (WHERE {name} IS NULL)" for name in REQUIRED[table]]
+    words = {n: v for n, v in _VOCABULARIES.items() if table == "events" and n in stored}
+    checks += [
+        f"count(*) FILTER (WHERE {name} NOT IN ({', '.join(map(_literal, sorted(vocabulary)))}))"
+        for name, vocabulary in words.items()
+    ]
+    try:
+        counts = con.execute(f"SELECT {', '.join(checks)} FROM ({select})").fetchone()
+    except duckdb.Error as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput(f"{table}: cannot read {path} ({reason})") from None
+    assert counts is not None
+    for name, count in zip(REQUIRED[table], counts, strict=False):
+        if count:
+            raise InvalidInput(f"{table}: column {name!r} of {path} is empty in {count:,} rows")
+    for name, count in zip(words, counts[len(REQUIRED[table]) :], strict=True):
+        if count:
+            allowed = ", ".join(sorted(_VOCABULARIES[name]))
+            raise InvalidInput(
+                f"{table}: column {name!r} of {path} holds a value other than {allowed} "
+                f"in {count:,} rows"
+            )
+    return select
