@@ -200,3 +200,55 @@ def test_custos_own_decisions_and_releases_feed_the_store(system: Custos) -> Non
     assert load_store(con, store, system.directory) == 2
     rows = dict(con.execute("SELECT decision, records FROM events ORDER BY decision").fetchall())
     assert rows == {"allow": 3, "deny": None}
+
+
+# What ``extra`` may hold for the two flags detection reads from it, and what each means: the
+# export does in SQL what the rules' definitions say in Python (``is True``; truthy).
+FLAG_VALUES: list[Any] = [True, False, None, 1, 0, 0.5, 0.0, "yes", "", [], [0], {}, {"a": 1}]
+SOURCES = ["admin-console", 'a "quoted", comma\nand newline — é', None]
+
+
+def test_the_store_exports_every_event_as_stored_for_detection(system: Custos) -> None:
+    """Every combination of the flags' values and awkward sources, microsecond times, and
+    custos releases (left out) against decisions and imported events of type release."""
+    events: list[dict[str, Any]] = []
+    for n, (flag, source) in enumerate(
+        (flag, source) for flag in FLAG_VALUES for source in SOURCES
+    ):
+        body = event(id=f"ev-{n}", time=f"2026-01-05T10:03:{n % 60:02d}.{n:06d}Z")
+        if source is None:
+            body.pop("source")
+        else:
+            body["source"] = source
+        body["break_glass"] = flag
+        body["grant"] = flag
+        if n % 3 == 0:
+            body.pop("ticket")
+            body.pop("records")
+        events.append(body)
+    # A custos release (folded away) and things that only look like one (kept).
+    events.append(event(id="ev-rel", type="release", decision_id="ev-0", records=7))
+    events.append(event(id="ev-typed", type="release", decision_id=7))
+    events.append(event(id="ev-other", type="decision", decision_id="ev-1"))
+    store = EventStore(system.db)
+    store.append(events)
+    con = connect()
+    assert load_store(con, store, system.directory) == len(events) - 1
+    loaded = {
+        row[0]: row
+        for row in con.execute(
+            "SELECT id, time, ticket, records, source, break_glass, granted FROM events"
+        ).fetchall()
+    }
+    assert "ev-rel" not in loaded
+    assert {"ev-typed", "ev-other"} <= set(loaded)
+    for body in events:
+        if body["id"] == "ev-rel":
+            continue
+        _, moment, ticket, records, source, break_glass, granted = loaded[body["id"]]
+        stored = parse_event(body)
+        assert moment == stored.time.replace(tzinfo=None)
+        assert (ticket, source) == (stored.ticket, stored.source)
+        assert records == (7 if body["id"] == "ev-0" else stored.records)
+        assert break_glass is (body.get("break_glass") is True)
+        assert granted is bool(body.get("grant"))

@@ -8,14 +8,13 @@ are left as they are, so importing a file twice changes nothing.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -337,25 +336,82 @@ class EventStore:
         with self.db.session() as session:
             return [_event(row) for row in session.scalars(query)]
 
-    def write_csv(self, path: Path) -> int:
-        """Write every event as CSV in :data:`custos.detect.engine.EVENT_COLUMNS` order, for
-        DuckDB to load; returns how many were written."""
-        count = 0
-        columns = [getattr(AccessEventRow, name) for name in FIELDS] + [AccessEventRow.extra]
-        with self.db.session() as session, path.open("w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            result = session.execute(select(*columns).execution_options(yield_per=20000))
-            for row in result:
-                values = list(row)
-                extra = values.pop() or {}
-                if _release_of(extra) is not None:
-                    continue  # folded into its decision (see append)
-                values[1] = values[1].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-                values.append("true" if extra.get("break_glass") is True else "false")
-                values.append("true" if extra.get("grant") else "false")
-                writer.writerow(["" if v is None else v for v in values])
-                count += 1
-        return count
+    def write_rows(self, path: Path) -> EventRows:
+        """Write every event for DuckDB to load, in one consistent snapshot of the store: the
+        columns of :data:`custos.detect.engine.EVENT_COLUMNS` in order (times as UTC
+        ``YYYY-MM-DD HH:MM:SS.ffffff``; ``break_glass`` and ``granted`` read from ``extra``
+        as the strings ``true``/``false``), custos releases left out (folded into their
+        decisions, see :meth:`append`). PostgreSQL writes CSV (``COPY``), SQLite one JSON
+        array per line (``json_array``). Raises :class:`StoreUnavailable`.
+
+        The database does the work: every stored event passes through here on each detection
+        run, and making each one a Python object cost ~18 µs an event (three minutes for ten
+        million, against seconds for the rules); fetched as one JSON text per row it costs
+        ~2 µs, through COPY less.
+        """
+        with self.db.cursor() as cursor:
+            if not self.db.is_sqlite:
+                with path.open("wb") as binary:
+                    return EventRows(path, "csv", cursor.copy_csv(_EXPORT_POSTGRESQL, binary))
+            count = 0
+            with path.open("w", encoding="utf-8") as out:
+                for rows in cursor.chunks(_EXPORT_SQLITE, size=20_000):
+                    out.write("\n".join([row[0] for row in rows]))
+                    out.write("\n")
+                    count += len(rows)
+            return EventRows(path, "json_arrays", count)
+
+
+@dataclass(frozen=True)
+class EventRows:
+    """Events written by :meth:`EventStore.write_rows`: where, in which format, how many."""
+
+    path: Path
+    format: Literal["csv", "json_arrays"]
+    count: int
+
+
+# What :meth:`EventStore.write_rows` selects, per backend. ``extra`` is the JSON object of the
+# fields the format does not name: ``break_glass`` counts only as JSON true, ``grant`` when
+# truthy (as in Python), and an entry of type ``release`` with a string ``decision_id`` is a
+# custos release, folded into its decision. SQLite keeps times as UTC text in exactly the
+# format wanted; its ``json_array`` is the fastest way it has to write text that quotes
+# anything safely.
+_EXPORT_SQLITE = """
+SELECT json_array(
+    id, time, principal, action, subject, category, purpose, ticket, decision, precision,
+    records, source,
+    CASE WHEN json_type(extra, '$.break_glass') = 'true' THEN 'true' ELSE 'false' END,
+    CASE WHEN CASE json_type(extra, '$.grant')
+                   WHEN 'true' THEN 1
+                   WHEN 'text' THEN json_extract(extra, '$.grant') <> ''
+                   WHEN 'integer' THEN json_extract(extra, '$.grant') <> 0
+                   WHEN 'real' THEN json_extract(extra, '$.grant') <> 0
+                   WHEN 'array' THEN json_array_length(extra, '$.grant') > 0
+                   WHEN 'object' THEN json_extract(extra, '$.grant') <> '{}'
+                   ELSE 0 END
+         THEN 'true' ELSE 'false' END)
+FROM access_events
+WHERE NOT coalesce(json_extract(extra, '$.type') = 'release'
+                   AND json_type(extra, '$.decision_id') = 'text', 0)
+"""
+_EXPORT_POSTGRESQL = """
+SELECT id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), principal, action,
+       subject, category, purpose, ticket, decision, precision, records, source,
+       CASE WHEN json_typeof(extra -> 'break_glass') = 'boolean'
+                 AND (extra ->> 'break_glass')::boolean THEN 'true' ELSE 'false' END,
+       CASE WHEN CASE json_typeof(extra -> 'grant')
+                      WHEN 'boolean' THEN (extra ->> 'grant')::boolean
+                      WHEN 'string' THEN extra ->> 'grant' <> ''
+                      WHEN 'number' THEN (extra ->> 'grant')::numeric <> 0
+                      WHEN 'array' THEN json_array_length(extra -> 'grant') > 0
+                      WHEN 'object' THEN EXISTS (SELECT FROM json_object_keys(extra -> 'grant'))
+                      ELSE false END
+            THEN 'true' ELSE 'false' END
+FROM access_events
+WHERE NOT coalesce(extra ->> 'type' = 'release'
+                   AND json_typeof(extra -> 'decision_id') = 'string', false)
+"""
 
 
 def _release_of(extra: Mapping[str, Any]) -> str | None:

@@ -78,6 +78,23 @@ def _read_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     )
 
 
+def _read_json_arrays(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """Load a file of one JSON array of strings per line (columns as in :data:`TABLES`)."""
+    columns = []
+    for n, (name, kind) in enumerate(TABLES[table].items(), start=1):
+        if kind == "VARCHAR":
+            columns.append(f"c[{n}] AS {name}")
+        elif kind == "TIMESTAMP":
+            columns.append(f"strptime(c[{n}], '%Y-%m-%d %H:%M:%S.%f') AS {name}")
+        else:
+            columns.append(f"c[{n}]::{kind} AS {name}")
+    con.execute(
+        f"CREATE OR REPLACE TABLE {table} AS SELECT {', '.join(columns)} FROM read_json(?, "
+        "format = 'newline_delimited', records = false, columns = {'c': 'VARCHAR[]'})",
+        [str(path)],
+    )
+
+
 def load_store(
     con: duckdb.DuckDBPyConnection, events: EventStore, directory: DirectoryStore
 ) -> int:
@@ -87,12 +104,15 @@ def load_store(
     )
     with tempfile.TemporaryDirectory(prefix="custos-detect-") as folder:
         base = Path(folder)
-        count = events.write_csv(base / "events.csv")
-        _read_csv(con, "events", base / "events.csv")
+        written = events.write_rows(base / "events")
+        if written.format == "csv":
+            _read_csv(con, "events", written.path)
+        else:
+            _read_json_arrays(con, "events", written.path)
         for table, rows in directory_rows(document).items():
             _write(base / f"{table}.csv", rows)
             _read_csv(con, table, base / f"{table}.csv")
-    return count
+    return written.count
 
 
 #: Columns that must be present and never null: what every rule reads (DESIGN.md, *Access

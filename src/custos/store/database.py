@@ -9,7 +9,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -235,6 +235,24 @@ class HotCursor:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each of ``rows``."""
         self._cursor.executemany(self._sql(sql), rows)
+
+    def chunks(
+        self, sql: str, params: Sequence[Any] = (), size: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Run one query and yield its rows ``size`` at a time, for results too large to hold
+        at once. On PostgreSQL the driver holds the whole result; use :meth:`copy_csv`."""
+        self._cursor.execute(self._sql(sql), tuple(params))
+        while rows := self._cursor.fetchmany(size):
+            yield rows
+
+    def copy_csv(self, sql: str, out: BinaryIO) -> int:
+        """PostgreSQL only: stream the rows of query ``sql`` (no parameters) into ``out`` as
+        CSV (``COPY … TO STDOUT``: NULL as an empty field, ``"`` quoting); returns the number
+        of rows."""
+        with self._cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+            for data in copy:
+                out.write(data)
+        return int(self._cursor.rowcount)
 
 
 def _rollback_quietly(raw: Any) -> None:
