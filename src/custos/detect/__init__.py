@@ -24,7 +24,7 @@ from custos.detect.events import (
     parse_event,
     parse_lines,
 )
-from custos.detect.loading import attach_parquet, directory_rows, load_store
+from custos.detect.loading import attach_parquet, load_store
 from custos.detect.service import DetectionRun, run_detection
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "UnknownCase",
     "attach_parquet",
     "connect",
-    "directory_rows",
     "load_store",
     "parse_event",
     "parse_lines",

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -28,7 +28,7 @@ from sqlalchemy import func, insert, select, update
 
 from custos.directory.files import Id
 from custos.errors import InvalidInput, ValidationFailed
-from custos.store import Database
+from custos.store import Database, WrittenRows
 from custos.store.events import AccessEventRow
 
 # Ids follow the directory's rule: an event names its principal, subject and ticket by them.
@@ -336,39 +336,19 @@ class EventStore:
         with self.db.session() as session:
             return [_event(row) for row in session.scalars(query)]
 
-    def write_rows(self, path: Path) -> EventRows:
-        """Write every event for DuckDB to load, in one consistent snapshot of the store: the
-        columns of :data:`custos.detect.engine.EVENT_COLUMNS` in order (times as UTC
+    def write_rows(self, path: Path) -> WrittenRows:
+        """Write every event for DuckDB to load (:meth:`Database.write_rows`), in one
+        consistent snapshot of the store: the columns of
+        :data:`custos.detect.engine.EVENT_COLUMNS` in order (times as UTC
         ``YYYY-MM-DD HH:MM:SS.ffffff``; ``break_glass`` and ``granted`` read from ``extra``
         as the strings ``true``/``false``), custos releases left out (folded into their
-        decisions, see :meth:`append`). PostgreSQL writes CSV (``COPY``), SQLite one JSON
-        array per line (``json_array``). Raises :class:`StoreUnavailable`.
+        decisions, see :meth:`append`). Raises :class:`StoreUnavailable`.
 
         The database does the work: every stored event passes through here on each detection
-        run, and making each one a Python object cost ~18 µs an event (three minutes for ten
-        million, against seconds for the rules); fetched as one JSON text per row it costs
-        ~2 µs, through COPY less.
+        run, and making each one a Python object cost ~20 µs an event (over three minutes for
+        ten million, against seconds for the rules).
         """
-        with self.db.cursor() as cursor:
-            if not self.db.is_sqlite:
-                with path.open("wb") as binary:
-                    return EventRows(path, "csv", cursor.copy_csv(_EXPORT_POSTGRESQL, binary))
-            count = 0
-            with path.open("w", encoding="utf-8") as out:
-                for rows in cursor.chunks(_EXPORT_SQLITE, size=20_000):
-                    out.write("\n".join([row[0] for row in rows]))
-                    out.write("\n")
-                    count += len(rows)
-            return EventRows(path, "json_arrays", count)
-
-
-@dataclass(frozen=True)
-class EventRows:
-    """Events written by :meth:`EventStore.write_rows`: where, in which format, how many."""
-
-    path: Path
-    format: Literal["csv", "json_arrays"]
-    count: int
+        return self.db.write_rows(path, sqlite=_EXPORT_SQLITE, postgresql=_EXPORT_POSTGRESQL)
 
 
 # What :meth:`EventStore.write_rows` selects, per backend. ``extra`` is the JSON object of the

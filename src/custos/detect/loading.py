@@ -1,14 +1,12 @@
 """Getting the four tables the rules read into DuckDB: from the custos database (through
-CSV files in a private temporary folder), or as views over Parquet files."""
+files the database writes itself into a private temporary folder), or as views over Parquet
+files."""
 
 from __future__ import annotations
 
-import csv
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -19,8 +17,9 @@ from custos.detect.engine import (
     TICKET_COLUMNS,
 )
 from custos.detect.events import EventStore
-from custos.directory import DirectoryDocument, DirectoryStore
+from custos.directory import DirectoryStore
 from custos.errors import InvalidInput
+from custos.store import WrittenRows
 from custos.vocabulary import ACTIONS, OUTCOMES, PRECISIONS
 
 TABLES = {
@@ -31,41 +30,34 @@ TABLES = {
 }
 
 
-def _ts(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def directory_rows(document: DirectoryDocument) -> dict[str, list[Sequence[Any]]]:
-    """The directory as rows in the column order of the rule tables."""
-    return {
-        "principals": [
-            (p.id, p.kind, p.role, p.team, p.manager, p.country, p.status, _ts(p.role_since))
-            for p in document.principals
-        ],
-        "subjects": [(s.id, "|".join(s.protected), s.employee) for s in document.subjects],
-        "tickets": [
-            (
-                t.id,
-                t.kind,
-                t.subject,
-                t.assignee,
-                t.status,
-                _ts(t.opened),
-                _ts(t.closed),
-                t.opened_by,
-            )
-            for t in document.tickets
-        ],
-    }
-
-
-def _write(path: Path, rows: Iterable[Sequence[Any]]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in row])
+#: The directory's tables as the rules read them (columns in :data:`TABLES` order), per
+#: backend, for :meth:`Database.write_rows`: SQLite keeps times as UTC text in the format the
+#: readers below expect; ``protected`` (a JSON list) becomes its flags joined by ``|``.
+_UTC = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+_DIRECTORY_EXPORTS = {
+    "principals": (
+        "SELECT json_array(id, kind, role, team, manager, country, status, role_since) "
+        "FROM principals",
+        "SELECT id, kind, role, team, manager, country, status, "
+        + _UTC.format("role_since")
+        + " FROM principals",
+    ),
+    "subjects": (
+        "SELECT json_array(id, (SELECT group_concat(value, '|') FROM json_each(protected)), "
+        "employee) FROM subjects",
+        "SELECT id, nullif(array_to_string(ARRAY(SELECT json_array_elements_text(protected)), "
+        "'|'), ''), employee FROM subjects",
+    ),
+    "tickets": (
+        "SELECT json_array(id, kind, subject, assignee, status, opened, closed, opened_by) "
+        "FROM tickets",
+        "SELECT id, kind, subject, assignee, status, "
+        + _UTC.format("opened")
+        + ", "
+        + _UTC.format("closed")
+        + ", opened_by FROM tickets",
+    ),
+}
 
 
 def _read_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
@@ -98,21 +90,27 @@ def _read_json_arrays(con: duckdb.DuckDBPyConnection, table: str, path: Path) ->
 def load_store(
     con: duckdb.DuckDBPyConnection, events: EventStore, directory: DirectoryStore
 ) -> int:
-    """Copy the stored events and directory into ``con``; returns the number of events."""
-    document = DirectoryDocument(
-        tuple(directory.principals()), tuple(directory.subjects()), tuple(directory.tickets())
-    )
+    """Copy the stored events and directory into ``con``; returns the number of events.
+
+    Each table goes through a file in a private temporary folder, written by the database
+    itself (:meth:`Database.write_rows`) and read by DuckDB's bulk readers: nothing of it is
+    made into Python objects one row at a time. Raises :class:`StoreUnavailable`.
+    """
     with tempfile.TemporaryDirectory(prefix="custos-detect-") as folder:
         base = Path(folder)
         written = events.write_rows(base / "events")
-        if written.format == "csv":
-            _read_csv(con, "events", written.path)
-        else:
-            _read_json_arrays(con, "events", written.path)
-        for table, rows in directory_rows(document).items():
-            _write(base / f"{table}.csv", rows)
-            _read_csv(con, table, base / f"{table}.csv")
+        _read_rows(con, "events", written)
+        for table, (sqlite, postgresql) in _DIRECTORY_EXPORTS.items():
+            rows = directory.db.write_rows(base / table, sqlite=sqlite, postgresql=postgresql)
+            _read_rows(con, table, rows)
     return written.count
+
+
+def _read_rows(con: duckdb.DuckDBPyConnection, table: str, rows: WrittenRows) -> None:
+    if rows.format == "csv":
+        _read_csv(con, table, rows.path)
+    else:
+        _read_json_arrays(con, table, rows.path)
 
 
 #: Columns that must be present and never null: what every rule reads (DESIGN.md, *Access

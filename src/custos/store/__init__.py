@@ -7,6 +7,6 @@ is opened with ``migrate=True``.
 """
 
 from custos.store.base import Base, UTCDateTime
-from custos.store.database import Database, HotCursor, open_database
+from custos.store.database import Database, HotCursor, WrittenRows, open_database
 
-__all__ = ["Base", "Database", "HotCursor", "UTCDateTime", "open_database"]
+__all__ = ["Base", "Database", "HotCursor", "UTCDateTime", "WrittenRows", "open_database"]

@@ -8,8 +8,9 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -139,6 +140,23 @@ class Database:
             else:
                 hot.busy = False
 
+    def write_rows(self, path: Path, *, sqlite: str, postgresql: str) -> WrittenRows:
+        """Write the rows of one query to ``path`` for a bulk reader, in one consistent
+        snapshot and without a Python object per row: on SQLite, ``sqlite`` selects one
+        column, a ``json_array(…)`` per row, written one per line; on PostgreSQL the rows of
+        ``postgresql`` are copied out as CSV (``COPY``). Raises :class:`StoreUnavailable`."""
+        with self.cursor() as cursor:
+            if not self.is_sqlite:
+                with path.open("wb") as binary:
+                    return WrittenRows(path, "csv", cursor.copy_csv(postgresql, binary))
+            count = 0
+            with path.open("w", encoding="utf-8") as out:
+                for rows in cursor.chunks(sqlite, size=20_000):
+                    out.write("\n".join([row[0] for row in rows]))
+                    out.write("\n")
+                    count += len(rows)
+            return WrittenRows(path, "json_arrays", count)
+
     def _hot_connection(self) -> _HotConnection | None:
         """This thread's own SQLite connection, opened on first use (and again in a forked
         child); None while the thread is already using it, so that nested cursors never
@@ -202,6 +220,15 @@ class Database:
                 hot.connection.close()
         self._hot = threading.local()
         self.engine.dispose()
+
+
+@dataclass(frozen=True)
+class WrittenRows:
+    """Rows written by :meth:`Database.write_rows`: where, in which format, how many."""
+
+    path: Path
+    format: Literal["csv", "json_arrays"]
+    count: int
 
 
 class _HotConnection:
