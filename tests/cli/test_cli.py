@@ -7,10 +7,12 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from custos.access import Custos
 from tests.factories import SUPPORT_WORLD, write_org
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,6 +214,15 @@ def test_demo_runs_the_2022_case_through_the_service(tmp_path: Path) -> None:
     assert summary["alerts_naming_culprits"]
     assert summary["report_verified"] is True
     assert summary["pending_request"].startswith("req-")
+    # The simulated history is recent: the overview's last 14 days show it, not only today.
+    system = Custos.open(tmp_path / "demo-home")
+    try:
+        today = datetime.now(UTC).date()
+        before_today = [today - timedelta(days=n) for n in range(13, 0, -1)]
+        history = system.events.per_day(before_today)
+    finally:
+        system.close()
+    assert sum(sum(counts.values()) for counts in history.values()) > 1000
 
 
 def test_readme_starts_with_the_two_commands_and_they_exist() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from custos.directory import read_directory_file
 from custos.errors import InvalidInput
-from custos.sim import SCENARIOS, evaluate, simulate
+from custos.sim import SCENARIOS, evaluate, monday_of, simulate
 
 
 def test_every_scenario_is_caught_within_the_alert_budget(tmp_path: Path) -> None:
@@ -27,6 +28,39 @@ def test_same_seed_same_world(tmp_path: Path) -> None:
     simulate(b, employees=40, days=14, seed=9)
     for name in ("directory.yaml", "events.jsonl", "labels.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_the_same_seed_from_another_monday_is_the_same_world_shifted(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    simulate(a, employees=40, days=14, seed=9)
+    later = datetime(2026, 11, 16, tzinfo=UTC)  # a Monday
+    simulate(b, employees=40, days=14, seed=9, start=later)
+    shift = later - datetime(2026, 1, 5, tzinfo=UTC)
+
+    def moved(line: str) -> dict[str, object]:
+        event = json.loads(line)
+        moment = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+        event["time"] = (moment + shift).isoformat()
+        return dict(event)
+
+    first = [moved(line) for line in (a / "events.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (b / "events.jsonl").read_text().splitlines()]
+    for event in second:
+        event["time"] = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).isoformat()
+    assert first == second
+    labels = json.loads((b / "labels.json").read_text())
+    assert labels["start"] == "2026-11-16T00:00:00Z"
+    assert labels["scenarios"] == json.loads((a / "labels.json").read_text())["scenarios"]
+
+
+def test_a_simulation_starts_on_a_monday(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="Monday"):
+        simulate(tmp_path, employees=40, days=14, start=datetime(2026, 11, 17, tzinfo=UTC))
+    with pytest.raises(InvalidInput, match="Monday"):
+        simulate(tmp_path, employees=40, days=14, start=datetime(2026, 11, 16, 9, tzinfo=UTC))
+    assert monday_of(datetime(2026, 11, 22, 23, 59, tzinfo=UTC)) == datetime(
+        2026, 11, 16, tzinfo=UTC
+    )
 
 
 def test_world_is_realistic_and_labels_point_at_real_things(tmp_path: Path) -> None:

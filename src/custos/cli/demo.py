@@ -34,7 +34,7 @@ from custos.cli.app import app, console, print_json, state
 from custos.directory import parse_text, read_directory_file
 from custos.errors import InvalidInput
 from custos.reports import verify_report
-from custos.sim import simulate
+from custos.sim import monday_of, simulate
 from custos.sim.run import DIRECTORY_FILE, EVENTS_FILE, LABELS_FILE
 
 Step = Callable[[str, int], None]
@@ -105,7 +105,10 @@ def run_demo(
     system = Custos.init(home)
     say("simulating an organisation", 1)
     sim = home / "simulation"
-    simulate(sim, employees=employees, days=days, seed=seed)
+    # History up to the last days, so that the dashboard's recent views show it: from the
+    # Monday on or before ``days`` ago (the simulated week starts on a Monday).
+    start = monday_of(datetime.now(UTC) - timedelta(days=days))
+    simulate(sim, employees=employees, days=days, seed=seed, start=start)
     labels = json.loads((sim / LABELS_FILE).read_text())
     document = read_directory_file(sim / DIRECTORY_FILE)
     system.directory.merge(document, source=str(sim / DIRECTORY_FILE))

@@ -7,6 +7,7 @@ import random
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from custos.detect import EventStore, run_detection
 from custos.directory import DirectoryStore, read_directory_file
 from custos.errors import InvalidInput
 from custos.sim.scenarios import SCENARIOS
-from custos.sim.world import World, new_world
+from custos.sim.world import START, World, new_world
 from custos.store import open_database
 from custos.textfiles import read_lines
 
@@ -38,6 +39,12 @@ class SimulationReport:
     scenarios: dict[str, list[str]]
 
 
+def monday_of(moment: datetime) -> datetime:
+    """Midnight UTC of the Monday on or before ``moment`` (which must carry a time zone)."""
+    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
 def simulate(
     out: Path,
     *,
@@ -46,8 +53,12 @@ def simulate(
     seed: int = 1,
     scenarios: Sequence[str] = (),
     extra: Mapping[str, Scenario] | None = None,
+    start: datetime = START,
 ) -> SimulationReport:
     """Write ``directory.yaml``, ``events.jsonl`` and ``labels.json`` into ``out``.
+
+    The history runs ``days`` days from ``start`` (midnight UTC of a Monday; by default a
+    fixed day, so that a seed always gives the same files).
 
     ``scenarios`` names the misuse to inject (default: all built-in ones, or none when
     ``extra`` is given); ``extra`` adds scenarios written elsewhere (see
@@ -61,7 +72,9 @@ def simulate(
         raise InvalidInput(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
     if employees < 40 or days < 14:
         raise InvalidInput("a simulation needs at least 40 employees and 14 days")
-    rng, world = new_world(seed, employees, days)
+    if start.tzinfo is None or start.astimezone(UTC) != monday_of(start):
+        raise InvalidInput("a simulation starts at midnight UTC on a Monday")
+    rng, world = new_world(seed, employees, days, start.astimezone(UTC))
     used: set[str] = set()
     for name in names:
         known[name](rng, world, used)
