@@ -4,11 +4,16 @@ itself; nothing here is made into Python objects one row at a time)."""
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from custos.access import Custos
 from custos.detect import EventStore, connect, load_store
+from custos.errors import ConfigurationError
 from tests.factories import load_org, org
 
 WORLD = org(
@@ -94,3 +99,15 @@ def test_an_empty_store_loads_empty_tables(system: Custos) -> None:
     assert load_store(con, EventStore(system.db), system.directory) == 0
     for table in ("events", "principals", "subjects", "tickets"):
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)  # noqa: S608
+
+
+def test_a_temporary_folder_that_cannot_take_the_files_is_a_clear_error(
+    system: Custos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))
+    with pytest.raises(ConfigurationError) as refused:
+        load_store(connect(), EventStore(system.db), system.directory)
+    assert str(not_a_folder) in refused.value.message
+    assert refused.value.hint is not None

@@ -18,7 +18,7 @@ from custos.detect.engine import (
 )
 from custos.detect.events import EventStore
 from custos.directory import DirectoryStore
-from custos.errors import InvalidInput
+from custos.errors import ConfigurationError, InvalidInput
 from custos.store import WrittenRows
 from custos.vocabulary import ACTIONS, OUTCOMES, PRECISIONS
 
@@ -94,15 +94,23 @@ def load_store(
 
     Each table goes through a file in a private temporary folder, written by the database
     itself (:meth:`Database.write_rows`) and read by DuckDB's bulk readers: nothing of it is
-    made into Python objects one row at a time. Raises :class:`StoreUnavailable`.
+    made into Python objects one row at a time. Raises :class:`StoreUnavailable`, and
+    :class:`ConfigurationError` when the temporary folder cannot take the files.
     """
-    with tempfile.TemporaryDirectory(prefix="custos-detect-") as folder:
-        base = Path(folder)
-        written = events.write_rows(base / "events")
-        _read_rows(con, "events", written)
-        for table, (sqlite, postgresql) in _DIRECTORY_EXPORTS.items():
-            rows = directory.db.write_rows(base / table, sqlite=sqlite, postgresql=postgresql)
-            _read_rows(con, table, rows)
+    try:
+        with tempfile.TemporaryDirectory(prefix="custos-detect-") as folder:
+            base = Path(folder)
+            written = events.write_rows(base / "events")
+            _read_rows(con, "events", written)
+            for table, (sqlite, postgresql) in _DIRECTORY_EXPORTS.items():
+                rows = directory.db.write_rows(base / table, sqlite=sqlite, postgresql=postgresql)
+                _read_rows(con, table, rows)
+    except OSError as exc:  # the temporary folder: full, or not writable
+        raise ConfigurationError(
+            f"detection cannot write its working files in {tempfile.gettempdir()}: "
+            f"{exc.strerror or type(exc).__name__}",
+            hint="free space there, or point TMPDIR at a folder with room",
+        ) from None
     return written.count
 
 
