@@ -312,3 +312,19 @@ def test_a_failing_batch_reaches_every_waiter_and_the_next_batch_runs(readers: C
     assert len(failed) == sizes[1]
     assert all(isinstance(a, ReadResult) for a in answers if a not in failed)
     assert isinstance(batcher.run(COARSE, "sdk"), ReadResult)
+
+
+def test_a_stop_iteration_from_the_batch_function_reaches_its_waiters(readers: Custos) -> None:
+    """asyncio cannot put a StopIteration into a future: unconverted, the waiters would hang."""
+
+    def read_many(
+        requests: Sequence[AccessRequest], source: str
+    ) -> Sequence[ReadResult | CustosError]:
+        raise StopIteration
+
+    async def both() -> list[ReadResult | BaseException]:
+        return await asyncio.wait_for(_read_all(RequestBatcher(read_many), [COARSE] * 3), 10)
+
+    assert all(isinstance(a, RuntimeError) for a in asyncio.run(both()))
+    answers = _on_threads([partial(ThreadBatcher(read_many).run, COARSE, "sdk")] * 4, threads=4)
+    assert all(isinstance(a, RuntimeError) for a in answers)

@@ -37,19 +37,24 @@ def run_batch(
     run_many: BatchFunction[T], requests: Sequence[AccessRequest], source: str
 ) -> list[T | CustosError]:
     """One outcome per request: ``run_many`` over all of them, or over each alone when the
-    batch as a whole fails with a :class:`CustosError`. Other exceptions propagate."""
+    batch as a whole fails with a :class:`CustosError`. Other exceptions propagate, a
+    ``StopIteration`` as a ``RuntimeError``: asyncio cannot hand that one to a waiter, which
+    would then wait for ever."""
     try:
-        return list(run_many(requests, source))
-    except CustosError as failed:
-        if len(requests) == 1:
-            return [failed]
-    outcomes: list[T | CustosError] = []
-    for request in requests:
         try:
-            outcomes.extend(run_many([request], source))
-        except CustosError as exc:
-            outcomes.append(exc)
-    return outcomes
+            return list(run_many(requests, source))
+        except CustosError as failed:
+            if len(requests) == 1:
+                return [failed]
+        outcomes: list[T | CustosError] = []
+        for request in requests:
+            try:
+                outcomes.extend(run_many([request], source))
+            except CustosError as exc:
+                outcomes.append(exc)
+        return outcomes
+    except StopIteration as exc:
+        raise RuntimeError("the batch function raised StopIteration") from exc
 
 
 def _by_source(items: Sequence[tuple[AccessRequest, str, T]]) -> dict[str, list[int]]:
