@@ -225,6 +225,13 @@ def test_demo_runs_the_2022_case_through_the_service(tmp_path: Path) -> None:
     assert sum(sum(counts.values()) for counts in history.values()) > 1000
 
 
+def test_the_readme_lists_every_benchmark() -> None:
+    readme = (ROOT / "README.md").read_text()
+    benches = sorted(path.name for path in (ROOT / "bench").glob("*.py"))
+    assert benches
+    assert [name for name in benches if f"bench/{name}" not in readme] == []
+
+
 def test_readme_starts_with_the_two_commands_and_they_exist() -> None:
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"```sh\n(.*?)```", readme, re.S)
