@@ -1,10 +1,15 @@
-"""Checks per second through the running service, from separate client processes on loopback.
+"""Checks (or guarded reads) per second through the running service, from separate client
+processes on loopback.
 
 Starts ``custos serve --workers W`` on a fresh home with a synthetic organisation, then runs
 ``P`` client processes, each with ``T`` threads holding a keep-alive connection and sending
 ``POST /v1/check`` one after another (each decision durably logged before it is answered).
 Prints checks/s and p50/p99 latency, next to the in-process ``custos.decide`` rate measured
 in the same run. Goal on 2 cores: >= 2,000 checks/s with p99 < 25 ms. ``--quick`` for short.
+
+``--read`` sends ``POST /v1/read`` instead: coarse reads of 10 login records each (decision,
+release and both entries durable before the answer), next to one-by-one ``custos.read`` in
+the same run; concurrent reads are batched by the service.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -31,8 +38,10 @@ from custos.access import Custos
 from custos.directory import parse_text
 from custos.policy import AccessRequest
 
+LOGINS_PER_SUBJECT = 10
 
-def build(home: Path, subjects: int) -> tuple[str, list[dict[str, str]]]:
+
+def build(home: Path, subjects: int, *, reads: bool) -> tuple[str, list[dict[str, str]]]:
     people = [
         {"id": "emp-1", "name": "Tool", "role": "support_agent", "team": "support", "country": "US"}
     ]
@@ -54,6 +63,24 @@ def build(home: Path, subjects: int) -> tuple[str, list[dict[str, str]]]:
                 "bench",
             )
         )
+        if reads:
+            start = datetime.now(UTC) - timedelta(days=20)
+            system.ingest(
+                [
+                    json.dumps(
+                        {
+                            "id": f"l-{i}-{n}",
+                            "kind": "login",
+                            "subject": f"user-{i}",
+                            "time": (start + timedelta(days=n)).isoformat(),
+                            "ip": f"198.51.{i % 250}.{n}",
+                        }
+                    )
+                    for i in range(subjects)
+                    for n in range(LOGINS_PER_SUBJECT)
+                ],
+                "bench",
+            )
         (home / "config.toml").write_text("[service]\nrate_limit = 1000000\nburst = 1000000\n")
         _, token = system.accounts.create_token("bench", ["tool"], "emp-1")
     rng = random.Random(3)
@@ -63,7 +90,7 @@ def build(home: Path, subjects: int) -> tuple[str, list[dict[str, str]]]:
         bodies.append(
             {
                 "subject": f"user-{i}",
-                "category": rng.choice(["profile", "contact"]),
+                "category": "ip_history" if reads else rng.choice(["profile", "contact"]),
                 "purpose": "support",
                 "ticket": f"T-{i}",
             }
@@ -117,18 +144,18 @@ class Connection:
         self.sock.close()
 
 
-def prepared(host: str, token: str, body: dict[str, str]) -> bytes:
+def prepared(host: str, token: str, body: dict[str, str], path: str) -> bytes:
     payload = json.dumps(body).encode()
     head = (
-        f"POST /v1/check HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
     )
     return head.encode() + payload
 
 
-def client_process(args: tuple[int, str, list[dict[str, str]], int, float]) -> list[float]:
-    port, token, bodies, threads, seconds = args
-    requests = [prepared(f"127.0.0.1:{port}", token, b) for b in bodies]
+def client_process(args: tuple[int, str, list[dict[str, str]], int, float, str]) -> list[float]:
+    port, token, bodies, threads, seconds, path = args
+    requests = [prepared(f"127.0.0.1:{port}", token, b, path) for b in bodies]
     latencies: list[float] = []
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
@@ -181,21 +208,24 @@ def main() -> None:
     # 2 x 12 = 24 tools calling at once, the load the goal is measured at (16 answer sooner but
     # fewer per second; 32 push p99 past 25 ms). See docs/design/service.md.
     parser.add_argument("--threads", type=int, default=12)
+    parser.add_argument("--read", action="store_true", help="guarded reads instead of checks")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else 15.0
+    path = "/v1/read" if args.read else "/v1/check"
     home = Path(tempfile.mkdtemp(prefix="custos-bench-")) / "home"
-    token, bodies = build(home, 1000)
+    token, bodies = build(home, 1000, reads=args.read)
 
     with Custos.open(home) as system:
         requests = [
             AccessRequest("emp-1", b["subject"], b["category"], b["purpose"], ticket=b["ticket"])
             for b in bodies
         ]
+        one: Callable[[AccessRequest], object] = system.read if args.read else system.decide
         for r in requests[:100]:
-            system.decide(r)
+            one(r)
         start = time.perf_counter()
         for r in requests:
-            system.decide(r)
+            one(r)
         in_process = len(requests) / (time.perf_counter() - start)
         size_before = system.ledger.size()
 
@@ -236,12 +266,12 @@ def main() -> None:
             time.sleep(0.2)
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(args.clients) as pool:
-            client_process((port, token, bodies, 2, 1.0))  # warm every worker up
+            client_process((port, token, bodies, 2, 1.0, path))  # warm every worker up
             wall = time.perf_counter()
             cpu = server_cpu_seconds(server.pid)
             results = pool.map(
                 client_process,
-                [(port, token, bodies, args.threads, seconds)] * args.clients,
+                [(port, token, bodies, args.threads, seconds, path)] * args.clients,
             )
             cpu = server_cpu_seconds(server.pid) - cpu
             wall = time.perf_counter() - wall
@@ -259,6 +289,21 @@ def main() -> None:
         f"service: {args.workers} workers; clients: {args.clients} processes x {args.threads} "
         f"threads, {seconds:.0f} s"
     )
+    if args.read:
+        print(f"in-process custos.read        {in_process:8.0f} reads/s (one by one, each logged)")
+        print(
+            f"HTTP POST /v1/read            {rate:8.0f} reads/s    x{rate / in_process:.2f} of "
+            "in-process"
+        )
+        print(f"latency                       p50 {p50:.1f} ms   p99 {p99:.1f} ms")
+        print(
+            f"service CPU per read           {cpu / n * 1000:.3f} ms ({cpu / wall:.2f} cores busy)"
+        )
+        print(
+            f"ledger entries written        {logged} (>= {2 * n}: each answered read's decision "
+            "and release)"
+        )
+        return
     print(f"in-process custos.decide      {in_process:8.0f} decisions/s (each logged)")
     print(
         f"HTTP POST /v1/check           {rate:8.0f} checks/s   x{rate / in_process:.2f} of "
@@ -273,4 +318,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
