@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import text
@@ -22,6 +23,7 @@ from custos.policy import AccessRequest, Decision
 from tests.access.test_read import _make_ledger_read_only
 from tests.factories import APPROVALS_WORLD, SUPPORT_WORLD, load_org, logins
 
+T = TypeVar("T")
 CHECK = AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1")
 
 
@@ -38,9 +40,10 @@ def batcher_of(system: Custos, *, max_batch: int = 256) -> RequestBatcher[Decisi
     )
 
 
-async def _check_all(
-    batcher: RequestBatcher[Decision], requests: list[AccessRequest]
-) -> list[Decision | BaseException]:
+async def _submit_all(
+    batcher: RequestBatcher[T], requests: list[AccessRequest]
+) -> list[T | BaseException]:
+    """Submit ``requests`` all at once; each one's outcome or error, in order."""
     return await asyncio.gather(
         *(batcher.submit(r, "api:test") for r in requests), return_exceptions=True
     )
@@ -51,7 +54,7 @@ def test_concurrent_checks_are_each_answered_after_their_entry_is_durable(
     world: Custos, max_batch: int
 ) -> None:
     before = world.ledger.size()
-    answers = asyncio.run(_check_all(batcher_of(world, max_batch=max_batch), [CHECK] * 40))
+    answers = asyncio.run(_submit_all(batcher_of(world, max_batch=max_batch), [CHECK] * 40))
     assert all(isinstance(a, Decision) and a.allowed for a in answers)
     decisions = [a for a in answers if isinstance(a, Decision)]
     indexes = [d.ledger_index for d in decisions]
@@ -67,7 +70,7 @@ def test_concurrent_checks_are_each_answered_after_their_entry_is_durable(
 def test_a_request_with_an_unknown_id_fails_alone(world: Custos) -> None:
     bad = AccessRequest("emp-1001", "user-999", "profile", "support", ticket="T-1")
     before = world.ledger.size()
-    answers = asyncio.run(_check_all(batcher_of(world), [CHECK, bad, CHECK, CHECK]))
+    answers = asyncio.run(_submit_all(batcher_of(world), [CHECK, bad, CHECK, CHECK]))
     assert isinstance(answers[1], UnknownSubject)
     assert [isinstance(a, Decision) for a in answers] == [True, False, True, True]
     assert world.ledger.size() == before + 3
@@ -76,7 +79,7 @@ def test_a_request_with_an_unknown_id_fails_alone(world: Custos) -> None:
 def test_with_the_ledger_unwritable_nobody_gets_a_decision(world: Custos) -> None:
     _make_ledger_read_only(world)
     before = world.ledger.size()
-    answers = asyncio.run(_check_all(batcher_of(world, max_batch=2), [CHECK] * 7))
+    answers = asyncio.run(_submit_all(batcher_of(world, max_batch=2), [CHECK] * 7))
     assert all(isinstance(a, LedgerUnavailable) for a in answers)
     assert world.ledger.size() == before
 
@@ -127,14 +130,6 @@ def read_batcher_of(system: Custos, *, max_batch: int = 256) -> RequestBatcher[R
     )
 
 
-async def _read_all(
-    batcher: RequestBatcher[ReadResult], requests: list[AccessRequest]
-) -> list[ReadResult | BaseException]:
-    return await asyncio.gather(
-        *(batcher.submit(r, "api:test") for r in requests), return_exceptions=True
-    )
-
-
 def _entry(system: Custos, index: int | None) -> dict[str, object]:
     assert index is not None
     parsed: dict[str, object] = json.loads(system.ledger.entry(index))
@@ -148,7 +143,7 @@ def test_concurrent_reads_each_release_what_a_lone_read_does_after_both_entries(
     alone = {r: readers.read(r) for r in (COARSE, PRECISE, REFUSED)}
     before = readers.ledger.size()
     mix = [COARSE, PRECISE, REFUSED] * 5
-    answers = asyncio.run(_read_all(read_batcher_of(readers, max_batch=max_batch), mix))
+    answers = asyncio.run(_submit_all(read_batcher_of(readers, max_batch=max_batch), mix))
     assert all(isinstance(a, ReadResult) for a in answers)
     for request, answer in zip(mix, answers, strict=True):
         assert isinstance(answer, ReadResult)
@@ -186,7 +181,7 @@ def test_a_read_whose_ciphertext_was_swapped_fails_alone_after_its_decision_is_l
     # Both user-1's logins, in the same week: the same data key, another row.
     swap_ciphertext(readers, "user-1-login-1", onto="user-1-login-2")
     before = readers.ledger.size()
-    answers = asyncio.run(_read_all(read_batcher_of(readers), [COARSE, PRECISE, COARSE]))
+    answers = asyncio.run(_submit_all(read_batcher_of(readers), [COARSE, PRECISE, COARSE]))
     assert isinstance(answers[1], IntegrityError)
     assert "198.51" not in str(answers[1])
     assert [isinstance(a, ReadResult) and len(a.records) == 5 for a in answers] == [
@@ -204,7 +199,7 @@ def test_a_read_whose_ciphertext_was_swapped_fails_alone_after_its_decision_is_l
 def test_a_read_with_an_unknown_id_fails_alone_and_logs_nothing(readers: Custos) -> None:
     bad = AccessRequest("emp-5001", "user-999", "ip_history", "security_incident", ticket="T-12")
     before = readers.ledger.size()
-    answers = asyncio.run(_read_all(read_batcher_of(readers), [COARSE, bad, PRECISE]))
+    answers = asyncio.run(_submit_all(read_batcher_of(readers), [COARSE, bad, PRECISE]))
     assert isinstance(answers[1], UnknownSubject)
     assert [isinstance(a, ReadResult) for a in answers] == [True, False, True]
     assert readers.ledger.size() == before + 4
@@ -213,7 +208,7 @@ def test_a_read_with_an_unknown_id_fails_alone_and_logs_nothing(readers: Custos)
 def test_with_the_ledger_unwritable_no_read_returns_anything(readers: Custos) -> None:
     _make_ledger_read_only(readers)
     before = readers.ledger.size()
-    answers = asyncio.run(_read_all(read_batcher_of(readers, max_batch=2), [PRECISE, COARSE] * 3))
+    answers = asyncio.run(_submit_all(read_batcher_of(readers, max_batch=2), [PRECISE, COARSE] * 3))
     assert all(isinstance(a, LedgerUnavailable) for a in answers)
     assert readers.ledger.size() == before
 
@@ -323,7 +318,7 @@ def test_a_stop_iteration_from_the_batch_function_reaches_its_waiters(readers: C
         raise StopIteration
 
     async def both() -> list[ReadResult | BaseException]:
-        return await asyncio.wait_for(_read_all(RequestBatcher(read_many), [COARSE] * 3), 10)
+        return await asyncio.wait_for(_submit_all(RequestBatcher(read_many), [COARSE] * 3), 10)
 
     assert all(isinstance(a, RuntimeError) for a in asyncio.run(both()))
     answers = _on_threads([partial(ThreadBatcher(read_many).run, COARSE, "sdk")] * 4, threads=4)
