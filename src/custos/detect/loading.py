@@ -34,6 +34,8 @@ TABLES = {
 #: backend, for :meth:`Database.write_rows`: SQLite keeps times as UTC text in the format the
 #: readers below expect; ``protected`` (a JSON list) becomes its flags joined by ``|``.
 _UTC = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+#: How both readers parse those times (what SQLite stores and ``_UTC`` writes).
+_STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _DIRECTORY_EXPORTS = {
     "principals": (
         "SELECT json_array(id, kind, role, team, manager, country, status, role_since) "
@@ -65,7 +67,7 @@ def _read_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     con.execute(
         f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_csv(?, header = false, "
         f"auto_detect = false, columns = {{{columns}}}, nullstr = '', quote = '\"', "
-        "escape = '\"', timestampformat = '%Y-%m-%d %H:%M:%S.%f')",
+        f"escape = '\"', timestampformat = '{_STORED_TIME}')",
         [str(path)],
     )
 
@@ -77,7 +79,7 @@ def _read_json_arrays(con: duckdb.DuckDBPyConnection, table: str, path: Path) ->
         if kind == "VARCHAR":
             columns.append(f"c[{n}] AS {name}")
         elif kind == "TIMESTAMP":
-            columns.append(f"strptime(c[{n}], '%Y-%m-%d %H:%M:%S.%f') AS {name}")
+            columns.append(f"strptime(c[{n}], '{_STORED_TIME}') AS {name}")
         else:
             columns.append(f"c[{n}]::{kind} AS {name}")
     con.execute(
