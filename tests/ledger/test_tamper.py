@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -141,8 +142,21 @@ def test_a_clean_log_verifies_from_the_cli(system: Custos, home: Path) -> None:
     assert report["checked_checkpoints"] == len(system.ledger.checkpoints())
 
 
+def flip_signature(note: str) -> str:
+    """The note with one bit of its (last) signature flipped; the text stays a valid note."""
+    body, _, signature_line = note.rstrip("\n").rpartition("\n")
+    dash, name, encoded = signature_line.split(" ")
+    raw = bytearray(base64.b64decode(encoded))
+    raw[-1] ^= 0x01
+    return f"{body}\n{dash} {name} {base64.b64encode(bytes(raw)).decode()}\n"
+
+
 def test_a_forged_checkpoint_signature_is_detected(system: Custos) -> None:
     fill(system, 10)
-    sql(system, "UPDATE ledger_checkpoints SET note = replace(note, 'A', 'B')")
+    size, _, note = system.ledger.checkpoints()[-1]
+    forged = flip_signature(note)
+    assert forged != note
+    sql(system, "UPDATE ledger_checkpoints SET note = :n WHERE size = :s", n=forged, s=size)
     report = verify_log(system.ledger, system.log_verifier)
     assert not report.ok
+    assert any("signature" in problem.lower() for problem in report.problems), report.problems
