@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import Service
+from tests.api.conftest import PASSWORD, Service
 
 # Every operation of the OpenAPI schema with a credential that holds the wrong role. The test
 # below fails when an operation is added without being listed here.
@@ -183,6 +183,57 @@ def test_a_tool_acts_only_as_its_own_principal(service: Service) -> None:
         )
         assert other.status_code == 403
         assert "act as emp-3001, not emp-2001" in error_of(other)["message"]
+
+
+def test_break_glass_is_taken_never_asserted_and_only_its_holder_side_revokes(
+    service: Service,
+) -> None:
+    read = {
+        "subject": "user-1",
+        "category": "ip_history",
+        "purpose": "security_incident",
+        "precision": "precise",
+    }
+    with service.client(service.tokens["soc-tool"]) as soc:
+        asserted = soc.post("/v1/read", json={**read, "break_glass": True})
+        assert asserted.status_code == 403, asserted.text
+        assert error_of(asserted)["rule"] == "break-glass"
+        assert "records" not in asserted.json()
+        assert soc.post("/v1/read", json={**read, "break_glass": "yes"}).status_code == 422
+        taken = soc.post(
+            "/v1/break-glass",
+            json={
+                "subject": "user-1",
+                "categories": ["ip_history"],
+                "purpose": "security_incident",
+                "reason": "credential stuffing, INC-9",
+            },
+        )
+        assert taken.status_code == 201, taken.text
+        assert taken.json()["review"] == "open"
+        released = soc.post("/v1/read", json=read).json()
+        assert (released["decision"], len(released["records"])) == ("allow", 3)
+        grant = taken.json()["id"]
+        # Admins and auditors are no part of a grant's life, whatever principal their
+        # account is linked to (this admin's is a privacy officer's).
+        service.system.accounts.add("adm", PASSWORD, ["admin"], "emp-4002")
+        for who in ("adm", "aud"):
+            refused = service.session(who).post(
+                f"/v1/grants/{grant}/revoke", json={"reason": "tidying up"}
+            )
+            assert refused.status_code == 403, (who, refused.text)
+        revoked = soc.post(f"/v1/grants/{grant}/revoke", json={"reason": "incident closed"})
+        assert revoked.json()["status"] == "revoked"
+    opened = service.session("ana").post(
+        "/v1/approvals/requests",
+        json={
+            "subject": "user-1",
+            "categories": ["ip_history"],
+            "purpose": "trust_safety",
+            "reason": "people do not open requests; their tools do",
+        },
+    )
+    assert opened.status_code == 403
 
 
 def test_the_2022_case_over_http(service: Service) -> None:
@@ -501,6 +552,18 @@ def test_events_alerts_and_cases_over_http(service: Service) -> None:
         detail = siem.get(f"/v1/alerts/{mine[0]['id']}").json()
         assert {e["subject"] for e in detail["evidence"]} == {"user-42"}
         case_id = detail["case"]
+        # An investigator whose account is the principal the case is about cannot make
+        # it go away, nor hand it to a friend.
+        service.system.accounts.add("ed", PASSWORD, ["investigator"], "emp-2001")
+        own = service.session("ed")
+        for path, body in (
+            ("close", {"disposition": "legitimate"}),
+            ("assign", {"assignee": "ed"}),
+        ):
+            refused = own.post(f"/v1/cases/{case_id}/{path}", json=body)
+            assert refused.status_code == 403, refused.text
+            assert error_of(refused)["rule"] == "own-case"
+        assert siem.get(f"/v1/alerts/{mine[0]['id']}").json()["case"] == case_id
         closed = siem.post(
             f"/v1/cases/{case_id}/close",
             json={"disposition": "confirmed_misuse", "comment": "leak hunt"},

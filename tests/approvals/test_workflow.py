@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -277,6 +277,32 @@ def test_break_glass_is_immediate_alerted_and_reviewed_by_two(world: Custos) -> 
     )
     assert world.approvals.review(grant.id, "emp-4002", "agree").review == "closed"
     assert world.approvals.grants(review_open=True) == []
+
+
+def test_break_glass_asserted_on_a_read_or_decision_is_refused(world: Custos) -> None:
+    # The flag on a request would release precise data with no grant, alert or review.
+    asserted = AccessRequest(
+        "emp-5001",
+        "user-1",
+        "ip_history",
+        "security_incident",
+        precision="precise",
+        break_glass=True,
+    )
+    start = world.ledger.size()
+    attempts: list[Callable[[], object]] = [
+        lambda: world.read(asserted),
+        lambda: world.read_many([asserted]),
+        lambda: world.decide(asserted),
+        lambda: world.decide_many([asserted]),
+    ]
+    for attempt in attempts:
+        with pytest.raises(RequestRefused) as caught:
+            attempt()
+        assert caught.value.rule == "break-glass"
+        assert "/v1/break-glass" in str(caught.value)
+    assert world.ledger.size() == start  # nothing decided, nothing released
+    assert world.approvals.grants() == []
 
 
 def test_break_glass_is_only_for_incident_responders(world: Custos) -> None:

@@ -445,12 +445,18 @@ class Custos:
         logged: then nothing was decided (fail closed). Calls from several threads at once
         are decided and logged together.
         """
+        _refuse_asserted_break_glass([request])
         return self._checks.run(request, source)
 
     def decide_many(
         self, requests: Sequence[AccessRequest], *, source: str = "custos"
     ) -> list[Decision]:
-        """Decide many requests (one policy batch) and log them (one durable ledger batch)."""
+        """Decide many requests (one policy batch) and log them (one durable ledger batch).
+
+        Raises :class:`RequestRefused` when a request asserts break-glass (see
+        :meth:`break_glass`), with nothing decided.
+        """
+        _refuse_asserted_break_glass(requests)
         return self.log_decisions(self.decisions.decide_many(requests), source)
 
     def read(self, request: AccessRequest, *, source: str = "custos") -> ReadResult:
@@ -463,6 +469,7 @@ class Custos:
         a ciphertext does not belong to its row. Calls from several threads at once run
         together (:meth:`read_many`).
         """
+        _refuse_asserted_break_glass([request])
         return self._reads.run(request, source)
 
     def read_many(
@@ -476,8 +483,10 @@ class Custos:
         alone raised (an :class:`IntegrityError`), in which case its decision was logged and
         nothing of it released. Raises, with nothing logged and nothing returned, for an
         unknown id in any request and :class:`LedgerUnavailable` when the batch cannot be
-        logged (fail closed).
+        logged (fail closed), and :class:`RequestRefused` when a request asserts break-glass
+        (see :meth:`break_glass`).
         """
+        _refuse_asserted_break_glass(requests)
         decisions = self.decisions.decide_many(requests)
         ids = [new_event_id() for _ in decisions]
         batch = self._decision_entries(decisions, ids, source)
@@ -558,7 +567,8 @@ class Custos:
     ) -> list[Decision]:
         """Decide (and log) ``requests``; raise :class:`RequestRefused` naming the deciding
         policy of the first decision ``refuse`` rejects."""
-        decisions = self.decide_many(requests, source=source)
+        # Not decide_many: break-glass asks its decisions here, with the flag set.
+        decisions = self.log_decisions(self.decisions.decide_many(requests), source)
         for decision in decisions:
             if refuse(decision):
                 rule = decision.reasons[0].policy if decision.reasons else "deny-by-default"
@@ -601,3 +611,17 @@ class Custos:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refuse_asserted_break_glass(requests: Sequence[AccessRequest]) -> None:
+    """Break-glass is taken, never asserted: a decision or read that sets the flag itself
+    would release precise data with no grant, no critical alert and no mandatory review.
+    The grant :meth:`Custos.break_glass` returns carries the flag into later decisions."""
+    if any(request.break_glass for request in requests):
+        raise RequestRefused(
+            "break-glass cannot be asserted on a decision or read",
+            rule="break-glass",
+            hint="take a break-glass grant (`custos approvals break-glass`, POST "
+            "/v1/break-glass), which raises a critical alert and opens mandatory review; "
+            "reads under that grant are then allowed",
+        )

@@ -36,7 +36,7 @@ from custos.api.schemas import (
     json_body,
     parsed_body,
 )
-from custos.errors import Forbidden, InvalidInput
+from custos.errors import InvalidInput
 from custos.ledger import TileServer
 from custos.policy import AccessRequest, Decision
 
@@ -45,6 +45,7 @@ ops = APIRouter()
 
 TOOL = requires("tool")
 APPROVING = requires("approver", "privacy_officer")
+REVOKING = requires("tool", "approver", "privacy_officer")
 OVERSIGHT = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
 LEDGER_READERS = requires("auditor", "privacy_officer", "tool", "investigator")
 AUDITORS = requires("auditor", "privacy_officer")
@@ -135,9 +136,9 @@ async def read(request: Request) -> Response:
 
 @router.post("/approvals/requests", tags=["approvals"], status_code=201)
 def open_request(
-    body: RequestBody, request: Request, who: Caller = Depends(caller)
+    body: RequestBody, request: Request, who: Caller = Depends(TOOL)
 ) -> dict[str, Any]:
-    """Ask for access that needs approval, as the caller's own principal."""
+    """Ask for access that needs approval, as the tool's own principal."""
     system = _system(request)
     system.approvals.sweep()
     opened = system.request_access(
@@ -208,12 +209,12 @@ def show_grant(grant_id: str, request: Request, who: Caller = Depends(OVERSIGHT)
 
 @router.post("/grants/{grant_id}/revoke", tags=["approvals"])
 def revoke(
-    grant_id: str, body: AnswerBody, request: Request, who: Caller = Depends(caller)
+    grant_id: str, body: AnswerBody, request: Request, who: Caller = Depends(REVOKING)
 ) -> dict[str, Any]:
-    """Revoke: the holder (its tool), an approver of it, or the privacy office."""
-    if who.principal is None:
-        raise Forbidden("these credentials are not linked to a principal")
-    return _system(request).approvals.revoke(grant_id, who.principal, body.reason).to_dict()
+    """Revoke: the holder (its tool), an approver of it, or the privacy office; never an
+    admin, auditor or investigator, whatever principal their account is linked to."""
+    principal = acting_principal(who, None) if who.has("tool") else approver_principal(who)
+    return _system(request).approvals.revoke(grant_id, principal, body.reason).to_dict()
 
 
 @router.post("/grants/{grant_id}/review", tags=["approvals"])

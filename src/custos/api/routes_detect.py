@@ -117,7 +117,8 @@ def assign(
     case_id: str = Path(..., max_length=64),
     who: Caller = Depends(TRIAGE),
 ) -> dict[str, Any]:
-    return system_of(request).casebook.assign(case_id, body.assignee).to_dict()
+    casebook = system_of(request).casebook
+    return casebook.assign(case_id, body.assignee, acting_as=who.principal).to_dict()
 
 
 @router.post("/cases/{case_id}/comment")
@@ -140,6 +141,12 @@ def close(
     """Close with a disposition; ``legitimate`` and ``false_positive`` feed suppression."""
     return (
         system_of(request)
-        .casebook.close(case_id, body.disposition, author=who.name, comment=body.comment)
+        .casebook.close(
+            case_id,
+            body.disposition,
+            author=who.name,
+            acting_as=who.principal,
+            comment=body.comment,
+        )
         .to_dict()
     )

@@ -6,7 +6,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from custos.vocabulary import Action, Category, Precision, Purpose
 
@@ -31,7 +31,9 @@ class CheckBody(_Body):
     ticket: Id | None = None
     action: Action = "read"
     precision: Precision | None = None
-    break_glass: bool = False
+    # Only ever false: break-glass is taken at POST /v1/break-glass, and a request that
+    # asserts it is refused (403) rather than silently ignored. Strict, so "yes" is no "true".
+    break_glass: StrictBool = False
     reason: Text | None = None
 
 

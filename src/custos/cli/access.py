@@ -38,9 +38,6 @@ def check(
     precision: Annotated[
         str | None, typer.Option("--precision", help="coarse or precise [default: best allowed].")
     ] = None,
-    break_glass: Annotated[
-        bool, typer.Option("--break-glass", help="Invoke break-glass (security responders).")
-    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Decide one request and say why. Exit code 0 whatever the decision."""
@@ -52,7 +49,6 @@ def check(
         action=action,
         ticket=ticket,
         precision=precision,
-        break_glass=break_glass,
     )
     with Custos.open(state(ctx).home) as system:
         decision = system.decide(request)

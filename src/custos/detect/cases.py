@@ -17,7 +17,7 @@ from typing import Any, Final
 from sqlalchemy import select
 
 from custos.detect.engine import Finding
-from custos.errors import InvalidInput, NotFound
+from custos.errors import InvalidInput, NotFound, Refused
 from custos.store import Database
 from custos.store.events import AlertRow, CaseCommentRow, CaseRow, SuppressionRow
 from custos.times import iso
@@ -333,12 +333,15 @@ class Casebook:
             session.flush()
             return self._case(session, target)
 
-    def assign(self, case_id: str, assignee: str) -> Case:
-        """Assign a case to a reviewer. Raises :class:`UnknownCase`."""
+    def assign(self, case_id: str, assignee: str, *, acting_as: str | None = None) -> Case:
+        """Assign a case to a reviewer, by someone acting as principal ``acting_as`` (None
+        for the host's operator). Raises :class:`UnknownCase`, or :class:`Refused` when
+        ``acting_as`` is a principal the case is about."""
         if not assignee.strip():
             raise InvalidInput("the assignee must not be empty")
         with self.db.session() as session:
             row = self._row(session, case_id)
+            _refuse_own_case(session, row, acting_as, "assign")
             row.assignee = assignee.strip()[:128]
             return self._case(session, row)
 
@@ -362,15 +365,18 @@ class Casebook:
         disposition: str,
         *,
         author: str,
+        acting_as: str | None = None,
         comment: str | None = None,
         suppress_days: int | None = None,
         now: datetime | None = None,
     ) -> Case:
         """Close a case with a disposition; ``legitimate`` and ``false_positive`` suppress
-        its alerts' patterns for ``suppress_days`` (default from the config).
+        its alerts' patterns for ``suppress_days`` (default from the config). ``acting_as``
+        is the closer's principal (None for the host's operator).
 
-        Raises :class:`UnknownCase`, or :class:`InvalidInput` for an unknown disposition or
-        a case already closed.
+        Raises :class:`UnknownCase`, :class:`InvalidInput` for an unknown disposition or
+        a case already closed, and :class:`Refused` when ``acting_as`` is a principal the
+        case is about: closing it would silence the alerts about oneself.
         """
         if disposition not in DISPOSITIONS:
             raise InvalidInput(
@@ -380,6 +386,7 @@ class Casebook:
         days = self.suppress_days if suppress_days is None else suppress_days
         with self.db.session() as session:
             row = self._row(session, case_id)
+            _refuse_own_case(session, row, acting_as, "close")
             if row.status == "closed":
                 raise InvalidInput(f"case-{row.id} is already closed ({row.disposition})")
             row.status = "closed"
@@ -426,3 +433,19 @@ def _covered(finding: Finding, suppressions: Sequence[SuppressionRow]) -> bool:
         if not set(finding.subjects) <= {s.subject for s in mine}:
             return False
     return True
+
+
+def _refuse_own_case(session: Any, row: CaseRow, acting_as: str | None, verb: str) -> None:
+    """Nobody triages a case about themselves: its principal, or one named by its alerts."""
+    if acting_as is None:
+        return
+    named = {row.principal}
+    for principals in session.scalars(
+        select(AlertRow.principals).where(AlertRow.case_id == row.id)
+    ):
+        named.update(principals)
+    if acting_as in named:
+        raise Refused(
+            f"{acting_as} may not {verb} case-{row.id}: the case is about them",
+            rule="own-case",
+        )

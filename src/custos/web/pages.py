@@ -412,7 +412,7 @@ def close_case(
     who: Caller = Depends(TRIAGE),
 ) -> Response:
     case = _system(request).casebook.close(
-        case_id, disposition, author=who.name, comment=comment or None
+        case_id, disposition, author=who.name, acting_as=who.principal, comment=comment or None
     )
     first = case.alerts[0].id if case.alerts else None
     return RedirectResponse(f"/alerts/{first}" if first else "/alerts", status_code=303)
