@@ -173,6 +173,13 @@ class Conflict(CustosError):
     exit_code = 8
 
 
+class StoreConflict(Conflict):
+    """A write broke a uniqueness rule of the store: what it adds exists already, usually
+    written meanwhile by someone else. Nothing of the write was kept."""
+
+    code = "conflict"
+
+
 class UnknownRequest(NotFound):
     code = "unknown_request"
 

@@ -194,6 +194,15 @@ def test_one_denial_closes_a_request_and_answers_after_it_conflict(world: Custos
     assert precise_read(world).records == []
 
 
+def test_an_approver_who_approved_cannot_then_deny(world: Custos) -> None:
+    request_id = ask(world)
+    assert world.approvals.approve(request_id, "emp-3002", "report checked").status == "pending"
+    assert refused_rule(lambda: world.approvals.deny(request_id, "emp-3002", "changed mind")) == (
+        "already-answered"
+    )
+    assert world.approvals.request(request_id).status == "pending"
+
+
 def test_a_reason_is_required(world: Custos) -> None:
     with pytest.raises(Exception, match="needs a reason"):
         ask(world, reason="   ")

@@ -72,6 +72,14 @@ def check_relationship(
         )
 
 
+def check_not_answered(request: Request, person: Principal) -> None:
+    """Refuse a second answer (approval or denial) by ``person`` to ``request``."""
+    if any(v.approver == person.id for v in request.votes):
+        raise ApprovalRefused(
+            f"{person.id} has already answered request {request.id}", rule=ALREADY_ANSWERED
+        )
+
+
 def check_approver(
     directory: DirectoryStore,
     settings: ApprovalSettings,
@@ -88,10 +96,7 @@ def check_approver(
     """
     check_relationship(directory, request.principal, subject_owner, approver)
     check_eligible(settings, request, approver)
-    if any(v.approver == approver.id for v in request.votes):
-        raise ApprovalRefused(
-            f"{approver.id} has already answered request {request.id}", rule=ALREADY_ANSWERED
-        )
+    check_not_answered(request, approver)
     if reciprocal_since is not None:
         raise ApprovalRefused(
             f"{request.principal} approved a request of {approver.id} on "

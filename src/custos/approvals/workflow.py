@@ -300,6 +300,7 @@ class Approvals:
                 else:
                     independence.check_relationship(self.directory, row.principal, owner, person)
                     independence.check_eligible(self.settings, request, person)
+                    independence.check_not_answered(request, person)
             except ApprovalRefused as exc:
                 refused = exc
             if refused is None:

@@ -28,9 +28,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from custos.errors import (
+    CustosError,
     InvalidInput,
     LedgerUnavailable,
     NotFound,
+    StoreConflict,
     StoreUnavailable,
 )
 from custos.ledger import tree
@@ -389,7 +391,7 @@ class Ledger:
                         created=datetime.now(UTC),
                     )
                 )
-        except StoreUnavailable as exc:
+        except StoreConflict as exc:
             if isinstance(exc.__cause__, SAIntegrityError):  # signed concurrently: same tree
                 return self.checkpoint()
             raise
@@ -547,7 +549,7 @@ def _unavailable(exc: BaseException) -> LedgerUnavailable:
     orig = getattr(exc, "orig", None)
     if orig is not None:
         reason = str(orig).splitlines()[0][:160]
-    elif isinstance(exc, StoreUnavailable):  # already described, without SQL or values
+    elif isinstance(exc, CustosError):  # already described, without SQL or values
         reason = str(exc).splitlines()[0][:160]
     error = LedgerUnavailable(f"the ledger could not record the entry ({reason}); access denied")
     error.__cause__ = exc

@@ -19,9 +19,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from custos.errors import ConfigurationError, NotInitialised, StoreUnavailable
+from custos.errors import (
+    ConfigurationError,
+    CustosError,
+    NotInitialised,
+    StoreConflict,
+    StoreUnavailable,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -86,14 +93,15 @@ class Database:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """A transactional session; commits on normal exit. Raises :class:`StoreUnavailable`."""
+        """A transactional session; commits on normal exit. Raises :class:`StoreUnavailable`,
+        or :class:`StoreConflict` when the commit breaks a uniqueness rule."""
         session = self._sessions()
         try:
             yield session
             session.commit()
         except (OperationalError, DBAPIError) as exc:
             session.rollback()
-            raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+            raise _failure(exc) from exc
         except BaseException:
             session.rollback()
             raise
@@ -110,7 +118,7 @@ class Database:
         and back cost as much as a short query); elsewhere the pool's driver connection is
         used without a SQLAlchemy ``Connection``. Write the SQL with ``?`` placeholders (see
         :meth:`HotCursor.execute`). On any error the transaction is rolled back; driver errors
-        are raised as :class:`StoreUnavailable`, like :meth:`session`. Not re-entrant per
+        are raised as :meth:`session` raises them. Not re-entrant per
         thread: a nested call gets a pool connection and a transaction of its own.
         """
         errors = self.engine.dialect.loaded_dbapi.Error
@@ -130,7 +138,7 @@ class Database:
             _rollback_quietly(raw)
             if hot is not None:
                 self._drop_hot(hot)  # the next use opens a fresh one
-            raise StoreUnavailable(f"the database is unavailable: {_describe(exc)}") from exc
+            raise _failure(exc) from exc
         except BaseException:
             _rollback_quietly(raw)
             raise
@@ -296,6 +304,22 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url.removeprefix(prefix)
     return url
+
+
+def _failure(exc: BaseException) -> CustosError:
+    """The error a failed write is reported as: a broken uniqueness rule is a conflict
+    (409), named without the driver's text (it quotes the table and the key's values);
+    anything else means the database is unavailable."""
+    orig = getattr(exc, "orig", exc)
+    dbapi_integrity = getattr(type(orig), "__module__", "").startswith(("sqlite3", "psycopg"))
+    if isinstance(exc, SAIntegrityError) or (
+        dbapi_integrity and type(orig).__name__.endswith(("IntegrityError", "UniqueViolation"))
+    ):
+        return StoreConflict(
+            "the change conflicts with data already stored (it exists already, perhaps "
+            "written meanwhile); nothing was changed"
+        )
+    return StoreUnavailable(f"the database is unavailable: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:
