@@ -6,7 +6,9 @@ read: missing, a folder, too large, or not UTF-8.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from custos.errors import InvalidInput
 
@@ -33,5 +35,37 @@ def read_text(path: Path, kind: str, *, max_bytes: int | None = None) -> str:
 
 
 def read_lines(path: Path, kind: str) -> list[str]:
-    """The lines of the UTF-8 text file ``path`` (see :func:`read_text`)."""
-    return read_text(path, kind).splitlines()
+    """The lines of the UTF-8 text file ``path`` (see :func:`read_text`), numbered as an
+    editor numbers them: split at LF (a CR before it dropped) and nowhere else, since
+    JSON strings may hold U+2028 and the other breaks ``str.splitlines`` splits at. A
+    leading byte-order mark is dropped."""
+    return [
+        line.removesuffix("\r") for line in read_text(path, kind).removeprefix("\ufeff").split("\n")
+    ]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``json.loads`` refusing NaN and Infinity (Python writes them, JSON has no such
+    numbers, and other readers of what custos stores fail on them). Raises
+    ``json.JSONDecodeError`` or ``ValueError`` for bad JSON and ``RecursionError`` for
+    JSON nested too deeply."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def check_plain_json(value: Any) -> Any:
+    """``value`` unchanged if it is plain JSON (objects, arrays, strings, finite numbers,
+    booleans, null); raises ``ValueError`` otherwise: stored extra fields must read back
+    everywhere, and a NaN or a YAML date among them would not."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "extra fields must be plain JSON: no NaN or Infinity, and times as quoted strings"
+        ) from None
+    except RecursionError:
+        raise ValueError("extra fields are nested too deeply") from None
+    return value

@@ -569,3 +569,31 @@ def test_events_alerts_and_cases_over_http(service: Service) -> None:
             json={"disposition": "confirmed_misuse", "comment": "leak hunt"},
         )
         assert closed.json()["status"] == "closed"
+
+
+def test_times_without_a_zone_or_out_of_range_and_nan_are_422_not_500(service: Service) -> None:
+    with service.client(service.tokens["siem"]) as siem:
+        for since in ("2020-01-01T00:00:00", "2020-01-01", "9999-12-31T23:59:59-23:59"):
+            for path in ("/v1/events", "/v1/alerts"):
+                reply = siem.get(path, params={"since": since})
+                assert reply.status_code == 422, (path, since, reply.text)
+                assert error_of(reply)["code"] == "invalid_input"
+        event = {
+            "id": "tool-9",
+            "time": "2026-11-01T10:00:00Z",
+            "principal": "emp-6001",
+            "action": "read",
+            "subject": "user-1",
+            "category": "profile",
+            "purpose": "support",
+            "decision": "allow",
+        }
+        for bad in (
+            json.dumps({"events": [{**event, "score": float("nan")}]}),
+            json.dumps({"events": [{**event, "time": "0001-01-01T00:00:00+14:00"}]}),
+        ):
+            reply = siem.post(
+                "/v1/events", content=bad, headers={"Content-Type": "application/json"}
+            )
+            assert reply.status_code == 422, reply.text
+        assert siem.get("/v1/events", params={"principal": "emp-6001"}).json() == []

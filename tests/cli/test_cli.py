@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from custos.access import Custos
+from custos.cli.app import INTERNAL_ERROR_EXIT, main
 from tests.factories import SUPPORT_WORLD, write_org
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,3 +256,25 @@ def test_every_command_documented_in_readme_has_help() -> None:
             timeout=60,
         )
         assert result.returncode == 0, f"custos {command} --help: {result.stderr}"
+
+
+def test_an_unexpected_error_is_one_line_without_traceback_or_values(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Fault injection: a bug deep inside, whose message quotes personal data.
+    def broken(*_: object, **__: object) -> object:
+        raise RuntimeError("user-42 was at 198.51.100.7")
+
+    monkeypatch.setenv("CUSTOS_HOME", str(home))
+    monkeypatch.delenv("CUSTOS_DEBUG", raising=False)
+    monkeypatch.setattr(Custos, "open", broken)
+    for json_flag in ([], ["--json"]):
+        args = ["check", "--principal", "emp-1", "--subject", "user-42", "--category",
+                "profile", "--purpose", "support", *json_flag]  # fmt: skip
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == INTERNAL_ERROR_EXIT
+        out, err = capsys.readouterr()
+        assert "internal error (RuntimeError)" in out + err
+        assert "198.51.100.7" not in out + err
+        assert "Traceback" not in out + err

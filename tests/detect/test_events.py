@@ -19,6 +19,7 @@ from custos.access.read import release_entry
 from custos.detect import AccessEvent, EventStore, connect, load_store, parse_event, parse_lines
 from custos.errors import ValidationFailed
 from custos.policy import AccessRequest
+from custos.textfiles import read_lines
 from custos.vocabulary import ACTIONS, CATEGORIES, OUTCOMES, PURPOSES
 from tests.factories import SUPPORT_WORLD, load_org
 
@@ -101,19 +102,41 @@ def test_every_bad_line_is_reported_by_number_and_nothing_is_stored(system: Cust
         event(id="ev-1"),  # 8 duplicate id
         event(id="ev-9", records=-3),  # 9 negative count
         "",  # 10 blank: skipped
+        json.dumps(event(id="ev-11", score=float("nan"))),  # 11 NaN (Python writes it)
+        event(id="ev-12", records=2**70),  # 12 beyond any store's integers
+        event(id="ev-13", time="9999-12-31T23:59:59-05:00"),  # 13 past year 9999 in UTC
+        event(id="ev-14", time="2026-01-05"),  # 14 a date, not a time
     )
     with pytest.raises(ValidationFailed) as caught:
         store.import_lines(data, "log.jsonl")
     problems = caught.value.problems
     assert [p.split(":")[1].strip() for p in problems] == [
-        f"line {n}" for n in (2, 3, 4, 5, 6, 7, 8, 9)
+        f"line {n}" for n in (2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)
     ]
     assert "field 'principal': missing" in problems[1]
     assert "field 'action'" in problems[2]
     assert "time zone" in problems[3]
     assert "ISO 8601" in problems[4]
     assert "duplicate id (first on line 1)" in problems[6]
+    assert "not valid JSON" in problems[8]
+    assert "field 'records'" in problems[9]
+    assert "out of range" in problems[10]
+    assert "time zone" in problems[11]
     assert store.count() == 0
+
+
+def test_lines_split_only_at_line_feeds_and_a_byte_order_mark_is_dropped(
+    system: Custos, tmp_path: Path
+) -> None:
+    # U+2028 and U+0085 inside JSON strings are legal; str.splitlines() cut lines there.
+    first = json.dumps(event(note="a\u2028b"), ensure_ascii=False)
+    second = json.dumps(event(id="ev-2", note="c\u0085d"), ensure_ascii=False)
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(("\ufeff" + first + "\r\n" + second + "\r\n").encode())
+    read = read_lines(path, "an events file")
+    assert read[:2] == [first, second]
+    report = EventStore(system.db).import_lines(read, "log.jsonl")
+    assert report.added == 2
 
 
 def test_errors_never_repeat_the_bad_value(system: Custos) -> None:

@@ -88,6 +88,22 @@ def test_times_need_a_zone() -> None:
         )
 
 
+def test_unquoted_yaml_dates_and_json_nan_are_refused_without_echoing_values() -> None:
+    # YAML reads an unquoted 2026-01-05 as a date: a bare date is no instant, and as an
+    # extra field it could not be stored; the refusal must not quote the entry's values.
+    for text in (
+        "tickets: [{id: T-1, kind: support, subject: u, assignee: e, status: open,"
+        " opened: 2026-01-05}]",
+        "subjects: [{id: s-1, jurisdiction: US, last_ip: 203.0.113.99, seen: 2026-01-05}]",
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            parse_text(text, "org.yaml")
+        assert "bare date" in str(caught.value) or "plain JSON" in str(caught.value)
+        assert "203.0.113.99" not in str(caught.value)
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        parse_text('{"subjects": [{"id": "s-1", "score": NaN}]}', "org.json", as_json=True)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -6,7 +6,6 @@ contents, so investigators see who accessed what, never the data itself.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from custos.api.auth import Caller, requires, system_of
 from custos.api.schemas import Id, Text
 from custos.detect import DISPOSITIONS
+from custos.times import UtcTime
 
 router = APIRouter(prefix="/v1", tags=["detection"])
 
@@ -58,7 +58,7 @@ def search_events(
     request: Request,
     principal: str | None = Query(None, max_length=128),
     subject: str | None = Query(None, max_length=128),
-    since: datetime | None = None,
+    since: UtcTime | None = None,
     limit: int = Query(200, ge=1, le=5000),
     who: Caller = Depends(READERS),
 ) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ def detect(request: Request, who: Caller = Depends(TRIAGE)) -> list[dict[str, An
 
 @router.get("/alerts")
 def alerts(
-    request: Request, since: datetime | None = None, who: Caller = Depends(READERS)
+    request: Request, since: UtcTime | None = None, who: Caller = Depends(READERS)
 ) -> list[dict[str, Any]]:
     return [a.to_dict() for a in system_of(request).casebook.alerts(since=since)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,11 +59,15 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h): distinct from every CustosError's code
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; turn every :class:`CustosError` into a clean message.
 
     Usage errors are Typer's own (exit code 2); a ``CustosError`` prints its message (or,
-    with ``--json``, ``{"error": {...}}`` on stdout) and exits with its own code.
+    with ``--json``, ``{"error": {...}}`` on stdout) and exits with its own code. Any other
+    exception is a bug: one line naming its type, no traceback, exit code 70.
     """
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -75,3 +80,17 @@ def main(argv: list[str] | None = None) -> None:
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
             )
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        # A bug, not bad input. Its traceback would quote local values (ids, addresses,
+        # file contents), so it is shown only to a developer who asks (CUSTOS_DEBUG=1).
+        if os.environ.get("CUSTOS_DEBUG") == "1":
+            raise
+        message = (
+            f"internal error ({type(exc).__name__}): custos stopped on something it did not "
+            "expect; please report the command you ran (set CUSTOS_DEBUG=1 for the details)"
+        )
+        if "--json" in args:
+            print_json({"error": {"code": "internal_error", "message": message}})
+        else:
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        raise SystemExit(INTERNAL_ERROR_EXIT) from None

@@ -8,7 +8,6 @@ are left as they are, so importing a file twice changes nothing.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
     ValidationError,
+    model_validator,
 )
 from sqlalchemy import func, insert, select, update
 
@@ -32,7 +31,8 @@ from custos.store import Database, WrittenRows
 from custos.store.events import AccessEventRow
 
 # Ids follow the directory's rule: an event names its principal, subject and ticket by them.
-from custos.times import iso
+from custos.textfiles import check_plain_json, strict_json
+from custos.times import UtcTime, iso
 from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
 
 MAX_LINE = 64 * 1024
@@ -53,23 +53,7 @@ FIELDS = (
 )
 
 
-def _to_utc(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("must be an ISO 8601 time such as 2026-01-05T10:03:00Z") from None
-        if value.tzinfo is None:
-            raise ValueError("must carry a time zone (e.g. a trailing Z for UTC)")
-        return value.astimezone(UTC)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("must carry a time zone")
-        return value.astimezone(UTC)
-    raise ValueError("must be an ISO 8601 time string")
-
-
-Time = Annotated[datetime, BeforeValidator(_to_utc)]
+Time = UtcTime
 
 
 class AccessEvent(BaseModel):
@@ -88,8 +72,14 @@ class AccessEvent(BaseModel):
     decision: Outcome
     # Custos's own deny decisions carry no precision, so null is accepted.
     precision: Precision | None = None
-    records: Annotated[StrictInt, Field(ge=0)] | None = None
+    # At most JSON's largest exact integer: every store and reader holds it.
+    records: Annotated[StrictInt, Field(ge=0, le=2**53)] | None = None
     source: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _plain_extras(self) -> AccessEvent:
+        check_plain_json(self.model_extra or {})
+        return self
 
     def extras(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -159,8 +149,8 @@ def parse_lines(lines: Sequence[str], source: str) -> ParsedEvents:
             rejected.append((number, f"{where}: longer than {MAX_LINE} bytes"))
             continue
         try:
-            data = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+            data = strict_json(line)
+        except (ValueError, RecursionError):
             rejected.append((number, f"{where}: not valid JSON"))
             continue
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,15 +18,16 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 
 from custos.directory.model import DirectoryDocument, Principal, Subject, Ticket
 from custos.errors import InvalidInput, ValidationFailed
-from custos.textfiles import read_text
+from custos.textfiles import check_plain_json, read_text, strict_json
+from custos.times import UtcTime
 from custos.vocabulary import (
     PrincipalKind,
     PrincipalStatus,
@@ -50,27 +50,18 @@ def _check_id(value: str) -> str:
     return value
 
 
-def _to_utc(value: Any) -> Any:
-    """Accept ISO 8601 strings and YAML's native timestamps; demand an explicit zone."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("must be an ISO 8601 time such as 2026-01-05T10:00:00Z") from None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("must carry a time zone (e.g. a trailing Z for UTC)")
-        return value.astimezone(UTC)
-    return value
-
-
 Id = Annotated[str, AfterValidator(_check_id)]
-Time = Annotated[datetime, BeforeValidator(_to_utc)]
+Time = UtcTime
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2,3}$")]
 
 
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True, frozen=True)
+
+    @model_validator(mode="after")
+    def _plain_extras(self) -> _Entry:
+        check_plain_json(self.model_extra or {})
+        return self
 
     def extras(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -229,7 +220,7 @@ def read_directory_file(path: Path) -> DirectoryDocument:
 def parse_text(text: str, source: str, *, as_json: bool = False) -> DirectoryDocument:
     """Decode ``text`` as JSON or YAML and validate it. Raises as :func:`read_directory_file`."""
     try:
-        data = json.loads(text) if as_json else yaml.safe_load(text)
+        data = strict_json(text) if as_json else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
@@ -241,6 +232,8 @@ def parse_text(text: str, source: str, *, as_json: bool = False) -> DirectoryDoc
         raise InvalidInput(f"{source}: not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise InvalidInput(f"{source}: nested too deeply") from None
+    except ValueError as exc:  # NaN or Infinity, which JSON does not have
+        raise InvalidInput(f"{source}: not valid JSON: {exc}") from None
     if data is None:
         data = {}
     return parse_document(data, source)

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from custos.config import DEFAULT_RESIDENCY
 from custos.directory import DirectoryDocument, parse_text
-from custos.directory.files import _to_utc, parse_document
+from custos.directory.files import parse_document
 from custos.errors import (
     InvalidInput,
     UnknownPrincipal,
@@ -43,9 +42,10 @@ from custos.errors import (
 )
 from custos.policy.engine import PolicyEngine
 from custos.policy.model import AccessRequest, Decision, Facts, GrantFacts
+from custos.times import UtcTime
 from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
 
-Time = Annotated[datetime, BeforeValidator(_to_utc)]
+Time = UtcTime
 
 
 class _Strict(BaseModel):

@@ -19,7 +19,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from custos.errors import (
@@ -309,17 +308,22 @@ def normalise_url(url: str) -> str:
 def _failure(exc: BaseException) -> CustosError:
     """The error a failed write is reported as: a broken uniqueness rule is a conflict
     (409), named without the driver's text (it quotes the table and the key's values);
-    anything else means the database is unavailable."""
-    orig = getattr(exc, "orig", exc)
-    dbapi_integrity = getattr(type(orig), "__module__", "").startswith(("sqlite3", "psycopg"))
-    if isinstance(exc, SAIntegrityError) or (
-        dbapi_integrity and type(orig).__name__.endswith(("IntegrityError", "UniqueViolation"))
-    ):
+    anything else, other constraints included, means the database is unavailable."""
+    if _is_unique_violation(exc):
         return StoreConflict(
             "the change conflicts with data already stored (it exists already, perhaps "
             "written meanwhile); nothing was changed"
         )
     return StoreUnavailable(f"the database is unavailable: {_describe(exc)}")
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
+        return True
+    return isinstance(orig, sqlite3.IntegrityError) and str(orig).startswith(
+        "UNIQUE constraint failed"
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -18,17 +18,17 @@ the very values custos exists to protect.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from custos.directory.files import _to_utc
+from custos.textfiles import strict_json
+from custos.times import UtcTime
 
-Time = Annotated[datetime, BeforeValidator(_to_utc)]
+Time = UtcTime
 RecordId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")]
 SubjectId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")]
 MAX_LINE = 64 * 1024
@@ -147,8 +147,8 @@ def parse_lines(lines: list[str], source: str) -> ParsedRecords:
             rejected.append((number, raw, f"{where}: longer than {MAX_LINE} bytes"))
             continue
         try:
-            data = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+            data = strict_json(line)
+        except (ValueError, RecursionError):
             rejected.append((number, raw, f"{where}: not valid JSON"))
             continue
         if not isinstance(data, dict):
