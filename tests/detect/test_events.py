@@ -68,6 +68,20 @@ def test_importing_twice_changes_nothing(system: Custos) -> None:
     assert store.count() == 2
 
 
+def test_an_id_stored_already_as_another_access_refuses_the_whole_import(
+    system: Custos,
+) -> None:
+    store = EventStore(system.db)
+    store.import_lines(lines(event()), "a")
+    rewritten = event(action="export", precision="precise", records=5000)
+    with pytest.raises(ValidationFailed) as caught:
+        store.import_lines(lines(event(id="ev-new"), rewritten), "b")
+    assert caught.value.problems == ["event 'ev-1' is stored already as a different access"]
+    assert store.count() == 1
+    (kept,) = store.get(["ev-1"])
+    assert (kept.action, kept.records) == ("read", 12)
+
+
 def test_counts_per_utc_day_by_decision(system: Custos) -> None:
     store = EventStore(system.db)
     store.import_lines(
@@ -249,24 +263,32 @@ def test_the_store_exports_every_event_as_stored_for_detection(system: Custos) -
             body.pop("ticket")
             body.pop("records")
         events.append(body)
-    # A custos release (folded away) and things that only look like one (kept).
-    events.append(event(id="ev-rel", type="release", decision_id="ev-0", records=7))
+    # Custos releases (left out: their decision is the access), one of them for a decision
+    # that has a count already (kept as it is), and things that only look like one (kept,
+    # changing nothing stored): a release by another id, one about another subject, and
+    # other types.
+    events.append(event(id="ev-0:release", type="release", decision_id="ev-0", records=7))
+    events.append(event(id="ev-rel", type="release", decision_id="ev-3", records=0))
+    events.append(
+        event(id="ev-6:release", type="release", decision_id="ev-6", subject="user-7", records=0)
+    )
+    events.append(event(id="ev-1:release", type="release", decision_id="ev-1", records=0))
     events.append(event(id="ev-typed", type="release", decision_id=7))
     events.append(event(id="ev-other", type="decision", decision_id="ev-1"))
     store = EventStore(system.db)
     store.append(events)
     con = connect()
-    assert load_store(con, store, system.directory) == len(events) - 1
+    assert load_store(con, store, system.directory) == len(events) - 2
     loaded = {
         row[0]: row
         for row in con.execute(
             "SELECT id, time, ticket, records, source, break_glass, granted FROM events"
         ).fetchall()
     }
-    assert "ev-rel" not in loaded
-    assert {"ev-typed", "ev-other"} <= set(loaded)
+    assert not {"ev-0:release", "ev-1:release"} & set(loaded)
+    assert {"ev-rel", "ev-6:release", "ev-typed", "ev-other"} <= set(loaded)
     for body in events:
-        if body["id"] == "ev-rel":
+        if body["id"] in ("ev-0:release", "ev-1:release"):
             continue
         _, moment, ticket, records, source, break_glass, granted = loaded[body["id"]]
         stored = parse_event(body)

@@ -252,21 +252,44 @@ class EventStore:
             unique.setdefault(event.id, event)
         ids = list(unique)
         with self.db.session() as session:
-            existing: set[str] = set()
+            existing: dict[str, AccessEventRow] = {}
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 existing.update(
-                    session.scalars(select(AccessEventRow.id).where(AccessEventRow.id.in_(chunk)))
+                    (row.id, row)
+                    for row in session.scalars(
+                        select(AccessEventRow).where(AccessEventRow.id.in_(chunk))
+                    )
+                )
+            # Something stored is never changed by an import: an id seen again must be the
+            # same event, or the whole import is refused.
+            clashes = [
+                f"event {key!r} is stored already as a different access"
+                for key, stored in existing.items()
+                if not _same_event(stored, _row(unique[key]))
+            ]
+            if clashes:
+                raise ValidationFailed(
+                    f"{len(clashes)} event id(s) already stored differently; nothing was stored",
+                    clashes,
                 )
             rows = [_row(e) for key, e in unique.items() if key not in existing]
             for start in range(0, len(rows), 2000):
                 session.execute(insert(AccessEventRow), rows[start : start + 2000])
             for row in rows:
-                decision_id = _release_of(row["extra"])
+                decision_id = _release_of(row)
                 if decision_id is not None and row["records"] is not None:
+                    # Folded only into its own decision (same person, subject and
+                    # category), and only while that decision has no count of its own.
                     session.execute(
                         update(AccessEventRow)
-                        .where(AccessEventRow.id == decision_id)
+                        .where(
+                            AccessEventRow.id == decision_id,
+                            AccessEventRow.principal == row["principal"],
+                            AccessEventRow.subject == row["subject"],
+                            AccessEventRow.category == row["category"],
+                            AccessEventRow.records.is_(None),
+                        )
                         .values(records=row["records"])
                     )
         return len(rows), len(events) - len(rows)
@@ -343,10 +366,11 @@ class EventStore:
 
 # What :meth:`EventStore.write_rows` selects, per backend. ``extra`` is the JSON object of the
 # fields the format does not name: ``break_glass`` counts only as JSON true, ``grant`` when
-# truthy (as in Python), and an entry of type ``release`` with a string ``decision_id`` is a
-# custos release, folded into its decision. SQLite keeps times as UTC text in exactly the
-# format wanted; its ``json_array`` is the fastest way it has to write text that quotes
-# anything safely.
+# truthy (as in Python), and a custos release (see :func:`_release_of`) whose decision is
+# stored, for the same principal, subject and category, was folded into that decision and is
+# left out; any other event that calls itself a release counts as the access it records.
+# SQLite keeps times as UTC text in exactly the format wanted; its ``json_array`` is the
+# fastest way it has to write text that quotes anything safely.
 _EXPORT_SQLITE = """
 SELECT json_array(
     id, time, principal, action, subject, category, purpose, ticket, decision, precision,
@@ -361,9 +385,14 @@ SELECT json_array(
                    WHEN 'object' THEN json_extract(extra, '$.grant') <> '{}'
                    ELSE 0 END
          THEN 'true' ELSE 'false' END)
-FROM access_events
+FROM access_events e
 WHERE NOT coalesce(json_extract(extra, '$.type') = 'release'
-                   AND json_type(extra, '$.decision_id') = 'text', 0)
+                   AND json_type(extra, '$.decision_id') = 'text'
+                   AND id = json_extract(extra, '$.decision_id') || ':release'
+                   AND EXISTS (SELECT 1 FROM access_events d
+                               WHERE d.id = json_extract(e.extra, '$.decision_id')
+                                 AND d.principal = e.principal AND d.subject = e.subject
+                                 AND d.category = e.category), 0)
 """
 _EXPORT_POSTGRESQL = """
 SELECT id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), principal, action,
@@ -378,18 +407,49 @@ SELECT id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), princip
                       WHEN 'object' THEN EXISTS (SELECT FROM json_object_keys(extra -> 'grant'))
                       ELSE false END
             THEN 'true' ELSE 'false' END
-FROM access_events
+FROM access_events e
 WHERE NOT coalesce(extra ->> 'type' = 'release'
-                   AND json_typeof(extra -> 'decision_id') = 'string', false)
+                   AND json_typeof(extra -> 'decision_id') = 'string'
+                   AND id = (extra ->> 'decision_id') || ':release'
+                   AND EXISTS (SELECT FROM access_events d
+                               WHERE d.id = e.extra ->> 'decision_id'
+                                 AND d.principal = e.principal AND d.subject = e.subject
+                                 AND d.category = e.category), false)
 """
 
 
-def _release_of(extra: Mapping[str, Any]) -> str | None:
-    """The decision a custos release entry belongs to, or None for any other event."""
+def _release_of(row: Mapping[str, Any]) -> str | None:
+    """The decision a custos release entry (as a stored row) says it belongs to, or None
+    for any other event: type ``release``, and the id custos gives releases,
+    ``<decision id>:release``."""
+    extra = row["extra"]
     decision_id = extra.get("decision_id")
-    if extra.get("type") == "release" and isinstance(decision_id, str):
+    if (
+        extra.get("type") == "release"
+        and isinstance(decision_id, str)
+        and row["id"] == f"{decision_id}:release"
+    ):
         return decision_id
     return None
+
+
+_CORE = ("time", "principal", "action", "subject", "category", "purpose", "ticket", "decision")
+
+
+def _same_event(stored: AccessEventRow, new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` is the event already stored under its id: the same access, and no
+    other count or precision (a count folded in later from a release is no difference)."""
+    if any(_utc_or_same(getattr(stored, name)) != _utc_or_same(new[name]) for name in _CORE):
+        return False
+    if new["precision"] is not None and new["precision"] != stored.precision:
+        return False
+    return new["records"] is None or new["records"] == stored.records
+
+
+def _utc_or_same(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
 
 
 def _event(row: AccessEventRow) -> AccessEvent:
