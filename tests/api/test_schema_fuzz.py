@@ -18,7 +18,7 @@ EXAMPLES = 25
 
 def fuzz_service(url: str, headers: dict[str, str]) -> int:
     """Fuzz every operation of the schema at ``url``; returns how many cases were sent."""
-    schema = schemathesis.openapi.from_url(f"{url}/v1/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{url}/v1/openapi.json", headers=headers)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 20
     calls = 0

@@ -143,6 +143,9 @@ def test_every_endpoint_without_credentials_answers_401(service: Service) -> Non
             reply = anonymous.get(page, headers={"Accept": "text/html"})
             assert reply.status_code == 401, page
             assert "Sign in" in reply.text
+        # The schema too (it maps every operation); and no docs page loading a CDN's script.
+        assert anonymous.get("/v1/openapi.json").status_code == 401
+        assert anonymous.get("/v1/docs").status_code == 404
         bad = anonymous.get("/v1/whoami", headers={"Authorization": "Bearer cst_nope"})
         assert bad.status_code == 401
         assert "cst_nope" not in bad.text

@@ -324,6 +324,13 @@ def subject_report(
 # -- who am I, health, metrics ---------------------------------------------------------
 
 
+@router.get("/openapi.json", tags=["ops"], include_in_schema=False)
+def openapi_schema(request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
+    """The OpenAPI schema of this service, for any authenticated caller."""
+    schema: dict[str, Any] = request.app.openapi()
+    return schema
+
+
 @router.get("/whoami", tags=["ops"])
 def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
     return {
