@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -418,6 +419,18 @@ def test_security_headers_and_one_error_shape(service: Service) -> None:
             headers={"Content-Type": "application/json"},
         )
         assert huge.status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: only counting can tell
+            for _ in range(12):
+                yield b" " * (1024 * 1024)
+
+        # Routes whose body FastAPI parses caught the refusal and answered 400.
+        for path in ("/v1/check", "/v1/check/batch", "/v1/events", "/v1/approvals/requests"):
+            streamed = tool.post(
+                path, content=chunks(), headers={"Content-Type": "application/json"}
+            )
+            assert streamed.status_code == 413, (path, streamed.text)
+            assert error_of(streamed)["code"] == "too_large"
 
 
 def test_rate_limits_per_credential(service: Service) -> None:

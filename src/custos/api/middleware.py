@@ -89,19 +89,31 @@ class BodyLimit:
                     return
         seen = 0
         started = False
+        exceeded = False
+        replaced = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
         async def tracking(message: Message) -> None:
-            nonlocal started
+            nonlocal started, replaced
+            if replaced:
+                return
             if message["type"] == "http.response.start":
+                if exceeded and not started:
+                    # The body parser caught the refusal and answers 400 of its own:
+                    # answer what really happened instead, and drop the rest of its reply.
+                    started = replaced = True
+                    for refusal in _too_large(self.limit):
+                        await send(refusal)
+                    return
                 started = True
             await send(message)
 
