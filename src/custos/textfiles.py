@@ -7,6 +7,8 @@ read: missing, a folder, too large, or not UTF-8.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,28 @@ def check_plain_json(value: Any) -> Any:
     except RecursionError:
         raise ValueError("extra fields are nested too deeply") from None
     return value
+
+
+def write_rejects(path: Path, numbers: Iterable[int], lines: Sequence[str]) -> None:
+    """Write the lines numbered ``numbers`` (1-based) of ``lines`` to ``path`` (mode 0600,
+    replacing it). Raises :class:`InvalidInput` naming the file when it cannot be written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot write the rejects file ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for number in sorted(set(numbers)):
+            handle.write(lines[number - 1].rstrip("\n") + "\n")
+
+
+def check_rejects_path(rejects: Path | None, source: Path) -> None:
+    """Refuse a rejects file that is the input itself: writing it would destroy the input.
+    Raises :class:`InvalidInput`."""
+    if rejects is None:
+        return
+    try:
+        same = rejects.exists() and rejects.resolve() == source.resolve()
+    except OSError:
+        same = False
+    if same:
+        raise InvalidInput(f"--rejects {rejects}: that is the input file; choose another path")

@@ -8,6 +8,8 @@ import json
 import math
 import os
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from custos.access import Custos
-from custos.errors import IntegrityError, ValidationFailed
+from custos.errors import IntegrityError, InvalidInput, ValidationFailed
 from custos.store.vault import VaultKeyRow, VaultRecordRow
 from custos.vault import parse_lines
 from custos.vault.coarse import grid_cell, ip_network
@@ -201,6 +203,55 @@ def test_ingesting_twice_does_not_duplicate(world: Custos) -> None:
     assert world.ingest(lines, "t").added == 2
     again = world.ingest(lines, "t")
     assert (again.added, again.unchanged) == (0, 2)
+
+
+def test_a_record_id_is_never_reused_within_a_file_or_against_what_is_stored(
+    world: Custos, tmp_path: Path
+) -> None:
+    location = {
+        "id": "l-1:device",  # the id of the device record the login on line 1 makes
+        "kind": "location",
+        "subject": "user-1",
+        "time": "2026-11-20T10:00:00Z",
+        "lat": 40.7,
+        "lon": -74.0,
+        "accuracy": 30,
+    }
+    with pytest.raises(ValidationFailed) as caught:
+        world.ingest(
+            records(login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77"), location),
+            "t.jsonl",
+        )
+    assert caught.value.problems == [
+        "t.jsonl: line 2: record id 'l-1:device' is made by line 1 too"
+    ]
+    world.ingest(records(login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77")), "a")
+    with pytest.raises(ValidationFailed, match="already stored differently"):
+        world.ingest(records(login("l-1", "user-2", "2026-11-21T10:00:00Z", "198.51.100.8")), "b")
+    # A rejects file can be neither the input itself nor somewhere unwritable; either way
+    # nothing is stored.
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(records(login("l-9", "user-1", "2026-11-20T10:00:00Z", "x"))))
+    result = subprocess.run(
+        [sys.executable, "-m", "custos", "vault", "ingest", str(source), "--rejects", str(source)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUSTOS_HOME": str(world.settings.home)},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "that is the input file" in result.stderr
+    with pytest.raises(InvalidInput, match="cannot write the rejects file"):
+        world.ingest(
+            records(
+                login("l-8", "user-1", "2026-11-20T10:00:00Z", "x"),
+                login("l-7", "user-1", "2026-11-20T10:00:00Z", "198.51.100.7"),
+            ),
+            "c",
+            rejects=tmp_path / "missing" / "rejects.jsonl",
+        )
+    assert world.vault.release("user-1", "ip_history", "coarse").count == 1
 
 
 def test_a_ciphertext_copied_onto_another_row_does_not_decrypt(world: Custos) -> None:

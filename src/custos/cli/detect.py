@@ -15,7 +15,7 @@ from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.detect import Case, Casebook, DetectConfig, EventStore
 from custos.errors import InvalidInput
-from custos.textfiles import read_lines
+from custos.textfiles import check_rejects_path, read_lines
 
 events_app = typer.Typer(
     help="Access events (imported logs and custos's own).", no_args_is_help=True
@@ -62,6 +62,7 @@ def import_events(
     as_json: JsonFlag = False,
 ) -> None:
     """Import access events, all or nothing (or with --rejects, the good ones)."""
+    check_rejects_path(rejects, file)
     lines = read_lines(file, "an events file")
     with Custos.open(state(ctx).home) as system:
         report = EventStore(system.db).import_lines(lines, str(file), rejects=rejects)

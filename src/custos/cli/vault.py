@@ -11,7 +11,7 @@ import typer
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import InvalidInput
-from custos.textfiles import read_lines
+from custos.textfiles import check_rejects_path, read_lines
 
 vault_app = typer.Typer(help="The vault of sensitive records.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
@@ -29,6 +29,7 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Encrypt and store sensitive records, all or nothing (or with --rejects, the good ones)."""
+    check_rejects_path(rejects, file)
     lines = read_lines(file, "a records file")
     with Custos.open(state(ctx).home) as system:
         report = system.ingest(lines, str(file), rejects=rejects)

@@ -8,7 +8,6 @@ are left as they are, so importing a file twice changes nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,12 +25,12 @@ from pydantic import (
 from sqlalchemy import func, insert, select, update
 
 from custos.directory.files import Id
-from custos.errors import InvalidInput, ValidationFailed
+from custos.errors import ValidationFailed
 from custos.store import Database, WrittenRows
 from custos.store.events import AccessEventRow
 
 # Ids follow the directory's rule: an event names its principal, subject and ticket by them.
-from custos.textfiles import check_plain_json, strict_json
+from custos.textfiles import check_plain_json, strict_json, write_rejects
 from custos.times import UtcTime, iso
 from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
 
@@ -242,7 +241,7 @@ class EventStore:
                 hint="fix them, or pass --rejects FILE to set them aside",
             )
         if rejects is not None and parsed.rejected:
-            _write_rejects(rejects, [n for n, _ in parsed.rejected], lines)
+            write_rejects(rejects, [n for n, _ in parsed.rejected], lines)
         added, unchanged = self._store(parsed.events)
         return ImportReport(added, unchanged, len(parsed.rejected))
 
@@ -457,13 +456,3 @@ def _event(row: AccessEventRow) -> AccessEvent:
     data = {k: v for k, v in data.items() if v is not None or k == "precision"}
     data.update(row.extra or {})
     return AccessEvent.model_validate(data)
-
-
-def _write_rejects(path: Path, numbers: list[int], lines: Sequence[str]) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise InvalidInput(f"{path}: cannot write the rejects file ({exc.strerror})") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for number in sorted(set(numbers)):
-            handle.write(lines[number - 1].rstrip("\n") + "\n")

@@ -138,6 +138,7 @@ def parse_lines(lines: list[str], source: str) -> ParsedRecords:
     records: list[SensitiveRecord] = []
     rejected: list[tuple[int, str, str]] = []
     seen: dict[str, int] = {}
+    made: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
@@ -172,6 +173,15 @@ def parse_lines(lines: list[str], source: str) -> ParsedRecords:
                 (number, raw, f"{where}: duplicate id (first on line {seen[entry.id]})")
             )
             continue
+        derived = split_record(entry)
+        # A login also makes a device record, "<id>:device": another line may not use it.
+        clash = next((r.id for r in derived if r.id in made), None)
+        if clash is not None:
+            rejected.append(
+                (number, raw, f"{where}: record id {clash!r} is made by line {made[clash]} too")
+            )
+            continue
         seen[entry.id] = number
-        records.extend(split_record(entry))
+        made.update((r.id, number) for r in derived)
+        records.extend(derived)
     return ParsedRecords(records, rejected)

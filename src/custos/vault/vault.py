@@ -30,6 +30,7 @@ from custos.errors import IntegrityError, InvalidInput, ValidationFailed
 from custos.store import Database
 from custos.store.directory import SubjectRow
 from custos.store.vault import VaultKeyRow, VaultRecordRow
+from custos.textfiles import write_rejects
 from custos.times import iso
 from custos.vault import coarse
 from custos.vault.keys import KeyProvider
@@ -201,14 +202,28 @@ class Vault:
         now = datetime.now(UTC)
         with self.db.session() as session:
             existing: set[str] = set()
-            ids = [r.id for r in records]
+            clashes: list[str] = []
+            by_id = {r.id: r for r in records}
+            ids = list(by_id)
             for start in range(0, len(ids), 500):
-                existing.update(
-                    session.scalars(
-                        select(VaultRecordRow.id).where(
-                            VaultRecordRow.id.in_(ids[start : start + 500])
-                        )
-                    )
+                for record_id, subject, category, moment in session.execute(
+                    select(
+                        VaultRecordRow.id,
+                        VaultRecordRow.subject,
+                        VaultRecordRow.category,
+                        VaultRecordRow.time,
+                    ).where(VaultRecordRow.id.in_(ids[start : start + 500]))
+                ):
+                    existing.add(record_id)
+                    new = by_id[record_id]
+                    stored_at = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                    if (subject, category, stored_at) != (new.subject, new.category, new.time):
+                        clashes.append(f"record {record_id!r} is stored already as another record")
+            if clashes:
+                # Stored records are never replaced; a reused id would lose one silently.
+                raise ValidationFailed(
+                    f"{len(clashes)} record id(s) already stored differently; nothing was stored",
+                    clashes,
                 )
             fresh = [r for r in records if r.id not in existing]
             unchanged = len(records) - len(fresh)
@@ -452,7 +467,4 @@ def _write_rejects(
         for r in unknown
         if r.id.removesuffix(":device") in by_id
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for number in sorted(numbers):
-            handle.write(lines[number - 1].rstrip("\n") + "\n")
+    write_rejects(path, numbers, lines)
