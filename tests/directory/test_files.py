@@ -88,6 +88,19 @@ def test_times_need_a_zone() -> None:
         )
 
 
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently() -> None:
+    for text, line in (
+        ("principals: []\nsubjects: []\nprincipals: []\n", 3),
+        (
+            "principals:\n  - {id: e-1, name: E, role: support_agent, team: t, country: US,\n"
+            "     role: internal_audit}\n",
+            3,
+        ),
+    ):
+        with pytest.raises(InvalidInput, match=f"at line {line}, .*is given twice"):
+            parse_text(text, "org.yaml")
+
+
 def test_unquoted_yaml_dates_and_json_nan_are_refused_without_echoing_values() -> None:
     # YAML reads an unquoted 2026-01-05 as a date: a bare date is no instant, and as an
     # extra field it could not be stored; the refusal must not quote the entry's values.

@@ -59,6 +59,25 @@ def test_syntax_errors_name_the_file(pack_dir: Path) -> None:
         load_pack(pack_dir)
 
 
+def test_brackets_nested_too_deep_are_refused_before_cedar_sees_them(pack_dir: Path) -> None:
+    # Cedar's parser overflows its stack on these (the process dies with no error): this
+    # test would crash pytest itself if the check let the file through.
+    deep = "(" * 1000 + "true" + ")" * 1000
+    (pack_dir / "60-deep.cedar").write_text(
+        '@id("deep")\n@explanation("x")\n'
+        f"forbid (principal, action, resource)\nwhen {{ {deep} }};\n"
+    )
+    with pytest.raises(PolicyError, match=r"60-deep\.cedar: line 4: brackets nested more than"):
+        load_pack(pack_dir)
+    # Brackets in comments and strings are not nesting.
+    (pack_dir / "60-deep.cedar").write_text(
+        "// " + "(" * 200 + "\n"
+        '@id("deep")\n@explanation("' + "[" * 200 + '")\n'
+        "forbid (principal, action, resource) when { false };\n"
+    )
+    assert "deep" in load_pack(pack_dir).policies
+
+
 def test_missing_and_duplicate_annotations(pack_dir: Path) -> None:
     (pack_dir / "60-bad.cedar").write_text(
         "permit (principal, action, resource);\n"

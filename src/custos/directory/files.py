@@ -26,7 +26,7 @@ from pydantic import (
 
 from custos.directory.model import DirectoryDocument, Principal, Subject, Ticket
 from custos.errors import InvalidInput, ValidationFailed
-from custos.textfiles import check_plain_json, read_text, strict_json
+from custos.textfiles import check_plain_json, read_text, strict_json, strict_yaml
 from custos.times import UtcTime
 from custos.vocabulary import (
     PrincipalKind,
@@ -220,7 +220,7 @@ def read_directory_file(path: Path) -> DirectoryDocument:
 def parse_text(text: str, source: str, *, as_json: bool = False) -> DirectoryDocument:
     """Decode ``text`` as JSON or YAML and validate it. Raises as :func:`read_directory_file`."""
     try:
-        data = strict_json(text) if as_json else yaml.safe_load(text)
+        data = strict_json(text) if as_json else strict_yaml(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"

@@ -42,6 +42,7 @@ from custos.errors import (
 )
 from custos.policy.engine import PolicyEngine
 from custos.policy.model import AccessRequest, Decision, Facts, GrantFacts
+from custos.textfiles import strict_yaml
 from custos.times import UtcTime
 from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
 
@@ -169,11 +170,16 @@ def parse_table(text: str, source: str) -> PolicyTable:
     """Parse a policy test table. Raises :class:`InvalidInput` / :class:`ValidationFailed`
     naming the file, the case and the field."""
     try:
-        data = yaml.safe_load(text)
+        data = strict_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise InvalidInput(f"{source}: not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        raise InvalidInput(
+            f"{source}: not valid YAML{where}" + (f": {problem}" if problem else "")
+        ) from None
+    except RecursionError:
+        raise InvalidInput(f"{source}: nested too deeply") from None
     if not isinstance(data, Mapping):
         raise InvalidInput(f"{source}: a policy test table must be a mapping with `cases`")
     try:

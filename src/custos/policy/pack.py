@@ -115,10 +115,47 @@ def load_pack(folder: Path | None = None) -> PolicyPack:
     return build_pack(str(folder), schema_name, schema_text, files)
 
 
+# Cedar's parser recurses per bracket and takes the process down (a stack overflow, no
+# exception) somewhere below a thousand; real policies nest a handful deep.
+MAX_NESTING = 64
+
+
+def _check_nesting(text: str, where: str) -> None:
+    """Refuse brackets nested deeper than :data:`MAX_NESTING` (strings and ``//`` comments
+    skipped), naming the line. Raises :class:`PolicyError`."""
+    depth = 0
+    line = 1
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\n":
+            line += 1
+        elif char == '"':
+            i += 1
+            while i < len(text) and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            i = len(text) if end == -1 else end
+            continue
+        elif char in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise PolicyError(
+                    f"{where}: line {line}: brackets nested more than {MAX_NESTING} deep"
+                )
+        elif char in ")]}":
+            depth = max(depth - 1, 0)
+        i += 1
+
+
 def build_pack(
     source: str, schema_name: str, schema_text: str, files: dict[str, str]
 ) -> PolicyPack:
     """Validate a pack given as texts. Raises :class:`PolicyError` (see :func:`load_pack`)."""
+    _check_nesting(schema_text, f"{source}/{schema_name}")
+    for name in sorted(files):
+        _check_nesting(files[name], f"{source}/{name}")
     try:
         schema = cedarpy.Schema.from_str(schema_text)
     except ValueError as exc:
