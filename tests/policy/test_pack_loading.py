@@ -90,6 +90,22 @@ def test_missing_and_duplicate_annotations(pack_dir: Path) -> None:
     assert "duplicate @id 'inactive-staff' (also in 50-staff.cedar)" in text
 
 
+def test_misspelt_obligations_are_errors_not_silence(pack_dir: Path) -> None:
+    (pack_dir / "60-bad.cedar").write_text(
+        '@id("a")\n@explanation("x")\n@review("sometimes")\n@priority("high")\n'
+        "permit (principal, action, resource) when { false };\n"
+        '@id("b")\n@explanation("x")\n@reveiw("mandatory")\n@coarse_by_default("ip_hist")\n'
+        "forbid (principal, action, resource) when { false };\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_pack(pack_dir)
+    text = str(caught.value)
+    assert '(a): @review must be "mandatory"' in text
+    assert "(a): @priority must be a whole number" in text
+    assert "(b): unknown annotation(s) @reveiw" in text
+    assert "(b): @coarse_by_default names unknown categories ip_hist" in text
+
+
 def test_a_pack_needs_one_schema(tmp_path: Path, pack_dir: Path) -> None:
     (pack_dir / "schema.cedarschema").unlink()
     with pytest.raises(PolicyError, match=r"exactly one \.cedarschema"):

@@ -23,9 +23,26 @@ from typing import Any
 import cedarpy
 
 from custos.errors import PolicyError
+from custos.vocabulary import CATEGORIES
 
 DEFAULT_PACK = resources.files("custos.policy") / "pack"
 REQUIRED_ANNOTATIONS = ("id", "explanation")
+KNOWN_ANNOTATIONS = frozenset(
+    {
+        *REQUIRED_ANNOTATIONS,
+        "remedy",
+        "approvals",
+        "approver_groups",
+        "review",
+        "coarse_by_default",
+        "priority",
+    }
+)
+
+
+def _is_integer(text: str) -> bool:
+    digits = text.removeprefix("-")
+    return digits.isascii() and digits.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +214,26 @@ def build_pack(
                 problems.append(f"{label} ({pid}): @approvals must be a whole number")
             if annotations.get("remedy") not in (None, "approval"):
                 problems.append(f'{label} ({pid}): @remedy must be "approval"')
+            # A misspelt obligation must not vanish silently: @review("mandatory ") would
+            # otherwise drop break-glass's mandatory review without a word.
+            unknown = sorted(set(annotations) - KNOWN_ANNOTATIONS)
+            if unknown:
+                problems.append(
+                    f"{label} ({pid}): unknown annotation(s) "
+                    f"{', '.join('@' + a for a in unknown)} (known: "
+                    f"{', '.join('@' + a for a in sorted(KNOWN_ANNOTATIONS))})"
+                )
+            if annotations.get("review") not in (None, "mandatory"):
+                problems.append(f'{label} ({pid}): @review must be "mandatory"')
+            strange = sorted(set(annotations.get("coarse_by_default", "").split()) - CATEGORIES)
+            if strange:
+                problems.append(
+                    f"{label} ({pid}): @coarse_by_default names unknown categories "
+                    f"{', '.join(strange)}"
+                )
+            priority = annotations.get("priority")
+            if priority is not None and not _is_integer(priority):
+                problems.append(f"{label} ({pid}): @priority must be a whole number")
             info = PolicyInfo(pid or f"{name}#{local + 1}", body["effect"], name, annotations)
             policies[info.id] = info
             by_cedar_id[f"policy{position}"] = info.id
