@@ -76,6 +76,34 @@ class Settings:
             raise ConfigurationError(f"{self.config_path}: [{name}] must be a table")
         return value
 
+    def number(self, section: str, key: str, default: float) -> float:
+        """A positive number from ``[section] key``. Raises :class:`ConfigurationError`."""
+        value = self.section(section).get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigurationError(
+                f"{self.config_path}: [{section}] {key} must be a positive number"
+            )
+        return float(value)
+
+    def whole(self, section: str, key: str, default: int) -> int:
+        """A positive whole number from ``[section] key``. Raises :class:`ConfigurationError`."""
+        value = self.section(section).get(key, default)
+        return self.positive_whole(value, f"[{section}] {key}")
+
+    def positive_whole(self, value: Any, name: str) -> int:
+        """``value`` if it is a positive whole number. Raises :class:`ConfigurationError`."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{self.config_path}: {name} must be a positive whole number")
+        return value
+
+    def flag(self, section: str, key: str, default: bool) -> bool:
+        """A true/false from ``[section] key`` (a TOML boolean: the string "false" is not
+        false). Raises :class:`ConfigurationError`."""
+        value = self.section(section).get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{self.config_path}: [{section}] {key} must be true or false")
+        return value
+
     def allowed_countries(self, jurisdiction: str) -> tuple[str, ...]:
         """Countries whose staff may see ``jurisdiction``'s data beyond coarse level."""
         return self.residency.get(jurisdiction, (jurisdiction,))
@@ -95,6 +123,8 @@ def load_settings(home: Path | None = None) -> Settings:
             config = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read ({exc.strerror})") from None
     url = os.environ.get(DATABASE_URL_ENV) or config.get("database_url")
     if url is not None and not isinstance(url, str):
         raise ConfigurationError(f"{path}: database_url must be a string")

@@ -234,18 +234,27 @@ class Custos:
     def vault(self) -> Vault:
         """Sensitive records; settings from ``[vault]`` in config.toml (``geoip``, ``city``,
         ``grid_km``, ``[vault.retention_days]``)."""
-        config = self.settings.section("vault")
+        settings = self.settings
+        config = settings.section("vault")
         geoip = config.get("geoip")
         retention = dict(Vault.default_retention())
+        asked = config.get("retention_days", {})
+        if not isinstance(asked, dict):
+            raise ConfigurationError(
+                f"{settings.config_path}: [vault.retention_days] must be a table"
+            )
         retention.update(
-            {str(k): int(v) for k, v in dict(config.get("retention_days", {})).items()}
+            {
+                str(k): settings.positive_whole(v, f"[vault.retention_days] {k}")
+                for k, v in asked.items()
+            }
         )
         return Vault(
             self.db,
-            LocalKeyFile(self.settings.keys_dir / KEK_FILE),
+            LocalKeyFile(settings.keys_dir / KEK_FILE),
             retention_days=retention,
-            grid_km=float(config.get("grid_km", 10.0)),
-            geo=GeoLookup(Path(str(geoip)), with_city=bool(config.get("city", False)))
+            grid_km=settings.number("vault", "grid_km", 10.0),
+            geo=GeoLookup(Path(str(geoip)), with_city=settings.flag("vault", "city", False))
             if geoip
             else None,
         )
@@ -286,7 +295,7 @@ class Custos:
                         hint=f"run `custos init` or set ${WEBHOOK_SECRET_ENV}",
                     ) from None
             notifier = WebhookNotifier(
-                str(url), secret, timeout=float(config.get("webhook_timeout", 5.0))
+                str(url), secret, timeout=self.settings.number("approvals", "webhook_timeout", 5.0)
             )
         return Approvals(
             self.db,

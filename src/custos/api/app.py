@@ -32,7 +32,7 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     credential, default 2000), ``burst`` (default 4000), ``max_body_bytes`` (default 10 MiB),
     ``https`` (adds HSTS and marks cookies Secure, default true).
     """
-    config = system.settings.section("service")
+    settings = system.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,9 +65,10 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
         lambda requests, source: system.read_many(requests, source=source)
     )
     app.state.rate_limiter = RateLimiter(
-        rate=float(config.get("rate_limit", 2000)), burst=float(config.get("burst", 4000))
+        rate=settings.number("service", "rate_limit", 2000),
+        burst=settings.number("service", "burst", 4000),
     )
-    app.state.https = bool(config.get("https", True))
+    app.state.https = settings.flag("service", "https", True)
     registry = CollectorRegistry()
     app.state.registry = registry
     ledger_size = Gauge("custos_ledger_size", "Entries in the ledger.", registry=registry)
@@ -80,7 +81,9 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
 
     install_dashboard(app)
     app.add_middleware(Metrics, registry=registry)
-    app.add_middleware(BodyLimit, limit=int(config.get("max_body_bytes", 10 * 1024 * 1024)))
+    app.add_middleware(
+        BodyLimit, limit=settings.whole("service", "max_body_bytes", 10 * 1024 * 1024)
+    )
     app.add_middleware(SecurityHeaders, https=app.state.https)
     return app
 
