@@ -79,6 +79,15 @@ def test_a_misspelt_section_is_an_error_not_silence() -> None:
         parse_text("principles: []", "org.yaml")
 
 
+def test_a_ticket_cannot_close_before_it_opens() -> None:
+    with pytest.raises(ValidationFailed, match="closed is before opened"):
+        parse_text(
+            "tickets: [{id: T-1, kind: support, subject: u, assignee: e, status: closed,"
+            " opened: '2026-01-05T10:00:00Z', closed: '2026-01-04T10:00:00Z'}]",
+            "org.yaml",
+        )
+
+
 def test_times_need_a_zone() -> None:
     with pytest.raises(ValidationFailed, match="time zone"):
         parse_text(

@@ -11,6 +11,7 @@ import pytest
 from custos.directory import read_directory_file
 from custos.errors import InvalidInput
 from custos.sim import SCENARIOS, evaluate, monday_of, simulate
+from custos.sim.run import LABELS_FILE
 
 
 def test_every_scenario_is_caught_within_the_alert_budget(tmp_path: Path) -> None:
@@ -91,3 +92,14 @@ def test_bad_requests_are_clear(tmp_path: Path) -> None:
         simulate(tmp_path, employees=5)
     with pytest.raises(InvalidInput, match="labels"):
         evaluate(tmp_path / "nowhere")
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for scenarios in ('{"x": []}', '{"x": {"events": 5}}', '{"x": {"culprits": [1]}}'):
+        (folder / LABELS_FILE).write_text(
+            f'{{"employees": 40, "days": 7, "scenarios": {scenarios}}}'
+        )
+        with pytest.raises(InvalidInput, match="scenario 'x' must be a table"):
+            evaluate(folder)
+    (folder / LABELS_FILE).write_text("[" * 100_000)
+    with pytest.raises(InvalidInput, match="not a labels file"):
+        evaluate(folder)

@@ -172,6 +172,8 @@ def test_a_bad_file_is_reported_by_line_and_stores_nothing(world: Custos) -> Non
         ),
         "{not json",
         '{"id": "x", "kind": "selfie"}',
+        '{"id": "p-2", "kind": "location", "subject": "user-1", '
+        '"time": "2026-11-20T10:00:00Z", "lat": true, "lon": "2.0"}',
     ]
     with pytest.raises(ValidationFailed) as caught:
         world.ingest(lines, "bad.jsonl")
@@ -180,6 +182,8 @@ def test_a_bad_file_is_reported_by_line_and_stores_nothing(world: Custos) -> Non
     assert any(p.startswith("bad.jsonl: line 4: field 'lat'") for p in problems)
     assert "bad.jsonl: line 5: not valid JSON" in problems
     assert any(p.startswith("bad.jsonl: line 6: field 'kind'") for p in problems)
+    # true is no latitude and "2.0" no longitude, though Python would take both as numbers.
+    assert any(p.startswith("bad.jsonl: line 7: field 'lat'") and "lon" in p for p in problems)
     assert any("line 3: field 'subject': unknown subject 'user-404'" in p for p in problems)
     assert "198.51.100.300" not in str(caught.value)  # never the value
     with world.db.session() as session:

@@ -123,6 +123,12 @@ class TicketEntry(_Entry):
     closed: Time | None = None
     opened_by: Id | None = None
 
+    @model_validator(mode="after")
+    def _closed_after_opened(self) -> TicketEntry:
+        if self.opened is not None and self.closed is not None and self.closed < self.opened:
+            raise ValueError("closed is before opened")
+        return self
+
     def to_domain(self) -> Ticket:
         return Ticket(
             id=self.id,

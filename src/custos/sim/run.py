@@ -19,7 +19,7 @@ from custos.errors import InvalidInput
 from custos.sim.scenarios import SCENARIOS
 from custos.sim.world import START, World, new_world
 from custos.store import open_database
-from custos.textfiles import read_lines
+from custos.textfiles import read_lines, strict_json
 
 #: A scenario: adds events (and tickets) to the world and labels them in ``world.labels``.
 Scenario = Callable[[random.Random, World, set[str]], None]
@@ -164,13 +164,24 @@ class EvalReport:
 def _labels(folder: Path) -> Mapping[str, Any]:
     path = folder / LABELS_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = strict_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidInput(f"{path}: no such file (run `custos simulate --out {folder}`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"{path}: not a labels file ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("scenarios"), dict):
         raise InvalidInput(f"{path}: not a labels file (no 'scenarios' table)")
+    for name, info in data["scenarios"].items():
+        lists = (
+            [info.get(key, []) for key in ("culprits", "events")] if isinstance(info, dict) else []
+        )
+        if not lists or not all(
+            isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in lists
+        ):
+            raise InvalidInput(
+                f"{path}: scenario {name!r} must be a table whose 'culprits' and 'events' "
+                "are lists of ids"
+            )
     for key in ("employees", "days"):
         if not isinstance(data.get(key), int):
             raise InvalidInput(f"{path}: field '{key}' must be an integer")

@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from custos.textfiles import strict_json
 from custos.times import UtcTime
@@ -58,9 +64,9 @@ class Login(_Base):
 
 class Location(_Base):
     kind: Literal["location"]
-    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
-    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
-    accuracy: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    lat: Annotated[float, Field(strict=True, ge=-90, le=90, allow_inf_nan=False)]
+    lon: Annotated[float, Field(strict=True, ge=-180, le=180, allow_inf_nan=False)]
+    accuracy: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = None
 
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
