@@ -404,6 +404,16 @@ def test_security_headers_and_one_error_shape(service: Service) -> None:
         )
         assert malformed.status_code == 422
         assert error_of(malformed)["code"] == "invalid_input"
+        # The same answer where FastAPI parses the body itself (bad UTF-8, deep nesting),
+        # and for a tile that does not exist: one error shape everywhere.
+        for body in (b'{"requests": ["\xff"]}', b"[" * 100_000):
+            batch = tool.post(
+                "/v1/check/batch", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert (batch.status_code, error_of(batch)["code"]) == (422, "invalid_input")
+        with service.client(service.tokens["monitor"]) as monitor:
+            missing = monitor.get("/v1/ledger/tile/0/999")
+            assert (missing.status_code, error_of(missing)["code"]) == (404, "not_found")
         unknown = tool.post(
             "/v1/check", json={"subject": "user-404", "category": "profile", "purpose": "support"}
         )

@@ -69,6 +69,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # FastAPI's own answer to a body it cannot parse (not UTF-8, nested too deeply):
+            # the same 422 the routes that parse their own bodies give.
+            return JSONResponse(
+                error_body("invalid_input", "the request body is not valid JSON"),
+                status_code=422,
+            )
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return JSONResponse(

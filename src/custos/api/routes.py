@@ -26,6 +26,7 @@ from custos.api.auth import (
     requires,
     system_of,
 )
+from custos.api.errors import error_body
 from custos.api.schemas import (
     AnswerBody,
     BatchBody,
@@ -303,8 +304,18 @@ def entry(
 def tile(path: str, request: Request, who: Caller = Depends(LEDGER_READERS)) -> Response:
     """Hash tiles per C2SP tlog-tiles (entry bundles are not served)."""
     status, body, cache = TileServer(_system(request).ledger).handle("GET", f"/tile/{path}")
-    kind = "application/octet-stream" if status == 200 else "text/plain; charset=utf-8"
-    return Response(body, status_code=status, media_type=kind, headers={"cache-control": cache})
+    if status != 200:
+        # The API's one error shape (the tile server alone, `custos log serve`, says it in
+        # plain text as tlog clients expect).
+        message = body.decode("utf-8", "replace").strip() or "no such tile"
+        code = "not_found" if status == 404 else "invalid_input"
+        return JSONResponse(error_body(code, message), status_code=status)
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/octet-stream",
+        headers={"cache-control": cache},
+    )
 
 
 # -- transparency ------------------------------------------------------------------------
