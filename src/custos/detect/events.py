@@ -438,17 +438,12 @@ _CORE = ("time", "principal", "action", "subject", "category", "purpose", "ticke
 def _same_event(stored: AccessEventRow, new: Mapping[str, Any]) -> bool:
     """Whether ``new`` is the event already stored under its id: the same access, and no
     other count or precision (a count folded in later from a release is no difference)."""
-    if any(_utc_or_same(getattr(stored, name)) != _utc_or_same(new[name]) for name in _CORE):
+    # Times on both sides are aware (UTCDateTime, UtcTime), so they compare as instants.
+    if any(getattr(stored, name) != new[name] for name in _CORE):
         return False
     if new["precision"] is not None and new["precision"] != stored.precision:
         return False
     return new["records"] is None or new["records"] == stored.records
-
-
-def _utc_or_same(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
 
 
 def _event(row: AccessEventRow) -> AccessEvent:

@@ -216,8 +216,7 @@ class Vault:
                 ):
                     existing.add(record_id)
                     new = by_id[record_id]
-                    stored_at = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-                    if (subject, category, stored_at) != (new.subject, new.category, new.time):
+                    if (subject, category, moment) != (new.subject, new.category, new.time):
                         clashes.append(f"record {record_id!r} is stored already as another record")
             if clashes:
                 # Stored records are never replaced; a reused id would lose one silently.
