@@ -225,6 +225,25 @@ APPROVALS_WORLD = org(
 )
 
 
+REASON = "abuse report R-77 names this account as the origin of coordinated harassment"
+
+
+def ask(system: Custos, principal: str = "emp-3001", ticket: str = "T-10", **kw: Any) -> str:
+    """Open an approval request in :data:`APPROVALS_WORLD` (by default: precise
+    ``ip_history`` of user-42 for trust and safety, on T-10); returns its id."""
+    request = system.request_access(
+        principal=principal,
+        subject=kw.pop("subject", "user-42"),
+        categories=kw.pop("categories", ["ip_history"]),
+        purpose=kw.pop("purpose", "trust_safety"),
+        ticket=ticket,
+        precision=kw.pop("precision", "precise"),
+        reason=kw.pop("reason", REASON),
+        **kw,
+    )
+    return request.id
+
+
 def logins(subject: str, count: int = 3, net: str = "198.51.100") -> list[str]:
     """Login records (JSON Lines) for ``subject`` from ``net``.1, .2, …, this month."""
     import json

@@ -17,9 +17,7 @@ from custos.approvals import Approvals, Outbox
 from custos.errors import ApprovalRefused, Conflict, LedgerUnavailable, RequestRefused
 from custos.policy import AccessRequest
 from custos.store.approvals import GrantRow
-from tests.factories import APPROVALS_WORLD, load_org, logins
-
-REASON = "abuse report R-77 names this account as the origin of coordinated harassment"
+from tests.factories import APPROVALS_WORLD, ask, load_org, logins
 
 
 @pytest.fixture
@@ -27,20 +25,6 @@ def world(system: Custos) -> Custos:
     load_org(system, APPROVALS_WORLD)
     system.ingest(logins("user-42") + logins("user-1", net="203.0.113"), "logins.jsonl")
     return system
-
-
-def ask(system: Custos, principal: str = "emp-3001", ticket: str = "T-10", **kw: Any) -> str:
-    request = system.request_access(
-        principal=principal,
-        subject=kw.pop("subject", "user-42"),
-        categories=kw.pop("categories", ["ip_history"]),
-        purpose=kw.pop("purpose", "trust_safety"),
-        ticket=ticket,
-        precision=kw.pop("precision", "precise"),
-        reason=kw.pop("reason", REASON),
-        **kw,
-    )
-    return request.id
 
 
 def precise_read(

@@ -22,7 +22,7 @@ from custos.errors import InvalidInput
 from custos.ledger import NoteSigner
 from custos.policy import AccessRequest
 from custos.reports import render_html, verify_report
-from tests.factories import APPROVALS_WORLD, load_org, logins
+from tests.factories import APPROVALS_WORLD, ask, load_org, logins
 from tests.ledger import rfc9162
 
 TS_READ = AccessRequest("emp-3001", "user-42", "ip_history", "trust_safety", ticket="T-10")
@@ -32,16 +32,9 @@ TS_READ = AccessRequest("emp-3001", "user-42", "ip_history", "trust_safety", tic
 def world(system: Custos) -> Custos:
     load_org(system, APPROVALS_WORLD)
     system.ingest(logins("user-42") + logins("user-1", net="203.0.113"), "logins.jsonl")
-    request = system.request_access(
-        principal="emp-3001",
-        subject="user-42",
-        categories=["ip_history"],
-        purpose="trust_safety",
-        ticket="T-10",
-        reason="abuse report <script>alert(1)</script>",
-    )
-    system.approvals.approve(request.id, "emp-3002", "checked")
-    system.approvals.approve(request.id, "emp-4001", "proportionate")
+    request_id = ask(system, reason="abuse report <script>alert(1)</script>")
+    system.approvals.approve(request_id, "emp-3002", "checked")
+    system.approvals.approve(request_id, "emp-4001", "proportionate")
     system.read(
         AccessRequest(
             "emp-3001", "user-42", "ip_history", "trust_safety", ticket="T-10", precision="precise"
