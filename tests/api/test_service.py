@@ -381,6 +381,41 @@ def test_sign_in_fails_the_same_way_and_is_throttled(service: Service) -> None:
         assert throttled.status_code == 429
 
 
+def test_parallel_guesses_cannot_outrun_the_sign_in_throttle(service: Service) -> None:
+    # Twelve guesses at once: each is counted before its password is checked, so no more
+    # than the limit reach the password check, however the requests interleave.
+    def guess(_: int) -> int:
+        with httpx.Client(base_url=service.url, timeout=60) as client:
+            form = {"username": "ana", "password": "wrong guess number"}
+            return client.post("/login", data=form).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(guess, range(12)))
+    assert sorted(set(codes)) == [401, 429]
+    assert codes.count(401) == 5
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        right = client.post("/login", data={"username": "ana", "password": PASSWORD})
+        assert right.status_code == 429  # the right password waits out the window too
+
+
+def test_a_good_sign_in_forgives_only_itself_and_memory_is_bounded(service: Service) -> None:
+    throttle = service.app.state.login_throttle
+    throttle.limit = 2
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        for _ in range(3):  # one good sign-in never eats into the allowance
+            ok = client.post("/login", data={"username": "ana", "password": PASSWORD})
+            assert ok.status_code == 303
+        client.post("/login", data={"username": "ana", "password": "wrong password!"})
+        client.post("/login", data={"username": "ana", "password": "wrong password!"})
+        blocked = client.post("/login", data={"username": "ana", "password": PASSWORD})
+        assert blocked.status_code == 429
+    throttle.max_names = 50
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        for n in range(60):  # a spray of names cannot grow the table without bound
+            client.post("/login", data={"username": f"spray{n}", "password": "x" * 12})
+    assert len(throttle) <= 50
+
+
 def test_security_headers_and_one_error_shape(service: Service) -> None:
     with service.client(service.tokens["ts-tool"]) as tool:
         reply = tool.get("/v1/whoami")

@@ -190,6 +190,9 @@ class Accounts:
             row = session.get(AccountRow, username)
             stored = row.password_hash if row is not None else self._dummy
             account = _account(row) if row is not None else None
+        if not stored.startswith("$argon2"):
+            # An SSO-only account ("!"): hash anyway, so timing does not tell it apart.
+            stored, account = self._dummy, None
         try:
             self._hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):

@@ -32,24 +32,53 @@ pages = APIRouter(include_in_schema=False)
 
 
 class LoginThrottle:
-    """At most ``limit`` failed sign-ins per username per ``window`` seconds."""
+    """At most ``limit`` sign-in attempts per username per ``window`` seconds that did not
+    succeed.
 
-    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self._failures: dict[str, list[float]] = {}
+    An attempt counts from the moment it starts, before the password is checked, so parallel
+    guesses cannot all pass the check before the first failure is recorded; a success forgives
+    only its own attempt. Counts are per process (each ``serve --workers`` process keeps its
+    own) and at most ``max_names`` usernames are remembered: past that, names with no attempt
+    inside the window are forgotten first, then the longest-untouched ones.
+    """
+
+    def __init__(self, limit: int = 5, window: float = 60.0, max_names: int = 10_000) -> None:
+        self.limit, self.window, self.max_names = limit, window, max_names
+        self._attempts: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, username: str) -> None:
+    def attempt(self, username: str) -> float:
+        """Count an attempt for ``username`` and return its stamp (for :meth:`succeeded`).
+        Raises :class:`RateLimited` when ``limit`` attempts are already in the window."""
         now = time.monotonic()
         with self._lock:
-            recent = [t for t in self._failures.get(username, []) if now - t < self.window]
-            self._failures[username] = recent
+            recent = [t for t in self._attempts.pop(username, []) if now - t < self.window]
             if len(recent) >= self.limit:
+                self._attempts[username] = recent
                 raise RateLimited("too many failed sign-ins; wait a minute")
+            recent.append(now)
+            self._attempts[username] = recent  # re-inserted: dict order is least recent first
+            if len(self._attempts) > self.max_names:
+                self._forget(now)
+            return now
 
-    def failed(self, username: str) -> None:
+    def succeeded(self, username: str, stamp: float) -> None:
+        """The attempt ``stamp`` signed in: it no longer counts against ``username``."""
         with self._lock:
-            self._failures.setdefault(username, []).append(time.monotonic())
+            recent = self._attempts.get(username)
+            if recent is not None and stamp in recent:
+                recent.remove(stamp)
+                if not recent:
+                    del self._attempts[username]
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+    def _forget(self, now: float) -> None:
+        for name in [n for n, ts in self._attempts.items() if now - ts[-1] >= self.window]:
+            del self._attempts[name]
+        while len(self._attempts) > self.max_names:
+            del self._attempts[next(iter(self._attempts))]
 
 
 def _render(
@@ -100,12 +129,12 @@ def login(
 ) -> Response:
     """Sign in; sets an HttpOnly, Secure, SameSite=Strict session cookie."""
     throttle: LoginThrottle = request.app.state.login_throttle
-    throttle.check(username)
+    stamp = throttle.attempt(username)
     try:
         account = _system(request).accounts.authenticate(username, password)
     except AuthenticationFailed as exc:
-        throttle.failed(username)
         return login_page(request, status_code=401, error=exc.message)
+    throttle.succeeded(username, stamp)
     secret, _ = _system(request).accounts.start_session(account)
     response = RedirectResponse("/", status_code=303)
     _set_session_cookie(response, secret)
