@@ -537,6 +537,32 @@ def test_metrics_and_health(service: Service) -> None:
     assert "custos_ledger_size" in text
 
 
+def test_the_admin_manages_accounts_and_sees_no_requests_or_grants(service: Service) -> None:
+    request = service.system.request_access(
+        principal="emp-3001",
+        subject="user-42",
+        categories=["ip_history"],
+        purpose="trust_safety",
+        ticket="T-10",
+        reason="abuse report R-77 names this account",
+    )
+    root = service.session("root")
+    for path in ("/v1/approvals/requests", f"/v1/approvals/requests/{request.id}", "/v1/grants"):
+        refused = root.get(path)
+        assert (refused.status_code, error_of(refused)["code"]) == (403, "forbidden"), path
+        assert "user-42" not in refused.text
+    for page in ("/approvals", f"/approvals/{request.id}"):
+        refused = root.get(page, headers={"Accept": "text/html"})
+        assert refused.status_code == 403, page
+        assert "Not allowed" in refused.text
+        assert "user-42" not in refused.text
+    overview = root.get("/")
+    assert overview.status_code == 200
+    assert 'href="/approvals"' not in overview.text
+    assert "custos_ledger_size" in root.get("/metrics").text  # counts only: the operator's
+    assert service.session("aud").get(f"/v1/approvals/requests/{request.id}").status_code == 200
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if p != "/approvals/req-x"])
 def test_pages_render_for_people(service: Service, page: str) -> None:
     aud = service.session("aud")

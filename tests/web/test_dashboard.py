@@ -83,7 +83,7 @@ def test_approve_as_one_user_and_see_it_need_a_second(browser: Browser, service:
     shot(priya, "approval-granted")
 
 
-def test_an_admin_sees_no_answer_form(browser: Browser, service: Service) -> None:
+def test_an_admin_sees_no_requests_and_no_answer_form(browser: Browser, service: Service) -> None:
     request = service.system.request_access(
         principal="emp-3001",
         subject="user-42",
@@ -93,8 +93,11 @@ def test_an_admin_sees_no_answer_form(browser: Browser, service: Service) -> Non
         reason="abuse report R-77 names this account",
     )
     root = signed_in(browser, service.url, "root")
+    expect(root.get_by_role("link", name="Approvals")).to_have_count(0)
     root.goto(f"/approvals/{request.id}")
-    expect(root.get_by_role("heading", name=f"Request {request.id}")).to_be_visible()
+    expect(root.get_by_role("heading", name="Not allowed")).to_be_visible()
+    expect(root.get_by_role("alert")).to_contain_text("role")
+    expect(root.get_by_text("user-42")).to_have_count(0)
     expect(root.get_by_role("button", name="Approve")).to_have_count(0)
 
 

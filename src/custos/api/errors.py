@@ -51,6 +51,10 @@ def install(app: FastAPI) -> None:
             from custos.web import login_page  # the dashboard answers people with a page
 
             return login_page(request, status_code=401)
+        if exc.http_status in (403, 404) and _wants_html(request):
+            from custos.web import error_page
+
+            return error_page(request, exc.http_status, exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
         if exc.http_status == 429:
             headers = {"Retry-After": "1"}

@@ -47,7 +47,10 @@ ops = APIRouter()
 TOOL = requires("tool")
 APPROVING = requires("approver", "privacy_officer")
 REVOKING = requires("tool", "approver", "privacy_officer")
-OVERSIGHT = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
+#: Requests and grants: never the admin, who manages accounts and tokens and nothing else.
+OVERSIGHT = requires("auditor", "investigator", "approver", "privacy_officer")
+#: Counts only (no subject, principal or grant): also the admin, who runs the service.
+OPERATORS = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
 LEDGER_READERS = requires("auditor", "privacy_officer", "tool", "investigator")
 AUDITORS = requires("auditor", "privacy_officer")
 REPORT_READERS = requires("auditor", "privacy_officer")
@@ -360,7 +363,7 @@ def health(request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
 
 
 @ops.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-def metrics(request: Request, who: Caller = Depends(OVERSIGHT)) -> Response:
+def metrics(request: Request, who: Caller = Depends(OPERATORS)) -> Response:
     """Prometheus text format."""
     return Response(
         generate_latest(request.app.state.registry),

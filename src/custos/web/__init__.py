@@ -6,6 +6,6 @@ are vendored (``static/``, htmx from the npm registry; see ``scripts/vendor-asse
 Charts are inline SVG drawn on the server.
 """
 
-from custos.web.pages import install, login_page
+from custos.web.pages import error_page, install, login_page
 
-__all__ = ["install", "login_page"]
+__all__ = ["error_page", "install", "login_page"]

@@ -27,6 +27,8 @@ from custos.web import charts
 
 _TEMPLATES = Jinja2Templates(directory=str(resources.files("custos.web") / "templates"))
 PEOPLE = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
+#: Who may see requests and grants: not the admin, who manages accounts and nothing else.
+OVERSEERS = requires("auditor", "investigator", "approver", "privacy_officer")
 APPROVING = requires("approver", "privacy_officer")
 pages = APIRouter(include_in_schema=False)
 
@@ -97,6 +99,17 @@ def login_page(request: Request, *, status_code: int = 200, error: str | None = 
         client = None
     sso = client.settings.name if client is not None else None
     return _render(request, "login.html", None, status=status_code, error=error, sso=sso)
+
+
+_HEADINGS = {403: "Not allowed", 404: "Not found"}
+
+
+def error_page(request: Request, status_code: int, message: str) -> Response:
+    """A refusal or a missing page, for people's browsers (the API answers JSON)."""
+    heading = _HEADINGS.get(status_code, "Something went wrong")
+    return _render(
+        request, "error.html", None, status=status_code, heading=heading, message=message
+    )
 
 
 def _system(request: Request) -> Custos:
@@ -242,7 +255,7 @@ def overview(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
 
 
 @pages.get("/approvals", response_class=HTMLResponse)
-def approvals_queue(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+def approvals_queue(request: Request, who: Caller = Depends(OVERSEERS)) -> Response:
     system = _system(request)
     system.approvals.sweep()
     return _render(
@@ -256,7 +269,9 @@ def approvals_queue(request: Request, who: Caller = Depends(PEOPLE)) -> Response
 
 
 @pages.get("/approvals/{request_id}", response_class=HTMLResponse)
-def approval_detail(request_id: str, request: Request, who: Caller = Depends(PEOPLE)) -> Response:
+def approval_detail(
+    request_id: str, request: Request, who: Caller = Depends(OVERSEERS)
+) -> Response:
     system = _system(request)
     found = system.approvals.request(request_id)
     grant = system.approvals.grant(found.grant_id) if found.grant_id else None
