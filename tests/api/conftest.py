@@ -90,7 +90,7 @@ def populate(system: Custos) -> dict[str, str]:
     accounts.add("pete", PASSWORD, ["privacy_officer"], "emp-4002")
     accounts.add("max", PASSWORD, ["approver"], "emp-3000")  # the requester's manager
     accounts.add("root", PASSWORD, ["admin"])
-    accounts.add("ivy", PASSWORD, ["investigator"])
+    accounts.add("ivy", PASSWORD, ["investigator"], "emp-5001")
     accounts.add("aud", PASSWORD, ["auditor"])
     tokens = {}
     for name, roles, principal in (

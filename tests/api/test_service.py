@@ -650,8 +650,16 @@ def test_events_alerts_and_cases_over_http(service: Service) -> None:
             refused = own.post(f"/v1/cases/{case_id}/{path}", json=body)
             assert refused.status_code == 403, refused.text
             assert error_of(refused)["rule"] == "own-case"
+        # Nor can credentials linked to nobody: the rule could not tell who is closing.
+        for path, body in (
+            ("close", {"disposition": "legitimate"}),
+            ("assign", {"assignee": "ivy"}),
+        ):
+            unlinked = siem.post(f"/v1/cases/{case_id}/{path}", json=body)
+            assert unlinked.status_code == 403, unlinked.text
+            assert "not linked to a principal" in error_of(unlinked)["message"]
         assert siem.get(f"/v1/alerts/{mine[0]['id']}").json()["case"] == case_id
-        closed = siem.post(
+        closed = service.session("ivy").post(
             f"/v1/cases/{case_id}/close",
             json={"disposition": "confirmed_misuse", "comment": "leak hunt"},
         )

@@ -27,6 +27,8 @@ ADMIN_PLANE_ROLES = ("auditor", "investigator", "approver", "privacy_officer", "
 TOKEN_ROLES = ("tool", "auditor", "investigator")
 #: Roles an admin may not hold as well: whoever manages accounts must not also approve.
 _NOT_WITH_ADMIN = {"approver", "privacy_officer"}
+#: Roles whose rules need to know who acts: independence for answers, own-case for triage.
+_NEEDS_PRINCIPAL = {"approver", "privacy_officer", "investigator"}
 _USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{1,63}$")
 _TOKEN = re.compile(r"^cst_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 MIN_PASSWORD = 12
@@ -137,8 +139,10 @@ class Accounts:
             problems.append("at least one role is needed")
         if "admin" in roles and _NOT_WITH_ADMIN & set(roles):
             problems.append("an admin may not also be an approver or privacy officer")
-        if _NOT_WITH_ADMIN & set(roles) and not principal:
-            problems.append("approvers and privacy officers must be linked to a principal")
+        if _NEEDS_PRINCIPAL & set(roles) and not principal:
+            problems.append(
+                "approvers, privacy officers and investigators must be linked to a principal"
+            )
         if problems:
             raise InvalidInput(f"cannot create account {username!r}: " + "; ".join(problems))
         with self.db.session() as session:

@@ -139,6 +139,20 @@ def acting_principal(who: Caller, asked: str | None) -> str:
     return who.principal
 
 
+def triager_principal(who: Caller) -> str:
+    """The principal someone assigns or closes a case as. Over HTTP it must be known: the
+    own-case rule cannot tell whether an unlinked caller is the person a case is about.
+
+    Raises :class:`Forbidden`.
+    """
+    if who.principal is None:
+        raise Forbidden(
+            "these credentials are not linked to a principal, so they cannot assign or close"
+            " a case (rule own-case must know who you are)"
+        )
+    return who.principal
+
+
 def approver_principal(who: Caller) -> str:
     """The principal an approver acts as; admins never approve (separation of duties).
 

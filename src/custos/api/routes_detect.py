@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from custos.api.auth import Caller, requires, system_of
+from custos.api.auth import Caller, requires, system_of, triager_principal
 from custos.api.schemas import Id, Text
 from custos.detect import DISPOSITIONS
 from custos.times import UtcTime
@@ -118,7 +118,7 @@ def assign(
     who: Caller = Depends(TRIAGE),
 ) -> dict[str, Any]:
     casebook = system_of(request).casebook
-    return casebook.assign(case_id, body.assignee, acting_as=who.principal).to_dict()
+    return casebook.assign(case_id, body.assignee, acting_as=triager_principal(who)).to_dict()
 
 
 @router.post("/cases/{case_id}/comment")
@@ -145,7 +145,7 @@ def close(
             case_id,
             body.disposition,
             author=who.name,
-            acting_as=who.principal,
+            acting_as=triager_principal(who),
             comment=body.comment,
         )
         .to_dict()

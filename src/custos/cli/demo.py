@@ -130,18 +130,31 @@ def run_demo(
     if len(privacy) < 2 or not investigators or len(journalists) < 2:
         raise InvalidInput("the simulated organisation is too small for the demo; add employees")
     culprits = list(labels["scenarios"]["journalist_2022"]["culprits"])
+    # The dashboard's investigator triages as a security responder (rule own-case needs to
+    # know who), never one of the people the scenarios make misbehave.
+    reviewers = sorted(
+        p.id
+        for p in people.values()
+        if p.role == "security_responder"
+        and p.status == "active"
+        and not any(p.id in s["culprits"] for s in labels["scenarios"].values())
+    )
+    if not reviewers:
+        raise InvalidInput(
+            "the simulated organisation has no security responder free of misuse; add employees"
+        )
 
     # Who signs in to the dashboard.
     accounts = {
         "privacy": f"privacy officer ({privacy[0]})",
         "privacy2": f"privacy officer ({privacy[1]})",
-        "investigator": "investigator",
+        "investigator": f"investigator ({reviewers[0]})",
         "auditor": "auditor",
         "admin": "admin (cannot approve)",
     }
     system.accounts.add("privacy", password, ["privacy_officer"], privacy[0])
     system.accounts.add("privacy2", password, ["privacy_officer"], privacy[1])
-    system.accounts.add("investigator", password, ["investigator"])
+    system.accounts.add("investigator", password, ["investigator"], reviewers[0])
     system.accounts.add("auditor", password, ["auditor"])
     system.accounts.add("admin", password, ["admin"])
 

@@ -18,7 +18,14 @@ from sqlalchemy import select
 
 from custos.access import Custos
 from custos.accounts.store import SESSION_LIFETIME
-from custos.api.auth import SESSION_COOKIE, Caller, approver_principal, requires, system_of
+from custos.api.auth import (
+    SESSION_COOKIE,
+    Caller,
+    approver_principal,
+    requires,
+    system_of,
+    triager_principal,
+)
 from custos.detect import DISPOSITIONS
 from custos.errors import AuthenticationFailed, CustosError, NotFound, RateLimited
 from custos.reports import render_html, verify_report
@@ -456,7 +463,11 @@ def close_case(
     who: Caller = Depends(TRIAGE),
 ) -> Response:
     case = _system(request).casebook.close(
-        case_id, disposition, author=who.name, acting_as=who.principal, comment=comment or None
+        case_id,
+        disposition,
+        author=who.name,
+        acting_as=triager_principal(who),
+        comment=comment or None,
     )
     first = case.alerts[0].id if case.alerts else None
     return RedirectResponse(f"/alerts/{first}" if first else "/alerts", status_code=303)

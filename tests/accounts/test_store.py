@@ -1,0 +1,28 @@
+"""Accounts on a real database: who may hold which roles, and how sign-in fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from custos.access import Custos
+from custos.errors import AuthenticationFailed, InvalidInput
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.mark.parametrize("role", ["investigator", "approver", "privacy_officer"])
+def test_roles_whose_rules_need_to_know_who_acts_need_a_principal(
+    system: Custos, role: str
+) -> None:
+    with pytest.raises(InvalidInput, match="must be linked to a principal"):
+        system.accounts.add("someone", PASSWORD, [role])
+    linked = system.accounts.add("someone", PASSWORD, [role], "emp-1")
+    assert linked.principal == "emp-1"
+
+
+def test_an_sso_only_account_refuses_passwords_like_an_unknown_name(system: Custos) -> None:
+    system.accounts.add("sso", None, ["auditor"], oidc_subject="https://idp.example|42")
+    for username, password in (("sso", "!"), ("sso", ""), ("nobody", "!")):
+        with pytest.raises(AuthenticationFailed) as refused:
+            system.accounts.authenticate(username, password)
+        assert refused.value.message == "wrong username or password"
