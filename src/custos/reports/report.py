@@ -164,10 +164,11 @@ def build_report(
     With ``names`` the rows carry principal ids and names (for roles allowed to see them).
     """
     directory.subject(subject)
-    wanted = index.entries_of(subject)
+    # Sign first, then look up: the index then catches up past the checkpoint, so every entry
+    # the checkpoint covers is found (looking up first missed those appended in between).
     note = ledger.checkpoint()
     size = int(note.split("\n")[1])
-    raws = {idx: ledger.entry(idx) for idx in wanted if idx < size}
+    raws = {idx: ledger.entry(idx) for idx in index.entries_of(subject) if idx < size}
     parsed = [(idx, json.loads(raw)) for idx, raw in raws.items()]
     rows = rows_from_entries(parsed, names=names)
     if names:
