@@ -34,6 +34,19 @@ def test_bad_vault_settings_name_the_key(home: Path, toml: str, message: str) ->
         ('[service]\nhttps = "no"\n', r"\[service\] https must be true or false"),
         ("[service]\nrate_limit = -1\n", r"\[service\] rate_limit must be a positive number"),
         ("[service]\nmax_body_bytes = 1.5\n", r"max_body_bytes must be a positive whole number"),
+        ("[service]\npublic_origin = 443\n", r"\[service\] public_origin must be a string"),
+        *(
+            (f'[service]\npublic_origin = "{bad}"\n', r"public_origin must be scheme and host")
+            for bad in (
+                "custos.example",
+                "ftp://custos.example",
+                "https://custos.example/app",
+                "https://user@custos.example",
+                "https://custos.example?x=1",
+                "https://",
+            )
+        ),
+        ('[service]\npublic_origin = "https://c.example:x"\n', r"port that is no number"),
     ],
 )
 def test_bad_service_settings_name_the_key(home: Path, toml: str, message: str) -> None:
@@ -48,3 +61,21 @@ def test_a_config_file_that_cannot_be_read_is_named(home: Path) -> None:
     (home / "config.toml").mkdir()
     with pytest.raises(ConfigurationError, match=r"config.toml: cannot read"):
         Custos.open(home)
+
+
+@pytest.mark.parametrize(
+    ("given", "origin"),
+    [
+        ("https://Custos.Example/", "https://custos.example"),
+        ("https://custos.example:443", "https://custos.example"),
+        ("http://custos.example:8080", "http://custos.example:8080"),
+        ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+    ],
+)
+def test_the_public_origin_is_written_as_browsers_write_it(
+    home: Path, given: str, origin: str
+) -> None:
+    Custos.init(home).close()
+    (home / "config.toml").write_text(f'[service]\npublic_origin = "{given}"\n')
+    with Custos.open(home) as system:
+        assert create_app(system).state.public_origin == origin

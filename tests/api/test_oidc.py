@@ -182,3 +182,25 @@ def test_anything_wrong_means_no_session(sso: tuple[Provider, str], fault: str) 
         done = sign_in(url)
     assert done.status_code == 401, (fault, done.text)
     assert "custos_session" not in done.cookies
+
+
+def test_a_state_or_cookie_in_foreign_characters_is_refused_not_a_crash(
+    sso: tuple[Provider, str],
+) -> None:
+    _provider, url = sso
+    with httpx.Client(timeout=30) as browser:
+        start = browser.get(f"{url}/login/oidc")
+        pending = start.cookies["custos_oidc"]
+        back = browser.get(start.headers["location"]).headers["location"]
+    parts = urllib.parse.urlsplit(back)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    foreign = urllib.parse.urlunsplit(
+        parts._replace(query=urllib.parse.urlencode({**query, "state": "é" + query["state"]}))
+    )
+    cookie = pending.rsplit(".", 1)[0] + ".é"
+    for where, cookie_value in ((foreign, pending), (back, cookie)):
+        done = httpx.get(
+            where, headers={"Cookie": f"custos_oidc={cookie_value}".encode()}, timeout=30
+        )
+        assert done.status_code == 401, done.text
+        assert "custos_session" not in done.cookies

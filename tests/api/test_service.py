@@ -362,8 +362,24 @@ def test_sessions_need_csrf_and_same_origin(service: Service) -> None:
         headers={"X-CSRF-Token": token, "Origin": "https://evil.example"},
     )
     assert evil.status_code == 403
+    foreign = ana.post(path, json={"reason": "x"}, headers={"X-CSRF-Token": "é".encode()})
+    assert (foreign.status_code, error_of(foreign)["code"]) == (403, "forbidden")
     ok = ana.post(path, json={"reason": "x"}, headers={"X-CSRF-Token": token})
     assert ok.status_code == 404  # past the checks: the request does not exist
+    # Behind a proxy that ends TLS the browser's origin is the public one, not ours.
+    service.app.state.public_origin = "https://custos.example"
+    try:
+        proxied = {"X-CSRF-Token": token, "Origin": "https://custos.example"}
+        assert ana.post(path, json={"reason": "x"}, headers=proxied).status_code == 404
+        direct = {"X-CSRF-Token": token, "Origin": service.url}
+        assert ana.post(path, json={"reason": "x"}, headers=direct).status_code == 403
+    finally:
+        service.app.state.public_origin = None
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        form = {"username": "ana", "password": PASSWORD}
+        login_csrf = client.post("/login", data=form, headers={"Origin": "https://evil.example"})
+        assert login_csrf.status_code == 403
+        assert "custos_session" not in login_csrf.cookies
     flags = {part.strip().lower() for part in service.last_set_cookie.split(";")}
     assert {"httponly", "secure", "samesite=strict"} <= flags
 

@@ -13,6 +13,15 @@ from custos.accounts.store import (
     Accounts,
     ApiToken,
     SignedIn,
+    same_secret,
 )
 
-__all__ = ["ADMIN_PLANE_ROLES", "TOKEN_ROLES", "Account", "Accounts", "ApiToken", "SignedIn"]
+__all__ = [
+    "ADMIN_PLANE_ROLES",
+    "TOKEN_ROLES",
+    "Account",
+    "Accounts",
+    "ApiToken",
+    "SignedIn",
+    "same_secret",
+]

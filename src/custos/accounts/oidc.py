@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 
+from custos.accounts.store import same_secret
 from custos.errors import AuthenticationFailed, ConfigurationError
 
 _ALGORITHMS = ["RS256", "ES256", "PS256", "EdDSA"]
@@ -133,7 +134,7 @@ class OidcClient:
             raise AuthenticationFailed("no sign-in is in progress in this browser") from None
         payload = f"{s_state}.{nonce}.{verifier}.{started}"
         expected = _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(signature, expected) or not hmac.compare_digest(s_state, state):
+        if not same_secret(signature, expected) or not same_secret(s_state, state):
             raise AuthenticationFailed("the sign-in does not match this browser (state)")
         if not (started.isascii() and started.isdigit()) or (
             time.time() - int(started) > _PENDING_SECONDS
@@ -170,6 +171,6 @@ class OidcClient:
             )
         except (jwt.PyJWTError, ValueError):
             raise AuthenticationFailed("the ID token does not verify") from None
-        if not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+        if not same_secret(str(claims.get("nonce", "")), nonce):
             raise AuthenticationFailed("the ID token was not issued for this sign-in (nonce)")
         return f"{self.settings.issuer}|{claims['sub']}"

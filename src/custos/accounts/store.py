@@ -36,6 +36,17 @@ SESSION_LIFETIME = timedelta(hours=8)
 _TOKEN_CACHE_SECONDS = 2.0
 
 
+def same_secret(presented: str, expected: str) -> bool:
+    """Whether two secrets are equal, in time that does not depend on where they differ.
+
+    Compares bytes: ``hmac.compare_digest`` refuses ``str`` with non-ASCII characters, which
+    anyone can put in a header, cookie or query parameter.
+    """
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from custos.api.auth import RateLimiter
 from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders
 from custos.api.routes import ops, router
 from custos.api.routes_detect import router as detect_router
+from custos.config import Settings
+from custos.errors import ConfigurationError
 
 log = logging.getLogger("custos.api")
 
@@ -30,7 +33,10 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
 
     Settings from ``[service]`` in config.toml: ``rate_limit`` (requests per second per
     credential, default 2000), ``burst`` (default 4000), ``max_body_bytes`` (default 10 MiB),
-    ``https`` (adds HSTS and marks cookies Secure, default true).
+    ``https`` (adds HSTS, default true), ``public_origin`` (``https://host[:port]`` people
+    reach the service at, when a proxy in front ends TLS; browser requests from any other
+    origin are refused). Session cookies are Secure either way: browsers keep them over
+    plain http on loopback only.
     """
     settings = system.settings
 
@@ -69,6 +75,7 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
         burst=settings.number("service", "burst", 4000),
     )
     app.state.https = settings.flag("service", "https", True)
+    app.state.public_origin = public_origin(settings)
     registry = CollectorRegistry()
     app.state.registry = registry
     ledger_size = Gauge("custos_ledger_size", "Entries in the ledger.", registry=registry)
@@ -86,6 +93,37 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     )
     app.add_middleware(SecurityHeaders, https=app.state.https)
     return app
+
+
+def public_origin(settings: Settings) -> str | None:
+    """``[service] public_origin``, normalised (lower case, no trailing slash), or None.
+    Raises :class:`ConfigurationError` unless it is a bare http(s) origin."""
+    value = settings.section("service").get("public_origin")
+    if value is None:
+        return None
+    where = f"{settings.config_path}: [service] public_origin"
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{where} must be a string such as 'https://custos.example'")
+    parts = urllib.parse.urlsplit(value.strip())
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigurationError(
+            f"{where} must be scheme and host only, such as 'https://custos.example'"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"{where} has a port that is no number") from None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default = {"http": 80, "https": 443}[parts.scheme]
+    # As a browser writes it in Origin: lower case, the scheme's own port left out.
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def _safe_size(system: Custos) -> float:

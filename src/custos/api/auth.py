@@ -8,7 +8,6 @@ are bearer credentials that browsers never send on their own, so they need none.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from custos.access import Custos
+from custos.accounts import same_secret
 from custos.errors import AuthenticationFailed, Forbidden, RateLimited
 
 SESSION_COOKIE = "custos_session"
@@ -104,12 +104,25 @@ async def caller(request: Request) -> Caller:
     raise AuthenticationFailed("sign in, or present an API token")
 
 
-def _check_csrf(request: Request, expected: str) -> None:
+def check_origin(request: Request) -> None:
+    """Refuse a request a browser says comes from another site. Raises :class:`Forbidden`.
+
+    The service's own origin is ``[service] public_origin`` when set (behind a proxy that
+    ends TLS, the address people type), else the address the request reached. A request
+    without an ``Origin`` header passes: browsers send one on every cross-site POST.
+    """
     origin = request.headers.get("origin")
-    if origin is not None and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+    if origin is None:
+        return
+    ours: str | None = getattr(request.app.state, "public_origin", None)
+    if origin.rstrip("/").lower() != (ours or str(request.base_url).rstrip("/").lower()):
         raise Forbidden("cross-origin request refused")
+
+
+def _check_csrf(request: Request, expected: str) -> None:
+    check_origin(request)
     presented = request.headers.get(CSRF_HEADER, "")
-    if not presented or not hmac.compare_digest(presented, expected):
+    if not presented or not same_secret(presented, expected):
         raise Forbidden("missing or wrong CSRF token")
 
 

@@ -1,4 +1,5 @@
-"""Dashboard routes. Every page needs a signed-in session with an admin-plane role."""
+"""Dashboard routes. Every page needs a caller with an admin-plane role: a signed-in person
+(unsafe methods CSRF-checked) or a bearer token whose role the page allows."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from custos.api.auth import (
     SESSION_COOKIE,
     Caller,
     approver_principal,
+    check_origin,
     requires,
     system_of,
     triager_principal,
@@ -147,7 +149,9 @@ def login(
     username: str = Form(..., max_length=64),
     password: str = Form(..., max_length=1024),
 ) -> Response:
-    """Sign in; sets an HttpOnly, Secure, SameSite=Strict session cookie."""
+    """Sign in; sets an HttpOnly, Secure, SameSite=Strict session cookie. Refused from
+    another site's page (login CSRF would sign a victim in as the attacker)."""
+    check_origin(request)
     throttle: LoginThrottle = request.app.state.login_throttle
     stamp = throttle.attempt(username)
     try:
