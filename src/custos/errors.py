@@ -59,6 +59,11 @@ class InvalidInput(CustosError):
     exit_code = 2
 
 
+class UnstorableValue(InvalidInput):
+    """The database refused a value given to it (a NUL character, a number out of range):
+    the request is at fault, not the database, and nothing was changed."""
+
+
 class ValidationFailed(InvalidInput):
     """A file failed validation; ``problems`` lists every problem found, each locatable."""
 

@@ -432,6 +432,25 @@ def test_a_good_sign_in_forgives_only_itself_and_memory_is_bounded(service: Serv
     assert len(throttle) <= 50
 
 
+def test_nul_characters_are_the_requests_fault_never_the_databases(service: Service) -> None:
+    # PostgreSQL refuses NUL in text: that is bad input (422) or simply unknown (404), never
+    # "the database is unavailable" (503), and the service goes on.
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        form = {"username": "ana\x00", "password": "x" * 12}
+        assert client.post("/login", data=form).status_code == 401
+    with service.client(service.tokens["siem"]) as siem:
+        for path in ("/v1/alerts/al%00x", "/v1/events?principal=emp%003001", "/v1/cases/c%00"):
+            reply = siem.get(path)
+            if reply.status_code != 200:  # an event search finds nothing on SQLite
+                assert reply.status_code in (404, 422), (path, reply.text)
+                assert error_of(reply)["code"] != "store_unavailable"
+        assert siem.get("/healthz").json()["status"] == "ok"
+    with service.client(service.tokens["ts-tool"]) as tool:
+        body = {"subject": "user\x0042", "category": "profile", "purpose": "support"}
+        reply = tool.post("/v1/check", json=body)
+        assert reply.status_code in (404, 422), reply.text
+
+
 def test_security_headers_and_one_error_shape(service: Service) -> None:
     with service.client(service.tokens["ts-tool"]) as tool:
         reply = tool.get("/v1/whoami")

@@ -201,8 +201,10 @@ class Accounts:
     def authenticate(self, username: str, password: str) -> Account:
         """The account if the password is right. Raises :class:`AuthenticationFailed`,
         with the same message for an unknown name, a wrong password or a disabled account."""
+        # A name no account can have is not looked up (PostgreSQL refuses a NUL in it), but
+        # costs the same hashing as any other.
         with self.db.session() as session:
-            row = session.get(AccountRow, username)
+            row = session.get(AccountRow, username) if _USERNAME.match(username) else None
             stored = row.password_hash if row is not None else self._dummy
             account = _account(row) if row is not None else None
         if not stored.startswith("$argon2"):

@@ -27,6 +27,7 @@ from custos.errors import (
     NotInitialised,
     StoreConflict,
     StoreUnavailable,
+    UnstorableValue,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -306,13 +307,20 @@ def normalise_url(url: str) -> str:
 
 
 def _failure(exc: BaseException) -> CustosError:
-    """The error a failed write is reported as: a broken uniqueness rule is a conflict
-    (409), named without the driver's text (it quotes the table and the key's values);
-    anything else, other constraints included, means the database is unavailable."""
+    """The error a failed statement is reported as: a broken uniqueness rule is a conflict
+    (409), named without the driver's text (it quotes the table and the key's values); a
+    value the database refuses is the request's fault (422); anything else, other
+    constraints included, means the database is unavailable."""
     if _is_unique_violation(exc):
         return StoreConflict(
             "the change conflicts with data already stored (it exists already, perhaps "
             "written meanwhile); nothing was changed"
+        )
+    if _is_bad_value(exc):
+        # Not the driver's text: PostgreSQL's quotes the value it refused.
+        return UnstorableValue(
+            "a value in the request cannot be stored (a NUL character, or a number out of "
+            "range); nothing was changed"
         )
     return StoreUnavailable(f"the database is unavailable: {_describe(exc)}")
 
@@ -324,6 +332,16 @@ def _is_unique_violation(exc: BaseException) -> bool:
     return isinstance(orig, sqlite3.IntegrityError) and str(orig).startswith(
         "UNIQUE constraint failed"
     )
+
+
+def _is_bad_value(exc: BaseException) -> bool:
+    """A refused value (DB-API ``DataError``, SQLSTATE class 22), not a database fault."""
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith("22"):
+        return True
+    # Every DB-API driver names it so (PEP 249); psycopg raises it for NUL before sending.
+    return any(cls.__name__ == "DataError" for cls in type(orig).__mro__)
 
 
 def _describe(exc: BaseException) -> str:
