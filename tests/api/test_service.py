@@ -384,6 +384,20 @@ def test_sessions_need_csrf_and_same_origin(service: Service) -> None:
     assert {"httponly", "secure", "samesite=strict"} <= flags
 
 
+def test_every_sign_in_is_in_the_ledger_before_its_session_starts(service: Service) -> None:
+    before = service.system.ledger.size()
+    service.session("priya")
+    entries = [
+        json.loads(service.system.ledger.entry(i))
+        for i in range(before, service.system.ledger.size())
+    ]
+    signed = [e for e in entries if e["type"] == "sign_in"]
+    assert [(e["account"], e["principal"], e["method"]) for e in signed] == [
+        ("priya", "emp-4001", "password")
+    ]
+    assert all("subject" not in e for e in signed)  # never part of anyone's report
+
+
 def test_sign_in_fails_the_same_way_and_is_throttled(service: Service) -> None:
     with httpx.Client(base_url=service.url, timeout=30) as client:
         unknown = client.post("/login", data={"username": "nobody", "password": "x" * 12})

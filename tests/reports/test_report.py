@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from custos.access import Custos
-from custos.errors import InvalidInput
+from custos.access import Custos, Viewer
+from custos.errors import InvalidInput, UnknownSubject
 from custos.ledger import NoteSigner
 from custos.policy import AccessRequest
 from custos.reports import render_html, verify_report
@@ -49,7 +49,7 @@ def world(system: Custos) -> Custos:
 
 
 def report_of(system: Custos, names: bool = False) -> dict[str, Any]:
-    return system.subject_report("user-42", names=names)
+    return system.subject_report("user-42", names=names, viewer=Viewer("test"))
 
 
 def test_the_report_holds_exactly_the_subjects_accesses(world: Custos) -> None:
@@ -157,7 +157,27 @@ def test_the_index_catches_up_incrementally(world: Custos) -> None:
     assert world.subject_index.catch_up() == 0
     world.read(TS_READ)
     assert world.subject_index.catch_up() == 2  # the decision and its release
-    assert len(world.subject_index.entries_of("user-42")) == len(report_of(world)["entries"])
+    report = report_of(world)  # logs its own request first, then looks the entries up
+    assert len(world.subject_index.entries_of("user-42")) == len(report["entries"])
+
+
+def test_a_report_holds_the_record_of_its_own_request(world: Custos) -> None:
+    viewer = Viewer("api", "emp-4001", ("privacy_officer",))
+    report = world.subject_report("user-42", names=True, viewer=viewer)
+    last = json.loads(base64.b64decode(report["entries"][-1]["entry"]))
+    assert {k: last[k] for k in ("type", "subject", "principal", "roles", "names", "source")} == {
+        "type": "report_view",
+        "subject": "user-42",
+        "principal": "emp-4001",
+        "roles": ["privacy_officer"],
+        "names": True,
+        "source": "api",
+    }
+    assert verify_report(json.dumps(report)).ok
+    size = world.ledger.size()
+    with pytest.raises(UnknownSubject):
+        world.subject_report("user-404", viewer=viewer)
+    assert world.ledger.size() == size  # nothing logged for a subject that does not exist
 
 
 def test_a_report_holds_every_entry_its_checkpoint_covers_while_reads_go_on(
@@ -285,7 +305,7 @@ def sample_report(module_system: Custos) -> dict[str, Any]:
     module_system.read(
         AccessRequest("emp-2001", "user-42", "ip_history", "internal_investigation", ticket="T-7")
     )
-    return module_system.subject_report("user-42")
+    return module_system.subject_report("user-42", viewer=Viewer("test"))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

@@ -6,6 +6,6 @@
 
 from custos.access.decisions import DecisionMaker
 from custos.access.read import ReadResult
-from custos.access.system import Custos
+from custos.access.system import Custos, Viewer
 
-__all__ = ["Custos", "DecisionMaker", "ReadResult"]
+__all__ = ["Custos", "DecisionMaker", "ReadResult", "Viewer"]

@@ -20,7 +20,7 @@ from custos.access.batching import ThreadBatcher
 from custos.access.decisions import DecisionMaker
 from custos.access.journal import decision_entry, new_event_id
 from custos.access.read import ReadResult, release_entry
-from custos.accounts import Accounts
+from custos.accounts import Account, Accounts
 from custos.accounts.oidc import OidcClient, OidcSettings
 from custos.approvals import (
     Approvals,
@@ -67,6 +67,18 @@ from custos.vault import (
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
+
+
+@dataclasses.dataclass(frozen=True)
+class Viewer:
+    """Who asks for a subject's report, as the ledger records it: where (``api``,
+    ``dashboard``, ``cli``, ``demo``), the principal they act as (None for credentials linked
+    to nobody and for the host's operator) and their roles. Never a username: the entry is
+    shown to the subject, and a principal id is the pseudonym reports already carry."""
+
+    source: str
+    principal: str | None = None
+    roles: tuple[str, ...] = ()
 
 
 def _create_secret(path: Path) -> None:
@@ -179,9 +191,42 @@ class Custos:
         """Which ledger entries are about which subject (for transparency reports)."""
         return SubjectIndex(self.db, self.ledger)
 
-    def subject_report(self, subject: str, *, names: bool = False) -> dict[str, Any]:
-        """The transparency report of ``subject`` (see :mod:`custos.reports`)."""
+    def subject_report(
+        self, subject: str, *, viewer: Viewer, names: bool = False
+    ) -> dict[str, Any]:
+        """The transparency report of ``subject`` (see :mod:`custos.reports`), after logging
+        who asked for it (a ``report_view`` entry, so the report holds its own request).
+
+        Raises ``UnknownSubject`` (nothing logged) and :class:`StoreUnavailable` when the
+        request cannot be logged (nothing shown).
+        """
+        self.directory.subject(subject)
+        self.ledger.append(
+            {
+                "type": "report_view",
+                "time": iso(datetime.now(UTC)),
+                "subject": subject,
+                "principal": viewer.principal,
+                "roles": sorted(viewer.roles),
+                "names": names,
+                "source": viewer.source,
+            }
+        )
         return build_report(self.ledger, self.subject_index, self.directory, subject, names=names)
+
+    def record_sign_in(self, account: Account, method: str) -> None:
+        """Log that ``account`` signed in (``method``: password or oidc) before its session
+        starts. Raises :class:`StoreUnavailable` when it cannot be logged (no session then)."""
+        self.ledger.append(
+            {
+                "type": "sign_in",
+                "time": iso(datetime.now(UTC)),
+                "account": account.username,
+                "principal": account.principal,
+                "roles": list(account.roles),
+                "method": method,
+            }
+        )
 
     @cached_property
     def oidc(self) -> OidcClient | None:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import generate_latest
 
-from custos.access import Custos, ReadResult
+from custos.access import Custos, ReadResult, Viewer
 from custos.access.batching import RequestBatcher
 from custos.api.auth import (
     Caller,
@@ -332,7 +332,8 @@ def subject_report(
 ) -> dict[str, Any]:
     """A subject's transparency report; staff names only for the privacy office."""
     names = "privacy_officer" in who.roles
-    return _system(request).subject_report(subject_id, names=names)
+    viewer = Viewer("api", who.principal, tuple(sorted(who.roles)))
+    return _system(request).subject_report(subject_id, names=names, viewer=viewer)
 
 
 # -- who am I, health, metrics ---------------------------------------------------------

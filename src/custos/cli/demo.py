@@ -28,7 +28,7 @@ import typer
 import uvicorn
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from custos.access import Custos
+from custos.access import Custos, Viewer
 from custos.api import create_app
 from custos.cli.app import app, console, print_json, state
 from custos.directory import parse_text, read_directory_file
@@ -394,7 +394,7 @@ def run_demo(
 
     say("signing and proving", 1)
     checkpoint = system.ledger.checkpoint()
-    report = system.subject_report(journalists[0])
+    report = system.subject_report(journalists[0], viewer=Viewer("demo"))
     check = verify_report(json.dumps(report), trusted_key=system.ledger.signer.verifier_key())
     summary = {
         "url": url,

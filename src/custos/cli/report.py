@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from custos.access import Custos
+from custos.access import Custos, Viewer
 from custos.cli.app import app, console, print_json, state
 from custos.errors import IntegrityError, InvalidInput
 from custos.reports import render_html, verify_report
@@ -33,7 +33,7 @@ def subject(
     if fmt not in ("json", "html"):
         raise InvalidInput("--format must be json or html")
     with Custos.open(state(ctx).home) as system:
-        document = system.subject_report(subject_id, names=names)
+        document = system.subject_report(subject_id, names=names, viewer=Viewer("cli"))
     text = (
         json.dumps(document, indent=2, sort_keys=True) + "\n"
         if fmt == "json"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from custos.access import Custos
+from custos.access import Custos, Viewer
 from custos.accounts.store import SESSION_LIFETIME
 from custos.api.auth import (
     SESSION_COOKIE,
@@ -34,6 +35,7 @@ from custos.reports import render_html, verify_report
 from custos.store.directory import PolicyVersionRow
 from custos.web import charts
 
+log = logging.getLogger("custos.web")
 _TEMPLATES = Jinja2Templates(directory=str(resources.files("custos.web") / "templates"))
 PEOPLE = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
 #: Who may see requests and grants: not the admin, who manages accounts and nothing else.
@@ -157,8 +159,11 @@ def login(
     try:
         account = _system(request).accounts.authenticate(username, password)
     except AuthenticationFailed as exc:
+        # Never the name: people type their password into it.
+        log.warning("a password sign-in failed")
         return login_page(request, status_code=401, error=exc.message)
     throttle.succeeded(username, stamp)
+    _system(request).record_sign_in(account, "password")
     secret, _ = _system(request).accounts.start_session(account)
     response = RedirectResponse("/", status_code=303)
     _set_session_cookie(response, secret)
@@ -205,6 +210,7 @@ def login_oidc_callback(
         account = system.accounts.by_oidc(identity)
     except AuthenticationFailed as exc:
         return login_page(request, status_code=401, error=exc.message)
+    system.record_sign_in(account, "oidc")
     secret, _ = system.accounts.start_session(account)
     # A page, not a redirect: the browser arrived from the provider's site, and a SameSite=
     # Strict cookie is only sent on the next navigation that starts here.
@@ -368,7 +374,9 @@ REPORTERS = requires("auditor", "privacy_officer")
 
 
 def _report(request: Request, who: Caller, subject_id: str) -> dict[str, Any]:
-    return _system(request).subject_report(subject_id, names="privacy_officer" in who.roles)
+    viewer = Viewer("dashboard", who.principal, tuple(sorted(who.roles)))
+    names = "privacy_officer" in who.roles
+    return _system(request).subject_report(subject_id, names=names, viewer=viewer)
 
 
 def _verified_report(
