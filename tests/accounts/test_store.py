@@ -26,3 +26,11 @@ def test_an_sso_only_account_refuses_passwords_like_an_unknown_name(system: Cust
         with pytest.raises(AuthenticationFailed) as refused:
             system.accounts.authenticate(username, password)
         assert refused.value.message == "wrong username or password"
+
+
+@pytest.mark.parametrize("other", ["auditor", "investigator"])
+def test_a_tool_token_cannot_also_oversee(system: Custos, other: str) -> None:
+    with pytest.raises(InvalidInput, match="a tool token may hold no other role"):
+        system.accounts.create_token("reader", ["tool", other], "emp-1")
+    token, _ = system.accounts.create_token("reader", ["tool"], "emp-1")
+    assert token.roles == ("tool",)

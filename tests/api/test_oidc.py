@@ -20,6 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from custos.access import Custos
+from custos.accounts.oidc import OidcSettings
+from custos.errors import ConfigurationError
 from tests.api.conftest import run_service
 
 
@@ -32,6 +34,8 @@ class Provider:
         self.codes: dict[str, dict[str, str]] = {}
         self.sub = "alice-0001"
         self.nonce_override: str | None = None
+        self.claims: dict[str, Any] = {}  # added to (or replacing) the ID token's claims
+        self.discovery_drops: str | None = None  # a key left out of the discovery document
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,14 +50,14 @@ class Provider:
             def do_GET(self) -> None:
                 url = urllib.parse.urlparse(self.path)
                 if url.path == "/.well-known/openid-configuration":
-                    self._json(
-                        {
-                            "issuer": outer.issuer,
-                            "authorization_endpoint": f"{outer.issuer}/authorize",
-                            "token_endpoint": f"{outer.issuer}/token",
-                            "jwks_uri": f"{outer.issuer}/jwks",
-                        }
-                    )
+                    document = {
+                        "issuer": outer.issuer,
+                        "authorization_endpoint": f"{outer.issuer}/authorize",
+                        "token_endpoint": f"{outer.issuer}/token",
+                        "jwks_uri": f"{outer.issuer}/jwks",
+                    }
+                    document.pop(outer.discovery_drops or "", None)
+                    self._json(document)
                 elif url.path == "/jwks":
                     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(outer.key.public_key()))
                     self._json({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
@@ -100,6 +104,7 @@ class Provider:
                         "iat": now,
                         "exp": now + 300,
                         "nonce": outer.nonce_override or asked["nonce"],
+                        **outer.claims,
                     },
                     outer.signing_key,
                     algorithm="RS256",
@@ -164,7 +169,17 @@ def test_a_linked_identity_signs_in(sso: tuple[Provider, str]) -> None:
     assert "Overview" in page.text
 
 
-@pytest.mark.parametrize("fault", ["unlinked", "other key", "wrong nonce", "no cookie"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "unlinked",
+        "other key",
+        "wrong nonce",
+        "no cookie",
+        "issued to another client",
+        "several audiences, no azp",
+    ],
+)
 def test_anything_wrong_means_no_session(sso: tuple[Provider, str], fault: str) -> None:
     provider, url = sso
     if fault == "unlinked":
@@ -173,6 +188,10 @@ def test_anything_wrong_means_no_session(sso: tuple[Provider, str], fault: str) 
         provider.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     elif fault == "wrong nonce":
         provider.nonce_override = "replayed"
+    elif fault == "issued to another client":
+        provider.claims = {"aud": ["other-app", "custos"], "azp": "other-app"}
+    elif fault == "several audiences, no azp":
+        provider.claims = {"aud": ["other-app", "custos"]}
     if fault == "no cookie":
         with httpx.Client(timeout=30) as browser:
             start = browser.get(f"{url}/login/oidc")
@@ -204,3 +223,41 @@ def test_a_state_or_cookie_in_foreign_characters_is_refused_not_a_crash(
         )
         assert done.status_code == 401, done.text
         assert "custos_session" not in done.cookies
+
+
+def test_a_token_for_custos_among_others_signs_in_when_custos_is_the_party(
+    sso: tuple[Provider, str],
+) -> None:
+    provider, url = sso
+    provider.claims = {"aud": ["custos", "other-app"], "azp": "custos"}
+    assert sign_in(url).status_code == 200
+
+
+@pytest.mark.parametrize("dropped", ["authorization_endpoint", "token_endpoint", "jwks_uri"])
+def test_a_discovery_document_without_an_endpoint_is_refused_not_a_crash(
+    sso: tuple[Provider, str], dropped: str
+) -> None:
+    provider, url = sso
+    provider.discovery_drops = dropped
+    with httpx.Client(timeout=30) as browser:
+        start = browser.get(f"{url}/login/oidc", headers={"Accept": "application/json"})
+    assert start.status_code == 401, start.text
+    assert dropped in start.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "http://localhost.attacker.example",
+        "http://127.0.0.1.attacker.example/",
+        "http://idp.example",
+        "https://user@idp.example",
+        "ftp://idp.example",
+    ],
+)
+def test_an_issuer_must_be_https_or_this_machine(issuer: str) -> None:
+    config = {"issuer": issuer, "client_id": "custos", "redirect_uri": "https://c.example/cb"}
+    with pytest.raises(ConfigurationError, match="issuer must be an https URL"):
+        OidcSettings.from_config(config, "s3cret")
+    loopback = {**config, "issuer": "http://127.0.0.1:9000"}
+    assert OidcSettings.from_config(loopback, "s3cret") is not None

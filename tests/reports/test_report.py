@@ -150,6 +150,9 @@ def test_html_escapes_everything(world: Custos) -> None:
     assert "<script>" not in page
     assert "&lt;script&gt;" in page
     assert "Who accessed the data of user-42" in page
+    assert "not from the ledger" not in page
+    # Names are the directory's, not the log's: a named page says the proofs do not cover them.
+    assert "not from the ledger" in render_html(report_of(world, names=True))
 
 
 def test_the_index_catches_up_incrementally(world: Custos) -> None:

@@ -55,7 +55,11 @@ class OidcSettings:
         if missing:
             raise ConfigurationError(f"[service.oidc] is missing {', '.join(missing)}")
         issuer = str(config["issuer"]).rstrip("/")
-        if not issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        parts = urllib.parse.urlsplit(issuer)
+        # Plain http only to this machine (a provider under test): compare the host, not a
+        # prefix, which "http://localhost.attacker.example" would pass.
+        loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if not (parts.scheme == "https" or loopback) or not parts.hostname or "@" in parts.netloc:
             raise ConfigurationError("[service.oidc] issuer must be an https URL")
         return cls(
             issuer=issuer,
@@ -101,6 +105,10 @@ class OidcClient:
             found = _get_json(f"{self.settings.issuer}/.well-known/openid-configuration")
             if str(found.get("issuer", "")).rstrip("/") != self.settings.issuer:
                 raise AuthenticationFailed("the provider's discovery names another issuer")
+            for endpoint in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+                value = found.get(endpoint)
+                if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+                    raise AuthenticationFailed(f"the provider's discovery has no {endpoint}")
             self._discovery = found
         return self._discovery
 
@@ -173,4 +181,9 @@ class OidcClient:
             raise AuthenticationFailed("the ID token does not verify") from None
         if not same_secret(str(claims.get("nonce", "")), nonce):
             raise AuthenticationFailed("the ID token was not issued for this sign-in (nonce)")
+        several = isinstance(claims["aud"], list) and len(claims["aud"]) > 1
+        # OpenID Connect Core 3.1.3.7: with several audiences, custos must be the authorised
+        # party, or a token issued to another client would let its holder in.
+        if (several or "azp" in claims) and claims.get("azp") != self.settings.client_id:
+            raise AuthenticationFailed("the ID token was issued to another client (azp)")
         return f"{self.settings.issuer}|{claims['sub']}"

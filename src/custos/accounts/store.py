@@ -270,7 +270,8 @@ class Accounts:
     ) -> tuple[ApiToken, str]:
         """A new token; returns it and its secret string (shown once, stored hashed).
 
-        Raises :class:`InvalidInput`: unknown roles, or ``tool`` without a principal.
+        Raises :class:`InvalidInput`: unknown roles, ``tool`` without a principal or with
+        another role.
         """
         unknown = sorted(set(roles) - set(TOKEN_ROLES))
         problems = [f"unknown token role(s) {', '.join(unknown)}"] if unknown else []
@@ -278,6 +279,9 @@ class Accounts:
             problems.append("at least one role is needed")
         if "tool" in roles and not principal:
             problems.append("a tool token acts as a principal: give --principal")
+        if "tool" in roles and len(set(roles)) > 1:
+            # Whoever reads personal data must not also oversee the reading (or its alerts).
+            problems.append("a tool token may hold no other role")
         if not name.strip():
             problems.append("a token needs a name")
         if problems:
