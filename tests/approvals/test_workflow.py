@@ -3,6 +3,7 @@ rule, expiry, revocation, break-glass, and exactly one grant under concurrent ap
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,6 +15,7 @@ import pytest
 
 from custos.access import Custos
 from custos.approvals import Approvals, Outbox
+from custos.directory import parse_text
 from custos.errors import ApprovalRefused, Conflict, LedgerUnavailable, RequestRefused
 from custos.policy import AccessRequest
 from custos.store.approvals import GrantRow
@@ -423,3 +425,70 @@ def test_concurrent_approvals_of_one_request_make_exactly_one_grant(world: Custo
         world.approvals.revoke(
             world.approvals.request(request_id).grant_id or "", "emp-3001", "next round"
         )
+
+
+def approved(system: Custos, request_id: str) -> str:
+    """Approve ``request_id`` by the two approvers APPROVALS_WORLD's policy asks for."""
+    system.approvals.approve(request_id, "emp-3002", "checked the abuse report")
+    return str(system.approvals.approve(request_id, "emp-4001", "proportionate").grant_id)
+
+
+def test_a_coarse_grant_never_releases_precise_data(world: Custos) -> None:
+    contact = {
+        "id": "c-1",
+        "kind": "contact",
+        "subject": "user-42",
+        "time": "2026-01-05T10:00:00Z",
+        "email": "jane@example.org",
+        "phone": "+1 555 0100",
+    }
+    world.ingest([json.dumps(contact)], "contact.jsonl")
+    grant = approved(world, ask(world, categories=["contact"], precision="coarse"))
+    asked = AccessRequest("emp-3001", "user-42", "contact", "trust_safety", ticket="T-10")
+    best = world.read(asked)  # no precision named: the best the grant allows
+    assert (best.decision.outcome, best.decision.precision) == ("allow", "coarse")
+    assert best.decision.grant == grant
+    assert "jane@example.org" not in json.dumps(best.records)
+    precise = world.read(dataclasses.replace(asked, precision="precise"))
+    assert precise.decision.outcome != "allow"
+    assert precise.records == []
+
+
+def test_a_grant_is_for_the_ticket_it_was_approved_on(world: Custos) -> None:
+    world.directory.merge(
+        parse_text(
+            json.dumps(
+                {
+                    "tickets": [
+                        {
+                            "id": "T-99",
+                            "kind": "trust_safety",
+                            "subject": "user-42",
+                            "assignee": "emp-3001",
+                            "status": "open",
+                            "opened_by": "emp-3001",  # a pretext is easy to make
+                        }
+                    ]
+                }
+            ),
+            "tickets",
+        ),
+        source="tickets",
+    )
+    grant = approved(world, ask(world, ticket="T-10"))
+    assert precise_read(world, ticket="T-10").decision.grant == grant
+    world.directory.set_ticket_status("T-10", "closed")
+    elsewhere = precise_read(world, ticket="T-99")
+    assert elsewhere.decision.outcome != "allow"
+    assert elsewhere.decision.grant is None
+    assert elsewhere.records == []
+
+
+def test_a_leap_day_decides_like_any_other(world: Custos) -> None:
+    leap = datetime(2028, 2, 29, 12, 0, tzinfo=UTC)
+    fine = AccessRequest("emp-3001", "user-1", "profile", "trust_safety", ticket="T-11", time=leap)
+    needs = AccessRequest(
+        "emp-3001", "user-42", "ip_history", "trust_safety", ticket="T-10", precision="precise"
+    )
+    decided = world.decide_many([fine, dataclasses.replace(needs, time=leap)])
+    assert [d.outcome for d in decided] == ["allow", "approval_required"]

@@ -63,6 +63,30 @@ def test_dangling_ticket_references_load_nothing(system: Custos) -> None:
     assert system.directory.version() == 0
 
 
+def test_a_manager_or_employee_who_is_nobody_loads_nothing(system: Custos) -> None:
+    # A case variant of a real id would cut the management chain short (the real manager
+    # then approves as "independent") or switch rule own-account off.
+    load_org(system, SUPPORT_WORLD)
+    bad = org(
+        principals=[{"id": "emp-9", "role": "support_agent", "manager": "EMP-1000"}],
+        subjects=[{"id": "user-9", "jurisdiction": "US", "employee": "EMP-1001"}],
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        system.directory.merge(parse_text(_yaml(bad), "hr.yaml"), source="hr.yaml")
+    assert caught.value.problems == [
+        "hr.yaml: principals[0] (id 'emp-9'): field 'manager': unknown principal 'EMP-1000'",
+        "hr.yaml: subjects[0] (id 'user-9'): field 'employee': unknown principal 'EMP-1001'",
+    ]
+    with pytest.raises(UnknownPrincipal):
+        system.directory.principal("emp-9")
+    good = org(
+        principals=[{"id": "emp-9", "role": "support_agent", "manager": "emp-1000"}],
+        subjects=[{"id": "user-9", "jurisdiction": "US", "employee": "emp-9"}],
+    )
+    system.directory.merge(parse_text(_yaml(good), "hr.yaml"), source="hr.yaml")
+    assert system.directory.management_chain("emp-9") == ["emp-1000"]
+
+
 def test_references_may_point_at_entries_already_stored(system: Custos) -> None:
     load_org(system, SUPPORT_WORLD)
     later = org(

@@ -795,6 +795,9 @@ class Approvals:
             if g.subject == request.subject
             and request.category in g.categories
             and g.purpose == request.purpose
+            # The approvers judged this ticket: another one, even open and on the same subject
+            # (staff can open tickets themselves), is not what they approved.
+            and (g.ticket is None or g.ticket == request.ticket)
             and g.active_at(moment)
             and (
                 request.precision is None

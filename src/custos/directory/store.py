@@ -150,10 +150,29 @@ class DirectoryStore:
         problems: list[str] = []
         principal_ids = {p.id for p in document.principals}
         subject_ids = {s.id for s in document.subjects}
-        wanted_principals = {t.assignee for t in document.tickets} - principal_ids
+        # Managers and employees' own accounts too: a dangling one (a typo, a case variant)
+        # would cut the management chain short or switch rule own-account off, silently.
+        wanted_principals = {
+            *(t.assignee for t in document.tickets),
+            *(p.manager for p in document.principals if p.manager),
+            *(s.employee for s in document.subjects if s.employee),
+        } - principal_ids
         wanted_subjects = {t.subject for t in document.tickets} - subject_ids
         stored_principals = self._existing_ids(session, PrincipalRow, wanted_principals)
         stored_subjects = self._existing_ids(session, SubjectRow, wanted_subjects)
+        unknown = wanted_principals - stored_principals
+        for position, principal in enumerate(document.principals):
+            if principal.manager in unknown:
+                problems.append(
+                    f"{source}: principals[{position}] (id {principal.id!r}): field 'manager': "
+                    f"unknown principal {principal.manager!r}"
+                )
+        for position, subject in enumerate(document.subjects):
+            if subject.employee in unknown:
+                problems.append(
+                    f"{source}: subjects[{position}] (id {subject.id!r}): field 'employee': "
+                    f"unknown principal {subject.employee!r}"
+                )
         for position, ticket in enumerate(document.tickets):
             label = f"{source}: tickets[{position}] (id {ticket.id!r})"
             if ticket.assignee in wanted_principals and ticket.assignee not in stored_principals:

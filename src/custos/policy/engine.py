@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import cedarpy
@@ -152,8 +152,8 @@ class PolicyEngine:
     def _first_precision(self, req: AccessRequest, facts: Facts) -> str:
         if req.precision is not None:
             return req.precision
-        if facts.grant is not None and facts.grant.precision == "precise":
-            return "precise"
+        if facts.grant is not None:
+            return facts.grant.precision  # as approved: policy grant-scope refuses more
         return "coarse" if req.category in self.pack.coarse_by_default else "precise"
 
     def _ask(
@@ -227,7 +227,7 @@ class PolicyEngine:
                 approvals=hypothetical.approvals,
                 approver_groups=hypothetical.groups,
                 starts=now,
-                ends=now.replace(year=now.year + 1),
+                ends=now + timedelta(days=366),  # not replace(year=…): no 29 February next year
             )
         if grant is not None:
             context["grant"] = {
