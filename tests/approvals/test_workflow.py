@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -492,3 +493,59 @@ def test_a_leap_day_decides_like_any_other(world: Custos) -> None:
     )
     decided = world.decide_many([fine, dataclasses.replace(needs, time=leap)])
     assert [d.outcome for d in decided] == ["allow", "approval_required"]
+
+
+def test_colleagues_approving_each_other_at_once_are_not_both_granted(
+    world: Custos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.directory.merge(
+        parse_text(
+            json.dumps(
+                {
+                    "tickets": [
+                        {
+                            "id": "T-98",
+                            "kind": "trust_safety",
+                            "subject": "user-1",
+                            "assignee": "emp-3002",
+                            "status": "open",
+                            "opened_by": "system",
+                        }
+                    ]
+                }
+            ),
+            "tickets",
+        ),
+        source="tickets",
+    )
+    mine = ask(world, "emp-3001", "T-11", subject="user-1")
+    theirs = ask(world, "emp-3002", "T-98", subject="user-1")
+    # Widen the window between "is there a vote the other way?" and the commit, so that
+    # both answers are inside it together unless something makes them take turns.
+    looked = Approvals._reciprocal
+
+    def slowly(self: Approvals, *args: Any) -> Any:
+        found = looked(self, *args)
+        time.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(Approvals, "_reciprocal", slowly)
+    refusals: list[str] = []
+
+    def answer(request_id: str, approver: str) -> None:
+        try:
+            world.approvals.approve(request_id, approver, "looks fine")
+        except ApprovalRefused as exc:
+            refusals.append(exc.rule)
+
+    both = [
+        threading.Thread(target=answer, args=(mine, "emp-3002")),
+        threading.Thread(target=answer, args=(theirs, "emp-3001")),
+    ]
+    for thread in both:
+        thread.start()
+    for thread in both:
+        thread.join()
+    assert refusals == ["reciprocal-approval"]
+    votes = [world.approvals.request(r).approvers for r in (mine, theirs)]
+    assert sorted(len(v) for v in votes) == [0, 1]

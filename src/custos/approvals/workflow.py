@@ -10,6 +10,7 @@ the ledger, and a grant is honoured only once its entry is there (fail closed).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from custos.approvals import independence
@@ -903,7 +904,19 @@ class Approvals:
     def _reciprocal(
         self, session: Session, request: Request, approver: str, now: datetime
     ) -> datetime | None:
-        """When ``request.principal`` last approved a request of ``approver`` in the window."""
+        """When ``request.principal`` last approved a request of ``approver`` in the window.
+
+        Takes a lock on the pair first, held to the end of the transaction: two colleagues
+        approving each other's requests at once would otherwise each lock only their own
+        request row, both read "no vote the other way", and both pass. SQLite needs none:
+        answering takes its one write lock before this read.
+        """
+        if not self.db.is_sqlite:
+            pair = "\x1f".join(sorted((request.principal, approver)))
+            key = int.from_bytes(
+                hashlib.sha256(b"reciprocal:" + pair.encode()).digest()[:8], "big", signed=True
+            )
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         since = now - self.settings.reciprocal_window
         found = session.scalar(
             select(ApprovalVoteRow.time)
