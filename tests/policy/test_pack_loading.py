@@ -106,6 +106,29 @@ def test_misspelt_obligations_are_errors_not_silence(pack_dir: Path) -> None:
     assert "(b): @coarse_by_default names unknown categories ip_hist" in text
 
 
+@pytest.mark.parametrize(
+    "template",
+    ["{0} is leaving", "{principal is {status}", "{} asked", "{principal.id}", "{status:d}"],
+)
+def test_an_explanation_that_could_fail_at_decision_time_refuses_the_pack(
+    pack_dir: Path, template: str
+) -> None:
+    (pack_dir / "60-bad.cedar").write_text(
+        f'@id("bad-words")\n@explanation("{template}")\n'
+        "forbid (principal, action, resource) when { false };\n"
+    )
+    with pytest.raises(PolicyError, match=r"\(bad-words\): @explanation"):
+        load_pack(pack_dir)
+
+
+def test_plain_placeholders_are_filled_and_unknown_ones_left_as_written(pack_dir: Path) -> None:
+    (pack_dir / "60-fine.cedar").write_text(
+        '@id("fine-words")\n@explanation("{principal} and {no_such_field}")\n'
+        "forbid (principal, action, resource) when { false };\n"
+    )
+    assert "fine-words" in load_pack(pack_dir).policies
+
+
 def test_a_pack_needs_one_schema(tmp_path: Path, pack_dir: Path) -> None:
     (pack_dir / "schema.cedarschema").unlink()
     with pytest.raises(PolicyError, match=r"exactly one \.cedarschema"):

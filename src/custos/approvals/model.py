@@ -45,8 +45,8 @@ class ApprovalSettings:
                 "break_glass_duration": float(config.get("break_glass_hours", 4)),
                 "reciprocal_window": float(config.get("reciprocal_window_days", 30)) * 24,
             }
-            groups = tuple(str(g) for g in config.get("approver_groups", cls.approver_groups))
-            review = tuple(str(g) for g in config.get("review_groups", cls.review_groups))
+            groups = _groups(config, "approver_groups", cls.approver_groups)
+            review = _groups(config, "review_groups", cls.review_groups)
             reviews = int(config.get("reviews_needed", 2))
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"[approvals] has a value of the wrong type: {exc}") from None
@@ -207,3 +207,14 @@ class Request:
             "grant": self.grant_id,
             "votes": [v.to_dict() for v in self.votes],
         }
+
+
+def _groups(config: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of group names from ``[approvals] key``. Raises :class:`ConfigurationError`:
+    a bare string would be taken letter by letter, and any one-letter group would approve."""
+    value = config.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(g, str) and g for g in value):
+        raise ConfigurationError(
+            f"[approvals] {key} must be a list of group names, such as [\"privacy_office\"]"
+        )
+    return tuple(value)

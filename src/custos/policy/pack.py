@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import string
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -166,6 +167,20 @@ def _check_nesting(text: str, where: str) -> None:
         i += 1
 
 
+def _template_problem(text: str) -> str | None:
+    """What is wrong with an explanation template, or None. Only plain ``{name}``
+    placeholders: a positional ``{0}``, an attribute, an index, a conversion or a format
+    spec could raise for some request at decision time, and then no decision is made."""
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return f"is not a valid template ({exc})"
+    for _, name, spec, conversion in parts:
+        if name is not None and (not name.isidentifier() or spec or conversion):
+            return f"placeholders must be plain {{name}}, not {{{name}}}"
+    return None
+
+
 def build_pack(
     source: str, schema_name: str, schema_text: str, files: dict[str, str]
 ) -> PolicyPack:
@@ -225,6 +240,9 @@ def build_pack(
                 )
             if annotations.get("review") not in (None, "mandatory"):
                 problems.append(f'{label} ({pid}): @review must be "mandatory"')
+            template = _template_problem(annotations.get("explanation", ""))
+            if template:
+                problems.append(f"{label} ({pid}): @explanation {template}")
             strange = sorted(set(annotations.get("coarse_by_default", "").split()) - CATEGORIES)
             if strange:
                 problems.append(
