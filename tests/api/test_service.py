@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -576,6 +577,39 @@ def test_ledger_endpoints_give_verifiable_proofs(service: Service) -> None:
         fn >>= 1
         sn >>= 1
     assert r == root
+
+
+def test_the_checkpoint_served_catches_up_with_the_log(service: Service) -> None:
+    with service.client(service.tokens["monitor"]) as monitor:
+        first = int(monitor.get("/v1/ledger/checkpoint").text.split("\n")[1])
+        service.system.ledger.append_many({"type": "test", "n": n} for n in range(50))
+        time.sleep(1.1)  # at most one new signature a second
+        served = int(monitor.get("/v1/ledger/checkpoint").text.split("\n")[1])
+    assert served == service.system.ledger.size() >= first + 50
+
+
+def test_hostile_ledger_paths_and_sizes_are_refused_cleanly(service: Service) -> None:
+    service.system.ledger.checkpoint()
+    with service.client(service.tokens["monitor"]) as monitor:
+        for path in (
+            "0/%D9%A0%D9%A0%D9%A0.p/1",  # Arabic-Indic digits
+            "%D9%A0/000.p/1",
+            "0/x000/000.p/1",  # a second name for tile 0
+            "0/000.p/%D9%A1",
+            "0/000.p/0001",
+            "0/000.p/256",
+        ):
+            reply = monitor.get(f"/v1/ledger/tile/{path}")
+            assert (reply.status_code, error_of(reply)["code"]) == (404, "not_found"), path
+        root = "A" * 43 + "="
+        for size in ("9223372036854775808", "9" * 20, "9" * 5000):
+            note = f"{service.system.ledger.origin}\n{size}\n{root}\n\n\u2014 x AAAAAAAA\n"
+            reply = monitor.post(
+                "/v1/ledger/cosignatures",
+                content=note.encode(),
+                headers={"Content-Type": "text/plain"},
+            )
+            assert reply.status_code == 422, (size[:25], reply.text)
 
 
 def test_metrics_and_health(service: Service) -> None:

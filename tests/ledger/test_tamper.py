@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from custos.access import Custos
+from custos.errors import IntegrityError
 from custos.ledger import verify_log
 
 
@@ -160,3 +161,60 @@ def test_a_forged_checkpoint_signature_is_detected(system: Custos) -> None:
     report = verify_log(system.ledger, system.log_verifier)
     assert not report.ok
     assert any("signature" in problem.lower() for problem in report.problems), report.problems
+
+
+def rewrite_history(system: Custos) -> None:
+    """What a database administrator can do without the key: rewrite entry 3 and every row
+    derived from it (leaf, stored nodes, the frontier), and delete the checkpoints."""
+    from custos.ledger.log import _encode_frontier, _grow
+
+    size = system.ledger.size()
+    rows = system.ledger.entries(0, size)
+    forged = [e if i != 3 else b'{"type":"forged","salt":"AAAA"}' for i, e in rows]
+    grown = _grow(0, [], forged)
+    with system.db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM ledger_nodes"))
+        conn.execute(text("DELETE FROM ledger_checkpoints"))
+        for idx, entry, leaf in grown.entry_rows:
+            conn.execute(
+                text("UPDATE ledger_entries SET entry = :e, leaf = :l WHERE idx = :i"),
+                {"e": entry, "l": leaf, "i": idx},
+            )
+        for level, idx, digest in grown.node_rows:
+            conn.execute(
+                text("INSERT INTO ledger_nodes (level, idx, hash) VALUES (:lv, :i, :h)"),
+                {"lv": level, "i": idx, "h": digest},
+            )
+        conn.execute(
+            text("UPDATE ledger_state SET frontier = :f WHERE id = 1"),
+            {"f": _encode_frontier(grown.frontier)},
+        )
+
+
+def test_a_rewritten_history_is_never_signed_and_does_not_verify(
+    system: Custos, home: Path
+) -> None:
+    fill(system)
+    honest = system.ledger.checkpoint()
+    rewrite_history(system)
+    with Custos.open(home) as reopened:  # a fresh process: nothing cached
+        with pytest.raises(IntegrityError, match="history was rewritten; nothing was signed"):
+            reopened.ledger.checkpoint()
+        assert reopened.ledger.checkpoints() == []  # the log's key signed no second version
+        report = verify_log(reopened.ledger, reopened.log_verifier)
+    assert not report.ok
+    signed_at = honest.split("\n")[1]
+    assert f"the checkpoint this host last signed at size {signed_at}" in report.problems[0]
+    assert run_verify(home).returncode == 6
+
+
+def test_a_truncated_log_is_never_signed(system: Custos, home: Path) -> None:
+    fill(system)
+    system.ledger.checkpoint()
+    truncate_log(system)
+    sql(system, "DELETE FROM ledger_checkpoints")
+    with (
+        Custos.open(home) as reopened,
+        pytest.raises(IntegrityError, match="it was truncated; nothing was signed"),
+    ):
+        reopened.ledger.checkpoint()

@@ -40,7 +40,14 @@ from custos.errors import (
     NotInitialised,
     RequestRefused,
 )
-from custos.ledger import LOG_KEY_FILE, Ledger, NoteVerifier, read_key, write_new_key
+from custos.ledger import (
+    LOG_KEY_FILE,
+    SIGNED_HEAD_FILE,
+    Ledger,
+    NoteVerifier,
+    read_key,
+    write_new_key,
+)
 from custos.policy import (
     AccessRequest,
     ApprovalsNeeded,
@@ -254,9 +261,10 @@ class Custos:
 
     @cached_property
     def ledger(self) -> Ledger:
-        """The log; its key (and origin, the key's name) from ``keys/log.key``."""
+        """The log; its key (and origin, the key's name) from ``keys/log.key``; the last tree
+        this host signed in ``keys/log.signed``."""
         signer = read_key(self.settings.keys_dir / LOG_KEY_FILE)
-        return Ledger(self.db, signer, signer.name)
+        return Ledger(self.db, signer, signer.name, self.settings.keys_dir / SIGNED_HEAD_FILE)
 
     @property
     def witnesses(self) -> list[NoteVerifier]:

@@ -215,6 +215,6 @@ def _groups(config: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple
     value = config.get(key, list(default))
     if not isinstance(value, list) or not all(isinstance(g, str) and g for g in value):
         raise ConfigurationError(
-            f"[approvals] {key} must be a list of group names, such as [\"privacy_office\"]"
+            f'[approvals] {key} must be a list of group names, such as ["privacy_office"]'
         )
     return tuple(value)

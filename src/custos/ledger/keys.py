@@ -18,6 +18,8 @@ from custos.errors import ConfigurationError
 from custos.ledger.notes import ALG_ED25519, NoteSigner
 
 LOG_KEY_FILE = "log.key"
+#: The last tree this host signed (size and root), beside the key: see Ledger.checkpoint.
+SIGNED_HEAD_FILE = "log.signed"
 
 
 def write_new_key(path: Path, name: str) -> bool:

@@ -20,7 +20,8 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, text
@@ -29,6 +30,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from custos.errors import (
     CustosError,
+    IntegrityError,
     InvalidInput,
     LedgerUnavailable,
     NotFound,
@@ -203,10 +205,15 @@ def _grow(size: int, frontier: list[tuple[int, bytes]], entries: list[bytes]) ->
 class Ledger:
     """The custos log. Thread-safe; one instance per process and database."""
 
-    def __init__(self, db: Database, signer: NoteSigner, origin: str) -> None:
+    def __init__(
+        self, db: Database, signer: NoteSigner, origin: str, signed_head: Path | None = None
+    ) -> None:
         self.db = db
         self.signer = signer
         self.origin = origin
+        # The last tree this host signed, kept beside the key and outside the database: the
+        # log never signs a tree that does not extend it (see :meth:`checkpoint`).
+        self.signed_head = signed_head
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -371,8 +378,55 @@ class Ledger:
     # -- checkpoints ----------------------------------------------------------------------
 
     def checkpoint(self) -> str:
-        """Sign (and keep) a checkpoint of the current tree; return the signed note."""
-        size = self.size()
+        """Sign (and keep) a checkpoint of the current tree; return the signed note.
+
+        Raises :class:`IntegrityError`, signing nothing, when the stored tree does not extend
+        the last one this host signed (:attr:`signed_head`): someone with the database but
+        not the key rewrote or truncated history, and signing it would put the log's own
+        signature on a second version of it.
+        """
+        if self.signed_head is None:
+            return self._sign_current()
+        lock_path = self.signed_head.with_name(self.signed_head.name + ".lock")
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one signer at a time across processes
+            last = self.last_signed()
+            size = self.size()
+            if last is not None:
+                old_size, old_root = last
+                if size < old_size:
+                    raise IntegrityError(
+                        f"the stored log has {size} entries but this host signed a checkpoint "
+                        f"at size {old_size}: it was truncated; nothing was signed"
+                    )
+                proof = self.consistency_proof(old_size, size).hashes
+                if not tree.verify_consistency(old_size, size, proof, old_root, self.root(size)):
+                    raise IntegrityError(
+                        f"the stored log does not extend the checkpoint this host signed at "
+                        f"size {old_size}: history was rewritten; nothing was signed"
+                    )
+            note = self._sign_current(size)
+            _write_head(self.signed_head, size, Checkpoint.parse_text(_body(note)).root)
+            return note
+
+    def last_signed(self) -> tuple[int, bytes] | None:
+        """(size, root) of the last tree this host signed, or None. Raises
+        :class:`IntegrityError` when the record is unreadable."""
+        if self.signed_head is None or not self.signed_head.exists():
+            return None
+        try:
+            size_text, root_text = self.signed_head.read_text(encoding="ascii").split()
+            root = base64.b64decode(root_text, validate=True)
+            if not size_text.isdigit() or len(root) != 32:
+                raise ValueError(size_text)
+        except (OSError, ValueError, UnicodeDecodeError, binascii.Error):
+            raise IntegrityError(
+                f"{self.signed_head}: the record of the last signed checkpoint is unreadable"
+            ) from None
+        return int(size_text), root
+
+    def _sign_current(self, size: int | None = None) -> str:
+        size = self.size() if size is None else size
         with _reading(self.db) as conn:
             existing = conn.execute(
                 select(LedgerCheckpointRow.note).where(LedgerCheckpointRow.size == size)
@@ -393,9 +447,27 @@ class Ledger:
                 )
         except StoreConflict as exc:
             if isinstance(exc.__cause__, SAIntegrityError):  # signed concurrently: same tree
-                return self.checkpoint()
+                return self._sign_current(size)
             raise
         return note
+
+    def current_checkpoint(self, min_interval: timedelta = timedelta(seconds=1)) -> str:
+        """The newest checkpoint if it covers the log or is younger than ``min_interval``,
+        else a newly signed one: what witnesses and monitors are served."""
+        with _reading(self.db) as conn:
+            latest = conn.execute(
+                select(
+                    LedgerCheckpointRow.size, LedgerCheckpointRow.note, LedgerCheckpointRow.created
+                )
+                .order_by(LedgerCheckpointRow.size.desc())
+                .limit(1)
+            ).first()
+        if latest is not None and (
+            int(latest.size) >= self.size()
+            or datetime.now(UTC) - _aware(latest.created) < min_interval
+        ):
+            return str(latest.note)
+        return self.checkpoint()
 
     def latest_checkpoint(self) -> str | None:
         """The newest saved checkpoint note, if any."""
@@ -471,6 +543,29 @@ class Ledger:
                 ).order_by(LedgerCheckpointRow.size)
             ).all()
         return [(int(s), bytes(r), str(n)) for s, r, n in rows]
+
+
+def _body(note: str) -> str:
+    return note.split("\n\n", 1)[0] + "\n"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _write_head(path: Path, size: int, root: bytes) -> None:
+    """Replace the signed-head record atomically and durably (write, fsync, rename)."""
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="ascii") as out:
+        out.write(f"{size} {base64.b64encode(root).decode()}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _fetch_stored(cursor: HotCursor, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

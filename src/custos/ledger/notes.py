@@ -190,6 +190,8 @@ class Checkpoint:
             not origin
             or not (size_text.isascii() and size_text.isdigit())
             or (size_text != "0" and size_text[0] == "0")
+            or len(size_text) > 19
+            or int(size_text) >= 2**63  # a tree size is a uint64; databases hold int64
         ):
             raise InvalidInput("not a checkpoint: bad origin or size line")
         try:

@@ -23,7 +23,12 @@ from custos.ledger.log import Ledger
 
 TILE_WIDTH = 256
 TILE_HEIGHT = 8
-_TILE_PATH = re.compile(r"^/tile/(\d+)/((?:x\d{3}/)*\d{3})(?:\.p/(\d+))?$")
+# Canonical C2SP tlog-tiles paths only: ASCII digits, no leading "x000/" group, a partial
+# width of 1-255 without leading zeros. Anything else would alias a tile under another URL
+# (and a full tile is cached as immutable wherever it is served).
+_TILE_PATH = re.compile(
+    r"^/tile/(0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]?|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$"
+)
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -101,14 +106,11 @@ class TileServer:
             return 405, b"method not allowed\n", "no-store"
         try:
             if path == "/checkpoint":
-                latest = self.ledger.latest_checkpoint()
-                if latest is None:
-                    return 404, b"no checkpoint yet\n", "no-store"
-                return 200, latest.encode(), "no-cache"
+                return 200, self.ledger.current_checkpoint().encode(), "no-cache"
             if path.startswith("/tile/entries/"):
                 return 404, b"entry bundles are not public\n", "no-store"
             match = _TILE_PATH.match(path)
-            if not match:
+            if not match or match.group(2).startswith("x000/"):
                 return 404, b"not found\n", "no-store"
             level = int(match.group(1))
             index = decode_index(match.group(2))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select, text
 
-from custos.errors import InvalidInput
+from custos.errors import IntegrityError, InvalidInput
 from custos.ledger.hashing import EMPTY_ROOT, leaf_hash, node_hash
 from custos.ledger.log import STRIDE, Ledger
 from custos.ledger.notes import Checkpoint, NoteVerifier, SignedNote
@@ -64,6 +64,17 @@ def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
     """Recompute and check everything; mismatches are reported, not raised."""
     checkpoints = ledger.checkpoints()
     wanted_roots = {s for s, _, _ in checkpoints}
+    # The record beside the key survives the database's rows: deleting the checkpoints
+    # and rewriting entries leaves it to tell.
+    try:
+        head = ledger.last_signed()
+    except IntegrityError as exc:
+        head = None
+        head_problem: str | None = exc.message
+    else:
+        head_problem = None
+        if head is not None:
+            wanted_roots.add(head[0])
     roots: dict[int, bytes] = {0: EMPTY_ROOT}
     with ledger.db.engine.connect() as conn:
         size = int(conn.execute(text("SELECT size FROM ledger_state WHERE id = 1")).scalar_one())
@@ -120,6 +131,22 @@ def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
                 report.fail(expected, f"entry {expected} is missing (deleted or moved)")
         if report.first_bad_index is None and count != size:
             report.fail(None, f"{count} entry rows for a recorded size of {size}")
+    if head_problem is not None:
+        report.fail(None, head_problem)
+    if head is not None:
+        head_size, head_root = head
+        if head_size > size:
+            report.fail(
+                size,
+                f"this host signed a checkpoint at size {head_size}, beyond the log's size "
+                f"{size} (rolled back or truncated)",
+            )
+        elif head_size in roots and roots[head_size] != head_root:
+            report.fail(
+                max(head_size - 1, 0),
+                f"the entries do not match the checkpoint this host last signed at size "
+                f"{head_size} (history rewritten)",
+            )
     for cp_size, cp_root, note in checkpoints:
         if cp_size > size:
             report.fail(
