@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from custos.access import Custos
-from custos.ledger import TileServer, Witness, WitnessRefusal
+from custos.ledger import Ledger, TileServer, Witness, WitnessRefusal
 from custos.ledger.tiles import decode_index, encode_index, tile_path
 from tests.conftest import fresh_database_url
 from tests.ledger.signed_note import verify_note
@@ -29,10 +29,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(system: Custos) -> Iterator[str]:
+def serving(source: Custos | Ledger) -> Iterator[str]:
+    ledger = source if isinstance(source, Ledger) else source.ledger
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(TileServer(system.ledger), host="127.0.0.1", port=port, log_level="error")
+        uvicorn.Config(TileServer(ledger), host="127.0.0.1", port=port, log_level="error")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -120,6 +121,18 @@ def test_witness_refuses_a_rollback(system: Custos, tmp_path: Path) -> None:
             conn.execute(text("DELETE FROM ledger_checkpoints WHERE size > :s"), {"s": old_size})
         with pytest.raises(WitnessRefusal, match="ROLLBACK"):
             witness.check(url, vkey)
+
+
+def test_witness_refuses_an_origin_its_key_does_not_name(system: Custos, tmp_path: Path) -> None:
+    # The log's key signing for another log's origin would overwrite that log's record in
+    # the witness's state, and the real log would be refused as a rollback for good.
+    witness = Witness.create(tmp_path / "witness", "w")
+    impostor = Ledger(system.db, system.ledger.signer, "log.b.example")
+    impostor.append_many({"type": "test", "n": n} for n in range(3))
+    impostor.checkpoint()
+    with serving(impostor) as url, pytest.raises(WitnessRefusal, match=r"'log\.b\.example'"):
+        witness.check(url, system.ledger.signer.verifier_key())
+    assert witness.state() == {}
 
 
 def test_witness_refuses_a_split_view(

@@ -15,6 +15,7 @@ nothing the log says beyond signed checkpoints and hashes it can check.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -37,6 +38,7 @@ from custos.ledger.tiles import TileClient
 
 KEY_FILE = "witness.key"
 STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
 
 
 class WitnessRefusal(IntegrityError):
@@ -113,6 +115,22 @@ class Witness:
             checkpoint, signed = open_checkpoint(note, verifier)
         except CustosError as exc:
             raise WitnessRefusal(f"refusing: {exc.message}") from None
+        if checkpoint.origin != verifier.name:
+            # The state is kept per origin: a key that may speak for any origin could
+            # overwrite another log's record and lock the real one out for good.
+            raise WitnessRefusal(
+                f"refusing: the checkpoint claims origin {checkpoint.origin!r}, but the log's "
+                f"key is named {verifier.name!r}"
+            )
+        # One check at a time per witness (cron runs overlap): the state is read, checked
+        # against and saved under one lock, so a slow run cannot save an older size last.
+        with (self.folder / LOCK_FILE).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._check_locked(client, checkpoint, signed, now)
+
+    def _check_locked(
+        self, client: TileClient, checkpoint: Checkpoint, signed: SignedNote, now: int | None
+    ) -> CosignResult:
         state = self.state()
         last = state.get(checkpoint.origin)
         previous_size: int | None = None
