@@ -79,3 +79,17 @@ def test_the_public_origin_is_written_as_browsers_write_it(
     (home / "config.toml").write_text(f'[service]\npublic_origin = "{given}"\n')
     with Custos.open(home) as system:
         assert create_app(system).state.public_origin == origin
+
+
+@pytest.mark.parametrize("origin", ["custos log", "log+b", "", "lög.example"])
+def test_an_origin_no_key_may_have_is_refused_before_anything_is_made(
+    home: Path, origin: str
+) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(f'[ledger]\norigin = "{origin}"\n', encoding="utf-8")
+    if origin == "":  # empty means "choose one": a fine home
+        Custos.init(home).close()
+        return
+    with pytest.raises(ConfigurationError, match="must be printable ASCII without spaces"):
+        Custos.init(home)
+    assert not (home / "keys").exists()

@@ -45,6 +45,7 @@ from custos.ledger import (
     SIGNED_HEAD_FILE,
     Ledger,
     NoteVerifier,
+    check_key_name,
     read_key,
     write_new_key,
 )
@@ -119,6 +120,8 @@ class Custos:
         Raises :class:`ConfigurationError` when the home cannot be created.
         """
         settings = load_settings(home)
+        origin = str(settings.section("ledger").get("origin") or f"custos/{uuid.uuid4().hex[:12]}")
+        check_key_name(origin)  # before anything is created
         try:
             settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
             settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
@@ -129,7 +132,6 @@ class Custos:
         db = open_database(settings.database_url, migrate=True)
         system = cls(settings, db)
         # Each part's own setup, in layer order.
-        origin = str(settings.section("ledger").get("origin") or f"custos/{uuid.uuid4().hex[:12]}")
         write_new_key(settings.keys_dir / LOG_KEY_FILE, origin)
         LocalKeyFile.create(settings.keys_dir / KEK_FILE)
         _create_secret(settings.keys_dir / WEBHOOK_SECRET_FILE)

@@ -6,7 +6,13 @@ cosigns checkpoints after checking consistency; :class:`TileServer` serves hash 
 """
 
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
-from custos.ledger.keys import LOG_KEY_FILE, SIGNED_HEAD_FILE, read_key, write_new_key
+from custos.ledger.keys import (
+    LOG_KEY_FILE,
+    SIGNED_HEAD_FILE,
+    check_key_name,
+    read_key,
+    write_new_key,
+)
 from custos.ledger.log import ConsistencyProof, InclusionProof, Ledger, LedgerReceipt
 from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote, open_checkpoint
 from custos.ledger.tiles import TileClient, TileServer
@@ -32,6 +38,7 @@ __all__ = [
     "Witness",
     "WitnessRefusal",
     "canonical_json",
+    "check_key_name",
     "leaf_hash",
     "node_hash",
     "open_checkpoint",

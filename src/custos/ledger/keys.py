@@ -22,8 +22,22 @@ LOG_KEY_FILE = "log.key"
 SIGNED_HEAD_FILE = "log.signed"
 
 
+def check_key_name(name: str) -> str:
+    """``name`` if it can name a signed-note key (and so a log's origin): printable ASCII,
+    no space, no '+'. Raises :class:`ConfigurationError`: a bad name, written into the key
+    file, would make every checkpoint unparseable for good."""
+    if not name or not all("!" <= c <= "~" and c != "+" for c in name):
+        raise ConfigurationError(
+            f"key name {name!r} must be printable ASCII without spaces or '+' "
+            "(for instance custos.example.com/log)"
+        )
+    return name
+
+
 def write_new_key(path: Path, name: str) -> bool:
-    """Create a new key at ``path`` unless one exists; True when created. Mode 0600."""
+    """Create a new key at ``path`` unless one exists; True when created. Mode 0600.
+    Raises :class:`ConfigurationError` for a name no key may have."""
+    check_key_name(name)
     if path.exists():
         return False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
