@@ -218,3 +218,30 @@ def test_a_truncated_log_is_never_signed(system: Custos, home: Path) -> None:
         pytest.raises(IntegrityError, match="it was truncated; nothing was signed"),
     ):
         reopened.ledger.checkpoint()
+
+
+def test_what_the_next_append_builds_on_is_verified_too(system: Custos, home: Path) -> None:
+    fill(system)
+    assert verify_log(system.ledger, system.log_verifier).ok
+    with system.db.engine.begin() as conn:
+        blob = bytes(
+            conn.execute(text("SELECT frontier FROM ledger_state WHERE id = 1")).scalar_one()
+        )
+    sql(
+        system,
+        "UPDATE ledger_state SET frontier = :f WHERE id = 1",
+        f=blob[:-1] + bytes([blob[-1] ^ 1]),
+    )
+    report = verify_log(system.ledger, system.log_verifier)
+    assert report.problems == ["the stored frontier does not match the entries"]
+    sql(system, "UPDATE ledger_state SET frontier = :f WHERE id = 1", f=blob)
+    size = system.ledger.size()
+    sql(
+        system,
+        "INSERT INTO ledger_nodes (level, idx, hash) VALUES (4, :i, :h)",
+        i=size >> 4,
+        h=b"\x00" * 32,
+    )
+    report = verify_log(system.ledger, system.log_verifier)
+    assert not report.ok
+    assert "beyond the log's size" in report.problems[0]

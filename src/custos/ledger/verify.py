@@ -14,7 +14,7 @@ from sqlalchemy import Connection, func, select, text
 
 from custos.errors import IntegrityError, InvalidInput
 from custos.ledger.hashing import EMPTY_ROOT, leaf_hash, node_hash
-from custos.ledger.log import STRIDE, Ledger
+from custos.ledger.log import STRIDE, Ledger, _decode_frontier
 from custos.ledger.notes import Checkpoint, NoteVerifier, SignedNote
 from custos.store.ledger import LedgerEntryRow, LedgerNodeRow
 
@@ -131,6 +131,26 @@ def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
                 report.fail(expected, f"entry {expected} is missing (deleted or moved)")
         if report.first_bad_index is None and count != size:
             report.fail(None, f"{count} entry rows for a recorded size of {size}")
+        # What the next append builds on is checked too: a wrong frontier would be folded
+        # into every later stored hash and root, and a node row beyond the size would make
+        # the append that reaches it fail (every access denied from then on).
+        blob = conn.execute(text("SELECT frontier FROM ledger_state WHERE id = 1")).scalar_one()
+        stored_frontier = None if blob is None else _decode_frontier(bytes(blob), size)
+        if report.first_bad_index is None and blob is not None and stored_frontier != stack:
+            report.fail(None, "the stored frontier does not match the entries")
+        for level in conn.execute(select(LedgerNodeRow.level).distinct()).scalars():
+            stray = conn.execute(
+                select(func.min(LedgerNodeRow.idx)).where(
+                    LedgerNodeRow.level == level, LedgerNodeRow.idx >= size >> int(level)
+                )
+            ).scalar_one()
+            if stray is not None:
+                first = int(stray) << int(level)
+                report.fail(
+                    min(first, size),
+                    f"a stored hash at level {level} covers entries from {first}, beyond the "
+                    f"log's size {size} (inserted row)",
+                )
     if head_problem is not None:
         report.fail(None, head_problem)
     if head is not None:
