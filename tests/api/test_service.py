@@ -381,6 +381,12 @@ def test_sessions_need_csrf_and_same_origin(service: Service) -> None:
         login_csrf = client.post("/login", data=form, headers={"Origin": "https://evil.example"})
         assert login_csrf.status_code == 403
         assert "custos_session" not in login_csrf.cookies
+        # A form posted from another site under no-referrer says only "null": the browser's
+        # Sec-Fetch-Site tells; our own login form (same-origin) gets in.
+        hidden = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+        assert client.post("/login", data=form, headers=hidden).status_code == 403
+        ours = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+        assert client.post("/login", data=form, headers=ours).status_code == 303
     flags = {part.strip().lower() for part in service.last_set_cookie.split(";")}
     assert {"httponly", "secure", "samesite=strict"} <= flags
 

@@ -109,10 +109,16 @@ def check_origin(request: Request) -> None:
 
     The service's own origin is ``[service] public_origin`` when set (behind a proxy that
     ends TLS, the address people type), else the address the request reached. A request
-    without an ``Origin`` header passes: browsers send one on every cross-site POST.
+    with neither header passes (not a browser's, or a very old one).
     """
+    # Browsers say where a request comes from in Sec-Fetch-Site; "none" is the person typing.
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden("cross-origin request refused")
     origin = request.headers.get("origin")
-    if origin is None:
+    # "null" is what a form post sends under our Referrer-Policy: no-referrer, from our own
+    # pages as from anyone's; Sec-Fetch-Site above is what tells them apart.
+    if origin is None or origin == "null":
         return
     ours: str | None = getattr(request.app.state, "public_origin", None)
     if origin.rstrip("/").lower() != (ours or str(request.base_url).rstrip("/").lower()):
