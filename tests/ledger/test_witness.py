@@ -165,3 +165,30 @@ def test_witness_refuses_a_checkpoint_signed_by_another_key(system: Custos, tmp_
     impostor_key = NoteSigner(system.ledger.origin, other.private).verifier_key()
     with serving(system) as url, pytest.raises(WitnessRefusal, match="not validly signed"):
         witness.check(url, impostor_key)
+
+
+def test_witness_runs_one_check_at_a_time(system: Custos, tmp_path: Path) -> None:
+    """Overlapping runs (cron) take turns on the state: while another holds the witness's
+    lock, a check neither reads nor writes the state, and it goes on when the lock is freed."""
+    import fcntl
+
+    from custos.ledger.witness import LOCK_FILE, STATE_FILE
+
+    folder = tmp_path / "witness"
+    witness = Witness.create(folder, "w")
+    vkey = system.ledger.signer.verifier_key()
+    grow(system, 10)
+    outcome: list[object] = []
+    with serving(system) as url, (folder / LOCK_FILE).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run is in the middle of its check
+        runner = threading.Thread(target=lambda: outcome.append(witness.check(url, vkey)))
+        runner.start()
+        runner.join(timeout=1.5)
+        assert runner.is_alive(), "the check went on while another run held the lock"
+        assert not (folder / STATE_FILE).exists()
+        assert outcome == []
+        fcntl.flock(held, fcntl.LOCK_UN)
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert len(outcome) == 1
+    assert Witness(folder).state()[system.ledger.origin]["size"] == system.ledger.size()
