@@ -22,3 +22,10 @@ def test_group_lists_are_taken_as_given() -> None:
     )
     assert settings.approver_groups == ("approvers", "legal")
     assert settings.review_groups == ("privacy_office",)
+
+
+@pytest.mark.parametrize("value", [0, -1, "many"])
+def test_a_break_glass_limit_below_one_is_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"\[approvals\]"):
+        ApprovalSettings.from_config({"break_glass_open_limit": value})
+    assert ApprovalSettings.from_config({"break_glass_open_limit": 1}).break_glass_open_limit == 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from custos.access import Custos
+from custos.access import Custos, Viewer
 from custos.approvals import Approvals, Outbox
 from custos.directory import parse_text
 from custos.errors import ApprovalRefused, Conflict, LedgerUnavailable, RequestRefused
@@ -273,6 +273,76 @@ def test_break_glass_is_immediate_alerted_and_reviewed_by_two(world: Custos) -> 
     )
     assert world.approvals.review(grant.id, "emp-4002", "agree").review == "closed"
     assert world.approvals.grants(review_open=True) == []
+
+
+def take_break_glass(system: Custos, reason: str = "live incident") -> Any:
+    return system.break_glass(
+        principal="emp-5001",
+        subject="user-1",
+        categories=["ip_history"],
+        purpose="security_incident",
+        ticket="T-12",
+        reason=reason,
+    )
+
+
+def test_break_glass_stops_while_too_many_await_review(world: Custos) -> None:
+    # Each break-glass grant is precise data taken without approval: a responder may not
+    # keep taking them faster than reviewers look (default limit 3).
+    taken = [take_break_glass(world, f"incident step {n}") for n in range(3)]
+    start = world.ledger.size()
+    assert refused_rule(lambda: take_break_glass(world)) == "unreviewed-break-glass"
+    assert len(world.approvals.grants(review_open=True)) == 3
+    refusal = [json.loads(e) for _, e in world.ledger.entries(start, world.ledger.size())][-1]
+    assert refusal["type"] == "break_glass_refused"
+    assert (refusal["principal"], refusal["awaiting_review"]) == ("emp-5001", 3)
+    assert refusal["decisions"]  # the allowing decisions it refers to are in the ledger
+    # The person whose data it was sees the refused attempt in their report, without names.
+    report = world.subject_report("user-1", viewer=Viewer("test"))
+    shown = [a for a in report["approvals"] if a["type"] == "break_glass_refused"]
+    assert len(shown) == 1
+    assert "principal" not in shown[0]
+    world.approvals.review(taken[0].id, "emp-4001", "incident INC-4 confirms")
+    assert refused_rule(lambda: take_break_glass(world)) == "unreviewed-break-glass"
+    world.approvals.review(taken[0].id, "emp-4002", "agree")  # closed: one slot frees
+    assert take_break_glass(world).review == "open"
+    assert len(world.approvals.grants(review_open=True)) == 3
+
+
+def test_break_glass_at_the_same_moment_keeps_the_limit(world: Custos) -> None:
+    systems = [
+        Custos(world.settings, world.db.__class__(str(world.db.engine.url))) for _ in range(6)
+    ]
+    barrier = threading.Barrier(len(systems))
+    outcomes: list[str] = []
+
+    def attempt(system: Custos) -> None:
+        barrier.wait()
+        try:
+            # The workflow itself, so the transactions overlap (the decisions before it
+            # queue on the ledger's lock and would stagger the threads).
+            system.approvals.break_glass(
+                principal="emp-5001",
+                subject="user-1",
+                categories=["ip_history"],
+                purpose="security_incident",
+                ticket="T-12",
+                reason="live incident",
+                duration=None,
+            )
+            outcomes.append("granted")
+        except ApprovalRefused as exc:
+            outcomes.append(exc.rule)
+
+    threads = [threading.Thread(target=attempt, args=(s,)) for s in systems]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in systems:
+        s.close()
+    assert sorted(outcomes) == ["granted"] * 3 + ["unreviewed-break-glass"] * 3
+    assert len(world.approvals.grants(review_open=True)) == 3
 
 
 def test_break_glass_asserted_on_a_read_or_decision_is_refused(world: Custos) -> None:

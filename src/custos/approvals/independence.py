@@ -24,6 +24,7 @@ ALREADY_ANSWERED = "already-answered"
 RECIPROCAL = "reciprocal-approval"
 GROUP_COVERAGE = "group-coverage"
 NOT_A_REVIEWER = "not-a-reviewer"
+UNREVIEWED_BREAK_GLASS = "unreviewed-break-glass"
 
 #: Every rule, with the sentence ``custos approvals rules`` and the docs show.
 RULES: dict[str, str] = {
@@ -37,6 +38,8 @@ RULES: dict[str, str] = {
     "may not approve the requester in return",
     GROUP_COVERAGE: "the approvals together must include every group the policy names",
     NOT_A_REVIEWER: "break-glass grants are closed by reviewers of the review groups",
+    UNREVIEWED_BREAK_GLASS: "a responder whose break-glass grants awaiting review reach "
+    "break_glass_open_limit may not break glass again until they are reviewed",
 }
 
 

@@ -33,6 +33,9 @@ class ApprovalSettings:
     #: Groups whose members may review (close) break-glass grants, and how many must.
     review_groups: tuple[str, ...] = ("privacy_office",)
     reviews_needed: int = 2
+    #: A responder with this many break-glass grants still awaiting review may not break
+    #: glass again until reviewers catch up: each one is precise data taken without approval.
+    break_glass_open_limit: int = 3
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ApprovalSettings:
@@ -48,6 +51,7 @@ class ApprovalSettings:
             groups = _groups(config, "approver_groups", cls.approver_groups)
             review = _groups(config, "review_groups", cls.review_groups)
             reviews = int(config.get("reviews_needed", 2))
+            open_limit = int(config.get("break_glass_open_limit", 3))
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"[approvals] has a value of the wrong type: {exc}") from None
         for name, value in hours.items():
@@ -57,11 +61,14 @@ class ApprovalSettings:
             raise ConfigurationError("[approvals] grant_hours exceeds max_grant_hours")
         if reviews < 1:
             raise ConfigurationError("[approvals] reviews_needed must be at least 1")
+        if open_limit < 1:
+            raise ConfigurationError("[approvals] break_glass_open_limit must be at least 1")
         return cls(
             **{name: timedelta(hours=value) for name, value in hours.items()},
             approver_groups=groups,
             review_groups=review,
             reviews_needed=reviews,
+            break_glass_open_limit=open_limit,
         )
 
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from custos.approvals import independence
@@ -496,7 +496,9 @@ class Approvals:
 
         The caller has checked that policy allows break-glass for this principal and
         purpose. The grant raises a critical alert at once and stays flagged (``review`` =
-        ``open``) until ``reviews_needed`` reviewers close it. Raises :class:`InvalidInput`.
+        ``open``) until ``reviews_needed`` reviewers close it. Raises :class:`InvalidInput`,
+        and :class:`ApprovalRefused` (logged as ``break_glass_refused``) when the principal
+        already has ``break_glass_open_limit`` grants awaiting review.
         """
         now = now or datetime.now(UTC)
         reason = _reason(reason, "break-glass")
@@ -525,34 +527,67 @@ class Approvals:
             end_notified=False,
             lock=0,
         )
+        refused: ApprovalRefused | None = None
         with self.db.session() as session:
+            # The version row's update takes the write lock (SQLite) or that row's lock
+            # (PostgreSQL) before the count, so two break-glass calls at once see each other.
             self._bump_version(session)
-            session.add(row)
-            grant = _grant(row)
-            self._record(
-                session,
-                {**self._grant_entry(grant, "break_glass"), "decisions": list(decisions)},
-                grant=row.id,
+            waiting = self._awaiting_review(session, principal)
+            limit = self.settings.break_glass_open_limit
+            if waiting >= limit:
+                refused = ApprovalRefused(
+                    f"{principal} already has {waiting} break-glass grant(s) awaiting review "
+                    f"(the limit is {limit}); reviewers must close them before another",
+                    rule=independence.UNREVIEWED_BREAK_GLASS,
+                )
+                session.rollback()
+            else:
+                session.add(row)
+                grant = _grant(row)
+                self._record(
+                    session,
+                    {**self._grant_entry(grant, "break_glass"), "decisions": list(decisions)},
+                    grant=row.id,
+                )
+                self._record(
+                    session,
+                    {
+                        "type": "alert",
+                        "rule": "break_glass",
+                        "severity": "critical",
+                        "time": iso(now),
+                        "principals": [principal],
+                        "subjects": [subject],
+                        "grant": row.id,
+                        "explanation": (
+                            f"{principal} invoked break-glass on {subject}'s "
+                            f"{', '.join(grant.categories)} for a security incident; two "
+                            "reviewers must close it"
+                        ),
+                    },
+                    notify="break_glass",
+                    now=now,
+                )
+        if refused is not None:
+            # Nothing was granted, but an attempt to take precise data without approval
+            # past the limit is itself evidence.
+            self.journal.append_many(
+                [
+                    {
+                        "type": "break_glass_refused",
+                        "time": iso(now),
+                        "principal": principal,
+                        "subject": subject,
+                        "categories": list(dict.fromkeys(categories)),
+                        "purpose": purpose,
+                        "ticket": ticket,
+                        "decisions": list(decisions),
+                        "rule": refused.rule,
+                        "awaiting_review": waiting,
+                    }
+                ]
             )
-            self._record(
-                session,
-                {
-                    "type": "alert",
-                    "rule": "break_glass",
-                    "severity": "critical",
-                    "time": iso(now),
-                    "principals": [principal],
-                    "subjects": [subject],
-                    "grant": row.id,
-                    "explanation": (
-                        f"{principal} invoked break-glass on {subject}'s "
-                        f"{', '.join(grant.categories)} for a security incident; two reviewers "
-                        "must close it"
-                    ),
-                },
-                notify="break_glass",
-                now=now,
-            )
+            raise refused
         self._invalidate()
         self.flush()
         return grant
@@ -873,15 +908,31 @@ class Approvals:
     def _locked_grant(self, session: Session, grant_id: str) -> GrantRow:
         return _locked(session, GrantRow, grant_id, UnknownGrant(f"unknown grant {grant_id!r}"))
 
-    def _bump_version(self, session: Session) -> None:
-        result = session.execute(
-            update(GrantsVersionRow)
-            .where(GrantsVersionRow.id == 1)
-            .values(version=GrantsVersionRow.version + 1)
+    def _awaiting_review(self, session: Session, principal: str) -> int:
+        """How many of ``principal``'s break-glass grants still await review (ended or not:
+        each is precise data taken without approval that nobody has looked at yet)."""
+        count = session.scalar(
+            select(func.count())
+            .select_from(GrantRow)
+            .where(
+                GrantRow.principal == principal,
+                GrantRow.break_glass.is_(True),
+                GrantRow.review == "open",
+            )
         )
-        if getattr(result, "rowcount", 0) != 1:
-            session.add(GrantsVersionRow(id=1, version=1))
-            session.flush()
+        return int(count or 0)
+
+    def _bump_version(self, session: Session) -> None:
+        # One statement that inserts the row or bumps it: the first writers of a new
+        # database would otherwise both find no row, both insert it and all but one fail;
+        # and the row's lock is what serialises the checks made after it (the break-glass
+        # limit), so it must be taken even when the row is new.
+        session.execute(
+            text(
+                "INSERT INTO grants_version (id, version) VALUES (1, 1) ON CONFLICT (id) "
+                "DO UPDATE SET version = grants_version.version + 1"
+            )
+        )
 
     def _votes(self, session: Session, request_id: str) -> list[ApprovalVoteRow]:
         return list(

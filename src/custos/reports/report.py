@@ -43,6 +43,7 @@ _APPROVAL_TYPES = {
     "grant_revoked",
     "grant_ended",
     "break_glass",
+    "break_glass_refused",
     "alert",
     "break_glass_review",
     "break_glass_closed",
