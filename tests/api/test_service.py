@@ -268,7 +268,22 @@ def test_the_2022_case_over_http(service: Service) -> None:
             },
         )
         assert opened.status_code == 201, opened.text
+        assert opened.json()["actions"] == ["read"]  # what the approvers will approve
         request_id = opened.json()["id"]
+        for actions in ([], ["delete"], "read"):
+            bad = tool.post(
+                "/v1/approvals/requests",
+                json={
+                    "subject": "user-1",
+                    "categories": ["ip_history"],
+                    "purpose": "trust_safety",
+                    "ticket": "T-11",
+                    "reason": "abuse report R-78",
+                    "actions": actions,
+                },
+            )
+            assert bad.status_code == 422, bad.text
+            assert any("actions" in p for p in error_of(bad)["problems"])
         read = {
             "subject": "user-42",
             "category": "ip_history",

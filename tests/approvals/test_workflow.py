@@ -17,7 +17,13 @@ import pytest
 from custos.access import Custos, Viewer
 from custos.approvals import Approvals, Outbox
 from custos.directory import parse_text
-from custos.errors import ApprovalRefused, Conflict, LedgerUnavailable, RequestRefused
+from custos.errors import (
+    ApprovalRefused,
+    Conflict,
+    InvalidInput,
+    LedgerUnavailable,
+    RequestRefused,
+)
 from custos.policy import AccessRequest
 from custos.store.approvals import GrantRow
 from tests.factories import APPROVALS_WORLD, ask, load_org, logins
@@ -502,6 +508,63 @@ def approved(system: Custos, request_id: str) -> str:
     """Approve ``request_id`` by the two approvers APPROVALS_WORLD's policy asks for."""
     system.approvals.approve(request_id, "emp-3002", "checked the abuse report")
     return str(system.approvals.approve(request_id, "emp-4001", "proportionate").grant_id)
+
+
+def test_a_grant_covers_only_the_actions_its_approvers_approved(world: Custos) -> None:
+    # Approved to *read* a journalist's contact details is not approved to *change* them
+    # (an account takeover); the request names the actions and the grant covers those only.
+    world.directory.merge(
+        parse_text(
+            json.dumps(
+                {
+                    "tickets": [
+                        {
+                            "id": "T-20",
+                            "kind": "support",
+                            "subject": "user-42",
+                            "assignee": "emp-6001",
+                            "status": "open",
+                            "opened_by": "subject",
+                        }
+                    ]
+                }
+            ),
+            "extra",
+        )
+    )
+
+    def decide(action: str) -> Any:
+        return world.decide(
+            AccessRequest("emp-6001", "user-42", "contact", "support", ticket="T-20", action=action)
+        )
+
+    def contact_request(**kw: Any) -> str:
+        return ask(world, "emp-6001", "T-20", categories=["contact"], purpose="support", **kw)
+
+    assert decide("modify").outcome == "approval_required"
+    read_only = approved(world, contact_request())
+    assert world.approvals.grant(read_only).actions == ("read",)
+    assert decide("read").allowed
+    assert decide("modify").outcome == "approval_required"
+    world.approvals.revoke(read_only, "emp-6001", "done reading")
+
+    start = world.ledger.size()
+    both = approved(world, contact_request(actions=["modify", "read", "modify"]))
+    assert world.approvals.grant(both).actions == ("read", "modify")
+    assert decide("modify").allowed
+    grant_entry = next(
+        json.loads(e)
+        for _, e in world.ledger.entries(start, world.ledger.size())
+        if json.loads(e)["type"] == "grant"
+    )
+    assert grant_entry["actions"] == ["read", "modify"]
+
+
+@pytest.mark.parametrize("actions", [[], ["delete"], ["read", "Read"]])
+def test_a_request_names_known_actions(world: Custos, actions: list[str]) -> None:
+    with pytest.raises(InvalidInput, match="action"):
+        ask(world, actions=actions)
+    assert world.approvals.requests() == []
 
 
 def test_a_coarse_grant_never_releases_precise_data(world: Custos) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,79 @@ def test_release_index_orders_records_without_a_sort(old_database: Database) -> 
     details = " ".join(str(row[-1]) for row in plan)
     assert "ix_vault_records_release" in details
     assert "TEMP B-TREE" not in details
+
+
+def test_grants_made_before_actions_were_named_cover_reading_only(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """Rows approved before requests named their actions were approved with no action in
+    view: after the migration they cover ``read`` alone (fail closed), and stay readable."""
+    import sqlalchemy as sa
+
+    from custos.store.approvals import ApprovalRequestRow, GrantRow
+    from custos.store.base import UTCDateTime
+
+    db = Database(database_url or f"sqlite:///{tmp_path / 'custos.db'}")
+    db.migrate("0006_approvals")
+    now = datetime.now(UTC)
+    common = {
+        "principal": "emp-1",
+        "subject": "user-42",
+        "categories": ["contact"],
+        "purpose": "support",
+        "ticket": "T-1",
+        "precision": "precise",
+        "reason": "approved long ago",
+    }
+    json_cols = ("categories", "approver_groups", "approvers", "groups_needed", "policies")
+
+    def table(name: str, values: dict[str, object]) -> sa.TableClause:
+        def typed(key: str) -> sa.ColumnClause[object]:
+            if key in json_cols:
+                return sa.column(key, sa.JSON())
+            if isinstance(values[key], datetime):
+                return sa.column(key, UTCDateTime())
+            return sa.column(key)
+
+        return sa.table(name, *(typed(k) for k in values))
+
+    grant = {
+        **common,
+        "id": "grant-old",
+        "request_id": "req-old",
+        "approvals": 2,
+        "approver_groups": ["privacy_office"],
+        "approvers": ["emp-2", "emp-3"],
+        "starts": now,
+        "ends": now + timedelta(hours=8),
+        "break_glass": False,
+        "review": "none",
+        "logged": True,
+        "end_notified": False,
+        "lock": 0,
+    }
+    request = {
+        **common,
+        "id": "req-old",
+        "duration_s": 28800,
+        "approvals_needed": 2,
+        "groups_needed": ["privacy_office"],
+        "policies": ["protected-two-person"],
+        "status": "approved",
+        "created": now,
+        "expires": now + timedelta(hours=12),
+        "grant_id": "grant-old",
+        "lock": 0,
+    }
+    with db.engine.begin() as conn:
+        conn.execute(sa.insert(table("grants", grant)).values(**grant))
+        conn.execute(sa.insert(table("approval_requests", request)).values(**request))
+
+    db.migrate()
+    with db.session() as session:
+        old_grant = session.get(GrantRow, "grant-old")
+        old_request = session.get(ApprovalRequestRow, "req-old")
+        assert old_grant is not None
+        assert old_request is not None
+        assert (old_grant.actions, old_request.actions) == (["read"], ["read"])
+        assert old_grant.categories == ["contact"]

@@ -37,6 +37,7 @@ from custos.errors import (
     ConfigurationError,
     Conflict,
     CustosError,
+    InvalidInput,
     NotInitialised,
     RequestRefused,
 )
@@ -371,16 +372,20 @@ class Custos:
         precision: str = "precise",
         reason: str | None,
         duration: timedelta | None = None,
+        actions: Sequence[str] = ("read",),
         source: str = "custos",
         now: datetime | None = None,
     ) -> Request:
         """Ask for access that the policies say needs approval, and open the request.
 
-        Every category is decided (and logged) as asked. Raises :class:`RequestRefused`
+        Every category is decided (and logged) as asked, for each of ``actions``; the grant
+        will cover those actions only. Raises :class:`RequestRefused`
         when a policy forbids it whatever the approvals (e.g. source protection), naming
         that policy, and :class:`Conflict` when it is allowed already.
         """
         now = now or datetime.now(UTC)
+        if not actions:
+            raise InvalidInput("at least one action is needed", hint="e.g. read")
         asked = [
             AccessRequest(
                 principal,
@@ -388,11 +393,13 @@ class Custos:
                 category,
                 purpose,
                 ticket=ticket,
+                action=action,
                 precision=precision,
                 reason=reason,
                 time=now,
             )
             for category in dict.fromkeys(categories)
+            for action in dict.fromkeys(actions)
         ]
         decisions = self._decided_or_refused(
             asked, source, "no approval can allow this", refuse=lambda d: d.outcome == "deny"
@@ -421,6 +428,7 @@ class Custos:
             duration=duration,
             needed=needed,
             policies=policies,
+            actions=actions,
             decisions=[d.event_id for d in decisions if d.event_id],
             now=now,
         )
@@ -435,14 +443,18 @@ class Custos:
         ticket: str | None,
         reason: str | None,
         duration: timedelta | None = None,
+        actions: Sequence[str] = ("read",),
         source: str = "custos",
         now: datetime | None = None,
     ) -> Grant:
-        """Take an immediate break-glass grant, if the policies allow break-glass here.
+        """Take an immediate break-glass grant, if the policies allow break-glass here
+        for every category and action asked (the grant covers those only).
 
         Raises :class:`RequestRefused` naming the policy that forbids it.
         """
         now = now or datetime.now(UTC)
+        if not actions:
+            raise InvalidInput("at least one action is needed", hint="e.g. read")
         asked = [
             AccessRequest(
                 principal,
@@ -450,12 +462,14 @@ class Custos:
                 category,
                 purpose,
                 ticket=ticket,
+                action=action,
                 precision="precise",
                 break_glass=True,
                 reason=reason,
                 time=now,
             )
             for category in dict.fromkeys(categories)
+            for action in dict.fromkeys(actions)
         ]
         decisions = self._decided_or_refused(
             asked, source, "break-glass is not available here", refuse=lambda d: not d.allowed
@@ -468,6 +482,7 @@ class Custos:
             ticket=ticket,
             reason=reason,
             duration=duration,
+            actions=actions,
             decisions=[d.event_id for d in decisions if d.event_id],
             now=now,
         )

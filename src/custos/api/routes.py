@@ -154,6 +154,7 @@ def open_request(
         precision=body.precision,
         reason=body.reason,
         duration=_hours(body.hours),
+        actions=list(body.actions),
         source=f"api:{who.name}",
     )
     return opened.to_dict()
@@ -242,6 +243,7 @@ def break_glass(
         ticket=body.ticket,
         reason=body.reason,
         duration=_hours(body.hours),
+        actions=list(body.actions),
         source=f"api:{who.name}",
     )
     return grant.to_dict()

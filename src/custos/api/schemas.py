@@ -50,6 +50,8 @@ class RequestBody(_Body):
     purpose: Purpose
     ticket: Id | None = None
     precision: Precision = "precise"
+    #: What the grant is to cover; approvers approve these actions and no others.
+    actions: Annotated[list[Action], Field(min_length=1, max_length=4)] = ["read"]
     reason: Text
     hours: Annotated[float, Field(gt=0, le=24 * 7)] | None = None
 
@@ -60,6 +62,7 @@ class BreakGlassBody(_Body):
     categories: Annotated[list[Category], Field(min_length=1, max_length=10)]
     purpose: Purpose = "security_incident"
     ticket: Id | None = None
+    actions: Annotated[list[Action], Field(min_length=1, max_length=4)] = ["read"]
     reason: Text
     hours: Annotated[float, Field(gt=0, le=24 * 7)] | None = None
 

@@ -97,6 +97,7 @@ class Grant:
     principal: str
     subject: str
     categories: tuple[str, ...]
+    actions: tuple[str, ...]
     purpose: str
     ticket: str | None
     precision: str
@@ -139,6 +140,7 @@ class Grant:
             ends=self.ends,
             break_glass=self.break_glass,
             revoked=self.revoked is not None,
+            actions=self.actions,
         )
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
@@ -149,6 +151,7 @@ class Grant:
             "principal": self.principal,
             "subject": self.subject,
             "categories": list(self.categories),
+            "actions": list(self.actions),
             "purpose": self.purpose,
             "ticket": self.ticket,
             "precision": self.precision,
@@ -173,6 +176,7 @@ class Request:
     principal: str
     subject: str
     categories: tuple[str, ...]
+    actions: tuple[str, ...]
     purpose: str
     ticket: str | None
     precision: str
@@ -199,6 +203,7 @@ class Request:
             "principal": self.principal,
             "subject": self.subject,
             "categories": list(self.categories),
+            "actions": list(self.actions),
             "purpose": self.purpose,
             "ticket": self.ticket,
             "precision": self.precision,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -46,7 +46,7 @@ from custos.store.approvals import (
     GrantsVersionRow,
     NotificationRow,
 )
-from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES
+from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES, Action
 
 MAX_REASON = 2000
 
@@ -70,6 +70,21 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
+def _actions(actions: Sequence[str]) -> tuple[str, ...]:
+    """The actions a request or grant covers, in the vocabulary's order, each once.
+    Raises :class:`InvalidInput` for none or an unknown one."""
+    known = get_args(Action)
+    unknown = sorted({a for a in actions if a not in known})
+    if unknown:
+        raise InvalidInput(
+            f"unknown action(s) {', '.join(map(repr, unknown))}",
+            hint="actions are " + ", ".join(known),
+        )
+    if not actions:
+        raise InvalidInput("a request needs at least one action", hint="e.g. read")
+    return tuple(a for a in known if a in actions)
+
+
 def _reason(text: str | None, what: str) -> str:
     cleaned = (text or "").strip()
     if not cleaned:
@@ -85,6 +100,7 @@ def _request(row: ApprovalRequestRow, votes: Sequence[ApprovalVoteRow] = ()) -> 
         principal=row.principal,
         subject=row.subject,
         categories=tuple(row.categories),
+        actions=tuple(row.actions),
         purpose=row.purpose,
         ticket=row.ticket,
         precision=row.precision,
@@ -109,6 +125,7 @@ def _grant(row: GrantRow, reviews: Sequence[GrantReviewRow] = ()) -> Grant:
         principal=row.principal,
         subject=row.subject,
         categories=tuple(row.categories),
+        actions=tuple(row.actions),
         purpose=row.purpose,
         ticket=row.ticket,
         precision=row.precision,
@@ -183,6 +200,7 @@ class Approvals:
         duration: timedelta | None,
         needed: ApprovalsNeeded,
         policies: Sequence[str],
+        actions: Sequence[str] = ("read",),
         decisions: Sequence[str] = (),
         now: datetime | None = None,
     ) -> Request:
@@ -196,6 +214,7 @@ class Approvals:
         now = now or datetime.now(UTC)
         reason = _reason(reason, "request")
         cats = tuple(dict.fromkeys(categories))
+        acts = _actions(actions)
         problems = [f"unknown category {c!r}" for c in cats if c not in CATEGORIES]
         if not cats:
             problems.append("at least one category is needed")
@@ -227,6 +246,7 @@ class Approvals:
                 principal=principal,
                 subject=subject,
                 categories=list(cats),
+                actions=list(acts),
                 purpose=purpose,
                 ticket=ticket,
                 precision=precision,
@@ -371,6 +391,7 @@ class Approvals:
             principal=row.principal,
             subject=row.subject,
             categories=list(row.categories),
+            actions=list(row.actions),
             purpose=row.purpose,
             ticket=row.ticket,
             precision=row.precision,
@@ -489,6 +510,7 @@ class Approvals:
         ticket: str | None,
         reason: str | None,
         duration: timedelta | None,
+        actions: Sequence[str] = ("read",),
         decisions: Sequence[str] = (),
         now: datetime | None = None,
     ) -> Grant:
@@ -502,6 +524,7 @@ class Approvals:
         """
         now = now or datetime.now(UTC)
         reason = _reason(reason, "break-glass")
+        acts = _actions(actions)
         length = self._duration(duration, self.settings.break_glass_duration)
         row = GrantRow(
             id=_new_id("grant"),
@@ -509,6 +532,7 @@ class Approvals:
             principal=principal,
             subject=subject,
             categories=list(dict.fromkeys(categories)),
+            actions=list(acts),
             purpose=purpose,
             ticket=ticket,
             precision="precise",
@@ -830,6 +854,8 @@ class Approvals:
             for g in self._cached(request.principal)
             if g.subject == request.subject
             and request.category in g.categories
+            # Approved for reading is not approved for changing or exporting.
+            and request.action in g.actions
             and g.purpose == request.purpose
             # The approvers judged this ticket: another one, even open and on the same subject
             # (staff can open tickets themselves), is not what they approved.
@@ -990,6 +1016,7 @@ class Approvals:
             "principal": request.principal,
             "subject": request.subject,
             "categories": list(request.categories),
+            "actions": list(request.actions),
             "purpose": request.purpose,
             "ticket": request.ticket,
             "precision": request.precision,
@@ -1009,6 +1036,7 @@ class Approvals:
             "principal": grant.principal,
             "subject": grant.subject,
             "categories": list(grant.categories),
+            "actions": list(grant.actions),
             "purpose": grant.purpose,
             "ticket": grant.ticket,
             "precision": grant.precision,

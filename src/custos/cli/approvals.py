@@ -27,6 +27,14 @@ Reason = Annotated[str, typer.Option("--reason", help="Why, in a sentence (requi
 Categories = Annotated[
     list[str], typer.Option("--category", help="Data category; repeat for several.")
 ]
+Actions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--action",
+        help="What the grant is to cover (read, search, export, modify); repeat for several. "
+        "Default: read.",
+    ),
+]
 
 
 @contextmanager
@@ -51,7 +59,7 @@ def _show_request(request: Request) -> None:
     console.print(
         f"[bold]{request.id}[/] [{colour}]{request.status}[/]: {request.principal} → "
         f"{request.subject} {', '.join(request.categories)} ({request.purpose}, "
-        f"{request.precision})",
+        f"{request.precision}; to {', '.join(request.actions)})",
         highlight=False,
     )
     groups = f", including {', '.join(request.groups_needed)}" if request.groups_needed else ""
@@ -81,8 +89,8 @@ def _show_grant(grant: Grant) -> None:
     flag = " [bold red]BREAK-GLASS[/]" if grant.break_glass else ""
     console.print(
         f"[bold]{grant.id}[/] {grant.status(now)}{flag}: {grant.principal} → {grant.subject} "
-        f"{', '.join(grant.categories)} ({grant.purpose}, {grant.precision}) "
-        f"until {grant.ends:%Y-%m-%d %H:%M} UTC",
+        f"{', '.join(grant.categories)} ({grant.purpose}, {grant.precision}; "
+        f"to {', '.join(grant.actions)}) until {grant.ends:%Y-%m-%d %H:%M} UTC",
         highlight=False,
     )
     if grant.approvers:
@@ -104,6 +112,7 @@ def request(
     hours: Annotated[
         float | None, typer.Option("--hours", help="How long the grant should last.")
     ] = None,
+    action: Actions = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Ask for access the policies allow only with approval; prints the request."""
@@ -117,6 +126,7 @@ def request(
             precision=precision,
             reason=reason,
             duration=_hours(hours),
+            actions=action or ["read"],
             source="cli",
         )
     _print_request(opened, as_json)
@@ -183,6 +193,7 @@ def break_glass(
     purpose: Annotated[str, typer.Option("--purpose", help="Why.")] = "security_incident",
     ticket: Annotated[str | None, typer.Option("--ticket", help="The incident ticket.")] = None,
     hours: Annotated[float | None, typer.Option("--hours", help="How long (default 4).")] = None,
+    action: Actions = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Take an immediate grant for a security incident; raises a critical alert at once."""
@@ -195,6 +206,7 @@ def break_glass(
             ticket=ticket,
             reason=reason,
             duration=_hours(hours),
+            actions=action or ["read"],
             source="cli",
         )
     if as_json:

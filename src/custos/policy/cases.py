@@ -8,7 +8,8 @@ A table is a YAML (or JSON) file::
     grants:                               # optional approved grants
       - {id: G-1, principal: emp-1, subject: user-1, categories: [ip_history],
          purpose: trust_safety, precision: precise, approvals: 2,
-         approver_groups: [privacy_office], starts: "...", ends: "..."}
+         approver_groups: [privacy_office], starts: "...", ends: "...",
+         actions: [read]}                 # optional, what was approved (default: read)
     cases:
       - name: the 2022 case is refused with source protection
         request: {principal: emp-9, subject: user-42, category: ip_history,
@@ -93,6 +94,7 @@ class GrantSpec(_Strict):
     ends: Time
     break_glass: bool = False
     revoked: bool = False
+    actions: Annotated[list[Action], Field(min_length=1)] = ["read"]
 
 
 class TableSpec(_Strict):
@@ -148,6 +150,7 @@ class PolicyTable:
                     ends=g.ends,
                     break_glass=g.break_glass,
                     revoked=g.revoked,
+                    actions=tuple(g.actions),
                 )
                 for g in self.spec.grants
                 if g.principal == request.principal

@@ -228,6 +228,7 @@ class PolicyEngine:
                 approver_groups=hypothetical.groups,
                 starts=now,
                 ends=now + timedelta(days=366),  # not replace(year=…): no 29 February next year
+                actions=(req.action,),
             )
         if grant is not None:
             context["grant"] = {
@@ -235,6 +236,7 @@ class PolicyEngine:
                 "principal": _ref(_PRINCIPAL, grant.principal),
                 "subject": _ref(_SUBJECT, grant.subject),
                 "categories": list(grant.categories),
+                "actions": [_ref(_ACTION, a) for a in grant.actions],
                 "purpose": grant.purpose,
                 "precision": grant.precision,
                 "approvals": grant.approvals,

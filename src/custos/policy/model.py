@@ -83,6 +83,8 @@ class GrantFacts:
     ends: datetime
     break_glass: bool = False
     revoked: bool = False
+    #: What the approvers approved; the least (reading) unless they approved more.
+    actions: tuple[str, ...] = ("read",)
 
 
 @dataclass(frozen=True, slots=True)

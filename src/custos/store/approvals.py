@@ -27,6 +27,8 @@ class ApprovalRequestRow(Base):
     principal: Mapped[str] = mapped_column(String(128), index=True)
     subject: Mapped[str] = mapped_column(String(128))
     categories: Mapped[list[str]] = mapped_column(JSON)
+    #: What the grant would let the principal do (read, search, export, modify).
+    actions: Mapped[list[str]] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(32))
     ticket: Mapped[str | None] = mapped_column(String(128), nullable=True)
     precision: Mapped[str] = mapped_column(String(16))
@@ -61,7 +63,8 @@ class ApprovalVoteRow(Base):
 
 
 class GrantRow(Base):
-    """Time-bound permission for one principal, subject, purpose, precision and categories.
+    """Time-bound permission for one principal, subject, purpose, precision, categories and
+    actions.
 
     A grant is honoured only once ``logged`` (its ledger entry is durable), from ``starts``
     until ``ends`` or ``revoked``. Break-glass grants carry ``review`` = ``open`` until two
@@ -76,6 +79,8 @@ class GrantRow(Base):
     principal: Mapped[str] = mapped_column(String(128))
     subject: Mapped[str] = mapped_column(String(128))
     categories: Mapped[list[str]] = mapped_column(JSON)
+    #: The actions the approvers approved; any other is not covered.
+    actions: Mapped[list[str]] = mapped_column(JSON)
     purpose: Mapped[str] = mapped_column(String(32))
     ticket: Mapped[str | None] = mapped_column(String(128), nullable=True)
     precision: Mapped[str] = mapped_column(String(16))
