@@ -3,6 +3,7 @@ service on loopback. Screenshots are kept in ``artifacts/screenshots/`` for peop
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def test_approve_as_one_user_and_see_it_need_a_second(browser: Browser, service:
     ana.get_by_role("link", name="Approvals").first.click()
     ana.get_by_role("link", name=request.id).click()
     expect(ana.locator("#needs")).to_contain_text("0 of 2 approvals, including privacy_office")
+    expect(ana.locator("#actions")).to_have_text("read")  # what approving will allow
     ana.get_by_label("Reason (required)").fill("checked the abuse report")
     ana.get_by_role("button", name="Approve").click()
     expect(ana.locator("#needs")).to_contain_text("1 of 2 approvals")
@@ -81,6 +83,28 @@ def test_approve_as_one_user_and_see_it_need_a_second(browser: Browser, service:
     expect(priya.locator("#status")).to_have_text("approved")
     expect(priya.get_by_text("approved by emp-3002 and emp-4001")).to_be_visible()
     shot(priya, "approval-granted")
+
+
+def test_the_queue_counts_break_glass_reviews_against_the_setting(
+    browser: Browser, service: Service
+) -> None:
+    grant = service.system.break_glass(
+        principal="emp-5001",
+        subject="user-1",
+        categories=["ip_history"],
+        purpose="security_incident",
+        ticket="T-12",
+        reason="credential stuffing from this account's sessions",
+    )
+    approvals = service.system.approvals
+    default = approvals.settings
+    approvals.settings = dataclasses.replace(default, reviews_needed=3)  # [approvals] setting
+    try:
+        priya = signed_in(browser, service.url, "priya")
+        priya.goto("/approvals")
+        expect(priya.locator("li.critical", has_text=grant.id)).to_contain_text("0 of 3 reviews")
+    finally:
+        approvals.settings = default
 
 
 def test_an_admin_sees_no_requests_and_no_answer_form(browser: Browser, service: Service) -> None:

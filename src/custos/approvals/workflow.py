@@ -85,6 +85,10 @@ def _actions(actions: Sequence[str]) -> tuple[str, ...]:
     return tuple(a for a in known if a in actions)
 
 
+def _count(n: int, word: str) -> str:
+    return f"{'one' if n == 1 else 'two' if n == 2 else n} {word}{'' if n == 1 else 's'}"
+
+
 def _reason(text: str | None, what: str) -> str:
     cleaned = (text or "").strip()
     if not cleaned:
@@ -585,8 +589,8 @@ class Approvals:
                         "grant": row.id,
                         "explanation": (
                             f"{principal} invoked break-glass on {subject}'s "
-                            f"{', '.join(grant.categories)} for a security incident; two "
-                            "reviewers must close it"
+                            f"{', '.join(grant.categories)} for a security incident; "
+                            f"{_count(self.settings.reviews_needed, 'reviewer')} must close it"
                         ),
                     },
                     notify="break_glass",

@@ -198,6 +198,7 @@ def break_glass(
 ) -> None:
     """Take an immediate grant for a security incident; raises a critical alert at once."""
     with _opened(ctx) as system:
+        needed = system.approvals.settings.reviews_needed
         grant = system.break_glass(
             principal=principal,
             subject=subject,
@@ -214,7 +215,7 @@ def break_glass(
     else:
         _show_grant(grant)
         console.print(
-            "[bold red]A critical alert was raised; two reviewers must close this grant.[/]"
+            f"[bold red]A critical alert was raised; {needed} reviewer(s) must close this grant.[/]"
         )
 
 

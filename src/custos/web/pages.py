@@ -282,6 +282,7 @@ def approvals_queue(request: Request, who: Caller = Depends(OVERSEERS)) -> Respo
         pending=system.approvals.requests(status="pending"),
         recent=[r for r in system.approvals.requests(limit=50) if r.status != "pending"],
         reviews=system.approvals.grants(review_open=True),
+        reviews_needed=system.approvals.settings.reviews_needed,
     )
 
 
