@@ -78,6 +78,15 @@ def concrete(path: str) -> str:
     )
 
 
+def sent(path: str) -> dict[str, Any]:
+    """``httpx`` arguments sending a valid body for the operation, so that only the
+    credentials are wrong: JSON everywhere, a text/plain note where a cosignature goes."""
+    if path == "/v1/ledger/cosignatures":
+        note = "custos/test\n1\n" + "A" * 43 + "=\n\n\u2014 w AAAAAAAA\n"
+        return {"content": note.encode(), "headers": {"Content-Type": "text/plain"}}
+    return {"json": body_for(path)}
+
+
 def body_for(path: str) -> dict[str, Any]:
     """A valid body for the operation, so that only the credentials are wrong."""
     if path.endswith("/batch"):
@@ -137,7 +146,7 @@ def test_the_schema_lists_exactly_the_operations_checked_here(service: Service) 
 def test_every_endpoint_without_credentials_answers_401(service: Service) -> None:
     with httpx.Client(base_url=service.url, timeout=30) as anonymous:
         for method, path in WRONG_ROLE:
-            reply = anonymous.request(method, concrete(path), json=body_for(path))
+            reply = anonymous.request(method, concrete(path), **sent(path))
             assert reply.status_code == 401, (method, path, reply.text)
             assert error_of(reply)["code"] == "unauthenticated"
             assert reply.headers["www-authenticate"] == "Bearer"
@@ -158,7 +167,7 @@ def test_every_endpoint_with_the_wrong_role_answers_403(service: Service) -> Non
         if token is None:
             continue
         with service.client(service.tokens[token]) as client:
-            reply = client.request(method, concrete(path), json=body_for(path))
+            reply = client.request(method, concrete(path), **sent(path))
             assert reply.status_code == 403, (method, path, reply.text)
             assert error_of(reply)["code"] == "forbidden"
 
@@ -607,6 +616,57 @@ def test_the_checkpoint_served_catches_up_with_the_log(service: Service) -> None
         time.sleep(1.1)  # at most one new signature a second
         served = int(monitor.get("/v1/ledger/checkpoint").text.split("\n")[1])
     assert served == service.system.ledger.size() >= first + 50
+
+
+def test_requests_two_parsers_could_read_two_ways_are_refused(service: Service) -> None:
+    """What a gateway checked must be what custos decides: no key twice in a JSON object,
+    one Authorization header, and a body that says it is JSON."""
+    before = service.system.ledger.size()
+    token = service.tokens["ts-tool"]
+    read = '"subject": "user-1", "category": "ip_history", "purpose": "trust_safety"'
+    with httpx.Client(base_url=service.url, timeout=30) as raw:
+        auth = {"Authorization": f"Bearer {token}"}
+        json_type = {**auth, "Content-Type": "application/json"}
+        for body, named in (
+            ('{"subject": "user-42", ' + read + "}", "'subject'"),
+            ('{"requests": [{' + read + ', "ticket": "T-1", "ticket": "T-11"}]}', "'ticket'"),
+            ('{"198.51.100.7": 1, "198.51.100.7": 2, ' + read + "}", None),
+        ):
+            path = "/v1/check/batch" if "requests" in body else "/v1/check"
+            reply = raw.post(path, content=body.encode(), headers=json_type)
+            assert reply.status_code == 422, reply.text
+            error = error_of(reply)
+            assert error["code"] == "invalid_input"
+            assert "more than once" in error["message"]
+            if named:
+                assert named in error["message"]
+            assert "198.51" not in reply.text  # a key is not echoed unless it is a name
+        one = "{" + read + "}"
+        for media in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = dict(auth) if media is None else {**auth, "Content-Type": media}
+            reply = raw.post("/v1/check", content=one.encode(), headers=headers)
+            assert reply.status_code == 415, (media, reply.text)
+            assert error_of(reply)["code"] == "unsupported_media_type"
+        reply = raw.post("/v1/ledger/cosignatures", content=b'{"note": "x"}', headers=json_type)
+        assert reply.status_code == 415
+        twice = raw.post(
+            "/v1/check",
+            content=one.encode(),
+            headers=[
+                ("Authorization", f"Bearer {token}"),
+                ("Authorization", f"Bearer {service.tokens['monitor']}"),
+                ("Content-Type", "application/json"),
+            ],
+        )
+        assert (twice.status_code, error_of(twice)["code"]) == (400, "bad_request")
+        assert service.system.ledger.size() == before  # nothing refused here was decided
+        fine = raw.post(
+            "/v1/check",
+            content=one.encode(),
+            headers={**auth, "Content-Type": "application/json; charset=utf-8"},
+        )
+        assert fine.status_code == 200, fine.text
+        assert service.system.ledger.size() == before + 1
 
 
 def test_hostile_ledger_paths_and_sizes_are_refused_cleanly(service: Service) -> None:

@@ -19,8 +19,8 @@ from custos.access import Custos
 from custos.access.batching import RequestBatcher
 from custos.api import errors
 from custos.api.auth import RateLimiter
-from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders
-from custos.api.routes import ops, router
+from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders, StrictRequests
+from custos.api.routes import COSIGNATURES_PATH, ops, router
 from custos.api.routes_detect import router as detect_router
 from custos.config import Settings
 from custos.errors import ConfigurationError
@@ -87,6 +87,7 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     from custos.web import install as install_dashboard
 
     install_dashboard(app)
+    app.add_middleware(StrictRequests, text_paths=frozenset({COSIGNATURES_PATH}))
     app.add_middleware(Metrics, registry=registry)
     app.add_middleware(
         BodyLimit, limit=settings.whole("service", "max_body_bytes", 10 * 1024 * 1024)

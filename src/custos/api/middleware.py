@@ -1,8 +1,10 @@
-"""ASGI middleware: security headers, a request size limit, and request metrics."""
+"""ASGI middleware: security headers, a request size limit, strict API requests, and request
+metrics."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -127,6 +129,126 @@ class BodyLimit:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def _refusal(status: int, code: str, message: str) -> list[Message]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+_JSON_TYPE = re.compile(rb"application/(?:[a-z0-9.+-]+\+)?json")
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+class StrictRequests:
+    """Refuses, for the API's paths (``/v1/``), requests that two parsers could read two ways.
+
+    - more than one ``Authorization`` header: 400 (a proxy may check one, custos use another);
+    - a body that is not declared JSON (``application/json`` or ``application/…+json``):
+      415, so that a form or ``text/plain`` post is never read as an API call;
+    - a JSON object naming a key twice: 422 (Python keeps the last, many proxies and
+      gateways the first, so what was checked upstream need not be what custos decides).
+
+    Bodies are read whole (``BodyLimit``, outside this, bounds them) and passed on unchanged.
+    A body that is not JSON at all is left to the routes, which answer it in the usual shape.
+    The paths in ``text_paths`` take ``text/plain`` instead (signed notes), and only that.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, prefix: str = "/v1/", text_paths: frozenset[str] = frozenset()
+    ) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.text_paths = text_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", [])
+        if sum(1 for name, _ in headers if name == b"authorization") > 1:
+            await self._refuse(send, 400, "bad_request", "more than one Authorization header")
+            return
+        if scope.get("method") in _BODILESS:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        declared = next((v for n, v in headers if n == b"content-type"), b"")
+        media = declared.split(b";", 1)[0].strip().lower()
+        if body and scope.get("path") in self.text_paths:
+            if media != b"text/plain":
+                await self._refuse(
+                    send, 415, "unsupported_media_type", "send Content-Type: text/plain"
+                )
+                return
+        elif body:
+            if not _JSON_TYPE.fullmatch(media):
+                await self._refuse(
+                    send,
+                    415,
+                    "unsupported_media_type",
+                    "the API takes JSON bodies; send Content-Type: application/json",
+                )
+                return
+            try:
+                json.loads(body, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as exc:
+                named = f" {exc.key!r}" if _FIELD_NAME.fullmatch(exc.key) else ""
+                await self._refuse(
+                    send,
+                    422,
+                    "invalid_input",
+                    f"the request body names the key{named} more than once in one object",
+                )
+                return
+            except (ValueError, RecursionError):
+                pass  # not JSON, or nested too deep: the route says so in its own words
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+        for part in _refusal(status, code, message):
+            await send(part)
 
 
 class Metrics:

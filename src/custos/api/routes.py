@@ -42,6 +42,8 @@ from custos.ledger import TileServer
 from custos.policy import AccessRequest, Decision
 
 router = APIRouter(prefix="/v1")
+#: The one API path whose body is not JSON: a witness's cosigned note, as text/plain.
+COSIGNATURES_PATH = "/v1/ledger/cosignatures"
 ops = APIRouter()
 
 TOOL = requires("tool")
@@ -259,7 +261,7 @@ def checkpoint(request: Request, who: Caller = Depends(LEDGER_READERS)) -> str:
     return _system(request).ledger.current_checkpoint()
 
 
-@router.post("/ledger/cosignatures", tags=["ledger"], status_code=201)
+@router.post(COSIGNATURES_PATH.removeprefix("/v1"), tags=["ledger"], status_code=201)
 async def cosignature(request: Request, who: Caller = Depends(AUDITORS)) -> dict[str, Any]:
     """A witness hands back its cosigned copy of one of our checkpoints (text/plain)."""
     body = await request.body()
