@@ -55,11 +55,11 @@ def test_bad_ids_and_dispositions_are_clear_errors(system: Custos, office: Offic
     book = Casebook(system.db)
     with pytest.raises(UnknownCase):
         book.case("case-999")
-    with pytest.raises(UnknownCase):
+    with pytest.raises(UnknownCase, match=r"unknown case 'nonsense' \(expected case-N"):
         book.assign("nonsense", "emp-20")
     # Found by schemathesis: digits that are not ASCII, and numbers no column can hold.
     for bad in ("al-\u00b3", "\u00b3", "al-" + "9" * 40):
-        with pytest.raises(UnknownAlert):
+        with pytest.raises(UnknownAlert, match=r"unknown alert .*expected al-N, e\.g\. al-12"):
             book.alert(bad)
     (case,) = book.cases()
     with pytest.raises(InvalidInput, match="disposition 'fine'"):

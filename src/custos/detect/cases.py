@@ -132,12 +132,16 @@ def _alert(row: AlertRow) -> Alert:
     )
 
 
+_KINDS = {"al-": "alert", "case-": "case"}
+
+
 def _number(text: str, prefix: str, error: type[NotFound]) -> int:
     raw = text.removeprefix(prefix)
     # ASCII digits only ("³".isdigit() is true, int("³") fails) and short enough for a
     # 64-bit column: anything else is simply not one of ours.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
-        raise error(f"unknown {prefix.rstrip('-')} {text!r} (expected {prefix}N)")
+        kind = _KINDS.get(prefix, prefix.rstrip("-"))
+        raise error(f"unknown {kind} {text!r} (expected {prefix}N, e.g. {prefix}12)")
     return int(raw)
 
 
