@@ -36,3 +36,25 @@ def test_an_unwritable_ledger_means_503_and_nothing_released_then_recovery(
         recovered = tool.post("/v1/read", json=READ)
         assert recovered.status_code == 200
         assert [r["network"] for r in recovered.json()["records"]] == ["203.0.113.0/24"] * 3
+
+
+def test_looking_at_the_access_log_is_refused_when_it_cannot_be_logged(
+    service: Service,
+) -> None:
+    # Oversight is watched too: a search of who accessed someone is shown only once the
+    # ledger holds the record of the search.
+    with service.client(service.tokens["siem"]) as siem:
+        assert siem.get("/v1/events", params={"subject": "user-1"}).status_code == 200
+        _make_ledger_read_only(service.system)
+        try:
+            reply = siem.get("/v1/events", params={"subject": "user-1"})
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["error"]["code"] in ("ledger_unavailable", "store_unavailable")
+            assert "emp-" not in reply.text  # nothing of the log was shown
+        finally:
+            with service.system.db.engine.begin() as conn:
+                if service.system.db.is_sqlite:
+                    conn.execute(text("DROP TRIGGER ro"))
+                else:
+                    conn.execute(text("DROP TRIGGER ro ON ledger_entries"))
+        assert siem.get("/v1/events", params={"subject": "user-1"}).status_code == 200

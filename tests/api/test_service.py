@@ -735,6 +735,25 @@ def test_pages_render_for_people(service: Service, page: str) -> None:
     assert "custos" in reply.text
 
 
+def test_the_dashboards_access_log_and_principal_pages_are_logged_first(service: Service) -> None:
+    priya = service.session("priya")
+    for page, view, fields in (
+        ("/events?subject=user-42", "access_log", {"subject": "user-42"}),
+        ("/events", "access_log", {}),
+        ("/principals/emp-3001", "principal", {"about_principal": "emp-3001"}),
+    ):
+        start = service.system.ledger.size()
+        assert priya.get(page).status_code == 200
+        entry = json.loads(service.system.ledger.entry(start))
+        assert entry["type"] == "oversight_view"
+        assert (entry["view"], entry["source"], entry["principal"]) == (
+            view,
+            "dashboard",
+            "emp-4001",
+        )
+        assert {k: entry[k] for k in fields} == fields
+
+
 def test_subject_reports_name_staff_only_for_the_privacy_office(service: Service) -> None:
     with service.client(service.tokens["ts-tool"]) as tool:
         tool.post(
@@ -794,14 +813,33 @@ def test_events_alerts_and_cases_over_http(service: Service) -> None:
         assert imported.json() == {"added": 1, "unchanged": 0}
         bad = siem.post("/v1/events", json={"events": [{"id": "tool-2"}]})
         assert bad.status_code == 422
+        start = service.system.ledger.size()
         log = siem.get("/v1/events", params={"subject": "user-42"}).json()
         assert {e["principal"] for e in log} == {"emp-2001"}
+        # Looking at who accessed a journalist is logged before it is shown, under the
+        # journalist's id (so their report has it); a typed value that names no one is not.
+        viewed = json.loads(service.system.ledger.entry(start))
+        assert (viewed["type"], viewed["view"], viewed["subject"]) == (
+            "oversight_view",
+            "access_log",
+            "user-42",
+        )
+        assert viewed["roles"] == ["investigator"]
+        siem.get("/v1/events", params={"subject": "198.51.100.7", "principal": "emp-2001"})
+        typed = json.loads(service.system.ledger.entry(start + 1))
+        assert "198.51" not in json.dumps(typed)
+        assert typed["subject_filter"] == "not in the directory"
+        assert typed["about_principal"] == "emp-2001"
         assert all("records" not in e or isinstance(e["records"], int) for e in log)
         alerts = siem.post("/v1/detect").json()
         mine = [a for a in alerts if "emp-2001" in a["principals"]]
         assert mine, alerts
+        seen = service.system.ledger.size()
         detail = siem.get(f"/v1/alerts/{mine[0]['id']}").json()
         assert {e["subject"] for e in detail["evidence"]} == {"user-42"}
+        looked = json.loads(service.system.ledger.entry(seen))
+        assert (looked["view"], looked["alert"]) == ("alert", mine[0]["id"])
+        assert looked["subjects"] == sorted(mine[0]["subjects"])
         case_id = detail["case"]
         # An investigator whose account is the principal the case is about cannot make
         # it go away, nor hand it to a friend.

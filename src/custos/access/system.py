@@ -38,6 +38,7 @@ from custos.errors import (
     Conflict,
     CustosError,
     InvalidInput,
+    NotFound,
     NotInitialised,
     RequestRefused,
 )
@@ -223,6 +224,60 @@ class Custos:
             }
         )
         return build_report(self.ledger, self.subject_index, self.directory, subject, names=names)
+
+    def record_view(
+        self,
+        viewer: Viewer,
+        view: str,
+        *,
+        subject: str | None = None,
+        subjects: Sequence[str] = (),
+        about: str | None = None,
+        alert: str | None = None,
+    ) -> None:
+        """Log, before it is shown, that ``viewer`` looked at oversight data (an
+        ``oversight_view`` entry): ``view`` is ``access_log`` (filtered by ``subject`` and/or
+        ``about``, a principal), ``alert`` (its evidence, ``subjects`` the alert's) or
+        ``principal`` (``about``'s activity). Who watched whom is evidence too: the access
+        log answers "who looked at this journalist", the question a leak hunt starts with.
+        With ``subject`` the entry is among that subject's, in their report. A filter that
+        names no one in the directory is recorded as such, never verbatim: what was typed
+        into a search box could be an address or a name, and the ledger keeps it for good.
+
+        Raises :class:`StoreUnavailable` / ``LedgerUnavailable`` when it cannot be logged
+        (then nothing may be shown).
+        """
+        entry: dict[str, Any] = {
+            "type": "oversight_view",
+            "time": iso(datetime.now(UTC)),
+            "view": view,
+            "principal": viewer.principal,
+            "roles": sorted(viewer.roles),
+            "source": viewer.source,
+        }
+        if subject is not None:
+            if self._known(self.directory.subject, subject):
+                entry["subject"] = subject
+            else:
+                entry["subject_filter"] = "not in the directory"
+        if subjects:
+            entry["subjects"] = sorted(set(subjects))
+        if about is not None:
+            if self._known(self.directory.principal, about):
+                entry["about_principal"] = about
+            else:
+                entry["principal_filter"] = "not in the directory"
+        if alert is not None:
+            entry["alert"] = alert
+        self.ledger.append(entry)
+
+    @staticmethod
+    def _known(lookup: Callable[[str], object], key: str) -> bool:
+        try:
+            lookup(key)
+        except NotFound:
+            return False
+        return True
 
     def record_sign_in(self, account: Account, method: str) -> None:
         """Log that ``account`` signed in (``method``: password or oidc) before its session

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from custos.access import Viewer
 from custos.api.auth import Caller, requires, system_of, triager_principal
 from custos.api.schemas import Id, Text
 from custos.detect import DISPOSITIONS
@@ -21,6 +22,10 @@ router = APIRouter(prefix="/v1", tags=["detection"])
 TRIAGE = requires("investigator", "privacy_officer")
 READERS = requires("investigator", "privacy_officer", "auditor")
 IMPORTERS = requires("investigator")
+
+
+def _viewer(who: Caller) -> Viewer:
+    return Viewer("api", who.principal, tuple(sorted(who.roles)))
 
 
 class EventsBody(BaseModel):
@@ -62,8 +67,10 @@ def search_events(
     limit: int = Query(200, ge=1, le=5000),
     who: Caller = Depends(READERS),
 ) -> list[dict[str, Any]]:
-    """The access log, newest first (custos's own decisions included)."""
+    """The access log, newest first (custos's own decisions included). Looking is logged
+    first (an ``oversight_view`` entry)."""
     system = system_of(request)
+    system.record_view(_viewer(who), "access_log", subject=subject, about=principal)
     system.feed_events()
     found = system.events.search(principal=principal, subject=subject, since=since, limit=limit)
     return [e.to_dict() for e in found]
@@ -88,9 +95,11 @@ def alert(
     alert_id: str = Path(..., max_length=64),
     who: Caller = Depends(READERS),
 ) -> dict[str, Any]:
-    """An alert with its evidence events."""
+    """An alert with its evidence events. Looking is logged first (``oversight_view``)."""
     system = system_of(request)
     found = system.casebook.alert(alert_id)
+    only = found.subjects[0] if len(found.subjects) == 1 else None
+    system.record_view(_viewer(who), "alert", subject=only, subjects=found.subjects, alert=found.id)
     return {**found.to_dict(), "evidence": [e.to_dict() for e in system.events.get(found.events)]}
 
 
