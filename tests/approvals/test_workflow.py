@@ -266,6 +266,11 @@ def test_break_glass_is_immediate_alerted_and_reviewed_by_two(world: Custos) -> 
     assert alerts[0]["severity"] == "critical"
     assert alerts[0]["principals"] == ["emp-5001"]
     assert "break_glass" in [n["kind"] for n in world.approvals.outbox.notifications()]
+    # The person whose data it was sees the break-glass, and the alert it raised.
+    report = world.subject_report("user-1", viewer=Viewer("test"))
+    kinds = [a["type"] for a in report["approvals"]]
+    assert "break_glass" in kinds
+    assert "alert" in kinds
 
     assert refused_rule(lambda: world.approvals.review(grant.id, "emp-5001", "fine")) == (
         "self-approval"

@@ -586,6 +586,9 @@ class Approvals:
                         "time": iso(now),
                         "principals": [principal],
                         "subjects": [subject],
+                        # One subject: named as every entry about a subject is, so the
+                        # alert is in their report with the grant it is about.
+                        "subject": subject,
                         "grant": row.id,
                         "explanation": (
                             f"{principal} invoked break-glass on {subject}'s "
