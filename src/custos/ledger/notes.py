@@ -28,6 +28,8 @@ from custos.errors import IntegrityError, InvalidInput
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
 _DASH = "\u2014"
+#: As many signatures as a note may carry (the reference implementation's bound).
+_MAX_SIGNATURES = 100
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
@@ -39,8 +41,12 @@ def key_id(name: str, algorithm: int, public: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public).digest()[:4]
 
 
+def _valid_name(name: str) -> bool:
+    return bool(name) and not any(c.isspace() or c == "+" for c in name)
+
+
 def _check_name(name: str) -> str:
-    if not name or any(c.isspace() or c == "+" for c in name):
+    if not _valid_name(name):
         raise InvalidInput(f"key name {name!r} must be non-empty, without spaces or '+'")
     return name
 
@@ -119,25 +125,46 @@ class SignedNote:
 
     @classmethod
     def parse(cls, note: str) -> SignedNote:
-        """Parse a signed note. Raises :class:`InvalidInput` when it is not one."""
+        """Parse a signed note, as strictly as the reference implementation opens one (Go's
+        ``note.Open``; callers decode the bytes as strict UTF-8 first): no control character
+        but newline anywhere, the signature block after the last blank line, every line of
+        it ``— name base64`` ending in a newline, names without spaces or ``+``, at most 100
+        signatures. A note one verifier takes and another refuses would let a log show
+        witnesses something its own tools reject.
+
+        Raises :class:`InvalidInput` when it is not one.
+        """
+        bad = next((c for c in note if c < " " and c != "\n"), None)
+        if bad is not None:
+            raise InvalidInput(
+                f"not a signed note: control character U+{ord(bad):04X} (only newlines may be)"
+            )
         if "\n\n" not in note:
             raise InvalidInput("not a signed note: no blank line before the signatures")
         text, _, sigs = note.rpartition("\n\n")
         text += "\n"
+        if not sigs.endswith("\n"):
+            raise InvalidInput("not a signed note: the last signature line has no newline")
+        lines = sigs[:-1].split("\n")
+        if len(lines) > _MAX_SIGNATURES:
+            raise InvalidInput(f"not a signed note: more than {_MAX_SIGNATURES} signatures")
         signatures = []
-        for line in sigs.splitlines():
+        for line in lines:
             parts = line.split(" ")
             if len(parts) != 3 or parts[0] != _DASH:
                 raise InvalidInput("not a signed note: malformed signature line")
+            name = parts[1]
+            if not _valid_name(name):
+                raise InvalidInput(
+                    "not a signed note: a signer's name is empty or has a space or +"
+                )
             try:
                 blob = base64.b64decode(parts[2], validate=True)
             except binascii.Error:
                 raise InvalidInput("not a signed note: signature is not base64") from None
             if len(blob) < 5:
                 raise InvalidInput("not a signed note: signature too short")
-            signatures.append(Signature(parts[1], blob))
-        if not signatures:
-            raise InvalidInput("not a signed note: no signatures")
+            signatures.append(Signature(name, blob))
         return cls(text, tuple(signatures))
 
     def render(self) -> str:

@@ -110,7 +110,10 @@ class Witness:
         """
         verifier = NoteVerifier.parse(log_key)
         client = TileClient(log_url, 0, token=token)
-        note = client.fetch("checkpoint").decode("utf-8", errors="replace")
+        try:
+            note = client.fetch("checkpoint").decode("utf-8")
+        except UnicodeDecodeError:
+            raise WitnessRefusal("refusing: the log's checkpoint is not UTF-8 text") from None
         try:
             checkpoint, signed = open_checkpoint(note, verifier)
         except CustosError as exc:
