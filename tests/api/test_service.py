@@ -861,6 +861,10 @@ def test_events_alerts_and_cases_over_http(service: Service) -> None:
             assert unlinked.status_code == 403, unlinked.text
             assert "not linked to a principal" in error_of(unlinked)["message"]
         assert siem.get(f"/v1/alerts/{mine[0]['id']}").json()["case"] == case_id
+        at = service.system.ledger.size()
+        assert siem.get(f"/v1/cases/{case_id}").status_code == 200
+        case_view = json.loads(service.system.ledger.entry(at))
+        assert (case_view["view"], case_view["subject"]) == ("case", "user-42")
         closed = service.session("ivy").post(
             f"/v1/cases/{case_id}/close",
             json={"disposition": "confirmed_misuse", "comment": "leak hunt"},

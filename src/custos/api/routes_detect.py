@@ -116,7 +116,13 @@ def cases(
 def case(
     request: Request, case_id: str = Path(..., max_length=64), who: Caller = Depends(READERS)
 ) -> dict[str, Any]:
-    return system_of(request).casebook.case(case_id).to_dict()
+    """A case with its alerts. Looking is logged first (``oversight_view``)."""
+    system = system_of(request)
+    found = system.casebook.case(case_id)
+    subjects = sorted({s for a in found.alerts for s in a.subjects})
+    only = subjects[0] if len(subjects) == 1 else None
+    system.record_view(_viewer(who), "case", subject=only, subjects=subjects)
+    return found.to_dict()
 
 
 @router.post("/cases/{case_id}/assign")
