@@ -741,6 +741,7 @@ def test_the_dashboards_access_log_and_principal_pages_are_logged_first(service:
         ("/events?subject=user-42", "access_log", {"subject": "user-42"}),
         ("/events", "access_log", {}),
         ("/principals/emp-3001", "principal", {"about_principal": "emp-3001"}),
+        ("/alerts", "alerts", {}),
     ):
         start = service.system.ledger.size()
         assert priya.get(page).status_code == 200
@@ -865,6 +866,10 @@ def test_events_alerts_and_cases_over_http(service: Service) -> None:
         assert siem.get(f"/v1/cases/{case_id}").status_code == 200
         case_view = json.loads(service.system.ledger.entry(at))
         assert (case_view["view"], case_view["subject"]) == ("case", "user-42")
+        for listing, view in (("/v1/alerts", "alerts"), ("/v1/cases", "cases")):
+            at = service.system.ledger.size()
+            assert siem.get(listing).status_code == 200
+            assert json.loads(service.system.ledger.entry(at))["view"] == view
         closed = service.session("ivy").post(
             f"/v1/cases/{case_id}/close",
             json={"disposition": "confirmed_misuse", "comment": "leak hunt"},

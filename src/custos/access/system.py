@@ -238,7 +238,8 @@ class Custos:
         """Log, before it is shown, that ``viewer`` looked at oversight data (an
         ``oversight_view`` entry): ``view`` is ``access_log`` (filtered by ``subject`` and/or
         ``about``, a principal), ``alert`` (its evidence, ``subjects`` the alert's),
-        ``case`` (its alerts' ``subjects``) or ``principal`` (``about``'s activity). Who
+        ``case`` (its alerts' ``subjects``), ``alerts`` or ``cases`` (the lists) or
+        ``principal`` (``about``'s activity). Who
         watched whom is evidence too: the access log answers "who looked at this
         journalist", the question a leak hunt starts with.
         With ``subject`` the entry is among that subject's, in their report. A filter that

@@ -86,7 +86,10 @@ def detect(request: Request, who: Caller = Depends(TRIAGE)) -> list[dict[str, An
 def alerts(
     request: Request, since: UtcTime | None = None, who: Caller = Depends(READERS)
 ) -> list[dict[str, Any]]:
-    return [a.to_dict() for a in system_of(request).casebook.alerts(since=since)]
+    """Alerts, newest first. Looking is logged first (``oversight_view``)."""
+    system = system_of(request)
+    system.record_view(_viewer(who), "alerts")
+    return [a.to_dict() for a in system.casebook.alerts(since=since)]
 
 
 @router.get("/alerts/{alert_id}")
@@ -109,7 +112,10 @@ def cases(
     status: Literal["open", "closed"] | None = None,
     who: Caller = Depends(READERS),
 ) -> list[dict[str, Any]]:
-    return [c.to_dict(full=False) for c in system_of(request).casebook.cases(status)]
+    """Cases, newest first. Looking is logged first (``oversight_view``)."""
+    system = system_of(request)
+    system.record_view(_viewer(who), "cases")
+    return [c.to_dict(full=False) for c in system.casebook.cases(status)]
 
 
 @router.get("/cases/{case_id}")

@@ -438,6 +438,7 @@ READERS = requires("investigator", "privacy_officer", "auditor")
 @pages.get("/alerts", response_class=HTMLResponse)
 def alerts_page(request: Request, who: Caller = Depends(READERS)) -> Response:
     order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+    _system(request).record_view(_viewer(who), "alerts")
     found = sorted(
         _system(request).casebook.alerts(),
         key=lambda a: (order.get(a.severity, 9), -a.last_seen.timestamp()),
