@@ -11,7 +11,32 @@ appears in a message.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"\+?[\d\s().-]{7,}")
+
+
+def shown_id(value: str) -> str:
+    """``value`` quoted for a message about an unknown id, unless it looks like personal data
+    (an IP address or network, an email address, a phone number) or is too long to be one of
+    ours: a person who types an address where an id belongs must not find it in an error,
+    and from there in a client's or a proxy's log."""
+    text = value.strip()
+    looks_personal = bool(_EMAIL.fullmatch(text) or _PHONE.fullmatch(text))
+    if not looks_personal:
+        try:
+            ipaddress.ip_network(text, strict=False)
+            looks_personal = True
+        except ValueError:
+            pass
+    if looks_personal:
+        return "(a value that looks like an address or number, not repeated here)"
+    if len(value) > 128:
+        return f"(a value of {len(value)} characters, not repeated here)"
+    return repr(value)
 
 
 class CustosError(Exception):

@@ -669,6 +669,28 @@ def test_requests_two_parsers_could_read_two_ways_are_refused(service: Service) 
         assert service.system.ledger.size() == before + 1
 
 
+def test_an_address_typed_as_an_id_is_not_repeated_in_the_error(service: Service) -> None:
+    before = service.system.ledger.size()
+    with service.client(service.tokens["ts-tool"]) as tool:
+        for subject in ("198.51.100.7", "jane@example.org"):
+            reply = tool.post(
+                "/v1/check",
+                json={"subject": subject, "category": "profile", "purpose": "trust_safety"},
+            )
+            assert reply.status_code == 404, reply.text
+            assert error_of(reply)["code"] == "unknown_subject"
+            assert subject not in reply.text
+        logged = [
+            service.system.ledger.entry(i) for i in range(before, service.system.ledger.size())
+        ]
+        assert not any("198.51.100.7" in e or "jane@" in e for e in logged), logged
+        known_style = tool.post(
+            "/v1/check",
+            json={"subject": "user-404", "category": "profile", "purpose": "trust_safety"},
+        )
+        assert "'user-404'" in error_of(known_style)["message"]  # an id of ours is named
+
+
 def test_hostile_ledger_paths_and_sizes_are_refused_cleanly(service: Service) -> None:
     service.system.ledger.checkpoint()
     with service.client(service.tokens["monitor"]) as monitor:

@@ -16,7 +16,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
-from custos.errors import AuthenticationFailed, Conflict, InvalidInput, UnknownAccount
+from custos.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidInput,
+    UnknownAccount,
+    shown_id,
+)
 from custos.store import Database
 from custos.store.accounts import AccountRow, ApiTokenRow, SessionRow
 
@@ -181,7 +187,7 @@ class Accounts:
         with self.db.session() as session:
             row = session.get(AccountRow, username)
             if row is None:
-                raise UnknownAccount(f"unknown account {username!r}")
+                raise UnknownAccount(f"unknown account {shown_id(username)}")
             return _account(row)
 
     def all(self) -> list[Account]:
@@ -193,7 +199,7 @@ class Accounts:
         with self.db.session() as session:
             row = session.get(AccountRow, username)
             if row is None:
-                raise UnknownAccount(f"unknown account {username!r}")
+                raise UnknownAccount(f"unknown account {shown_id(username)}")
             row.disabled = True
             session.execute(delete(SessionRow).where(SessionRow.username == username))
             return _account(row)

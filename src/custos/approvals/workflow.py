@@ -34,6 +34,7 @@ from custos.errors import (
     NotFound,
     UnknownGrant,
     UnknownRequest,
+    shown_id,
 )
 from custos.policy import AccessRequest, ApprovalsNeeded, GrantFacts
 from custos.store import Database
@@ -803,7 +804,7 @@ class Approvals:
         with self.db.session() as session:
             row = session.get(ApprovalRequestRow, request_id)
             if row is None:
-                raise UnknownRequest(f"unknown request {request_id!r}")
+                raise UnknownRequest(f"unknown request {shown_id(request_id)}")
             return _request(row, self._votes(session, request_id))
 
     def requests(
@@ -823,7 +824,7 @@ class Approvals:
         with self.db.session() as session:
             row = session.get(GrantRow, grant_id)
             if row is None:
-                raise UnknownGrant(f"unknown grant {grant_id!r}")
+                raise UnknownGrant(f"unknown grant {shown_id(grant_id)}")
             return _grant(row, self._reviews(session, grant_id))
 
     def grants(
@@ -935,11 +936,12 @@ class Approvals:
             session,
             ApprovalRequestRow,
             request_id,
-            UnknownRequest(f"unknown request {request_id!r}"),
+            UnknownRequest(f"unknown request {shown_id(request_id)}"),
         )
 
     def _locked_grant(self, session: Session, grant_id: str) -> GrantRow:
-        return _locked(session, GrantRow, grant_id, UnknownGrant(f"unknown grant {grant_id!r}"))
+        missing = UnknownGrant(f"unknown grant {shown_id(grant_id)}")
+        return _locked(session, GrantRow, grant_id, missing)
 
     def _awaiting_review(self, session: Session, principal: str) -> int:
         """How many of ``principal``'s break-glass grants still await review (ended or not:

@@ -17,7 +17,7 @@ from typing import Any, Final
 from sqlalchemy import select
 
 from custos.detect.engine import Finding
-from custos.errors import InvalidInput, NotFound, Refused
+from custos.errors import InvalidInput, NotFound, Refused, shown_id
 from custos.store import Database
 from custos.store.events import AlertRow, CaseCommentRow, CaseRow, SuppressionRow
 from custos.times import iso
@@ -141,7 +141,7 @@ def _number(text: str, prefix: str, error: type[NotFound]) -> int:
     # 64-bit column: anything else is simply not one of ours.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         kind = _KINDS.get(prefix, prefix.rstrip("-"))
-        raise error(f"unknown {kind} {text!r} (expected {prefix}N, e.g. {prefix}12)")
+        raise error(f"unknown {kind} {shown_id(text)} (expected {prefix}N, e.g. {prefix}12)")
     return int(raw)
 
 

@@ -25,6 +25,7 @@ from custos.errors import (
     UnknownSubject,
     UnknownTicket,
     ValidationFailed,
+    shown_id,
 )
 from custos.store import Database
 from custos.store.directory import DirectoryVersionRow, PrincipalRow, SubjectRow, TicketRow
@@ -206,7 +207,7 @@ class DirectoryStore:
         with self.db.session() as session:
             row = session.get(TicketRow, ticket_id)
             if row is None:
-                raise UnknownTicket(f"unknown ticket {ticket_id!r}")
+                raise UnknownTicket(f"unknown ticket {shown_id(ticket_id)}")
             row.status = status
             self._bump(session)
         self.invalidate()
@@ -216,7 +217,7 @@ class DirectoryStore:
         with self.db.session() as session:
             row = session.get(PrincipalRow, principal_id)
             if row is None:
-                raise UnknownPrincipal(f"unknown principal {principal_id!r}")
+                raise UnknownPrincipal(f"unknown principal {shown_id(principal_id)}")
             row.status = status
             self._bump(session)
         self.invalidate()
@@ -277,7 +278,7 @@ class DirectoryStore:
             PrincipalRow,
             principal_id,
             _principal,
-            lambda key: UnknownPrincipal(f"unknown principal {key!r}"),
+            lambda key: UnknownPrincipal(f"unknown principal {shown_id(key)}"),
         )
 
     def subject(self, subject_id: str) -> Subject:
@@ -287,7 +288,7 @@ class DirectoryStore:
             SubjectRow,
             subject_id,
             _subject,
-            lambda key: UnknownSubject(f"unknown subject {key!r}"),
+            lambda key: UnknownSubject(f"unknown subject {shown_id(key)}"),
         )
 
     def ticket(self, ticket_id: str) -> Ticket:
@@ -297,7 +298,7 @@ class DirectoryStore:
             TicketRow,
             ticket_id,
             _ticket,
-            lambda key: UnknownTicket(f"unknown ticket {key!r}"),
+            lambda key: UnknownTicket(f"unknown ticket {shown_id(key)}"),
         )
 
     def principals(self) -> list[Principal]:
