@@ -242,7 +242,8 @@ class Custos:
         ``principal`` (``about``'s activity). Who
         watched whom is evidence too: the access log answers "who looked at this
         journalist", the question a leak hunt starts with.
-        With ``subject`` the entry is among that subject's, in their report. A filter that
+        With ``subject`` (or ``subjects`` naming exactly one) the entry is among that
+        subject's, in their report. A filter that
         names no one in the directory is recorded as such, never verbatim: what was typed
         into a search box could be an address or a name, and the ledger keeps it for good.
 
@@ -257,13 +258,16 @@ class Custos:
             "roles": sorted(viewer.roles),
             "source": viewer.source,
         }
+        named = sorted(set(subjects))
+        if subject is None and len(named) == 1:
+            subject = named[0]
         if subject is not None:
             if self._known(self.directory.subject, subject):
                 entry["subject"] = subject
             else:
                 entry["subject_filter"] = "not in the directory"
-        if subjects:
-            entry["subjects"] = sorted(set(subjects))
+        if named:
+            entry["subjects"] = named
         if about is not None:
             if self._known(self.directory.principal, about):
                 entry["about_principal"] = about

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from custos.access import Custos
+from custos.access import Custos, Viewer
 from custos.accounts import same_secret
 from custos.errors import AuthenticationFailed, Forbidden, RateLimited
 
@@ -36,6 +36,11 @@ class Caller:
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
+
+    def viewer(self, source: str) -> Viewer:
+        """Who is looking, as the ledger records a view from ``source`` (``api``,
+        ``dashboard``): the principal and roles, never the username or token id."""
+        return Viewer(source, self.principal, tuple(sorted(self.roles)))
 
 
 @dataclass

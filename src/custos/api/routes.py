@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import generate_latest
 
-from custos.access import Custos, ReadResult, Viewer
+from custos.access import Custos, ReadResult
 from custos.access.batching import RequestBatcher
 from custos.api.auth import (
     Caller,
@@ -335,8 +335,7 @@ def subject_report(
 ) -> dict[str, Any]:
     """A subject's transparency report; staff names only for the privacy office."""
     names = "privacy_officer" in who.roles
-    viewer = Viewer("api", who.principal, tuple(sorted(who.roles)))
-    return _system(request).subject_report(subject_id, names=names, viewer=viewer)
+    return _system(request).subject_report(subject_id, names=names, viewer=who.viewer("api"))
 
 
 # -- who am I, health, metrics ---------------------------------------------------------

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from custos.access import Viewer
 from custos.api.auth import Caller, requires, system_of, triager_principal
 from custos.api.schemas import Id, Text
 from custos.detect import DISPOSITIONS
@@ -22,10 +21,6 @@ router = APIRouter(prefix="/v1", tags=["detection"])
 TRIAGE = requires("investigator", "privacy_officer")
 READERS = requires("investigator", "privacy_officer", "auditor")
 IMPORTERS = requires("investigator")
-
-
-def _viewer(who: Caller) -> Viewer:
-    return Viewer("api", who.principal, tuple(sorted(who.roles)))
 
 
 class EventsBody(BaseModel):
@@ -70,7 +65,7 @@ def search_events(
     """The access log, newest first (custos's own decisions included). Looking is logged
     first (an ``oversight_view`` entry)."""
     system = system_of(request)
-    system.record_view(_viewer(who), "access_log", subject=subject, about=principal)
+    system.record_view(who.viewer("api"), "access_log", subject=subject, about=principal)
     system.feed_events()
     found = system.events.search(principal=principal, subject=subject, since=since, limit=limit)
     return [e.to_dict() for e in found]
@@ -88,7 +83,7 @@ def alerts(
 ) -> list[dict[str, Any]]:
     """Alerts, newest first. Looking is logged first (``oversight_view``)."""
     system = system_of(request)
-    system.record_view(_viewer(who), "alerts")
+    system.record_view(who.viewer("api"), "alerts")
     return [a.to_dict() for a in system.casebook.alerts(since=since)]
 
 
@@ -101,8 +96,7 @@ def alert(
     """An alert with its evidence events. Looking is logged first (``oversight_view``)."""
     system = system_of(request)
     found = system.casebook.alert(alert_id)
-    only = found.subjects[0] if len(found.subjects) == 1 else None
-    system.record_view(_viewer(who), "alert", subject=only, subjects=found.subjects, alert=found.id)
+    system.record_view(who.viewer("api"), "alert", subjects=found.subjects, alert=found.id)
     return {**found.to_dict(), "evidence": [e.to_dict() for e in system.events.get(found.events)]}
 
 
@@ -114,7 +108,7 @@ def cases(
 ) -> list[dict[str, Any]]:
     """Cases, newest first. Looking is logged first (``oversight_view``)."""
     system = system_of(request)
-    system.record_view(_viewer(who), "cases")
+    system.record_view(who.viewer("api"), "cases")
     return [c.to_dict(full=False) for c in system.casebook.cases(status)]
 
 
@@ -125,9 +119,8 @@ def case(
     """A case with its alerts. Looking is logged first (``oversight_view``)."""
     system = system_of(request)
     found = system.casebook.case(case_id)
-    subjects = sorted({s for a in found.alerts for s in a.subjects})
-    only = subjects[0] if len(subjects) == 1 else None
-    system.record_view(_viewer(who), "case", subject=only, subjects=subjects)
+    subjects = [s for a in found.alerts for s in a.subjects]
+    system.record_view(who.viewer("api"), "case", subjects=subjects)
     return found.to_dict()
 
 

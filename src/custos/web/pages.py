@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from custos.access import Custos, Viewer
+from custos.access import Custos
 from custos.accounts.store import SESSION_LIFETIME
 from custos.api.auth import (
     SESSION_COOKIE,
@@ -374,19 +374,9 @@ def policies_page(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
 REPORTERS = requires("auditor", "privacy_officer")
 
 
-def _viewer(who: Caller) -> Viewer:
-    return Viewer("dashboard", who.principal, tuple(sorted(who.roles)))
-
-
-def _only(subjects: tuple[str, ...]) -> str | None:
-    """The subject a view is about, when it is about exactly one."""
-    return subjects[0] if len(subjects) == 1 else None
-
-
 def _report(request: Request, who: Caller, subject_id: str) -> dict[str, Any]:
-    viewer = _viewer(who)
     names = "privacy_officer" in who.roles
-    return _system(request).subject_report(subject_id, names=names, viewer=viewer)
+    return _system(request).subject_report(subject_id, names=names, viewer=who.viewer("dashboard"))
 
 
 def _verified_report(
@@ -438,9 +428,10 @@ READERS = requires("investigator", "privacy_officer", "auditor")
 @pages.get("/alerts", response_class=HTMLResponse)
 def alerts_page(request: Request, who: Caller = Depends(READERS)) -> Response:
     order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-    _system(request).record_view(_viewer(who), "alerts")
+    system = _system(request)
+    system.record_view(who.viewer("dashboard"), "alerts")
     found = sorted(
-        _system(request).casebook.alerts(),
+        system.casebook.alerts(),
         key=lambda a: (order.get(a.severity, 9), -a.last_seen.timestamp()),
     )
     return _render(
@@ -463,13 +454,7 @@ def alert_page(alert_id: str, request: Request, who: Caller = Depends(READERS)) 
     """An alert, its explanation and its evidence events."""
     system = _system(request)
     alert = system.casebook.alert(alert_id)
-    system.record_view(
-        _viewer(who),
-        "alert",
-        subject=_only(alert.subjects),
-        subjects=alert.subjects,
-        alert=alert.id,
-    )
+    system.record_view(who.viewer("dashboard"), "alert", subjects=alert.subjects, alert=alert.id)
     case = system.casebook.case(alert.case) if alert.case else None
     return _render(
         request,
@@ -512,7 +497,9 @@ def events_page(
 ) -> Response:
     """The access log (who accessed whom, why, and what custos decided): never contents."""
     system = _system(request)
-    system.record_view(_viewer(who), "access_log", subject=subject or None, about=principal or None)
+    system.record_view(
+        who.viewer("dashboard"), "access_log", subject=subject or None, about=principal or None
+    )
     system.feed_events()
     found = system.events.search(principal=principal or None, subject=subject or None, limit=300)
     return _render(request, "events.html", who, events=found, principal=principal, subject=subject)
@@ -523,7 +510,7 @@ def principal_page(principal_id: str, request: Request, who: Caller = Depends(RE
     """A principal: facts, their weekly breadth against their peers', alerts, recent access."""
     system = _system(request)
     person = system.directory.principal(principal_id)
-    system.record_view(_viewer(who), "principal", about=person.id)
+    system.record_view(who.viewer("dashboard"), "principal", about=person.id)
     peers = [
         p.id
         for p in system.directory.principals()
