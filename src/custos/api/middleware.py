@@ -54,18 +54,26 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def _too_large(limit: int) -> list[Message]:
-    body = json.dumps(
-        {"error": {"code": "too_large", "message": f"request body over {limit} bytes"}}
-    ).encode()
+def _refusal(status: int, code: str, message: str, *, close: bool = False) -> list[Message]:
+    """A whole response in the API's error shape, for middleware that answers by itself
+    (``close`` ends the connection, for a body that was not read to its end)."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json")]
+    if close:
+        headers.append((b"connection", b"close"))
     return [
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-        },
+        {"type": "http.response.start", "status": status, "headers": headers},
         {"type": "http.response.body", "body": body},
     ]
+
+
+async def _answer(send: Send, messages: list[Message]) -> None:
+    for message in messages:
+        await send(message)
+
+
+def _too_large(limit: int) -> list[Message]:
+    return _refusal(413, "too_large", f"request body over {limit} bytes", close=True)
 
 
 class BodyLimit:
@@ -86,8 +94,7 @@ class BodyLimit:
                 except ValueError:
                     declared = self.limit + 1
                 if declared > self.limit:
-                    for message in _too_large(self.limit):
-                        await send(message)
+                    await _answer(send, _too_large(self.limit))
                     return
         seen = 0
         started = False
@@ -113,8 +120,7 @@ class BodyLimit:
                     # The body parser caught the refusal and answers 400 of its own:
                     # answer what really happened instead, and drop the rest of its reply.
                     started = replaced = True
-                    for refusal in _too_large(self.limit):
-                        await send(refusal)
+                    await _answer(send, _too_large(self.limit))
                     return
                 started = True
             await send(message)
@@ -123,24 +129,11 @@ class BodyLimit:
             await self.app(scope, counted, tracking)
         except _BodyTooLarge:
             if not started:
-                for message in _too_large(self.limit):
-                    await send(message)
+                await _answer(send, _too_large(self.limit))
 
 
 class _BodyTooLarge(Exception):
     pass
-
-
-def _refusal(status: int, code: str, message: str) -> list[Message]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return [
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        },
-        {"type": "http.response.body", "body": body},
-    ]
 
 
 class _DuplicateKey(ValueError):
@@ -247,8 +240,7 @@ class StrictRequests:
 
     @staticmethod
     async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-        for part in _refusal(status, code, message):
-            await send(part)
+        await _answer(send, _refusal(status, code, message))
 
 
 class Metrics:
