@@ -29,6 +29,7 @@ from custos.approvals import (
     Outbox,
     Request,
     WebhookNotifier,
+    covered_actions,
 )
 from custos.config import Settings, load_settings
 from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, run_detection
@@ -37,7 +38,6 @@ from custos.errors import (
     ConfigurationError,
     Conflict,
     CustosError,
-    InvalidInput,
     NotFound,
     NotInitialised,
     RequestRefused,
@@ -445,8 +445,7 @@ class Custos:
         that policy, and :class:`Conflict` when it is allowed already.
         """
         now = now or datetime.now(UTC)
-        if not actions:
-            raise InvalidInput("at least one action is needed", hint="e.g. read")
+        acts = covered_actions(actions)  # checked before anything is decided
         asked = [
             AccessRequest(
                 principal,
@@ -460,7 +459,7 @@ class Custos:
                 time=now,
             )
             for category in dict.fromkeys(categories)
-            for action in dict.fromkeys(actions)
+            for action in acts
         ]
         decisions = self._decided_or_refused(
             asked, source, "no approval can allow this", refuse=lambda d: d.outcome == "deny"
@@ -489,7 +488,7 @@ class Custos:
             duration=duration,
             needed=needed,
             policies=policies,
-            actions=actions,
+            actions=acts,
             decisions=[d.event_id for d in decisions if d.event_id],
             now=now,
         )
@@ -514,8 +513,7 @@ class Custos:
         Raises :class:`RequestRefused` naming the policy that forbids it.
         """
         now = now or datetime.now(UTC)
-        if not actions:
-            raise InvalidInput("at least one action is needed", hint="e.g. read")
+        acts = covered_actions(actions)  # checked before anything is decided
         asked = [
             AccessRequest(
                 principal,
@@ -530,7 +528,7 @@ class Custos:
                 time=now,
             )
             for category in dict.fromkeys(categories)
-            for action in dict.fromkeys(actions)
+            for action in acts
         ]
         decisions = self._decided_or_refused(
             asked, source, "break-glass is not available here", refuse=lambda d: not d.allowed
@@ -543,7 +541,7 @@ class Custos:
             ticket=ticket,
             reason=reason,
             duration=duration,
-            actions=actions,
+            actions=acts,
             decisions=[d.event_id for d in decisions if d.event_id],
             now=now,
         )

@@ -6,7 +6,7 @@ here; :meth:`Approvals.active_grant` is how decisions see the grants that result
 """
 
 from custos.approvals.independence import RULES
-from custos.approvals.model import ApprovalSettings, Grant, Request, Vote
+from custos.approvals.model import ApprovalSettings, Grant, Request, Vote, covered_actions
 from custos.approvals.notify import (
     DeliveryReport,
     NotificationFailed,
@@ -30,5 +30,6 @@ __all__ = [
     "Request",
     "Vote",
     "WebhookNotifier",
+    "covered_actions",
     "signature",
 ]

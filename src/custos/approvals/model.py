@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from custos import times
-from custos.errors import ConfigurationError
+from custos.errors import ConfigurationError, InvalidInput
 from custos.policy import GrantFacts
+from custos.vocabulary import Action
 
 
 def iso(moment: datetime | None) -> str | None:
     """:func:`custos.times.iso`, passing ``None`` through (a grant not yet revoked, …)."""
     return None if moment is None else times.iso(moment)
+
+
+def covered_actions(actions: Sequence[str]) -> tuple[str, ...]:
+    """The actions a request or grant covers, in the vocabulary's order, each once.
+    Raises :class:`InvalidInput` for none or an unknown one."""
+    known = get_args(Action)
+    unknown = sorted({a for a in actions if a not in known})
+    if unknown:
+        raise InvalidInput(
+            f"unknown action(s) {', '.join(map(repr, unknown))}",
+            hint="actions are " + ", ".join(known),
+        )
+    if not actions:
+        raise InvalidInput("a request needs at least one action", hint="e.g. read")
+    return tuple(a for a in known if a in actions)
 
 
 @dataclass(frozen=True)

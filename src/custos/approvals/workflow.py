@@ -17,13 +17,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from custos.approvals import independence
-from custos.approvals.model import ApprovalSettings, Grant, Request, Vote, iso
+from custos.approvals.model import ApprovalSettings, Grant, Request, Vote, covered_actions, iso
 from custos.approvals.notify import Outbox
 from custos.directory import DirectoryStore
 from custos.errors import (
@@ -47,7 +47,7 @@ from custos.store.approvals import (
     GrantsVersionRow,
     NotificationRow,
 )
-from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES, Action
+from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES
 
 MAX_REASON = 2000
 
@@ -69,21 +69,6 @@ class Journal(Protocol):
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
-
-
-def _actions(actions: Sequence[str]) -> tuple[str, ...]:
-    """The actions a request or grant covers, in the vocabulary's order, each once.
-    Raises :class:`InvalidInput` for none or an unknown one."""
-    known = get_args(Action)
-    unknown = sorted({a for a in actions if a not in known})
-    if unknown:
-        raise InvalidInput(
-            f"unknown action(s) {', '.join(map(repr, unknown))}",
-            hint="actions are " + ", ".join(known),
-        )
-    if not actions:
-        raise InvalidInput("a request needs at least one action", hint="e.g. read")
-    return tuple(a for a in known if a in actions)
 
 
 def _count(n: int, word: str) -> str:
@@ -219,7 +204,7 @@ class Approvals:
         now = now or datetime.now(UTC)
         reason = _reason(reason, "request")
         cats = tuple(dict.fromkeys(categories))
-        acts = _actions(actions)
+        acts = covered_actions(actions)
         problems = [f"unknown category {c!r}" for c in cats if c not in CATEGORIES]
         if not cats:
             problems.append("at least one category is needed")
@@ -529,7 +514,7 @@ class Approvals:
         """
         now = now or datetime.now(UTC)
         reason = _reason(reason, "break-glass")
-        acts = _actions(actions)
+        acts = covered_actions(actions)
         length = self._duration(duration, self.settings.break_glass_duration)
         row = GrantRow(
             id=_new_id("grant"),
