@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from custos.access import Custos
+from custos.approvals import Grant
 from custos.directory import parse_text
 
 
@@ -242,6 +243,19 @@ def ask(system: Custos, principal: str = "emp-3001", ticket: str = "T-10", **kw:
         **kw,
     )
     return request.id
+
+
+def take_break_glass(system: Custos, reason: str = "live incident") -> Grant:
+    """Break glass in :data:`APPROVALS_WORLD` (and the API tests' world): the security
+    responder emp-5001 on user-1's ``ip_history``, incident ticket T-12."""
+    return system.break_glass(
+        principal="emp-5001",
+        subject="user-1",
+        categories=["ip_history"],
+        purpose="security_incident",
+        ticket="T-12",
+        reason=reason,
+    )
 
 
 def logins(subject: str, count: int = 3, net: str = "198.51.100") -> list[str]:

@@ -26,7 +26,7 @@ from custos.errors import (
 )
 from custos.policy import AccessRequest
 from custos.store.approvals import GrantRow
-from tests.factories import APPROVALS_WORLD, ask, load_org, logins
+from tests.factories import APPROVALS_WORLD, ask, load_org, logins, take_break_glass
 
 
 @pytest.fixture
@@ -284,17 +284,6 @@ def test_break_glass_is_immediate_alerted_and_reviewed_by_two(world: Custos) -> 
     )
     assert world.approvals.review(grant.id, "emp-4002", "agree").review == "closed"
     assert world.approvals.grants(review_open=True) == []
-
-
-def take_break_glass(system: Custos, reason: str = "live incident") -> Any:
-    return system.break_glass(
-        principal="emp-5001",
-        subject="user-1",
-        categories=["ip_history"],
-        purpose="security_incident",
-        ticket="T-12",
-        reason=reason,
-    )
 
 
 def test_break_glass_stops_while_too_many_await_review(world: Custos) -> None:

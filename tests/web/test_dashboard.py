@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from custos.policy import AccessRequest
 from tests.api.conftest import PASSWORD, Service
+from tests.factories import take_break_glass
 
 CHROMIUM = os.environ.get("CUSTOS_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -88,14 +89,7 @@ def test_approve_as_one_user_and_see_it_need_a_second(browser: Browser, service:
 def test_the_queue_counts_break_glass_reviews_against_the_setting(
     browser: Browser, service: Service
 ) -> None:
-    grant = service.system.break_glass(
-        principal="emp-5001",
-        subject="user-1",
-        categories=["ip_history"],
-        purpose="security_incident",
-        ticket="T-12",
-        reason="credential stuffing from this account's sessions",
-    )
+    grant = take_break_glass(service.system, "credential stuffing from this account's sessions")
     approvals = service.system.approvals
     default = approvals.settings
     approvals.settings = dataclasses.replace(default, reviews_needed=3)  # [approvals] setting
