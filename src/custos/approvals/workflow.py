@@ -595,7 +595,7 @@ class Approvals:
                         "time": iso(now),
                         "principal": principal,
                         "subject": subject,
-                        "categories": list(dict.fromkeys(categories)),
+                        "categories": list(row.categories),
                         "purpose": purpose,
                         "ticket": ticket,
                         "decisions": list(decisions),
