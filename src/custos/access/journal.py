@@ -50,6 +50,10 @@ def decision_entry(
         entry["ticket"] = request.ticket
     if decision.grant is not None:
         entry["grant"] = decision.grant
+    if decision.explained is not None:
+        # What the guarded path checked as it decided: detection takes this access as
+        # explained by its ticket without looking the ticket up again.
+        entry["explained"] = decision.explained
     if decision.review_required:
         entry["review_required"] = True
     if request.break_glass:

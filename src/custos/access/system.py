@@ -176,7 +176,7 @@ class Custos:
                     entry.pop("salt", None)  # a ledger detail, meaningless as an event field
                     batch.append(entry)
             if batch:
-                self.events.append(batch)
+                self.events.append(batch, from_ledger=True)
             with self.db.session() as session:
                 row = session.get(LedgerFeedRow, 1)
                 if row is None:

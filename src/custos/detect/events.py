@@ -174,7 +174,33 @@ class ImportReport:
     rejected: int
 
 
-def _row(event: AccessEvent) -> dict[str, Any]:
+#: What the guarded path writes in ``explained`` (see
+#: :func:`custos.policy.model.ticket_explanation`).
+EXPLANATIONS = frozenset({"ticket", "own_ticket"})
+
+
+def _explained(event: AccessEvent) -> str | None:
+    """The guarded path's explanation of one of its own decisions, as its ledger entry gives
+    it (``explained``: ``ticket`` or ``own_ticket``), or None.
+
+    Only for an allowed decision that cites a ticket and is neither an export nor
+    break-glass: detection does not check such an access against the tickets again, so
+    nothing else may claim it.
+    """
+    extra = event.model_extra or {}
+    explained = extra.get("explained")
+    routine = (
+        extra.get("type") == "decision"
+        and explained in EXPLANATIONS
+        and event.decision == "allow"
+        and event.ticket is not None
+        and event.action != "export"
+        and extra.get("break_glass") is not True
+    )
+    return str(explained) if routine else None
+
+
+def _row(event: AccessEvent, *, from_ledger: bool = False) -> dict[str, Any]:
     return {
         "id": event.id,
         "time": event.time,
@@ -189,6 +215,7 @@ def _row(event: AccessEvent) -> dict[str, Any]:
         "records": event.records,
         "source": event.source,
         "extra": event.extras(),
+        "explained": _explained(event) if from_ledger else None,
     }
 
 
@@ -198,14 +225,19 @@ class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def append(self, events: Iterable[AccessEvent | Mapping[str, Any]]) -> ImportReport:
+    def append(
+        self, events: Iterable[AccessEvent | Mapping[str, Any]], *, from_ledger: bool = False
+    ) -> ImportReport:
         """Store events given as :class:`AccessEvent` or as dicts in the DESIGN.md event
         format (the way the guarded path feeds its own decisions and reads in).
 
         Custos's own ledger entries can be passed as they are: a decision entry is one access;
         a release entry (``type`` ``release`` with a ``decision_id``) is folded into its
         decision — its ``records`` count is copied there and it is not counted as a second
-        access by the rules.
+        access by the rules. ``from_ledger`` says that the events are entries of custos's own
+        ledger: only then is a decision's ``explained`` field (what the guarded path checked
+        when it decided) taken as the event's explanation. From anywhere else it is kept as an
+        extra field and explains nothing, so an imported event cannot excuse itself.
 
         All or nothing: raises :class:`ValidationFailed` listing every bad event (by position
         and field) and stores none. Events whose id is already stored are skipped.
@@ -222,7 +254,7 @@ class EventStore:
                 problems.extend(f"event {position}: {p}" for p in exc.problems)
         if problems:
             raise ValidationFailed(f"{len(problems)} problem(s); nothing was stored", problems)
-        added, unchanged = self._store(parsed)
+        added, unchanged = self._store(parsed, from_ledger=from_ledger)
         return ImportReport(added, unchanged, 0)
 
     def import_lines(
@@ -245,7 +277,7 @@ class EventStore:
         added, unchanged = self._store(parsed.events)
         return ImportReport(added, unchanged, len(parsed.rejected))
 
-    def _store(self, events: list[AccessEvent]) -> tuple[int, int]:
+    def _store(self, events: list[AccessEvent], *, from_ledger: bool = False) -> tuple[int, int]:
         unique: dict[str, AccessEvent] = {}
         for event in events:
             unique.setdefault(event.id, event)
@@ -272,7 +304,9 @@ class EventStore:
                     f"{len(clashes)} event id(s) already stored differently; nothing was stored",
                     clashes,
                 )
-            rows = [_row(e) for key, e in unique.items() if key not in existing]
+            rows = [
+                _row(e, from_ledger=from_ledger) for key, e in unique.items() if key not in existing
+            ]
             for start in range(0, len(rows), 2000):
                 session.execute(insert(AccessEventRow), rows[start : start + 2000])
             for row in rows:
@@ -353,8 +387,8 @@ class EventStore:
         consistent snapshot of the store: the columns of
         :data:`custos.detect.engine.EVENT_COLUMNS` in order (times as UTC
         ``YYYY-MM-DD HH:MM:SS.ffffff``; ``break_glass`` and ``granted`` read from ``extra``
-        as the strings ``true``/``false``), custos releases left out (folded into their
-        decisions, see :meth:`append`). Raises :class:`StoreUnavailable`.
+        as the strings ``true``/``false``; ``explained`` as stored), custos releases left
+        out (folded into their decisions, see :meth:`append`). Raises :class:`StoreUnavailable`.
 
         The database does the work: every stored event passes through here on each detection
         run, and making each one a Python object cost ~20 µs an event (over three minutes for
@@ -383,7 +417,8 @@ SELECT json_array(
                    WHEN 'array' THEN json_array_length(extra, '$.grant') > 0
                    WHEN 'object' THEN json_extract(extra, '$.grant') <> '{}'
                    ELSE 0 END
-         THEN 'true' ELSE 'false' END)
+         THEN 'true' ELSE 'false' END,
+    explained)
 FROM access_events e
 WHERE NOT coalesce(json_extract(extra, '$.type') = 'release'
                    AND json_type(extra, '$.decision_id') = 'text'
@@ -405,7 +440,8 @@ SELECT id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), princip
                       WHEN 'array' THEN json_array_length(extra -> 'grant') > 0
                       WHEN 'object' THEN EXISTS (SELECT FROM json_object_keys(extra -> 'grant'))
                       ELSE false END
-            THEN 'true' ELSE 'false' END
+            THEN 'true' ELSE 'false' END,
+       explained
 FROM access_events e
 WHERE NOT coalesce(extra ->> 'type' = 'release'
                    AND json_typeof(extra -> 'decision_id') = 'string'

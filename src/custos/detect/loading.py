@@ -16,7 +16,7 @@ from custos.detect.engine import (
     SUBJECT_COLUMNS,
     TICKET_COLUMNS,
 )
-from custos.detect.events import EventStore
+from custos.detect.events import EXPLANATIONS, EventStore
 from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError, InvalidInput
 from custos.store import WrittenRows
@@ -132,7 +132,19 @@ REQUIRED = {
     "tickets": ("id",),
 }
 #: Closed vocabularies of the event format whose values the rules compare against.
-_VOCABULARIES = {"action": ACTIONS, "decision": OUTCOMES, "precision": PRECISIONS}
+_VOCABULARIES = {
+    "action": ACTIONS,
+    "decision": OUTCOMES,
+    "precision": PRECISIONS,
+    "explained": EXPLANATIONS,
+}
+#: What an event the guarded path explained as it decided must be (see
+#: :func:`custos.policy.model.ticket_explanation`): the rules never check it again, so a
+#: refusal, an export or break-glass claiming it would vanish from review.
+_EXPLAINED_ONLY_IF = (
+    "decision = 'allow' AND action <> 'export' AND NOT coalesce(break_glass, false) "
+    "AND ticket IS NOT NULL"
+)
 _INTEGERS = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
 }  # fmt: skip
@@ -166,8 +178,12 @@ def attach_parquet(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path]) ->
     Each file is checked first, once: it must be readable Parquet, hold the columns of
     :data:`REQUIRED` with no nulls, store every column as its type or a compatible one
     (any integer, any timestamp; one with a time zone is read in UTC), and use only the
-    format's words for ``action``, ``decision`` and ``precision``. Absent optional columns
-    read as null. Raises :class:`InvalidInput` naming the table, file and column (and how
+    format's words for ``action``, ``decision`` and ``precision``. An events file may carry
+    ``explained`` (``ticket``, ``own_ticket`` or null): the guarded path's own explanation of
+    its decisions, which the rules take without looking at the ticket again. Whoever writes
+    the files vouches for it as for the events themselves; it is refused on any row that is
+    not an allowed access citing a ticket, or is an export or break-glass. Absent optional
+    columns read as null. Raises :class:`InvalidInput` naming the table, file and column (and how
     many rows are at fault, never a value); no view is replaced before all four pass.
     """
     unknown = sorted(set(files) - set(TABLES))
@@ -205,6 +221,10 @@ def _checked_view(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str
         f"count(*) FILTER (WHERE {name} NOT IN ({', '.join(map(_literal, sorted(vocabulary)))}))"
         for name, vocabulary in words.items()
     ]
+    if "explained" in words:
+        checks.append(
+            f"count(*) FILTER (WHERE explained IS NOT NULL AND NOT ({_EXPLAINED_ONLY_IF}))"
+        )
     try:
         counts = con.execute(f"SELECT {', '.join(checks)} FROM ({select})").fetchone()
     except duckdb.Error as exc:
@@ -214,11 +234,18 @@ def _checked_view(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str
     for name, count in zip(REQUIRED[table], counts, strict=False):
         if count:
             raise InvalidInput(f"{table}: column {name!r} of {path} is empty in {count:,} rows")
-    for name, count in zip(words, counts[len(REQUIRED[table]) :], strict=True):
+    start = len(REQUIRED[table])
+    for name, count in zip(words, counts[start : start + len(words)], strict=True):
         if count:
             allowed = ", ".join(sorted(_VOCABULARIES[name]))
             raise InvalidInput(
                 f"{table}: column {name!r} of {path} holds a value other than {allowed} "
                 f"in {count:,} rows"
             )
+    if "explained" in words and counts[start + len(words)]:
+        raise InvalidInput(
+            f"{table}: column 'explained' of {path} is set in "
+            f"{counts[start + len(words)]:,} rows that are not allowed accesses citing a "
+            "ticket (refusals, exports and break-glass are always reviewed)"
+        )
     return select

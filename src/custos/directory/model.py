@@ -63,6 +63,23 @@ class Ticket:
     def is_open(self) -> bool:
         return self.status == "open"
 
+    def covers(self, principal: str, subject: str, purpose: str, at: datetime) -> bool:
+        """Whether this ticket is work that explains ``principal`` reaching ``subject`` for
+        ``purpose`` at ``at``: open, assigned to them, about that subject, of the purpose's
+        kind, and ``at`` within its opened and closed times.
+
+        Explanation-based auditing (docs/design/detect.md) also asks who opened it: one the
+        principal opened themselves explains less, since that is how a pretext is made.
+        """
+        return (
+            self.is_open
+            and self.assignee == principal
+            and self.subject == subject
+            and self.kind == purpose
+            and (self.opened is None or self.opened <= at)
+            and (self.closed is None or at <= self.closed)
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class DirectoryDocument:

@@ -32,6 +32,7 @@ from custos.policy.model import (
     Facts,
     GrantFacts,
     Reason,
+    ticket_explanation,
 )
 from custos.policy.pack import PolicyInfo, PolicyPack
 
@@ -354,6 +355,7 @@ class PolicyEngine:
             policy_version=self.pack.digest,
             review_required=review,
             grant=facts.grant.id if facts.grant else None,
+            explained=ticket_explanation(req, facts),
         )
 
     def _approval_required(

@@ -138,6 +138,9 @@ class Decision:
     approvals: ApprovalsNeeded | None = None
     review_required: bool = False
     grant: str | None = None
+    #: How the request's own ticket explained it as it was decided (``ticket`` or
+    #: ``own_ticket``, see :func:`ticket_explanation`); None otherwise.
+    explained: str | None = None
     errors: tuple[str, ...] = field(default=())
     #: Set by the access path once the decision is durably in the ledger.
     event_id: str | None = None
@@ -161,3 +164,26 @@ class Decision:
             "event_id": self.event_id,
             "ledger_index": self.ledger_index,
         }
+
+
+def ticket_explanation(req: AccessRequest, facts: Facts) -> str | None:
+    """How the ticket ``req`` cites explains it as it is decided: ``ticket`` when the ticket
+    covers it (:meth:`Ticket.covers`) and was opened by someone else, ``own_ticket`` when it
+    covers it but the principal opened it themselves, None otherwise — and None for
+    break-glass and exports, which detection reviews whatever explains them.
+
+    Only allowed decisions carry it, in their ledger entry (``explained``). Detection takes
+    such an access as explained that way without looking the ticket up again: the guarded
+    path checked it against the directory when it let the access through.
+    """
+    ticket = facts.ticket
+    if (
+        ticket is None
+        or ticket.id != req.ticket
+        or req.break_glass
+        or (facts.grant is not None and facts.grant.break_glass)
+        or req.action == "export"
+        or not ticket.covers(req.principal, req.subject, req.purpose, req.at())
+    ):
+        return None
+    return "own_ticket" if ticket.opened_by == req.principal else "ticket"
