@@ -90,6 +90,22 @@ def test_parquet_files_give_the_findings_the_database_gives(office: Custos, tmp_
     assert _from_parquet(_export(office, tmp_path)) == expected
 
 
+def test_events_explained_as_decided_give_the_same_findings(office: Custos, tmp_path: Path) -> None:
+    # The office's ticketed work is all covered by its tickets, as the guarded path saw it.
+    explained = (
+        "SELECT * REPLACE (CASE WHEN ticket IS NOT NULL AND decision = 'allow' "
+        "AND action <> 'export' THEN 'ticket' END AS explained) FROM events"
+    )
+    files = _export(office, tmp_path, events=explained)
+    con = connect(1)
+    try:
+        row = con.execute("SELECT count(explained) FROM read_parquet(?)", [str(files["events"])])
+        assert (row.fetchone() or (0,))[0] > 200
+    finally:
+        con.close()
+    assert _from_parquet(files) == _from_store(office)
+
+
 def test_absent_optional_columns_read_as_null(office: Custos, tmp_path: Path) -> None:
     files = _export(
         office,
@@ -148,6 +164,17 @@ def test_an_event_without_a_time_is_refused_not_a_crash(office: Custos, tmp_path
             "SELECT * REPLACE (CASE WHEN subject = 'jour-1' THEN 'lookup' ELSE action END "
             "AS action) FROM events",
             "'action'",
+        ),
+        (
+            "SELECT * REPLACE (CASE WHEN subject = 'jour-1' THEN 'yes' END AS explained) "
+            "FROM events",
+            "'explained' of",
+        ),
+        (
+            # An export, a refusal: what the guarded path never calls explained.
+            "SELECT * REPLACE (CASE WHEN action = 'export' OR decision = 'deny' THEN 'ticket' "
+            "END AS explained) FROM events",
+            "is set in 2 rows that are not allowed accesses citing a ticket",
         ),
     ],
 )

@@ -12,6 +12,7 @@ from custos.directory import read_directory_file
 from custos.errors import InvalidInput
 from custos.sim import SCENARIOS, evaluate, monday_of, simulate
 from custos.sim.run import LABELS_FILE
+from custos.sim.world import new_world
 
 
 def test_every_scenario_is_caught_within_the_alert_budget(tmp_path: Path) -> None:
@@ -103,3 +104,17 @@ def test_bad_requests_are_clear(tmp_path: Path) -> None:
     (folder / LABELS_FILE).write_text("[" * 100_000)
     with pytest.raises(InvalidInput, match="not a labels file"):
         evaluate(folder)
+
+
+def test_a_world_that_once_held_a_ticket_closed_before_it_opened_loads(tmp_path: Path) -> None:
+    # Seed 4 at this size filed a ticket after its accesses and closed it before it opened;
+    # `custos org load` then refused the whole directory.
+    simulate(tmp_path, employees=60, days=21, seed=4)
+    assert read_directory_file(tmp_path / "directory.yaml").tickets
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_ticket_closes_before_it_opens(seed: int) -> None:
+    _, world = new_world(seed, 40, 14)
+    backwards = [t["id"] for t in world.tickets if "closed" in t and t["closed"] < t["opened"]]
+    assert backwards == []

@@ -173,3 +173,51 @@ def test_grants_made_before_actions_were_named_cover_reading_only(
         assert old_request is not None
         assert (old_grant.actions, old_request.actions) == (["read"], ["read"])
         assert old_grant.categories == ["contact"]
+
+
+def test_events_stored_before_explanations_were_kept_are_checked_against_the_tickets(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """Events stored before ``explained`` existed have none after the migration (so detection
+    checks each against the tickets, as before), and new ones from the ledger keep theirs."""
+    import sqlalchemy as sa
+
+    from custos.detect import EventStore, connect, load_store
+    from custos.directory import DirectoryStore
+
+    db = Database(database_url or f"sqlite:///{tmp_path / 'custos.db'}")
+    db.migrate("0011_ledger_feed")
+    columns = ("id", "time", "principal", "action", "subject", "category", "purpose")
+    old = {
+        "id": "ev-old",
+        "time": "2026-01-05 10:00:00.000000",
+        "principal": "emp-1",
+        "action": "read",
+        "subject": "user-1",
+        "category": "profile",
+        "purpose": "support",
+    }
+    with db.engine.begin() as conn:
+        rows = sa.table("access_events", *(sa.column(c) for c in (*columns, "decision", "extra")))
+        values = {
+            **old,
+            "decision": "allow",
+            "extra": '{"type": "decision", "explained": "ticket"}',
+        }
+        if not db.is_sqlite:
+            values["time"] = datetime(2026, 1, 5, 10, tzinfo=UTC)
+        conn.execute(sa.insert(rows).values(**values))
+
+    db.migrate()
+    store = EventStore(db)
+    entry = {**old, "id": "ev-new", "time": "2026-01-05T11:00:00Z", "decision": "allow"}
+    store.append(
+        [{**entry, "ticket": "T-1", "type": "decision", "explained": "ticket"}], from_ledger=True
+    )
+    con = connect(1)
+    try:
+        load_store(con, store, DirectoryStore(db))
+        found = dict(con.execute("SELECT id, explained FROM events").fetchall())
+    finally:
+        con.close()
+    assert found == {"ev-old": None, "ev-new": "ticket"}

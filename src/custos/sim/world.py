@@ -309,7 +309,9 @@ def _work_ticket(
     )
     accesses = 1 + _poisson(rng, 2.0)
     times = sorted(first + timedelta(minutes=rng.uniform(0, 240)) for _ in range(accesses))
-    closed = times[-1] + timedelta(hours=rng.uniform(0.2, 30))
+    # After the last access and after the opening: a ticket filed late (``early`` accesses)
+    # can be opened after the last of them, and a ticket never closes before it opens.
+    closed = max(times[-1], opened) + timedelta(hours=rng.uniform(0.2, 30))
     ticket = world.ticket(kind, subject, person.id, opened, closed, opened_by)
     palette = CATEGORIES[kind]
     for moment in times:
