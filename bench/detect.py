@@ -5,7 +5,8 @@ Generates a world with DuckDB's own SQL (no Python loop): principals in roles an
 subjects (some protected, some employees' accounts), tickets, and events that mostly cite
 the ticket explaining them, with refusals, stray lookups, exports and break-glass mixed in,
 each marked as custos's guarded path marks its own decisions (``explained``: ``ticket``, or
-``own_ticket`` for tickets the principal opened; none for the rest). Writes everything to Parquet, then times, with ``--threads`` (default 2):
+``own_ticket`` for tickets the principal opened; none for the rest). Writes everything to
+Parquet, then times, with ``--threads`` (default 2):
 
 - the bare scan: ``SELECT count(*), count(DISTINCT subject) FROM read_parquet(events)``
   (best of 3);
