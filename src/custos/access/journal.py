@@ -52,7 +52,7 @@ def decision_entry(
         entry["grant"] = decision.grant
     if decision.explained is not None:
         # What the guarded path checked as it decided: detection takes this access as
-        # explained by its ticket without looking the ticket up again.
+        # explained that way without looking the ticket up again.
         entry["explained"] = decision.explained
     if decision.review_required:
         entry["review_required"] = True

@@ -3,8 +3,8 @@ come from (the custos database, JSON Lines, Parquet):
 
 - ``events(id, time, principal, action, subject, category, purpose, ticket, decision,
   precision, records, source, break_glass, granted, explained)`` — ``time`` a UTC
-  ``TIMESTAMP``; ``explained`` is ``ticket`` where custos's guarded path let the access
-  through on its ticket (see below), else null;
+  ``TIMESTAMP``; ``explained`` is ``ticket`` or ``own_ticket`` where custos's guarded path let
+  the access through on its ticket (see below), else null;
 - ``principals(id, kind, role, team, manager, country, status, role_since)``;
 - ``subjects(id, protected, employee)`` — ``protected`` the flags joined by ``|``;
 - ``tickets(id, kind, subject, assignee, status, opened, closed, opened_by)``.
@@ -25,9 +25,10 @@ category.
 
 Custos's own decisions need no second look at their tickets: the guarded path checked the
 cited ticket against the directory when it let the access through, and its ledger entry says
-so (``explained: ticket``, only on allowed decisions that are neither exports nor break-glass).
-Those events are taken as explained as they were decided; the first pass reads only the
-others, and counts all of them for the baselines.
+so (``explained``: ``ticket``, or ``own_ticket`` when the principal opened the ticket; only on
+allowed decisions that are neither exports nor break-glass). Those events are taken as
+explained as they were decided: the first pass leaves out the ``ticket`` ones and joins none
+of them to the tickets, and the activity counts still count all of them.
 """
 
 from __future__ import annotations
@@ -277,12 +278,9 @@ class Detector:
             "SELECT count(*) FILTER (WHERE explained = 'ticket'), count(*) FROM events"
         ).fetchone()
         explained, total = (int(row[0]), int(row[1])) if row else (0, 0)
-        copied = "MATERIALIZED" if explained >= 0.75 * total > 0 else "NOT MATERIALIZED"
-        cited = (
-            "WHERE id IN (SELECT ticket FROM u WHERE explained IS NULL)"
-            if copied == "MATERIALIZED"
-            else ""
-        )
+        held = explained >= 0.75 * total > 0
+        copied = "MATERIALIZED" if held else "NOT MATERIALIZED"
+        cited = "WHERE id IN (SELECT ticket FROM u WHERE explained IS NULL)" if held else ""
         con.execute(
             f"""
             CREATE OR REPLACE TABLE ev AS

@@ -34,9 +34,10 @@ class AccessEventRow(Base):
     records: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source: Mapped[str | None] = mapped_column(String(128), nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: ``ticket`` when custos's guarded path let this access through on the ticket it cites
-    #: (copied from the decision's ledger entry, never from an imported event); detection
-    #: takes such an access as explained without looking the ticket up again.
+    #: ``ticket`` (or ``own_ticket``, a ticket the principal opened) when custos's guarded
+    #: path let this access through on the ticket it cites (copied from the decision's ledger
+    #: entry, never from an imported event); detection takes such an access as explained
+    #: that way without looking the ticket up again.
     explained: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 

@@ -2,10 +2,11 @@
 
 ``explained`` is ``ticket`` for a decision custos let through on the strength of the ticket it
 cites (open, assigned to the principal, about the subject, of the purpose's kind, opened by
-someone else; not an export, not break-glass), copied from the decision's ledger entry by the
-ledger feed. Detection takes those accesses as explained without joining them to the tickets
-again. Events imported from other tools never set it; rows from before this revision are
-null, so they are checked against the directory as before.
+someone else; not an export, not break-glass), ``own_ticket`` when the principal opened that
+ticket, copied from the decision's ledger entry by the ledger feed. Detection takes those
+accesses as explained without joining them to the tickets again. Events imported from other
+tools never set it; rows from before this revision are null, so they are checked against the
+directory as before.
 
 Revision ID: 0016_events_explained
 Revises: 0011_ledger_feed
