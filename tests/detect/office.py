@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
+
 from custos.access import Custos
-from custos.detect import Alert, EventStore, run_detection
+from custos.detect import Alert, DetectConfig, Detector, EventStore, run_detection
 from tests.factories import load_org
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
@@ -135,3 +137,12 @@ class Office:
 
 def rules_for(alerts: list[Alert], principal: str) -> set[str]:
     return {a.rule for a in alerts if principal in a.principals}
+
+
+Findings = list[tuple[str, dict[str, object]]]
+
+
+def findings(con: duckdb.DuckDBPyConnection) -> Findings:
+    """Every rule's findings over ``con``'s tables, as comparable values in a fixed order."""
+    found = Detector(con, DetectConfig()).run()
+    return sorted(((f.fingerprint, f.to_dict()) for f in found), key=lambda x: x[0])

@@ -23,13 +23,8 @@ from custos.directory.model import Ticket
 from custos.policy import AccessRequest
 from custos.sim import simulate
 from custos.times import utc_instant
-from tests.detect.office import Office, at, rules_for
+from tests.detect.office import Office, at, findings, rules_for
 from tests.factories import APPROVALS_WORLD, load_org
-
-
-def _findings(con: duckdb.DuckDBPyConnection) -> list[tuple[str, dict[str, object]]]:
-    found = Detector(con, DetectConfig()).run()
-    return sorted(((f.fingerprint, f.to_dict()) for f in found), key=lambda x: x[0])
 
 
 def _rules(con: duckdb.DuckDBPyConnection, principal: str) -> set[str]:
@@ -79,13 +74,13 @@ def test_custos_own_explanations_change_no_finding(
         load_store(con, EventStore(system.db), system.directory)
         row = con.execute("SELECT count(*) FROM events WHERE explained = 'ticket'").fetchone()
         assert row == (explained,)
-        as_decided = _findings(con)
+        as_decided = findings(con)
         assert as_decided  # the scenarios are found
         # Fewer explained than the share at which the residue is copied first: the other plan.
         con.execute("UPDATE events SET explained = NULL WHERE hash(id) % 3 = 0")
-        partly = _findings(con)
+        partly = findings(con)
         con.execute("UPDATE events SET explained = NULL")
-        every_one_checked = _findings(con)
+        every_one_checked = findings(con)
     finally:
         con.close()
     assert as_decided == every_one_checked

@@ -6,20 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from custos.access import Custos
-from custos.detect import DetectConfig, Detector, EventStore, attach_parquet, connect, load_store
+from custos.detect import EventStore, attach_parquet, connect, load_store
 from custos.errors import InvalidInput
-from tests.detect.office import Office, at
-
-Findings = list[tuple[str, dict[str, object]]]
-
-
-def _run(con: duckdb.DuckDBPyConnection) -> Findings:
-    found = Detector(con, DetectConfig()).run()
-    return sorted(((f.fingerprint, f.to_dict()) for f in found), key=lambda x: x[0])
+from tests.detect.office import Findings, Office, at, findings
 
 
 @pytest.fixture
@@ -56,7 +48,7 @@ def _from_store(system: Custos) -> Findings:
     con = connect(1)
     try:
         load_store(con, EventStore(system.db), system.directory)
-        return _run(con)
+        return findings(con)
     finally:
         con.close()
 
@@ -65,7 +57,7 @@ def _from_parquet(files: dict[str, Path]) -> Findings:
     con = connect(1)
     try:
         attach_parquet(con, files)
-        return _run(con)
+        return findings(con)
     finally:
         con.close()
 
@@ -130,7 +122,7 @@ def test_times_with_a_zone_and_narrower_integers_are_accepted(
     con.execute("SET TimeZone = 'Asia/Tokyo'")  # the stored instants, not the session's zone
     try:
         attach_parquet(con, files)
-        assert _run(con) == _from_store(office)
+        assert findings(con) == _from_store(office)
     finally:
         con.close()
 
