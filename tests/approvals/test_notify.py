@@ -16,7 +16,7 @@ import pytest
 
 from custos.access import Custos
 from custos.approvals import Outbox, WebhookNotifier
-from tests.factories import APPROVALS_WORLD, load_org
+from tests.factories import APPROVALS_WORLD, ask, load_org
 
 SECRET = b"s3cret-for-tests"
 
@@ -56,17 +56,6 @@ def world(system: Custos, receiver: Receiver) -> Custos:
     load_org(system, APPROVALS_WORLD)
     system.approvals.outbox = Outbox(system.db, WebhookNotifier(receiver.url, SECRET, timeout=2.0))
     return system
-
-
-def ask(system: Custos) -> str:
-    return system.request_access(
-        principal="emp-3001",
-        subject="user-42",
-        categories=["ip_history"],
-        purpose="trust_safety",
-        ticket="T-10",
-        reason="abuse report names this account",
-    ).id
 
 
 def test_notifications_are_signed_and_describe_the_event(world: Custos, receiver: Receiver) -> None:
