@@ -3,7 +3,7 @@ fully explained work, plus whatever a test adds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +11,9 @@ import duckdb
 
 from custos.access import Custos
 from custos.detect import Alert, DetectConfig, Detector, EventStore, run_detection
+from custos.detect.kept import Classification
+from custos.directory.model import Ticket
+from custos.times import utc_instant
 from tests.factories import load_org
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
@@ -142,7 +145,30 @@ def rules_for(alerts: list[Alert], principal: str) -> set[str]:
 Findings = list[tuple[str, dict[str, object]]]
 
 
-def findings(con: duckdb.DuckDBPyConnection) -> Findings:
-    """Every rule's findings over ``con``'s tables, as comparable values in a fixed order."""
-    found = Detector(con, DetectConfig()).run()
+def findings(con: duckdb.DuckDBPyConnection, kept: Classification | None = None) -> Findings:
+    """Every rule's findings over ``con``'s tables (or ``kept`` and the directory's), as
+    comparable values in a fixed order."""
+    found = Detector(con, DetectConfig()).run(kept)
     return sorted(((f.fingerprint, f.to_dict()) for f in found), key=lambda x: x[0])
+
+
+def as_decided(event: dict[str, Any], tickets: dict[str, Ticket]) -> dict[str, Any]:
+    """``event`` as custos's ledger would have held it: a decision, with the explanation the
+    guarded path gives an allowed access whose ticket covered it then (the ticket open from
+    its opened to its closed time)."""
+    ticket = tickets.get(event.get("ticket") or "")
+    entry = {**event, "type": "decision"}
+    if (
+        ticket is not None
+        and event["decision"] == "allow"
+        and event["action"] != "export"
+        and not event.get("break_glass")
+    ):
+        moment: datetime = utc_instant(event["time"])
+        if replace(ticket, status="open").covers(
+            event["principal"], event["subject"], event["purpose"], moment
+        ):
+            entry["explained"] = (
+                "own_ticket" if ticket.opened_by == event["principal"] else "ticket"
+            )
+    return entry

@@ -8,10 +8,7 @@ believed from custos's own ledger; and it stands as decided when the directory c
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
@@ -19,38 +16,14 @@ import pytest
 from custos.access import Custos
 from custos.detect import DetectConfig, Detector, EventStore, connect, load_store
 from custos.directory import read_directory_file
-from custos.directory.model import Ticket
 from custos.policy import AccessRequest
 from custos.sim import simulate
-from custos.times import utc_instant
-from tests.detect.office import Office, at, findings, rules_for
+from tests.detect.office import Office, as_decided, at, findings, rules_for
 from tests.factories import APPROVALS_WORLD, load_org
 
 
 def _rules(con: duckdb.DuckDBPyConnection, principal: str) -> set[str]:
     return {f.rule for f in Detector(con, DetectConfig()).run() if principal in f.principals}
-
-
-def _as_decided(event: dict[str, Any], tickets: dict[str, Ticket]) -> dict[str, Any]:
-    """``event`` as custos's ledger would have held it: a decision, with the explanation the
-    guarded path gives an allowed access whose ticket covered it then (the ticket open from
-    its opened to its closed time)."""
-    ticket = tickets.get(event.get("ticket") or "")
-    entry = {**event, "type": "decision"}
-    if (
-        ticket is not None
-        and event["decision"] == "allow"
-        and event["action"] != "export"
-        and not event.get("break_glass")
-    ):
-        moment: datetime = utc_instant(event["time"])
-        if replace(ticket, status="open").covers(
-            event["principal"], event["subject"], event["purpose"], moment
-        ):
-            entry["explained"] = (
-                "own_ticket" if ticket.opened_by == event["principal"] else "ticket"
-            )
-    return entry
 
 
 @pytest.mark.parametrize("seed", [4, 9])
@@ -63,7 +36,7 @@ def test_custos_own_explanations_change_no_finding(
     system.directory.merge(directory)
     tickets = {t.id: t for t in directory.tickets}
     lines = (world / "events.jsonl").read_text(encoding="utf-8").splitlines()
-    events = [_as_decided(json.loads(line), tickets) for line in lines]
+    events = [as_decided(json.loads(line), tickets) for line in lines]
     EventStore(system.db).append(events, from_ledger=True)
     explained = sum(1 for e in events if e.get("explained") == "ticket")
     assert explained > 0.75 * len(events)  # as in a custos deployment: most work is routine

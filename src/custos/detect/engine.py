@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from custos.detect.config import DetectConfig
+from custos.detect.kept import ORIGIN, Classification, activity_counts, bucket, first_pass
 from custos.times import iso
 
 #: Column order of the ``events`` table the rules read.
@@ -89,7 +90,6 @@ TICKET_COLUMNS: dict[str, str] = {
 #: needs an independent explanation.
 HIGH_VALUE_FLAGS = ("journalist", "public_official", "activist")
 _T = TypeVar("_T")
-_ORIGIN = "TIMESTAMP '2000-01-03 00:00:00'"  # a Monday: periods start on Mondays
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,14 +215,16 @@ class Detector:
 
     # -- preparation ---------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Classify the events and count activity (the two full passes)."""
+    def prepare(self, kept: Classification | None = None) -> None:
+        """Classify the events and count activity: the two full passes over ``events``, or,
+        with ``kept``, from its tables (brought up to date with ``events`` and ``tickets`` by
+        whoever keeps it; see :class:`Classification`)."""
         # One after the other: each pass keeps every DuckDB thread busy on its own, and side
         # by side (one thread each) the short one would leave a core idle for most of the
         # long one.
         self._facts()
-        self._classify()
-        self._activity()
+        self._classify(kept)
+        self._activity(kept)
         for principal, role, team in self.con.execute("SELECT id, role, team FROM pr").fetchall():
             self._roles[principal] = (role, team)
 
@@ -252,69 +254,28 @@ class Detector:
             """
         )
 
-    def _classify(self) -> None:
+    def _classify(self, kept: Classification | None) -> None:
         """Pass 1: the residue ``ev``, classified."""
         c = self.config
         con = self.con
-        bucket = f"time_bucket(to_days({c.window_days}), time, {_ORIGIN})"
-        retro = f"to_minutes({c.retro_minutes})"
-        near = f"to_days({c.near_days})"
-        # Pass 1: everything not plainly explained by the ticket it cites. Ticket ids are
-        # keys, so the join is on the id alone and the other conditions of an explanation are
-        # checked on the joined row: a hash join on one key is several times cheaper than one
-        # on four keys with a time range, which DuckDB checks row by row. Only what fails (a
-        # few percent) is kept, and it gets its directory facts and the classification its
-        # cited ticket gives it in the same statement: copying the residue once more to add
-        # the directory's explanations cost as much as finding them.
-        #
-        # Events the guarded path explained by their ticket as it decided are left out by a
-        # filter on that one column, which DuckDB applies while reading; those it found
-        # explained only by a ticket the principal opened are kept without a join. When
-        # most events are custos's own, the few left are copied first, so that the join
-        # builds its hash table on just the tickets they cite (building it on every ticket
-        # took most of the statement's time); otherwise the copy would cost more than the
-        # whole join (about 2 s at 10^7 events).
-        row = con.execute(
-            "SELECT count(*) FILTER (WHERE explained = 'ticket'), count(*) FROM events"
-        ).fetchone()
-        explained, total = (int(row[0]), int(row[1])) if row else (0, 0)
-        held = explained >= 0.75 * total > 0
-        copied = "MATERIALIZED" if held else "NOT MATERIALIZED"
-        cited = "WHERE id IN (SELECT ticket FROM u WHERE explained IS NULL)" if held else ""
+        # Pass 1 (see :func:`first_pass`) keeps only what the cited ticket does not plainly
+        # explain (a few percent); those rows get their directory facts and the
+        # classification their cited ticket gives them in the same statement: copying the
+        # residue once more to add the directory's explanations cost as much as finding them.
+        if kept is None:
+            row = con.execute(
+                "SELECT count(*) FILTER (WHERE explained = 'ticket'), count(*) FROM events"
+            ).fetchone()
+            explained, total = (int(row[0]), int(row[1])) if row else (0, 0)
+            residue = first_pass("events", c, few=explained >= 0.75 * total > 0)
+        else:
+            residue = f"SELECT * FROM {kept.residue}"
         con.execute(
             f"""
             CREATE OR REPLACE TABLE ev AS
-            WITH u AS {copied} (
-                SELECT id, time, principal, action, subject, category, purpose, ticket,
-                       decision, precision, records, break_glass, granted, explained
-                FROM events WHERE explained IS DISTINCT FROM 'ticket'
-            ),
-            j AS (
-                SELECT e.id, e.time, e.principal, e.action, e.subject, e.category, e.purpose,
-                       e.decision, e.precision, coalesce(e.records, 1) AS records,
-                       coalesce(e.break_glass, false) AS break_glass,
-                       coalesce(e.granted, false) AND NOT coalesce(e.break_glass, false)
-                         AS granted,
-                       coalesce(e.explained = 'own_ticket', false) OR
-                       coalesce(t.assignee = e.principal AND t.subject = e.subject
-                                AND t.kind = e.purpose
-                                AND (t.lo IS NULL OR e.time >= t.lo)
-                                AND (t.hi IS NULL OR e.time <= t.hi), false) AS cited_ok,
-                       coalesce(e.explained = 'own_ticket', false) OR t.self AS self
-                FROM u e
-                LEFT JOIN (SELECT id, assignee, subject, kind, opened - {retro} AS lo,
-                                  closed + {retro} AS hi,
-                                  coalesce(opened_by = assignee, false) AS self
-                           FROM tickets {cited}) t
-                  ON t.id = e.ticket AND e.explained IS NULL
-            ),
-            c AS (
-                SELECT * EXCLUDE (self), cited_ok AND self AS cited_self FROM j
-                WHERE NOT cited_ok OR self OR decision <> 'allow' OR break_glass
-                   OR action = 'export'
-            ),
+            WITH c AS ({residue}),
             x AS (
-                SELECT c.*,
+                SELECT c.* EXCLUDE (ticket, joined),
                        (c.cited_ok AND NOT c.cited_self) OR c.granted AS indep,
                        (c.cited_ok AND NOT c.cited_self) OR c.granted AS own_indep,
                        CASE WHEN c.cited_ok OR c.granted THEN 2 ELSE 0 END AS tier,
@@ -323,7 +284,7 @@ class Detector:
                        coalesce(s.protected, '') AS protected,
                        coalesce(p.team, '(unknown)') AS team,
                        coalesce(p.status, 'active') AS status, p.role_since,
-                       {bucket} AS bucket, hour(c.time) AS hr
+                       {bucket(c, "c.time")} AS bucket, hour(c.time) AS hr
                 FROM c
                 LEFT JOIN subj s ON s.id = c.subject
                 LEFT JOIN pr p ON p.id = c.principal
@@ -332,6 +293,8 @@ class Detector:
             SELECT *, (tier = 2 AND NOT indep) AS self_only FROM x
             """
         )
+        retro = f"to_minutes({c.retro_minutes})"
+        near = f"to_days({c.near_days})"
         # Explanations found in the directory for what the cited ticket did not explain,
         # written into the residue: only rows with a ticket about the subject change.
         con.execute(
@@ -394,29 +357,19 @@ class Detector:
             """
         )
 
-    def _activity(self) -> None:
-        """Pass 2: activity counts for the baselines."""
+    def _activity(self, kept: Classification | None) -> None:
+        """Pass 2: activity counts for the baselines (see :func:`activity_counts`)."""
         c = self.config
         con = self.con
-        bucket = f"time_bucket(to_days({c.window_days}), time, {_ORIGIN})"
-        # Pass 2: activity per principal and period (baselines), per principal and hour of
-        # day (usual hours) and per principal and category (rare categories). Three small
-        # grouping sets instead of one per period and hour keep the hash tables in cache.
+        counts = "act_all"
+        if kept is None:
+            con.execute("CREATE OR REPLACE TEMP TABLE act_all AS " + activity_counts("events", c))
+        else:
+            counts = kept.activity
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE act_all AS
-            SELECT principal, bucket, hr, category, grouping(bucket, hr, category) AS g,
-                   count(*) AS n
-            FROM (SELECT principal, {bucket} AS bucket, hour(time) AS hr, category FROM events)
-            GROUP BY GROUPING SETS ((principal, bucket), (principal, hr), (principal, category))
-            """
-        )
-        # grouping() sets a bit for each column left out: 0b011 is (principal, bucket),
-        # 0b101 (principal, hr), 0b110 (principal, category).
-        con.execute(
-            """
             CREATE OR REPLACE TABLE act_ph AS
-            SELECT principal, hr, n FROM act_all WHERE g = 5
+            SELECT principal, hr, n FROM {counts} WHERE g = 5
             """
         )
         # Categories a principal's peers (same role, the principal left out) almost never use.
@@ -425,7 +378,7 @@ class Detector:
             CREATE OR REPLACE TABLE rare AS
             WITH pc AS (
                 SELECT a.principal, coalesce(p.role, '(unknown)') AS role, a.category, a.n
-                FROM act_all a LEFT JOIN pr p ON p.id = a.principal
+                FROM {counts} a LEFT JOIN pr p ON p.id = a.principal
                 WHERE a.g = 6
             ),
             rc AS (SELECT role, category, sum(n) AS n FROM pc GROUP BY ALL),
@@ -438,10 +391,10 @@ class Detector:
             """
         )
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TABLE act_pb AS
             SELECT a.principal, a.bucket, coalesce(p.role, '(unknown)') AS role, a.n
-            FROM act_all a LEFT JOIN pr p ON p.id = a.principal WHERE a.g = 3
+            FROM {counts} a LEFT JOIN pr p ON p.id = a.principal WHERE a.g = 3
             """
         )
 
@@ -519,9 +472,10 @@ class Detector:
 
     # -- the rules -----------------------------------------------------------------------
 
-    def run(self) -> list[Finding]:
-        """Prepare, then run every rule; findings sorted by first time seen."""
-        self.prepare()
+    def run(self, kept: Classification | None = None) -> list[Finding]:
+        """Prepare (see :meth:`prepare`), then run every rule; findings sorted by first time
+        seen."""
+        self.prepare(kept)
         return self.run_rules()
 
     def run_rules(self) -> list[Finding]:
@@ -812,7 +766,7 @@ class Detector:
             rows = self._rows(
                 f"""
                 SELECT subject, time_bucket(to_hours({hours}), time,
-                       {_ORIGIN} + to_hours({offset})) AS b,
+                       {ORIGIN} + to_hours({offset})) AS b,
                        list(DISTINCT principal ORDER BY principal) AS principals,
                        list(id ORDER BY time, id)[1:{n}] AS ids, count(*) AS n,
                        min(time) AS first, max(time) AS last, bool_or(hv OR minor) AS guarded,
