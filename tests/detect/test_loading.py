@@ -98,7 +98,7 @@ def test_an_empty_store_loads_empty_tables(system: Custos) -> None:
     con = connect()
     assert load_store(con, EventStore(system.db), system.directory) == 0
     for table in ("events", "principals", "subjects", "tickets"):
-        assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)  # noqa: S608
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
 
 def test_a_temporary_folder_that_cannot_take_the_files_is_a_clear_error(

@@ -72,6 +72,14 @@ TICKET_FACTS = {
 }
 
 
+#: What :class:`Classification` keeps of the events whose classification depends on their
+#: cited ticket (those not explained as decided that cite one): ``th`` is ``hash(ticket)``.
+CITE_COLUMNS = {
+    "th": "UBIGINT",
+    **{c: t for c, t in RESIDUE_COLUMNS.items() if c not in ("cited_ok", "cited_self", "joined")},
+}
+
+
 def bucket(config: DetectConfig, column: str = "time") -> str:
     """The SQL for the period (``window_days`` long, starting on a Monday) of ``column``."""
     return f"time_bucket(to_days({config.window_days}), {column}, {ORIGIN})"
@@ -149,10 +157,22 @@ def _table(name: str, columns: dict[str, str]) -> str:
 
 
 class Classification:
-    """The first pass and the activity counts of every event in ``events``, kept in the
-    tables ``det_res``, ``det_act`` and ``det_tickets`` of the DuckDB catalog ``catalog`` (a
-    database file attached to ``con``, or ``main``), beside ``det_meta`` saying for which
-    settings.
+    """The first pass and the activity counts of every event in ``events``, kept in tables of
+    the DuckDB catalog ``catalog`` (a database file attached to ``con``, or ``main``):
+
+    - ``det_res``, the residue of the first pass (:data:`RESIDUE_COLUMNS`);
+    - ``det_act``, the activity counts (:data:`ACTIVITY_COLUMNS`);
+    - ``det_cite``, the events whose classification depends on the ticket they cite (those
+      not explained as decided that cite one), with a 64-bit hash of the ticket id so that
+      the events citing a changed ticket are found without comparing strings (the ids are
+      compared too: a hash only narrows the search, it never decides);
+    - ``det_tickets``, unless ``told``: the columns of :data:`TICKET_FACTS` of every ticket as
+      last classified against, to find the tickets that changed;
+    - ``det_meta``, the settings they were kept for.
+
+    ``told`` says that whoever keeps ``tickets`` tells :meth:`follow_tickets` which tickets
+    it wrote since the last run (as the custos directory does); otherwise every ticket is
+    compared with the snapshot on each run.
 
     Its contract with whoever keeps ``events``: every event in ``events`` has been passed to
     :meth:`add` exactly once since it was last passed to :meth:`remove` (or since
@@ -161,17 +181,29 @@ class Classification:
     outside its own tables; callers commit or roll back around it.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, config: DetectConfig, catalog: str):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        config: DetectConfig,
+        catalog: str,
+        *,
+        told: bool = False,
+    ) -> None:
         self.con = con
         self.config = config
         self.catalog = catalog
+        self.told = told
         self.residue = f"{catalog}.det_res"
         self.activity = f"{catalog}.det_act"
+        self._cite = f"{catalog}.det_cite"
         self._tickets = f"{catalog}.det_tickets"
 
     def _settings(self) -> str:
         c = self.config
-        return f"format={FORMAT};retro_minutes={c.retro_minutes};window_days={c.window_days}"
+        return (
+            f"format={FORMAT};retro_minutes={c.retro_minutes};window_days={c.window_days};"
+            f"told={self.told}"
+        )
 
     def open(self) -> bool:
         """Make the kept tables if they are missing, or empty them when they were kept for
@@ -182,23 +214,27 @@ class Classification:
         row = con.execute(f"SELECT value FROM {cat}.det_meta WHERE key = 'settings'").fetchone()
         if row is not None and row[0] == self._settings():
             return False
-        for name, columns in (
+        tables = [
             (self.residue, RESIDUE_COLUMNS),
             (self.activity, ACTIVITY_COLUMNS),
+            (self._cite, CITE_COLUMNS),
             (self._tickets, TICKET_FACTS),
-        ):
+        ]
+        for name, columns in tables:
             con.execute(f"DROP TABLE IF EXISTS {name}")
-            con.execute(_table(name, columns))
+            if name != self._tickets or not self.told:
+                con.execute(_table(name, columns))
         con.execute(f"DELETE FROM {cat}.det_meta")
         con.execute(f"INSERT INTO {cat}.det_meta VALUES ('settings', ?)", [self._settings()])
         return True
 
     def start(self) -> None:
-        """Classify every event in ``events`` into empty kept tables, and snapshot the
-        tickets it was classified against."""
+        """Classify every event in ``events`` into empty kept tables (and, unless ``told``,
+        snapshot the tickets it was classified against)."""
         self.add("events")
-        facts = ", ".join(TICKET_FACTS)
-        self.con.execute(f"INSERT INTO {self._tickets} SELECT {facts} FROM tickets")
+        if not self.told:
+            facts = ", ".join(TICKET_FACTS)
+            self.con.execute(f"INSERT INTO {self._tickets} SELECT {facts} FROM tickets")
 
     def add(self, source: str) -> None:
         """Classify and count the events of ``source`` (a relation with the ``events``
@@ -214,29 +250,44 @@ class Classification:
             f"INSERT INTO {self.residue} BY NAME "
             f"{first_pass(source, self.config, few=self._few(explained, total))}"
         )
+        cite = ", ".join(c for c in CITE_COLUMNS if c != "th")
+        con.execute(
+            f"INSERT INTO {self._cite} SELECT hash(ticket) AS th, {cite} FROM {source} "
+            "WHERE explained IS NULL AND ticket IS NOT NULL"
+        )
         self._count(source, 1)
 
     def remove(self, source: str) -> None:
         """Forget the events of ``source`` (the versions that were added; a relation with the
         ``events`` columns), which have just left ``events``: out of the residue, and counted
         out of the activity."""
-        self.con.execute(f"DELETE FROM {self.residue} WHERE id IN (SELECT id FROM {source})")
+        con = self.con
+        row = con.execute(f"SELECT count(*) FROM {source}").fetchone()
+        if not row or not row[0]:
+            return
+        for table in (self.residue, self._cite):
+            con.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {source})")
         self._count(source, -1)
 
-    def follow_tickets(self) -> int:
+    def follow_tickets(self, written: str | None = None) -> int:
         """Classify again the events (those not explained as decided) citing a ticket that
-        arrived, changed (in a column the first pass reads) or went since the snapshot, and
-        bring the snapshot up to date; returns how many tickets that was."""
+        arrived, changed (in a column the first pass reads) or went since the last run;
+        returns how many tickets were looked at again.
+
+        When ``told``, ``written`` is a relation of the ids of every ticket written since the
+        last run (what the directory says), and the events citing any of them are classified
+        again. Otherwise the tickets are compared with the snapshot, which is brought up to
+        date: only those of ``written`` when it is given, else all of them.
+        """
         con = self.con
-        changed = " OR ".join(f"t.{c} IS DISTINCT FROM k.{c}" for c in TICKET_FACTS if c != "id")
-        facts = ", ".join(TICKET_FACTS)
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE det_changed AS
-                SELECT coalesce(t.id, k.id) AS id
-                FROM (SELECT {facts} FROM tickets) t
-                FULL OUTER JOIN {self._tickets} k ON k.id = t.id
-                WHERE t.id IS NULL OR k.id IS NULL OR {changed}"""
-        )
+        if self.told:
+            if written is None:
+                raise ValueError("a classification told of ticket changes needs them")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE det_changed AS SELECT DISTINCT id FROM {written}"
+            )
+        else:
+            self._compare(written)
         row = con.execute("SELECT count(*) FROM det_changed").fetchone()
         count = int(row[0]) if row else 0
         if count:
@@ -244,20 +295,38 @@ class Classification:
                 f"DELETE FROM {self.residue} "
                 "WHERE joined AND ticket IN (SELECT id FROM det_changed)"
             )
+            # The hash narrows the search to a few rows cheaply; the ids decide.
             citing = (
-                "(SELECT * FROM events WHERE explained IS NULL "
+                f"(SELECT * EXCLUDE (th), NULL::VARCHAR AS explained FROM {self._cite} "
+                "WHERE th IN (SELECT hash(id) FROM det_changed) "
                 "AND ticket IN (SELECT id FROM det_changed))"
             )
             con.execute(
                 f"INSERT INTO {self.residue} BY NAME {first_pass(citing, self.config, few=True)}"
             )
-            con.execute(f"DELETE FROM {self._tickets} WHERE id IN (SELECT id FROM det_changed)")
-            con.execute(
-                f"INSERT INTO {self._tickets} SELECT {facts} FROM tickets "
-                "WHERE id IN (SELECT id FROM det_changed)"
-            )
         con.execute("DROP TABLE det_changed")
         return count
+
+    def _compare(self, written: str | None) -> None:
+        """``det_changed``: the tickets (of ``written``, or all) that differ from the
+        snapshot in a column the first pass reads, or are new, or went; the snapshot is
+        brought up to date."""
+        con = self.con
+        changed = " OR ".join(f"t.{c} IS DISTINCT FROM k.{c}" for c in TICKET_FACTS if c != "id")
+        facts = ", ".join(TICKET_FACTS)
+        only = "" if written is None else f" WHERE id IN (SELECT id FROM {written})"
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE det_compared AS
+                SELECT coalesce(k.id, t.id) AS id, t.id IS NOT NULL AS present,
+                       t.* EXCLUDE (id)
+                FROM (SELECT {facts} FROM tickets{only}) t
+                FULL OUTER JOIN (SELECT {facts} FROM {self._tickets}{only}) k ON k.id = t.id
+                WHERE t.id IS NULL OR k.id IS NULL OR {changed}"""
+        )
+        con.execute(f"DELETE FROM {self._tickets} WHERE id IN (SELECT id FROM det_compared)")
+        con.execute(f"INSERT INTO {self._tickets} SELECT {facts} FROM det_compared WHERE present")
+        con.execute("CREATE OR REPLACE TEMP TABLE det_changed AS SELECT id FROM det_compared")
+        con.execute("DROP TABLE det_compared")
 
     def _few(self, explained: int, total: int) -> bool:
         """Whether to hold what the join needs in memory first (see :func:`first_pass`):
@@ -265,7 +334,7 @@ class Classification:
         tickets (a run's new events)."""
         if explained >= 0.75 * total:
             return True
-        row = self.con.execute(f"SELECT count(*) FROM {self._tickets}").fetchone()
+        row = self.con.execute("SELECT count(*) FROM tickets").fetchone()
         return row is not None and total - explained < int(row[0])
 
     def _count(self, source: str, sign: int) -> None:
