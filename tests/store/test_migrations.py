@@ -221,3 +221,72 @@ def test_events_stored_before_explanations_were_kept_are_checked_against_the_tic
     finally:
         con.close()
     assert found == {"ev-old": None, "ev-new": "ticket"}
+
+
+def test_events_stored_before_the_change_sequence_are_numbered_in_id_order(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """Rows stored before ``seq`` existed are numbered 1..n by id, the sequence row counts
+    them, and appends and copies carry on from there; taken down and up again, the rows stay."""
+    import sqlalchemy as sa
+
+    from custos.detect import EventStore
+
+    db = Database(database_url or f"sqlite:///{tmp_path / 'custos.db'}")
+    db.migrate("0016_events_explained")
+    old = {
+        "principal": "emp-1",
+        "action": "read",
+        "subject": "user-1",
+        "category": "profile",
+        "purpose": "support",
+    }
+    table = sa.table(
+        "access_events", *(sa.column(c) for c in (*old, "id", "time", "decision", "extra"))
+    )
+    stored_time = (
+        "2026-01-05 10:00:00.000000" if db.is_sqlite else datetime(2026, 1, 5, 10, tzinfo=UTC)
+    )
+    with db.engine.begin() as conn:
+        for key in ("ev-c", "ev-a", "ev-b"):
+            conn.execute(
+                sa.insert(table).values(
+                    **old, id=key, time=stored_time, decision="allow", extra="{}"
+                )
+            )
+
+    def numbered() -> dict[str, int]:
+        with db.engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT id, seq FROM access_events")).all())
+
+    db.migrate("0017_events_sequence")
+    assert numbered() == {"ev-a": 1, "ev-b": 2, "ev-c": 3}
+    with db.engine.connect() as conn:
+        ((value, rows, store),) = conn.execute(
+            sa.text("SELECT value, rows, store FROM event_sequence")
+        ).all()
+    assert (value, rows, len(store)) == (3, 3, 32)
+
+    events = EventStore(db)
+    events.append([{**old, "id": "ev-d", "time": "2026-01-05T11:00:00Z", "decision": "allow"}])
+    changed = events.write_changes(tmp_path / "changes", 0)
+    assert (changed.store, changed.count, changed.high) == (store, 4, 4)
+    assert changed.rows.count == 4
+    assert numbered() == {"ev-a": 1, "ev-b": 2, "ev-c": 3, "ev-d": 4}
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE access_events SET seq = 1 WHERE id = 'ev-b'"))
+
+    command.downgrade(db._alembic_config(), "0016_events_explained")
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM access_events")).scalar() == 4
+    db.migrate("0017_events_sequence")
+    assert numbered() == {"ev-a": 1, "ev-b": 2, "ev-c": 3, "ev-d": 4}
+    again = events.write_changes(tmp_path / "changes", 4)
+    # Numbered afresh, so under a new identity: a copy made before starts again.
+    assert (again.count, again.high, again.rows.count) == (4, 4, 0)
+    assert again.store != store
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(table).values(**old, id="ev-e", time=stored_time, decision="deny", extra="{}")
+        )
+    db.dispose()

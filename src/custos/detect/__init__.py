@@ -19,6 +19,7 @@ from custos.detect.config import DetectConfig
 from custos.detect.engine import Detector, Finding, connect
 from custos.detect.events import (
     AccessEvent,
+    ChangedRows,
     EventStore,
     ImportReport,
     parse_event,
@@ -33,6 +34,7 @@ __all__ = [
     "Alert",
     "Case",
     "Casebook",
+    "ChangedRows",
     "Comment",
     "DetectConfig",
     "DetectionRun",

@@ -8,11 +8,13 @@ are left as they are, so importing a file twice changes nothing.
 
 from __future__ import annotations
 
+import operator
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import (
     BaseModel,
@@ -22,12 +24,13 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, func, insert, select, text, update
+from sqlalchemy.orm import Session
 
 from custos.directory.files import Id
 from custos.errors import ValidationFailed
 from custos.store import Database, WrittenRows
-from custos.store.events import AccessEventRow
+from custos.store.events import AccessEventRow, EventSequenceRow
 
 # Ids follow the directory's rule: an event names its principal, subject and ticket by them.
 from custos.textfiles import check_plain_json, strict_json, write_rejects
@@ -174,6 +177,20 @@ class ImportReport:
     rejected: int
 
 
+@dataclass(frozen=True, slots=True)
+class ChangedRows:
+    """What :meth:`EventStore.write_changes` wrote, and the change sequence as it stood in
+    the same snapshot: the store's identity (``store``; another identity means another
+    database, so a copy of the old one is no base for changes), how many events it holds
+    (``count``) and the highest number handed out (``high``; pass it as ``after`` next
+    time)."""
+
+    rows: WrittenRows
+    store: str
+    count: int
+    high: int
+
+
 #: What the guarded path writes in ``explained`` (see
 #: :func:`custos.policy.model.ticket_explanation`).
 EXPLANATIONS = frozenset({"ticket", "own_ticket"})
@@ -241,6 +258,10 @@ class EventStore:
 
         All or nothing: raises :class:`ValidationFailed` listing every bad event (by position
         and field) and stores none. Events whose id is already stored are skipped.
+
+        Every row stored or changed takes the next number of the change sequence (see
+        :meth:`write_changes`). Writers take turns, holding the sequence's row from their
+        first statement to commit, so they commit in the order of their numbers.
         """
         parsed: list[AccessEvent] = []
         problems: list[str] = []
@@ -278,26 +299,26 @@ class EventStore:
         return ImportReport(added, unchanged, len(parsed.rejected))
 
     def _store(self, events: list[AccessEvent], *, from_ledger: bool = False) -> tuple[int, int]:
+        """Store the events not stored yet, all or nothing; returns (added, already stored).
+
+        Every row stored or changed takes the next number of the change sequence (see
+        :meth:`write_changes`): each new row, a decision a release's count is folded into,
+        and a release stored before its decision, which is folded from now on. Raises
+        :class:`ValidationFailed` when an id is stored as a different access.
+        """
         unique: dict[str, AccessEvent] = {}
         for event in events:
             unique.setdefault(event.id, event)
         ids = list(unique)
         with self.db.session() as session:
-            existing: dict[str, AccessEventRow] = {}
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                existing.update(
-                    (row.id, row)
-                    for row in session.scalars(
-                        select(AccessEventRow).where(AccessEventRow.id.in_(chunk))
-                    )
-                )
+            last = _lock_sequence(session)
+            existing = _stored(session, ids)
             # Something stored is never changed by an import: an id seen again must be the
             # same event, or the whole import is refused.
             clashes = [
                 f"event {key!r} is stored already as a different access"
-                for key, stored in existing.items()
-                if not _same_event(stored, _row(unique[key]))
+                for key, row in existing.items()
+                if not _same_event(row, _row(unique[key]))
             ]
             if clashes:
                 raise ValidationFailed(
@@ -307,14 +328,23 @@ class EventStore:
             rows = [
                 _row(e, from_ledger=from_ledger) for key, e in unique.items() if key not in existing
             ]
+            # Releases stored before their decision, which is among the new rows: folded
+            # from now on (one in this import is found among ``existing``).
+            releases = existing | _stored(
+                session,
+                [f"{row['id']}:release" for row in rows if f"{row['id']}:release" not in unique],
+            )
+            for row in rows:
+                last += 1
+                row["seq"] = last
             for start in range(0, len(rows), 2000):
                 session.execute(insert(AccessEventRow), rows[start : start + 2000])
             for row in rows:
-                decision_id = _release_of(row)
+                decision_id = _release_of(row["id"], row["extra"])
                 if decision_id is not None and row["records"] is not None:
                     # Folded only into its own decision (same person, subject and
                     # category), and only while that decision has no count of its own.
-                    session.execute(
+                    statement = (
                         update(AccessEventRow)
                         .where(
                             AccessEventRow.id == decision_id,
@@ -323,8 +353,27 @@ class EventStore:
                             AccessEventRow.category == row["category"],
                             AccessEventRow.records.is_(None),
                         )
-                        .values(records=row["records"])
+                        .values(records=row["records"], seq=last + 1)
                     )
+                    # An UPDATE's result is a cursor result (the ORM types it as any result).
+                    folded = cast("CursorResult[Any]", session.execute(statement))
+                    last += folded.rowcount
+                release = releases.get(f"{row['id']}:release")
+                if release is not None and _folds_into(release, row):
+                    # Left out of detection from now on: a copy of the events must learn
+                    # that it is gone.
+                    last += 1
+                    session.execute(
+                        update(AccessEventRow)
+                        .where(AccessEventRow.id == release.id)
+                        .values(seq=last)
+                    )
+            if rows:
+                session.execute(
+                    update(EventSequenceRow)
+                    .where(EventSequenceRow.id == 1)
+                    .values(value=last, rows=EventSequenceRow.rows + len(rows))
+                )
         return len(rows), len(events) - len(rows)
 
     def count(self) -> int:
@@ -351,13 +400,8 @@ class EventStore:
 
     def get(self, ids: Sequence[str]) -> list[AccessEvent]:
         """The stored events among ``ids``, in time order (unknown ids are left out)."""
-        found: list[AccessEvent] = []
         with self.db.session() as session:
-            for start in range(0, len(ids), _CHUNK):
-                query = select(AccessEventRow).where(
-                    AccessEventRow.id.in_(list(ids[start : start + _CHUNK]))
-                )
-                found.extend(_event(row) for row in session.scalars(query))
+            found = [_event(row) for row in _stored(session, ids).values()]
         return sorted(found, key=lambda e: (e.time, e.id))
 
     def search(
@@ -396,16 +440,54 @@ class EventStore:
         """
         return self.db.write_rows(path, sqlite=_EXPORT_SQLITE, postgresql=_EXPORT_POSTGRESQL)
 
+    def write_changes(self, path: Path, after: int) -> ChangedRows:
+        """Write every row changed after number ``after`` of the change sequence (stored or
+        changed since: see :meth:`append`) for DuckDB to load, as :meth:`write_rows` writes
+        (:meth:`Database.write_rows` formats, the columns of
+        :data:`custos.detect.engine.EVENT_COLUMNS` in order) with two more columns: ``seq``,
+        the row's number (an integer), and ``folded``, the string ``true`` for a custos
+        release folded into its stored decision (a row :meth:`write_rows` leaves out; it is
+        written here so that a copy can drop it), else ``false``.
 
-# What :meth:`EventStore.write_rows` selects, per backend. ``extra`` is the JSON object of the
-# fields the format does not name: ``break_glass`` counts only as JSON true, ``grant`` when
+        The rows, and the sequence's identity, event count and highest number returned with
+        them, are read in one snapshot: a copy holding every row up to ``high`` that applies
+        these rows (by id) holds every row up to the new ``high``, since writers commit in
+        the order of their numbers (see :meth:`append`). ``after`` 0 writes every row.
+        Raises :class:`StoreUnavailable`, and :class:`OSError` when ``path`` cannot be
+        written.
+        """
+        after = operator.index(after)
+        with self.db.cursor(snapshot=True) as cursor:
+            found = cursor.execute("SELECT store, rows, value FROM event_sequence WHERE id = 1")
+            if found:
+                store, count, high = found[0]
+            else:
+                # Deleted (the next write makes it again, under a new identity): a copy made
+                # now is of no store a later one can continue.
+                store = ""
+                count, high = cursor.execute(
+                    "SELECT count(*), coalesce(max(seq), 0) FROM access_events"
+                )[0]
+            # Most rows changed (a first copy): reading the table through beats one index
+            # lookup per row.
+            scan = (int(high) - after) * 2 > int(count)
+            written = cursor.write_rows(
+                path,
+                sqlite=_export_sql("sqlite", after=after, scan=scan),
+                postgresql=_export_sql("postgresql", after=after, scan=scan),
+            )
+        return ChangedRows(written, str(store), int(count), int(high))
+
+
+# What the exports select, per backend (:func:`_export_sql`). ``extra`` is the JSON object of
+# the fields the format does not name: ``break_glass`` counts only as JSON true, ``grant`` when
 # truthy (as in Python), and a custos release (see :func:`_release_of`) whose decision is
-# stored, for the same principal, subject and category, was folded into that decision and is
-# left out; any other event that calls itself a release counts as the access it records.
+# stored, for the same principal, subject and category, was folded into that decision
+# (``_FOLDED``); any other event that calls itself a release counts as the access it records.
 # SQLite keeps times as UTC text in exactly the format wanted; its ``json_array`` is the
 # fastest way it has to write text that quotes anything safely.
-_EXPORT_SQLITE = """
-SELECT json_array(
+_COLUMNS = {
+    "sqlite": """
     id, time, principal, action, subject, category, purpose, ticket, decision, precision,
     records, source,
     CASE WHEN json_type(extra, '$.break_glass') = 'true' THEN 'true' ELSE 'false' END,
@@ -418,18 +500,9 @@ SELECT json_array(
                    WHEN 'object' THEN json_extract(extra, '$.grant') <> '{}'
                    ELSE 0 END
          THEN 'true' ELSE 'false' END,
-    explained)
-FROM access_events e
-WHERE NOT coalesce(json_extract(extra, '$.type') = 'release'
-                   AND json_type(extra, '$.decision_id') = 'text'
-                   AND id = json_extract(extra, '$.decision_id') || ':release'
-                   AND EXISTS (SELECT 1 FROM access_events d
-                               WHERE d.id = json_extract(e.extra, '$.decision_id')
-                                 AND d.principal = e.principal AND d.subject = e.subject
-                                 AND d.category = e.category), 0)
-"""
-_EXPORT_POSTGRESQL = """
-SELECT id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), principal, action,
+    explained""",
+    "postgresql": """
+       id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), principal, action,
        subject, category, purpose, ticket, decision, precision, records, source,
        CASE WHEN json_typeof(extra -> 'break_glass') = 'boolean'
                  AND (extra ->> 'break_glass')::boolean THEN 'true' ELSE 'false' END,
@@ -441,31 +514,119 @@ SELECT id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), princip
                       WHEN 'object' THEN EXISTS (SELECT FROM json_object_keys(extra -> 'grant'))
                       ELSE false END
             THEN 'true' ELSE 'false' END,
-       explained
-FROM access_events e
-WHERE NOT coalesce(extra ->> 'type' = 'release'
+       explained""",
+}
+_FOLDED = {
+    "sqlite": """coalesce(json_extract(extra, '$.type') = 'release'
+                   AND json_type(extra, '$.decision_id') = 'text'
+                   AND id = json_extract(extra, '$.decision_id') || ':release'
+                   AND EXISTS (SELECT 1 FROM access_events d
+                               WHERE d.id = json_extract(e.extra, '$.decision_id')
+                                 AND d.principal = e.principal AND d.subject = e.subject
+                                 AND d.category = e.category), 0)""",
+    "postgresql": """coalesce(extra ->> 'type' = 'release'
                    AND json_typeof(extra -> 'decision_id') = 'string'
                    AND id = (extra ->> 'decision_id') || ':release'
                    AND EXISTS (SELECT FROM access_events d
                                WHERE d.id = e.extra ->> 'decision_id'
                                  AND d.principal = e.principal AND d.subject = e.subject
-                                 AND d.category = e.category), false)
-"""
+                                 AND d.category = e.category), false)""",
+}
 
 
-def _release_of(row: Mapping[str, Any]) -> str | None:
-    """The decision a custos release entry (as a stored row) says it belongs to, or None
-    for any other event: type ``release``, and the id custos gives releases,
-    ``<decision id>:release``."""
-    extra = row["extra"]
+def _export_sql(backend: str, *, after: int | None = None, scan: bool = False) -> str:
+    """The export query for ``backend`` (``sqlite``: one ``json_array`` per row;
+    ``postgresql``: the columns): without ``after``, every event but folded releases (what
+    :meth:`EventStore.write_rows` writes); with it, every row numbered above ``after``,
+    folded releases included, followed by ``seq`` and ``folded`` (``'true'``/``'false'``).
+    ``scan`` keeps SQLite from reading the rows through the index on ``seq`` (for when most
+    of them are wanted: one lookup in the table per row is slower than reading it through).
+    """
+    if after is None:
+        columns = _COLUMNS[backend]
+        where = f"NOT {_FOLDED[backend]}"
+    else:
+        columns = (
+            f"{_COLUMNS[backend]}, seq, CASE WHEN {_FOLDED[backend]} THEN 'true' ELSE 'false' END"
+        )
+        # An int, so nothing but digits goes into the text (COPY takes no parameters).
+        where = f"{'+' if scan and backend == 'sqlite' else ''}seq > {operator.index(after)}"
+    if backend == "sqlite":
+        columns = f"json_array({columns})"
+    return f"SELECT {columns}\nFROM access_events e\nWHERE {where}\n"
+
+
+_EXPORT_SQLITE = _export_sql("sqlite")
+_EXPORT_POSTGRESQL = _export_sql("postgresql")
+
+
+def _stored(session: Session, ids: Sequence[str]) -> dict[str, AccessEventRow]:
+    """The stored events among ``ids``, by id."""
+    found: dict[str, AccessEventRow] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        query = select(AccessEventRow).where(AccessEventRow.id.in_(chunk))
+        found.update((row.id, row) for row in session.scalars(query))
+    return found
+
+
+def _release_of(key: str, extra: Mapping[str, Any]) -> str | None:
+    """The decision a custos release entry (stored as event ``key`` with ``extra``) says it
+    belongs to, or None for any other event: type ``release``, and the id custos gives
+    releases, ``<decision id>:release``."""
     decision_id = extra.get("decision_id")
     if (
         extra.get("type") == "release"
         and isinstance(decision_id, str)
-        and row["id"] == f"{decision_id}:release"
+        and key == f"{decision_id}:release"
     ):
         return decision_id
     return None
+
+
+def _folds_into(release: AccessEventRow, decision: Mapping[str, Any]) -> bool:
+    """Whether stored ``release`` is a custos release of ``decision`` (a row about to be
+    stored) that detection leaves out once the decision is stored: as the exports' folded
+    test (:func:`_export_sql`) decides it."""
+    return _release_of(release.id, release.extra or {}) == decision["id"] and (
+        release.principal,
+        release.subject,
+        release.category,
+    ) == (decision["principal"], decision["subject"], decision["category"])
+
+
+def _lock_sequence(session: Session) -> int:
+    """Lock the change sequence's row for the rest of ``session``'s transaction and return
+    its value, making the row first if it is missing.
+
+    Run as the transaction's first statement, it serialises the writers of events: on
+    PostgreSQL the row lock is held to commit, so they commit in the order of their numbers;
+    on SQLite a write as the first statement takes the database's write lock before
+    anything is read, so no writer reads a snapshot older than the last commit. A reader
+    that has every row up to the value it saw therefore never misses a lower number
+    committed later.
+    """
+    lock = (
+        update(EventSequenceRow)
+        .where(EventSequenceRow.id == 1)
+        .values(value=EventSequenceRow.value)
+        .returning(EventSequenceRow.value)
+    )
+    value = session.execute(lock).scalar_one_or_none()
+    if value is None:
+        # Only if the row was deleted (the migration makes it): carry on from the rows
+        # stored, under a new identity, so that copies of the events start again. Two
+        # writers may get here at once; the second one's insert does nothing.
+        session.execute(
+            text(
+                "INSERT INTO event_sequence (id, value, rows, store) "
+                "SELECT 1, coalesce(max(seq), 0), count(*), :store FROM access_events "
+                "WHERE true ON CONFLICT (id) DO NOTHING"
+            ),
+            {"store": secrets.token_hex(16)},
+        )
+        value = session.execute(lock).scalar_one()
+    return int(value)
 
 
 _CORE = ("time", "principal", "action", "subject", "category", "purpose", "ticket", "decision")

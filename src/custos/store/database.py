@@ -109,7 +109,7 @@ class Database:
             session.close()
 
     @contextlib.contextmanager
-    def cursor(self) -> Iterator[HotCursor]:
+    def cursor(self, *, snapshot: bool = False) -> Iterator[HotCursor]:
         """A driver cursor inside one transaction that commits on normal exit.
 
         For the few statements on the access path that run for every request, where
@@ -120,6 +120,11 @@ class Database:
         :meth:`HotCursor.execute`). On any error the transaction is rolled back; driver errors
         are raised as :meth:`session` raises them. Not re-entrant per
         thread: a nested call gets a pool connection and a transaction of its own.
+
+        With ``snapshot`` the transaction only reads, and every statement in it sees the
+        same snapshot of the database (by default PostgreSQL takes a new one per statement,
+        and SQLite's driver runs each ``SELECT`` in a transaction of its own); writes in it
+        fail on PostgreSQL.
         """
         errors = self.engine.dialect.loaded_dbapi.Error
         hot = self._hot_connection() if self._hot_path is not None else None
@@ -130,6 +135,13 @@ class Database:
         try:
             cursor = raw.cursor()
             try:
+                if snapshot:
+                    cursor.execute(
+                        # SQLite takes its snapshot at the first read after BEGIN.
+                        "BEGIN"
+                        if self.is_sqlite
+                        else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+                    )
                 yield HotCursor(cursor, qmark=self.is_sqlite)
             finally:
                 cursor.close()
@@ -150,20 +162,10 @@ class Database:
 
     def write_rows(self, path: Path, *, sqlite: str, postgresql: str) -> WrittenRows:
         """Write the rows of one query to ``path`` for a bulk reader, in one consistent
-        snapshot and without a Python object per row: on SQLite, ``sqlite`` selects one
-        column, a ``json_array(…)`` per row, written one per line; on PostgreSQL the rows of
-        ``postgresql`` are copied out as CSV (``COPY``). Raises :class:`StoreUnavailable`."""
+        snapshot and without a Python object per row (see :meth:`HotCursor.write_rows`).
+        Raises :class:`StoreUnavailable`."""
         with self.cursor() as cursor:
-            if not self.is_sqlite:
-                with path.open("wb") as binary:
-                    return WrittenRows(path, "csv", cursor.copy_csv(postgresql, binary))
-            count = 0
-            with path.open("w", encoding="utf-8") as out:
-                for rows in cursor.chunks(sqlite, size=20_000):
-                    out.write("\n".join([row[0] for row in rows]))
-                    out.write("\n")
-                    count += len(rows)
-            return WrittenRows(path, "json_arrays", count)
+            return cursor.write_rows(path, sqlite=sqlite, postgresql=postgresql)
 
     def _hot_connection(self) -> _HotConnection | None:
         """This thread's own SQLite connection, opened on first use (and again in a forked
@@ -252,7 +254,10 @@ class _HotConnection:
 
 
 class HotCursor:
-    """A driver cursor that takes SQL written with ``?`` placeholders on every backend."""
+    """A driver cursor that takes SQL written with ``?`` placeholders on every backend.
+
+    ``qmark`` says the driver takes ``?`` itself: SQLite's (PostgreSQL's takes ``%s``).
+    """
 
     def __init__(self, cursor: Any, *, qmark: bool) -> None:
         self._cursor = cursor
@@ -279,6 +284,24 @@ class HotCursor:
         self._cursor.execute(self._sql(sql), tuple(params))
         while rows := self._cursor.fetchmany(size):
             yield rows
+
+    def write_rows(self, path: Path, *, sqlite: str, postgresql: str) -> WrittenRows:
+        """Write the rows of one query (no parameters) to ``path`` for a bulk reader, without
+        a Python object per row: on SQLite, ``sqlite`` selects one column, a
+        ``json_array(…)`` per row, written one per line; on PostgreSQL the rows of
+        ``postgresql`` are copied out as CSV (:meth:`copy_csv`). One statement, so one
+        snapshot; with others in the same snapshot, use ``Database.cursor(snapshot=True)``.
+        Raises :class:`OSError` when ``path`` cannot be written, and the driver's errors."""
+        if not self._qmark:
+            with path.open("wb") as binary:
+                return WrittenRows(path, "csv", self.copy_csv(postgresql, binary))
+        count = 0
+        with path.open("w", encoding="utf-8") as out:
+            for rows in self.chunks(sqlite, size=20_000):
+                out.write("\n".join([row[0] for row in rows]))
+                out.write("\n")
+                count += len(rows)
+        return WrittenRows(path, "json_arrays", count)
 
     def copy_csv(self, sql: str, out: BinaryIO) -> int:
         """PostgreSQL only: stream the rows of query ``sql`` (no parameters) into ``out`` as

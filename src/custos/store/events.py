@@ -19,6 +19,7 @@ class AccessEventRow(Base):
         Index("ix_access_events_time", "time"),
         Index("ix_access_events_principal_time", "principal", "time"),
         Index("ix_access_events_subject_time", "subject", "time"),
+        Index("ix_access_events_seq", "seq", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -39,6 +40,11 @@ class AccessEventRow(Base):
     #: entry, never from an imported event); detection takes such an access as explained
     #: that way without looking the ticket up again.
     explained: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: This row's place in the change sequence (:class:`EventSequenceRow`): a number of its
+    #: own, taken when it was stored and again whenever its content changed (a release's
+    #: count folded in, or it became a folded release), so a reader that has every row up to
+    #: number H needs only the rows above H.
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class CaseRow(Base):
@@ -113,3 +119,17 @@ class LedgerFeedRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     position: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventSequenceRow(Base):
+    """The one row (``id`` 1) of the access events' change sequence: the highest number
+    handed out (``value``), how many events are stored (``rows``), and a random identity of
+    this event store (``store``, made with the row), so that a copy kept elsewhere can tell
+    a restored or replaced database from the one it copied."""
+
+    __tablename__ = "event_sequence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    store: Mapped[str] = mapped_column(String(32))
