@@ -6,9 +6,11 @@ database by :meth:`DirectoryStore.merge`.
 
 from custos.directory.files import merge_documents, parse_text, read_directory_file
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
-from custos.directory.store import DirectoryStore
+from custos.directory.store import DIRECTORY_EXPORTS, DirectoryChanges, DirectoryStore
 
 __all__ = [
+    "DIRECTORY_EXPORTS",
+    "DirectoryChanges",
     "DirectoryDocument",
     "DirectoryStore",
     "MergeReport",

@@ -5,6 +5,25 @@ directory together, and the whole document is written in one transaction. Look-u
 cached per process and the cache is dropped whenever the directory's version counter
 moves (checked at most every ``max_staleness`` seconds; a change made through this same
 object is seen at once).
+
+Every write moves the version counter once, at its end, and stamps each row it added or
+changed with the version it created (``seq``); :meth:`DirectoryStore.write_changes` exports
+the rows changed after a given version, for a copy of the directory kept between runs.
+
+Why a reader never misses a row. Each write, in one transaction: writes its rows (``seq`` set
+to :data:`_UNSTAMPED`), then increments the counter, then stamps its rows with the counter's
+new value, then commits. So the rows stamped V commit together with the counter's move to V.
+And the counter moves to V only after the write that moved it to V-1 has committed: on
+PostgreSQL the increment's ``UPDATE`` waits for the row lock the previous increment holds to
+its commit and then reads the committed value (READ COMMITTED); on SQLite a writer holds the
+database's write lock from its first write to its commit. By induction, once a reader sees
+version V committed, every row stamped V or less is committed and visible to any statement
+it runs afterwards. A reader that reads the version V first, and then the rows with
+``seq > last``, therefore gets every row changed in (last, V]; it may get rows stamped above
+V too (committed in between), which it reads again next time from ``last = V``: duplicates,
+never a gap. Rows are never deleted. Rows are written before the increment in every write
+(never the other way round) so that two writers always take their locks in the same order:
+rows, then the counter, and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -12,7 +31,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
@@ -27,11 +47,61 @@ from custos.errors import (
     ValidationFailed,
     shown_id,
 )
-from custos.store import Database
+from custos.store import Database, WrittenRows
 from custos.store.directory import DirectoryVersionRow, PrincipalRow, SubjectRow, TicketRow
 
 _CHUNK = 500
 T = TypeVar("T")
+
+#: ``seq`` of a row written by a transaction that has not yet moved the version counter. No
+#: committed row ever has it: the same transaction stamps the row before it commits.
+_UNSTAMPED = -1
+
+#: Times as UTC text, in the format SQLite stores them (``%Y-%m-%d %H:%M:%S.%f``).
+_UTC = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+
+#: The directory's tables as detection reads them, per backend, for
+#: :meth:`Database.write_rows`: ``(sqlite, postgresql)`` per table, columns in the order of
+#: ``custos.detect.engine``'s ``*_COLUMNS``. SQLite writes one ``json_array`` per row with
+#: times as the UTC text it stores; PostgreSQL writes the same values (times through
+#: ``_UTC``); ``protected`` (a JSON list) becomes its flags joined by ``|`` (NULL when none).
+#: ``{where}`` is where a filter goes: ``""`` for every row, or ``" WHERE seq > 41"``.
+DIRECTORY_EXPORTS: dict[str, tuple[str, str]] = {
+    "principals": (
+        "SELECT json_array(id, kind, role, team, manager, country, status, role_since) "
+        "FROM principals{where}",
+        "SELECT id, kind, role, team, manager, country, status, "  # noqa: S608 - fixed names
+        + _UTC.format("role_since")
+        + " FROM principals{where}",
+    ),
+    "subjects": (
+        "SELECT json_array(id, (SELECT group_concat(value, '|') FROM json_each(protected)), "
+        "employee) FROM subjects{where}",
+        "SELECT id, nullif(array_to_string(ARRAY(SELECT json_array_elements_text(protected)), "
+        "'|'), ''), employee FROM subjects{where}",
+    ),
+    "tickets": (
+        "SELECT json_array(id, kind, subject, assignee, status, opened, closed, opened_by) "
+        "FROM tickets{where}",
+        "SELECT id, kind, subject, assignee, status, "  # noqa: S608 - fixed names
+        + _UTC.format("opened")
+        + ", "
+        + _UTC.format("closed")
+        + ", opened_by FROM tickets{where}",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DirectoryChanges:
+    """What :meth:`DirectoryStore.write_changes` wrote: the directory ``version`` read before
+    the rows (the ``after`` to ask for next time), and per table the file of the rows changed
+    after the version asked for (possibly some changed after ``version`` too)."""
+
+    version: int
+    principals: WrittenRows
+    subjects: WrittenRows
+    tickets: WrittenRows
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -106,13 +176,17 @@ class DirectoryStore:
     def merge(self, document: DirectoryDocument, source: str = "input") -> MergeReport:
         """Upsert every entry of ``document``; idempotent (merging twice changes nothing).
 
+        When anything is added or changed, the directory version moves by one and exactly
+        the rows added or changed are stamped with it (``seq``); otherwise neither moves.
         Raises :class:`ValidationFailed` (and writes nothing) when a ticket names a subject or
-        assignee that is neither in ``document`` nor already stored.
+        assignee that is neither in ``document`` nor already stored, and
+        :class:`StoreUnavailable` when the database fails.
         """
         added = {"principals": 0, "subjects": 0, "tickets": 0}
         changed = dict(added)
         unchanged = dict(added)
         with self.db.session() as session:
+            touched: list[Any] = []
             self._check_references(session, document, source)
             sections: tuple[tuple[str, Sequence[Principal | Subject | Ticket], Any], ...] = (
                 ("principals", document.principals, PrincipalRow),
@@ -131,18 +205,29 @@ class DirectoryStore:
                         columns = _columns(value)
                         row = existing.get(value.id)
                         if row is None:
-                            session.add(model(**columns))
+                            session.add(model(**columns, seq=_UNSTAMPED))
                             added[section] += 1
                         elif any(getattr(row, k) != v for k, v in columns.items()):
                             for key, val in columns.items():
                                 setattr(row, key, val)
+                            row.seq = _UNSTAMPED
                             changed[section] += 1
                         else:
                             unchanged[section] += 1
+                if added[section] or changed[section]:
+                    touched.append(model)
                 session.flush()
             report = MergeReport(added=added, changed=changed, unchanged=unchanged)
             if report.total_changes:
-                self._bump(session)
+                version = self._bump(session)
+                # One statement per table through ix_<table>_seq. It finds this transaction's
+                # rows only: no committed row is unstamped, and on PostgreSQL another
+                # writer's uncommitted ones are invisible to it (and it never waits for them).
+                for model in touched:
+                    session.execute(
+                        update(model).where(model.seq == _UNSTAMPED).values(seq=version),
+                        execution_options={"synchronize_session": False},
+                    )
         if report.total_changes:
             self.invalidate()
         return report
@@ -193,34 +278,87 @@ class DirectoryStore:
         return found
 
     @staticmethod
-    def _bump(session: Session) -> None:
+    def _bump(session: Session) -> int:
+        """Move the version counter by one, after this transaction's row writes (flushed
+        first); returns the new version, which the commit publishes (see the module's
+        docstring)."""
+        session.flush()
         result = session.execute(
             update(DirectoryVersionRow)
             .where(DirectoryVersionRow.id == 1)
             .values(version=DirectoryVersionRow.version + 1)
         )
         if not getattr(result, "rowcount", 0):
+            # The first write ever. Two at once on PostgreSQL: the second's insert waits for
+            # the first's commit on the key, then fails (StoreConflict) and writes nothing.
             session.add(DirectoryVersionRow(id=1, version=1))
+            session.flush()
+            return 1
+        # This transaction's own update: the value it wrote, not another writer's.
+        return int(
+            session.execute(
+                select(DirectoryVersionRow.version).where(DirectoryVersionRow.id == 1)
+            ).scalar_one()
+        )
 
     def set_ticket_status(self, ticket_id: str, status: str) -> None:
-        """Change one ticket's status (e.g. a sync from the ticket system closing it)."""
+        """Change one ticket's status (e.g. a sync from the ticket system closing it) and
+        stamp it with the new directory version. Raises :class:`UnknownTicket`, and
+        :class:`StoreUnavailable` when the database fails."""
         with self.db.session() as session:
             row = session.get(TicketRow, ticket_id)
             if row is None:
                 raise UnknownTicket(f"unknown ticket {shown_id(ticket_id)}")
             row.status = status
-            self._bump(session)
+            # Written (so locked) before the bump even when the status is the same: every
+            # writer locks rows, then the counter (see the module's docstring).
+            row.seq = _UNSTAMPED
+            row.seq = self._bump(session)
         self.invalidate()
 
     def set_principal_status(self, principal_id: str, status: str) -> None:
-        """Change one principal's status (``active``, ``leaving``, ``terminated``)."""
+        """Change one principal's status (``active``, ``leaving``, ``terminated``) and stamp
+        it with the new directory version. Raises :class:`UnknownPrincipal`, and
+        :class:`StoreUnavailable` when the database fails."""
         with self.db.session() as session:
             row = session.get(PrincipalRow, principal_id)
             if row is None:
                 raise UnknownPrincipal(f"unknown principal {shown_id(principal_id)}")
             row.status = status
-            self._bump(session)
+            # Written (so locked) before the bump even when the status is the same: every
+            # writer locks rows, then the counter (see the module's docstring).
+            row.seq = _UNSTAMPED
+            row.seq = self._bump(session)
         self.invalidate()
+
+    # -- exporting ---------------------------------------------------------------------
+
+    def write_changes(self, folder: Path, after: int) -> DirectoryChanges:
+        """Write the principals, subjects and tickets changed after version ``after`` into
+        ``folder`` (files ``principals``, ``subjects``, ``tickets``, replaced if present), in
+        the formats of :meth:`Database.write_rows` and the columns of
+        :data:`DIRECTORY_EXPORTS`.
+
+        The returned ``version`` is read before the rows: every row changed up to it is in
+        the files, and so may be some changed after it; pass it as ``after`` next time (a
+        row is never missed, at worst written twice). A first copy passes ``after=-1``: rows
+        stored before the directory had ``seq`` carry the version of that time, 0 when it
+        had none. Rows are never deleted, so changes are additions and updates only.
+        Raises :class:`TypeError` when ``after`` is not an integer, :class:`StoreUnavailable`
+        when the database fails, and :class:`OSError` when ``folder`` cannot take the files.
+        """
+        if isinstance(after, bool) or not isinstance(after, int):
+            raise TypeError("after must be an int (a directory version)")
+        version = self.version()  # first: see DirectoryChanges
+        where = f" WHERE seq > {int(after)}"
+        written: dict[str, WrittenRows] = {}
+        for table, (sqlite, postgresql) in DIRECTORY_EXPORTS.items():
+            written[table] = self.db.write_rows(
+                folder / table,
+                sqlite=sqlite.format(where=where),
+                postgresql=postgresql.format(where=where),
+            )
+        return DirectoryChanges(version=version, **written)
 
     # -- reading -----------------------------------------------------------------------
 

@@ -1,11 +1,17 @@
-"""Tables of the directory: principals, subjects, tickets, and its change counter."""
+"""Tables of the directory: principals, subjects, tickets, and its change counter.
+
+Each row of principals, subjects and tickets carries ``seq``: the directory version that the
+write which last added or changed it created (0 for rows stored before revision 0018), so a
+reader can copy only what changed since a version it has (see
+:meth:`custos.directory.DirectoryStore.write_changes`).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -13,6 +19,7 @@ from custos.store.base import Base, UTCDateTime
 
 class PrincipalRow(Base):
     __tablename__ = "principals"
+    __table_args__ = (Index("ix_principals_seq", "seq"),)
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
@@ -25,10 +32,12 @@ class PrincipalRow(Base):
     groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     role_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class SubjectRow(Base):
     __tablename__ = "subjects"
+    __table_args__ = (Index("ix_subjects_seq", "seq"),)
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     handle: Mapped[str | None] = mapped_column(String(256), nullable=True)
@@ -36,6 +45,7 @@ class SubjectRow(Base):
     protected: Mapped[list[str]] = mapped_column(JSON, default=list)
     employee: Mapped[str | None] = mapped_column(String(128), nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class TicketRow(Base):
@@ -43,6 +53,7 @@ class TicketRow(Base):
     __table_args__ = (
         Index("ix_tickets_subject", "subject"),
         Index("ix_tickets_assignee", "assignee"),
+        Index("ix_tickets_seq", "seq"),
     )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -54,6 +65,7 @@ class TicketRow(Base):
     closed: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     opened_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class DirectoryVersionRow(Base):
