@@ -7,7 +7,9 @@ A *home* folder (``--home``, ``$CUSTOS_HOME``, default ``~/.custos``) holds:
 - ``config.toml`` — optional settings (residency regions, retention, …);
 - ``policies/`` — the active Cedar policy pack, copied from the default pack by
   ``custos init`` so that it can be read, tested and changed;
-- ``keys/`` — local key files (created by the parts that need them, mode 0600).
+- ``keys/`` — local key files (created by the parts that need them, mode 0600);
+- ``detect/`` — detection's copy of the events and directory, kept between runs
+  (:mod:`custos.detect.mirror`; derived from the database, removable at any time).
 """
 
 from __future__ import annotations

@@ -11,7 +11,13 @@ import duckdb
 
 from custos.access import Custos
 from custos.detect import Alert, DetectConfig, Detector, EventStore, run_detection
-from custos.detect.kept import Classification
+from custos.detect.kept import (
+    ACTIVITY_COLUMNS,
+    RESIDUE_COLUMNS,
+    Classification,
+    activity_counts,
+    first_pass,
+)
 from custos.directory.model import Ticket
 from custos.times import utc_instant
 from tests.factories import load_org
@@ -172,3 +178,17 @@ def as_decided(event: dict[str, Any], tickets: dict[str, Ticket]) -> dict[str, A
                 "own_ticket" if ticket.opened_by == event["principal"] else "ticket"
             )
     return entry
+
+
+def assert_kept_holds_a_fresh_pass(con: duckdb.DuckDBPyConnection, kept: Classification) -> None:
+    """The kept tables hold exactly what the passes over every event of ``events`` give."""
+    for table, query, columns in (
+        (kept.residue, first_pass("events", kept.config, few=False), RESIDUE_COLUMNS),
+        (kept.activity, activity_counts("events", kept.config), ACTIVITY_COLUMNS),
+    ):
+        a = f"SELECT {', '.join(columns)} FROM {table}"
+        b = f"SELECT {', '.join(columns)} FROM ({query})"
+        differ = con.execute(
+            f"SELECT count(*) FROM (({a} EXCEPT ALL {b}) UNION ALL ({b} EXCEPT ALL {a}))"
+        ).fetchone()
+        assert differ == (0,), table

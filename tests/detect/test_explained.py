@@ -47,8 +47,8 @@ def test_custos_own_explanations_change_no_finding(
         load_store(con, EventStore(system.db), system.directory)
         row = con.execute("SELECT count(*) FROM events WHERE explained = 'ticket'").fetchone()
         assert row == (explained,)
-        as_decided = findings(con)
-        assert as_decided  # the scenarios are found
+        decided = findings(con)
+        assert decided  # the scenarios are found
         # Fewer explained than the share at which the residue is copied first: the other plan.
         con.execute("UPDATE events SET explained = NULL WHERE hash(id) % 3 = 0")
         partly = findings(con)
@@ -56,7 +56,7 @@ def test_custos_own_explanations_change_no_finding(
         every_one_checked = findings(con)
     finally:
         con.close()
-    assert as_decided == every_one_checked
+    assert decided == every_one_checked
     assert partly == every_one_checked
 
 

@@ -190,7 +190,13 @@ class Custos:
         """Feed the ledger into the events, then run every detection rule (see
         :func:`custos.detect.run_detection`)."""
         self.feed_events()
-        return run_detection(self.db, self.directory, self.settings.section("detect"), since=since)
+        return run_detection(
+            self.db,
+            self.directory,
+            self.settings.section("detect"),
+            since=since,
+            home=self.settings.home,
+        )
 
     @cached_property
     def casebook(self) -> Casebook:

@@ -361,11 +361,9 @@ class Detector:
         """Pass 2: activity counts for the baselines (see :func:`activity_counts`)."""
         c = self.config
         con = self.con
+        counts = activity_counts("events", c) if kept is None else f"SELECT * FROM {kept.activity}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE act_all AS {counts}")
         counts = "act_all"
-        if kept is None:
-            con.execute("CREATE OR REPLACE TEMP TABLE act_all AS " + activity_counts("events", c))
-        else:
-            counts = kept.activity
         con.execute(
             f"""
             CREATE OR REPLACE TABLE act_ph AS

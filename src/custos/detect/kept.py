@@ -85,10 +85,11 @@ def bucket(config: DetectConfig, column: str = "time") -> str:
     return f"time_bucket(to_days({config.window_days}), {column}, {ORIGIN})"
 
 
-def first_pass(source: str, config: DetectConfig, *, few: bool) -> str:
+def first_pass(source: str, config: DetectConfig, *, few: bool, tickets: str = "tickets") -> str:
     """A query of the events of ``source`` (a relation with the ``events`` columns) that their
     cited ticket does not plainly explain, classified by it (columns of
     :data:`RESIDUE_COLUMNS`), and of the refusals, exports and break-glass among them.
+    ``tickets`` is where the cited tickets are (every ticket any of them may cite).
 
     Ticket ids are keys, so the join is on the id alone and the other conditions of an
     explanation are checked on the joined row: a hash join on one key is several times cheaper
@@ -126,7 +127,7 @@ def first_pass(source: str, config: DetectConfig, *, few: bool) -> str:
             LEFT JOIN (SELECT id, assignee, subject, kind, opened - {retro} AS lo,
                               closed + {retro} AS hi,
                               coalesce(opened_by = assignee, false) AS self
-                       FROM tickets {cited}) t
+                       FROM {tickets} {cited}) t
               ON t.id = e.ticket AND e.explained IS NULL
         )
         SELECT * EXCLUDE (self), cited_ok AND self AS cited_self FROM j
@@ -194,7 +195,17 @@ class Classification:
         self.catalog = catalog
         self.told = told
         self.residue = f"{catalog}.det_res"
-        self.activity = f"{catalog}.det_act"
+        self._activity = f"{catalog}.det_act"
+        #: Rows of changes ``det_act`` may hold beyond twice its folded counts.
+        self.slack = 100_000
+        cols = ", ".join(c for c in ACTIVITY_COLUMNS if c != "n")
+        #: The activity counts (a relation of :data:`ACTIVITY_COLUMNS`): ``det_act`` keeps
+        #: them as they were last folded together plus what each run added or took away
+        #: since, which is cheaper to append than to rewrite on every run.
+        self.activity = (
+            f"(SELECT {cols}, sum(n)::BIGINT AS n FROM {self._activity} "
+            f"GROUP BY {cols} HAVING sum(n) <> 0)"
+        )
         self._cite = f"{catalog}.det_cite"
         self._tickets = f"{catalog}.det_tickets"
 
@@ -216,7 +227,7 @@ class Classification:
             return False
         tables = [
             (self.residue, RESIDUE_COLUMNS),
-            (self.activity, ACTIVITY_COLUMNS),
+            (self._activity, ACTIVITY_COLUMNS),
             (self._cite, CITE_COLUMNS),
             (self._tickets, TICKET_FACTS),
         ]
@@ -240,22 +251,26 @@ class Classification:
         """Classify and count the events of ``source`` (a relation with the ``events``
         columns), which have just joined ``events``."""
         con = self.con
+        if source != "events":
+            # A run's new events are read four times below: once from wherever they are.
+            con.execute(f"CREATE OR REPLACE TEMP TABLE det_new AS SELECT * FROM {source}")
+            source = "det_new"
         row = con.execute(
             f"SELECT count(*) FILTER (WHERE explained = 'ticket'), count(*) FROM {source}"
         ).fetchone()
         explained, total = (int(row[0]), int(row[1])) if row else (0, 0)
-        if not total:
-            return
-        con.execute(
-            f"INSERT INTO {self.residue} BY NAME "
-            f"{first_pass(source, self.config, few=self._few(explained, total))}"
-        )
-        cite = ", ".join(c for c in CITE_COLUMNS if c != "th")
-        con.execute(
-            f"INSERT INTO {self._cite} SELECT hash(ticket) AS th, {cite} FROM {source} "
-            "WHERE explained IS NULL AND ticket IS NOT NULL"
-        )
-        self._count(source, 1)
+        if total:
+            con.execute(
+                f"INSERT INTO {self.residue} BY NAME "
+                f"{first_pass(source, self.config, few=self._few(explained, total))}"
+            )
+            cite = ", ".join(c for c in CITE_COLUMNS if c != "th")
+            con.execute(
+                f"INSERT INTO {self._cite} SELECT hash(ticket) AS th, {cite} FROM {source} "
+                "WHERE explained IS NULL AND ticket IS NOT NULL"
+            )
+            self._count(source, 1)
+        con.execute("DROP TABLE IF EXISTS det_new")
 
     def remove(self, source: str) -> None:
         """Forget the events of ``source`` (the versions that were added; a relation with the
@@ -274,17 +289,21 @@ class Classification:
         arrived, changed (in a column the first pass reads) or went since the last run;
         returns how many tickets were looked at again.
 
-        When ``told``, ``written`` is a relation of the ids of every ticket written since the
-        last run (what the directory says), and the events citing any of them are classified
-        again. Otherwise the tickets are compared with the snapshot, which is brought up to
-        date: only those of ``written`` when it is given, else all of them.
+        When ``told``, ``written`` is a relation of the tickets written since the last run
+        (what the directory says: every column of :data:`TICKET_FACTS`, as each ticket is
+        now; a told directory never deletes one), and the events citing any of them are
+        classified again. Otherwise the tickets are compared with the snapshot, which is
+        brought up to date: only those of ``written`` (a relation with their ids) when it is
+        given, else all of them.
         """
         con = self.con
+        facts = ", ".join(TICKET_FACTS)
         if self.told:
             if written is None:
                 raise ValueError("a classification told of ticket changes needs them")
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE det_changed AS SELECT DISTINCT id FROM {written}"
+                f"CREATE OR REPLACE TEMP TABLE det_changed AS SELECT {facts}, true AS present "
+                f"FROM {written}"
             )
         else:
             self._compare(written)
@@ -295,38 +314,39 @@ class Classification:
                 f"DELETE FROM {self.residue} "
                 "WHERE joined AND ticket IN (SELECT id FROM det_changed)"
             )
-            # The hash narrows the search to a few rows cheaply; the ids decide.
+            # The hash narrows the search to a few rows cheaply; the ids decide. They cite
+            # only changed tickets, so the join needs no other.
             citing = (
                 f"(SELECT * EXCLUDE (th), NULL::VARCHAR AS explained FROM {self._cite} "
                 "WHERE th IN (SELECT hash(id) FROM det_changed) "
                 "AND ticket IN (SELECT id FROM det_changed))"
             )
+            now = "(SELECT * FROM det_changed WHERE present)"
             con.execute(
-                f"INSERT INTO {self.residue} BY NAME {first_pass(citing, self.config, few=True)}"
+                f"INSERT INTO {self.residue} BY NAME "
+                f"{first_pass(citing, self.config, few=False, tickets=now)}"
             )
         con.execute("DROP TABLE det_changed")
         return count
 
     def _compare(self, written: str | None) -> None:
         """``det_changed``: the tickets (of ``written``, or all) that differ from the
-        snapshot in a column the first pass reads, or are new, or went; the snapshot is
-        brought up to date."""
+        snapshot in a column the first pass reads, or are new, or went (``present`` false),
+        as they are now; the snapshot is brought up to date."""
         con = self.con
         changed = " OR ".join(f"t.{c} IS DISTINCT FROM k.{c}" for c in TICKET_FACTS if c != "id")
         facts = ", ".join(TICKET_FACTS)
         only = "" if written is None else f" WHERE id IN (SELECT id FROM {written})"
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE det_compared AS
-                SELECT coalesce(k.id, t.id) AS id, t.id IS NOT NULL AS present,
-                       t.* EXCLUDE (id)
+            f"""CREATE OR REPLACE TEMP TABLE det_changed AS
+                SELECT coalesce(k.id, t.id) AS id, t.* EXCLUDE (id),
+                       t.id IS NOT NULL AS present
                 FROM (SELECT {facts} FROM tickets{only}) t
                 FULL OUTER JOIN (SELECT {facts} FROM {self._tickets}{only}) k ON k.id = t.id
                 WHERE t.id IS NULL OR k.id IS NULL OR {changed}"""
         )
-        con.execute(f"DELETE FROM {self._tickets} WHERE id IN (SELECT id FROM det_compared)")
-        con.execute(f"INSERT INTO {self._tickets} SELECT {facts} FROM det_compared WHERE present")
-        con.execute("CREATE OR REPLACE TEMP TABLE det_changed AS SELECT id FROM det_compared")
-        con.execute("DROP TABLE det_compared")
+        con.execute(f"DELETE FROM {self._tickets} WHERE id IN (SELECT id FROM det_changed)")
+        con.execute(f"INSERT INTO {self._tickets} SELECT {facts} FROM det_changed WHERE present")
 
     def _few(self, explained: int, total: int) -> bool:
         """Whether to hold what the join needs in memory first (see :func:`first_pass`):
@@ -338,14 +358,25 @@ class Classification:
         return row is not None and total - explained < int(row[0])
 
     def _count(self, source: str, sign: int) -> None:
-        """Add (``sign`` 1) or take away (-1) the activity of ``source``; counts that reach
-        zero go, so the table holds exactly what counting all of ``events`` would give."""
+        """Add (``sign`` 1) or take away (-1) the activity of ``source``; once the changes
+        appended since the counts were last folded together outnumber them, fold them
+        together again (counts that reach zero go), so reading stays cheap."""
+        con, cat = self.con, self.catalog
         cols = ", ".join(c for c in ACTIVITY_COLUMNS if c != "n")
-        self.con.execute(
-            f"""CREATE OR REPLACE TABLE {self.activity} AS
-                SELECT {cols}, sum(n)::BIGINT AS n
-                FROM (SELECT * FROM {self.activity}
-                      UNION ALL
-                      SELECT {cols}, {sign} * n FROM ({activity_counts(source, self.config)}))
-                GROUP BY {cols} HAVING sum(n) <> 0"""
+        con.execute(
+            f"INSERT INTO {self._activity} "
+            f"SELECT {cols}, {sign} * n FROM ({activity_counts(source, self.config)})"
+        )
+        row = con.execute(
+            f"SELECT (SELECT count(*) FROM {self._activity}), "
+            f"(SELECT max(value::BIGINT) FROM {cat}.det_meta WHERE key = 'folded')"
+        ).fetchone()
+        rows, folded = (int(row[0]), row[1]) if row else (0, None)
+        if folded is not None and rows <= 2 * int(folded) + self.slack:
+            return
+        con.execute(f"CREATE OR REPLACE TABLE {self._activity} AS SELECT * FROM {self.activity}")
+        row = con.execute(f"SELECT count(*) FROM {self._activity}").fetchone()
+        con.execute(f"DELETE FROM {cat}.det_meta WHERE key = 'folded'")
+        con.execute(
+            f"INSERT INTO {cat}.det_meta VALUES ('folded', ?)", [str(int(row[0]) if row else 0)]
         )

@@ -4,8 +4,9 @@ files."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -17,7 +18,7 @@ from custos.detect.engine import (
     TICKET_COLUMNS,
 )
 from custos.detect.events import EXPLANATIONS, EventStore
-from custos.directory import DirectoryStore
+from custos.directory import DIRECTORY_EXPORTS, DirectoryStore
 from custos.errors import ConfigurationError, InvalidInput
 from custos.store import WrittenRows
 from custos.vocabulary import ACTIONS, OUTCOMES, PRECISIONS
@@ -30,52 +31,29 @@ TABLES = {
 }
 
 
-#: The directory's tables as the rules read them (columns in :data:`TABLES` order), per
-#: backend, for :meth:`Database.write_rows`: SQLite keeps times as UTC text in the format the
-#: readers below expect; ``protected`` (a JSON list) becomes its flags joined by ``|``.
-_UTC = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-#: How both readers parse those times (what SQLite stores and ``_UTC`` writes).
+#: How both readers parse the times the database writes (what SQLite stores, and what the
+#: exports of :data:`custos.directory.DIRECTORY_EXPORTS` write on PostgreSQL).
 _STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"
-_DIRECTORY_EXPORTS = {
-    "principals": (
-        "SELECT json_array(id, kind, role, team, manager, country, status, role_since) "
-        "FROM principals",
-        "SELECT id, kind, role, team, manager, country, status, "
-        + _UTC.format("role_since")
-        + " FROM principals",
-    ),
-    "subjects": (
-        "SELECT json_array(id, (SELECT group_concat(value, '|') FROM json_each(protected)), "
-        "employee) FROM subjects",
-        "SELECT id, nullif(array_to_string(ARRAY(SELECT json_array_elements_text(protected)), "
-        "'|'), ''), employee FROM subjects",
-    ),
-    "tickets": (
-        "SELECT json_array(id, kind, subject, assignee, status, opened, closed, opened_by) "
-        "FROM tickets",
-        "SELECT id, kind, subject, assignee, status, "
-        + _UTC.format("opened")
-        + ", "
-        + _UTC.format("closed")
-        + ", opened_by FROM tickets",
-    ),
-}
 
 
-def _read_csv(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
-    columns = ", ".join(f"'{name}': '{kind}'" for name, kind in TABLES[table].items())
+def _read_csv(
+    con: duckdb.DuckDBPyConnection, create: str, types: Mapping[str, str], path: Path
+) -> None:
+    columns = ", ".join(f"'{name}': '{kind}'" for name, kind in types.items())
     con.execute(
-        f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_csv(?, header = false, "
+        f"{create} AS SELECT * FROM read_csv(?, header = false, "
         f"auto_detect = false, columns = {{{columns}}}, nullstr = '', quote = '\"', "
         f"escape = '\"', timestampformat = '{_STORED_TIME}')",
         [str(path)],
     )
 
 
-def _read_json_arrays(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
-    """Load a file of one JSON array of strings per line (columns as in :data:`TABLES`)."""
+def _read_json_arrays(
+    con: duckdb.DuckDBPyConnection, create: str, types: Mapping[str, str], path: Path
+) -> None:
+    """Load a file of one JSON array of strings per line (columns as in ``types``)."""
     columns = []
-    for n, (name, kind) in enumerate(TABLES[table].items(), start=1):
+    for n, (name, kind) in enumerate(types.items(), start=1):
         if kind == "VARCHAR":
             columns.append(f"c[{n}] AS {name}")
         elif kind == "TIMESTAMP":
@@ -83,7 +61,7 @@ def _read_json_arrays(con: duckdb.DuckDBPyConnection, table: str, path: Path) ->
         else:
             columns.append(f"c[{n}]::{kind} AS {name}")
     con.execute(
-        f"CREATE OR REPLACE TABLE {table} AS SELECT {', '.join(columns)} FROM read_json(?, "
+        f"{create} AS SELECT {', '.join(columns)} FROM read_json(?, "
         "format = 'newline_delimited', records = false, columns = {'c': 'VARCHAR[]'})",
         [str(path)],
     )
@@ -99,28 +77,51 @@ def load_store(
     made into Python objects one row at a time. Raises :class:`StoreUnavailable`, and
     :class:`ConfigurationError` when the temporary folder cannot take the files.
     """
+    with working_folder() as base:
+        written = events.write_rows(base / "events")
+        read_rows(con, "events", EVENT_COLUMNS, written)
+        for table, (sqlite, postgresql) in DIRECTORY_EXPORTS.items():
+            rows = directory.db.write_rows(
+                base / table,
+                sqlite=sqlite.format(where=""),
+                postgresql=postgresql.format(where=""),
+            )
+            read_rows(con, table, TABLES[table], rows)
+    return written.count
+
+
+@contextlib.contextmanager
+def working_folder() -> Iterator[Path]:
+    """A private temporary folder for the files the database writes for DuckDB, removed
+    afterwards. Raises :class:`ConfigurationError` when it cannot take them (full, or not
+    writable)."""
     try:
         with tempfile.TemporaryDirectory(prefix="custos-detect-") as folder:
-            base = Path(folder)
-            written = events.write_rows(base / "events")
-            _read_rows(con, "events", written)
-            for table, (sqlite, postgresql) in _DIRECTORY_EXPORTS.items():
-                rows = directory.db.write_rows(base / table, sqlite=sqlite, postgresql=postgresql)
-                _read_rows(con, table, rows)
-    except OSError as exc:  # the temporary folder: full, or not writable
+            yield Path(folder)
+    except OSError as exc:
         raise ConfigurationError(
             f"detection cannot write its working files in {tempfile.gettempdir()}: "
             f"{exc.strerror or type(exc).__name__}",
             hint="free space there, or point TMPDIR at a folder with room",
         ) from None
-    return written.count
 
 
-def _read_rows(con: duckdb.DuckDBPyConnection, table: str, rows: WrittenRows) -> None:
+def read_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    types: Mapping[str, str],
+    rows: WrittenRows,
+    *,
+    temporary: bool = False,
+) -> None:
+    """Make ``table`` in ``con`` (a temporary one with ``temporary``) of the rows a
+    database wrote (:meth:`Database.write_rows`), with the columns and types of ``types``
+    in order."""
+    create = f"CREATE OR REPLACE {'TEMP ' if temporary else ''}TABLE {table}"
     if rows.format == "csv":
-        _read_csv(con, table, rows.path)
+        _read_csv(con, create, types, rows.path)
     else:
-        _read_json_arrays(con, table, rows.path)
+        _read_json_arrays(con, create, types, rows.path)
 
 
 #: Columns that must be present and never null: what every rule reads (DESIGN.md, *Access

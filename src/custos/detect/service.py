@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from custos.detect.cases import Alert, Casebook
@@ -12,6 +13,7 @@ from custos.detect.config import DetectConfig
 from custos.detect.engine import Detector, connect
 from custos.detect.events import EventStore
 from custos.detect.loading import load_store
+from custos.detect.mirror import open_mirror
 from custos.directory import DirectoryStore
 from custos.store import Database
 
@@ -34,18 +36,29 @@ def run_detection(
     since: datetime | None = None,
     now: datetime | None = None,
     threads: int | None = None,
+    home: Path | None = None,
 ) -> DetectionRun:
     """Run every rule over all stored events (baselines need the history), store the
     findings as alerts (filed into cases), and return those last seen at or after ``since``.
 
+    With ``home``, the events and directory are read through the home's mirror
+    (:mod:`custos.detect.mirror`): only what changed since the last run is copied and
+    classified. Without it, everything is copied into memory and classified afresh.
+
     ``section`` is the ``[detect]`` table of config.toml. Raises :class:`ConfigurationError`
-    for bad settings and :class:`StoreUnavailable` when the database cannot be read.
+    for bad settings or a mirror that cannot be used, and :class:`StoreUnavailable` when the
+    database cannot be read.
     """
     config = DetectConfig.from_section(section or {})
     con = connect(threads)
     try:
-        count = load_store(con, EventStore(db), directory)
-        findings = Detector(con, config).run()
+        if home is None:
+            count = load_store(con, EventStore(db), directory)
+            findings = Detector(con, config).run()
+        else:
+            with open_mirror(home, con, config) as mirror:
+                count = mirror.refresh(EventStore(db), directory).events
+                findings = Detector(con, config).run(mirror.kept)
     finally:
         con.close()
     if since is not None:
