@@ -47,45 +47,6 @@ from custos.detect.config import DetectConfig
 from custos.detect.kept import ORIGIN, Classification, activity_counts, bucket, first_pass
 from custos.times import iso
 
-#: Column order of the ``events`` table the rules read.
-EVENT_COLUMNS: dict[str, str] = {
-    "id": "VARCHAR",
-    "time": "TIMESTAMP",
-    "principal": "VARCHAR",
-    "action": "VARCHAR",
-    "subject": "VARCHAR",
-    "category": "VARCHAR",
-    "purpose": "VARCHAR",
-    "ticket": "VARCHAR",
-    "decision": "VARCHAR",
-    "precision": "VARCHAR",
-    "records": "BIGINT",
-    "source": "VARCHAR",
-    "break_glass": "BOOLEAN",
-    "granted": "BOOLEAN",
-    "explained": "VARCHAR",
-}
-PRINCIPAL_COLUMNS: dict[str, str] = {
-    "id": "VARCHAR",
-    "kind": "VARCHAR",
-    "role": "VARCHAR",
-    "team": "VARCHAR",
-    "manager": "VARCHAR",
-    "country": "VARCHAR",
-    "status": "VARCHAR",
-    "role_since": "TIMESTAMP",
-}
-SUBJECT_COLUMNS: dict[str, str] = {"id": "VARCHAR", "protected": "VARCHAR", "employee": "VARCHAR"}
-TICKET_COLUMNS: dict[str, str] = {
-    "id": "VARCHAR",
-    "kind": "VARCHAR",
-    "subject": "VARCHAR",
-    "assignee": "VARCHAR",
-    "status": "VARCHAR",
-    "opened": "TIMESTAMP",
-    "closed": "TIMESTAMP",
-    "opened_by": "VARCHAR",
-}
 #: Flags that mark a person whom insiders have historically hunted: their data always
 #: needs an independent explanation.
 HIGH_VALUE_FLAGS = ("journalist", "public_official", "activist")

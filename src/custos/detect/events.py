@@ -429,7 +429,7 @@ class EventStore:
     def write_rows(self, path: Path) -> WrittenRows:
         """Write every event for DuckDB to load (:meth:`Database.write_rows`), in one
         consistent snapshot of the store: the columns of
-        :data:`custos.detect.engine.EVENT_COLUMNS` in order (times as UTC
+        :data:`custos.detect.tables.EVENT_COLUMNS` in order (times as UTC
         ``YYYY-MM-DD HH:MM:SS.ffffff``; ``break_glass`` and ``granted`` read from ``extra``
         as the strings ``true``/``false``; ``explained`` as stored), custos releases left
         out (folded into their decisions, see :meth:`append`). Raises :class:`StoreUnavailable`.
@@ -444,7 +444,7 @@ class EventStore:
         """Write every row changed after number ``after`` of the change sequence (stored or
         changed since: see :meth:`append`) for DuckDB to load, as :meth:`write_rows` writes
         (:meth:`Database.write_rows` formats, the columns of
-        :data:`custos.detect.engine.EVENT_COLUMNS` in order) with two more columns: ``seq``,
+        :data:`custos.detect.tables.EVENT_COLUMNS` in order) with two more columns: ``seq``,
         the row's number (an integer), and ``folded``, the string ``true`` for a custos
         release folded into its stored decision (a row :meth:`write_rows` leaves out; it is
         written here so that a copy can drop it), else ``false``.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import duckdb
 
 from custos.detect.config import DetectConfig
+from custos.detect.tables import EVENT_COLUMNS, TICKET_COLUMNS
 
 #: Format of the kept tables: bump it when the first pass or the counts change meaning, so that
 #: a kept state of the old format is rebuilt instead of read.
@@ -33,19 +34,7 @@ FORMAT = "1"
 ORIGIN = "TIMESTAMP '2000-01-03 00:00:00'"
 #: The residue of the first pass, kept: what its cited ticket does not plainly explain.
 RESIDUE_COLUMNS = {
-    "id": "VARCHAR",
-    "time": "TIMESTAMP",
-    "principal": "VARCHAR",
-    "action": "VARCHAR",
-    "subject": "VARCHAR",
-    "category": "VARCHAR",
-    "purpose": "VARCHAR",
-    "ticket": "VARCHAR",
-    "decision": "VARCHAR",
-    "precision": "VARCHAR",
-    "records": "BIGINT",
-    "break_glass": "BOOLEAN",
-    "granted": "BOOLEAN",
+    **{c: t for c, t in EVENT_COLUMNS.items() if c not in ("source", "explained")},
     "cited_ok": "BOOLEAN",
     "cited_self": "BOOLEAN",
     # Classified by a join with its cited ticket (so a change of that ticket classifies it
@@ -61,15 +50,7 @@ ACTIVITY_COLUMNS = {
     "n": "BIGINT",
 }
 #: The columns of a ticket the first pass reads: a change in any of them can change it.
-TICKET_FACTS = {
-    "id": "VARCHAR",
-    "kind": "VARCHAR",
-    "subject": "VARCHAR",
-    "assignee": "VARCHAR",
-    "opened": "TIMESTAMP",
-    "closed": "TIMESTAMP",
-    "opened_by": "VARCHAR",
-}
+TICKET_FACTS = {c: t for c, t in TICKET_COLUMNS.items() if c != "status"}
 
 
 #: What :class:`Classification` keeps of the events whose classification depends on their

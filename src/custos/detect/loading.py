@@ -11,13 +11,13 @@ from pathlib import Path
 
 import duckdb
 
-from custos.detect.engine import (
+from custos.detect.events import EXPLANATIONS, EventStore
+from custos.detect.tables import (
     EVENT_COLUMNS,
     PRINCIPAL_COLUMNS,
     SUBJECT_COLUMNS,
     TICKET_COLUMNS,
 )
-from custos.detect.events import EXPLANATIONS, EventStore
 from custos.directory import DIRECTORY_EXPORTS, DirectoryStore
 from custos.errors import ConfigurationError, InvalidInput
 from custos.store import WrittenRows

@@ -34,10 +34,10 @@ from pathlib import Path
 import duckdb
 
 from custos.detect.config import DetectConfig
-from custos.detect.engine import EVENT_COLUMNS, PRINCIPAL_COLUMNS, SUBJECT_COLUMNS, TICKET_COLUMNS
 from custos.detect.events import EventStore
 from custos.detect.kept import Classification
 from custos.detect.loading import read_rows, working_folder
+from custos.detect.tables import EVENT_COLUMNS, PRINCIPAL_COLUMNS, SUBJECT_COLUMNS, TICKET_COLUMNS
 from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError
 

@@ -1,0 +1,45 @@
+"""The four tables detection reads, wherever they come from (the custos database, its
+mirror, Parquet): their columns, in order, with their DuckDB types. See
+:mod:`custos.detect.engine` for what each holds."""
+
+from __future__ import annotations
+
+#: Column order of the ``events`` table the rules read.
+EVENT_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "time": "TIMESTAMP",
+    "principal": "VARCHAR",
+    "action": "VARCHAR",
+    "subject": "VARCHAR",
+    "category": "VARCHAR",
+    "purpose": "VARCHAR",
+    "ticket": "VARCHAR",
+    "decision": "VARCHAR",
+    "precision": "VARCHAR",
+    "records": "BIGINT",
+    "source": "VARCHAR",
+    "break_glass": "BOOLEAN",
+    "granted": "BOOLEAN",
+    "explained": "VARCHAR",
+}
+PRINCIPAL_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "kind": "VARCHAR",
+    "role": "VARCHAR",
+    "team": "VARCHAR",
+    "manager": "VARCHAR",
+    "country": "VARCHAR",
+    "status": "VARCHAR",
+    "role_since": "TIMESTAMP",
+}
+SUBJECT_COLUMNS: dict[str, str] = {"id": "VARCHAR", "protected": "VARCHAR", "employee": "VARCHAR"}
+TICKET_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "kind": "VARCHAR",
+    "subject": "VARCHAR",
+    "assignee": "VARCHAR",
+    "status": "VARCHAR",
+    "opened": "TIMESTAMP",
+    "closed": "TIMESTAMP",
+    "opened_by": "VARCHAR",
+}
