@@ -240,7 +240,7 @@ def _all_rules(
         detector.prepare()
         prepared = time.perf_counter() - started
         findings = detector.run_rules()
-        runs.append((time.perf_counter() - started, prepared, _found(findings)))
+        runs.append((time.perf_counter() - started, prepared, found_by(findings)))
     total, prepared, found = min(runs, key=lambda run: run[0])
     print(
         f"{label}: {total:.2f} s (best of 3; classification and baselines "
@@ -250,7 +250,8 @@ def _all_rules(
     return total, found
 
 
-def _found(findings: list[Finding]) -> Found:
+def found_by(findings: list[Finding]) -> Found:
+    """What a run found, comparable between runs: fingerprint, explanation and evidence."""
     return frozenset(f.fingerprint + f.explanation + ",".join(f.events) for f in findings)
 
 
@@ -312,7 +313,7 @@ def _kept_run(
         con.execute("COMMIT")
         caught_up = time.perf_counter() - started
         findings = Detector(con, DetectConfig()).run(kept)
-        runs.append((time.perf_counter() - started, caught_up, changed, _found(findings)))
+        runs.append((time.perf_counter() - started, caught_up, changed, found_by(findings)))
         con.execute("DETACH kept")
     total, caught_up, changed, found = min(runs, key=lambda run: run[0])
     print(

@@ -32,10 +32,10 @@ from typing import Any
 import duckdb
 
 from custos.access import Custos
-from custos.detect import DetectConfig, Detector, EventStore, Finding, connect, load_store
+from custos.detect import DetectConfig, Detector, EventStore, connect, load_store
 from custos.detect.mirror import open_mirror
 from custos.directory import DirectoryDocument
-from detect import generate  # the same world as bench/detect.py
+from detect import found_by, generate  # the same world as bench/detect.py
 
 
 def store(system: Custos, files: dict[str, Path], cut: str) -> None:
@@ -110,10 +110,6 @@ def last_day(files: dict[str, Path], cut: str) -> list[dict[str, Any]]:
     return events
 
 
-def _found(findings: list[Finding]) -> frozenset[str]:
-    return frozenset(f.fingerprint + f.explanation + ",".join(f.events) for f in findings)
-
-
 def mirror_run(system: Custos, threads: int) -> tuple[float, float, int, frozenset[str]]:
     """One ``custos detect`` run's detection through the home's mirror: seconds in all, of
     which bringing the mirror up to date, events copied, and what the rules found."""
@@ -123,7 +119,7 @@ def mirror_run(system: Custos, threads: int) -> tuple[float, float, int, frozens
     with open_mirror(system.settings.home, con, config) as mirror:
         update = mirror.refresh(system.events, system.directory)
         caught_up = time.perf_counter() - started
-        found = _found(Detector(con, config).run(mirror.kept))
+        found = found_by(Detector(con, config).run(mirror.kept))
     con.close()
     return time.perf_counter() - started, caught_up, update.copied_events, found
 
@@ -187,7 +183,7 @@ def main() -> None:
         t_load = best(lambda: load().close())
         con = load()
         started = time.perf_counter()
-        full = _found(Detector(con, DetectConfig()).run())
+        full = found_by(Detector(con, DetectConfig()).run())
         t_rules = time.perf_counter() - started
         con.close()
         t_next, t_caught_up, copied, found = mirror_run(system, args.threads)

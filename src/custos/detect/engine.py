@@ -44,7 +44,15 @@ from typing import Any, TypeVar
 import duckdb
 
 from custos.detect.config import DetectConfig
-from custos.detect.kept import ORIGIN, Classification, activity_counts, bucket, first_pass
+from custos.detect.kept import (
+    ORIGIN,
+    Classification,
+    activity_counts,
+    bucket,
+    decided,
+    first_pass,
+    mostly_decided,
+)
 from custos.times import iso
 
 #: Flags that mark a person whom insiders have historically hunted: their data always
@@ -224,11 +232,7 @@ class Detector:
         # classification their cited ticket gives them in the same statement: copying the
         # residue once more to add the directory's explanations cost as much as finding them.
         if kept is None:
-            row = con.execute(
-                "SELECT count(*) FILTER (WHERE explained = 'ticket'), count(*) FROM events"
-            ).fetchone()
-            explained, total = (int(row[0]), int(row[1])) if row else (0, 0)
-            residue = first_pass("events", c, few=explained >= 0.75 * total > 0)
+            residue = first_pass("events", c, few=mostly_decided(*decided(con, "events")))
         else:
             residue = f"SELECT * FROM {kept.residue}"
         con.execute(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import duckdb
 
 from custos.detect.config import DetectConfig
-from custos.detect.tables import EVENT_COLUMNS, TICKET_COLUMNS
+from custos.detect.tables import EVENT_COLUMNS, TICKET_COLUMNS, create_table
 
 #: Format of the kept tables: bump it when the first pass or the counts change meaning, so that
 #: a kept state of the old format is rebuilt instead of read.
@@ -64,6 +64,21 @@ CITE_COLUMNS = {
 def bucket(config: DetectConfig, column: str = "time") -> str:
     """The SQL for the period (``window_days`` long, starting on a Monday) of ``column``."""
     return f"time_bucket(to_days({config.window_days}), {column}, {ORIGIN})"
+
+
+def decided(con: duckdb.DuckDBPyConnection, source: str) -> tuple[int, int]:
+    """How many events of ``source`` the guarded path explained by their ticket as it
+    decided them, and how many there are."""
+    row = con.execute(
+        f"SELECT count(*) FILTER (WHERE explained = 'ticket'), count(*) FROM {source}"
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def mostly_decided(explained: int, total: int) -> bool:
+    """Whether so many events are explained as decided (three quarters) that the first pass
+    should hold the rest in memory first (``few``, see :func:`first_pass`)."""
+    return explained >= 0.75 * total > 0
 
 
 def first_pass(source: str, config: DetectConfig, *, few: bool, tickets: str = "tickets") -> str:
@@ -132,10 +147,6 @@ def activity_counts(source: str, config: DetectConfig) -> str:
               FROM {source})
         GROUP BY GROUPING SETS ((principal, bucket), (principal, hr), (principal, category))
     """
-
-
-def _table(name: str, columns: dict[str, str]) -> str:
-    return f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in columns.items())})"
 
 
 class Classification:
@@ -215,7 +226,7 @@ class Classification:
         for name, columns in tables:
             con.execute(f"DROP TABLE IF EXISTS {name}")
             if name != self._tickets or not self.told:
-                con.execute(_table(name, columns))
+                con.execute(create_table(name, columns))
         con.execute(f"DELETE FROM {cat}.det_meta")
         con.execute(f"INSERT INTO {cat}.det_meta VALUES ('settings', ?)", [self._settings()])
         return True
@@ -236,10 +247,7 @@ class Classification:
             # A run's new events are read four times below: once from wherever they are.
             con.execute(f"CREATE OR REPLACE TEMP TABLE det_new AS SELECT * FROM {source}")
             source = "det_new"
-        row = con.execute(
-            f"SELECT count(*) FILTER (WHERE explained = 'ticket'), count(*) FROM {source}"
-        ).fetchone()
-        explained, total = (int(row[0]), int(row[1])) if row else (0, 0)
+        explained, total = decided(con, source)
         if total:
             con.execute(
                 f"INSERT INTO {self.residue} BY NAME "
@@ -333,7 +341,7 @@ class Classification:
         """Whether to hold what the join needs in memory first (see :func:`first_pass`):
         when most events are explained as decided, or when they are few next to the
         tickets (a run's new events)."""
-        if explained >= 0.75 * total:
+        if mostly_decided(explained, total):
             return True
         row = self.con.execute("SELECT count(*) FROM tickets").fetchone()
         return row is not None and total - explained < int(row[0])

@@ -152,8 +152,14 @@ _INTEGERS = {
 _TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATE"}
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
+    """``text`` as a DuckDB string literal (for the statements that take no parameters)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def first_line(exc: BaseException) -> str:
+    """What an error from DuckDB says, in one line (its name when it says nothing)."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _column(table: str, path: Path, name: str, wanted: str, found: str | None) -> str:
@@ -202,14 +208,15 @@ def attach_parquet(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path]) ->
 
 
 def _checked_view(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str:
-    source = f"read_parquet({_literal(str(path))})"
+    source = f"read_parquet({literal(str(path))})"
     if not path.is_file():
         raise InvalidInput(f"{table}: no such Parquet file {path}")
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
     except duckdb.Error as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInput(f"{table}: {path} is not a readable Parquet file ({reason})") from None
+        raise InvalidInput(
+            f"{table}: {path} is not a readable Parquet file ({first_line(exc)})"
+        ) from None
     stored = {str(row[0]): str(row[1]) for row in described}
     columns = [
         _column(table, path, name, wanted, stored.get(name))
@@ -219,7 +226,7 @@ def _checked_view(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str
     checks = [f"count(*) FILTER (WHERE {name} IS NULL)" for name in REQUIRED[table]]
     words = {n: v for n, v in _VOCABULARIES.items() if table == "events" and n in stored}
     checks += [
-        f"count(*) FILTER (WHERE {name} NOT IN ({', '.join(map(_literal, sorted(vocabulary)))}))"
+        f"count(*) FILTER (WHERE {name} NOT IN ({', '.join(map(literal, sorted(vocabulary)))}))"
         for name, vocabulary in words.items()
     ]
     if "explained" in words:
@@ -229,8 +236,7 @@ def _checked_view(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str
     try:
         counts = con.execute(f"SELECT {', '.join(checks)} FROM ({select})").fetchone()
     except duckdb.Error as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInput(f"{table}: cannot read {path} ({reason})") from None
+        raise InvalidInput(f"{table}: cannot read {path} ({first_line(exc)})") from None
     assert counts is not None
     for name, count in zip(REQUIRED[table], counts, strict=False):
         if count:

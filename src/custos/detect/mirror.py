@@ -36,8 +36,14 @@ import duckdb
 from custos.detect.config import DetectConfig
 from custos.detect.events import EventStore
 from custos.detect.kept import Classification
-from custos.detect.loading import read_rows, working_folder
-from custos.detect.tables import EVENT_COLUMNS, PRINCIPAL_COLUMNS, SUBJECT_COLUMNS, TICKET_COLUMNS
+from custos.detect.loading import first_line, literal, read_rows, working_folder
+from custos.detect.tables import (
+    EVENT_COLUMNS,
+    PRINCIPAL_COLUMNS,
+    SUBJECT_COLUMNS,
+    TICKET_COLUMNS,
+    create_table,
+)
 from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError
 
@@ -102,23 +108,18 @@ def open_mirror(
     path = folder / "mirror.duckdb"
     with _turn(folder):
         try:
-            con.execute(f"ATTACH '{_literal(str(path))}' AS {CATALOG}")
+            con.execute(f"ATTACH {literal(str(path))} AS {CATALOG}")
             # DuckDB makes the file with the process's umask; the folder is private already.
             path.chmod(0o600)
         except (OSError, duckdb.Error) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigurationError(
-                f"detection cannot open its copy of the events {path} ({reason})",
+                f"detection cannot open its copy of the events {path} ({first_line(exc)})",
                 hint="it is built from the database: remove it and run detection again",
             ) from None
         try:
             yield Mirror(con, config, path)
         finally:
             con.execute(f"DETACH {CATALOG}")
-
-
-def _literal(text: str) -> str:
-    return text.replace("'", "''")
 
 
 class Mirror:
@@ -211,19 +212,16 @@ class Mirror:
             )
             seen = con.execute("SELECT count(*) FROM events").fetchone()
             con.execute("COMMIT")
-        except duckdb.Error as exc:
+        except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not isinstance(exc, duckdb.Error):
+                raise
             raise ConfigurationError(
                 f"detection cannot bring its copy of the events {self.path} up to date "
-                f"({reason}); it is as the last run left it",
+                f"({first_line(exc)}); it is as the last run left it",
                 hint="it is built from the database: remove it and run detection again",
             ) from None
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
         finally:
             for name in ("incoming", "replaced", *(f"new_{t}" for t in _DIRECTORY)):
                 con.execute(f"DROP TABLE IF EXISTS temp.{name}")
@@ -241,10 +239,7 @@ class Mirror:
         tables = {"events": CHANGED_EVENT_COLUMNS, **_DIRECTORY}
         for table, columns in tables.items():
             con.execute(f"DROP TABLE IF EXISTS {cat}.{table}")
-            con.execute(
-                f"CREATE TABLE {cat}.{table} "
-                f"({', '.join(f'{name} {kind}' for name, kind in columns.items())})"
-            )
+            con.execute(create_table(f"{cat}.{table}", columns))
 
     def _views(self) -> None:
         """The four tables the rules read, as views over the mirror (the events without the

@@ -43,3 +43,8 @@ TICKET_COLUMNS: dict[str, str] = {
     "closed": "TIMESTAMP",
     "opened_by": "VARCHAR",
 }
+
+
+def create_table(name: str, columns: dict[str, str]) -> str:
+    """The statement that makes an empty table ``name`` of ``columns`` (name to type)."""
+    return f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in columns.items())})"
