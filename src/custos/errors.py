@@ -166,6 +166,21 @@ class IntegrityError(CustosError):
     exit_code = 6
 
 
+class AuthorityMismatch(IntegrityError):
+    """A fact a decision would rest on (a principal, subject, ticket, grant or token row) is
+    not what the ledger entry that set it says: edited, inserted or moved without custos.
+    Nothing is decided on it; decisions that meet one are denied with the rule
+    ``authority-mismatch``. ``kind`` and ``key`` name the row (never its values)."""
+
+    code = "authority_mismatch"
+    http_status = 503
+
+    def __init__(self, message: str, *, kind: str, key: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+        self.key = key
+
+
 class Refused(CustosError):
     """A person asked for something a rule forbids; ``rule`` names that rule."""
 

@@ -8,10 +8,12 @@ so that a typo is never mistaken for a policy outcome.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from custos.config import Settings
 from custos.directory import DirectoryStore
-from custos.policy import AccessRequest, Decision, Facts, GrantFacts, PolicyEngine
+from custos.errors import AuthorityMismatch
+from custos.policy import AccessRequest, Decision, Facts, GrantFacts, PolicyEngine, Reason
 
 #: Finds the active grant covering (principal, subject, category, purpose) at a time, if any.
 GrantLookup = Callable[[AccessRequest], GrantFacts | None]
@@ -54,8 +56,53 @@ class DecisionMaker:
 
     def decide(self, request: AccessRequest) -> Decision:
         """Decide one request (see :meth:`PolicyEngine.decide`). Raises for unknown ids."""
-        return self.engine.decide(request, self.facts(request))
+        return self.decide_many([request])[0]
 
     def decide_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
-        """Decide many requests in few Cedar calls. Raises for the first unknown id."""
-        return self.engine.decide_many([(r, self.facts(r)) for r in requests])
+        """Decide many requests in few Cedar calls. Raises for the first unknown id.
+
+        A request whose facts the ledger does not vouch for (:class:`AuthorityMismatch`: a
+        row edited, inserted or moved outside custos) is denied with the rule
+        ``authority-mismatch``, never decided on those facts. Each decision names the ledger
+        entries that set the facts it used (``authority``).
+        """
+        known: list[tuple[AccessRequest, Facts]] = []
+        refused: dict[int, Decision] = {}
+        for position, request in enumerate(requests):
+            try:
+                known.append((request, self.facts(request)))
+            except AuthorityMismatch as exc:
+                refused[position] = self._refusal(request, exc)
+        decided = iter(self.engine.decide_many(known))
+        facts = iter(known)
+        out: list[Decision] = []
+        for position in range(len(requests)):
+            if position in refused:
+                out.append(refused[position])
+            else:
+                decision = next(decided)
+                out.append(replace(decision, authority=_authority(next(facts)[1])))
+        return out
+
+    def _refusal(self, request: AccessRequest, exc: AuthorityMismatch) -> Decision:
+        return Decision(
+            request=request,
+            outcome="deny",
+            precision=None,
+            reasons=(
+                Reason(policy="authority-mismatch", effect="forbid", explanation=exc.message),
+            ),
+            explanation=f"Denied: {exc.message}.",
+            policy_version=self.engine.pack.digest,
+        )
+
+
+def _authority(facts: Facts) -> dict[str, int]:
+    """The ledger entries that set ``facts``, by kind (only those known)."""
+    found = {
+        "principal": facts.principal.authority,
+        "subject": facts.subject.authority,
+        "ticket": facts.ticket.authority if facts.ticket is not None else None,
+        "grant": facts.grant.authority if facts.grant is not None else None,
+    }
+    return {kind: index for kind, index in found.items() if index is not None}

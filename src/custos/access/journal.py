@@ -60,4 +60,8 @@ def decision_entry(
         entry["break_glass"] = True
     if decision.approvals is not None:
         entry["approvals_needed"] = decision.approvals.to_dict()
+    if decision.authority:
+        # The ledger entries that set the facts it used: `custos log verify` checks each was
+        # still the latest for its row, and replays the decision on them.
+        entry["authority"] = dict(decision.authority)
     return entry

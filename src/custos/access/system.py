@@ -31,10 +31,12 @@ from custos.approvals import (
     WebhookNotifier,
     covered_actions,
 )
+from custos.authority import AuthorityWriter, Voucher
 from custos.config import Settings, load_settings
 from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, run_detection
 from custos.directory import DirectoryStore
 from custos.errors import (
+    AuthorityMismatch,
     ConfigurationError,
     Conflict,
     CustosError,
@@ -327,7 +329,16 @@ class Custos:
 
     @cached_property
     def directory(self) -> DirectoryStore:
-        return DirectoryStore(self.db)
+        """Principals, subjects and tickets: every change ledgered before it is written,
+        every row checked against its entry as it is loaded (docs/design/authority.md)."""
+        return DirectoryStore(
+            self.db, vouch=self.voucher.check, record=AuthorityWriter(self.ledger).record
+        )
+
+    @cached_property
+    def voucher(self) -> Voucher:
+        """Checks authority rows against the ledger entries that set them."""
+        return Voucher(self.ledger)
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -426,6 +437,7 @@ class Custos:
             self.ledger,
             Outbox(self.db, notifier),
             ApprovalSettings.from_config(config),
+            vouch=self.voucher.check,
         )
 
     def request_access(
@@ -722,17 +734,17 @@ class Custos:
     def _decision_entries(
         self, decisions: Sequence[Decision], ids: Sequence[str], source: str
     ) -> list[dict[str, Any]]:
-        people = {
-            d.request.principal: self.directory.principal(d.request.principal) for d in decisions
-        }
+        people: dict[str, tuple[str | None, str | None]] = {}
+        for d in decisions:
+            if d.request.principal not in people:
+                try:
+                    person = self.directory.principal(d.request.principal)
+                    people[d.request.principal] = (person.role, person.team)
+                except AuthorityMismatch:
+                    # Denied for it; the entry says nothing the ledger does not vouch for.
+                    people[d.request.principal] = (None, None)
         return [
-            decision_entry(
-                d,
-                event_id,
-                source,
-                people[d.request.principal].role,
-                people[d.request.principal].team,
-            )
+            decision_entry(d, event_id, source, *people[d.request.principal])
             for d, event_id in zip(decisions, ids, strict=True)
         ]
 

@@ -130,6 +130,9 @@ class Grant:
     revoked: datetime | None
     revoked_by: str | None
     reviews: tuple[Vote, ...] = field(default=())
+    #: The ledger index of the entry that set this grant's facts (``grant`` or
+    #: ``break_glass``); None until that entry is durable.
+    authority: int | None = None
 
     def active_at(self, moment: datetime) -> bool:
         return self.logged and self.revoked is None and self.starts <= moment < self.ends
@@ -158,7 +161,27 @@ class Grant:
             break_glass=self.break_glass,
             revoked=self.revoked is not None,
             actions=self.actions,
+            authority=self.authority,
         )
+
+    def ledger_facts(self) -> dict[str, Any]:
+        """Every fact a decision reads from this grant, as its ledger entry states it (JSON
+        values); custos honours the grant only while its row still says exactly this."""
+        return {
+            "principal": self.principal,
+            "subject": self.subject,
+            "categories": list(self.categories),
+            "actions": list(self.actions),
+            "purpose": self.purpose,
+            "ticket": self.ticket,
+            "precision": self.precision,
+            "approvals": self.approvals,
+            "approver_groups": list(self.approver_groups),
+            "approvers": list(self.approvers),
+            "starts": times.iso(self.starts),
+            "ends": times.iso(self.ends),
+            "break_glass": self.break_glass,
+        }
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
         return {

@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session
 from custos.approvals import independence
 from custos.approvals.model import ApprovalSettings, Grant, Request, Vote, covered_actions, iso
 from custos.approvals.notify import Outbox
-from custos.directory import DirectoryStore
+from custos.directory import DirectoryStore, Vouch
 from custos.errors import (
     ApprovalRefused,
+    AuthorityMismatch,
     Conflict,
     InvalidInput,
     LedgerUnavailable,
@@ -131,6 +132,7 @@ def _grant(row: GrantRow, reviews: Sequence[GrantReviewRow] = ()) -> Grant:
         revoked=row.revoked,
         revoked_by=row.revoked_by,
         reviews=tuple(Vote(r.reviewer, "close", r.note, r.time) for r in reviews),
+        authority=row.auth_idx,
     )
 
 
@@ -163,10 +165,13 @@ class Approvals:
         settings: ApprovalSettings | None = None,
         *,
         max_staleness: float = 1.0,
+        vouch: Vouch | None = None,
     ) -> None:
         self.db = db
         self.directory = directory
         self.journal = journal
+        #: Checks a grant against the ledger entry that set it before it is honoured.
+        self.vouch = vouch
         self.outbox = outbox
         self.settings = settings or ApprovalSettings()
         self.max_staleness = max_staleness
@@ -748,8 +753,11 @@ class Approvals:
                     .values(ledger_index=receipt.index)
                 )
                 if row.grant_id is not None:
+                    # The entry just made durable is the one that vouches for the grant.
                     session.execute(
-                        update(GrantRow).where(GrantRow.id == row.grant_id).values(logged=True)
+                        update(GrantRow)
+                        .where(GrantRow.id == row.grant_id)
+                        .values(logged=True, auth_idx=receipt.index)
                     )
                     activated = True
             if activated:
@@ -864,9 +872,22 @@ class Approvals:
             # Re-read what can change (revocation), cheaply: one indexed row, no ORM.
             with self.db.engine.connect() as conn:
                 state = conn.execute(
-                    select(GrantRow.revoked, GrantRow.logged).where(GrantRow.id == grant.id)
+                    select(GrantRow.revoked, GrantRow.logged, GrantRow.auth_idx).where(
+                        GrantRow.id == grant.id
+                    )
                 ).first()
             if state is not None and state.revoked is None and state.logged:
+                if self.vouch is not None:
+                    # Honoured only as its ledger entry set it (raises AuthorityMismatch).
+                    self.vouch("grant", grant.id, state.auth_idx, grant.ledger_facts())
+                    if grant.authority != state.auth_idx:
+                        self._invalidate()
+                        raise AuthorityMismatch(
+                            f"authority-mismatch: grant {grant.id} moved to another ledger "
+                            "entry while in use",
+                            kind="grant",
+                            key=grant.id,
+                        )
                 return grant.facts()
         return None
 
@@ -1034,10 +1055,7 @@ class Approvals:
             "purpose": grant.purpose,
             "ticket": grant.ticket,
             "precision": grant.precision,
-            "approvers": list(grant.approvers),
-            "starts": iso(grant.starts),
-            "ends": iso(grant.ends),
-            "break_glass": grant.break_glass,
+            **grant.ledger_facts(),
             "reason": grant.reason,
         }
 

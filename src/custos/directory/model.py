@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from custos.times import iso
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else iso(moment)
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -23,10 +29,28 @@ class Principal:
     groups: tuple[str, ...] = ()
     role_since: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: The ledger index of the authority entry that set this principal's facts (None when
+    #: not known, e.g. read from a file). See docs/design/authority.md.
+    authority: int | None = field(default=None, compare=False)
 
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+    def facts(self) -> dict[str, Any]:
+        """What of this principal decisions and oversight rest on, as ledgered (JSON values).
+        The name and ``extra`` are not authority: no rule reads them."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "role": self.role,
+            "team": self.team,
+            "manager": self.manager,
+            "country": self.country,
+            "status": self.status,
+            "groups": list(self.groups),
+            "role_since": _time(self.role_since),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +63,22 @@ class Subject:
     protected: tuple[str, ...] = ()
     employee: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: The ledger index of the authority entry that set this subject's facts.
+    authority: int | None = field(default=None, compare=False)
 
     @property
     def is_protected(self) -> bool:
         return bool(self.protected)
+
+    def facts(self) -> dict[str, Any]:
+        """What of this subject decisions rest on, as ledgered. Not the handle: it is personal
+        data no rule reads, and the ledger keeps entries for good."""
+        return {
+            "id": self.id,
+            "jurisdiction": self.jurisdiction,
+            "protected": list(self.protected),
+            "employee": self.employee,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +94,25 @@ class Ticket:
     closed: datetime | None = None
     opened_by: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: The ledger index of the authority entry that set this ticket's facts.
+    authority: int | None = field(default=None, compare=False)
 
     @property
     def is_open(self) -> bool:
         return self.status == "open"
+
+    def facts(self) -> dict[str, Any]:
+        """What of this ticket decisions and detection rest on, as ledgered."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "subject": self.subject,
+            "assignee": self.assignee,
+            "status": self.status,
+            "opened": _time(self.opened),
+            "closed": _time(self.closed),
+            "opened_by": self.opened_by,
+        }
 
     def covers(self, principal: str, subject: str, purpose: str, at: datetime) -> bool:
         """Whether this ticket is work that explains ``principal`` reaching ``subject`` for

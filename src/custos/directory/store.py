@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
 from custos.errors import (
     CustosError,
+    StoreConflict,
     UnknownPrincipal,
     UnknownSubject,
     UnknownTicket,
@@ -52,6 +53,12 @@ from custos.store.directory import DirectoryVersionRow, PrincipalRow, SubjectRow
 
 _CHUNK = 500
 T = TypeVar("T")
+
+_MODELS: dict[str, Any] = {
+    "principals": PrincipalRow,
+    "subjects": SubjectRow,
+    "tickets": TicketRow,
+}
 
 #: ``seq`` of a row written by a transaction that has not yet moved the version counter. No
 #: committed row ever has it: the same transaction stamps the row before it commits.
@@ -122,6 +129,7 @@ def _principal(row: PrincipalRow) -> Principal:
         groups=tuple(row.groups or ()),
         role_since=row.role_since,
         extra=dict(row.extra or {}),
+        authority=row.auth_idx,
     )
 
 
@@ -133,6 +141,7 @@ def _subject(row: SubjectRow) -> Subject:
         protected=tuple(row.protected or ()),
         employee=row.employee,
         extra=dict(row.extra or {}),
+        authority=row.auth_idx,
     )
 
 
@@ -147,23 +156,54 @@ def _ticket(row: TicketRow) -> Ticket:
         closed=row.closed,
         opened_by=row.opened_by,
         extra=dict(row.extra or {}),
+        authority=row.auth_idx,
     )
 
 
 def _columns(value: Principal | Subject | Ticket) -> dict[str, Any]:
     data = asdict(value)
+    data.pop("authority", None)
     for key in ("groups", "protected"):
         if key in data:
             data[key] = list(data[key])
     return data
 
 
-class DirectoryStore:
-    """Principals, subjects and tickets in the database, with a version-checked cache."""
+#: Checks a row's facts against the ledger entry it names: ``vouch(kind, id, auth_idx,
+#: facts)`` returns, or raises :class:`AuthorityMismatch` (see custos.authority.Voucher).
+Vouch = Callable[[str, str, "int | None", Mapping[str, Any]], None]
 
-    def __init__(self, db: Database, *, max_staleness: float = 1.0) -> None:
+#: Durably records new facts before they are written: ``record(kind, facts, source, by)``
+#: returns the ledger index that set each fact, in order, or raises LedgerUnavailable
+#: (see custos.authority.AuthorityWriter).
+Record = Callable[[str, Sequence[Mapping[str, Any]], str, "Mapping[str, Any] | None"], list[int]]
+
+_KINDS = {"principals": "principal", "subjects": "subject", "tickets": "ticket"}
+
+
+class DirectoryStore:
+    """Principals, subjects and tickets in the database, with a version-checked cache.
+
+    With ``record``, every write first ledgers the facts it sets (``authority`` entries) and
+    stamps each row with the entry's index (``auth_idx``); with ``vouch``, every row is checked
+    against that entry as it is loaded, and one that differs is never returned
+    (:class:`AuthorityMismatch`). Without them (tools that build a throw-away directory) rows
+    are neither ledgered nor checked.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_staleness: float = 1.0,
+        vouch: Vouch | None = None,
+        record: Record | None = None,
+    ) -> None:
         self.db = db
         self.max_staleness = max_staleness
+        self.vouch = vouch
+        self.record = record
+        self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._version: int | None = None
         self._checked_at = 0.0
@@ -173,47 +213,99 @@ class DirectoryStore:
 
     # -- writing -----------------------------------------------------------------------
 
-    def merge(self, document: DirectoryDocument, source: str = "input") -> MergeReport:
+    def merge(
+        self,
+        document: DirectoryDocument,
+        source: str = "input",
+        by: Mapping[str, Any] | None = None,
+    ) -> MergeReport:
         """Upsert every entry of ``document``; idempotent (merging twice changes nothing).
 
         When anything is added or changed, the directory version moves by one and exactly
         the rows added or changed are stamped with it (``seq``); otherwise neither moves.
+        With ``record``, the facts of every added or changed row (and of every stored row
+        custos never vouched for that the document states) are ledgered first, in batches,
+        by ``by`` (who ran the load); a row is written only with the index of its entry.
         Raises :class:`ValidationFailed` (and writes nothing) when a ticket names a subject or
-        assignee that is neither in ``document`` nor already stored, and
-        :class:`StoreUnavailable` when the database fails.
+        assignee that is neither in ``document`` nor already stored,
+        :class:`LedgerUnavailable` (nothing written) when the facts cannot be ledgered,
+        :class:`StoreConflict` when another writer changed the same rows in between (load
+        again), and :class:`StoreUnavailable` when the database fails.
         """
+        if self.record is None:
+            return self._merge(document, source, None)
+        with self._write_lock:
+            with self.db.session() as session:
+                self._check_references(session, document, source)
+                planned = {
+                    section: [v for v, _ in self._diff(session, section, document)]
+                    for section in _KINDS
+                }
+            vouched: dict[tuple[str, str], int] = {}
+            for section, values in planned.items():
+                indexes = self.record(
+                    _KINDS[section], [v.facts() for v in values], f"org load: {source}", by
+                )
+                vouched.update({(section, v.id): i for v, i in zip(values, indexes, strict=True)})
+            return self._merge(document, source, vouched)
+
+    def _diff(
+        self, session: Session, section: str, document: DirectoryDocument
+    ) -> Iterator[tuple[Principal | Subject | Ticket, Any]]:
+        """The values of ``section`` in ``document`` that add or change a stored row, each
+        with that row (None when added). A row custos never vouched for counts as changed
+        when this store records authority: loading it again is how it gets vouched for."""
+        model = _MODELS[section]
+        values: Sequence[Principal | Subject | Ticket] = getattr(document, section)
+        for chunk in _chunks(list(values)):
+            existing = {
+                row.id: row
+                for row in session.scalars(select(model).where(model.id.in_([r.id for r in chunk])))
+            }
+            for value in chunk:
+                row = existing.get(value.id)
+                if (
+                    row is None
+                    or (self.record is not None and row.auth_idx is None)
+                    or any(getattr(row, k) != v for k, v in _columns(value).items())
+                ):
+                    yield value, row
+
+    def _merge(
+        self,
+        document: DirectoryDocument,
+        source: str,
+        vouched: dict[tuple[str, str], int] | None,
+    ) -> MergeReport:
         added = {"principals": 0, "subjects": 0, "tickets": 0}
         changed = dict(added)
         unchanged = dict(added)
         with self.db.session() as session:
             touched: list[Any] = []
             self._check_references(session, document, source)
-            sections: tuple[tuple[str, Sequence[Principal | Subject | Ticket], Any], ...] = (
-                ("principals", document.principals, PrincipalRow),
-                ("subjects", document.subjects, SubjectRow),
-                ("tickets", document.tickets, TicketRow),
-            )
-            for section, rows, model in sections:
-                for chunk in _chunks(list(rows)):
-                    existing = {
-                        row.id: row
-                        for row in session.scalars(
-                            select(model).where(model.id.in_([r.id for r in chunk]))
-                        )
-                    }
-                    for value in chunk:
-                        columns = _columns(value)
-                        row = existing.get(value.id)
-                        if row is None:
-                            session.add(model(**columns, seq=_UNSTAMPED))
-                            added[section] += 1
-                        elif any(getattr(row, k) != v for k, v in columns.items()):
-                            for key, val in columns.items():
-                                setattr(row, key, val)
-                            row.seq = _UNSTAMPED
-                            changed[section] += 1
-                        else:
-                            unchanged[section] += 1
+            for section in _KINDS:
+                model = _MODELS[section]
+                for value, row in self._diff(session, section, document):
+                    columns = _columns(value)
+                    if vouched is not None:
+                        index = vouched.get((section, value.id))
+                        if index is None:
+                            raise StoreConflict(
+                                f"{source}: {_KINDS[section]} {shown_id(value.id)} changed "
+                                "while it was being loaded; nothing was loaded",
+                                hint="load the file again",
+                            )
+                        columns["auth_idx"] = index
+                    if row is None:
+                        session.add(model(**columns, seq=_UNSTAMPED))
+                        added[section] += 1
+                    else:
+                        for key, val in columns.items():
+                            setattr(row, key, val)
+                        row.seq = _UNSTAMPED
+                        changed[section] += 1
+                count = len(getattr(document, section)) - added[section] - changed[section]
+                unchanged[section] = count
                 if added[section] or changed[section]:
                     touched.append(model)
                 session.flush()
@@ -301,34 +393,74 @@ class DirectoryStore:
             ).scalar_one()
         )
 
-    def set_ticket_status(self, ticket_id: str, status: str) -> None:
+    def set_ticket_status(
+        self, ticket_id: str, status: str, by: Mapping[str, Any] | None = None
+    ) -> None:
         """Change one ticket's status (e.g. a sync from the ticket system closing it) and
-        stamp it with the new directory version. Raises :class:`UnknownTicket`, and
-        :class:`StoreUnavailable` when the database fails."""
-        with self.db.session() as session:
-            row = session.get(TicketRow, ticket_id)
-            if row is None:
-                raise UnknownTicket(f"unknown ticket {shown_id(ticket_id)}")
-            row.status = status
-            # Written (so locked) before the bump even when the status is the same: every
-            # writer locks rows, then the counter (see the module's docstring).
-            row.seq = _UNSTAMPED
-            row.seq = self._bump(session)
-        self.invalidate()
+        stamp it with the new directory version (ledgered first, with ``record``). Raises
+        :class:`UnknownTicket`, :class:`LedgerUnavailable` (nothing changed),
+        :class:`StoreConflict` and :class:`StoreUnavailable` when the database fails."""
+        self._set_status(
+            TicketRow,
+            _ticket,
+            ticket_id,
+            status,
+            by,
+            lambda key: UnknownTicket(f"unknown ticket {shown_id(key)}"),
+        )
 
-    def set_principal_status(self, principal_id: str, status: str) -> None:
+    def set_principal_status(
+        self, principal_id: str, status: str, by: Mapping[str, Any] | None = None
+    ) -> None:
         """Change one principal's status (``active``, ``leaving``, ``terminated``) and stamp
-        it with the new directory version. Raises :class:`UnknownPrincipal`, and
-        :class:`StoreUnavailable` when the database fails."""
-        with self.db.session() as session:
-            row = session.get(PrincipalRow, principal_id)
-            if row is None:
-                raise UnknownPrincipal(f"unknown principal {shown_id(principal_id)}")
-            row.status = status
-            # Written (so locked) before the bump even when the status is the same: every
-            # writer locks rows, then the counter (see the module's docstring).
-            row.seq = _UNSTAMPED
-            row.seq = self._bump(session)
+        it with the new directory version (ledgered first, with ``record``). Raises
+        :class:`UnknownPrincipal`, :class:`LedgerUnavailable` (nothing changed),
+        :class:`StoreConflict` and :class:`StoreUnavailable` when the database fails."""
+        self._set_status(
+            PrincipalRow,
+            _principal,
+            principal_id,
+            status,
+            by,
+            lambda key: UnknownPrincipal(f"unknown principal {shown_id(key)}"),
+        )
+
+    def _set_status(
+        self,
+        model: Any,
+        convert: Callable[[Any], Principal | Subject | Ticket],
+        key: str,
+        status: str,
+        by: Mapping[str, Any] | None,
+        missing: Callable[[str], CustosError],
+    ) -> None:
+        kind = "ticket" if model is TicketRow else "principal"
+        with self._write_lock:
+            index: int | None = None
+            facts: Mapping[str, Any] | None = None
+            if self.record is not None:
+                with self.db.session() as session:
+                    row = session.get(model, key)
+                    if row is None:
+                        raise missing(key)
+                    facts = {**convert(row).facts(), "status": status}
+                index = self.record(kind, [facts], f"status set to {status}", by)[0]
+            with self.db.session() as session:
+                row = session.get(model, key)
+                if row is None:
+                    raise missing(key)
+                row.status = status
+                if facts is not None:
+                    if convert(row).facts() != facts:
+                        raise StoreConflict(
+                            f"{kind} {shown_id(key)} changed while its status was being set",
+                            hint="try again",
+                        )
+                    row.auth_idx = index
+                # Written (so locked) before the bump even when the status is the same: every
+                # writer locks rows, then the counter (see the module's docstring).
+                row.seq = _UNSTAMPED
+                row.seq = self._bump(session)
         self.invalidate()
 
     # -- exporting ---------------------------------------------------------------------
@@ -406,7 +538,13 @@ class DirectoryStore:
                 row = session.get(model, key)
                 if row is None:
                     raise missing(key)
-                found = cache[key] = convert(row)
+                found = convert(row)
+            if self.vouch is not None:
+                # Checked once per load: the cache is dropped whenever the directory moves,
+                # so a row edited since is loaded, and checked, again.
+                value: Any = found
+                self.vouch(_KINDS[model.__tablename__], key, value.authority, value.facts())
+            cache[key] = found
         return found
 
     def principal(self, principal_id: str) -> Principal:

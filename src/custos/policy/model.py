@@ -3,6 +3,7 @@ decided (:class:`Decision`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -85,6 +86,8 @@ class GrantFacts:
     revoked: bool = False
     #: What the approvers approved; the least (reading) unless they approved more.
     actions: tuple[str, ...] = ("read",)
+    #: The ledger index of the entry that set this grant's facts.
+    authority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,9 @@ class Decision:
     #: ``own_ticket``, see :func:`ticket_explanation`); None otherwise.
     explained: str | None = None
     errors: tuple[str, ...] = field(default=())
+    #: The ledger entries that set the facts this decision used, by kind (``principal``,
+    #: ``subject``, ``ticket``, ``grant``): what ``custos log verify`` replays it against.
+    authority: Mapping[str, int] | None = None
     #: Set by the access path once the decision is durably in the ledger.
     event_id: str | None = None
     ledger_index: int | None = None

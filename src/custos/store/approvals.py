@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -98,6 +98,8 @@ class GrantRow(Base):
     revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     end_notified: Mapped[bool] = mapped_column(Boolean, default=False)
     lock: Mapped[int] = mapped_column(Integer, default=0)
+    #: The ledger index of the entry that set this grant's facts (custos.authority).
+    auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class GrantReviewRow(Base):

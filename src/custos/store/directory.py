@@ -33,6 +33,9 @@ class PrincipalRow(Base):
     role_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seq: Mapped[int] = mapped_column(BigInteger)
+    #: The ledger index of the authority entry that set this row's facts (see
+    #: custos.authority); None for a row custos never vouched for.
+    auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class SubjectRow(Base):
@@ -46,6 +49,9 @@ class SubjectRow(Base):
     employee: Mapped[str | None] = mapped_column(String(128), nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seq: Mapped[int] = mapped_column(BigInteger)
+    #: The ledger index of the authority entry that set this row's facts (see
+    #: custos.authority); None for a row custos never vouched for.
+    auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class TicketRow(Base):
@@ -66,6 +72,9 @@ class TicketRow(Base):
     opened_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seq: Mapped[int] = mapped_column(BigInteger)
+    #: The ledger index of the authority entry that set this row's facts (see
+    #: custos.authority); None for a row custos never vouched for.
+    auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class DirectoryVersionRow(Base):
