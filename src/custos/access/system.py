@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +32,7 @@ from custos.approvals import (
     covered_actions,
 )
 from custos.authority import AuthorityWriter, Voucher
+from custos.authority.projection import AuthorityProjection
 from custos.config import Settings, load_settings
 from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, run_detection
 from custos.directory import DirectoryStore
@@ -712,6 +713,40 @@ class Custos:
             {"type": "shred", "time": iso(now), "keys": len(expired), "categories": categories}
         )
         return self.vault.shred(expired, now)
+
+    def verify_authority(self) -> AuthorityProjection:
+        """Re-derive the authority state from the ledger alone and hold the tables and the
+        decisions to it (see :mod:`custos.authority.projection`); ``findings`` of the result
+        name each row (table and id) or decision (index) the ledger does not vouch for.
+        Raises :class:`StoreUnavailable` when the database fails."""
+        projection = AuthorityProjection()
+        for _, _, entries in self.ledger.batches(0):
+            for index, raw in entries:
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue  # verify_log names an entry that is not JSON
+                projection.follow(index, entry)
+        raw_directory = DirectoryStore(self.db)  # unchecked reads: every row, as stored
+        tables: list[tuple[str, Iterable[tuple[str, int | None, Mapping[str, Any], bool]]]] = [
+            (
+                "principal",
+                ((p.id, p.authority, p.facts(), False) for p in raw_directory.principals()),
+            ),
+            ("subject", ((s.id, s.authority, s.facts(), False) for s in raw_directory.subjects())),
+            ("ticket", ((t.id, t.authority, t.facts(), False) for t in raw_directory.tickets())),
+            (
+                "grant",
+                (
+                    (g.id, g.authority, g.ledger_facts(), g.revoked is not None)
+                    for g in self.approvals.grants(limit=2**31 - 1)
+                    if g.logged
+                ),
+            ),
+        ]
+        for kind, rows in tables:
+            projection.findings.extend(projection.compare(kind, rows))
+        return projection
 
     def _decided_or_refused(
         self,

@@ -96,13 +96,19 @@ def consistency(
 
 @log_app.command("verify")
 def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Recompute the whole log from its entries and check every stored hash and checkpoint.
+    """Recompute the whole log from its entries and check every stored hash and checkpoint,
+    then re-derive the authority (directory, grants) from the ledger alone and hold the
+    tables and every decision to it.
 
     Exits non-zero, naming the first index that does not match, when a row was altered,
-    deleted, reordered or inserted.
+    deleted, reordered or inserted, and naming table and id for an authority row the ledger
+    does not vouch for (or a decision that used one).
     """
     with Custos.open(state(ctx).home) as system:
         report = verify_log(system.ledger, system.log_verifier)
+        authority = system.verify_authority()
+    for finding in authority.findings:
+        report.fail(finding.index, str(finding))
     if as_json:
         print_json(
             {
@@ -110,7 +116,12 @@ def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
                 "size": report.size,
                 "checked_entries": report.checked_entries,
                 "checked_checkpoints": report.checked_checkpoints,
+                "checked_decisions": authority.decisions_checked,
                 "first_bad_index": report.first_bad_index,
+                "authority_findings": [
+                    {"table": f.table, "id": f.key, "index": f.index, "problem": f.problem}
+                    for f in authority.findings
+                ],
                 "problems": report.problems,
             }
         )
@@ -120,7 +131,8 @@ def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if report.ok:
         console.print(
             f"ok: {report.checked_entries} entries and {report.checked_checkpoints} "
-            "checkpoints verify",
+            f"checkpoints verify; the authority of {authority.decisions_checked} decisions "
+            "and every directory and grant row is what the ledger set",
             highlight=False,
         )
         return

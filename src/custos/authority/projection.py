@@ -1,0 +1,171 @@
+"""The authority state re-derived from the ledger alone, and what it says about the tables and
+the decisions.
+
+An :class:`AuthorityProjection` follows the ledger in index order (a follower, like the subject
+index and the event feed): every entry that sets facts (``authority``, ``grant``,
+``break_glass``) makes them the latest for their row, ``grant_revoked`` ends a grant, and every
+decision that names the entries it used (``authority``) is checked against the state at that
+point: each named entry must still have been the latest for its row, and a grant must not have
+been revoked. A decision that used a superseded entry is how a row put back to an older genuine
+state (a grant before its revocation, a subject before its protected flag) shows, even after the
+row was restored.
+
+:meth:`AuthorityProjection.compare` then holds the tables to the state: a row whose facts or
+entry differ from the ledger's latest, a row the ledger never set, and a row the ledger set that
+the table lacks are each named by table and id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from custos.authority.entries import GRANT_ENDS, facts_set
+from custos.errors import shown_id
+
+#: The table that holds each kind of authority row.
+TABLES = {
+    "principal": "principals",
+    "subject": "subjects",
+    "ticket": "tickets",
+    "grant": "grants",
+    "token": "api_tokens",
+}
+
+#: Which field of a decision entry names the row of each kind it used.
+_DECISION_FIELDS = {
+    "principal": "principal",
+    "subject": "subject",
+    "ticket": "ticket",
+    "grant": "grant",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityFinding:
+    """One thing the ledger does not vouch for: ``index`` is the ledger index it was found at
+    (a decision), or None for a table row; ``table`` and ``key`` name the row."""
+
+    index: int | None
+    table: str
+    key: str
+    problem: str
+
+    def __str__(self) -> str:
+        return self.problem
+
+
+@dataclass
+class AuthorityProjection:
+    """The latest ledgered facts of every authority row, built by :meth:`follow`."""
+
+    latest: dict[tuple[str, str], tuple[int, Mapping[str, Any]]] = field(default_factory=dict)
+    revoked: dict[str, int] = field(default_factory=dict)
+    findings: list[AuthorityFinding] = field(default_factory=list)
+    followed: int = 0
+    decisions_checked: int = 0
+
+    def follow(self, index: int, entry: Mapping[str, Any]) -> None:
+        """Take in the entry at ``index`` (entries must come in index order)."""
+        self.followed += 1
+        kind = entry.get("type")
+        if kind == "decision":
+            self._check_decision(index, entry)
+            return
+        if kind in GRANT_ENDS and isinstance(entry.get("grant"), str):
+            self.revoked.setdefault(entry["grant"], index)
+            return
+        try:
+            sets = facts_set(entry)
+        except ValueError as exc:
+            self.findings.append(
+                AuthorityFinding(index, "ledger_entries", str(index), f"entry {index}: {exc}")
+            )
+            return
+        for key, facts in sets.items():
+            self.latest[key] = (index, facts)
+
+    def _check_decision(self, index: int, entry: Mapping[str, Any]) -> None:
+        used = entry.get("authority")
+        if not isinstance(used, dict):
+            return
+        self.decisions_checked += 1
+        for kind, at in used.items():
+            name = entry.get(_DECISION_FIELDS.get(kind, ""))
+            if not isinstance(name, str) or not isinstance(at, int):
+                self.findings.append(
+                    AuthorityFinding(
+                        index,
+                        "ledger_entries",
+                        str(index),
+                        f"decision at index {index} names {kind} authority it cannot have used",
+                    )
+                )
+                continue
+            latest = self.latest.get((kind, name))
+            shown = f"{kind} {shown_id(name)}"
+            if latest is None or latest[0] != at:
+                now = "no entry" if latest is None else f"entry {latest[0]}"
+                self.findings.append(
+                    AuthorityFinding(
+                        index,
+                        TABLES[kind],
+                        name,
+                        f"decision at index {index} used {shown} as set by entry {at}, but the "
+                        f"ledger's latest for it was {now}: the row was not what custos had set",
+                    )
+                )
+            elif kind == "grant" and name in self.revoked and self.revoked[name] < index:
+                self.findings.append(
+                    AuthorityFinding(
+                        index,
+                        "grants",
+                        name,
+                        f"decision at index {index} used {shown}, revoked at entry "
+                        f"{self.revoked[name]}",
+                    )
+                )
+
+    def compare(
+        self, kind: str, rows: Iterable[tuple[str, int | None, Mapping[str, Any], bool]]
+    ) -> list[AuthorityFinding]:
+        """Hold the table of ``kind`` to the ledger: ``rows`` gives each stored row's id, its
+        ``auth_idx``, its facts and (for grants) whether it is revoked. Returns the rows that
+        differ, in the order given, then the ledgered rows the table lacks."""
+        table = TABLES[kind]
+        found: list[AuthorityFinding] = []
+        seen: set[str] = set()
+        for key, at, facts, revoked in rows:
+            seen.add(key)
+            shown = f"{table} row {shown_id(key)}"
+            latest = self.latest.get((kind, key))
+            if latest is None:
+                problem = f"{shown} was never set through custos (no ledger entry sets it)"
+            elif at != latest[0]:
+                problem = f"{shown} names entry {at}; the ledger's latest for it is {latest[0]}"
+            elif any(latest[1].get(name) != value for name, value in facts.items()):
+                problem = f"{shown} differs from what ledger entry {at} set for it"
+            elif kind == "grant" and revoked != (key in self.revoked):
+                problem = (
+                    f"{shown} says {'revoked' if revoked else 'not revoked'}; "
+                    f"the ledger says {'revoked' if key in self.revoked else 'not revoked'}"
+                )
+            else:
+                continue
+            found.append(AuthorityFinding(None, table, key, problem))
+        for (other, key), _ in self.latest.items():
+            if other == kind and key not in seen:
+                found.append(
+                    AuthorityFinding(
+                        None,
+                        table,
+                        key,
+                        f"{table} row {shown_id(key)} is set in the ledger but missing from "
+                        "the table",
+                    )
+                )
+        return found
+
+
+__all__ = ["TABLES", "AuthorityFinding", "AuthorityProjection"]

@@ -1,0 +1,218 @@
+"""Authority you can prove, tried as a database administrator without custos's keys would:
+every edit of a row a decision rests on is refused on use, or named by ``custos log verify``
+(table and id) once restored. Real homes on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from custos.access import Custos
+from custos.directory import DirectoryStore
+from custos.errors import AuthorityMismatch
+from custos.policy import AccessRequest, Decision
+from tests.factories import APPROVALS_WORLD, SUPPORT_WORLD, ask, load_org, org
+
+HUNT = AccessRequest("emp-2001", "user-42", "ip_history", "internal_investigation", ticket="T-7")
+
+
+@pytest.fixture
+def world(system: Custos) -> Custos:
+    load_org(system, SUPPORT_WORLD)
+    return system
+
+
+def sql(system: Custos, statement: str, **params: Any) -> None:
+    """What a DBA types: a write straight to the table, no custos code, no key."""
+    with system.db.engine.begin() as conn:
+        conn.execute(sa.text(statement), params)
+
+
+def reload(system: Custos) -> None:
+    """What the next process (or this one, once the directory version moves) sees."""
+    system.directory.invalidate()
+    system.approvals._invalidate()
+
+
+def rules(decision: Decision) -> list[str]:
+    return [r.policy for r in decision.reasons]
+
+
+def findings(system: Custos) -> list[tuple[str, str, int | None]]:
+    return [(f.table, f.key, f.index) for f in system.verify_authority().findings]
+
+
+def test_an_untouched_world_verifies_and_decisions_name_their_authority(world: Custos) -> None:
+    decision = world.decide(AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1"))
+    assert decision.allowed
+    assert decision.authority is not None
+    assert set(decision.authority) == {"principal", "subject", "ticket"}
+    entry = json.loads(world.ledger.entry(decision.ledger_index or 0))
+    assert entry["authority"] == dict(decision.authority)
+    set_by = json.loads(world.ledger.entry(decision.authority["subject"]))
+    assert set_by["type"] == "authority" and set_by["kind"] == "subject"
+    assert findings(world) == []
+
+
+def test_a_protected_flag_stripped_with_sql_is_refused_on_use(world: Custos) -> None:
+    sql(world, "UPDATE subjects SET protected = '[]' WHERE id = 'user-42'")
+    reload(world)
+    # Without the check the stripped flag would have counted: the hunt gets through.
+    unchecked = DirectoryStore(world.db).subject("user-42")
+    assert unchecked.protected == ()
+    decision = world.decide(HUNT)
+    assert decision.outcome == "deny"
+    assert rules(decision) == ["authority-mismatch"]
+    assert "subject 'user-42'" in decision.explanation
+    with pytest.raises(AuthorityMismatch, match="subject 'user-42'"):
+        world.directory.subject("user-42")
+    assert ("subjects", "user-42", None) in findings(world)
+    # Restored: nothing was ever decided on the edit, and the tables verify again.
+    sql(world, """UPDATE subjects SET protected = '["journalist"]' WHERE id = 'user-42'""")
+    reload(world)
+    assert findings(world) == []
+    assert rules(world.decide(HUNT))[0] == "source-protection"
+
+
+def test_an_older_genuine_row_put_back_is_named_after_it_was_restored(system: Custos) -> None:
+    unflagged = org(
+        principals=[{"id": "emp-2001", "role": "internal_audit", "team": "internal-audit"}],
+        subjects=[{"id": "user-42", "jurisdiction": "US"}],
+        tickets=[
+            {
+                "id": "T-7",
+                "kind": "internal_investigation",
+                "subject": "user-42",
+                "assignee": "emp-2001",
+                "status": "open",
+            }
+        ],
+    )
+    load_org(system, unflagged)
+    old = system.directory.subject("user-42").authority
+    flagged = {
+        **unflagged,
+        "subjects": [{"id": "user-42", "jurisdiction": "US", "protected": ["journalist"]}],
+    }
+    load_org(system, flagged)
+    new = system.directory.subject("user-42").authority
+    assert old is not None and new is not None and new > old
+    assert rules(system.decide(HUNT))[0] == "source-protection"
+    # The DBA puts back the row as it was before the flag, entry and all: the check on use
+    # cannot tell a genuine old entry from the latest, and the hunt goes through...
+    sql(
+        system,
+        "UPDATE subjects SET protected = '[]', auth_idx = :old WHERE id = 'user-42'",
+        old=old,
+    )
+    reload(system)
+    hunt = system.decide(HUNT)
+    assert "source-protection" not in rules(hunt)
+    # ...then restores the row. The decision names the superseded entry it used.
+    sql(
+        system,
+        """UPDATE subjects SET protected = '["journalist"]', auth_idx = :new WHERE id = 'user-42'""",
+        new=new,
+    )
+    reload(system)
+    assert findings(system) == [("subjects", "user-42", hunt.ledger_index)]
+
+
+def test_an_inserted_ticket_is_refused_and_named(world: Custos) -> None:
+    sql(
+        world,
+        "INSERT INTO tickets (id, kind, subject, assignee, status, opened_by, extra, seq) "
+        "VALUES ('T-99', 'internal_investigation', 'user-2', 'emp-2001', 'open', 'system', "
+        "'{}', 0)",
+    )
+    reload(world)
+    request = AccessRequest(
+        "emp-2001", "user-2", "ip_history", "internal_investigation", ticket="T-99"
+    )
+    decision = world.decide(request)
+    assert (decision.outcome, rules(decision)) == ("deny", ["authority-mismatch"])
+    assert ("tickets", "T-99", None) in findings(world)
+
+
+def test_a_row_moved_onto_another_entry_is_refused(world: Custos) -> None:
+    # emp-1001 made an internal auditor by borrowing emp-2001's genuine entry.
+    auditor = world.directory.principal("emp-2001").authority
+    sql(
+        world,
+        "UPDATE principals SET role = 'internal_audit', team = 'internal-audit', "
+        "manager = NULL, auth_idx = :idx WHERE id = 'emp-1001'",
+        idx=auditor,
+    )
+    reload(world)
+    with pytest.raises(AuthorityMismatch, match="principal 'emp-1001'"):
+        world.directory.principal("emp-1001")
+    assert ("principals", "emp-1001", None) in findings(world)
+
+
+def test_a_status_change_through_custos_is_ledgered_first(world: Custos) -> None:
+    before = world.ledger.size()
+    world.directory.set_principal_status("emp-1001", "terminated", by={"principal": "emp-4001"})
+    entry = json.loads(world.ledger.entry(before))
+    assert (entry["type"], entry["kind"], entry["set"][0]["status"]) == (
+        "authority",
+        "principal",
+        "terminated",
+    )
+    assert entry["by"] == {"principal": "emp-4001"}
+    assert world.directory.principal("emp-1001").authority == before
+    assert findings(world) == []
+
+
+def test_a_group_added_with_sql_cannot_approve(system: Custos) -> None:
+    load_org(system, APPROVALS_WORLD)
+    request_id = ask(system)
+    sql(system, """UPDATE principals SET groups = '["privacy_office"]' WHERE id = 'emp-6001'""")
+    reload(system)
+    with pytest.raises(AuthorityMismatch, match="principal 'emp-6001'"):
+        system.approvals.approve(request_id, "emp-6001", "looks fine to me")
+    assert ("principals", "emp-6001", None) in findings(system)
+
+
+def _granted(system: Custos) -> tuple[str, AccessRequest]:
+    load_org(system, APPROVALS_WORLD)
+    request_id = ask(system)
+    system.approvals.approve(request_id, "emp-3002", "checked the abuse report")
+    done = system.approvals.approve(request_id, "emp-4001", "proportionate")
+    assert done.grant_id is not None
+    read = AccessRequest(
+        "emp-3001", "user-42", "ip_history", "trust_safety", ticket="T-10", precision="precise"
+    )
+    assert system.decide(read).grant == done.grant_id
+    return done.grant_id, read
+
+
+def test_a_rewritten_grant_is_refused_on_use(system: Custos) -> None:
+    grant_id, _ = _granted(system)
+    # The DBA points the grant at another subject, with every approval still on it.
+    sql(system, "UPDATE grants SET subject = 'user-1', ticket = 'T-11' WHERE id = :g", g=grant_id)
+    reload(system)
+    read = AccessRequest(
+        "emp-3001", "user-1", "ip_history", "trust_safety", ticket="T-11", precision="precise"
+    )
+    decision = system.decide(read)
+    assert (decision.outcome, rules(decision)) == ("deny", ["authority-mismatch"])
+    assert decision.grant is None
+    assert ("grants", grant_id, None) in findings(system)
+
+
+def test_a_revocation_undone_with_sql_is_named_after_it_was_restored(system: Custos) -> None:
+    grant_id, read = _granted(system)
+    system.approvals.revoke(grant_id, "emp-3001", "no longer needed")
+    assert system.decide(read).grant is None
+    sql(system, "UPDATE grants SET revoked = NULL WHERE id = :g", g=grant_id)
+    reload(system)
+    used = system.decide(read)
+    assert used.grant == grant_id  # the row matches its genuine grant entry...
+    assert ("grants", grant_id, None) in findings(system)
+    sql(system, "UPDATE grants SET revoked = CURRENT_TIMESTAMP WHERE id = :g", g=grant_id)
+    reload(system)
+    # ...and once restored, the decision that used it is still named.
+    assert findings(system) == [("grants", grant_id, used.ledger_index)]
