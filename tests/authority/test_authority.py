@@ -53,7 +53,8 @@ def test_an_untouched_world_verifies_and_decisions_name_their_authority(world: C
     entry = json.loads(world.ledger.entry(decision.ledger_index or 0))
     assert entry["authority"] == dict(decision.authority)
     set_by = json.loads(world.ledger.entry(decision.authority["subject"]))
-    assert set_by["type"] == "authority" and set_by["kind"] == "subject"
+    assert set_by["type"] == "authority"
+    assert set_by["kind"] == "subject"
     assert findings(world) == []
 
 
@@ -99,7 +100,9 @@ def test_an_older_genuine_row_put_back_is_named_after_it_was_restored(system: Cu
     }
     load_org(system, flagged)
     new = system.directory.subject("user-42").authority
-    assert old is not None and new is not None and new > old
+    assert old is not None
+    assert new is not None
+    assert new > old
     assert rules(system.decide(HUNT))[0] == "source-protection"
     # The DBA puts back the row as it was before the flag, entry and all: the check on use
     # cannot tell a genuine old entry from the latest, and the hunt goes through...
@@ -114,7 +117,7 @@ def test_an_older_genuine_row_put_back_is_named_after_it_was_restored(system: Cu
     # ...then restores the row. The decision names the superseded entry it used.
     sql(
         system,
-        """UPDATE subjects SET protected = '["journalist"]', auth_idx = :new WHERE id = 'user-42'""",
+        "UPDATE subjects SET protected = '[\"journalist\"]', auth_idx = :new WHERE id = 'user-42'",
         new=new,
     )
     reload(system)
