@@ -111,6 +111,16 @@ class Settings:
         return self.residency.get(jurisdiction, (jurisdiction,))
 
 
+def decision_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that change decisions, as JSON values: residency (which countries' staff
+    may see each jurisdiction beyond coarse level) and the approval rules. custos ledgers
+    them whenever they change, so a decision can be replayed with the settings it used."""
+    return {
+        "residency": {k: list(v) for k, v in sorted(settings.residency.items())},
+        "approvals": dict(settings.section("approvals")),
+    }
+
+
 def load_settings(home: Path | None = None) -> Settings:
     """Resolve settings for ``home`` (default :func:`default_home`).
 

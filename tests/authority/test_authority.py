@@ -42,7 +42,7 @@ def rules(decision: Decision) -> list[str]:
 
 
 def findings(system: Custos) -> list[tuple[str, str, int | None]]:
-    return [(f.table, f.key, f.index) for f in system.verify_authority().findings]
+    return [(f.table, f.key, f.index) for f in system.verify_authority().projection.findings]
 
 
 def test_an_untouched_world_verifies_and_decisions_name_their_authority(world: Custos) -> None:
@@ -122,6 +122,11 @@ def test_an_older_genuine_row_put_back_is_named_after_it_was_restored(system: Cu
     )
     reload(system)
     assert findings(system) == [("subjects", "user-42", hunt.ledger_index)]
+    # Replayed on what the ledger says the subject was, the hunt is refused.
+    again = system.replay(hunt.ledger_index or 0)
+    assert not again.same
+    assert again.replayed is not None
+    assert again.replayed["reasons"][0] == "source-protection"
 
 
 def test_an_inserted_ticket_is_refused_and_named(world: Custos) -> None:
@@ -219,3 +224,27 @@ def test_a_revocation_undone_with_sql_is_named_after_it_was_restored(system: Cus
     reload(system)
     # ...and once restored, the decision that used it is still named.
     assert findings(system) == [("grants", grant_id, used.ledger_index)]
+
+
+def test_every_decision_replays_to_its_logged_outcome(system: Custos) -> None:
+    _granted(system)
+    requests = [
+        AccessRequest(p, s, c, purpose, ticket=t, precision=precision)
+        for p, s, purpose, t in [
+            ("emp-3001", "user-42", "trust_safety", "T-10"),
+            ("emp-3001", "user-1", "trust_safety", "T-11"),
+            ("emp-2001", "user-42", "internal_investigation", "T-7"),
+            ("emp-5001", "user-1", "security_incident", "T-12"),
+            ("emp-6001", "user-77", "support", None),
+        ]
+        for c in ("profile", "ip_history", "location")
+        for precision in (None, "precise")
+    ]
+    decided = system.decide_many(requests)
+    assert {d.outcome for d in decided} >= {"allow", "deny"}
+    result = system.verify_authority()
+    assert result.projection.findings == []
+    assert {d.ledger_index for d in decided} <= {r.index for r in result.results}
+    assert [r.problem for r in result.results if not r.same] == []
+    sampled = system.verify_authority(sample=5)
+    assert 3 <= len(sampled.results) <= 8

@@ -48,6 +48,11 @@ def decision_entry(
     }
     if request.ticket is not None:
         entry["ticket"] = request.ticket
+    if request.precision is not None:
+        # What was asked for, beside what was decided: replay asks the same.
+        entry["requested_precision"] = request.precision
+    if request.time is not None:
+        entry["at"] = iso(request.time)
     if decision.grant is not None:
         entry["grant"] = decision.grant
     if decision.explained is not None:

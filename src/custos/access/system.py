@@ -3,7 +3,9 @@ parts wired to it. Everything above (CLI, API, web) reaches the parts through th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import secrets
@@ -20,6 +22,7 @@ from custos.access.batching import ThreadBatcher
 from custos.access.decisions import DecisionMaker
 from custos.access.journal import decision_entry, new_event_id
 from custos.access.read import ReadResult, release_entry
+from custos.access.replay import Replayed, Replayer
 from custos.accounts import Account, Accounts
 from custos.accounts.oidc import OidcClient, OidcSettings
 from custos.approvals import (
@@ -32,8 +35,7 @@ from custos.approvals import (
     covered_actions,
 )
 from custos.authority import AuthorityWriter, Voucher
-from custos.authority.projection import AuthorityProjection
-from custos.config import Settings, load_settings
+from custos.config import Settings, decision_settings, load_settings
 from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, run_detection
 from custos.directory import DirectoryStore
 from custos.errors import (
@@ -80,6 +82,10 @@ from custos.vault import (
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
+
+
+#: The digest of the decision settings this home last ledgered (see record_settings).
+SETTINGS_MARKER = "settings.ledgered"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -593,7 +599,30 @@ class Custos:
         self.__dict__["policy_pack"] = pack
         self.__dict__.pop("policy", None)
         self.__dict__.pop("decisions", None)
+        self.record_settings()
         return pack
+
+    def record_settings(self) -> bool:
+        """Ledger the settings that change decisions (``[residency]``, ``[approvals]``) when
+        they differ from those this home last ledgered, so a decision can be replayed with
+        the settings it was made under. True when an entry was written. Raises
+        :class:`LedgerUnavailable` (then the new settings are not taken up: retried next
+        time)."""
+        body = decision_settings(self.settings)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        marker = self.settings.home / SETTINGS_MARKER
+        try:
+            if marker.read_text(encoding="ascii").strip() == digest:
+                return False
+        except OSError:
+            pass
+        self.ledger.append(
+            {"type": "settings", "time": iso(datetime.now(UTC)), "digest": digest, **body}
+        )
+        # Not written: it is ledgered again next time (an extra entry, never a missing one).
+        with contextlib.suppress(OSError):
+            marker.write_text(digest + "\n", encoding="ascii")
+        return True
 
     def decide(self, request: AccessRequest, *, source: str = "custos") -> Decision:
         """Decide ``request`` and durably log the decision before returning it.
@@ -714,19 +743,17 @@ class Custos:
         )
         return self.vault.shred(expired, now)
 
-    def verify_authority(self) -> AuthorityProjection:
-        """Re-derive the authority state from the ledger alone and hold the tables and the
-        decisions to it (see :mod:`custos.authority.projection`); ``findings`` of the result
-        name each row (table and id) or decision (index) the ledger does not vouch for.
-        Raises :class:`StoreUnavailable` when the database fails."""
-        projection = AuthorityProjection()
-        for _, _, entries in self.ledger.batches(0):
-            for index, raw in entries:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # verify_log names an entry that is not JSON
-                projection.follow(index, entry)
+    def verify_authority(self, *, sample: int | None = None) -> Replayer:
+        """Re-derive the authority state from the ledger alone, hold the tables and every
+        decision to it, and replay the decisions with their recorded policy version and
+        settings (``sample``: about that many, spread over the log). ``projection.findings``
+        of the result name each row (table and id) or decision (index) the ledger does not
+        vouch for; ``results`` hold the replays. Raises :class:`StoreUnavailable`."""
+        size = self.ledger.size()
+        stride = max(1, size // sample) if sample else 1
+        replayer = Replayer(self.settings, stride=stride)
+        self._follow_ledger(replayer, size)
+        projection = replayer.projection
         raw_directory = DirectoryStore(self.db)  # unchecked reads: every row, as stored
         tables: list[tuple[str, Iterable[tuple[str, int | None, Mapping[str, Any], bool]]]] = [
             (
@@ -746,7 +773,31 @@ class Custos:
         ]
         for kind, rows in tables:
             projection.findings.extend(projection.compare(kind, rows))
-        return projection
+        return replayer
+
+    def replay(self, index: int) -> Replayed:
+        """The decision at ledger ``index`` decided again from the ledger alone (see
+        :mod:`custos.access.replay`). Raises :class:`NotFound` when no decision that names
+        its authority is there."""
+        replayer = Replayer(self.settings, wanted={index})
+        self._follow_ledger(replayer, min(index + 1, self.ledger.size()))
+        if not replayer.results:
+            raise NotFound(
+                f"ledger index {index} holds no decision that names its authority",
+                hint="decisions logged before custos ledgered authority cannot be replayed",
+            )
+        return replayer.results[0]
+
+    def _follow_ledger(self, follower: Replayer, end: int) -> None:
+        for _, _, entries in self.ledger.batches(0):
+            for index, raw in entries:
+                if index >= end:
+                    return
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue  # verify_log names an entry that is not JSON
+                follower.follow(index, entry)
 
     def _decided_or_refused(
         self,

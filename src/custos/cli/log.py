@@ -95,20 +95,32 @@ def consistency(
 
 
 @log_app.command("verify")
-def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+def verify(
+    ctx: typer.Context,
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", min=1, help="Replay about N decisions spread over the log."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Recompute the whole log from its entries and check every stored hash and checkpoint,
-    then re-derive the authority (directory, grants) from the ledger alone and hold the
-    tables and every decision to it.
+    then re-derive the authority (directory, grants) from the ledger alone, hold the tables
+    and every decision to it, and replay the decisions with their recorded policy version.
 
     Exits non-zero, naming the first index that does not match, when a row was altered,
-    deleted, reordered or inserted, and naming table and id for an authority row the ledger
-    does not vouch for (or a decision that used one).
+    deleted, reordered or inserted; naming table and id for an authority row the ledger does
+    not vouch for (or the index of a decision that used one); and naming every decision whose
+    replay differs from what was logged.
     """
     with Custos.open(state(ctx).home) as system:
         report = verify_log(system.ledger, system.log_verifier)
-        authority = system.verify_authority()
+        replayed = system.verify_authority(sample=sample)
+    authority = replayed.projection
     for finding in authority.findings:
         report.fail(finding.index, str(finding))
+    differing = [r for r in replayed.results if not r.same]
+    for result in differing:
+        report.fail(result.index, result.problem or "")
     if as_json:
         print_json(
             {
@@ -117,11 +129,13 @@ def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
                 "checked_entries": report.checked_entries,
                 "checked_checkpoints": report.checked_checkpoints,
                 "checked_decisions": authority.decisions_checked,
+                "replayed_decisions": len(replayed.results),
                 "first_bad_index": report.first_bad_index,
                 "authority_findings": [
                     {"table": f.table, "id": f.key, "index": f.index, "problem": f.problem}
                     for f in authority.findings
                 ],
+                "replay_differences": [r.to_dict() for r in differing],
                 "problems": report.problems,
             }
         )
@@ -131,13 +145,44 @@ def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if report.ok:
         console.print(
             f"ok: {report.checked_entries} entries and {report.checked_checkpoints} "
-            f"checkpoints verify; the authority of {authority.decisions_checked} decisions "
-            "and every directory and grant row is what the ledger set",
+            f"checkpoints verify; every directory and grant row is what the ledger set, "
+            f"{authority.decisions_checked} decisions used the latest, and "
+            f"{len(replayed.results)} replayed to their logged outcome",
             highlight=False,
         )
         return
     where = "" if report.first_bad_index is None else f" at index {report.first_bad_index}"
     raise IntegrityError(f"the log does not verify{where}: " + "; ".join(report.problems))
+
+
+@log_app.command("replay")
+def replay(
+    ctx: typer.Context,
+    index: Annotated[int, typer.Argument(min=0, help="The ledger index of a decision.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Decide one logged decision again from the ledger alone (its facts as the authority
+    entries set them, its recorded policy version and settings) and show both outcomes.
+
+    Exits non-zero when they differ or the decision cannot be replayed.
+    """
+    with Custos.open(state(ctx).home) as system:
+        result = system.replay(index)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        again = result.replayed or {}
+        console.print(
+            f"logged:   {result.logged['decision']}/{result.logged['precision']} "
+            f"({', '.join(result.logged['reasons']) or 'no policy'})\n"
+            f"replayed: {again.get('decision')}/{again.get('precision')} "
+            f"({', '.join(again.get('reasons') or []) or 'no policy'})",
+            highlight=False,
+        )
+    if not result.same:
+        if as_json:
+            raise typer.Exit(IntegrityError.exit_code)
+        raise IntegrityError(result.problem or f"decision {index} does not replay")
 
 
 @log_app.command("serve")

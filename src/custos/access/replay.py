@@ -1,0 +1,230 @@
+"""Replaying logged decisions from the ledger alone.
+
+A decision entry names what it asked (principal, subject, category, purpose, action, ticket,
+the precision asked for, break-glass), the policy version that decided it and the authority
+entries that set its facts. The ledger holds every policy version's files (``policy_version``),
+the decision settings (``settings``) and every authority fact, so a follower that reads the log
+in order can rebuild the facts as custos had them and decide again. A decision whose outcome or
+precision differs was not made on what the ledger says (or the policy code changed how it
+reads the same policies): either way, a person should look.
+
+What replay does not cover: decisions logged before they named their authority (no
+``authority`` field), and refusals for ``authority-mismatch`` (nothing vouched was decided).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from custos.authority.projection import AuthorityProjection
+from custos.config import Settings
+from custos.directory import Principal, Subject, Ticket
+from custos.errors import CustosError
+from custos.policy import AccessRequest, Facts, GrantFacts, PolicyEngine
+from custos.policy.pack import build_pack
+from custos.times import utc_instant
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """One decision decided again: what was logged, what replay decided (None when it could
+    not), and ``problem`` saying why they differ or why replay could not run."""
+
+    index: int
+    logged: Mapping[str, Any]
+    replayed: Mapping[str, Any] | None
+    problem: str | None
+
+    @property
+    def same(self) -> bool:
+        return self.problem is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "same": self.same,
+            "logged": dict(self.logged),
+            "replayed": dict(self.replayed) if self.replayed is not None else None,
+            "problem": self.problem,
+        }
+
+
+def _time(value: Any) -> Any:
+    return utc_instant(value) if value is not None else None
+
+
+def principal_of(facts: Mapping[str, Any]) -> Principal:
+    return Principal(
+        id=facts["id"],
+        name="",
+        kind=facts["kind"],
+        role=facts["role"],
+        team=facts["team"],
+        country=facts["country"],
+        status=facts["status"],
+        manager=facts.get("manager"),
+        groups=tuple(facts.get("groups") or ()),
+        role_since=_time(facts.get("role_since")),
+    )
+
+
+def subject_of(facts: Mapping[str, Any]) -> Subject:
+    return Subject(
+        id=facts["id"],
+        jurisdiction=facts["jurisdiction"],
+        protected=tuple(facts.get("protected") or ()),
+        employee=facts.get("employee"),
+    )
+
+
+def ticket_of(facts: Mapping[str, Any]) -> Ticket:
+    return Ticket(
+        id=facts["id"],
+        kind=facts["kind"],
+        subject=facts["subject"],
+        assignee=facts["assignee"],
+        status=facts["status"],
+        opened=_time(facts.get("opened")),
+        closed=_time(facts.get("closed")),
+        opened_by=facts.get("opened_by"),
+    )
+
+
+def grant_of(facts: Mapping[str, Any], revoked: bool) -> GrantFacts:
+    return GrantFacts(
+        id=facts["id"],
+        principal=facts["principal"],
+        subject=facts["subject"],
+        categories=tuple(facts["categories"]),
+        purpose=facts["purpose"],
+        precision=facts["precision"],
+        approvals=int(facts["approvals"]),
+        approver_groups=tuple(facts["approver_groups"]),
+        starts=utc_instant(facts["starts"]),
+        ends=utc_instant(facts["ends"]),
+        break_glass=bool(facts.get("break_glass")),
+        revoked=revoked,
+        actions=tuple(facts.get("actions") or ("read",)),
+    )
+
+
+def _outcome(decision: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "decision": decision.get("decision"),
+        "precision": decision.get("precision"),
+        "reasons": list(decision.get("reasons") or ()),
+    }
+
+
+class Replayer:
+    """Follows the ledger in order and replays the decisions it is asked to (``wanted``:
+    a set of indexes, or None for every decision that names its authority)."""
+
+    def __init__(
+        self, settings: Settings, wanted: set[int] | None = None, *, stride: int = 1
+    ) -> None:
+        """``stride`` > 1 replays about one decision in every ``stride`` ledger entries (the
+        first decision at or after each multiple), for ``--sample`` on big logs."""
+        self.settings = settings
+        self.wanted = wanted
+        self.stride = max(1, stride)
+        self._next = 0
+        self.projection = AuthorityProjection()
+        self.results: list[Replayed] = []
+        self._packs: dict[str, Mapping[str, str]] = {}
+        self._engines: dict[str, PolicyEngine] = {}
+        self._residency: Mapping[str, Any] | None = None
+
+    def follow(self, index: int, entry: Mapping[str, Any]) -> None:
+        """Take in the entry at ``index`` (entries must come in index order)."""
+        kind = entry.get("type")
+        if kind == "policy_version" and isinstance(entry.get("files"), dict):
+            self._packs[str(entry.get("digest"))] = entry["files"]
+        elif kind == "settings" and isinstance(entry.get("residency"), dict):
+            self._residency = entry["residency"]
+        elif (
+            kind == "decision"
+            and isinstance(entry.get("authority"), dict)
+            and (self.wanted is None or index in self.wanted)
+            and index >= self._next
+        ):
+            self.results.append(self.replay(index, entry))
+            self._next = (index // self.stride + 1) * self.stride if self.stride > 1 else 0
+        self.projection.follow(index, entry)
+
+    def _engine(self, digest: str) -> PolicyEngine:
+        engine = self._engines.get(digest)
+        if engine is None:
+            files = self._packs.get(digest)
+            if files is None:
+                raise LookupError(f"policy version {digest[:12]} is not in the ledger")
+            schemas = [name for name in files if name.endswith(".cedarschema")]
+            if len(schemas) != 1:
+                raise LookupError(f"policy version {digest[:12]} has no single schema file")
+            policies = {n: t for n, t in files.items() if n != schemas[0]}
+            pack = build_pack(
+                f"policy version {digest[:12]}", schemas[0], files[schemas[0]], policies
+            )
+            if pack.digest != digest:
+                raise LookupError(f"policy version {digest[:12]}: its files do not hash to it")
+            engine = self._engines[digest] = PolicyEngine(pack)
+        return engine
+
+    def _allowed_countries(self, jurisdiction: str) -> tuple[str, ...]:
+        if self._residency is None:
+            return self.settings.allowed_countries(jurisdiction)
+        return tuple(self._residency.get(jurisdiction, (jurisdiction,)))
+
+    def replay(self, index: int, entry: Mapping[str, Any]) -> Replayed:
+        """Decide the decision ``entry`` (at ``index``) again on the state followed so far."""
+        logged = _outcome(entry)
+        latest = self.projection.latest
+        used: Mapping[str, Any] = entry["authority"]
+        try:
+            principal = principal_of(latest[("principal", entry["principal"])][1])
+            subject = subject_of(latest[("subject", entry["subject"])][1])
+            ticket = None
+            if "ticket" in used and entry.get("ticket"):
+                ticket = ticket_of(latest[("ticket", entry["ticket"])][1])
+            grant = None
+            if "grant" in used and entry.get("grant"):
+                name = entry["grant"]
+                revoked = name in self.projection.revoked
+                grant = grant_of(latest[("grant", name)][1], revoked)
+            request = AccessRequest(
+                principal=entry["principal"],
+                subject=entry["subject"],
+                category=entry["category"],
+                purpose=entry["purpose"],
+                action=entry.get("action", "read"),
+                ticket=entry.get("ticket"),
+                precision=entry.get("requested_precision"),
+                break_glass=bool(entry.get("break_glass")),
+                time=utc_instant(entry.get("at") or entry["time"]),
+            )
+            facts = Facts(
+                principal=principal,
+                subject=subject,
+                allowed_countries=self._allowed_countries(subject.jurisdiction),
+                ticket=ticket,
+                grant=grant,
+            )
+            decision = self._engine(str(entry.get("policy_version"))).decide(request, facts)
+        except (KeyError, LookupError, ValueError, TypeError, CustosError) as exc:
+            problem = exc.message if isinstance(exc, CustosError) else str(exc)
+            return Replayed(index, logged, None, f"cannot replay: {problem}")
+        again = {
+            "decision": decision.outcome,
+            "precision": decision.precision,
+            "reasons": [r.policy for r in decision.reasons],
+        }
+        if (again["decision"], again["precision"]) != (logged["decision"], logged["precision"]):
+            problem = (
+                f"decision at index {index} was logged as {logged['decision']}"
+                f"/{logged['precision']}, and the ledger's authority decides "
+                f"{again['decision']}/{again['precision']}"
+            )
+            return Replayed(index, logged, again, problem)
+        return Replayed(index, logged, again, None)
