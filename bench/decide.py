@@ -7,7 +7,11 @@ entities:
   each request, called exactly as custos calls it (pre-parsed policy set, no per-call schema);
 - ``custos.decide`` one request at a time (facts from the directory cache, obligations,
   explanation, and the ledger entry once the ledger is wired in);
-- ``custos.decide_many`` in batches, in one process and in two (the goal is for 2 cores).
+- ``custos.decide_many`` in batches, in one process and in two (the goal is for 2 cores);
+- the authority check (every principal, subject, ticket and grant held to the ledger entry
+  that set it, docs/design/authority.md) on and off, same code, same run: warm (the
+  directory cache full, as a running service is) and cold (the cache dropped before every
+  pass, so every row is loaded and checked again, as after every directory change).
 
 Prints rates and the ratios; asserts nothing. ``--quick`` for a short run.
 """
@@ -21,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cedarpy
@@ -153,6 +158,7 @@ def main() -> None:
         t_single = time_best(custos_single, repeats)
         t_batch = time_best(custos_batch, repeats)
         outcomes = statistics.mode(d.outcome for d in system.decide_many(requests[:200]))
+        checks = authority_costs(system, custos_batch, repeats)
 
     workers = 2
     chunks = [requests[i::workers] for i in range(workers)]
@@ -178,6 +184,47 @@ def main() -> None:
         f"custos decide_many (2 procs) {rate(done, slowest):10.0f} decisions/s"
         f"   (goal >= 10000; pool wall time incl. start-up {wall:.1f}s)"
     )
+    print_authority_costs(n, checks, "decisions")
+
+
+def set_authority_check(system: Custos, on: bool) -> None:
+    """The same objects with the check on or off (the bench's comparison, not a setting)."""
+    system.directory.vouch = system.voucher.check if on else None
+    system.approvals.vouch = system.voucher.check if on else None
+    system.directory.invalidate()
+
+
+def authority_costs(
+    system: Custos, work: Callable[[], None], repeats: int
+) -> dict[str, dict[bool, float]]:
+    """Best times of ``work`` with the authority check on and off, warm and cold,
+    alternating on and off so that the machine's drift falls on both."""
+    times: dict[str, dict[bool, list[float]]] = {
+        "warm": {True: [], False: []},
+        "cold": {True: [], False: []},
+    }
+    for _ in range(repeats):
+        for on in (True, False):
+            set_authority_check(system, on)
+            work()  # fill the cache
+            start = time.perf_counter()
+            work()
+            times["warm"][on].append(time.perf_counter() - start)
+            system.directory.invalidate()
+            start = time.perf_counter()
+            work()
+            times["cold"][on].append(time.perf_counter() - start)
+    set_authority_check(system, True)
+    return {k: {on: min(v) for on, v in by.items()} for k, by in times.items()}
+
+
+def print_authority_costs(n: int, checks: dict[str, dict[bool, float]], what: str) -> None:
+    for state, by in checks.items():
+        print(
+            f"authority check, {state:4}       {rate(n, by[True]):10.0f} {what}/s on, "
+            f"{rate(n, by[False]):.0f} off: x{by[True] / by[False]:.3f} "
+            f"(+{(by[True] / by[False] - 1) * 100:.1f}%, goal <= +10%)"
+        )
 
 
 if __name__ == "__main__":

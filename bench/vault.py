@@ -34,6 +34,7 @@ from custos.access import Custos
 from custos.access.batching import BatchFunction, RequestBatcher
 from custos.directory import parse_text
 from custos.policy import AccessRequest
+from decide import authority_costs, print_authority_costs  # the same comparison
 
 RECORDS_PER_SUBJECT = 50
 
@@ -185,6 +186,7 @@ def main() -> None:
     sizes["read"].clear()
     t_bare_batched = best(bare_batched, repeats)
     t_read_batched = best(guarded_batched, repeats)
+    checks = authority_costs(system, guarded, repeats)
 
     # Ingest against raw AES-GCM over the same plaintext bytes.
     fresh = [line.replace('"l-', '"m-') for line in lines]
@@ -221,6 +223,7 @@ def main() -> None:
         f"cost x{t_read_batched / t_bare_batched:.2f} of the batched bare decisions, "
         f"x{t_read_batched / t_bare:.2f} of one-by-one (mean batch {mean['read']:.1f})"
     )
+    print_authority_costs(n, checks, "reads")
     print(f"raw AES-GCM encrypt                {len(lines) / t_raw:9.0f} records/s")
     print(
         f"custos ingest                      {len(lines) / t_ingest:9.0f} records/s   "

@@ -247,7 +247,18 @@ class DirectoryStore:
                     _KINDS[section], [v.facts() for v in values], f"org load: {source}", by
                 )
                 vouched.update({(section, v.id): i for v, i in zip(values, indexes, strict=True)})
-            return self._merge(document, source, vouched)
+            # Only the planned rows are written (and compared again): a row another writer
+            # changed in between that this load did not plan to touch keeps that change.
+            only = DirectoryDocument(
+                principals=tuple(planned["principals"]),  # type: ignore[arg-type]
+                subjects=tuple(planned["subjects"]),  # type: ignore[arg-type]
+                tickets=tuple(planned["tickets"]),  # type: ignore[arg-type]
+            )
+            sizes = {section: len(getattr(document, section)) for section in _KINDS}
+            if not vouched:
+                none = dict.fromkeys(_KINDS, 0)
+                return MergeReport(added=none, changed=dict(none), unchanged=sizes)
+            return self._merge(only, source, vouched, sizes)
 
     def _diff(
         self, session: Session, section: str, document: DirectoryDocument
@@ -276,13 +287,15 @@ class DirectoryStore:
         document: DirectoryDocument,
         source: str,
         vouched: dict[tuple[str, str], int] | None,
+        sizes: dict[str, int] | None = None,
     ) -> MergeReport:
         added = {"principals": 0, "subjects": 0, "tickets": 0}
         changed = dict(added)
         unchanged = dict(added)
         with self.db.session() as session:
             touched: list[Any] = []
-            self._check_references(session, document, source)
+            if vouched is None:  # else checked when planned, with the whole document
+                self._check_references(session, document, source)
             for section in _KINDS:
                 model = _MODELS[section]
                 for value, row in self._diff(session, section, document):
@@ -304,8 +317,8 @@ class DirectoryStore:
                             setattr(row, key, val)
                         row.seq = _UNSTAMPED
                         changed[section] += 1
-                count = len(getattr(document, section)) - added[section] - changed[section]
-                unchanged[section] = count
+                total = sizes[section] if sizes else len(getattr(document, section))
+                unchanged[section] = total - added[section] - changed[section]
                 if added[section] or changed[section]:
                     touched.append(model)
                 session.flush()
