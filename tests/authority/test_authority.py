@@ -71,6 +71,13 @@ def test_a_protected_flag_stripped_with_sql_is_refused_on_use(world: Custos) -> 
     with pytest.raises(AuthorityMismatch, match="subject 'user-42'"):
         world.directory.subject("user-42")
     assert ("subjects", "user-42", None) in findings(world)
+    (alert,) = world.casebook.alerts()
+    assert (alert.rule, alert.severity, alert.subjects) == (
+        "authority_mismatch",
+        "critical",
+        ("user-42",),
+    )
+    assert decision.event_id in alert.events
     # Restored: nothing was ever decided on the edit, and the tables verify again.
     sql(world, """UPDATE subjects SET protected = '["journalist"]' WHERE id = 'user-42'""")
     reload(world)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import secrets
 import uuid
@@ -36,7 +37,7 @@ from custos.approvals import (
 )
 from custos.authority import AuthorityWriter, Voucher
 from custos.config import Settings, decision_settings, load_settings
-from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, run_detection
+from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, Finding, run_detection
 from custos.directory import DirectoryStore
 from custos.errors import (
     AuthorityMismatch,
@@ -83,6 +84,8 @@ from custos.vault import (
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
 
+
+log = logging.getLogger(__name__)
 
 #: The digest of the decision settings this home last ledgered (see record_settings).
 SETTINGS_MARKER = "settings.ledgered"
@@ -699,6 +702,9 @@ class Custos:
                     release_entry(decision, event_id, released.count, released.shredded, source)
                 )
         receipts = self.ledger.append_many(entries)
+        self._alert_authority(
+            [dataclasses.replace(d, event_id=i) for d, i in zip(decisions, ids, strict=True)]
+        )
         outcomes: list[ReadResult | CustosError] = []
         at = 0
         for decision, event_id, released in zip(decisions, ids, releases, strict=True):
@@ -840,10 +846,43 @@ class Custos:
         of them may be acted on."""
         ids = [new_event_id() for _ in decisions]
         receipts = self.ledger.append_many(self._decision_entries(decisions, ids, source))
-        return [
+        logged = [
             dataclasses.replace(d, event_id=event_id, ledger_index=receipt.index)
             for d, event_id, receipt in zip(decisions, ids, receipts, strict=True)
         ]
+        self._alert_authority(logged)
+        return logged
+
+    def _alert_authority(self, decisions: Sequence[Decision]) -> None:
+        """File a critical alert for every decision denied for ``authority-mismatch``: a row
+        a decision rests on was changed outside custos, which is an insider at the database,
+        whoever the requester was. The denial stands even if the alert cannot be filed."""
+        now = datetime.now(UTC)
+        findings = [
+            Finding(
+                rule="authority_mismatch",
+                severity="critical",
+                principals=(d.request.principal,),
+                subjects=(d.request.subject,),
+                events=(d.event_id,) if d.event_id else (),
+                first_seen=now,
+                last_seen=now,
+                explanation=(
+                    f"custos denied {d.request.principal} access to {d.request.subject}'s "
+                    f"{d.request.category}: {d.reasons[0].explanation}. Someone changed the "
+                    "database outside custos; `custos log verify` names every such row."
+                ),
+                key=f"{d.request.principal}|{d.request.subject}|{now.date().isoformat()}",
+            )
+            for d in decisions
+            if d.reasons and d.reasons[0].policy == "authority-mismatch"
+        ]
+        if not findings:
+            return
+        try:
+            self.casebook.record(findings)
+        except CustosError:
+            log.warning("could not file an authority-mismatch alert; the access was denied")
 
     def close(self) -> None:
         self.db.dispose()
