@@ -224,6 +224,14 @@ def test_demo_runs_the_2022_case_through_the_service(tmp_path: Path) -> None:
     finally:
         system.close()
     assert sum(sum(counts.values()) for counts in history.values()) > 1000
+    # Every decision of the demo replays from the ledger alone to its logged outcome, and
+    # every directory and grant row is what the ledger set.
+    verified = run(tmp_path / "demo-home", "log", "verify", "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["replayed_decisions"] >= 20
+    assert report["replay_differences"] == []
+    assert report["authority_findings"] == []
 
 
 def test_the_readme_lists_every_benchmark() -> None:
