@@ -24,7 +24,7 @@ from custos.access import Custos
 from custos.errors import IntegrityError, InvalidInput, ValidationFailed
 from custos.store.vault import VaultKeyRow, VaultRecordRow
 from custos.vault import parse_lines
-from custos.vault.coarse import grid_cell, ip_network
+from custos.vault.coarse import embedded_ipv4, grid_cell, ip_network
 from tests.factories import SUPPORT_WORLD, load_org
 
 UA = (
@@ -297,6 +297,7 @@ def test_shredding_makes_expired_precise_values_unrecoverable(world: Custos) -> 
             },
         ),
         "t",
+        now=datetime(2026, 1, 10, tzinfo=UTC),  # "old" arrives well within its retention
     )
     size = world.ledger.size()
     report = world.shred(datetime(2026, 11, 25, tzinfo=UTC))
@@ -335,6 +336,130 @@ def test_shredding_makes_expired_precise_values_unrecoverable(world: Custos) -> 
     assert world.vault.release("user-1", "ip_history", "coarse").count == 2
 
 
+def openable(world: Custos) -> set[str]:
+    """Ids of the records some live data key opens (every ciphertext tried with every key)."""
+    with world.db.session() as session:
+        keys = [
+            AESGCM(world.vault.keys.unwrap(k.id, k.wrapped))
+            for k in session.scalars(select(VaultKeyRow))
+            if k.wrapped is not None
+        ]
+        opened = set()
+        for row in session.scalars(select(VaultRecordRow)):
+            if row.ciphertext is None or row.nonce is None:
+                continue
+            aad = f"custos-vault/v1\x1f{row.subject}\x1f{row.category}\x1f{row.id}".encode()
+            for key in keys:
+                try:
+                    key.decrypt(row.nonce, row.ciphertext, aad)
+                    opened.add(row.id)
+                except InvalidTag:
+                    pass
+    return opened
+
+
+def test_records_past_retention_arrive_shredded(world: Custos, home: Path) -> None:
+    """Ingest keeps only the coarse derivative of a record already past its retention: its
+    precise values are never encrypted, so they are never decryptable, not even until the
+    next shredding; nothing else changes for the records around it."""
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)  # 90 days' retention: from 2026-09-07 12:00
+    report = world.ingest(
+        records(
+            login("lapsed", "user-1", "2026-09-07T10:00:00Z", "198.51.100.77"),  # 90 d 2 h
+            login("kept", "user-1", "2026-09-08T10:00:00Z", "198.51.100.78"),  # same week
+            login("ancient", "user-1", "2024-02-01T10:00:00Z", "2002:c633:6363::1", ua=None),
+            {
+                "id": "p-1",
+                "kind": "location",
+                "subject": "user-1",
+                "time": "2026-08-01T10:00:00Z",
+                "lat": 48.85661,
+                "lon": 2.35222,
+            },
+            {  # contact data has no retention: kept until deleted, however old
+                "id": "c-1",
+                "kind": "contact",
+                "subject": "user-1",
+                "time": "2020-01-05T10:00:00Z",
+                "email": "jane.doe@example.org",
+            },
+        ),
+        "t",
+        now=now,
+    )
+    assert (report.added, report.expired) == (7, 4)  # lapsed, its device, ancient, p-1
+    entry = json.loads(world.ledger.entry(world.ledger.size() - 1))
+    assert (entry["type"], entry["added"], entry["expired"]) == ("ingest", 7, 4)
+    assert openable(world) == {"kept", "kept:device", "c-1"}
+    with world.db.session() as session:
+        for record_id in ("lapsed", "lapsed:device", "ancient", "p-1"):
+            row = session.get(VaultRecordRow, record_id)
+            assert row is not None
+            assert (row.nonce, row.ciphertext) == (None, None), record_id
+        # No data key was made for a week that holds only lapsed records.
+        periods = {k.period for k in session.scalars(select(VaultKeyRow))}
+    assert "2024-W05" not in periods
+    assert "2026-W31" not in periods  # p-1's week
+    if world.db.engine.dialect.name == "sqlite":
+        blob = b"".join(f.read_bytes() for f in home.glob("custos.db*"))
+        for secret in (b"198.51.100.77", b"2002:c633:6363", b"48.85661"):
+            assert secret not in blob
+    precise = world.vault.release("user-1", "ip_history", "precise")
+    assert [(r["id"], r.get("ip"), r["network"]) for r in precise.records] == [
+        ("ancient", None, "198.51.99.0/24"),
+        ("lapsed", None, "198.51.100.0/24"),
+        ("kept", "198.51.100.78", "198.51.100.0/24"),
+    ]
+    assert precise.shredded == 2
+    (place,) = world.vault.release("user-1", "location", "precise").records
+    assert place["shredded"] is True
+    assert "lat" in place  # the grid cell's centre, coarse
+    assert abs(place["lat"] - 48.85661) > 1e-4
+    # Nothing was left for shredding to do: it changes nothing and logs nothing.
+    size = world.ledger.size()
+    assert world.shred(now).keys == []
+    assert world.ledger.size() == size
+
+
+def test_a_record_for_a_shredded_week_arrives_shredded(world: Custos) -> None:
+    """A week whose key was shredded can take no precise value again, even when a longer
+    retention would keep the record (the key cannot come back): stored coarse only."""
+    world.ingest(
+        records(login("a", "user-2", "2026-01-05T10:00:00Z", "192.0.2.1", ua=None)),
+        "t",
+        now=datetime(2026, 1, 6, tzinfo=UTC),
+    )
+    assert world.shred(datetime(2026, 11, 25, tzinfo=UTC)).keys == ["user-2/ip_history/2026-W02"]
+    report = world.ingest(
+        records(login("b", "user-2", "2026-01-06T10:00:00Z", "192.0.2.2", ua=None)),
+        "t",
+        now=datetime(2026, 1, 7, tzinfo=UTC),  # within retention by its own time
+    )
+    assert (report.added, report.expired) == (1, 1)
+    assert openable(world) == set()
+    assert world.vault.release("user-2", "ip_history", "precise").shredded == 2
+
+
+def test_the_cli_says_what_arrived_past_retention(world: Custos, tmp_path: Path) -> None:
+    source = tmp_path / "old.jsonl"
+    source.write_text(
+        "\n".join(records(login("o-1", "user-1", "2025-01-05T10:00:00Z", "192.0.2.1", ua=None)))
+        + "\n"
+    )
+    env = {**os.environ, "CUSTOS_HOME": str(world.settings.home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "custos", "vault", "ingest", str(source), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["expired"] == 1
+    assert openable(world) == set()
+
+
 def test_key_files_are_private(world: Custos) -> None:
     for name in ("vault.kek", "log.key"):
         assert stat.S_IMODE((world.settings.keys_dir / name).stat().st_mode) == 0o600
@@ -359,10 +484,19 @@ def test_geoip_regions_from_a_maxmind_database(home: Path, tmp_path: Path) -> No
     (home / "config.toml").write_text(f'[vault]\ngeoip = "{mmdb}"\n')
     with Custos.init(home) as system:
         load_org(system, SUPPORT_WORLD)
-        system.ingest(records(login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77")), "t")
-        (found,) = system.vault.release("user-1", "ip_history", "coarse").records
-    assert (found["country"], found["region"]) == ("US", "CA")
-    assert "city" not in found  # only where configured
+        system.ingest(
+            records(
+                login("l-1", "user-1", "2026-11-20T10:00:00Z", "198.51.100.77"),
+                # 6to4 of 198.51.100.78: placed by the client's IPv4 address, not the relay's
+                login("l-2", "user-1", "2026-11-21T10:00:00Z", "2002:c633:644e::1"),
+            ),
+            "t",
+        )
+        found = system.vault.release("user-1", "ip_history", "coarse").records
+    assert [(f["network"], f["country"], f["region"]) for f in found] == [
+        ("198.51.100.0/24", "US", "CA")
+    ] * 2
+    assert all("city" not in f for f in found)  # only where configured
 
 
 @settings(max_examples=300, deadline=None)
@@ -371,8 +505,84 @@ def test_networks_contain_their_address(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address,
 ) -> None:
     network = ipaddress.ip_network(ip_network(str(address)))
-    assert address in network
-    assert network.prefixlen == (24 if address.version == 4 else 48)
+    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    assert (inner or address) in network
+    assert network.prefixlen == (24 if network.version == 4 else 48)
+
+
+EMBEDDING_PREFIXES = [
+    ipaddress.IPv6Network(n)
+    for n in ("2002::/16", "2001::/32", "64:ff9b::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "::/96")
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.ip_addresses(v=6))
+def test_ordinary_ipv6_addresses_stay_at_their_48(address: ipaddress.IPv6Address) -> None:
+    if any(address in prefix for prefix in EMBEDDING_PREFIXES) and int(address) > 1:
+        return  # the embeddings, below
+    assert embedded_ipv4(address) is None
+    assert ip_network(str(address)) == str(ipaddress.IPv6Network((address, 48), strict=False))
+
+
+def embeddings(
+    a: ipaddress.IPv4Address, other: ipaddress.IPv4Address, low: int, bits: int
+) -> dict[str, str]:
+    """Every IPv6 form that carries ``a``; ``other``, ``low`` (80 bits) and ``bits``
+    (16 bits) fill the parts that are not ``a`` (a Teredo server, a 6to4 site's subnets and
+    hosts, Teredo's flags and port)."""
+    v4 = int(a)
+    return {
+        "6to4": str(ipaddress.IPv6Address((0x2002 << 112) | (v4 << 80) | low)),
+        "teredo": str(
+            ipaddress.IPv6Address(
+                (0x20010000 << 96)
+                | (int(other) << 64)
+                | (bits << 48)
+                | ((low & 0xFFFF) << 32)
+                | (v4 ^ 0xFFFFFFFF)
+            )
+        ),
+        "nat64": str(ipaddress.IPv6Address((0x64FF9B << 96) | v4)),
+        "mapped": str(ipaddress.IPv6Address((0xFFFF << 32) | v4)),
+        "translated": str(ipaddress.IPv6Address((0xFFFF << 48) | v4)),
+        "compatible": str(ipaddress.IPv6Address(v4)),
+    }
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.ip_addresses(v=4),
+    st.ip_addresses(v=4),
+    st.integers(0, 2**80 - 1),
+    st.integers(0, 2**16 - 1),
+)
+def test_every_embedding_of_an_ipv4_address_coarsens_like_it(
+    a: ipaddress.IPv4Address, other: ipaddress.IPv4Address, low: int, bits: int
+) -> None:
+    """A 6to4 /48 is the exact IPv4 address; through the embedded address, every form
+    reveals what the IPv4 /24 reveals and no more: the very same network."""
+    for form, v6 in embeddings(a, other, low, bits).items():
+        if form == "compatible" and int(a) <= 1:
+            assert ip_network(v6) == "::/48", form  # :: and ::1 are not IPv4 addresses
+            continue
+        assert embedded_ipv4(ipaddress.IPv6Address(v6)) == a, form
+        assert ip_network(v6) == ip_network(str(a)), form
+
+
+@pytest.mark.parametrize(
+    ("v6", "v4"),
+    [
+        ("2002:c000:0204::1", "192.0.2.4"),  # RFC 3056's 6to4
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),  # RFC 4380's Teredo example
+        ("64:ff9b::192.0.2.33", "192.0.2.33"),  # RFC 6052
+        ("::ffff:192.0.2.128", "192.0.2.128"),
+        ("::192.0.2.128", "192.0.2.128"),
+    ],
+)
+def test_the_rfcs_examples_coarsen_through_their_ipv4_address(v6: str, v4: str) -> None:
+    assert ip_network(v6) == "192.0.2.0/24"
+    assert embedded_ipv4(ipaddress.IPv6Address(v6)) == ipaddress.IPv4Address(v4)
 
 
 @settings(max_examples=300, deadline=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -81,6 +82,7 @@ from custos.vault import (
     Vault,
 )
 
+SHRED_LOCK_FILE = "shred.lock"
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
 
@@ -722,32 +724,50 @@ class Custos:
         return outcomes
 
     def ingest(
-        self, lines: Sequence[str], source: str, *, rejects: Path | None = None
+        self,
+        lines: Sequence[str],
+        source: str,
+        *,
+        rejects: Path | None = None,
+        now: datetime | None = None,
     ) -> IngestReport:
-        """Store sensitive records (see :meth:`Vault.ingest_lines`) and log the ingest."""
-        report = self.vault.ingest_lines(lines, source, rejects=rejects)
+        """Store sensitive records (see :meth:`Vault.ingest_lines`: those already past
+        retention at ``now`` are kept coarse only) and log the ingest."""
+        now = now or datetime.now(UTC)
+        report = self.vault.ingest_lines(lines, source, rejects=rejects, now=now)
         self.ledger.append(
             {
                 "type": "ingest",
-                "time": iso(datetime.now(UTC)),
+                "time": iso(now),
                 "added": report.added,
                 "categories": report.categories,
                 "rejected": report.rejected,
+                "expired": report.expired,
             }
         )
         return report
 
     def shred(self, now: datetime | None = None) -> ShredReport:
-        """Destroy data keys past retention, after logging what will be destroyed."""
+        """Destroy data keys past retention, after logging what will be destroyed.
+
+        When nothing has expired, nothing is logged or changed (the service calls this on a
+        schedule). Runs on one host take turns (a lock file in the home), so workers that
+        start together log one shredding, not one each. Raises :class:`LedgerUnavailable`
+        (and destroys nothing) when the ledger cannot record it.
+        """
         now = now or datetime.now(UTC)
-        expired = self.vault.expired_keys(now)
-        categories: dict[str, int] = {}
-        for _, category in expired:
-            categories[category] = categories.get(category, 0) + 1
-        self.ledger.append(
-            {"type": "shred", "time": iso(now), "keys": len(expired), "categories": categories}
-        )
-        return self.vault.shred(expired, now)
+        with (self.settings.home / SHRED_LOCK_FILE).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            expired = self.vault.expired_keys(now)
+            if not expired:
+                return ShredReport([], 0, {}, iso(now))
+            categories: dict[str, int] = {}
+            for _, category in expired:
+                categories[category] = categories.get(category, 0) + 1
+            self.ledger.append(
+                {"type": "shred", "time": iso(now), "keys": len(expired), "categories": categories}
+            )
+            return self.vault.shred(expired, now)
 
     def verify_authority(self, *, sample: int | None = None) -> Replayer:
         """Re-derive the authority state from the ledger alone, hold the tables and every

@@ -8,7 +8,8 @@ import gc
 import logging
 import os
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -23,7 +24,7 @@ from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders, StrictReq
 from custos.api.routes import COSIGNATURES_PATH, ops, router
 from custos.api.routes_detect import router as detect_router
 from custos.config import Settings
-from custos.errors import ConfigurationError
+from custos.errors import ConfigurationError, CustosError, IntegrityError
 
 log = logging.getLogger("custos.api")
 
@@ -37,18 +38,41 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     reach the service at, when a proxy in front ends TLS; browser requests from any other
     origin are refused). Session cookies are Secure either way: browsers keep them over
     plain http on loopback only.
+
+    In the background, besides the ``housekeeping_seconds`` round (requests, notifications,
+    the events feed): a checkpoint is signed whenever the log has grown and the newest one is
+    ``[ledger] checkpoint_interval`` seconds old (default 1), and records past retention are
+    shredded at start-up and every ``[vault] shred_interval`` seconds (default 3600).
+    Raises :class:`ConfigurationError` for a setting that is not a positive number.
     """
     settings = system.settings
 
+    checkpoint_every = settings.number("ledger", "checkpoint_interval", 1.0)
+    shred_every = settings.number("vault", "shred_interval", 3600.0)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_housekeeping(system, housekeeping_seconds))
+        tasks = [
+            asyncio.create_task(_housekeeping(system, housekeeping_seconds)),
+            asyncio.create_task(
+                _every(
+                    max(checkpoint_every / 2, 0.05),
+                    "signing a checkpoint",
+                    lambda: system.ledger.checkpoint_if_due(timedelta(seconds=checkpoint_every)),
+                )
+            ),
+            asyncio.create_task(
+                _every(shred_every, "shredding expired records", system.shred, at_start=True)
+            ),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="custos",
@@ -132,6 +156,32 @@ def _safe_size(system: Custos) -> float:
         return float(system.ledger.size())
     except Exception:  # noqa: BLE001 - a gauge must not fail the scrape
         return float("nan")
+
+
+async def _every(
+    seconds: float, name: str, job: Callable[[], object], *, at_start: bool = False
+) -> None:
+    """Run ``job`` on a worker thread every ``seconds``, forever (after waiting first unless
+    ``at_start``). A failure never ends the loop: it is logged once when a run of failures
+    begins (with custos's own message, which names no secret, or else only the error's
+    class: a driver's message may quote values) and once when the job works again."""
+    failing = False
+    if not at_start:
+        await asyncio.sleep(seconds)
+    while True:
+        try:
+            await asyncio.to_thread(job)
+        except Exception as exc:  # noqa: BLE001 - keep going; the next run retries
+            if not failing:
+                level = logging.ERROR if isinstance(exc, IntegrityError) else logging.WARNING
+                reason = exc.message if isinstance(exc, CustosError) else type(exc).__name__
+                log.log(level, "%s failed (%s); retrying every %g s", name, reason, seconds)
+            failing = True
+        else:
+            if failing:
+                log.warning("%s works again", name)
+            failing = False
+        await asyncio.sleep(seconds)
 
 
 async def _housekeeping(system: Custos, every: float) -> None:

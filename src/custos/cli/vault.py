@@ -38,12 +38,18 @@ def ingest(
         "unchanged": report.unchanged,
         "rejected": report.rejected,
         "categories": report.categories,
+        "expired": report.expired,
     }
     if as_json:
         print_json(body)
     else:
+        expired = (
+            f" ({report.expired} past retention already: kept coarse only)"
+            if report.expired
+            else ""
+        )
         console.print(
-            f"{report.added} records stored, {report.unchanged} already present, "
+            f"{report.added} records stored{expired}, {report.unchanged} already present, "
             f"{report.rejected} set aside",
             highlight=False,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import fcntl
 import os
 import threading
@@ -385,29 +386,71 @@ class Ledger:
         not the key rewrote or truncated history, and signing it would put the log's own
         signature on a second version of it.
         """
+        with self._signing():
+            return self._sign_checked(self.size())
+
+    def checkpoint_if_due(self, older_than: timedelta) -> str | None:
+        """Sign a checkpoint when the log has grown beyond the newest one and that one is at
+        least ``older_than`` old (or there is none); return the new note, else None.
+
+        What the service's background signer calls on its timer. The test is made again under
+        the signing lock, so several workers on one host that find it due together sign once.
+        Raises :class:`IntegrityError` like :meth:`checkpoint`, and :class:`StoreUnavailable`.
+        """
+        if not self._checkpoint_due(older_than):  # the usual answer, without the lock
+            return None
+        with self._signing():
+            if not self._checkpoint_due(older_than):
+                return None
+            return self._sign_checked(self.size())
+
+    def _checkpoint_due(self, older_than: timedelta) -> bool:
+        size = self.size()
+        with _reading(self.db) as conn:
+            latest = conn.execute(
+                select(LedgerCheckpointRow.size, LedgerCheckpointRow.created)
+                .order_by(LedgerCheckpointRow.size.desc())
+                .limit(1)
+            ).first()
+        if latest is None:
+            return size > 0
+        return size > int(latest.size) and (
+            datetime.now(UTC) - _aware(latest.created) >= older_than
+        )
+
+    @contextlib.contextmanager
+    def _signing(self) -> Iterator[None]:
+        """One signer at a time across this host's processes (a lock beside the head)."""
         if self.signed_head is None:
-            return self._sign_current()
+            yield
+            return
         lock_path = self.signed_head.with_name(self.signed_head.name + ".lock")
         with lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one signer at a time across processes
-            last = self.last_signed()
-            size = self.size()
-            if last is not None:
-                old_size, old_root = last
-                if size < old_size:
-                    raise IntegrityError(
-                        f"the stored log has {size} entries but this host signed a checkpoint "
-                        f"at size {old_size}: it was truncated; nothing was signed"
-                    )
-                proof = self.consistency_proof(old_size, size).hashes
-                if not tree.verify_consistency(old_size, size, proof, old_root, self.root(size)):
-                    raise IntegrityError(
-                        f"the stored log does not extend the checkpoint this host signed at "
-                        f"size {old_size}: history was rewritten; nothing was signed"
-                    )
-            note = self._sign_current(size)
-            _write_head(self.signed_head, size, Checkpoint.parse_text(_body(note)).root)
-            return note
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _sign_checked(self, size: int) -> str:
+        """Sign the tree of ``size`` if it extends the last one this host signed (under
+        :meth:`_signing`), and record it as the last signed."""
+        if self.signed_head is None:
+            return self._sign_current(size)
+        last = self.last_signed()
+        if last is not None:
+            old_size, old_root = last
+            if size < old_size:
+                raise IntegrityError(
+                    f"the stored log has {size} entries but this host signed a checkpoint "
+                    f"at size {old_size}: it was truncated; nothing was signed"
+                )
+            proof = self.consistency_proof(old_size, size).hashes
+            if not tree.verify_consistency(old_size, size, proof, old_root, self.root(size)):
+                raise IntegrityError(
+                    f"the stored log does not extend the checkpoint this host signed at "
+                    f"size {old_size}: history was rewritten; nothing was signed"
+                )
+        note = self._sign_current(size)
+        _write_head(self.signed_head, size, Checkpoint.parse_text(_body(note)).root)
+        return note
 
     def last_signed(self) -> tuple[int, bytes] | None:
         """(size, root) of the last tree this host signed, or None. Raises

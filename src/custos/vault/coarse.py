@@ -1,9 +1,10 @@
 """Coarse derivatives, computed once at ingest and stored in clear.
 
-They are what leaves custos by default: an IPv4 /24 or IPv6 /48 network and, when a MaxMind
-database is configured, country and region (city only where configured); a location snapped
-to the centre of a grid cell (default about 10 km); a device as browser, OS and device
-family without versions; contact details masked.
+They are what leaves custos by default: an IPv4 /24 or IPv6 /48 network (the /24 of the
+embedded IPv4 address for IPv6 forms that carry one) and, when a MaxMind database is
+configured, country and region (city only where configured); a location snapped to the centre
+of a grid cell (default about 10 km); a device as browser, OS and device family without
+versions; contact details masked.
 """
 
 from __future__ import annotations
@@ -53,11 +54,57 @@ class GeoLookup:
         return place
 
 
-def ip_network(ip: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) network containing ``ip``."""
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # RFC 4291 IPv4-mapped
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 IPv4-translated (SIIT)
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291 IPv4-compatible (deprecated)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, if it is one of the forms that embed one:
+    6to4 ``2002::/16`` (bits 16-47), Teredo ``2001::/32`` (the client's address, the last 32
+    bits inverted), NAT64 ``64:ff9b::/96``, IPv4-mapped ``::ffff:0:0/96``, IPv4-translated
+    ``::ffff:0:0:0/96`` and IPv4-compatible ``::/96`` (but ``::`` and ``::1``)."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64 or address in _MAPPED or address in _TRANSLATED:
+        return low
+    if address in _COMPATIBLE and int(address) > 1:
+        return low
+    return None
+
+
+def geo_address(ip: str) -> str:
+    """The address to place ``ip`` by: its embedded IPv4 address if it has one (a 6to4 or
+    Teredo address's own prefix would place the relay, not the client), else itself."""
     address = ipaddress.ip_address(ip)
-    prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            return str(inner)
+    return str(address)
+
+
+def ip_network(ip: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) network containing ``ip``; for an IPv6 address that
+    embeds an IPv4 address (:func:`embedded_ipv4`), the /24 of that IPv4 address.
+
+    An IPv6 /48 is coarse because it names a site, not a host; but a 6to4 /48 *is* the
+    site's exact IPv4 address, and the other forms carry it in bits a /48 would either leak
+    or hide from the comparison with the same client seen over IPv4. Through the embedded
+    address, every form of one client coarsens to exactly what its IPv4 address does.
+    Raises ``ValueError`` for text that is no IP address.
+    """
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is None:
+            return str(ipaddress.IPv6Network((address, 48), strict=False))
+        address = inner
+    return str(ipaddress.IPv4Network((address, 24), strict=False))
 
 
 def grid_cell(lat: float, lon: float, grid_km: float) -> dict[str, float]:

@@ -77,10 +77,15 @@ def _aad(subject: str, category: str, record_id: str) -> bytes:
 
 @dataclass(frozen=True)
 class IngestReport:
+    """What an ingest stored: ``added`` records (``expired`` of them past retention on
+    arrival, so stored coarse only), ``unchanged`` ids already present, ``rejected`` lines,
+    and the added records per category."""
+
     added: int
     unchanged: int
     rejected: int
     categories: dict[str, int] = field(default_factory=dict)
+    expired: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ class Vault:
         if record.category == "ip_history":
             found: dict[str, Any] = {"network": coarse.ip_network(p["ip"])}
             if self.geo is not None:
-                found.update(self.geo.lookup(p["ip"]))
+                found.update(self.geo.lookup(coarse.geo_address(p["ip"])))
             return found
         if record.category == "location":
             return coarse.grid_cell(p["lat"], p["lon"], self.grid_km)
@@ -157,14 +162,22 @@ class Vault:
         raise InvalidInput(f"the vault holds no category {record.category!r}")
 
     def ingest_lines(
-        self, lines: Sequence[str], source: str, *, rejects: Path | None = None
+        self,
+        lines: Sequence[str],
+        source: str,
+        *,
+        rejects: Path | None = None,
+        now: datetime | None = None,
     ) -> IngestReport:
         """Validate and store records, all or nothing.
 
         Raises :class:`ValidationFailed` listing every bad line (by number and field, never
         with its value) unless ``rejects`` is given, in which case bad lines are written
         there (mode 0600) and the good ones stored. Subjects must be in the directory.
-        Records already stored (same id) are left as they are.
+        Records already stored (same id) are left as they are. A record already past its
+        category's retention at ``now`` (default: the current time), or in a week whose data
+        key was shredded, is stored as shredding leaves it: its coarse derivative only, its
+        precise values never encrypted or kept (counted in ``expired``).
         """
         parsed = parse_lines(list(lines), source)
         problems = [problem for _, _, problem in parsed.rejected]
@@ -193,13 +206,17 @@ class Vault:
         if rejects is not None and problems:
             _write_rejects(rejects, parsed.rejected, lines, unknown)
         records = [r for r in parsed.records if r.subject in known]
-        added, unchanged, categories = self._store(records)
-        return IngestReport(added, unchanged, len(problems), categories)
+        return self._store(records, now or datetime.now(UTC), len(problems))
 
-    def _store(self, records: list[SensitiveRecord]) -> tuple[int, int, dict[str, int]]:
-        added = unchanged = 0
+    def past_retention(self, category: str, moment: datetime, now: datetime) -> bool:
+        """Whether a record of ``category`` at ``moment`` is past its retention at ``now``:
+        older than the category's retention (categories without one never are)."""
+        days = self.retention_days.get(category)
+        return days is not None and moment <= now - timedelta(days=days)
+
+    def _store(self, records: list[SensitiveRecord], now: datetime, rejected: int) -> IngestReport:
+        added = unchanged = expired = 0
         categories: dict[str, int] = {}
-        now = datetime.now(UTC)
         with self.db.session() as session:
             existing: set[str] = set()
             clashes: list[str] = []
@@ -228,7 +245,12 @@ class Vault:
             unchanged = len(records) - len(fresh)
             periods = {r.id: week_of(r.time) for r in fresh}
             key_of = {r.id: f"{r.subject}/{r.category}/{periods[r.id][0]}" for r in fresh}
-            keys = self._data_keys(session, fresh, key_of, periods, now)
+            # Past retention on arrival: never encrypted, so never decryptable, not even
+            # until the next shredding; no data key is made for it.
+            lapsed = {r.id for r in fresh if self.past_retention(r.category, r.time, now)}
+            keys = self._data_keys(
+                session, [r for r in fresh if r.id not in lapsed], key_of, periods, now
+            )
             rows: list[dict[str, Any]] = []
             seen: set[str] = set()
             for record in fresh:
@@ -237,8 +259,16 @@ class Vault:
                     continue
                 seen.add(record.id)
                 key_id = key_of[record.id]
-                nonce = os.urandom(12)
-                plaintext = json.dumps(record.precise, sort_keys=True).encode()
+                aead = None if record.id in lapsed else keys[key_id]
+                nonce = ciphertext = None
+                if aead is None:
+                    expired += 1
+                else:
+                    nonce = os.urandom(12)
+                    plaintext = json.dumps(record.precise, sort_keys=True).encode()
+                    ciphertext = aead.encrypt(
+                        nonce, plaintext, _aad(record.subject, record.category, record.id)
+                    )
                 rows.append(
                     {
                         "id": record.id,
@@ -247,9 +277,7 @@ class Vault:
                         "time": record.time,
                         "key_id": key_id,
                         "nonce": nonce,
-                        "ciphertext": keys[key_id].encrypt(
-                            nonce, plaintext, _aad(record.subject, record.category, record.id)
-                        ),
+                        "ciphertext": ciphertext,
                         "coarse": self.coarse_of(record),
                     }
                 )
@@ -259,7 +287,7 @@ class Vault:
             for chunk in range(0, len(rows), 1000):
                 session.execute(insert(VaultRecordRow), rows[chunk : chunk + 1000])
             added = len(rows)
-        return added, unchanged, categories
+        return IngestReport(added, unchanged, rejected, categories, expired)
 
     def _data_keys(
         self,
@@ -268,9 +296,10 @@ class Vault:
         key_of: dict[str, str],
         periods: dict[str, tuple[str, datetime]],
         now: datetime,
-    ) -> dict[str, AESGCM]:
+    ) -> dict[str, AESGCM | None]:
         """The data key of every record's period, unwrapping stored keys and creating the
-        missing ones. Raises :class:`InvalidInput` for a period whose key was shredded."""
+        missing ones; None for a period whose key was shredded (its records are past
+        retention as that shredding judged it, and the key cannot come back)."""
         wanted = sorted(set(key_of.values()))
         stored: dict[str, bytes | None] = {}
         for chunk in range(0, len(wanted), 500):
@@ -280,7 +309,7 @@ class Vault:
                 )
             ):
                 stored[key_id] = wrapped
-        keys: dict[str, AESGCM] = {}
+        keys: dict[str, AESGCM | None] = {}
         new_rows: list[dict[str, Any]] = []
         for record in records:
             key_id = key_of[record.id]
@@ -288,12 +317,9 @@ class Vault:
                 continue
             if key_id in stored:
                 wrapped = stored[key_id]
-                if wrapped is None:
-                    raise InvalidInput(
-                        f"record {record.id!r} falls in a period whose key was shredded; it is "
-                        "past retention and cannot be stored"
-                    )
-                keys[key_id] = AESGCM(self.keys.unwrap(key_id, wrapped))
+                keys[key_id] = (
+                    None if wrapped is None else AESGCM(self.keys.unwrap(key_id, wrapped))
+                )
                 continue
             data_key = AESGCM.generate_key(bit_length=256)
             period, period_end = periods[record.id]
@@ -340,7 +366,7 @@ class Vault:
         ]
         if precision == "coarse":
             return Release(precision, out, 0)
-        keys = self._unwrapped({row[2] for row in rows if row[6] is None})
+        keys = self._unwrapped({row[2] for row in rows if row[6] is None and row[4] is not None})
         aad_prefix = _aad(subject, category, "")
         shredded = 0
         plain: list[bytes] = []
@@ -424,7 +450,7 @@ class Vault:
                 chunk = ids[start : start + 500]
                 session.execute(
                     update(VaultKeyRow)
-                    .where(VaultKeyRow.id.in_(chunk))
+                    .where(VaultKeyRow.id.in_(chunk), VaultKeyRow.wrapped.is_not(None))
                     .values(wrapped=None, shredded=now)
                 )
                 result = session.execute(
