@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,18 @@ from sqlalchemy import text
 from custos.access import Custos
 from custos.errors import LedgerUnavailable, StoreUnavailable
 from custos.policy import AccessRequest
+from custos.times import iso
 from tests.factories import SUPPORT_WORLD, load_org
 
+_DAY = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
 LOGINS = [
     json.dumps(
         {
             "id": f"l-{n}",
             "kind": "login",
             "subject": "user-1",
-            "time": f"2026-11-{10 + n}T10:00:00Z",
+            # Recent, so that no record is past retention (expired ones arrive shredded).
+            "time": iso(_DAY - timedelta(days=10 - n)),
             "ip": f"198.51.100.{n}",
         }
     )
