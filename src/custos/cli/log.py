@@ -11,7 +11,7 @@ import typer
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import IntegrityError
-from custos.ledger import TileClient, TileServer, Witness, verify_log
+from custos.ledger import TileClient, TileServer, Witness
 
 log_app = typer.Typer(
     help="The ledger: checkpoints, entries, proofs, verification.", no_args_is_help=True
@@ -99,10 +99,11 @@ def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Recompute the whole log from its entries and check every stored hash and checkpoint.
 
     Exits non-zero, naming the first index that does not match, when a row was altered,
-    deleted, reordered or inserted.
+    deleted, reordered or inserted, when an entry does not link to the previous entry about
+    its subject, or when the subject index differs from the entries.
     """
     with Custos.open(state(ctx).home) as system:
-        report = verify_log(system.ledger, system.log_verifier)
+        report = system.verify_log()
     if as_json:
         print_json(
             {
