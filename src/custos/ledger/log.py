@@ -168,18 +168,18 @@ def _salted(entry: Mapping[str, Any]) -> bytes:
 def _linked(entry: Mapping[str, Any], chain: Chain, token: str) -> bytes | _Linked:
     """``entry`` salted and encoded; with chain keys, a template whose links are filled in
     under the write lock (encoding once here, so a bad entry is refused before queuing)."""
-    if not isinstance(entry, Mapping):
-        raise InvalidInput("a ledger entry must be a JSON object")
-    keys = tuple(dict.fromkeys(chain.keys(entry)))
+    keys = chain.keys(entry) if isinstance(entry, dict) else ()
     if not keys:
         return _salted(entry)
     if chain.field in entry:
         raise InvalidInput(f"ledger entry field {chain.field!r} is the ledger's own (its links)")
-    if not all(isinstance(key, str) for key in keys):
+    keys = tuple(dict.fromkeys(keys))
+    if not all(type(key) is str for key in keys):
         raise InvalidInput("chain keys must be strings")
+    # A token (hex) needs no escaping: its JSON form is the token in quotes.
     placeholders = [f"{token}.{n}" for n in range(len(keys))]
     template = _salted({**entry, chain.field: dict(zip(keys, placeholders, strict=True))})
-    holes = tuple(json.dumps(p).encode() for p in placeholders)
+    holes = tuple(f'"{p}"'.encode() for p in placeholders)
     # The token is random per process and never in a caller's entry; were it ever there, the
     # fill would be ambiguous, so refuse rather than link wrongly.
     if any(template.count(hole) != 1 for hole in holes):

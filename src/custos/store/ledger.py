@@ -50,6 +50,7 @@ class LedgerChainHeadRow(Base):
     such entry names as its previous one. Written in the append's own transaction."""
 
     __tablename__ = "ledger_subject_heads"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own form
 
     key: Mapped[str] = mapped_column("subject", Text, primary_key=True)
     idx: Mapped[int] = mapped_column(BigInteger)

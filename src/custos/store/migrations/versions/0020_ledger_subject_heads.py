@@ -31,6 +31,9 @@ def upgrade() -> None:
         "ledger_subject_heads",
         sa.Column("subject", sa.Text(), primary_key=True),
         sa.Column("idx", sa.BigInteger(), nullable=False),
+        # One B-tree keyed by subject on SQLite (a rowid table would write a second one, its
+        # key's index, on every append that moves a head).
+        sqlite_with_rowid=False,
     )
     # What custos's chain takes an entry to be about when this revision was written: its
     # string field ``subject`` (reports.SUBJECT_CHAIN). Frozen here, as migrations are.
@@ -40,8 +43,7 @@ def upgrade() -> None:
     while True:
         rows = bind.execute(
             sa.text(
-                "SELECT idx, entry FROM ledger_entries WHERE idx >= :start ORDER BY idx "
-                "LIMIT :n"
+                "SELECT idx, entry FROM ledger_entries WHERE idx >= :start ORDER BY idx LIMIT :n"
             ),
             {"start": start, "n": _CHUNK},
         ).all()
