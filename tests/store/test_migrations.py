@@ -290,3 +290,30 @@ def test_events_stored_before_the_change_sequence_are_numbered_in_id_order(
             sa.insert(table).values(**old, id="ev-e", time=stored_time, decision="deny", extra="{}")
         )
     db.dispose()
+
+
+def test_entries_about_subjects_from_before_links_seed_the_chain(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """The heads start from the entries already there: the first linked entry about a subject
+    names the last unlinked one, and the whole log still verifies, links included."""
+    from custos.reports import LINKS, SUBJECT_CHAIN
+
+    db = Database(database_url or f"sqlite:///{tmp_path / 'custos.db'}")
+    db.migrate("0014_ledger_entries_rowid")
+    old = _ledger(db, tmp_path)
+    for i in range(25):
+        old.append({"type": "decision", "subject": f"user-{i % 3}", "i": i})
+    old.append({"type": "policy_version"})
+    db.migrate()
+    key = read_key(tmp_path / "log.key")
+    ledger = Ledger(db, key, key.name, chain=SUBJECT_CHAIN)
+    assert ledger.chain_head("user-1") == 22
+    assert ledger.chain_head("user-7") is None
+    receipt = ledger.append({"type": "decision", "subject": "user-1"})
+    assert json.loads(ledger.entry(receipt.index))[LINKS] == {"user-1": 22}
+    first = ledger.append({"type": "decision", "subject": "user-7"})
+    assert json.loads(ledger.entry(first.index))[LINKS] == {"user-7": None}
+    report = verify_log(ledger, NoteVerifier.parse(key.verifier_key()))
+    assert report.ok, report.problems
+    db.dispose()

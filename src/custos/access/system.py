@@ -54,8 +54,10 @@ from custos.ledger import (
     SIGNED_HEAD_FILE,
     Ledger,
     NoteVerifier,
+    VerifyReport,
     check_key_name,
     read_key,
+    verify_log,
     write_new_key,
 )
 from custos.policy import (
@@ -67,7 +69,7 @@ from custos.policy import (
     install_default_pack,
     load_pack,
 )
-from custos.reports import SubjectIndex, build_report
+from custos.reports import SUBJECT_CHAIN, SubjectIndex, build_report
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.store.events import LedgerFeedRow
@@ -355,9 +357,25 @@ class Custos:
     @cached_property
     def ledger(self) -> Ledger:
         """The log; its key (and origin, the key's name) from ``keys/log.key``; the last tree
-        this host signed in ``keys/log.signed``."""
+        this host signed in ``keys/log.signed``. Each entry about a subject links to the
+        previous one about that subject (:data:`custos.reports.SUBJECT_CHAIN`)."""
         signer = read_key(self.settings.keys_dir / LOG_KEY_FILE)
-        return Ledger(self.db, signer, signer.name, self.settings.keys_dir / SIGNED_HEAD_FILE)
+        return Ledger(
+            self.db,
+            signer,
+            signer.name,
+            self.settings.keys_dir / SIGNED_HEAD_FILE,
+            chain=SUBJECT_CHAIN,
+        )
+
+    def verify_log(self) -> VerifyReport:
+        """``custos log verify``: recompute the log, its links and checkpoints
+        (:func:`custos.ledger.verify_log`), and check the subject index against the entries
+        it is derived from. Mismatches are reported, not raised."""
+        report = verify_log(self.ledger, self.log_verifier)
+        for index, problem in self.subject_index.verify():
+            report.fail(index, problem)
+        return report
 
     @property
     def witnesses(self) -> list[NoteVerifier]:

@@ -11,7 +11,7 @@ import typer
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import IntegrityError
-from custos.ledger import TileClient, TileServer, Witness, verify_log
+from custos.ledger import TileClient, TileServer, Witness
 
 log_app = typer.Typer(
     help="The ledger: checkpoints, entries, proofs, verification.", no_args_is_help=True
@@ -108,12 +108,13 @@ def verify(
     and every decision to it, and replay the decisions with their recorded policy version.
 
     Exits non-zero, naming the first index that does not match, when a row was altered,
-    deleted, reordered or inserted; naming table and id for an authority row the ledger does
-    not vouch for (or the index of a decision that used one); and naming every decision whose
-    replay differs from what was logged.
+    deleted, reordered or inserted, when an entry does not link to the previous entry about
+    its subject, or when the subject index differs from the entries; naming table and id for
+    an authority row the ledger does not vouch for (or the index of a decision that used
+    one); and naming every decision whose replay differs from what was logged.
     """
     with Custos.open(state(ctx).home) as system:
-        report = verify_log(system.ledger, system.log_verifier)
+        report = system.verify_log()
         replayed = system.verify_authority(sample=sample)
     authority = replayed.projection
     for finding in authority.findings:

@@ -13,7 +13,7 @@ from custos.ledger.keys import (
     read_key,
     write_new_key,
 )
-from custos.ledger.log import ConsistencyProof, InclusionProof, Ledger, LedgerReceipt
+from custos.ledger.log import Chain, ConsistencyProof, InclusionProof, Ledger, LedgerReceipt
 from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote, open_checkpoint
 from custos.ledger.tiles import TileClient, TileServer
 from custos.ledger.tree import verify_consistency, verify_inclusion
@@ -23,6 +23,7 @@ from custos.ledger.witness import CosignResult, Witness, WitnessRefusal
 __all__ = [
     "LOG_KEY_FILE",
     "SIGNED_HEAD_FILE",
+    "Chain",
     "Checkpoint",
     "ConsistencyProof",
     "CosignResult",

@@ -9,6 +9,11 @@ second writer at the same index is rejected, not appended.
 
 Anything that prevents an append raises :class:`LedgerUnavailable`; the access path then
 denies (fail closed).
+
+With a :class:`Chain`, each entry that carries chain keys also carries, in the field the chain
+names, the index of the previous entry with each of its keys: filled in at sequencing time,
+under the write lock, from ``ledger_subject_heads``, which the same transaction updates. A
+reader holding some entries of one key can then tell whether any between them are missing.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import base64
 import binascii
 import contextlib
 import fcntl
+import json
 import os
+import secrets
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -43,6 +50,7 @@ from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote
 from custos.store import Database, HotCursor
 from custos.store.ledger import (
+    LedgerChainHeadRow,
     LedgerCheckpointRow,
     LedgerCosignatureRow,
     LedgerEntryRow,
@@ -54,6 +62,11 @@ _LOCK_STATE = "UPDATE ledger_state SET size = size WHERE id = 1 RETURNING size, 
 _SET_STATE = "UPDATE ledger_state SET size = ?, frontier = ? WHERE id = 1"
 _ADVANCE_STATE = (
     "UPDATE ledger_state SET size = ?, frontier = ? WHERE id = 1 AND size = ? RETURNING size"
+)
+_READ_HEADS = "SELECT subject, idx FROM ledger_subject_heads WHERE subject IN "
+_WRITE_HEADS = (
+    "INSERT INTO ledger_subject_heads (subject, idx) VALUES (?, ?) "
+    "ON CONFLICT (subject) DO UPDATE SET idx = excluded.idx"
 )
 _FETCH_CHUNK = 200
 #: Internal nodes are stored every STRIDE levels; the levels between are recomputed from at
@@ -102,9 +115,39 @@ class ConsistencyProof:
         }
 
 
+class Chain(Protocol):
+    """Which entries link back to the previous entry sharing a key with them.
+
+    ``field`` names the member the ledger adds to each such entry: an object mapping each of
+    the entry's keys to the index of the previous entry with that key, or ``null`` for the
+    first one (``{"user-42": 1234}``). ``keys`` says which keys an entry has; it is called
+    once per appended entry, before sequencing, and must depend on the entry alone (the
+    verifier calls it again on the stored entry). An entry with no keys gets no field.
+    """
+
+    @property
+    def field(self) -> str:
+        """The member of linked entries that holds their links."""
+        ...
+
+    def keys(self, entry: Mapping[str, Any]) -> Collection[str]:
+        """The chain keys of ``entry`` (empty when it belongs to no chain)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Linked:
+    """An entry whose links are filled in at sequencing time: its canonical bytes with a
+    unique placeholder (a quoted random token) where each key's previous index goes."""
+
+    template: bytes
+    keys: tuple[str, ...]
+    holes: tuple[bytes, ...]
+
+
 @dataclass
 class _Pending:
-    entries: list[bytes]
+    entries: list[bytes | _Linked]
     done: threading.Event = field(default_factory=threading.Event)
     receipts: list[LedgerReceipt] = field(default_factory=list)
     error: BaseException | None = None
@@ -121,6 +164,45 @@ def _salted(entry: Mapping[str, Any]) -> bytes:
         return canonical_json(body)
     except ValueError as exc:
         raise InvalidInput(f"ledger entry is not JSON: {exc}") from None
+
+
+def _linked(entry: Mapping[str, Any], chain: Chain, token: str) -> bytes | _Linked:
+    """``entry`` salted and encoded; with chain keys, a template whose links are filled in
+    under the write lock (encoding once here, so a bad entry is refused before queuing)."""
+    keys = chain.keys(entry) if isinstance(entry, dict) else ()
+    if not keys:
+        return _salted(entry)
+    if chain.field in entry:
+        raise InvalidInput(f"ledger entry field {chain.field!r} is the ledger's own (its links)")
+    keys = tuple(dict.fromkeys(keys))
+    if not all(type(key) is str for key in keys):
+        raise InvalidInput("chain keys must be strings")
+    # A token (hex) needs no escaping: its JSON form is the token in quotes.
+    placeholders = [f"{token}.{n}" for n in range(len(keys))]
+    template = _salted({**entry, chain.field: dict(zip(keys, placeholders, strict=True))})
+    holes = tuple(f'"{p}"'.encode() for p in placeholders)
+    # The token is random per process and never in a caller's entry; were it ever there, the
+    # fill would be ambiguous, so refuse rather than link wrongly.
+    if any(template.count(hole) != 1 for hole in holes):
+        raise InvalidInput("ledger entry holds a value reserved for its links")
+    return _Linked(template, keys, holes)
+
+
+def _fill(entries: list[bytes | _Linked], size: int, heads: dict[str, int]) -> list[bytes]:
+    """The entries' bytes, each linked entry naming the previous index of each of its keys
+    (``heads``, updated in place as the batch goes on) as if appended at ``size`` onwards."""
+    filled: list[bytes] = []
+    for offset, item in enumerate(entries):
+        if isinstance(item, bytes):
+            filled.append(item)
+            continue
+        raw = item.template
+        for key, hole in zip(item.keys, item.holes, strict=True):
+            previous = heads.get(key)
+            raw = raw.replace(hole, b"null" if previous is None else str(previous).encode())
+            heads[key] = size + offset
+        filled.append(raw)
+    return filled
 
 
 def _encode_frontier(frontier: list[tuple[int, bytes]]) -> bytes:
@@ -207,9 +289,17 @@ class Ledger:
     """The custos log. Thread-safe; one instance per process and database."""
 
     def __init__(
-        self, db: Database, signer: NoteSigner, origin: str, signed_head: Path | None = None
+        self,
+        db: Database,
+        signer: NoteSigner,
+        origin: str,
+        signed_head: Path | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self.db = db
+        #: Links entries sharing a key to the previous one (see :class:`Chain`); None: no links.
+        self.chain = chain
+        self._token = secrets.token_hex(16)
         self.signer = signer
         self.origin = origin
         # The last tree this host signed, kept beside the key and outside the database: the
@@ -226,15 +316,22 @@ class Ledger:
     # -- appending -----------------------------------------------------------------------
 
     def append(self, entry: Mapping[str, Any]) -> LedgerReceipt:
-        """Append one entry; returns once it is durable. Raises :class:`LedgerUnavailable`."""
-        return self._append([_salted(entry)])[0]
+        """Append one entry; returns once it is durable. Raises :class:`LedgerUnavailable`,
+        and :class:`InvalidInput` (nothing appended) for an entry that is not JSON or that
+        sets the chain's field itself."""
+        return self._append([self._prepare(entry)])[0]
 
     def append_many(self, entries: Iterable[Mapping[str, Any]]) -> list[LedgerReceipt]:
-        """Append entries in order, durably, in one batch. Raises :class:`LedgerUnavailable`."""
-        prepared = [_salted(e) for e in entries]
+        """Append entries in order, durably, in one batch. Raises as :meth:`append` does."""
+        prepared = [self._prepare(e) for e in entries]
         return self._append(prepared) if prepared else []
 
-    def _append(self, entries: list[bytes]) -> list[LedgerReceipt]:
+    def _prepare(self, entry: Mapping[str, Any]) -> bytes | _Linked:
+        if self.chain is None:
+            return _salted(entry)
+        return _linked(entry, self.chain, self._token)
+
+    def _append(self, entries: list[bytes | _Linked]) -> list[LedgerReceipt]:
         mine = _Pending(entries)
         with self._queue_lock:
             self._queue.append(mine)
@@ -265,16 +362,19 @@ class Ledger:
             offset += len(pending.entries)
             pending.done.set()
 
-    def _commit(self, entries: list[bytes]) -> list[LedgerReceipt]:
+    def _commit(self, items: list[bytes | _Linked]) -> list[LedgerReceipt]:
         # Driver SQL: this runs once per durable batch on the access path, where
         # SQLAlchemy's per-statement work used to cost as much as the fsync.
+        keys = {key for item in items if isinstance(item, _Linked) for key in item.keys}
+        plain = [item for item in items if isinstance(item, bytes)]
         with self._process_lock, self.db.cursor() as cursor:
             grown: _Growth | None = None
-            if self._size is not None:
+            if not keys and self._size is not None:
                 # Usually this process wrote the last batch: claim the next indexes by moving
                 # the size on from the one it knows. That takes the log's write lock, and
-                # matches no row when another process appended since.
-                grown = _grow(self._size, self._frontier, entries)
+                # matches no row when another process appended since. (Linked entries wait
+                # for the lock: their bytes depend on what is stored under it.)
+                grown = _grow(self._size, self._frontier, plain)
                 if not cursor.execute(
                     _ADVANCE_STATE, (grown.size, _encode_frontier(grown.frontier), self._size)
                 ):
@@ -289,14 +389,44 @@ class Ledger:
                         self._load_frontier(cursor, size)
                     else:
                         self._frontier, self._size = frontier_of, size
+                heads = _read_heads(cursor, keys) if keys else {}
+                entries = _fill(items, size, heads) if keys else plain
                 grown = _grow(size, self._frontier, entries)
                 cursor.execute(_SET_STATE, (grown.size, _encode_frontier(grown.frontier)))
+                if keys:
+                    # In the same transaction as the entries: the heads never run ahead of
+                    # or behind the log.
+                    cursor.executemany(_WRITE_HEADS, [(key, heads[key]) for key in sorted(keys)])
             cursor.executemany(_INSERT_ENTRIES, grown.entry_rows)
             if grown.node_rows:
                 cursor.executemany(_INSERT_NODES, grown.node_rows)
         self._size = grown.size
         self._frontier = grown.frontier
         return grown.receipts
+
+    def chain_head(self, key: str, size: int | None = None) -> int | None:
+        """The index of the newest entry with chain ``key`` in the tree of ``size`` (default:
+        now), or None when it has none: the stored head, followed back through the links of
+        entries at or beyond ``size``. Raises :class:`IntegrityError` when a link to follow
+        is not there, and :class:`StoreUnavailable`."""
+        if self.chain is None:
+            return None
+        size = self.size() if size is None else self._checked_size(size)
+        with _reading(self.db) as conn:
+            head = conn.execute(
+                select(LedgerChainHeadRow.idx).where(LedgerChainHeadRow.key == key)
+            ).scalar_one_or_none()
+        while head is not None and head >= size:
+            try:
+                links = json.loads(self.entry(int(head))).get(self.chain.field)
+                head = links[key]
+            except (ValueError, AttributeError, KeyError, TypeError, NotFound):
+                raise IntegrityError(
+                    f"entry {head} should link to the previous entry with its key and does not"
+                ) from None
+            if head is not None and (type(head) is not int or head < 0):
+                raise IntegrityError(f"a link to a previous entry is not an index ({head!r})")
+        return None if head is None else int(head)
 
     def _load_frontier(self, cursor: HotCursor, size: int) -> None:
         nodes = tree.range_nodes(0, size)
@@ -609,6 +739,20 @@ def _write_head(path: Path, size: int, root: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _read_heads(cursor: HotCursor, keys: set[str]) -> dict[str, int]:
+    """The stored head (newest index) of each of ``keys`` that has one."""
+    wanted = sorted(keys)
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), _FETCH_CHUNK):
+        chunk = wanted[start : start + _FETCH_CHUNK]
+        rows = cursor.execute(
+            f"{_READ_HEADS}({', '.join(['?'] * len(chunk))})",
+            chunk,
+        )
+        found.update((str(key), int(idx)) for key, idx in rows)
+    return found
 
 
 def _fetch_stored(cursor: HotCursor, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

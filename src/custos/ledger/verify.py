@@ -4,19 +4,27 @@ Independent of how the log was written: it streams entries in index order, recom
 leaf and internal node, compares each with what is stored, checks the recorded size, and
 recomputes the root at every saved checkpoint and checks its signature. It reports the first
 index at which anything disagrees: an altered, deleted, reordered or inserted row.
+
+With a chain (:class:`~custos.ledger.log.Chain`), it also recomputes every entry's links to
+the previous entry with each of its keys and compares them with the links stored in the
+entry, and the heads table with the newest entry of each key: a link that skips an entry
+(written from a tampered heads table) is named by its index.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
 from custos.errors import IntegrityError, InvalidInput
 from custos.ledger.hashing import EMPTY_ROOT, leaf_hash, node_hash
-from custos.ledger.log import STRIDE, Ledger, _decode_frontier
+from custos.ledger.log import STRIDE, Chain, Ledger, _decode_frontier
 from custos.ledger.notes import Checkpoint, NoteVerifier, SignedNote
-from custos.store.ledger import LedgerEntryRow, LedgerNodeRow
+from custos.store.ledger import LedgerChainHeadRow, LedgerEntryRow, LedgerNodeRow
 
 _CHUNK = 20_000
 
@@ -60,6 +68,58 @@ def _stored_nodes(
     return found
 
 
+_ABSENT: Any = object()
+
+
+class _Links:
+    """Recomputes the chain's links entry by entry and keeps the first disagreement."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self.newest: dict[str, int] = {}
+        self.started = False  # entries from before links began carry none
+        self.problems: list[tuple[int, str]] = []
+
+    def check(self, idx: int, raw: bytes) -> None:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, Mapping):
+            return  # the leaf covers its bytes; it belongs to no chain
+        keys = list(dict.fromkeys(self.chain.keys(entry)))
+        if not keys:
+            return
+        links = entry.get(self.chain.field, _ABSENT)
+        expected = {key: self.newest.get(key) for key in keys}
+        if links is _ABSENT:
+            if self.started:
+                self.problems.append((idx, f"entry {idx} carries no links, though it should"))
+        else:
+            self.started = True
+            if not _same_links(links, expected):
+                # Indexes only: a key (a subject id) is personal-ish.
+                wanted = ", ".join("none" if i is None else str(i) for i in expected.values())
+                self.problems.append(
+                    (
+                        idx,
+                        f"entry {idx} does not link to the previous entry with its key "
+                        f"({wanted}): an entry between was skipped or the link forged",
+                    )
+                )
+        for key in keys:
+            self.newest[key] = idx
+
+
+def _same_links(links: object, expected: dict[str, int | None]) -> bool:
+    if not isinstance(links, dict) or links.keys() != expected.keys():
+        return False
+    return all(
+        links[key] is None if want is None else type(links[key]) is int and links[key] == want
+        for key, want in expected.items()
+    )
+
+
 def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
     """Recompute and check everything; mismatches are reported, not raised."""
     checkpoints = ledger.checkpoints()
@@ -76,6 +136,7 @@ def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
         if head is not None:
             wanted_roots.add(head[0])
     roots: dict[int, bytes] = {0: EMPTY_ROOT}
+    links = None if ledger.chain is None else _Links(ledger.chain)
     with ledger.db.engine.connect() as conn:
         size = int(conn.execute(text("SELECT size FROM ledger_state WHERE id = 1")).scalar_one())
         report = VerifyReport(size=size)
@@ -108,6 +169,8 @@ def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
                     )
                     break
                 stack.append((0, leaf))
+                if links is not None:
+                    links.check(idx, bytes(entry))
                 while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
                     level, right = stack.pop()
                     _, left = stack.pop()
@@ -138,6 +201,8 @@ def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
         stored_frontier = None if blob is None else _decode_frontier(bytes(blob), size)
         if report.first_bad_index is None and blob is not None and stored_frontier != stack:
             report.fail(None, "the stored frontier does not match the entries")
+        if links is not None and report.first_bad_index is None:
+            _check_links(conn, links, report)
         for level in conn.execute(select(LedgerNodeRow.level).distinct()).scalars():
             stray = conn.execute(
                 select(func.min(LedgerNodeRow.idx)).where(
@@ -195,6 +260,36 @@ def verify_log(ledger: Ledger, verifier: NoteVerifier) -> VerifyReport:
         else:
             report.checked_checkpoints += 1
     return report
+
+
+def _check_links(conn: Connection, links: _Links, report: VerifyReport) -> None:
+    """Report the first wrong link, and the first head that is not the newest entry with
+    its key (the next entry would link to it)."""
+    if links.problems:
+        idx, problem = links.problems[0]
+        if len(links.problems) > 1:
+            problem += f"; {len(links.problems) - 1} more entries with wrong links"
+        report.fail(idx, problem)
+    stored = {
+        str(key): int(idx)
+        for key, idx in conn.execute(select(LedgerChainHeadRow.key, LedgerChainHeadRow.idx))
+    }
+    wrong = sorted(
+        (stored.get(key, -1), links.newest.get(key, -1))
+        for key in set(stored) | set(links.newest)
+        if stored.get(key) != links.newest.get(key)
+    )
+    if wrong:
+        says, newest = wrong[0]
+        table = LedgerChainHeadRow.__tablename__
+        if says < 0:
+            problem = f"{table} lacks the row for the key of entry {newest} (deleted)"
+        elif newest < 0:
+            problem = f"{table} names entry {says} as newest for a key no entry has (inserted)"
+        else:
+            problem = f"{table} names entry {says} as newest for the key of entry {newest}"
+        more = f"; {len(wrong) - 1} more rows differ" if len(wrong) > 1 else ""
+        report.fail(None, problem + more)
 
 
 def _fold(stack: list[tuple[int, bytes]]) -> bytes:

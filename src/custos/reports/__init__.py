@@ -5,21 +5,31 @@ offline verifier for it."""
 from custos.reports.html import render_html
 from custos.reports.report import (
     FORMAT,
+    LINKS,
+    SUBJECT_CHAIN,
     ReportCheck,
+    SubjectChain,
     SubjectIndex,
     build_report,
+    chain_problems,
     parse_report,
     rows_from_entries,
+    subject_of,
     verify_report,
 )
 
 __all__ = [
     "FORMAT",
+    "LINKS",
+    "SUBJECT_CHAIN",
     "ReportCheck",
+    "SubjectChain",
     "SubjectIndex",
     "build_report",
+    "chain_problems",
     "parse_report",
     "render_html",
     "rows_from_entries",
+    "subject_of",
     "verify_report",
 ]

@@ -6,6 +6,10 @@ precisely) derived from those bytes by :func:`rows_from_entries`. :func:`verify_
 recomputes everything offline, so a subject, their lawyer or a regulator can check it
 without trusting custos: a changed byte, a dropped or added row, a forged proof or a
 checkpoint signed by another key is named with the entry index it concerns.
+
+Each entry about a subject names the previous entry about that subject (``prev``, filled in
+by the ledger under its write lock, see :data:`SUBJECT_CHAIN`), and a report names the newest
+(``head``): an entry left out of a report breaks the chain, and the verifier names the gap.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from custos.directory import DirectoryStore
 from custos.errors import CustosError, InvalidInput, NotFound, ValidationFailed
@@ -28,7 +32,12 @@ from custos.store import Database
 from custos.store.reports import SubjectEntryRow, SubjectIndexStateRow
 from custos.times import iso
 
-FORMAT = "custos-subject-report/1"
+FORMAT = "custos-subject-report/2"
+#: Reports made before entries were linked: no ``head``; still verified, links where present.
+_FORMAT_UNLINKED = "custos-subject-report/1"
+#: The member of an entry about a subject that names the previous entry about that subject.
+LINKS = "prev"
+_INDEX_TABLE = "report_subject_entries"
 _CHUNK = 5000
 #: Fields that identify staff; shown only when the viewer may see names.
 _STAFF_FIELDS = ("principal", "approver", "by", "reviewer", "approvers")
@@ -48,6 +57,31 @@ _APPROVAL_TYPES = {
     "break_glass_review",
     "break_glass_closed",
 }
+
+
+def subject_of(entry: Mapping[str, Any]) -> str | None:
+    """The subject an entry is about: its ``subject`` when that is a string. Decisions and
+    releases, approval steps, break-glass and its alert, report views and oversight views of
+    one subject carry one; an entry naming several subjects (a case) names none, since its
+    bytes go to every subject whose report holds it."""
+    subject = entry.get("subject")
+    return subject if isinstance(subject, str) else None
+
+
+class SubjectChain:
+    """The ledger :class:`~custos.ledger.Chain` of custos: every entry about a subject links
+    to the previous entry about that subject, in its ``prev`` member."""
+
+    field = LINKS
+
+    def keys(self, entry: Mapping[str, Any]) -> Collection[str]:
+        """The entry's subject, if it is about one."""
+        subject = subject_of(entry)
+        return () if subject is None else (subject,)
+
+
+#: Passed to the ledger by the composition root (``Custos.ledger``).
+SUBJECT_CHAIN = SubjectChain()
 
 
 class SubjectIndex:
@@ -70,8 +104,8 @@ class SubjectIndex:
                     entry = json.loads(raw)
                 except ValueError:
                     continue  # verify reports broken entries; the index just skips them
-                subject = entry.get("subject") if isinstance(entry, dict) else None
-                if isinstance(subject, str):
+                subject = subject_of(entry) if isinstance(entry, dict) else None
+                if subject is not None:
                     rows.append({"idx": idx, "subject": subject, "type": str(entry.get("type"))})
             with self.db.session() as session:
                 # Idempotent under concurrent catch-ups: replace this range, move the mark.
@@ -89,6 +123,92 @@ class SubjectIndex:
                     state.indexed = max(state.indexed, end)
             read += end - start
         return read
+
+    def verify(self) -> list[tuple[int | None, str]]:
+        """Compare the index with the entries it was built from (derived data, so it must
+        match exactly): every entry about a subject has its row, naming that subject and the
+        entry's type, and no other row exists. Returns the first difference (ledger index
+        and table, never the subject: ids are personal-ish) and, if more, how many; empty
+        when they match. Reads only; raises :class:`StoreUnavailable`."""
+        with self.db.session() as session:
+            state = session.get(SubjectIndexStateRow, 1)
+            indexed = state.indexed if state is not None else 0
+        differences: list[tuple[int, str]] = []
+        for start in range(0, indexed, _CHUNK):
+            end = min(start + _CHUNK, indexed)
+            expected: dict[int, tuple[str, str]] = {}
+            for idx, raw in self.ledger.entries(start, end):
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue  # log verify names the broken entry itself
+                subject = subject_of(entry) if isinstance(entry, dict) else None
+                if subject is not None:
+                    expected[idx] = (subject, str(entry.get("type")))
+            with self.db.session() as session:
+                stored = {
+                    int(idx): (str(subject), str(kind))
+                    for idx, subject, kind in session.execute(
+                        select(
+                            SubjectEntryRow.idx, SubjectEntryRow.subject, SubjectEntryRow.type
+                        ).where(SubjectEntryRow.idx >= start, SubjectEntryRow.idx < end)
+                    )
+                }
+            for idx in sorted(set(expected) | set(stored)):
+                mine, theirs = expected.get(idx), stored.get(idx)
+                if theirs is None:
+                    differences.append(
+                        (
+                            idx,
+                            f"{_INDEX_TABLE} has no row for entry {idx}, which is about a "
+                            "subject (deleted)",
+                        )
+                    )
+                elif mine is None:
+                    differences.append(
+                        (
+                            idx,
+                            f"{_INDEX_TABLE} has a row for entry {idx}, which is about no "
+                            "subject (inserted)",
+                        )
+                    )
+                elif mine[0] != theirs[0]:
+                    differences.append(
+                        (
+                            idx,
+                            f"{_INDEX_TABLE}: the row for entry {idx} names another subject "
+                            "than the entry (altered)",
+                        )
+                    )
+                elif mine[1] != theirs[1]:
+                    differences.append(
+                        (
+                            idx,
+                            f"{_INDEX_TABLE}: the row for entry {idx} names another type "
+                            "than the entry (altered)",
+                        )
+                    )
+        with self.db.session() as session:
+            beyond = session.execute(
+                select(func.min(SubjectEntryRow.idx), func.count()).where(
+                    SubjectEntryRow.idx >= indexed
+                )
+            ).one()
+        if beyond[1]:
+            differences.append(
+                (
+                    int(beyond[0]),
+                    f"{_INDEX_TABLE} has a row for entry {beyond[0]}, beyond the "
+                    f"{indexed} entries indexed so far (inserted)",
+                )
+            )
+        if not differences:
+            return []
+        first_index, first = min(differences)
+        more = len(differences) - 1
+        if more:
+            first += f"; {more} more difference{'s' if more > 1 else ''} in {_INDEX_TABLE}"
+        return [(first_index, first)]
 
     def entries_of(self, subject: str) -> list[int]:
         """Indexes of the entries about ``subject``, oldest first (after catching up)."""
@@ -170,6 +290,9 @@ def build_report(
     note = ledger.checkpoint()
     size = int(note.split("\n")[1])
     raws = {idx: ledger.entry(idx) for idx in index.entries_of(subject) if idx < size}
+    # From the ledger's own record, not the index: a report the index left short then fails
+    # verification instead of proving an incomplete history.
+    head = ledger.chain_head(subject, size)
     parsed = [(idx, json.loads(raw)) for idx, raw in raws.items()]
     rows = rows_from_entries(parsed, names=names)
     if names:
@@ -185,6 +308,7 @@ def build_report(
         "subject": subject,
         "generated": iso(datetime.now(UTC)),
         "names": names,
+        "head": head,
         "log": {
             "origin": ledger.origin,
             "verifier_key": ledger.signer.verifier_key(),
@@ -232,6 +356,7 @@ class _Report(BaseModel):
     subject: str
     generated: str
     names: bool
+    head: int | None = Field(default=None, ge=0)
     log: _Log
     entries: list[_Entry]
     accesses: list[dict[str, Any]]
@@ -247,6 +372,8 @@ class ReportCheck:
     key_source: str = ""
     checkpoint_size: int = 0
     entries: int = 0
+    #: Entries from before the ledger linked entries: a gap among them cannot be seen.
+    unlinked: int = 0
     problems: list[tuple[int | None, str]] = field(default_factory=list)
 
     @property
@@ -266,6 +393,7 @@ class ReportCheck:
             "key_source": self.key_source,
             "checkpoint_size": self.checkpoint_size,
             "entries": self.entries,
+            "unlinked": self.unlinked,
             "first_bad_index": self.first_bad_index,
             "problems": [{"index": i, "problem": p} for i, p in self.problems],
         }
@@ -287,7 +415,7 @@ def parse_report(text: str, source: str = "report") -> _Report:
             for e in exc.errors()
         ]
         raise ValidationFailed(f"{source}: not a custos subject report", problems) from None
-    if report.format != FORMAT:
+    if report.format not in (FORMAT, _FORMAT_UNLINKED):
         raise InvalidInput(f"{source}: unknown report format {report.format!r}")
     return report
 
@@ -345,7 +473,17 @@ def verify_report(
             check.problems.append((idx, f"entry {idx} is not about {report.subject}"))
             continue
         parsed.append((idx, entry))
-    expected = rows_from_entries(sorted(parsed, key=lambda p: p[0]), names=report.names)
+    parsed.sort(key=lambda p: p[0])
+    if report.format == _FORMAT_UNLINKED:
+        head = parsed[-1][0] if parsed else None  # such a report names none
+    elif "head" not in report.model_fields_set:
+        check.problems.append((None, "the report does not name the newest entry about its subject"))
+        head = parsed[-1][0] if parsed else None
+    else:
+        head = report.head
+    check.problems.extend(chain_problems(report.subject, head, parsed))
+    check.unlinked = sum(1 for _, entry in parsed if LINKS not in entry)
+    expected = rows_from_entries(parsed, names=report.names)
     for section in ("accesses", "approvals"):
         claimed: list[dict[str, Any]] = getattr(report, section)
         stated = {_row_index(r): r for r in claimed}
@@ -363,6 +501,88 @@ def verify_report(
         if len(stated) != len(claimed):
             check.problems.append((None, f"{section}: rows repeat an entry"))
     return check
+
+
+def chain_problems(
+    subject: str, head: int | None, entries: Sequence[tuple[int, Mapping[str, Any]]]
+) -> list[tuple[int | None, str]]:
+    """What breaks the chain of ``entries`` (index order) about ``subject`` whose newest is
+    said to be ``head``: each entry's link (``prev``) must name the entry listed before it
+    (none for the first ever), and the newest listed must be ``head``. Entries from before
+    links began (no ``prev``) may only come first. Each problem names the entry it concerns
+    and what is missing; empty when the chain is whole."""
+    problems: list[tuple[int | None, str]] = []
+    listed = {idx for idx, _ in entries}
+    previous: int | None = None
+    linked = False
+    for idx, entry in entries:
+        links = entry.get(LINKS, _ABSENT)
+        if links is _ABSENT:
+            if linked:
+                problems.append(
+                    (
+                        idx,
+                        f"entry {idx} has no link to the previous entry about {subject}, "
+                        "though earlier entries have",
+                    )
+                )
+            previous = idx
+            continue
+        linked = True
+        named = links.get(subject, _ABSENT) if isinstance(links, dict) else _ABSENT
+        if named is not None and (type(named) is not int or named < 0):
+            problems.append(
+                (idx, f"entry {idx} has no valid link to the previous entry about {subject}")
+            )
+        elif named != previous:
+            if named is None:
+                problems.append(
+                    (
+                        idx,
+                        f"entry {idx} says it is the first entry about {subject}, but the "
+                        f"report holds an earlier one ({previous})",
+                    )
+                )
+            elif named not in listed:
+                problems.append(
+                    (
+                        idx,
+                        f"entry {idx} names previous entry {named}, which the report does "
+                        "not contain",
+                    )
+                )
+            elif named >= idx:
+                problems.append((idx, f"entry {idx} names a later entry ({named}) as previous"))
+            else:
+                problems.append(
+                    (
+                        previous,
+                        f"entry {previous} is not on the chain of entries about "
+                        f"{subject}: entry {idx} names {named} as its previous",
+                    )
+                )
+        previous = idx
+    if head != previous:
+        if head is None:
+            problems.append(
+                (previous, f"the report says {subject} has no entries, yet holds entry {previous}")
+            )
+        elif head not in listed:
+            problems.append(
+                (
+                    head,
+                    f"the newest entry about {subject} is {head}, which the report does not "
+                    "contain (cut short)",
+                )
+            )
+        else:
+            problems.append(
+                (previous, f"entry {previous} is newer than the report's newest entry ({head})")
+            )
+    return problems
+
+
+_ABSENT: Any = object()
 
 
 def _row_index(row: Mapping[str, Any]) -> int | None:

@@ -45,6 +45,17 @@ class LedgerStateRow(Base):
     frontier: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
+class LedgerChainHeadRow(Base):
+    """The newest entry carrying chain key ``key`` (for custos, a subject id): what the next
+    such entry names as its previous one. Written in the append's own transaction."""
+
+    __tablename__ = "ledger_subject_heads"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's own form
+
+    key: Mapped[str] = mapped_column("subject", Text, primary_key=True)
+    idx: Mapped[int] = mapped_column(BigInteger)
+
+
 class LedgerCheckpointRow(Base):
     """A signed checkpoint, as the signed note text."""
 
