@@ -56,7 +56,8 @@ def test_the_cli_refuses_to_close_ones_own_case_and_logs_triage_first(
         "authenticated": False,
     }
     # The comment is evidence by its digest; its words stay out of the ledger for good.
-    assert "asked" not in str(entries[1]) and "story" not in str(entries[2])
+    assert "asked" not in str(entries[1])
+    assert "story" not in str(entries[2])
 
 
 def test_with_operator_auth_triage_needs_an_investigators_token(
