@@ -150,9 +150,16 @@ def tokens_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json([t.to_dict() for t in tokens])
         return
-    table = Table("id", "name", "roles", "principal", "revoked")
+    table = Table("id", "name", "account", "roles", "principal", "revoked")
     for t in tokens:
-        table.add_row(t.id, t.name, ", ".join(t.roles), t.principal or "", str(t.revoked or ""))
+        table.add_row(
+            t.id,
+            t.name,
+            t.account or "",
+            ", ".join(t.roles),
+            t.principal or "",
+            str(t.revoked or ""),
+        )
     console.print(table)
 
 
