@@ -6,6 +6,14 @@ when they act: an ``admin`` manages accounts and tokens but can never approve; a
 privacy officers act as a directory principal so that the independence rules apply to them.
 """
 
+from custos.accounts.operator import (
+    Operator,
+    acting_principal,
+    approver_principal,
+    need_roles,
+    operator_from_token,
+    triager_principal,
+)
 from custos.accounts.store import (
     ADMIN_PLANE_ROLES,
     TOKEN_ROLES,
@@ -22,6 +30,12 @@ __all__ = [
     "Account",
     "Accounts",
     "ApiToken",
+    "Operator",
     "SignedIn",
+    "acting_principal",
+    "approver_principal",
+    "need_roles",
+    "operator_from_token",
     "same_secret",
+    "triager_principal",
 ]

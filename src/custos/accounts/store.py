@@ -78,12 +78,16 @@ class Account:
 
 @dataclass(frozen=True)
 class ApiToken:
+    """A token. ``account`` is set for a person's token: then ``roles`` and ``principal``
+    are that account's (as they were when the token was read)."""
+
     id: str
     name: str
     principal: str | None
     roles: tuple[str, ...]
     created: datetime
     revoked: datetime | None
+    account: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +97,7 @@ class ApiToken:
             "roles": list(self.roles),
             "created": self.created.isoformat(),
             "revoked": self.revoked.isoformat() if self.revoked else None,
+            "account": self.account,
         }
 
 
@@ -109,8 +114,20 @@ def _account(row: AccountRow) -> Account:
     return Account(row.username, tuple(row.roles), row.principal, row.disabled)
 
 
-def _token(row: ApiTokenRow) -> ApiToken:
-    return ApiToken(row.id, row.name, row.principal, tuple(row.roles), row.created, row.revoked)
+def _token(row: ApiTokenRow, owner: AccountRow | None = None) -> ApiToken:
+    if owner is not None:
+        return ApiToken(
+            row.id,
+            row.name,
+            owner.principal,
+            tuple(owner.roles),
+            row.created,
+            row.revoked,
+            owner.username,
+        )
+    return ApiToken(
+        row.id, row.name, row.principal, tuple(row.roles), row.created, row.revoked, row.account
+    )
 
 
 class Accounts:
@@ -142,6 +159,39 @@ class Accounts:
         ``oidc_subject`` (``issuer|subject``) lets that OpenID Connect identity sign in; an
         account with one may have no password (then only OpenID sign-in works).
         """
+        self.check_new_account(username, password, roles, principal, oidc_subject=oidc_subject)
+        with self.db.session() as session:
+            if session.get(AccountRow, username) is not None:
+                raise Conflict(f"account {username!r} already exists")
+            if oidc_subject is not None and session.scalar(
+                select(AccountRow.username).where(AccountRow.oidc_subject == oidc_subject)
+            ):
+                raise Conflict("that OpenID identity already belongs to an account")
+            row = AccountRow(
+                username=username,
+                # "!" is no argon2 hash: password sign-in is impossible for such accounts.
+                password_hash=self._hasher.hash(password) if password is not None else "!",
+                roles=sorted(set(roles)),
+                principal=principal,
+                created=datetime.now(UTC),
+                disabled=False,
+                oidc_subject=oidc_subject,
+            )
+            session.add(row)
+            return _account(row)
+
+    def check_new_account(
+        self,
+        username: str,
+        password: str | None,
+        roles: list[str],
+        principal: str | None = None,
+        *,
+        oidc_subject: str | None = None,
+    ) -> None:
+        """Raise what :meth:`add` would raise for these values, changing nothing: callers
+        that must log an account before it exists check it first, so that the log never
+        announces an account that was then refused."""
         problems = []
         if not _USERNAME.match(username):
             problems.append("username must be 2-64 of a-z, 0-9, '_', '.', '-', starting a-z")
@@ -169,18 +219,6 @@ class Accounts:
                 select(AccountRow.username).where(AccountRow.oidc_subject == oidc_subject)
             ):
                 raise Conflict("that OpenID identity already belongs to an account")
-            row = AccountRow(
-                username=username,
-                # "!" is no argon2 hash: password sign-in is impossible for such accounts.
-                password_hash=self._hasher.hash(password) if password is not None else "!",
-                roles=sorted(set(roles)),
-                principal=principal,
-                created=datetime.now(UTC),
-                disabled=False,
-                oidc_subject=oidc_subject,
-            )
-            session.add(row)
-            return _account(row)
 
     def get(self, username: str) -> Account:
         """The account ``username``. Raises :class:`UnknownAccount`."""
@@ -202,7 +240,35 @@ class Accounts:
                 raise UnknownAccount(f"unknown account {shown_id(username)}")
             row.disabled = True
             session.execute(delete(SessionRow).where(SessionRow.username == username))
-            return _account(row)
+            account = _account(row)
+        with self._lock:
+            self._tokens.clear()  # their tokens stop here at once
+        return account
+
+    def admins_linked_to(self, principal: str) -> list[str]:
+        """The enabled admin accounts linked to ``principal``: whoever holds one may not
+        approve as that principal by any path, signed in or not (separation of duties)."""
+        with self.db.session() as session:
+            return sorted(
+                row.username
+                for row in session.scalars(
+                    select(AccountRow)
+                    .where(AccountRow.principal == principal)
+                    .where(AccountRow.disabled.is_(False))
+                )
+                if "admin" in row.roles
+            )
+
+    def has_admin(self) -> bool:
+        """Whether any enabled account holds ``admin`` (until one does, nobody can sign in
+        to make accounts, so the first one is made on the host)."""
+        with self.db.session() as session:
+            return any(
+                "admin" in roles
+                for roles in session.scalars(
+                    select(AccountRow.roles).where(AccountRow.disabled.is_(False))
+                )
+            )
 
     def authenticate(self, username: str, password: str) -> Account:
         """The account if the password is right. Raises :class:`AuthenticationFailed`,
@@ -271,42 +337,110 @@ class Accounts:
 
     # -- tokens ------------------------------------------------------------------------
 
-    def create_token(
-        self, name: str, roles: list[str], principal: str | None = None
-    ) -> tuple[ApiToken, str]:
-        """A new token; returns it and its secret string (shown once, stored hashed).
+    def check_new_token(
+        self,
+        name: str,
+        roles: list[str],
+        principal: str | None = None,
+        *,
+        account: str | None = None,
+    ) -> None:
+        """Raise what :meth:`create_token` would raise for these values, changing nothing.
 
-        Raises :class:`InvalidInput`: unknown roles, ``tool`` without a principal or with
-        another role.
+        Raises :class:`InvalidInput` and :class:`UnknownAccount`.
         """
-        unknown = sorted(set(roles) - set(TOKEN_ROLES))
-        problems = [f"unknown token role(s) {', '.join(unknown)}"] if unknown else []
-        if not roles:
-            problems.append("at least one role is needed")
-        if "tool" in roles and not principal:
-            problems.append("a tool token acts as a principal: give --principal")
-        if "tool" in roles and len(set(roles)) > 1:
-            # Whoever reads personal data must not also oversee the reading (or its alerts).
-            problems.append("a tool token may hold no other role")
+        problems = []
+        if account is not None:
+            # A person's token is them: their account's roles and principal, nothing else.
+            if roles or principal:
+                problems.append("a person's token takes its roles and principal from the account")
+        else:
+            unknown = sorted(set(roles) - set(TOKEN_ROLES))
+            if unknown:
+                problems.append(f"unknown token role(s) {', '.join(unknown)}")
+            if not roles:
+                problems.append("at least one role is needed")
+            if "tool" in roles and not principal:
+                problems.append("a tool token acts as a principal: give --principal")
+            if "tool" in roles and len(set(roles)) > 1:
+                # Whoever reads personal data must not also oversee the reading (or its alerts).
+                problems.append("a tool token may hold no other role")
         if not name.strip():
             problems.append("a token needs a name")
         if problems:
             raise InvalidInput("cannot create token: " + "; ".join(problems))
-        token_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
-        row = ApiTokenRow(
-            id=token_id,
-            secret_hash=_sha256(secret),
+        if account is not None and self.get(account).disabled:
+            raise InvalidInput(f"cannot create token: account {account!r} is disabled")
+
+    def create_token(
+        self,
+        name: str,
+        roles: list[str],
+        principal: str | None = None,
+        *,
+        account: str | None = None,
+    ) -> tuple[ApiToken, str]:
+        """A new token; returns it and its secret string (shown once, stored hashed).
+
+        With ``account`` it is that person's token (no roles or principal of its own).
+        Raises :class:`InvalidInput`: unknown roles, ``tool`` without a principal or with
+        another role, a person's token given roles; :class:`UnknownAccount`.
+        """
+        token, secret = self.prepare_token(name, roles, principal, account=account)
+        return self.store_token(token, secret), secret
+
+    def prepare_token(
+        self,
+        name: str,
+        roles: list[str],
+        principal: str | None = None,
+        *,
+        account: str | None = None,
+    ) -> tuple[ApiToken, str]:
+        """A new token and its secret string, not yet stored (so that it can be logged
+        first): :meth:`store_token` makes it work. Raises as :meth:`create_token`."""
+        self.check_new_token(name, roles, principal, account=account)
+        owner = self.get(account) if account is not None else None
+        token = ApiToken(
+            id=secrets.token_hex(8),
             name=name.strip(),
-            principal=principal,
-            roles=sorted(set(roles)),
+            principal=owner.principal if owner else principal,
+            roles=owner.roles if owner else tuple(sorted(set(roles))),
             created=datetime.now(UTC),
             revoked=None,
+            account=account,
         )
+        return token, f"cst_{token.id}_{secrets.token_urlsafe(32)}"
+
+    def store_token(self, token: ApiToken, secret: str) -> ApiToken:
+        """Store a token made by :meth:`prepare_token` (its secret only as a SHA-256);
+        returns it. Raises :class:`InvalidInput` for a secret not of this token."""
+        match = _TOKEN.match(secret)
+        if match is None or match.group(1) != token.id:
+            raise InvalidInput("that secret does not belong to this token")
         with self.db.session() as session:
-            session.add(row)
-            token = _token(row)
-        return token, f"cst_{token_id}_{secret}"
+            session.add(
+                ApiTokenRow(
+                    id=token.id,
+                    secret_hash=_sha256(match.group(2)),
+                    name=token.name,
+                    # A person's token holds nothing of its own: it is their account.
+                    principal=None if token.account else token.principal,
+                    roles=[] if token.account else list(token.roles),
+                    created=token.created,
+                    revoked=None,
+                    account=token.account,
+                )
+            )
+        return token
+
+    def token(self, token_id: str) -> ApiToken:
+        """The token ``token_id`` (revoked or not). Raises :class:`UnknownAccount`."""
+        with self.db.session() as session:
+            row = session.get(ApiTokenRow, token_id) if len(token_id) <= 32 else None
+            if row is None:
+                raise UnknownAccount(f"unknown token {shown_id(token_id)}")
+            return _token(row, session.get(AccountRow, row.account) if row.account else None)
 
     def cached_token(self, presented: str) -> ApiToken | None:
         """The token behind ``presented`` if it was verified here within two seconds."""
@@ -336,9 +470,14 @@ class Accounts:
         now = time.monotonic()
         with self.db.session() as session:
             row = session.get(ApiTokenRow, token_id)
-            token = _token(row) if row is not None else None
+            owner = session.get(AccountRow, row.account) if row and row.account else None
+            token = _token(row, owner) if row is not None else None
             stored = row.secret_hash if row is not None else "0" * 64
-        if token is None or not hmac.compare_digest(stored, digest) or token.revoked:
+            # A person's token lives only as long as their enabled account.
+            orphaned = (
+                row is not None and row.account is not None and (owner is None or owner.disabled)
+            )
+        if token is None or not hmac.compare_digest(stored, digest) or token.revoked or orphaned:
             raise AuthenticationFailed("invalid API token")
         with self._lock:
             if len(self._tokens) > 10_000:
@@ -351,14 +490,18 @@ class Accounts:
         with self.db.session() as session:
             row = session.get(ApiTokenRow, token_id)
             if row is None:
-                raise UnknownAccount(f"unknown token {token_id!r}")
+                raise UnknownAccount(f"unknown token {shown_id(token_id)}")
             if row.revoked is None:
                 row.revoked = datetime.now(UTC)
-            token = _token(row)
+            token = _token(row, session.get(AccountRow, row.account) if row.account else None)
         with self._lock:
             self._tokens.clear()
         return token
 
     def tokens(self) -> list[ApiToken]:
         with self.db.session() as session:
-            return [_token(r) for r in session.scalars(select(ApiTokenRow))]
+            owners = {a.username: a for a in session.scalars(select(AccountRow))}
+            return [
+                _token(r, owners.get(r.account) if r.account else None)
+                for r in session.scalars(select(ApiTokenRow))
+            ]

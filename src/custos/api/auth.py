@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from custos.access import Custos, Viewer
-from custos.accounts import same_secret
+from custos.accounts import Operator, same_secret
+from custos.accounts import operator as rules
 from custos.errors import AuthenticationFailed, Forbidden, RateLimited
 
 SESSION_COOKIE = "custos_session"
@@ -33,9 +34,17 @@ class Caller:
     roles: frozenset[str]
     principal: str | None
     csrf: str | None = None
+    #: The person a token belongs to (None for a tool's token; a session's is ``name``).
+    account: str | None = None
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
+
+    def operator(self) -> Operator:
+        """Who acts, as a ledger entry's ``operator`` names them (authenticated)."""
+        if self.kind == "session":
+            return Operator(self.name, self.principal, tuple(sorted(self.roles)), True)
+        return Operator(self.account, self.principal, tuple(sorted(self.roles)), True, self.name)
 
     def viewer(self, source: str) -> Viewer:
         """Who is looking, as the ledger records a view from ``source`` (``api``,
@@ -90,7 +99,9 @@ async def caller(request: Request) -> Caller:
         if token is None:
             token = await asyncio.to_thread(system.accounts.verify_token, presented)
         limiter.take(f"token:{token.id}")
-        return Caller("token", token.id, frozenset(token.roles), token.principal)
+        return Caller(
+            "token", token.id, frozenset(token.roles), token.principal, account=token.account
+        )
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         signed = await asyncio.to_thread(system.accounts.session, cookie)
@@ -152,38 +163,18 @@ def requires(*roles: str) -> Callable[..., Awaitable[Caller]]:
 
 
 def acting_principal(who: Caller, asked: str | None) -> str:
-    """The principal a guarded-path call acts as: a tool token only ever as its own.
-
-    Raises :class:`Forbidden` when a caller asks to act as someone else, or has no principal.
-    """
-    if who.principal is None:
-        raise Forbidden("these credentials are not linked to a principal")
-    if asked is not None and asked != who.principal:
-        raise Forbidden(f"these credentials act as {who.principal}, not {asked}")
-    return who.principal
+    """The principal a guarded-path call acts as: a tool token only ever as its own
+    (:func:`custos.accounts.acting_principal`). Raises :class:`Forbidden`."""
+    return rules.acting_principal(who.principal, asked)
 
 
 def triager_principal(who: Caller) -> str:
-    """The principal someone assigns or closes a case as. Over HTTP it must be known: the
-    own-case rule cannot tell whether an unlinked caller is the person a case is about.
-
-    Raises :class:`Forbidden`.
-    """
-    if who.principal is None:
-        raise Forbidden(
-            "these credentials are not linked to a principal, so they cannot assign or close"
-            " a case (rule own-case must know who you are)"
-        )
-    return who.principal
+    """The principal someone assigns or closes a case as
+    (:func:`custos.accounts.triager_principal`). Raises :class:`Forbidden`."""
+    return rules.triager_principal(who.principal)
 
 
 def approver_principal(who: Caller) -> str:
-    """The principal an approver acts as; admins never approve (separation of duties).
-
-    Raises :class:`Forbidden`.
-    """
-    if "admin" in who.roles:
-        raise Forbidden("an admin may not answer requests (separation of duties)")
-    if who.principal is None:
-        raise Forbidden("this account is not linked to a principal, so it cannot approve")
-    return who.principal
+    """The principal an approver acts as; admins never approve
+    (:func:`custos.accounts.approver_principal`). Raises :class:`Forbidden`."""
+    return rules.approver_principal(who.roles, who.principal)

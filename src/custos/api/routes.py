@@ -188,7 +188,9 @@ def approve(
     """Approve as the caller's principal; refused with the independence rule named."""
     system = _system(request)
     system.approvals.sweep()
-    answered = system.approvals.approve(request_id, approver_principal(who), body.reason)
+    answered = system.approvals.approve(
+        request_id, approver_principal(who), body.reason, operator=who.operator()
+    )
     system.approvals.outbox.deliver()
     return answered.to_dict()
 
@@ -199,7 +201,9 @@ def deny(
 ) -> dict[str, Any]:
     system = _system(request)
     system.approvals.sweep()
-    answered = system.approvals.deny(request_id, approver_principal(who), body.reason)
+    answered = system.approvals.deny(
+        request_id, approver_principal(who), body.reason, operator=who.operator()
+    )
     system.approvals.outbox.deliver()
     return answered.to_dict()
 
@@ -221,7 +225,11 @@ def revoke(
     """Revoke: the holder (its tool), an approver of it, or the privacy office; never an
     admin, auditor or investigator, whatever principal their account is linked to."""
     principal = acting_principal(who, None) if who.has("tool") else approver_principal(who)
-    return _system(request).approvals.revoke(grant_id, principal, body.reason).to_dict()
+    return (
+        _system(request)
+        .approvals.revoke(grant_id, principal, body.reason, operator=who.operator())
+        .to_dict()
+    )
 
 
 @router.post("/grants/{grant_id}/review", tags=["approvals"])
@@ -229,7 +237,12 @@ def review(
     grant_id: str, body: ReviewBody, request: Request, who: Caller = Depends(APPROVING)
 ) -> dict[str, Any]:
     """Review a break-glass grant (two reviewers close it)."""
-    return _system(request).approvals.review(grant_id, approver_principal(who), body.note).to_dict()
+    principal = approver_principal(who)
+    return (
+        _system(request)
+        .approvals.review(grant_id, principal, body.note, operator=who.operator())
+        .to_dict()
+    )
 
 
 @router.post("/break-glass", tags=["approvals"], status_code=201)

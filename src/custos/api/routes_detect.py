@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from custos.access import acts
 from custos.api.auth import Caller, requires, system_of, triager_principal
 from custos.api.schemas import Id, Text
 from custos.detect import DISPOSITIONS
@@ -131,8 +132,11 @@ def assign(
     case_id: str = Path(..., max_length=64),
     who: Caller = Depends(TRIAGE),
 ) -> dict[str, Any]:
-    casebook = system_of(request).casebook
-    return casebook.assign(case_id, body.assignee, acting_as=triager_principal(who)).to_dict()
+    principal = triager_principal(who)
+    system = system_of(request)
+    return acts.assign_case(
+        system, who.operator(), case_id, body.assignee, acting_as=principal
+    ).to_dict()
 
 
 @router.post("/cases/{case_id}/comment")
@@ -142,7 +146,8 @@ def comment(
     case_id: str = Path(..., max_length=64),
     who: Caller = Depends(TRIAGE),
 ) -> dict[str, Any]:
-    return system_of(request).casebook.comment(case_id, who.name, body.text).to_dict()
+    system = system_of(request)
+    return acts.comment_case(system, who.operator(), case_id, who.name, body.text).to_dict()
 
 
 @router.post("/cases/{case_id}/close")
@@ -153,14 +158,13 @@ def close(
     who: Caller = Depends(TRIAGE),
 ) -> dict[str, Any]:
     """Close with a disposition; ``legitimate`` and ``false_positive`` feed suppression."""
-    return (
-        system_of(request)
-        .casebook.close(
-            case_id,
-            body.disposition,
-            author=who.name,
-            acting_as=triager_principal(who),
-            comment=body.comment,
-        )
-        .to_dict()
-    )
+    principal = triager_principal(who)
+    return acts.close_case(
+        system_of(request),
+        who.operator(),
+        case_id,
+        body.disposition,
+        author=who.name,
+        acting_as=principal,
+        comment=body.comment,
+    ).to_dict()

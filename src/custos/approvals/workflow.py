@@ -58,6 +58,18 @@ class Receipt(Protocol):
     def index(self) -> int: ...
 
 
+class Operator(Protocol):
+    """Who ran an action (a person, a tool, or an unauthenticated host user), as its
+    ledger entry names them: :meth:`entry` is the entry's ``operator`` object, a plain
+    JSON-able dict (``account``, ``principal``, ``authenticated``, ...)."""
+
+    def entry(self) -> dict[str, Any]: ...
+
+
+def _by(operator: Operator | None) -> dict[str, Any]:
+    return {} if operator is None else {"operator": operator.entry()}
+
+
 class Journal(Protocol):
     """Where approval steps are recorded for good: the ledger.
 
@@ -272,23 +284,43 @@ class Approvals:
         return view
 
     def approve(
-        self, request_id: str, approver: str, reason: str | None, now: datetime | None = None
+        self,
+        request_id: str,
+        approver: str,
+        reason: str | None,
+        now: datetime | None = None,
+        *,
+        operator: Operator | None = None,
     ) -> Request:
         """Record ``approver``'s approval; the last one needed creates the grant.
 
+        ``operator`` (who ran it, as a ledger entry's ``operator`` object) is recorded in the
+        answer's entry, and in the entry of a refused attempt.
         Raises :class:`ApprovalRefused` naming the independence rule broken,
         :class:`UnknownRequest`, and :class:`Conflict` when the request is no longer pending.
         """
-        return self._answer(request_id, approver, "approve", reason, now)
+        return self._answer(request_id, approver, "approve", reason, now, operator)
 
     def deny(
-        self, request_id: str, approver: str, reason: str | None, now: datetime | None = None
+        self,
+        request_id: str,
+        approver: str,
+        reason: str | None,
+        now: datetime | None = None,
+        *,
+        operator: Operator | None = None,
     ) -> Request:
         """Deny a request (one eligible denial closes it). Raises as :meth:`approve`."""
-        return self._answer(request_id, approver, "deny", reason, now)
+        return self._answer(request_id, approver, "deny", reason, now, operator)
 
     def _answer(
-        self, request_id: str, who: str, verdict: str, reason: str | None, now: datetime | None
+        self,
+        request_id: str,
+        who: str,
+        verdict: str,
+        reason: str | None,
+        now: datetime | None,
+        operator: Operator | None,
     ) -> Request:
         now = now or datetime.now(UTC)
         reason = _reason(reason, "denial" if verdict == "deny" else "approval")
@@ -341,6 +373,7 @@ class Approvals:
                         "subject": row.subject,
                         "approver": who,
                         "reason": reason,
+                        **_by(operator),
                     },
                 )
                 if verdict == "deny":
@@ -369,6 +402,7 @@ class Approvals:
                         "approver": who,
                         "verdict": verdict,
                         "rule": refused.rule,
+                        **_by(operator),
                     }
                 ]
             )
@@ -417,7 +451,13 @@ class Approvals:
         )
 
     def withdraw(
-        self, request_id: str, by: str, reason: str | None, now: datetime | None = None
+        self,
+        request_id: str,
+        by: str,
+        reason: str | None,
+        now: datetime | None = None,
+        *,
+        operator: Operator | None = None,
     ) -> Request:
         """Withdraw a pending request (its requester or the privacy office).
 
@@ -443,6 +483,7 @@ class Approvals:
                     **self._request_entry(_request(row), "request_withdrawn", now),
                     "by": by,
                     "reason": reason,
+                    **_by(operator),
                 },
                 notify="request_withdrawn",
                 now=now,
@@ -454,7 +495,13 @@ class Approvals:
     # -- grants ------------------------------------------------------------------------
 
     def revoke(
-        self, grant_id: str, by: str, reason: str | None, now: datetime | None = None
+        self,
+        grant_id: str,
+        by: str,
+        reason: str | None,
+        now: datetime | None = None,
+        *,
+        operator: Operator | None = None,
     ) -> Grant:
         """End a grant now. Allowed to its holder, its approvers and the review groups.
 
@@ -486,6 +533,7 @@ class Approvals:
                     "by": by,
                     "reason": reason,
                     "time": iso(now),
+                    **_by(operator),
                 },
                 notify="grant_revoked",
                 now=now,
@@ -615,7 +663,13 @@ class Approvals:
         return grant
 
     def review(
-        self, grant_id: str, reviewer: str, note: str | None, now: datetime | None = None
+        self,
+        grant_id: str,
+        reviewer: str,
+        note: str | None,
+        now: datetime | None = None,
+        *,
+        operator: Operator | None = None,
     ) -> Grant:
         """Close a break-glass grant's review as one of the reviewers needed.
 
@@ -654,6 +708,7 @@ class Approvals:
                     "subject": row.subject,
                     "reviewer": reviewer,
                     "note": note,
+                    **_by(operator),
                 },
                 notify="break_glass_closed" if closing else None,
                 now=now,

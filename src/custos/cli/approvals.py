@@ -13,6 +13,7 @@ from rich.table import Table
 from custos.access import Custos
 from custos.approvals import RULES, Grant, Request
 from custos.cli.app import app, console, print_json, state
+from custos.cli.operator import answering, revoking
 from custos.errors import InvalidInput
 
 approvals_app = typer.Typer(
@@ -22,7 +23,14 @@ approvals_app = typer.Typer(
 app.add_typer(approvals_app, name="approvals")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-By = Annotated[str, typer.Option("--by", help="Who acts (principal id).")]
+By = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Who acts (principal id). With operator_auth: taken from $CUSTOS_TOKEN, and may "
+        "only name that token's principal.",
+    ),
+]
 Reason = Annotated[str, typer.Option("--reason", help="Why, in a sentence (required).")]
 Categories = Annotated[
     list[str], typer.Option("--category", help="Data category; repeat for several.")
@@ -136,13 +144,14 @@ def request(
 def approve(
     ctx: typer.Context,
     request_id: Annotated[str, typer.Argument(help="The request (req-…).")],
-    by: By,
     reason: Reason,
+    by: By = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Approve a request; the last approval needed creates the grant."""
     with _opened(ctx) as system:
-        answered = system.approvals.approve(request_id, by, reason)
+        operator, principal = answering(system, by)
+        answered = system.approvals.approve(request_id, principal, reason, operator=operator)
     _print_request(answered, as_json)
 
 
@@ -150,13 +159,14 @@ def approve(
 def deny(
     ctx: typer.Context,
     request_id: Annotated[str, typer.Argument(help="The request (req-…).")],
-    by: By,
     reason: Reason,
+    by: By = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Deny a request; one denial closes it."""
     with _opened(ctx) as system:
-        answered = system.approvals.deny(request_id, by, reason)
+        operator, principal = answering(system, by)
+        answered = system.approvals.deny(request_id, principal, reason, operator=operator)
     _print_request(answered, as_json)
 
 
@@ -164,18 +174,19 @@ def deny(
 def revoke(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="A grant (grant-…) or pending request (req-…).")],
-    by: By,
     reason: Reason,
+    by: By = None,
     as_json: JsonFlag = False,
 ) -> None:
     """End a grant now, or withdraw a pending request."""
     with _opened(ctx) as system:
+        operator, principal = revoking(system, by)
         body: dict[str, Any]
         if target.startswith("req-"):
-            withdrawn = system.approvals.withdraw(target, by, reason)
+            withdrawn = system.approvals.withdraw(target, principal, reason, operator=operator)
             body = withdrawn.to_dict()
         else:
-            revoked = system.approvals.revoke(target, by, reason)
+            revoked = system.approvals.revoke(target, principal, reason, operator=operator)
             body = revoked.to_dict()
     if as_json:
         print_json(body)
@@ -223,13 +234,14 @@ def break_glass(
 def review(
     ctx: typer.Context,
     grant_id: Annotated[str, typer.Argument(help="The break-glass grant (grant-…).")],
-    by: By,
     note: Annotated[str, typer.Option("--note", help="What the review found (required).")],
+    by: By = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Review a break-glass grant; the second reviewer closes it."""
     with _opened(ctx) as system:
-        grant = system.approvals.review(grant_id, by, note)
+        operator, principal = answering(system, by, "review break-glass")
+        grant = system.approvals.review(grant_id, principal, note, operator=operator)
     if as_json:
         print_json(grant.to_dict())
     else:

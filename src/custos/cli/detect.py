@@ -3,7 +3,6 @@ explained alerts out, and their triage."""
 
 from __future__ import annotations
 
-import getpass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from custos.access import Custos
+from custos.access import Custos, acts
 from custos.cli.app import app, console, print_json, state
+from custos.cli.operator import author, triaging
 from custos.detect import Case, Casebook, DetectConfig, EventStore
 from custos.errors import InvalidInput
 from custos.textfiles import check_rejects_path, read_lines
@@ -25,7 +25,14 @@ app.add_typer(events_app, name="events")
 app.add_typer(cases_app, name="cases")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-By = Annotated[str | None, typer.Option("--by", help="Who is acting (default: the login name).")]
+By = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Who is acting (principal id; rule own-case applies to them). With operator_auth: "
+        "taken from $CUSTOS_TOKEN, and may only name that token's principal.",
+    ),
+]
 
 
 def _time(value: str, option: str) -> datetime:
@@ -36,15 +43,6 @@ def _time(value: str, option: str) -> datetime:
     if moment.tzinfo is None:
         raise InvalidInput(f"{option} must carry a time zone (e.g. a trailing Z)")
     return moment.astimezone(UTC)
-
-
-def _who(by: str | None) -> str:
-    if by:
-        return by
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 def _casebook(system: Custos) -> Casebook:
@@ -167,11 +165,13 @@ def assign(
     ctx: typer.Context,
     case_id: Annotated[str, typer.Argument()],
     assignee: Annotated[str, typer.Argument(help="Who reviews the case.")],
+    by: By = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Assign a case to a reviewer."""
+    """Assign a case to a reviewer (logged first; nobody assigns a case about themselves)."""
     with Custos.open(state(ctx).home) as system:
-        case = _casebook(system).assign(case_id, assignee)
+        operator, principal = triaging(system, by, needs_principal=True)
+        case = acts.assign_case(system, operator, case_id, assignee, acting_as=principal)
     if as_json:
         print_json(case.to_dict())
     else:
@@ -186,9 +186,10 @@ def comment(
     by: By = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add a comment to a case."""
+    """Add a comment to a case (logged first, as a digest of its text)."""
     with Custos.open(state(ctx).home) as system:
-        case = _casebook(system).comment(case_id, _who(by), text)
+        operator, _ = triaging(system, by, needs_principal=False)
+        case = acts.comment_case(system, operator, case_id, author(operator), text)
     if as_json:
         print_json(case.to_dict())
     else:
@@ -227,10 +228,20 @@ def close(
     by: By = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Close a case; legitimate and false_positive suppress the same pattern for a while."""
+    """Close a case; legitimate and false_positive suppress the same pattern for a while.
+
+    Logged first; nobody closes a case about themselves (rule own-case)."""
     with Custos.open(state(ctx).home) as system:
-        case = _casebook(system).close(
-            case_id, disposition, author=_who(by), comment=note, suppress_days=suppress_days
+        operator, principal = triaging(system, by, needs_principal=True)
+        case = acts.close_case(
+            system,
+            operator,
+            case_id,
+            disposition,
+            author=author(operator),
+            acting_as=principal,
+            comment=note,
+            suppress_days=suppress_days,
         )
     if as_json:
         print_json(case.to_dict())

@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from custos.access import Custos
+from custos.access import Custos, acts
+from custos.accounts import Operator
 from custos.cli.app import app, console, print_json, state
-from custos.errors import InvalidInput
+from custos.cli.operator import administering, operator, operator_auth
+from custos.errors import Forbidden, InvalidInput
 
 users_app = typer.Typer(help="People who sign in to the dashboard.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens for tools and monitors.", no_args_is_help=True)
@@ -79,11 +81,13 @@ def users_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a person's account (argon2-hashed password, and/or an OpenID identity)."""
-    password = _password(password_stdin) if (oidc is None or password_stdin) else None
     with Custos.open(state(ctx).home) as system:
-        if principal is not None:
-            system.directory.principal(principal)  # must exist
-        account = system.accounts.add(username, password, role, principal, oidc_subject=oidc)
+        # Who asks is settled before the password is read: a refusal should not cost one.
+        by = administering(system, bootstrap="admin" in role)
+        password = _password(password_stdin) if (oidc is None or password_stdin) else None
+        account = acts.add_account(
+            system, by, username, password, role, principal, oidc_subject=oidc
+        )
     if as_json:
         print_json(account.to_dict())
     else:
@@ -108,9 +112,9 @@ def users_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def users_disable(
     ctx: typer.Context, username: Annotated[str, typer.Argument()], as_json: JsonFlag = False
 ) -> None:
-    """Disable an account and end its sessions."""
+    """Disable an account and end its sessions and tokens (logged first)."""
     with Custos.open(state(ctx).home) as system:
-        account = system.accounts.disable(username)
+        account = acts.disable_account(system, administering(system), username)
     if as_json:
         print_json(account.to_dict())
     else:
@@ -127,11 +131,10 @@ def tokens_create(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create an API token; its secret is printed once and stored only hashed."""
+    """Create an API token for a tool or monitor (logged first); its secret is printed once
+    and stored only hashed. A person gets theirs with `custos users token`."""
     with Custos.open(state(ctx).home) as system:
-        if principal is not None:
-            system.directory.principal(principal)
-        token, secret = system.accounts.create_token(name, role, principal)
+        token, secret = acts.create_token(system, administering(system), name, role, principal)
     if as_json:
         print_json({**token.to_dict(), "token": secret})
     else:
@@ -147,9 +150,16 @@ def tokens_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json([t.to_dict() for t in tokens])
         return
-    table = Table("id", "name", "roles", "principal", "revoked")
+    table = Table("id", "name", "account", "roles", "principal", "revoked")
     for t in tokens:
-        table.add_row(t.id, t.name, ", ".join(t.roles), t.principal or "", str(t.revoked or ""))
+        table.add_row(
+            t.id,
+            t.name,
+            t.account or "",
+            ", ".join(t.roles),
+            t.principal or "",
+            str(t.revoked or ""),
+        )
     console.print(table)
 
 
@@ -157,10 +167,48 @@ def tokens_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def tokens_revoke(
     ctx: typer.Context, token_id: Annotated[str, typer.Argument()], as_json: JsonFlag = False
 ) -> None:
-    """Revoke a token now."""
+    """Revoke a token now (logged first): an admin's, or a person's own token."""
     with Custos.open(state(ctx).home) as system:
-        token = system.accounts.revoke_token(token_id)
+        token = acts.revoke_token(system, _revoker(system, token_id), token_id)
     if as_json:
         print_json(token.to_dict())
     else:
         console.print(f"token {token.id} revoked")
+
+
+def _revoker(system: Custos, token_id: str) -> Operator:
+    """Who revokes ``token_id``: an admin, or (with operator_auth) the person it belongs to,
+    who may always give up their own credential."""
+    if operator_auth(system):
+        found = operator(system)
+        if found.account is not None and found.account == system.accounts.token(token_id).account:
+            return found
+        if not found.has("admin"):
+            raise Forbidden("this needs the admin role, or the token must be your own")
+        return found
+    return administering(system)
+
+
+@users_app.command("token")
+def users_token(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Argument(help="Your sign-in name.")],
+    name: Annotated[str, typer.Option("--name", help="Where it is used, e.g. 'laptop'.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create your own API token (put it in $CUSTOS_TOKEN): it acts as your account, with
+    its roles and principal, until revoked or the account is disabled. Needs your password:
+    nobody else, an admin included, can make a person's credential."""
+    password = _password(password_stdin)
+    with Custos.open(state(ctx).home) as system:
+        account = system.accounts.authenticate(username, password)
+        by = Operator(account.username, account.principal, account.roles, True)
+        token, secret = acts.create_token(system, by, name, [], account=account.username)
+    if as_json:
+        print_json({**token.to_dict(), "token": secret})
+    else:
+        console.print(f"token {token.id} for {token.account}: {secret}", highlight=False)
+        console.print("This is the only time the token is shown.")

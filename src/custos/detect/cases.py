@@ -301,6 +301,23 @@ class Casebook:
 
     # -- triage --------------------------------------------------------------------------
 
+    def check_triage(self, case_id: str, verb: str, *, acting_as: str | None = None) -> Case:
+        """The case, if ``acting_as`` may ``verb`` it now (``assign``, ``close``,
+        ``comment``), changing nothing: what the triage methods would refuse, said first, so
+        that a caller can log an action before it takes effect without logging a refusal as
+        done.
+
+        Raises :class:`UnknownCase`, :class:`Refused` (rule ``own-case``, for ``assign`` and
+        ``close``) and :class:`InvalidInput` (closing a closed case).
+        """
+        with self.db.session() as session:
+            row = self._row(session, case_id)
+            if verb in ("assign", "close"):
+                _refuse_own_case(session, row, acting_as, verb)
+            if verb == "close" and row.status == "closed":
+                raise InvalidInput(f"case-{row.id} is already closed ({row.disposition})")
+            return self._case(session, row)
+
     def group(self, alert_ids: Sequence[str], into: str | None = None) -> Case:
         """Move alerts into one case (``into``, else the first alert's case).
 

@@ -30,7 +30,12 @@ class AccountRow(Base):
 
 
 class ApiTokenRow(Base):
-    """A tool's API token: only a SHA-256 of its secret is kept; shown once at creation."""
+    """An API token: only a SHA-256 of its secret is kept; shown once at creation.
+
+    A tool's token holds its own ``roles`` and ``principal``; a person's token names their
+    ``account`` instead and acts with that account's roles and principal as they are when it
+    is presented (a disabled account's tokens stop working).
+    """
 
     __tablename__ = "api_tokens"
 
@@ -41,6 +46,7 @@ class ApiTokenRow(Base):
     roles: Mapped[list[str]] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    account: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class SessionRow(Base):

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from custos.access import Custos
+from custos.access import Custos, acts
 from custos.accounts.store import SESSION_LIFETIME
 from custos.api.auth import (
     SESSION_COOKIE,
@@ -315,9 +315,9 @@ def answer(
     try:
         principal = approver_principal(who)
         if verdict == "approve":
-            system.approvals.approve(request_id, principal, reason)
+            system.approvals.approve(request_id, principal, reason, operator=who.operator())
         else:
-            system.approvals.deny(request_id, principal, reason)
+            system.approvals.deny(request_id, principal, reason, operator=who.operator())
         system.approvals.outbox.deliver()
     except CustosError as exc:
         rule = getattr(exc, "rule", None)
@@ -477,11 +477,14 @@ def close_case(
     comment: str = Form("", max_length=2000),
     who: Caller = Depends(TRIAGE),
 ) -> Response:
-    case = _system(request).casebook.close(
+    principal = triager_principal(who)
+    case = acts.close_case(
+        _system(request),
+        who.operator(),
         case_id,
         disposition,
         author=who.name,
-        acting_as=triager_principal(who),
+        acting_as=principal,
         comment=comment or None,
     )
     first = case.alerts[0].id if case.alerts else None
