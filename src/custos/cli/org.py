@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from custos.access import Custos
+from custos.accounts import need_roles
 from custos.cli.app import app, console, print_json, state
+from custos.cli.operator import operator
 from custos.directory import merge_documents, read_directory_file
 
 org_app = typer.Typer(help="The directory: principals, subjects and tickets.", no_args_is_help=True)
@@ -37,12 +39,18 @@ def load(
     """Validate directory files and merge them into the directory, all or nothing.
 
     Loading the same file twice changes nothing. Every problem is reported with its file,
-    entry and field, and then nothing is loaded.
+    entry and field, and then nothing is loaded. What it adds or changes is ledgered first,
+    naming who loaded it (with ``[service] operator_auth``: an admin's token in
+    ``$CUSTOS_TOKEN``), and only then written.
     """
     document = merge_documents(read_directory_file(path) for path in files)
     source = ", ".join(str(p) for p in files)
     with Custos.open(state(ctx).home) as system:
-        report = system.directory.merge(document, source=source)
+        who = operator(system)
+        if who.authenticated:
+            # The directory is authority: loading it is the admin plane's job.
+            need_roles(who.roles, "admin")
+        report = system.directory.merge(document, source=source, by=who.entry())
     if as_json:
         print_json(
             {"added": report.added, "changed": report.changed, "unchanged": report.unchanged}
