@@ -70,7 +70,9 @@ def add_account(
         oidc=oidc_subject is not None,
         password=password is not None,
     )
-    return system.accounts.add(username, password, roles, principal, oidc_subject=oidc_subject)
+    return system.accounts.add(
+        username, password, roles, principal, oidc_subject=oidc_subject, by=operator.entry()
+    )
 
 
 def disable_account(system: Custos, operator: Operator, username: str) -> Account:
@@ -86,7 +88,7 @@ def disable_account(system: Custos, operator: Operator, username: str) -> Accoun
         roles=list(account.roles),
         principal=account.principal,
     )
-    return system.accounts.disable(username)
+    return system.accounts.disable(username, by=operator.entry())
 
 
 def create_token(
@@ -117,7 +119,7 @@ def create_token(
         principal=None if account else principal,
         account=account,
     )
-    system.accounts.store_token(token, secret)
+    system.accounts.store_token(token, secret, by=operator.entry())
     return token, secret
 
 
@@ -136,7 +138,7 @@ def revoke_token(system: Custos, operator: Operator, token_id: str) -> ApiToken:
         name=token.name,
         account=token.account,
     )
-    return system.accounts.revoke_token(token_id)
+    return system.accounts.revoke_token(token_id, by=operator.entry())
 
 
 # -- triage ----------------------------------------------------------------------------

@@ -338,8 +338,11 @@ class Custos:
 
     @cached_property
     def accounts(self) -> Accounts:
-        """People, tokens and sessions of the service."""
-        return Accounts(self.db)
+        """People, tokens and sessions of the service: each ledgered before it is written,
+        and honoured only while it equals its entry (docs/design/authority.md)."""
+        return Accounts(
+            self.db, vouch=self.voucher.check, record=AuthorityWriter(self.ledger).record
+        )
 
     @cached_property
     def directory(self) -> DirectoryStore:
@@ -815,6 +818,7 @@ class Custos:
                 ),
             ),
         ]
+        tables.extend(self.accounts.rows().items())
         for kind, rows in tables:
             projection.findings.extend(projection.compare(kind, rows))
         return replayer

@@ -8,6 +8,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from custos.errors import (
     AuthenticationFailed,
+    AuthorityMismatch,
     Conflict,
     InvalidInput,
     UnknownAccount,
@@ -25,6 +28,7 @@ from custos.errors import (
 )
 from custos.store import Database
 from custos.store.accounts import AccountRow, ApiTokenRow, SessionRow
+from custos.times import iso
 
 #: Roles a person can hold on the admin plane.
 ADMIN_PLANE_ROLES = ("auditor", "investigator", "approver", "privacy_officer", "admin")
@@ -130,16 +134,81 @@ def _token(row: ApiTokenRow, owner: AccountRow | None = None) -> ApiToken:
     )
 
 
-class Accounts:
-    """People, tokens and sessions. Thread-safe."""
+def _account_facts(row: AccountRow) -> dict[str, Any]:
+    """What of an account decides who may act as what, as ledgered: the password and OpenID
+    identity only as SHA-256 of what is stored (a hash of an argon2 hash reveals nothing a
+    guess could be checked against without the salt, which stays in the database)."""
+    return {
+        "id": row.username,
+        "roles": list(row.roles),
+        "principal": row.principal,
+        "disabled": bool(row.disabled),
+        "password_sha256": _sha256(row.password_hash),
+        "oidc_sha256": _sha256(row.oidc_subject) if row.oidc_subject else None,
+    }
 
-    def __init__(self, db: Database) -> None:
+
+def _token_facts(row: ApiTokenRow) -> dict[str, Any]:
+    """What of a token decides whom it acts for, as ledgered (its secret only as stored: a
+    SHA-256 of 256 random bits)."""
+    return {
+        "id": row.id,
+        "secret_hash": row.secret_hash,
+        "name": row.name,
+        "principal": row.principal,
+        "roles": list(row.roles),
+        "account": row.account,
+        "revoked": row.revoked is not None,
+    }
+
+
+def _session_facts(row: SessionRow) -> dict[str, Any]:
+    return {"id": row.id_hash, "account": row.username, "expires": iso(row.expires)}
+
+
+#: Checks a row against its ledger entry (see custos.authority.Voucher.check).
+Vouch = Callable[[str, str, "int | None", Mapping[str, Any]], None]
+#: Ledgers new facts before they are written (see custos.authority.AuthorityWriter.record).
+Record = Callable[[str, Sequence[Mapping[str, Any]], str, "Mapping[str, Any] | None"], list[int]]
+
+
+class Accounts:
+    """People, tokens and sessions. Thread-safe.
+
+    With ``record``, every account, token and session is ledgered (an ``authority`` entry)
+    before its row is written, and the row names that entry; with ``vouch``, a row is
+    honoured only while it equals its entry (:class:`AuthorityMismatch` otherwise): a token
+    or session inserted with SQL, or an account given roles by hand, never acts.
+    """
+
+    def __init__(
+        self, db: Database, *, vouch: Vouch | None = None, record: Record | None = None
+    ) -> None:
         self.db = db
+        self.vouch = vouch
+        self.record = record
         self._hasher = PasswordHasher()
         # Verifying an unknown user costs as much as a known one: no username oracle.
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[float, ApiToken]] = {}
+
+    def _ledgered(
+        self, kind: str, facts: Mapping[str, Any], why: str, by: Mapping[str, Any] | None
+    ) -> int | None:
+        """The index of the entry setting ``facts`` (None without ``record``). Raises
+        :class:`LedgerUnavailable`: then nothing may be written."""
+        if self.record is None:
+            return None
+        return self.record(kind, [facts], why, by)[0]
+
+    def _check(self, kind: str, key: str, index: int | None, facts: Mapping[str, Any]) -> None:
+        if self.vouch is not None:
+            self.vouch(kind, key, index, facts)
+
+    def _checked(self, row: AccountRow) -> AccountRow:
+        self._check("account", row.username, row.auth_idx, _account_facts(row))
+        return row
 
     # -- people ------------------------------------------------------------------------
 
@@ -151,34 +220,48 @@ class Accounts:
         principal: str | None = None,
         *,
         oidc_subject: str | None = None,
+        by: Mapping[str, Any] | None = None,
     ) -> Account:
-        """Create an account. Raises :class:`InvalidInput` (bad name, weak password, unknown
-        role, admin combined with approving roles, approving roles without a principal) and
-        :class:`Conflict` (name or OpenID identity taken).
+        """Create an account (ledgered first, naming ``by``, with ``record``). Raises
+        :class:`InvalidInput` (bad name, weak password, unknown role, admin combined with
+        approving roles, approving roles without a principal), :class:`Conflict` (name or
+        OpenID identity taken) and :class:`LedgerUnavailable` (nothing created).
 
         ``oidc_subject`` (``issuer|subject``) lets that OpenID Connect identity sign in; an
         account with one may have no password (then only OpenID sign-in works).
         """
         self.check_new_account(username, password, roles, principal, oidc_subject=oidc_subject)
+        self._refuse_taken(username, oidc_subject)
+        row = AccountRow(
+            username=username,
+            # "!" is no argon2 hash: password sign-in is impossible for such accounts.
+            password_hash=self._hasher.hash(password) if password is not None else "!",
+            roles=sorted(set(roles)),
+            principal=principal,
+            created=datetime.now(UTC),
+            disabled=False,
+            oidc_subject=oidc_subject,
+        )
+        row.auth_idx = self._ledgered("account", _account_facts(row), "account added", by)
         with self.db.session() as session:
-            if session.get(AccountRow, username) is not None:
-                raise Conflict(f"account {username!r} already exists")
-            if oidc_subject is not None and session.scalar(
-                select(AccountRow.username).where(AccountRow.oidc_subject == oidc_subject)
-            ):
-                raise Conflict("that OpenID identity already belongs to an account")
-            row = AccountRow(
-                username=username,
-                # "!" is no argon2 hash: password sign-in is impossible for such accounts.
-                password_hash=self._hasher.hash(password) if password is not None else "!",
-                roles=sorted(set(roles)),
-                principal=principal,
-                created=datetime.now(UTC),
-                disabled=False,
-                oidc_subject=oidc_subject,
-            )
+            # Checked again in the writing transaction: taken in between is a Conflict.
+            self._refuse_taken(username, oidc_subject, session)
             session.add(row)
             return _account(row)
+
+    def _refuse_taken(
+        self, username: str, oidc_subject: str | None, session: Session | None = None
+    ) -> None:
+        if session is None:
+            with self.db.session() as fresh:
+                self._refuse_taken(username, oidc_subject, fresh)
+            return
+        if session.get(AccountRow, username) is not None:
+            raise Conflict(f"account {username!r} already exists")
+        if oidc_subject is not None and session.scalar(
+            select(AccountRow.username).where(AccountRow.oidc_subject == oidc_subject)
+        ):
+            raise Conflict("that OpenID identity already belongs to an account")
 
     def check_new_account(
         self,
@@ -226,19 +309,30 @@ class Accounts:
             row = session.get(AccountRow, username)
             if row is None:
                 raise UnknownAccount(f"unknown account {shown_id(username)}")
-            return _account(row)
+            return _account(self._checked(row))
 
     def all(self) -> list[Account]:
         with self.db.session() as session:
             return [_account(r) for r in session.scalars(select(AccountRow))]
 
-    def disable(self, username: str) -> Account:
-        """Disable an account and end its sessions. Raises :class:`UnknownAccount`."""
+    def disable(self, username: str, by: Mapping[str, Any] | None = None) -> Account:
+        """Disable an account and end its sessions (ledgered first, with ``record``).
+        Raises :class:`UnknownAccount`, :class:`LedgerUnavailable` (nothing changed)."""
+        with self.db.session() as session:
+            row = session.get(AccountRow, username)
+            if row is None:
+                raise UnknownAccount(f"unknown account {shown_id(username)}")
+            facts = {**_account_facts(row), "disabled": True}
+        index = self._ledgered("account", facts, "account disabled", by)
         with self.db.session() as session:
             row = session.get(AccountRow, username)
             if row is None:
                 raise UnknownAccount(f"unknown account {shown_id(username)}")
             row.disabled = True
+            if index is not None:
+                if _account_facts(row) != facts:
+                    raise Conflict(f"account {username!r} changed while it was being disabled")
+                row.auth_idx = index
             session.execute(delete(SessionRow).where(SessionRow.username == username))
             account = _account(row)
         with self._lock:
@@ -261,14 +355,20 @@ class Accounts:
 
     def has_admin(self) -> bool:
         """Whether any enabled account holds ``admin`` (until one does, nobody can sign in
-        to make accounts, so the first one is made on the host)."""
+        to make accounts, so the first one is made on the host). An admin row the ledger
+        does not vouch for counts as one: disabling every admin by hand must not reopen the
+        way to make the first one."""
         with self.db.session() as session:
-            return any(
-                "admin" in roles
-                for roles in session.scalars(
-                    select(AccountRow.roles).where(AccountRow.disabled.is_(False))
-                )
-            )
+            for row in session.scalars(select(AccountRow)):
+                if "admin" not in row.roles:
+                    continue
+                try:
+                    self._checked(row)
+                except AuthorityMismatch:
+                    return True
+                if not row.disabled:
+                    return True
+        return False
 
     def authenticate(self, username: str, password: str) -> Account:
         """The account if the password is right. Raises :class:`AuthenticationFailed`,
@@ -278,7 +378,7 @@ class Accounts:
         with self.db.session() as session:
             row = session.get(AccountRow, username) if _USERNAME.match(username) else None
             stored = row.password_hash if row is not None else self._dummy
-            account = _account(row) if row is not None else None
+            account = _account(self._checked(row)) if row is not None else None
         if not stored.startswith("$argon2"):
             # An SSO-only account ("!"): hash anyway, so timing does not tell it apart.
             stored, account = self._dummy, None
@@ -297,25 +397,29 @@ class Accounts:
             row = session.scalar(select(AccountRow).where(AccountRow.oidc_subject == oidc_subject))
             if row is None or row.disabled:
                 raise AuthenticationFailed("this identity is not linked to a custos account")
-            return _account(row)
+            return _account(self._checked(row))
 
     # -- sessions ----------------------------------------------------------------------
 
-    def start_session(self, account: Account) -> tuple[str, SignedIn]:
-        """A new session: the cookie value (secret) and what it signs in."""
+    def start_session(
+        self, account: Account, by: Mapping[str, Any] | None = None
+    ) -> tuple[str, SignedIn]:
+        """A new session: the cookie value (secret) and what it signs in. Ledgered first
+        (with ``record``): a session row inserted by hand never signs anyone in. Raises
+        :class:`LedgerUnavailable` (no session)."""
         secret = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         signed = SignedIn(account, secrets.token_urlsafe(32), now + SESSION_LIFETIME)
+        row = SessionRow(
+            id_hash=_sha256(secret),
+            username=account.username,
+            csrf=signed.csrf,
+            created=now,
+            expires=signed.expires,
+        )
+        row.auth_idx = self._ledgered("session", _session_facts(row), "signed in", by)
         with self.db.session() as session:
-            session.add(
-                SessionRow(
-                    id_hash=_sha256(secret),
-                    username=account.username,
-                    csrf=signed.csrf,
-                    created=now,
-                    expires=signed.expires,
-                )
-            )
+            session.add(row)
         return secret, signed
 
     def session(self, secret: str) -> SignedIn | None:
@@ -326,10 +430,11 @@ class Accounts:
             row = session.get(SessionRow, _sha256(secret))
             if row is None or row.expires <= datetime.now(UTC):
                 return None
+            self._check("session", row.id_hash, row.auth_idx, _session_facts(row))
             account = session.get(AccountRow, row.username)
             if account is None or account.disabled:
                 return None
-            return SignedIn(_account(account), row.csrf, row.expires)
+            return SignedIn(_account(self._checked(account)), row.csrf, row.expires)
 
     def end_session(self, secret: str) -> None:
         with self.db.session() as session:
@@ -379,6 +484,7 @@ class Accounts:
         principal: str | None = None,
         *,
         account: str | None = None,
+        by: Mapping[str, Any] | None = None,
     ) -> tuple[ApiToken, str]:
         """A new token; returns it and its secret string (shown once, stored hashed).
 
@@ -387,7 +493,7 @@ class Accounts:
         another role, a person's token given roles; :class:`UnknownAccount`.
         """
         token, secret = self.prepare_token(name, roles, principal, account=account)
-        return self.store_token(token, secret), secret
+        return self.store_token(token, secret, by=by), secret
 
     def prepare_token(
         self,
@@ -412,26 +518,29 @@ class Accounts:
         )
         return token, f"cst_{token.id}_{secrets.token_urlsafe(32)}"
 
-    def store_token(self, token: ApiToken, secret: str) -> ApiToken:
-        """Store a token made by :meth:`prepare_token` (its secret only as a SHA-256);
-        returns it. Raises :class:`InvalidInput` for a secret not of this token."""
+    def store_token(
+        self, token: ApiToken, secret: str, by: Mapping[str, Any] | None = None
+    ) -> ApiToken:
+        """Store a token made by :meth:`prepare_token` (its secret only as a SHA-256),
+        ledgered first with ``record``; returns it. Raises :class:`InvalidInput` for a secret
+        not of this token, :class:`LedgerUnavailable` (no token)."""
         match = _TOKEN.match(secret)
         if match is None or match.group(1) != token.id:
             raise InvalidInput("that secret does not belong to this token")
+        row = ApiTokenRow(
+            id=token.id,
+            secret_hash=_sha256(match.group(2)),
+            name=token.name,
+            # A person's token holds nothing of its own: it is their account.
+            principal=None if token.account else token.principal,
+            roles=[] if token.account else list(token.roles),
+            created=token.created,
+            revoked=None,
+            account=token.account,
+        )
+        row.auth_idx = self._ledgered("token", _token_facts(row), "token created", by)
         with self.db.session() as session:
-            session.add(
-                ApiTokenRow(
-                    id=token.id,
-                    secret_hash=_sha256(match.group(2)),
-                    name=token.name,
-                    # A person's token holds nothing of its own: it is their account.
-                    principal=None if token.account else token.principal,
-                    roles=[] if token.account else list(token.roles),
-                    created=token.created,
-                    revoked=None,
-                    account=token.account,
-                )
-            )
+            session.add(row)
         return token
 
     def token(self, token_id: str) -> ApiToken:
@@ -440,7 +549,9 @@ class Accounts:
             row = session.get(ApiTokenRow, token_id) if len(token_id) <= 32 else None
             if row is None:
                 raise UnknownAccount(f"unknown token {shown_id(token_id)}")
-            return _token(row, session.get(AccountRow, row.account) if row.account else None)
+            self._check("token", row.id, row.auth_idx, _token_facts(row))
+            owner = session.get(AccountRow, row.account) if row.account else None
+            return _token(row, self._checked(owner) if owner is not None else None)
 
     def cached_token(self, presented: str) -> ApiToken | None:
         """The token behind ``presented`` if it was verified here within two seconds."""
@@ -471,6 +582,12 @@ class Accounts:
         with self.db.session() as session:
             row = session.get(ApiTokenRow, token_id)
             owner = session.get(AccountRow, row.account) if row and row.account else None
+            if row is not None:
+                # Honoured only as the ledger set it: a row inserted or re-pointed by hand
+                # (another secret, principal or roles) never acts (AuthorityMismatch).
+                self._check("token", row.id, row.auth_idx, _token_facts(row))
+                if owner is not None:
+                    self._checked(owner)
             token = _token(row, owner) if row is not None else None
             stored = row.secret_hash if row is not None else "0" * 64
             # A person's token lives only as long as their enabled account.
@@ -485,18 +602,44 @@ class Accounts:
             self._tokens[digest] = (now, token)
         return token
 
-    def revoke_token(self, token_id: str) -> ApiToken:
-        """Revoke a token now. Raises :class:`UnknownAccount` for an unknown id."""
+    def revoke_token(self, token_id: str, by: Mapping[str, Any] | None = None) -> ApiToken:
+        """Revoke a token now (ledgered first, with ``record``). Raises
+        :class:`UnknownAccount` for an unknown id, :class:`LedgerUnavailable` (it still
+        works)."""
+        with self.db.session() as session:
+            row = session.get(ApiTokenRow, token_id)
+            if row is None:
+                raise UnknownAccount(f"unknown token {shown_id(token_id)}")
+            already = row.revoked is not None
+            facts = {**_token_facts(row), "revoked": True}
+        index = None if already else self._ledgered("token", facts, "token revoked", by)
         with self.db.session() as session:
             row = session.get(ApiTokenRow, token_id)
             if row is None:
                 raise UnknownAccount(f"unknown token {shown_id(token_id)}")
             if row.revoked is None:
                 row.revoked = datetime.now(UTC)
+                if index is not None:
+                    row.auth_idx = index
             token = _token(row, session.get(AccountRow, row.account) if row.account else None)
         with self._lock:
             self._tokens.clear()
         return token
+
+    def rows(self) -> dict[str, list[tuple[str, int | None, dict[str, Any], bool]]]:
+        """Every account and token as stored, unchecked, for ``custos log verify``: per kind,
+        ``(id, auth_idx, facts, False)``."""
+        with self.db.session() as session:
+            return {
+                "account": [
+                    (r.username, r.auth_idx, _account_facts(r), False)
+                    for r in session.scalars(select(AccountRow))
+                ],
+                "token": [
+                    (r.id, r.auth_idx, _token_facts(r), False)
+                    for r in session.scalars(select(ApiTokenRow))
+                ],
+            }
 
     def tokens(self) -> list[ApiToken]:
         with self.db.session() as session:

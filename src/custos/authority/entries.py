@@ -23,7 +23,7 @@ from typing import Any
 from custos.times import iso
 
 #: Kinds of authority rows an ``authority`` entry may set.
-KINDS = ("principal", "subject", "ticket", "token")
+KINDS = ("principal", "subject", "ticket", "account", "token", "session")
 
 #: Entry types that set a grant's facts (the approvals workflow writes them).
 GRANT_TYPES = ("grant", "break_glass")

@@ -30,7 +30,9 @@ TABLES = {
     "subject": "subjects",
     "ticket": "tickets",
     "grant": "grants",
+    "account": "accounts",
     "token": "api_tokens",
+    "session": "sessions",
 }
 
 #: Which field of a decision entry names the row of each kind it used.

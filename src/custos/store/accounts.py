@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, String
+from sqlalchemy import JSON, BigInteger, Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -27,6 +27,8 @@ class AccountRow(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     #: ``issuer|subject`` of the OpenID Connect identity that may sign in as this account.
     oidc_subject: Mapped[str | None] = mapped_column(String(512), nullable=True, unique=True)
+    #: The ledger index of the authority entry that set this account (custos.authority).
+    auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ApiTokenRow(Base):
@@ -47,6 +49,8 @@ class ApiTokenRow(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     account: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The ledger index of the authority entry that set this token (custos.authority).
+    auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class SessionRow(Base):
@@ -59,3 +63,5 @@ class SessionRow(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     expires: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The ledger index of the authority entry that started this session (custos.authority).
+    auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
