@@ -33,6 +33,23 @@ PRECISE = AccessRequest(
 )
 
 
+PRECISE_READ = (
+    "read",
+    "--principal",
+    "emp-3001",
+    "--subject",
+    "user-1",
+    "--category",
+    "ip_history",
+    "--purpose",
+    "trust_safety",
+    "--ticket",
+    "T-11",
+    "--precision",
+    "precise",
+)
+
+
 def approved_world(system: Custos) -> Custos:
     """APPROVALS_WORLD with five logins of user-1 and an approved precise grant for them."""
     load_org(system, APPROVALS_WORLD)
@@ -95,7 +112,7 @@ def test_checkpoints_are_signed_in_the_token_and_verify_with_the_existing_verifi
     token_system.ledger.append({"type": "test", "n": 1})
     note = token_system.ledger.checkpoint()
     vkey = token_system.ledger.signer.verifier_key()
-    name, hex_id, _material = vkey.split("+")
+    name, hex_id, _material = vkey.split("+", 2)
     assert name == (token_system.settings.keys_dir / "log.origin").read_text().strip()
     assert len(bytes.fromhex(hex_id)) == 4
     checkpoint, _ = open_checkpoint(note, NoteVerifier.parse(vkey))
@@ -270,12 +287,18 @@ def test_a_copy_with_the_pin_but_without_the_token_fails_closed(
     approved_world(token_system)
     stolen = copy_home(token_system, tmp_path)
     elsewhere = make_token_folder(tmp_path / "another-machine")
-    for args in (("log", "checkpoint"), ("vault", "shred")):
+    for args in (("log", "checkpoint"), PRECISE_READ):
         result = run_cli(stolen, *args, SOFTHSM2_CONF=str(elsewhere))
         assert result.returncode == 1, result.stdout + result.stderr
         assert "no such token" in result.stderr
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
+    # Where the token is (the host itself), the same copy and PIN read: root with the PIN wins.
+    here = run_cli(stolen, *PRECISE_READ, "--json")
+    assert here.returncode == 0, here.stderr
+    assert [r["ip"] for r in json.loads(here.stdout)["records"]] == [
+        f"198.51.100.{n}" for n in range(1, 6)
+    ]
 
 
 # -- clear configuration errors --------------------------------------------------------------
