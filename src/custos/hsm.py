@@ -41,16 +41,16 @@ from custos.errors import ConfigurationError, CustosError
 
 T = TypeVar("T")
 
-#: Errors after which the session (not the request) is at fault: open it again and retry.
-_STALE = (
+#: Errors after which the session (not the request) is at fault: log in again and retry.
+_STALE_SESSION = (
     p11.SessionHandleInvalid,
     p11.SessionClosed,
     p11.UserNotLoggedIn,
-    p11.ObjectHandleInvalid,
-    p11.KeyHandleInvalid,
     p11.DeviceRemoved,
     p11.TokenNotPresent,
 )
+#: Errors after which a found object's handle is at fault: find it again and retry.
+_STALE_OBJECT = (p11.ObjectHandleInvalid, p11.KeyHandleInvalid)
 _BAD_PIN = (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange)
 
 
@@ -192,17 +192,26 @@ class Token:
         login = library.logins[self.label] = _Login(session, library.generation, check)
         return login
 
-    def _forget(self) -> None:
+    def _forget(self, *, session: bool) -> None:
+        """Drop the found objects, and with ``session`` the login too: its session is closed
+        (which logs out), so the next login is a real one that checks the PIN."""
         library = _LIBRARIES.get(self.module)
-        if library is not None:
-            library.logins.pop(self.label, None)
+        login = library.logins.get(self.label) if library is not None else None
+        if library is None or login is None:
+            return
+        login.objects.clear()
+        if session:
+            del library.logins[self.label]
+            with contextlib.suppress(p11.PKCS11Error):
+                login.session.close()
 
     def run(self, what: str, action: Callable[[pkcs11.Session], T]) -> T:
         """``action(session)`` on the logged-in session, under the process's PKCS#11 lock.
 
-        A session found stale is opened again and the action retried once. Errors of custos
-        raised by ``action`` pass through; any other PKCS#11 error becomes a
-        :class:`ConfigurationError` saying ``what`` failed on which token (its kind only).
+        A session found stale is logged in again (a stale object found again) and the action
+        retried once. Errors of custos raised by ``action`` pass through; any other PKCS#11
+        error becomes a :class:`ConfigurationError` saying ``what`` failed on which token (its
+        kind only).
         """
         with _LOCK:
             for attempt in (1, 2):
@@ -211,8 +220,8 @@ class Token:
                     return action(login.session)
                 except CustosError:
                     raise
-                except _STALE as exc:
-                    self._forget()
+                except (*_STALE_SESSION, *_STALE_OBJECT) as exc:
+                    self._forget(session=isinstance(exc, _STALE_SESSION))
                     if attempt == 2:
                         raise ConfigurationError(
                             f"token {self.label!r}: {what} failed ({type(exc).__name__})"

@@ -399,6 +399,47 @@ def test_cli_init_keys_and_checkpoint_with_a_token(token_home: Path, softhsm: So
     assert softhsm.pin not in refused.stderr + wrong.stderr
 
 
+def test_a_session_closed_underneath_is_logged_in_again(token_system: Custos) -> None:
+    token_system.ledger.append({"type": "test"})
+    vkey = token_system.ledger.signer.verifier_key()
+    token_system.token.run("closing", lambda session: session.close())  # logs out, too
+    open_checkpoint(token_system.ledger.checkpoint(), NoteVerifier.parse(vkey))
+    data_key = os.urandom(32)
+    assert token_system.vault.keys.unwrap("k", token_system.vault.keys.wrap("k", data_key)) == (
+        data_key
+    )
+
+
+def test_another_token_appearing_does_not_break_the_open_ones(
+    token_system: Custos, softhsm: SoftToken
+) -> None:
+    # A token unknown to the loaded module makes it re-initialise, which ends every session.
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "second",
+            "--pin",
+            "other-pin",
+            "--so-pin",
+            "other-so-pin",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    from custos.hsm import Token
+
+    Token(softhsm.module, "second", "other-pin")
+    token_system.ledger.append({"type": "test"})
+    token_system.ledger.checkpoint()
+    data_key = os.urandom(32)
+    assert token_system.vault.keys.unwrap("k", token_system.vault.keys.wrap("k", data_key)) == (
+        data_key
+    )
+
+
 def test_errors_reach_the_top_as_custos_errors(token_system: Custos) -> None:
     # A failing token operation is a CustosError (one error tree), never a raw PKCS#11 one.
     def fail(session: pkcs11.Session) -> None:
