@@ -7,7 +7,9 @@ A *home* folder (``--home``, ``$CUSTOS_HOME``, default ``~/.custos``) holds:
 - ``config.toml`` — optional settings (residency regions, retention, …);
 - ``policies/`` — the active Cedar policy pack, copied from the default pack by
   ``custos init`` so that it can be read, tested and changed;
-- ``keys/`` — local key files (created by the parts that need them, mode 0600);
+- ``keys/`` — local key files (created by the parts that need them, mode 0600); with
+  ``[keys] provider = "pkcs11"`` the vault's and the log's keys are in a token instead
+  (:mod:`custos.hsm`) and ``keys/`` holds only what is not secret;
 - ``detect/`` — detection's copy of the events and directory, kept between runs
   (:mod:`custos.detect.mirror`; derived from the database, removable at any time).
 """
@@ -26,6 +28,11 @@ from custos.errors import ConfigurationError
 HOME_ENV = "CUSTOS_HOME"
 DATABASE_URL_ENV = "CUSTOS_DATABASE_URL"
 CONFIG_FILE = "config.toml"
+#: The PKCS#11 token's user PIN: from the environment only, never from config.toml.
+PIN_ENV = "CUSTOS_PKCS11_PIN"
+DEFAULT_KEK_LABEL = "custos-vault-kek"
+DEFAULT_LOG_KEY_LABEL = "custos-log-key"
+KEY_PROVIDERS = ("local", "pkcs11")
 
 # European Economic Area: GDPR applies, so staff anywhere in it may serve its residents.
 _EEA_CODES = (
@@ -48,6 +55,65 @@ def default_home() -> Path:
     """The home folder from ``$CUSTOS_HOME``, else ``~/.custos``."""
     env = os.environ.get(HOME_ENV)
     return Path(env).expanduser() if env else Path.home() / ".custos"
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    """``[keys]`` of config.toml: where the vault's KEK and the log's signing key live.
+
+    ``provider`` is ``local`` (files in the home's ``keys/``, the default) or ``pkcs11``,
+    which needs ``module`` (the PKCS#11 library's path) and ``token`` (its label) and may name
+    ``kek_label`` and ``log_key_label`` (the keys' labels in the token).
+    """
+
+    provider: str = "local"
+    module: Path | None = None
+    token: str | None = None
+    kek_label: str = DEFAULT_KEK_LABEL
+    log_key_label: str = DEFAULT_LOG_KEY_LABEL
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], where: str) -> KeysConfig:
+        """Parse ``[keys]`` (``where`` names the file in messages).
+
+        Raises :class:`ConfigurationError` for an unknown provider, a missing or mistyped
+        field, and for a PIN written into the file (it belongs in the environment).
+        """
+        if "pin" in section or "so_pin" in section:
+            # Never echo the value: it is a secret that should not have been written down.
+            raise ConfigurationError(
+                f"{where}: [keys] must not hold the token's PIN",
+                hint=f"remove it from the file and set ${PIN_ENV} instead",
+            )
+        provider = section.get("provider", "local")
+        if provider not in KEY_PROVIDERS:
+            raise ConfigurationError(f"{where}: [keys] provider must be 'local' or 'pkcs11'")
+        kek_label, log_key_label = (
+            _label(section, "kek_label", DEFAULT_KEK_LABEL, where),
+            _label(section, "log_key_label", DEFAULT_LOG_KEY_LABEL, where),
+        )
+        if kek_label == log_key_label:
+            raise ConfigurationError(f"{where}: [keys] kek_label and log_key_label must differ")
+        if provider == "local":
+            return cls(kek_label=kek_label, log_key_label=log_key_label)
+        module, token = section.get("module"), section.get("token")
+        if not isinstance(module, str) or not module:
+            raise ConfigurationError(
+                f"{where}: [keys] provider 'pkcs11' needs module, the path of the PKCS#11 "
+                "library (for instance /usr/lib/softhsm/libsofthsm2.so)"
+            )
+        if not isinstance(token, str) or not token:
+            raise ConfigurationError(
+                f"{where}: [keys] provider 'pkcs11' needs token, the token's label"
+            )
+        return cls("pkcs11", Path(module), token, kek_label, log_key_label)
+
+
+def _label(section: Mapping[str, Any], name: str, default: str, where: str) -> str:
+    value = section.get(name, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{where}: [keys] {name} must be a non-empty string")
+    return value
 
 
 @dataclass(frozen=True)
@@ -105,6 +171,12 @@ class Settings:
         if not isinstance(value, bool):
             raise ConfigurationError(f"{self.config_path}: [{section}] {key} must be true or false")
         return value
+
+    @property
+    def keys(self) -> KeysConfig:
+        """``[keys]``: where the vault's KEK and the log's signing key are kept.
+        Raises :class:`ConfigurationError`."""
+        return KeysConfig.from_section(self.section("keys"), str(self.config_path))
 
     def allowed_countries(self, jurisdiction: str) -> tuple[str, ...]:
         """Countries whose staff may see ``jurisdiction``'s data beyond coarse level."""

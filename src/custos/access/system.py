@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -51,14 +51,17 @@ from custos.errors import (
 )
 from custos.ledger import (
     LOG_KEY_FILE,
+    ORIGIN_FILE,
     SIGNED_HEAD_FILE,
     Ledger,
+    NoteSigner,
     NoteVerifier,
     VerifyReport,
     check_key_name,
     read_key,
     verify_log,
     write_new_key,
+    write_origin,
 )
 from custos.policy import (
     AccessRequest,
@@ -78,6 +81,7 @@ from custos.vault import (
     KEK_FILE,
     GeoLookup,
     IngestReport,
+    KeyProvider,
     LocalKeyFile,
     Release,
     ShredReport,
@@ -85,6 +89,10 @@ from custos.vault import (
 )
 
 SHRED_LOCK_FILE = "shred.lock"
+
+if TYPE_CHECKING:  # python-pkcs11 is imported only when a token is configured
+    from custos.hsm import Token
+
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
 
@@ -140,6 +148,11 @@ class Custos:
         settings = load_settings(home)
         origin = str(settings.section("ledger").get("origin") or f"custos/{uuid.uuid4().hex[:12]}")
         check_key_name(origin)  # before anything is created
+        keys = settings.keys
+        if keys.provider == "pkcs11":
+            from custos.hsm import Token
+
+            Token.from_config(keys)  # module, token and PIN checked before anything is created
         try:
             settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
             settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
@@ -150,8 +163,16 @@ class Custos:
         db = open_database(settings.database_url, migrate=True)
         system = cls(settings, db)
         # Each part's own setup, in layer order.
-        write_new_key(settings.keys_dir / LOG_KEY_FILE, origin)
-        LocalKeyFile.create(settings.keys_dir / KEK_FILE)
+        if keys.provider == "pkcs11":
+            from custos.ledger.token import TokenSigningKey
+            from custos.vault.token import TokenKek
+
+            TokenSigningKey.create(system.token, keys.log_key_label)
+            write_origin(settings.keys_dir / ORIGIN_FILE, origin)
+            TokenKek.create(system.token, keys.kek_label)
+        else:
+            write_new_key(settings.keys_dir / LOG_KEY_FILE, origin)
+            LocalKeyFile.create(settings.keys_dir / KEK_FILE)
         _create_secret(settings.keys_dir / WEBHOOK_SECRET_FILE)
         install_default_pack(settings.policy_dir)
         system.activate_policies()
@@ -358,11 +379,31 @@ class Custos:
         return Voucher(self.ledger)
 
     @cached_property
+    def token(self) -> Token:
+        """The PKCS#11 token of ``[keys]``, logged in with ``$CUSTOS_PKCS11_PIN``. Raises
+        :class:`ConfigurationError` (no such module or token, no or a wrong PIN, or
+        ``[keys] provider`` is not ``pkcs11``)."""
+        from custos.hsm import Token
+
+        return Token.from_config(self.settings.keys)
+
+    @cached_property
     def ledger(self) -> Ledger:
-        """The log; its key (and origin, the key's name) from ``keys/log.key``; the last tree
-        this host signed in ``keys/log.signed``. Each entry about a subject links to the
-        previous one about that subject (:data:`custos.reports.SUBJECT_CHAIN`)."""
-        signer = read_key(self.settings.keys_dir / LOG_KEY_FILE)
+        """The log; its key (and origin, the key's name) from ``keys/log.key``, or with
+        ``[keys] provider = "pkcs11"`` the key from the token and the origin from
+        ``keys/log.origin``; the last tree this host signed in ``keys/log.signed``. Each
+        entry about a subject links to the previous one about that subject
+        (:data:`custos.reports.SUBJECT_CHAIN`)."""
+        keys = self.settings.keys
+        signer: NoteSigner
+        if keys.provider == "pkcs11":
+            from custos.ledger.token import read_token_key
+
+            signer = read_token_key(
+                self.token, keys.log_key_label, self.settings.keys_dir / ORIGIN_FILE
+            )
+        else:
+            signer = read_key(self.settings.keys_dir / LOG_KEY_FILE)
         return Ledger(
             self.db,
             signer,
@@ -400,7 +441,8 @@ class Custos:
     @cached_property
     def vault(self) -> Vault:
         """Sensitive records; settings from ``[vault]`` in config.toml (``geoip``, ``city``,
-        ``grid_km``, ``[vault.retention_days]``)."""
+        ``grid_km``, ``[vault.retention_days]``); the KEK from ``keys/vault.kek`` or, with
+        ``[keys] provider = "pkcs11"``, from the token."""
         settings = self.settings
         config = settings.section("vault")
         geoip = config.get("geoip")
@@ -416,9 +458,17 @@ class Custos:
                 for k, v in asked.items()
             }
         )
+        keys = settings.keys
+        provider: KeyProvider
+        if keys.provider == "pkcs11":
+            from custos.vault.token import TokenKek
+
+            provider = TokenKek(self.token, keys.kek_label)
+        else:
+            provider = LocalKeyFile(settings.keys_dir / KEK_FILE)
         return Vault(
             self.db,
-            LocalKeyFile(settings.keys_dir / KEK_FILE),
+            provider,
             retention_days=retention,
             grid_km=settings.number("vault", "grid_km", 10.0),
             geo=GeoLookup(Path(str(geoip)), with_city=settings.flag("vault", "city", False))

@@ -8,10 +8,13 @@ cosigns checkpoints after checking consistency; :class:`TileServer` serves hash 
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.keys import (
     LOG_KEY_FILE,
+    ORIGIN_FILE,
     SIGNED_HEAD_FILE,
     check_key_name,
     read_key,
+    read_origin,
     write_new_key,
+    write_origin,
 )
 from custos.ledger.log import Chain, ConsistencyProof, InclusionProof, Ledger, LedgerReceipt
 from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote, open_checkpoint
@@ -22,6 +25,7 @@ from custos.ledger.witness import CosignResult, Witness, WitnessRefusal
 
 __all__ = [
     "LOG_KEY_FILE",
+    "ORIGIN_FILE",
     "SIGNED_HEAD_FILE",
     "Chain",
     "Checkpoint",
@@ -44,8 +48,10 @@ __all__ = [
     "node_hash",
     "open_checkpoint",
     "read_key",
+    "read_origin",
     "verify_consistency",
     "verify_inclusion",
     "verify_log",
     "write_new_key",
+    "write_origin",
 ]

@@ -2,6 +2,9 @@
 
 A key file holds one line: ``PRIVATE+<name>+<base64 raw Ed25519 seed>``. The log's key signs
 checkpoints; a witness keeps its own key in its own state folder.
+
+When the log's key is kept in a PKCS#11 token instead (:mod:`custos.ledger.token`), its name
+(the log's origin, public) is kept in ``keys/log.origin``, one line.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from custos.ledger.notes import ALG_ED25519, NoteSigner
 LOG_KEY_FILE = "log.key"
 #: The last tree this host signed (size and root), beside the key: see Ledger.checkpoint.
 SIGNED_HEAD_FILE = "log.signed"
+#: The log's name when its key is in a token (a key file carries its own name).
+ORIGIN_FILE = "log.origin"
 
 
 def check_key_name(name: str) -> str:
@@ -72,3 +77,29 @@ def read_key(path: Path, algorithm: int = ALG_ED25519) -> NoteSigner:
     except (ValueError, binascii.Error):
         raise ConfigurationError(f"{path}: not a custos key file") from None
     return NoteSigner(name, Ed25519PrivateKey.from_private_bytes(seed), algorithm)
+
+
+def write_origin(path: Path, name: str) -> bool:
+    """Record the log's name at ``path`` unless recorded; True when written. Mode 0600.
+    Raises :class:`ConfigurationError` for a name no key may have."""
+    check_key_name(name)
+    if path.exists():
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(name + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
+def read_origin(path: Path) -> str:
+    """The log's name recorded at ``path``. Raises :class:`ConfigurationError`."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ConfigurationError(f"{path}: no log name", hint="run `custos init`") from None
+    except (OSError, UnicodeDecodeError):
+        raise ConfigurationError(f"{path}: cannot read the log's name") from None
+    return check_key_name(text)

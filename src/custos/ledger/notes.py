@@ -18,9 +18,10 @@ import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from custos.errors import IntegrityError, InvalidInput
@@ -51,12 +52,28 @@ def _check_name(name: str) -> str:
     return name
 
 
+class Ed25519Signing(Protocol):
+    """An Ed25519 private key, wherever it is kept.
+
+    - ``sign(data)`` returns the 64-byte Ed25519 signature (RFC 8032, pure Ed25519) of
+      ``data``.
+    - ``public_key()`` returns the matching public key.
+
+    ``cryptography``'s :class:`Ed25519PrivateKey` is one (a key file's); a key inside a
+    PKCS#11 token (:class:`custos.ledger.token.TokenSigningKey`) is another.
+    """
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def public_key(self) -> Ed25519PublicKey: ...
+
+
 @dataclass(frozen=True)
 class NoteSigner:
     """An Ed25519 note signer (``algorithm`` 0x01 for logs, 0x04 for witness cosignatures)."""
 
     name: str
-    private: Ed25519PrivateKey
+    private: Ed25519Signing
     algorithm: int = ALG_ED25519
 
     @property
