@@ -5,12 +5,14 @@ every edit of a row a decision rests on is refused on use, or named by ``custos 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from custos.access import Custos
+from custos.access import Custos, acts
+from custos.accounts import Operator
 from custos.directory import DirectoryStore
 from custos.errors import AuthorityMismatch
 from custos.policy import AccessRequest, Decision
@@ -255,3 +257,48 @@ def test_every_decision_replays_to_its_logged_outcome(system: Custos) -> None:
     assert [r.problem for r in result.results if not r.same] == []
     sampled = system.verify_authority(sample=5)
     assert 3 <= len(sampled.results) <= 8
+
+
+def _alerted_case(world: Custos) -> str:
+    """A real case: the authority-mismatch alert of a decision on a stripped flag."""
+    sql(world, "UPDATE subjects SET protected = '[]' WHERE id = 'user-42'")
+    reload(world)
+    world.decide(HUNT)
+    sql(world, """UPDATE subjects SET protected = '["journalist"]' WHERE id = 'user-42'""")
+    reload(world)
+    (case,) = world.casebook.cases()
+    assert findings(world) == []
+    return case.id
+
+
+def test_a_case_closed_with_sql_is_named(world: Custos) -> None:
+    case_id = _alerted_case(world)
+    number = int(case_id.removeprefix("case-"))
+    sql(
+        world,
+        "UPDATE cases SET status = 'closed', disposition = 'legitimate' WHERE id = :n",
+        n=number,
+    )
+    sql(
+        world,
+        "INSERT INTO suppressions (rule, principal, subject, until, case_id, created) "
+        "VALUES ('authority_mismatch', 'emp-2001', NULL, :u, :n, :u)",
+        u=datetime.now(UTC) + timedelta(days=30),
+        n=number,
+    )
+    named = findings(world)
+    assert ("cases", case_id, None) in named
+    assert any(table == "suppressions" for table, _, _ in named)
+
+
+def test_a_case_closed_through_custos_verifies(world: Custos) -> None:
+    case_id = _alerted_case(world)
+    who = Operator.claimed("tester", "emp-4001")
+    acts.assign_case(world, who, case_id, "emp-4001", acting_as="emp-4001")
+    acts.close_case(
+        world, who, case_id, "legitimate", author="emp-4001", acting_as="emp-4001", comment="ok"
+    )
+    assert findings(world) == []
+    # Reassigned by hand afterwards: named.
+    sql(world, "UPDATE cases SET assignee = 'emp-1001' WHERE id = :n", n=int(case_id[5:]))
+    assert findings(world) == [("cases", case_id, None)]

@@ -871,6 +871,7 @@ class Custos:
         tables.extend(self.accounts.rows().items())
         for kind, rows in tables:
             projection.findings.extend(projection.compare(kind, rows))
+        projection.findings.extend(projection.compare_cases(*self.casebook.triage_rows()))
         return replayer
 
     def replay(self, index: int) -> Replayed:

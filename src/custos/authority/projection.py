@@ -67,6 +67,9 @@ class AuthorityProjection:
     findings: list[AuthorityFinding] = field(default_factory=list)
     followed: int = 0
     decisions_checked: int = 0
+    #: Triage as the ledger tells it, per case id: ``assignee``, ``closed``,
+    #: ``disposition``, ``suppress_days`` (from ``case_assigned`` and ``case_closed``).
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def follow(self, index: int, entry: Mapping[str, Any]) -> None:
         """Take in the entry at ``index`` (entries must come in index order)."""
@@ -74,6 +77,17 @@ class AuthorityProjection:
         kind = entry.get("type")
         if kind == "decision":
             self._check_decision(index, entry)
+            return
+        if kind in ("case_assigned", "case_closed") and isinstance(entry.get("case"), str):
+            case = self.cases.setdefault(entry["case"], {"assignee": None, "closed": False})
+            if kind == "case_assigned":
+                case["assignee"] = entry.get("assignee")
+            else:
+                case.update(
+                    closed=True,
+                    disposition=entry.get("disposition"),
+                    suppress_days=entry.get("suppress_days", 0),
+                )
             return
         if kind in GRANT_ENDS and isinstance(entry.get("grant"), str):
             self.revoked.setdefault(entry["grant"], index)
@@ -165,6 +179,43 @@ class AuthorityProjection:
                         key,
                         f"{table} row {shown_id(key)} is set in the ledger but missing from "
                         "the table",
+                    )
+                )
+        return found
+
+    def compare_cases(
+        self,
+        cases: Iterable[tuple[str, str, str | None, str | None]],
+        suppressions: Iterable[tuple[int, str | None]],
+    ) -> list[AuthorityFinding]:
+        """Hold triage to the ledger: ``cases`` gives each case's id, status, assignee and
+        disposition; ``suppressions`` each suppression's row id and the case it came from.
+        A case closed, reopened, reassigned or given another disposition by hand, and an
+        alert suppression no ledgered closing made, are named. (Closing a case is what
+        silences alerts, so it is authority over oversight.)"""
+        found: list[AuthorityFinding] = []
+        for key, status, assignee, disposition in cases:
+            told = self.cases.get(key, {"assignee": None, "closed": False})
+            if (status == "closed") != told["closed"]:
+                problem = f"cases row {key} is {status}; the ledger has " + (
+                    "a case_closed entry for it" if told["closed"] else "no case_closed entry"
+                )
+            elif told["closed"] and disposition != told.get("disposition"):
+                problem = f"cases row {key} has another disposition than its case_closed entry"
+            elif assignee != told["assignee"]:
+                problem = f"cases row {key} has another assignee than the ledger's latest"
+            else:
+                continue
+            found.append(AuthorityFinding(None, "cases", key, problem))
+        for row, case in suppressions:
+            told = self.cases.get(case or "", {})
+            if not told.get("closed") or not told.get("suppress_days"):
+                found.append(
+                    AuthorityFinding(
+                        None,
+                        "suppressions",
+                        str(row),
+                        f"suppressions row {row} was made by no ledgered case closing",
                     )
                 )
         return found

@@ -253,6 +253,22 @@ class Casebook:
                 raise UnknownAlert(f"unknown alert {alert_id!r}")
             return _alert(row)
 
+    def triage_rows(
+        self,
+    ) -> tuple[list[tuple[str, str, str | None, str | None]], list[tuple[int, str | None]]]:
+        """Every case's ``(id, status, assignee, disposition)`` and every suppression's
+        ``(row id, case id)`` as stored, for ``custos log verify`` to hold to the ledger."""
+        with self.db.session() as session:
+            cases = [
+                (f"case-{r.id}", r.status, r.assignee, r.disposition)
+                for r in session.scalars(select(CaseRow).order_by(CaseRow.id))
+            ]
+            suppressions = [
+                (r.id, f"case-{r.case_id}" if r.case_id is not None else None)
+                for r in session.scalars(select(SuppressionRow).order_by(SuppressionRow.id))
+            ]
+        return cases, suppressions
+
     def cases(self, status: str | None = None) -> list[Case]:
         """Cases, newest first; ``status`` ``open`` or ``closed`` filters."""
         query = select(CaseRow).order_by(CaseRow.id.desc())
