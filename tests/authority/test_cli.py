@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from custos.access import Custos
 from custos.policy import AccessRequest
 from tests.cli.test_cli import run
-from tests.factories import SUPPORT_WORLD, write_org
+from tests.factories import SUPPORT_WORLD, load_org, write_org
+from tests.operators import Cli, require_operators
 
 
 def test_org_load_names_who_loaded_it_and_verify_names_an_edited_row(
@@ -70,3 +71,21 @@ def test_log_replay_shows_a_decision_beside_its_replay(home: Path, tmp_path: Pat
     missing = run(home, "log", "replay", "0")
     assert missing.returncode != 0
     assert "holds no decision" in missing.stderr
+
+
+def test_with_operator_auth_data_is_asked_for_only_as_the_tokens_own_principal(
+    home: Path, cli: Cli
+) -> None:
+    with Custos.init(home) as system:
+        load_org(system, SUPPORT_WORLD)
+        _, tool = system.accounts.create_token("console", ["tool"], "emp-1001")
+        _, auditor = system.accounts.create_token("monitor", ["auditor"])
+    require_operators(home)
+    ask = ("check", "--subject", "user-1", "--category", "profile", "--purpose", "support",
+           "--ticket", "T-1")  # fmt: skip
+    assert cli(*ask, "--principal", "emp-1001").code != 0  # no token
+    assert cli(*ask, "--principal", "emp-2001", token=tool).code == 9  # someone else
+    assert cli(*ask, "--principal", "emp-1001", token=auditor).code == 9  # not a tool
+    before = Custos.open(home).ledger.size()
+    assert cli.ok(*ask, "--principal", "emp-1001", token=tool)["decision"] == "allow"
+    assert Custos.open(home).ledger.size() == before + 1  # only the allowed one was decided

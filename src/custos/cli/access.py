@@ -8,6 +8,7 @@ import typer
 
 from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
+from custos.cli.operator import asking
 from custos.policy import AccessRequest, Decision
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -51,6 +52,7 @@ def check(
         precision=precision,
     )
     with Custos.open(state(ctx).home) as system:
+        asking(system, principal)
         decision = system.decide(request)
     if as_json:
         print_json(decision.to_dict())
@@ -81,6 +83,7 @@ def read(
         precision=precision,
     )
     with Custos.open(state(ctx).home) as system:
+        asking(system, principal)
         result = system.read(request)
     if as_json:
         print_json(result.to_dict())

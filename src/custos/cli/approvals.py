@@ -13,7 +13,7 @@ from rich.table import Table
 from custos.access import Custos
 from custos.approvals import RULES, Grant, Request
 from custos.cli.app import app, console, print_json, state
-from custos.cli.operator import answering, revoking
+from custos.cli.operator import answering, asking, revoking
 from custos.errors import InvalidInput
 
 approvals_app = typer.Typer(
@@ -125,6 +125,7 @@ def request(
 ) -> None:
     """Ask for access the policies allow only with approval; prints the request."""
     with _opened(ctx) as system:
+        asking(system, principal)
         opened = system.request_access(
             principal=principal,
             subject=subject,
@@ -209,6 +210,7 @@ def break_glass(
 ) -> None:
     """Take an immediate grant for a security incident; raises a critical alert at once."""
     with _opened(ctx) as system:
+        asking(system, principal)
         needed = system.approvals.settings.reviews_needed
         grant = system.break_glass(
             principal=principal,

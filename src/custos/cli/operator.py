@@ -61,6 +61,18 @@ def operator(system: Custos, by: str | None = None) -> Operator:
     return found
 
 
+def asking(system: Custos, principal: str) -> str:
+    """The principal a request for data is made as (``check``, ``read``, ``approvals
+    request`` and ``break-glass``): with operator_auth, only the token's own, and only a
+    tool's token, as over the API; without, ``--principal`` as given. Raises
+    :class:`AuthenticationFailed` and :class:`Forbidden` (another principal, not a tool)."""
+    if not operator_auth(system):
+        return principal
+    found = operator_from_token(system.accounts, os.environ.get(TOKEN_ENV))
+    need_roles(found.roles, "tool")
+    return acting_principal(found.principal, principal)
+
+
 def _claimed_principal(system: Custos, by: str | None, what: str) -> str:
     """The principal an unauthenticated operator says they are; it must be given, and it
     may not be an admin's (separation of duties holds on every path, signed in or not)."""
