@@ -15,6 +15,9 @@ from custos.directory import DirectoryStore
 from custos.errors import AuthorityMismatch
 from custos.policy import AccessRequest, Decision, Facts, GrantFacts, PolicyEngine, Reason
 
+#: The rule of a decision denied because a fact it rests on is not what the ledger set.
+AUTHORITY_MISMATCH = "authority-mismatch"
+
 #: Finds the active grant covering (principal, subject, category, purpose) at a time, if any.
 GrantLookup = Callable[[AccessRequest], GrantFacts | None]
 

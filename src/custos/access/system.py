@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from custos.access.batching import ThreadBatcher
-from custos.access.decisions import DecisionMaker
+from custos.access.decisions import AUTHORITY_MISMATCH, DecisionMaker
 from custos.access.journal import decision_entry, new_event_id
 from custos.access.read import ReadResult, release_entry
 from custos.access.replay import Replayed, Replayer
@@ -775,9 +775,7 @@ class Custos:
                     release_entry(decision, event_id, released.count, released.shredded, source)
                 )
         receipts = self.ledger.append_many(entries)
-        self._alert_authority(
-            [dataclasses.replace(d, event_id=i) for d, i in zip(decisions, ids, strict=True)]
-        )
+        self._alert_authority(zip(decisions, ids, strict=True))
         outcomes: list[ReadResult | CustosError] = []
         at = 0
         for decision, event_id, released in zip(decisions, ids, releases, strict=True):
@@ -943,13 +941,21 @@ class Custos:
             dataclasses.replace(d, event_id=event_id, ledger_index=receipt.index)
             for d, event_id, receipt in zip(decisions, ids, receipts, strict=True)
         ]
-        self._alert_authority(logged)
+        self._alert_authority(zip(logged, ids, strict=True))
         return logged
 
-    def _alert_authority(self, decisions: Sequence[Decision]) -> None:
-        """File a critical alert for every decision denied for ``authority-mismatch``: a row
-        a decision rests on was changed outside custos, which is an insider at the database,
-        whoever the requester was. The denial stands even if the alert cannot be filed."""
+    def _alert_authority(self, logged: Iterable[tuple[Decision, str]]) -> None:
+        """File a critical alert for every decision (with its event id) denied for
+        ``authority-mismatch``: a row a decision rests on was changed outside custos, which
+        is an insider at the database, whoever the requester was. The denial stands even if
+        the alert cannot be filed."""
+        refused = [
+            (d, event_id)
+            for d, event_id in logged
+            if d.reasons and d.reasons[0].policy == AUTHORITY_MISMATCH
+        ]
+        if not refused:
+            return
         now = datetime.now(UTC)
         findings = [
             Finding(
@@ -957,7 +963,7 @@ class Custos:
                 severity="critical",
                 principals=(d.request.principal,),
                 subjects=(d.request.subject,),
-                events=(d.event_id,) if d.event_id else (),
+                events=(event_id,),
                 first_seen=now,
                 last_seen=now,
                 explanation=(
@@ -967,11 +973,8 @@ class Custos:
                 ),
                 key=f"{d.request.principal}|{d.request.subject}|{now.date().isoformat()}",
             )
-            for d in decisions
-            if d.reasons and d.reasons[0].policy == "authority-mismatch"
+            for d, event_id in refused
         ]
-        if not findings:
-            return
         try:
             self.casebook.record(findings)
         except CustosError:

@@ -8,7 +8,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from custos.authority import Record, Vouch
 from custos.errors import (
     AuthenticationFailed,
     AuthorityMismatch,
@@ -166,12 +167,6 @@ def _session_facts(row: SessionRow) -> dict[str, Any]:
     return {"id": row.id_hash, "account": row.username, "expires": iso(row.expires)}
 
 
-#: Checks a row against its ledger entry (see custos.authority.Voucher.check).
-Vouch = Callable[[str, str, "int | None", Mapping[str, Any]], None]
-#: Ledgers new facts before they are written (see custos.authority.AuthorityWriter.record).
-Record = Callable[[str, Sequence[Mapping[str, Any]], str, "Mapping[str, Any] | None"], list[int]]
-
-
 class Accounts:
     """People, tokens and sessions. Thread-safe.
 
@@ -231,7 +226,8 @@ class Accounts:
         account with one may have no password (then only OpenID sign-in works).
         """
         self.check_new_account(username, password, roles, principal, oidc_subject=oidc_subject)
-        self._refuse_taken(username, oidc_subject)
+        with self.db.session() as session:
+            self._refuse_taken(session, username, oidc_subject)
         row = AccountRow(
             username=username,
             # "!" is no argon2 hash: password sign-in is impossible for such accounts.
@@ -245,17 +241,12 @@ class Accounts:
         row.auth_idx = self._ledgered("account", _account_facts(row), "account added", by)
         with self.db.session() as session:
             # Checked again in the writing transaction: taken in between is a Conflict.
-            self._refuse_taken(username, oidc_subject, session)
+            self._refuse_taken(session, username, oidc_subject)
             session.add(row)
             return _account(row)
 
-    def _refuse_taken(
-        self, username: str, oidc_subject: str | None, session: Session | None = None
-    ) -> None:
-        if session is None:
-            with self.db.session() as fresh:
-                self._refuse_taken(username, oidc_subject, fresh)
-            return
+    @staticmethod
+    def _refuse_taken(session: Session, username: str, oidc_subject: str | None) -> None:
         if session.get(AccountRow, username) is not None:
             raise Conflict(f"account {username!r} already exists")
         if oidc_subject is not None and session.scalar(

@@ -12,7 +12,14 @@ Design and threat model: docs/design/authority.md.
 """
 
 from custos.authority.entries import BATCH, KINDS, AuthorityEntry, facts_set
-from custos.authority.vouch import AuthorityWriter, EntryReader, EntryWriter, Voucher
+from custos.authority.vouch import (
+    AuthorityWriter,
+    EntryReader,
+    EntryWriter,
+    Record,
+    Vouch,
+    Voucher,
+)
 
 __all__ = [
     "BATCH",
@@ -21,6 +28,8 @@ __all__ = [
     "AuthorityWriter",
     "EntryReader",
     "EntryWriter",
+    "Record",
+    "Vouch",
     "Voucher",
     "facts_set",
 ]

@@ -16,11 +16,20 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from custos.authority.entries import AuthorityEntry, batches, facts_set
-from custos.errors import AuthorityMismatch, shown_id
+from custos.errors import AuthorityMismatch, NotFound, shown_id
+
+#: The check on use, as the stores take it: ``vouch(kind, id, auth_idx, facts)`` returns, or
+#: raises :class:`AuthorityMismatch` (:meth:`Voucher.check`).
+Vouch = Callable[[str, str, "int | None", Mapping[str, Any]], None]
+
+#: Ledgering before writing, as the stores take it: ``record(kind, facts, source, by)``
+#: returns the ledger index that set each fact, in order, or raises LedgerUnavailable
+#: (:meth:`AuthorityWriter.record`).
+Record = Callable[[str, Sequence[Mapping[str, Any]], str, "Mapping[str, Any] | None"], list[int]]
 
 
 class EntryReader(Protocol):
@@ -56,8 +65,6 @@ class Voucher:
         self.cache_entries = cache_entries
         self._cache: OrderedDict[int, dict[tuple[str, str], Mapping[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()
-        #: Checks made, for the benchmarks and tests.
-        self.checks = 0
 
     def _facts(self, index: int) -> dict[tuple[str, str], Mapping[str, Any]]:
         with self._lock:
@@ -81,15 +88,16 @@ class Voucher:
         Every field of ``facts`` must equal the entry's (an entry may say more, such as a
         grant entry's reason). Raises :class:`AuthorityMismatch` naming the kind and id (never
         the values) when the row names no entry, an entry that does not exist or sets nothing
-        for it, or other facts.
+        for it, or other facts; :class:`StoreUnavailable` when the ledger cannot be read.
         """
-        self.checks += 1
         shown = f"{kind} {shown_id(key)}"
         if index is None:
             raise _mismatch(kind, key, f"{shown} was not set through custos (no ledger entry)")
         try:
             stated = self._facts(int(index)).get((kind, key))
-        except Exception:  # noqa: BLE001 - any failure to read the entry is a refusal
+        except NotFound:
+            # No such entry. A database that cannot be read is not a mismatch: its
+            # StoreUnavailable goes on up, and nothing is decided either way.
             stated = None
         if stated is None:
             raise _mismatch(kind, key, f"{shown} names ledger entry {index}, which does not set it")
@@ -136,4 +144,12 @@ class AuthorityWriter:
         return indexes
 
 
-__all__ = ["AuthorityEntry", "AuthorityWriter", "EntryReader", "EntryWriter", "Voucher"]
+__all__ = [
+    "AuthorityEntry",
+    "AuthorityWriter",
+    "EntryReader",
+    "EntryWriter",
+    "Record",
+    "Vouch",
+    "Voucher",
+]

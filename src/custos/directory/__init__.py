@@ -6,13 +6,7 @@ database by :meth:`DirectoryStore.merge`.
 
 from custos.directory.files import merge_documents, parse_text, read_directory_file
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
-from custos.directory.store import (
-    DIRECTORY_EXPORTS,
-    DirectoryChanges,
-    DirectoryStore,
-    Record,
-    Vouch,
-)
+from custos.directory.store import DIRECTORY_EXPORTS, DirectoryChanges, DirectoryStore
 
 __all__ = [
     "DIRECTORY_EXPORTS",
@@ -21,10 +15,8 @@ __all__ = [
     "DirectoryStore",
     "MergeReport",
     "Principal",
-    "Record",
     "Subject",
     "Ticket",
-    "Vouch",
     "merge_documents",
     "parse_text",
     "read_directory_file",

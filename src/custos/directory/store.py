@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from custos.authority import Record, Vouch
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
 from custos.errors import (
     CustosError,
@@ -169,15 +170,6 @@ def _columns(value: Principal | Subject | Ticket) -> dict[str, Any]:
     return data
 
 
-#: Checks a row's facts against the ledger entry it names: ``vouch(kind, id, auth_idx,
-#: facts)`` returns, or raises :class:`AuthorityMismatch` (see custos.authority.Voucher).
-Vouch = Callable[[str, str, "int | None", Mapping[str, Any]], None]
-
-#: Durably records new facts before they are written: ``record(kind, facts, source, by)``
-#: returns the ledger index that set each fact, in order, or raises LedgerUnavailable
-#: (see custos.authority.AuthorityWriter).
-Record = Callable[[str, Sequence[Mapping[str, Any]], str, "Mapping[str, Any] | None"], list[int]]
-
 _KINDS = {"principals": "principal", "subjects": "subject", "tickets": "ticket"}
 
 
@@ -228,9 +220,8 @@ class DirectoryStore:
         by ``by`` (who ran the load); a row is written only with the index of its entry.
         Raises :class:`ValidationFailed` (and writes nothing) when a ticket names a subject or
         assignee that is neither in ``document`` nor already stored,
-        :class:`LedgerUnavailable` (nothing written) when the facts cannot be ledgered,
-        :class:`StoreConflict` when another writer changed the same rows in between (load
-        again), and :class:`StoreUnavailable` when the database fails.
+        :class:`LedgerUnavailable` (nothing written) when the facts cannot be ledgered, and
+        :class:`StoreUnavailable` when the database fails.
         """
         if self.record is None:
             return self._merge(document, source, None)
@@ -301,14 +292,8 @@ class DirectoryStore:
                 for value, row in self._diff(session, section, document):
                     columns = _columns(value)
                     if vouched is not None:
-                        index = vouched.get((section, value.id))
-                        if index is None:
-                            raise StoreConflict(
-                                f"{source}: {_KINDS[section]} {shown_id(value.id)} changed "
-                                "while it was being loaded; nothing was loaded",
-                                hint="load the file again",
-                            )
-                        columns["auth_idx"] = index
+                        # Only planned rows are in ``document`` then, each with its entry.
+                        columns["auth_idx"] = vouched[(section, value.id)]
                     if row is None:
                         session.add(model(**columns, seq=_UNSTAMPED))
                         added[section] += 1
@@ -447,7 +432,7 @@ class DirectoryStore:
         by: Mapping[str, Any] | None,
         missing: Callable[[str], CustosError],
     ) -> None:
-        kind = "ticket" if model is TicketRow else "principal"
+        kind = _KINDS[model.__tablename__]
         with self._write_lock:
             index: int | None = None
             facts: Mapping[str, Any] | None = None
