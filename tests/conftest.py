@@ -1,9 +1,10 @@
 """Shared fixtures: a real custos home per test on a real database, and a network guard.
 
-The whole suite runs against SQLite (default) or PostgreSQL (``CUSTOS_TEST_DB=postgresql``):
-with PostgreSQL, the run creates its own database on the server named by
-``CUSTOS_TEST_PG_URL`` (default: the local server, user ``postgres``), gives every test its own
-schema in it, and drops the database at the end.
+The whole suite runs against SQLite (default) or PostgreSQL (``CUSTOS_TEST_DB=postgresql``;
+that pass runs only the tests whose fixtures reach a database): with PostgreSQL, the run
+creates its own database on the server named by ``CUSTOS_TEST_PG_URL`` (default: the local
+server, user ``postgres``), gives every test its own schema in it, and drops the database at
+the end.
 
 Tests may talk to loopback (the real HTTP server, the real PostgreSQL) and to Unix sockets;
 any other address fails the test at once, so no test can depend on the outside world.
@@ -56,6 +57,23 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_report_header() -> str:
     return f"custos test database: {BACKEND}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With PostgreSQL, run only the tests that can reach a database.
+
+    The PostgreSQL pass exists to exercise the PostgreSQL store. A test whose fixtures never
+    lead to ``pg_database`` (parsers, policy evaluation, ledger maths, the simulator) runs the
+    very same code on both passes, so it runs once, in the SQLite pass.
+    """
+    if BACKEND != "postgresql":
+        return
+    keep, drop = [], []
+    for item in items:
+        (keep if "pg_database" in getattr(item, "fixturenames", ()) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

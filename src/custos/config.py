@@ -16,6 +16,8 @@ A *home* folder (``--home``, ``$CUSTOS_HOME``, default ``~/.custos``) holds:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -191,6 +193,13 @@ def decision_settings(settings: Settings) -> dict[str, Any]:
         "residency": {k: list(v) for k, v in sorted(settings.residency.items())},
         "approvals": dict(settings.section("approvals")),
     }
+
+
+def decision_settings_digest(settings: Settings) -> str:
+    """SHA-256 (hex) of :func:`decision_settings` as canonical JSON: what a ``settings``
+    ledger entry and every decision made under those settings name."""
+    body = json.dumps(decision_settings(settings), sort_keys=True).encode()
+    return hashlib.sha256(body).hexdigest()
 
 
 def load_settings(home: Path | None = None) -> Settings:

@@ -12,7 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from custos.access import Custos, acts
+from custos.access.system import SETTINGS_MARKER
 from custos.accounts import Operator
+from custos.config import decision_settings_digest, load_settings
 from custos.directory import DirectoryStore
 from custos.errors import AuthorityMismatch
 from custos.policy import AccessRequest, Decision
@@ -302,3 +304,30 @@ def test_a_case_closed_through_custos_verifies(world: Custos) -> None:
     # Reassigned by hand afterwards: named.
     sql(world, "UPDATE cases SET assignee = 'emp-1001' WHERE id = :n", n=int(case_id[5:]))
     assert findings(world) == [("cases", case_id, None)]
+
+
+def test_decisions_name_the_settings_the_ledger_holds(world: Custos) -> None:
+    decision = world.decide(HUNT)
+    entry = json.loads(world.ledger.entry(decision.ledger_index or 0))
+    assert entry["settings"] == decision_settings_digest(world.settings)
+    assert [r.problem for r in world.verify_authority().results if not r.same] == []
+
+
+def test_settings_changed_by_hand_with_the_marker_are_named(world: Custos) -> None:
+    """A holder of the home folder widens residency in ``config.toml`` and writes the marker
+    that says those settings were ledgered: decisions still name the settings they were made
+    under, and ``log verify`` finds no such settings entry as the latest."""
+    home = world.settings.home
+    (home / "config.toml").write_text('[residency]\nUS = ["US", "IN"]\n', encoding="utf-8")
+    edited = load_settings(home)
+    digest = decision_settings_digest(edited)
+    assert digest != decision_settings_digest(world.settings)
+    (home / SETTINGS_MARKER).write_text(digest + "\n", encoding="ascii")
+    with Custos.open(home) as reopened:
+        decision = reopened.decide(
+            AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1")
+        )
+        problems = [r.problem for r in reopened.verify_authority().results if not r.same]
+    assert len(problems) == 1
+    assert f"index {decision.ledger_index}" in (problems[0] or "")
+    assert f"settings {digest[:12]}" in (problems[0] or "")

@@ -21,12 +21,20 @@ def new_event_id() -> str:
 
 
 def decision_entry(
-    decision: Decision, event_id: str, source: str, role: str | None = None, team: str | None = None
+    decision: Decision,
+    event_id: str,
+    source: str,
+    role: str | None = None,
+    team: str | None = None,
+    *,
+    settings: str | None = None,
 ) -> dict[str, Any]:
     """The ledger entry recording ``decision`` (made before anything is released).
 
     ``role`` and ``team`` are the principal's at the time, so that a subject's transparency
-    report can say who looked in terms of function without naming anyone.
+    report can say who looked in terms of function without naming anyone. ``settings`` is the
+    digest of the decision settings it was made under (the ``settings`` entry that ledgered
+    them has the same digest).
     """
     request = decision.request
     entry: dict[str, Any] = {
@@ -65,6 +73,8 @@ def decision_entry(
         entry["break_glass"] = True
     if decision.approvals is not None:
         entry["approvals_needed"] = decision.approvals.to_dict()
+    if settings is not None:
+        entry["settings"] = settings
     if decision.authority:
         # The ledger entries that set the facts it used: `custos log verify` checks each was
         # still the latest for its row, and replays the decision on them.

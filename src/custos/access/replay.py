@@ -136,6 +136,7 @@ class Replayer:
         self._packs: dict[str, Mapping[str, str]] = {}
         self._engines: dict[str, PolicyEngine] = {}
         self._residency: Mapping[str, Any] | None = None
+        self._settings: str | None = None
 
     def follow(self, index: int, entry: Mapping[str, Any]) -> None:
         """Take in the entry at ``index`` (entries must come in index order)."""
@@ -144,6 +145,7 @@ class Replayer:
             self._packs[str(entry.get("digest"))] = entry["files"]
         elif kind == "settings" and isinstance(entry.get("residency"), dict):
             self._residency = entry["residency"]
+            self._settings = str(entry.get("digest"))
         elif (
             kind == "decision"
             and isinstance(entry.get("authority"), dict)
@@ -220,6 +222,16 @@ class Replayer:
             "precision": decision.precision,
             "reasons": [r.policy for r in decision.reasons],
         }
+        named = entry.get("settings")
+        if named is not None and named != self._settings:
+            # The decision was made under settings the ledger does not hold as the latest:
+            # a config changed by hand (and the marker that says it was ledgered with it).
+            held = f"{self._settings[:12]}" if self._settings is not None else "none"
+            problem = (
+                f"decision at index {index} was made under settings {str(named)[:12]}, "
+                f"and the latest settings the ledger holds are {held}"
+            )
+            return Replayed(index, logged, again, problem)
         if (again["decision"], again["precision"]) != (logged["decision"], logged["precision"]):
             problem = (
                 f"decision at index {index} was logged as {logged['decision']}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from custos.approvals import (
     covered_actions,
 )
 from custos.authority import AuthorityWriter, Voucher
-from custos.config import Settings, decision_settings, load_settings
+from custos.config import Settings, decision_settings, decision_settings_digest, load_settings
 from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, Finding, run_detection
 from custos.directory import DirectoryStore
 from custos.errors import (
@@ -234,6 +233,13 @@ class Custos:
             since=since,
             home=self.settings.home,
         )
+
+    @cached_property
+    def _settings_digest(self) -> str:
+        """The digest of the decision settings this instance decides under (fixed for its
+        life): every decision entry names it, so `custos log verify` can tell a decision made
+        under settings the ledger never took (a hand-edited config and marker file)."""
+        return decision_settings_digest(self.settings)
 
     @cached_property
     def casebook(self) -> Casebook:
@@ -685,7 +691,7 @@ class Custos:
         :class:`LedgerUnavailable` (then the new settings are not taken up: retried next
         time)."""
         body = decision_settings(self.settings)
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        digest = decision_settings_digest(self.settings)
         marker = self.settings.home / SETTINGS_MARKER
         try:
             if marker.read_text(encoding="ascii").strip() == digest:
@@ -918,6 +924,7 @@ class Custos:
         self, decisions: Sequence[Decision], ids: Sequence[str], source: str
     ) -> list[dict[str, Any]]:
         people: dict[str, tuple[str | None, str | None]] = {}
+        digest = self._settings_digest
         for d in decisions:
             if d.request.principal not in people:
                 try:
@@ -927,7 +934,7 @@ class Custos:
                     # Denied for it; the entry says nothing the ledger does not vouch for.
                     people[d.request.principal] = (None, None)
         return [
-            decision_entry(d, event_id, source, *people[d.request.principal])
+            decision_entry(d, event_id, source, *people[d.request.principal], settings=digest)
             for d, event_id in zip(decisions, ids, strict=True)
         ]
 
