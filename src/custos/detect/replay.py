@@ -289,6 +289,12 @@ class PolicyReplay:
         )
         #: Keys with placeholders for the request's own entities (see the module docstring).
         self.canonical = not _NAMES_IDS.search(source)
+        #: Principal attributes no policy reads are left out of the key (fewer keys).
+        self._unread = {
+            column
+            for column, name in (("p_team", "team"), ("p_groups", "groups"), ("p_kind", "kind"))
+            if self.canonical and not re.search(rf"\b{name}\b", source)
+        }
         self.digest = pack.digest
         self._make()
 
@@ -325,10 +331,12 @@ class PolicyReplay:
             self.con.execute(f"DELETE FROM {self._t('rp_meta')} WHERE key = ?", [key])
             self.con.execute(f"INSERT INTO {self._t('rp_meta')} VALUES (?, ?)", [key, value])
 
-    def forget_events(self) -> None:
-        """Forget what was replayed (the event store is another one): findings and marks."""
-        self.con.execute(f"DELETE FROM {self._t('rp_found')}")
-        self.set_meta(seq="0")
+    def reset(self) -> None:
+        """Forget everything kept (another event store or ledger): history, keys, findings
+        and marks."""
+        for name in (*_HISTORY, "rp_keys", "rp_found"):
+            self.con.execute(f"DELETE FROM {self._t(name)}")
+        self.set_meta(ledger="0", seq="0")
 
     # -- the directory's history ----------------------------------------------------------
 
@@ -375,7 +383,9 @@ class PolicyReplay:
                 FROM tickets"""
         )
 
-    def _insert(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+    def _insert(
+        self, rows: Mapping[str, list[dict[str, Any]]], types: Mapping[str, str] | None = None
+    ) -> None:
         if not any(rows.values()):
             return
         with working_folder() as folder:
@@ -386,7 +396,7 @@ class PolicyReplay:
                 with path.open("w", encoding="utf-8") as out:
                     for item in items:
                         out.write(json.dumps(item) + "\n")
-                columns = _HISTORY[table]
+                columns = types or _HISTORY[table]
                 spec = "{" + ", ".join(f"'{c}': '{t}'" for c, t in columns.items()) + "}"
                 self.con.execute(
                     f"INSERT INTO {self._t(table)} BY NAME SELECT * FROM read_json("
@@ -410,10 +420,13 @@ class PolicyReplay:
             # How a fact's id relates to the request: the request's own entity, or another.
             if not self.canonical:
                 return column
-            return f"CASE WHEN {column} IS NULL THEN NULL WHEN {column} = {own} THEN {whose} ELSE {other} END"
+            return (
+                f"CASE WHEN {column} IS NULL THEN NULL "
+                f"WHEN {column} = {own} THEN {whose} ELSE {other} END"
+            )
 
         def first(table: str) -> str:
-            return f"(SELECT id, arg_min(idx, idx) AS idx FROM {t(table)} GROUP BY id)"
+            return f"(SELECT id, min(idx) AS idx FROM {t(table)} GROUP BY id)"
 
         con.execute(
             f"""
@@ -507,7 +520,10 @@ class PolicyReplay:
             LEFT JOIN {t("rp_grant")} g ON g.idx = gg.g_idx
             """
         )
-        key = ", ".join(f'coalesce("{c}", \'\') AS "{c}"' for c in _KEY)
+        key = ", ".join(
+            f"'' AS \"{c}\"" if c in self._unread else f'coalesce("{c}", \'\') AS "{c}"'
+            for c in _KEY
+        )
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE rp_new AS
@@ -518,7 +534,9 @@ class PolicyReplay:
         )
         new = self.con.execute("SELECT * FROM rp_new").fetchall()
         self._decide(new)
-        on = " AND ".join(f'coalesce(k."{c}", \'\') = r."{c}"' for c in _KEY)
+        on = " AND ".join(
+            f'coalesce(k."{c}", \'\') = r."{c}"' for c in _KEY if c not in self._unread
+        )
         con.execute(
             f"""
             INSERT INTO {t("rp_found")}
@@ -555,14 +573,13 @@ class PolicyReplay:
             chunk = keys[at : at + _BATCH]
             # Cedar takes one copy of each entity per batch: the placeholders are numbered
             # per key so that two keys' principals (or subjects) never merge.
-            items = [
-                self._request(dict(zip(_KEY, k, strict=True)), n) for n, k in enumerate(chunk)
-            ]
+            items = [self._request(dict(zip(_KEY, k, strict=True)), n) for n, k in enumerate(chunk)]
             decisions = self.policy.engine.decide_many(items)
             for k, decision in zip(chunk, decisions, strict=True):
                 results.append((self.digest, *k, *_result(decision)))
-        marks = ", ".join("?" * (1 + len(_KEY) + len(_RESULT)))
-        self.con.executemany(f"INSERT INTO {self._t('rp_keys')} VALUES ({marks})", results)
+        # Through a file: DuckDB takes rows from Python one statement at a time.
+        columns = {"digest": "VARCHAR", **dict.fromkeys(_KEY, "VARCHAR"), **_RESULT}
+        self._insert({"rp_keys": [dict(zip(columns, r, strict=True)) for r in results]}, columns)
 
     def _request(self, key: Mapping[str, str], n: int) -> tuple[AccessRequest, Facts]:
         """The canonical request and facts of one key (the ``n``-th of its batch)."""
@@ -751,4 +768,62 @@ def replay_entries(
     return replay.follow(ledger(int(replay.meta().get("ledger", "0"))))
 
 
-__all__ = ["RULE", "PolicyReplay", "ReplayPolicy", "ReplayRun", "replay_entries"]
+@dataclass(frozen=True, slots=True)
+class ReplaySource:
+    """What a detection run replays with: the policy, and the ledger's entries from an index
+    on (``ledger(start)`` yields ``(index, entry)`` in index order)."""
+
+    policy: ReplayPolicy
+    ledger: Callable[[int], Iterable[tuple[int, Mapping[str, Any]]]]
+
+
+def run_replay(
+    con: duckdb.DuckDBPyConnection,
+    config: DetectConfig,
+    source: ReplaySource,
+    *,
+    schema: str = "main",
+    events: str = "events",
+    store: str = "",
+) -> tuple[list[Finding], ReplayRun]:
+    """One replay as a detection run makes it: follow the ledger from where the last run
+    stopped, replay the events of ``schema.events`` above the highest number replayed (all
+    of ``events`` when ``schema`` is ``main``: nothing is kept), and return every finding
+    with what was done. ``store`` is the event store's identity: another one than last time
+    makes replay start again. All in one DuckDB transaction: a failure leaves the kept
+    tables as the last run left them. Raises ``duckdb.Error`` on failure."""
+    replay = PolicyReplay(con, source.policy, config, schema)
+    con.execute("BEGIN")
+    try:
+        meta = replay.meta()
+        if meta.get("store", "") != store:
+            replay.reset()
+            replay.set_meta(store=store)
+        followed = replay_entries(replay, source.ledger)
+        if schema == "main":
+            run = replay.replay(f"SELECT * FROM {events}")
+        else:
+            mark = int(replay.meta().get("seq", "0"))
+            row = con.execute(f"SELECT coalesce(max(seq), 0) FROM {schema}.events").fetchone()
+            high = int(row[0]) if row else 0
+            run = replay.replay(
+                f"SELECT * FROM {schema}.events WHERE NOT folded AND seq > {mark} AND seq <= {high}"
+            )
+            replay.set_meta(seq=str(max(mark, high)))
+        found = replay.findings()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return found, ReplayRun(run.events, run.keys, run.decided, followed, run.found)
+
+
+__all__ = [
+    "RULE",
+    "PolicyReplay",
+    "ReplayPolicy",
+    "ReplayRun",
+    "ReplaySource",
+    "replay_entries",
+    "run_replay",
+]
