@@ -28,7 +28,8 @@ def test_policy_replay_names_the_culprit_and_leaves_allowed_traffic_alone(
     assert set(labels["events"]) <= flagged
     scenario = set(labels["events"])
     mine = [a for a in replayed if scenario & set(a.events)]
-    assert mine and all(a.principals == (culprit,) for a in mine)
+    assert mine
+    assert all(a.principals == (culprit,) for a in mine)
     assert all("policy default-deny" in a.explanation for a in mine)
     # ... and the teammate's use of the same console, within the rules, is not.
     assert labels["allowed"]

@@ -425,9 +425,6 @@ class PolicyReplay:
                 f"WHEN {column} = {own} THEN {whose} ELSE {other} END"
             )
 
-        def first(table: str) -> str:
-            return f"(SELECT id, min(idx) AS idx FROM {t(table)} GROUP BY id)"
-
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE rp_e AS
@@ -438,34 +435,57 @@ class PolicyReplay:
             """
         )
         con.execute(f"DELETE FROM rp_e WHERE id IN (SELECT id FROM {t('rp_own')})")
-        # The state at each event's time: the latest entry at or before it (as-of joins),
-        # else the earliest entry (the event predates what the ledger tells).
+        # The state at each event's time: the latest entry at or before it, else the
+        # earliest entry (the event predates what the ledger tells). Most rows have one
+        # entry: those join on their id alone; only rows with several take an as-of join.
+        lo = "TIMESTAMP '0001-01-01'"
+        parts = {"p": ("rp_principal", "principal"), "s": ("rp_subject", "subject")}
+        parts["t"] = ("rp_ticket", "ticket")
+        counts = ", ".join(
+            f"""{x}m AS (SELECT id, count(*) AS n, min(idx) AS first_idx, min(time) AS first_t
+                      FROM {t(table)} GROUP BY id)"""
+            for x, (table, _) in parts.items()
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE rp_one AS
+            WITH {counts}
+            SELECT e.*, pm.n AS pn, pm.first_idx AS p1, pm.first_t AS pt,
+                   sm.n AS sn, sm.first_idx AS s1, sm.first_t AS st,
+                   tm.n AS tn, tm.first_idx AS t1, tm.first_t AS tt
+            FROM rp_e e
+            LEFT JOIN pm ON pm.id = e.principal
+            LEFT JOIN sm ON sm.id = e.subject
+            LEFT JOIN tm ON tm.id = e.ticket
+            """
+        )
+        asof = []
+        for x, (table, column) in parts.items():
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE rp_{x}a AS
+                SELECT e.id, h.idx
+                FROM (SELECT id, {column}, time FROM rp_one WHERE {x}n > 1) e
+                ASOF JOIN {t(table)} h
+                  ON h.id = e.{column} AND e.time >= coalesce(h.time, {lo})
+                """
+            )
+            asof.append(f"LEFT JOIN rp_{x}a {x}a ON {x}a.id = o.id")
+        picked = ", ".join(
+            f"CASE WHEN o.{x}n > 1 THEN coalesce({x}a.idx, o.{x}1) ELSE o.{x}1 END AS {x}_idx"
+            for x in parts
+        )
+        early = " OR ".join(
+            f"""(o.{x}n IS NOT NULL AND CASE WHEN o.{x}n > 1 THEN {x}a.idx IS NULL
+                                          ELSE o.time < coalesce(o.{x}t, {lo}) END)"""
+            for x in parts
+        )
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE rp_at AS
-            WITH a AS (
-                SELECT e.*, p.idx AS p_at, s.idx AS s_at
-                FROM rp_e e
-                ASOF LEFT JOIN {t("rp_principal")} p
-                  ON p.id = e.principal AND e.time >= coalesce(p.time, TIMESTAMP '0001-01-01')
-                ASOF LEFT JOIN {t("rp_subject")} s
-                  ON s.id = e.subject AND e.time >= coalesce(s.time, TIMESTAMP '0001-01-01')
-            ),
-            b AS (
-                SELECT a.*, k.idx AS t_at
-                FROM a ASOF LEFT JOIN {t("rp_ticket")} k
-                  ON k.id = a.ticket AND a.time >= coalesce(k.time, TIMESTAMP '0001-01-01')
-            )
-            SELECT b.* EXCLUDE (p_at, s_at, t_at),
-                   coalesce(b.p_at, fp.idx) AS p_idx, coalesce(b.s_at, fs.idx) AS s_idx,
-                   coalesce(b.t_at, ft.idx) AS t_idx,
-                   (b.p_at IS NULL AND fp.idx IS NOT NULL)
-                     OR (b.s_at IS NULL AND fs.idx IS NOT NULL)
-                     OR (b.t_at IS NULL AND ft.idx IS NOT NULL) AS early
-            FROM b
-            LEFT JOIN {first("rp_principal")} fp ON b.p_at IS NULL AND fp.id = b.principal
-            LEFT JOIN {first("rp_subject")} fs ON b.s_at IS NULL AND fs.id = b.subject
-            LEFT JOIN {first("rp_ticket")} ft ON b.t_at IS NULL AND ft.id = b.ticket
+            SELECT o.id, o.time, o.principal, o.subject, o.ticket, o.category, o.purpose,
+                   o.action, o.precision, o.bg, o.source, {picked}, {early} AS early
+            FROM rp_one o {" ".join(asof)}
             """
         )
         # The grant covering each event at its time, if any (precise first, then the one
@@ -525,9 +545,13 @@ class PolicyReplay:
             for c in _KEY
         )
         con.execute(
+            f"CREATE OR REPLACE TEMP TABLE rp_all AS SELECT DISTINCT {key} FROM rp_k "
+            "WHERE NOT unknown"
+        )
+        con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE rp_new AS
-            SELECT DISTINCT {key} FROM rp_k WHERE NOT unknown
+            SELECT * FROM rp_all
             EXCEPT SELECT {", ".join(f'"{c}"' for c in _KEY)} FROM {t("rp_keys")}
             WHERE digest = {literal(self.digest)}
             """
@@ -553,15 +577,26 @@ class PolicyReplay:
                OR (r.precision = 'coarse' AND k.read_precision = 'precise')
             """
         )
+        inserted = con.fetchone()
         row = con.execute(
-            f"""SELECT (SELECT count(*) FROM rp_e),
-                       (SELECT count(*) FROM (SELECT DISTINCT {key} FROM rp_k)),
-                       (SELECT count(*) FROM rp_k k WHERE k.unknown
-                          OR EXISTS (SELECT 1 FROM {t("rp_found")} f WHERE f.id = k.id))"""
+            "SELECT (SELECT count(*) FROM rp_e), (SELECT count(*) FROM rp_all)"
         ).fetchone()
-        for name in ("rp_e", "rp_at", "rp_g", "rp_k", "rp_new"):
+        if row is None or inserted is None:
+            raise duckdb.InvalidInputException("replay could not count its work")
+        events_n, keys_n, found_n = int(row[0]), int(row[1]), int(inserted[0])
+        for name in (
+            "rp_e",
+            "rp_one",
+            "rp_pa",
+            "rp_sa",
+            "rp_ta",
+            "rp_at",
+            "rp_g",
+            "rp_k",
+            "rp_all",
+            "rp_new",
+        ):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")
-        events_n, keys_n, found_n = (int(v) for v in row) if row else (0, 0, 0)
         return ReplayRun(events_n, keys_n, len(new), 0, found_n)
 
     def _decide(self, keys: Sequence[tuple[Any, ...]]) -> None:
@@ -653,22 +688,39 @@ class PolicyReplay:
 
     def findings(self) -> list[Finding]:
         """Every recorded refusal, grouped per principal per day (one alert each)."""
+        found = self._t("rp_found")
+        reasons: dict[tuple[str, Any], list[tuple[Any, ...]]] = {}
+        for row in self.con.execute(
+            f"""
+            SELECT principal, CAST(time AS DATE) AS day, kind, policy, count(*),
+                   arg_min((why, subject, ticket, category), (time, id))
+            FROM {found} GROUP BY ALL ORDER BY principal, day, min(time), kind, policy
+            """
+        ).fetchall():
+            principal, day, kind, policy, n, first = row
+            why, subject, ticket, category = (
+                (first[k] for k in ("why", "subject", "ticket", "category"))
+                if isinstance(first, dict)
+                else first
+            )
+            reasons.setdefault((principal, day), []).append(
+                (kind, policy, int(n), why, subject, ticket, category)
+            )
         rows = self.con.execute(
             f"""
             SELECT principal, CAST(time AS DATE) AS day, min(time), max(time),
                    list(id ORDER BY time, id)[1:{int(self.config.max_evidence)}],
                    list(DISTINCT subject ORDER BY subject), count(*),
                    bool_or(protected), count(*) FILTER (WHERE early),
-                   list(DISTINCT coalesce(source, '(no source)') ORDER BY 1),
-                   list((kind, policy, why, subject, ticket, category) ORDER BY time, id)
-            FROM {self._t("rp_found")}
+                   list(DISTINCT coalesce(source, '(no source)') ORDER BY 1)
+            FROM {found}
             GROUP BY principal, day
             ORDER BY principal, day
             """
         ).fetchall()
-        found = []
-        for principal, day, first, last, ids, subjects, n, protected, early, sources, why in rows:
-            found.append(
+        out = []
+        for principal, day, first, last, ids, subjects, n, protected, early, sources in rows:
+            out.append(
                 Finding(
                     rule=RULE,
                     severity="high" if protected else "medium",
@@ -677,11 +729,13 @@ class PolicyReplay:
                     events=tuple(ids),
                     first_seen=_utc(first),
                     last_seen=_utc(last),
-                    explanation=_explain(principal, day, int(n), int(early), sources, why),
+                    explanation=_explain(
+                        principal, day, int(n), int(early), sources, reasons[(principal, day)]
+                    ),
                     key=f"{principal}\x1f{day}",
                 )
             )
-        return found
+        return out
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -723,16 +777,14 @@ def _explain(
     n: int,
     early: int,
     sources: Sequence[str],
-    why: Sequence[tuple[str, str | None, str | None, str, str | None, str]],
+    reasons: Sequence[tuple[Any, ...]],
 ) -> str:
-    """Plain words for one principal's day: what custos would have decided, by policy."""
-    by: dict[tuple[str, str | None], list[tuple[str | None, str, str | None, str]]] = {}
-    for kind, policy, text, subject, ticket, category in why:
-        by.setdefault((kind, policy), []).append((text, subject, ticket, category))
+    """Plain words for one principal's day: what custos would have decided, by policy
+    (``reasons``: kind, policy, count, and the first event's explanation, subject, ticket
+    and category)."""
     parts = []
-    for (kind, policy), items in by.items():
-        text, subject, ticket, category = items[0]
-        count = _plural(len(items), "access")
+    for kind, policy, count_n, text, subject, ticket, category in reasons:
+        count = _plural(count_n, "access")
         if kind == "unknown":
             parts.append(
                 f"{count} by or about someone custos's directory never knew "
