@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +38,7 @@ from custos.approvals import (
 from custos.authority import AuthorityWriter, Voucher
 from custos.config import Settings, decision_settings, decision_settings_digest, load_settings
 from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, Finding, run_detection
+from custos.detect.replay import ReplayPolicy, ReplaySource
 from custos.directory import DirectoryStore
 from custos.errors import (
     AuthorityMismatch,
@@ -232,7 +233,16 @@ class Custos:
             self.settings.section("detect"),
             since=since,
             home=self.settings.home,
+            replay=ReplaySource(
+                ReplayPolicy(self.policy, self.settings.allowed_countries), self._ledger_from
+            ),
         )
+
+    def _ledger_from(self, start: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The ledger's entries from ``start`` on, parsed, in index order."""
+        for _, _, entries in self.ledger.batches(start):
+            for index, raw in entries:
+                yield index, json.loads(raw)
 
     @cached_property
     def _settings_digest(self) -> str:

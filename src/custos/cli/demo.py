@@ -102,6 +102,10 @@ def run_demo(
     say: Step = step or (lambda _what, _n: None)
     password = password or secrets.token_urlsafe(12)
     say("setting up custos", 1)
+    # The simulated history stands for the guarded path's own log, loosely enforced (wrong
+    # purposes, leaving staff working on): policy replay would judge all of it.
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (home / "config.toml").write_text("[detect]\nreplay = false\n", encoding="utf-8")
     system = Custos.init(home)
     say("simulating an organisation", 1)
     sim = home / "simulation"

@@ -89,6 +89,9 @@ class DetectConfig:
     max_evidence: int = 200
     #: Days a ``legitimate`` / ``false_positive`` disposition suppresses the same pattern.
     suppress_days: int = 30
+    #: Decide imported accesses by the policies with the directory as it stood at their
+    #: time (``policy_replay``; see :mod:`custos.detect.replay`).
+    replay: bool = True
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], source: str = "[detect]") -> DetectConfig:
@@ -101,7 +104,11 @@ class DetectConfig:
             if spec is None:
                 raise ConfigurationError(f"{source}: unknown setting {key!r}")
             default = getattr(cls(), key)
-            if isinstance(default, tuple):
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigurationError(f"{source}: {key} must be true or false")
+                changes[key] = value
+            elif isinstance(default, tuple):
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ConfigurationError(f"{source}: {key} must be a list of strings")
                 changes[key] = tuple(value)

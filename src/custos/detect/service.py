@@ -13,7 +13,8 @@ from custos.detect.config import DetectConfig
 from custos.detect.engine import Detector, connect
 from custos.detect.events import EventStore
 from custos.detect.loading import load_store
-from custos.detect.mirror import open_mirror
+from custos.detect.mirror import CATALOG, open_mirror
+from custos.detect.replay import ReplayRun, ReplaySource, run_replay
 from custos.directory import DirectoryStore
 from custos.store import Database
 
@@ -26,6 +27,8 @@ class DetectionRun:
     events: int
     findings: int
     suppressed: int
+    #: What policy replay did in this run (None when it did not run).
+    replay: ReplayRun | None = None
 
 
 def run_detection(
@@ -37,6 +40,7 @@ def run_detection(
     now: datetime | None = None,
     threads: int | None = None,
     home: Path | None = None,
+    replay: ReplaySource | None = None,
 ) -> DetectionRun:
     """Run every rule over all stored events (baselines need the history), store the
     findings as alerts (filed into cases), and return those last seen at or after ``since``.
@@ -45,23 +49,40 @@ def run_detection(
     (:mod:`custos.detect.mirror`): only what changed since the last run is copied and
     classified. Without it, everything is copied into memory and classified afresh.
 
+    With ``replay`` (and ``replay`` on in the settings), imported events are also decided by
+    the policies with the directory as it stood at their time (:mod:`custos.detect.replay`);
+    through the mirror, only the events not replayed before.
+
     ``section`` is the ``[detect]`` table of config.toml. Raises :class:`ConfigurationError`
     for bad settings or a mirror that cannot be used, and :class:`StoreUnavailable` when the
     database cannot be read.
     """
     config = DetectConfig.from_section(section or {})
     con = connect(threads)
+    replayed: ReplayRun | None = None
+    replay = replay if config.replay else None
     try:
         if home is None:
             count = load_store(con, EventStore(db), directory)
             findings = Detector(con, config).run()
+            if replay is not None:
+                more, replayed = run_replay(con, config, replay)
+                findings += more
         else:
             with open_mirror(home, con, config) as mirror:
                 count = mirror.refresh(EventStore(db), directory).events
                 findings = Detector(con, config).run(mirror.kept)
+                if replay is not None:
+                    row = con.execute(
+                        f"SELECT value FROM {CATALOG}.meta WHERE key = 'store'"  # noqa: S608
+                    ).fetchone()
+                    more, replayed = run_replay(
+                        con, config, replay, schema=CATALOG, store=str(row[0]) if row else ""
+                    )
+                    findings += more
     finally:
         con.close()
     if since is not None:
         findings = [f for f in findings if f.last_seen >= since]
     alerts = Casebook(db, suppress_days=config.suppress_days).record(findings, now)
-    return DetectionRun(alerts, count, len(findings), len(findings) - len(alerts))
+    return DetectionRun(alerts, count, len(findings), len(findings) - len(alerts), replayed)

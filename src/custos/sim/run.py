@@ -16,7 +16,7 @@ import yaml
 from custos.detect import EventStore, run_detection
 from custos.directory import DirectoryStore, read_directory_file
 from custos.errors import InvalidInput
-from custos.sim.scenarios import SCENARIOS
+from custos.sim.scenarios import OPT_IN, SCENARIOS
 from custos.sim.world import START, World, new_world
 from custos.store import open_database
 from custos.textfiles import read_lines, strict_json
@@ -65,7 +65,7 @@ def simulate(
     :mod:`custos.sim.scenarios` for the shape). Raises :class:`InvalidInput` for an unknown
     scenario, sizes too small to hold the scenarios, or an unwritable folder.
     """
-    known: dict[str, Scenario] = {**SCENARIOS, **(extra or {})}
+    known: dict[str, Scenario] = {**SCENARIOS, **OPT_IN, **(extra or {})}
     names = list(scenarios) or (list(extra) if extra else list(SCENARIOS))
     unknown = [n for n in names if n not in known]
     if unknown:

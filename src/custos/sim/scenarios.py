@@ -372,6 +372,66 @@ def colleague_snooping(rng: random.Random, world: World, used: set[str]) -> None
     )
 
 
+def other_paths(rng: random.Random, world: World, used: set[str]) -> None:
+    """A support agent reads, through an admin console that does not go through custos,
+    locations, messages and social graphs — categories no policy lets their role use —
+    each under a valid-looking support ticket about that very account, opened by the user
+    and assigned to them. A teammate uses the same console within the rules (account and
+    contact data under their own support tickets): policy replay must leave them alone.
+
+    Only policy replay names this (``policy_replay``, in ``custos detect`` on a home that
+    ledgers its directory): the tickets explain every access, so no other rule fires, and
+    ``custos eval`` does not replay. Not among the default scenarios for that reason."""
+    person = _pick(rng, world, role="support_agent", avoid=used)
+    used.add(person.id)
+    peer = _pick(rng, world, role="support_agent", team=person.team, avoid=used)
+    used.add(peer.id)
+    events: list[dict[str, Any]] = []
+    allowed: list[dict[str, Any]] = []
+    for who, categories, into in (
+        (person, ("location", "messages", "social_graph"), events),
+        (peer, ("profile", "contact"), allowed),
+    ):
+        day = _day(rng, world, span=3)
+        for subject in rng.sample(world.ordinary_subjects(), k=4):
+            moment = shift_time(rng, who, day + timedelta(days=rng.randint(0, 2)))
+            ticket = world.ticket(
+                "support",
+                subject,
+                who.id,
+                moment - timedelta(minutes=30),
+                moment + timedelta(hours=2),
+                "subject",
+            )
+            for category in categories:
+                into.append(
+                    world.event(
+                        time=moment + timedelta(minutes=rng.uniform(0, 20)),
+                        principal=who.id,
+                        subject=subject,
+                        category=category,
+                        purpose="support",
+                        ticket=ticket["id"],
+                        source="admin-console",
+                    )
+                )
+    _label(
+        world,
+        "other_paths",
+        [person.id],
+        events,
+        "a support agent reads categories their role may not use, by another path, "
+        "under valid-looking tickets",
+    )
+    world.labels["other_paths"]["allowed"] = [e["id"] for e in allowed]
+
+
+#: Scenarios that only some ways of running detection can catch: named to inject them,
+#: never injected by default.
+OPT_IN: dict[str, Callable[[random.Random, World, set[str]], None]] = {
+    "other_paths": other_paths,
+}
+
 SCENARIOS: dict[str, Callable[[random.Random, World, set[str]], None]] = {
     "journalist_2022": journalist_2022,
     "ex_partner_stalking": ex_partner_stalking,
