@@ -123,7 +123,7 @@ class SubjectIndex:
             first = state.indexed if state is not None else 0
         read = 0
         for start, end, entries in self.ledger.batches(first, _CHUNK):
-            rows = []
+            rows: list[dict[str, Any]] = []
             for idx, raw in entries:
                 try:
                     entry = json.loads(raw)
