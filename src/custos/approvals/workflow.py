@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import String, cast, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from custos.approvals import independence
@@ -1107,14 +1107,16 @@ class Approvals:
         to ``approver`` (``requester`` approved a request of someone who approved … one of
         ``approver``'s), or None: ``approver`` approving ``requester`` would close it.
 
-        A breadth-first search over "approved a request of" edges, one indexed query per
-        level (votes by approver and time). It first takes the approval graph's lock, held
-        to the end of the transaction: two approvals that each close a ring only together
-        (1 approving 4 while 2 approves 1, with 4 → 3 → 2 already there) touch different
-        requests and different pairs, so only one lock over every approval's edge makes
-        them take turns. On PostgreSQL that is a transaction advisory lock (per schema, so
-        homes sharing a database do not wait on each other); SQLite needs none, as
-        answering already holds its one write lock.
+        It first takes the approval graph's lock, held to the end of the transaction: two
+        approvals that each close a ring only together (1 approving 4 while 2 approves 1,
+        with 4 → 3 → 2 already there) touch different requests and different pairs, so only
+        one lock over every approval's edge makes them take turns. On PostgreSQL that is a
+        transaction advisory lock (per schema, so homes sharing a database do not wait on
+        each other); SQLite needs none, as answering already holds its one write lock.
+
+        Whether ``approver`` is reachable at all is one recursive query over the votes
+        index (by approver and time), each person visited once; only then (a refusal,
+        rare) is the path itself found, breadth-first, to name it.
         """
         if not self.db.is_sqlite:
             session.execute(
@@ -1122,6 +1124,21 @@ class Approvals:
                 {"key": _GRAPH_LOCK},
             )
         since = now - self.settings.reciprocal_window
+        approved = (
+            select(ApprovalVoteRow.approver, ApprovalRequestRow.principal)
+            .join(ApprovalRequestRow, ApprovalRequestRow.id == ApprovalVoteRow.request_id)
+            .where(ApprovalVoteRow.verdict == "approve")
+            .where(ApprovalVoteRow.time >= since)
+        )
+        start = select(cast(literal(requester), String(128)).label("person"))
+        reach = start.cte("reach", recursive=True)
+        step = approved.with_only_columns(ApprovalRequestRow.principal).join(
+            reach, ApprovalVoteRow.approver == reach.c.person
+        )
+        reach = reach.union(step)
+        found = session.scalar(select(reach.c.person).where(reach.c.person == approver).limit(1))
+        if found is None:
+            return None
         # came_from[p] = (who p was reached from, when they approved p's request)
         came_from: dict[str, tuple[str, datetime]] = {}
         seen = {requester}
@@ -1129,17 +1146,13 @@ class Approvals:
         while frontier:
             reached: list[str] = []
             for at in range(0, len(frontier), _IN_CHUNK):
-                chunk = frontier[at : at + _IN_CHUNK]
                 edges = session.execute(
-                    select(
+                    approved.with_only_columns(
                         ApprovalVoteRow.approver,
                         ApprovalRequestRow.principal,
                         func.max(ApprovalVoteRow.time),
                     )
-                    .join(ApprovalRequestRow, ApprovalRequestRow.id == ApprovalVoteRow.request_id)
-                    .where(ApprovalVoteRow.approver.in_(chunk))
-                    .where(ApprovalVoteRow.verdict == "approve")
-                    .where(ApprovalVoteRow.time >= since)
+                    .where(ApprovalVoteRow.approver.in_(frontier[at : at + _IN_CHUNK]))
                     .group_by(ApprovalVoteRow.approver, ApprovalRequestRow.principal)
                     .order_by(ApprovalVoteRow.approver, ApprovalRequestRow.principal)
                 )
@@ -1152,7 +1165,7 @@ class Approvals:
                         return _path(came_from, requester, approver)
                     reached.append(target)
             frontier = reached
-        return None
+        return None  # not reachable after all: the query and the walk disagree on nothing
 
     @staticmethod
     def _request_entry(request: Request, kind: str, now: datetime) -> dict[str, Any]:
