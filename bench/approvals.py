@@ -146,7 +146,6 @@ def main() -> None:
         requesters = iter(range(pool, 2 * pool))
         approvers = iter(range(pool))
         timed: dict[str, list[float]] = {"with the check": [], "without": [], "search alone": []}
-        reached: list[int] = []
         for _ in range(args.rounds):
             for label in ("with the check", "without"):
                 if label == "without":
@@ -170,7 +169,6 @@ def main() -> None:
                     timed["search alone"].append(time.perf_counter() - start)
                     session.rollback()
                 assert found is None
-                reached.append(requester)
         system.close()
 
     medians = {label: statistics.median(values) * 1000 for label, values in timed.items()}

@@ -13,7 +13,7 @@ import pytest
 from custos.access import Custos, Viewer
 from custos.errors import ApprovalRefused
 from custos.policy import AccessRequest
-from custos.reports import LINKS, subjects_of, verify_report
+from custos.reports import LINKS, render_html, subjects_of, verify_report
 from tests.factories import ask
 from tests.reports.test_chain import entries_of, sql, world
 
@@ -58,6 +58,7 @@ def test_a_refused_approval_is_in_the_subjects_report(world: Custos) -> None:
     assert (row["approver"], row["principal"]) == ("emp-3000", "emp-3002")
     assert verified(world, doc) == []
     assert verified(world, named) == []
+    assert "refused by rule management-chain" in render_html(doc)
     assert world.verify_log().ok
 
 
