@@ -130,7 +130,9 @@ APPROVALS_WORLD = org(
         {
             "id": "emp-3002",
             "role": "trust_safety_investigator",
-            "team": "ts",
+            # A sibling team under the same manager: independent of emp-3001 (rule same-team
+            # refuses teammates; tests/approvals/test_independence.py adds one).
+            "team": "ts-escalations",
             "manager": "emp-3000",
             "groups": ["approvers"],
         },

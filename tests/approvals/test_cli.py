@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,4 +155,8 @@ def test_request_approve_and_refusals_from_the_command_line(home: Path, tmp_path
     assert unknown.returncode == 3
     assert json.loads(unknown.stdout)["error"]["code"] == "unknown_request"
     rules = ok(home, "approvals", "rules", "--json")
-    assert "reciprocal-approval" in rules
+    assert {"reciprocal-approval", "approval-ring", "same-team"} <= set(rules)
+    # The design note's table names every rule the CLI lists, and no other.
+    note = Path(__file__).parents[2] / "docs" / "design" / "approvals.md"
+    table = re.findall(r"^\| `([a-z-]+)` \|", note.read_text(encoding="utf-8"), re.MULTILINE)
+    assert set(table) == set(rules)

@@ -649,14 +649,14 @@ def test_colleagues_approving_each_other_at_once_are_not_both_granted(
     theirs = ask(world, "emp-3002", "T-98", subject="user-1")
     # Widen the window between "is there a vote the other way?" and the commit, so that
     # both answers are inside it together unless something makes them take turns.
-    looked = Approvals._reciprocal
+    looked = Approvals._ring
 
     def slowly(self: Approvals, *args: Any) -> Any:
         found = looked(self, *args)
         time.sleep(0.3)
         return found
 
-    monkeypatch.setattr(Approvals, "_reciprocal", slowly)
+    monkeypatch.setattr(Approvals, "_ring", slowly)
     refusals: list[str] = []
 
     def answer(request_id: str, approver: str) -> None:

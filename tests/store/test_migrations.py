@@ -317,3 +317,28 @@ def test_entries_about_subjects_from_before_links_seed_the_chain(
     report = verify_log(ledger, NoteVerifier.parse(key.verifier_key()))
     assert report.ok, report.problems
     db.dispose()
+
+
+def test_the_subject_index_keeps_its_rows_and_takes_several_subjects_per_entry(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """0023 rekeys report_subject_entries by (idx, subject) without losing a row, and its
+    downgrade keeps one row per entry."""
+    db = Database(database_url or f"sqlite:///{tmp_path / 'custos.db'}")
+    db.migrate("0008_reports")
+    rows = [(i, f"user-{i % 4}", "decision") for i in range(30)]
+    insert = text("INSERT INTO report_subject_entries (idx, subject, type) VALUES (:i, :s, :t)")
+    with db.engine.begin() as conn:
+        for i, s, t in rows:
+            conn.execute(insert, {"i": i, "s": s, "t": t})
+    db.migrate()
+    select_all = text("SELECT idx, subject, type FROM report_subject_entries ORDER BY idx, subject")
+    with db.engine.begin() as conn:
+        assert [tuple(r) for r in conn.execute(select_all)] == rows
+        conn.execute(insert, {"i": 30, "s": "user-1", "t": "oversight_view"})
+        conn.execute(insert, {"i": 30, "s": "user-2", "t": "oversight_view"})
+    command.downgrade(db._alembic_config(), "0008_reports")
+    with db.engine.begin() as conn:
+        kept = [tuple(r) for r in conn.execute(select_all)]
+    assert kept == [*rows, (30, "user-1", "oversight_view")]
+    db.dispose()

@@ -72,7 +72,7 @@ from custos.policy import (
     install_default_pack,
     load_pack,
 )
-from custos.reports import SUBJECT_CHAIN, SubjectIndex, build_report
+from custos.reports import SUBJECT_CHAIN, SubjectIndex, about_subjects, build_report
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.store.events import LedgerFeedRow
@@ -301,8 +301,8 @@ class Custos:
         ``principal`` (``about``'s activity). Who
         watched whom is evidence too: the access log answers "who looked at this
         journalist", the question a leak hunt starts with.
-        With ``subject`` (or ``subjects`` naming exactly one) the entry is among that
-        subject's, in their report. A filter that
+        The entry is in the report of ``subject`` and of every one of ``subjects``
+        (``subjects_reported``). A filter that
         names no one in the directory is recorded as such, never verbatim: what was typed
         into a search box could be an address or a name, and the ledger keeps it for good.
 
@@ -326,7 +326,8 @@ class Custos:
             else:
                 entry["subject_filter"] = "not in the directory"
         if named:
-            entry["subjects"] = named
+            # In the report of every subject named, each one's chain linked to it.
+            entry.update(about_subjects(named))
         if about is not None:
             if self._known(self.directory.principal, about):
                 entry["about_principal"] = about

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import String, cast, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from custos.approvals import independence
@@ -51,6 +51,12 @@ from custos.store.approvals import (
 from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES
 
 MAX_REASON = 2000
+#: The approval graph's PostgreSQL advisory lock (first key; the second is the schema's).
+_GRAPH_LOCK = int.from_bytes(
+    hashlib.sha256(b"custos:approval-graph").digest()[:4], "big", signed=True
+)
+#: People per query of the ring search (bound parameters stay well under any limit).
+_IN_CHUNK = 500
 
 
 class Receipt(Protocol):
@@ -146,6 +152,18 @@ def _grant(row: GrantRow, reviews: Sequence[GrantReviewRow] = ()) -> Grant:
         reviews=tuple(Vote(r.reviewer, "close", r.note, r.time) for r in reviews),
         authority=row.auth_idx,
     )
+
+
+def _path(
+    came_from: Mapping[str, tuple[str, datetime]], requester: str, approver: str
+) -> independence.Ring:
+    people = [approver]
+    times: list[datetime] = []
+    while people[-1] != requester:
+        source, when = came_from[people[-1]]
+        people.append(source)
+        times.append(when)
+    return independence.Ring(people=tuple(reversed(people)), times=tuple(reversed(times)))
 
 
 LockedRow = TypeVar("LockedRow", ApprovalRequestRow, GrantRow)
@@ -326,6 +344,7 @@ class Approvals:
         reason = _reason(reason, "denial" if verdict == "deny" else "approval")
         person = self.directory.principal(who)
         refused: ApprovalRefused | None = None
+        rings: list[independence.Ring] = []
         with self.db.session() as session:
             row = self._locked_request(session, request_id)
             self._expire_if_due(session, row, now)
@@ -335,15 +354,17 @@ class Approvals:
                 )
             request = _request(row, self._votes(session, request_id))
             owner = self.directory.subject(row.subject).employee
+
+            def find_ring(request: Request = request) -> independence.Ring | None:
+                found = self._ring(session, request.principal, who, now)
+                if found is not None:
+                    rings.append(found)
+                return found
+
             try:
                 if verdict == "approve":
                     independence.check_approver(
-                        self.directory,
-                        self.settings,
-                        request,
-                        owner,
-                        person,
-                        reciprocal_since=self._reciprocal(session, request, who, now),
+                        self.directory, self.settings, request, owner, person, ring=find_ring
                     )
                 else:
                     independence.check_relationship(self.directory, row.principal, owner, person)
@@ -402,6 +423,12 @@ class Approvals:
                         "approver": who,
                         "verdict": verdict,
                         "rule": refused.rule,
+                        # Added fields (the entry is a contract: nothing renamed): whose
+                        # request it was and about whom, so the refusal reaches the
+                        # subject's report beside the request it concerns.
+                        "principal": row.principal,
+                        "subject": row.subject,
+                        **({"ring": list(rings[0].people)} if rings else {}),
                         **_by(operator),
                     }
                 ]
@@ -680,41 +707,72 @@ class Approvals:
         now = now or datetime.now(UTC)
         note = _reason(note, "review")
         person = self.directory.principal(reviewer)
+        refused: ApprovalRefused | None = None
+        view: Grant | None = None
         with self.db.session() as session:
             row = self._locked_grant(session, grant_id)
             if not row.break_glass:
                 raise Conflict(f"grant {grant_id} is not a break-glass grant; it needs no review")
             if row.review == "closed":
                 raise Conflict(f"the review of grant {grant_id} is already closed")
+            holder, subject = row.principal, row.subject
             owner = self.directory.subject(row.subject).employee
-            independence.check_reviewer(self.directory, self.settings, row.principal, owner, person)
             reviews = self._reviews(session, grant_id)
-            if any(r.reviewer == reviewer for r in reviews):
-                raise ApprovalRefused(
-                    f"{reviewer} has already reviewed grant {grant_id}",
-                    rule=independence.ALREADY_ANSWERED,
+            try:
+                independence.check_reviewer(
+                    self.directory, self.settings, row.principal, owner, person
                 )
-            session.add(GrantReviewRow(grant_id=grant_id, reviewer=reviewer, note=note, time=now))
-            closing = len(reviews) + 1 >= self.settings.reviews_needed
-            if closing:
-                row.review = "closed"
-            self._record(
-                session,
-                {
-                    "type": "break_glass_closed" if closing else "break_glass_review",
-                    "time": iso(now),
-                    "grant": grant_id,
-                    "principal": row.principal,
-                    "subject": row.subject,
-                    "reviewer": reviewer,
-                    "note": note,
-                    **_by(operator),
-                },
-                notify="break_glass_closed" if closing else None,
-                now=now,
+                if any(r.reviewer == reviewer for r in reviews):
+                    raise ApprovalRefused(
+                        f"{reviewer} has already reviewed grant {grant_id}",
+                        rule=independence.ALREADY_ANSWERED,
+                    )
+            except ApprovalRefused as exc:
+                refused = exc
+            else:
+                session.add(
+                    GrantReviewRow(grant_id=grant_id, reviewer=reviewer, note=note, time=now)
+                )
+                closing = len(reviews) + 1 >= self.settings.reviews_needed
+                if closing:
+                    row.review = "closed"
+                self._record(
+                    session,
+                    {
+                        "type": "break_glass_closed" if closing else "break_glass_review",
+                        "time": iso(now),
+                        "grant": grant_id,
+                        "principal": row.principal,
+                        "subject": row.subject,
+                        "reviewer": reviewer,
+                        "note": note,
+                        **_by(operator),
+                    },
+                    notify="break_glass_closed" if closing else None,
+                    now=now,
+                )
+                session.flush()
+                view = _grant(row, self._reviews(session, grant_id))
+        if refused is not None:
+            # Logged as a refused approval is: a colleague trying to wave a break-glass
+            # through is evidence too. Nothing else of the attempt was kept.
+            self.journal.append_many(
+                [
+                    {
+                        "type": "approval_refused",
+                        "time": iso(now),
+                        "grant": grant_id,
+                        "approver": reviewer,
+                        "verdict": "review",
+                        "rule": refused.rule,
+                        "principal": holder,
+                        "subject": subject,
+                        **_by(operator),
+                    }
+                ]
             )
-            session.flush()
-            view = _grant(row, self._reviews(session, grant_id))
+            raise refused
+        assert view is not None
         self.flush()
         return view
 
@@ -1042,34 +1100,72 @@ class Approvals:
             )
         )
 
-    def _reciprocal(
-        self, session: Session, request: Request, approver: str, now: datetime
-    ) -> datetime | None:
-        """When ``request.principal`` last approved a request of ``approver`` in the window.
+    def _ring(
+        self, session: Session, requester: str, approver: str, now: datetime
+    ) -> independence.Ring | None:
+        """The shortest chain of approvals within the reciprocal window from ``requester``
+        to ``approver`` (``requester`` approved a request of someone who approved … one of
+        ``approver``'s), or None: ``approver`` approving ``requester`` would close it.
 
-        Takes a lock on the pair first, held to the end of the transaction: two colleagues
-        approving each other's requests at once would otherwise each lock only their own
-        request row, both read "no vote the other way", and both pass. SQLite needs none:
-        answering takes its one write lock before this read.
+        It first takes the approval graph's lock, held to the end of the transaction: two
+        approvals that each close a ring only together (1 approving 4 while 2 approves 1,
+        with 4 → 3 → 2 already there) touch different requests and different pairs, so only
+        one lock over every approval's edge makes them take turns. On PostgreSQL that is a
+        transaction advisory lock (per schema, so homes sharing a database do not wait on
+        each other); SQLite needs none, as answering already holds its one write lock.
+
+        Whether ``approver`` is reachable at all is one recursive query over the votes
+        index (by approver and time), each person visited once; only then (a refusal,
+        rare) is the path itself found, breadth-first, to name it.
         """
         if not self.db.is_sqlite:
-            pair = "\x1f".join(sorted((request.principal, approver)))
-            key = int.from_bytes(
-                hashlib.sha256(b"reciprocal:" + pair.encode()).digest()[:8], "big", signed=True
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"),
+                {"key": _GRAPH_LOCK},
             )
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         since = now - self.settings.reciprocal_window
-        found = session.scalar(
-            select(ApprovalVoteRow.time)
+        approved = (
+            select(ApprovalVoteRow.approver, ApprovalRequestRow.principal)
             .join(ApprovalRequestRow, ApprovalRequestRow.id == ApprovalVoteRow.request_id)
-            .where(ApprovalVoteRow.approver == request.principal)
             .where(ApprovalVoteRow.verdict == "approve")
-            .where(ApprovalRequestRow.principal == approver)
             .where(ApprovalVoteRow.time >= since)
-            .order_by(ApprovalVoteRow.time.desc())
-            .limit(1)
         )
-        return found
+        start = select(cast(literal(requester), String(128)).label("person"))
+        reach = start.cte("reach", recursive=True)
+        step = approved.with_only_columns(ApprovalRequestRow.principal).join(
+            reach, ApprovalVoteRow.approver == reach.c.person
+        )
+        reach = reach.union(step)
+        found = session.scalar(select(reach.c.person).where(reach.c.person == approver).limit(1))
+        if found is None:
+            return None
+        # came_from[p] = (who p was reached from, when they approved p's request)
+        came_from: dict[str, tuple[str, datetime]] = {}
+        seen = {requester}
+        frontier = [requester]
+        while frontier:
+            reached: list[str] = []
+            for at in range(0, len(frontier), _IN_CHUNK):
+                edges = session.execute(
+                    approved.with_only_columns(
+                        ApprovalVoteRow.approver,
+                        ApprovalRequestRow.principal,
+                        func.max(ApprovalVoteRow.time),
+                    )
+                    .where(ApprovalVoteRow.approver.in_(frontier[at : at + _IN_CHUNK]))
+                    .group_by(ApprovalVoteRow.approver, ApprovalRequestRow.principal)
+                    .order_by(ApprovalVoteRow.approver, ApprovalRequestRow.principal)
+                )
+                for source, target, when in edges:
+                    if target in seen:
+                        continue
+                    seen.add(target)
+                    came_from[target] = (source, when)
+                    if target == approver:
+                        return _path(came_from, requester, approver)
+                    reached.append(target)
+            frontier = reached
+        return None  # not reachable after all: the query and the walk disagree on nothing
 
     @staticmethod
     def _request_entry(request: Request, kind: str, now: datetime) -> dict[str, Any]:

@@ -40,11 +40,12 @@ LINKS = "prev"
 _INDEX_TABLE = "report_subject_entries"
 _CHUNK = 5000
 #: Fields that identify staff; shown only when the viewer may see names.
-_STAFF_FIELDS = ("principal", "approver", "by", "reviewer", "approvers")
+_STAFF_FIELDS = ("principal", "approver", "by", "reviewer", "approvers", "ring")
 _APPROVAL_TYPES = {
     "approval_request",
     "approval",
     "approval_denied",
+    "approval_refused",
     "request_denied",
     "request_expired",
     "request_withdrawn",
@@ -59,25 +60,49 @@ _APPROVAL_TYPES = {
 }
 
 
+#: Set (true) on an entry whose ``subjects`` list names subjects it is about, each of whom
+#: gets it in their report (see :func:`subjects_of`).
+SUBJECTS_REPORTED = "subjects_reported"
+
+
 def subject_of(entry: Mapping[str, Any]) -> str | None:
-    """The subject an entry is about: its ``subject`` when that is a string. Decisions and
-    releases, approval steps, break-glass and its alert, report views and oversight views of
-    one subject carry one; an entry naming several subjects (a case) names none, since its
-    bytes go to every subject whose report holds it."""
+    """The one subject an entry names in ``subject`` (a string), if any. Decisions and
+    releases, approval steps and refusals, break-glass and its alert, report views and
+    oversight views of one subject carry one. See :func:`subjects_of` for all of them."""
     subject = entry.get("subject")
     return subject if isinstance(subject, str) else None
 
 
+def subjects_of(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every subject an entry is about, each once, in order: its ``subject``, then, when it
+    says ``subjects_reported``, each string of its ``subjects`` list (an oversight view of
+    a case or an alert names several). Entries written before that marker existed carry a
+    ``subjects`` list without links for them; the marker, part of their bytes, is what tells
+    the two apart, so old logs still verify. Depends on the entry alone."""
+    found = [] if (one := subject_of(entry)) is None else [one]
+    many = entry.get("subjects")
+    if entry.get(SUBJECTS_REPORTED) is True and isinstance(many, list):
+        found.extend(s for s in many if isinstance(s, str))
+    return tuple(dict.fromkeys(found))
+
+
+def about_subjects(subjects: Iterable[str]) -> dict[str, Any]:
+    """The members an entry about several subjects carries so that it reaches each one's
+    report and each one's chain links to it: ``subjects`` and ``subjects_reported``."""
+    named = sorted(set(subjects))
+    return {"subjects": named, SUBJECTS_REPORTED: True} if named else {}
+
+
 class SubjectChain:
     """The ledger :class:`~custos.ledger.Chain` of custos: every entry about a subject links
-    to the previous entry about that subject, in its ``prev`` member."""
+    to the previous entry about that subject, in its ``prev`` member — an entry about several
+    links to the previous entry about each."""
 
     field = LINKS
 
     def keys(self, entry: Mapping[str, Any]) -> Collection[str]:
-        """The entry's subject, if it is about one."""
-        subject = subject_of(entry)
-        return () if subject is None else (subject,)
+        """The subjects the entry is about (:func:`subjects_of`)."""
+        return subjects_of(entry)
 
 
 #: Passed to the ledger by the composition root (``Custos.ledger``).
@@ -98,15 +123,18 @@ class SubjectIndex:
             first = state.indexed if state is not None else 0
         read = 0
         for start, end, entries in self.ledger.batches(first, _CHUNK):
-            rows = []
+            rows: list[dict[str, Any]] = []
             for idx, raw in entries:
                 try:
                     entry = json.loads(raw)
                 except ValueError:
                     continue  # verify reports broken entries; the index just skips them
-                subject = subject_of(entry) if isinstance(entry, dict) else None
-                if subject is not None:
-                    rows.append({"idx": idx, "subject": subject, "type": str(entry.get("type"))})
+                if isinstance(entry, dict):
+                    kind = str(entry.get("type"))
+                    rows.extend(
+                        {"idx": idx, "subject": subject, "type": kind}
+                        for subject in subjects_of(entry)
+                    )
             with self.db.session() as session:
                 # Idempotent under concurrent catch-ups: replace this range, move the mark.
                 session.execute(
@@ -136,24 +164,25 @@ class SubjectIndex:
         differences: list[tuple[int, str]] = []
         for start in range(0, indexed, _CHUNK):
             end = min(start + _CHUNK, indexed)
-            expected: dict[int, tuple[str, str]] = {}
+            # Per entry: the sorted (subject, type) pairs it should have rows for.
+            expected: dict[int, list[tuple[str, str]]] = {}
             for idx, raw in self.ledger.entries(start, end):
                 try:
                     entry = json.loads(raw)
                 except ValueError:
                     continue  # log verify names the broken entry itself
-                subject = subject_of(entry) if isinstance(entry, dict) else None
-                if subject is not None:
-                    expected[idx] = (subject, str(entry.get("type")))
+                subjects = subjects_of(entry) if isinstance(entry, dict) else ()
+                if subjects:
+                    kind = str(entry.get("type"))
+                    expected[idx] = sorted((subject, kind) for subject in subjects)
+            stored: dict[int, list[tuple[str, str]]] = {}
             with self.db.session() as session:
-                stored = {
-                    int(idx): (str(subject), str(kind))
-                    for idx, subject, kind in session.execute(
-                        select(
-                            SubjectEntryRow.idx, SubjectEntryRow.subject, SubjectEntryRow.type
-                        ).where(SubjectEntryRow.idx >= start, SubjectEntryRow.idx < end)
-                    )
-                }
+                for idx, subject, kind in session.execute(
+                    select(SubjectEntryRow.idx, SubjectEntryRow.subject, SubjectEntryRow.type)
+                    .where(SubjectEntryRow.idx >= start, SubjectEntryRow.idx < end)
+                    .order_by(SubjectEntryRow.idx, SubjectEntryRow.subject)
+                ):
+                    stored.setdefault(int(idx), []).append((str(subject), str(kind)))
             for idx in sorted(set(expected) | set(stored)):
                 mine, theirs = expected.get(idx), stored.get(idx)
                 if theirs is None:
@@ -172,7 +201,23 @@ class SubjectIndex:
                             "subject (inserted)",
                         )
                     )
-                elif mine[0] != theirs[0]:
+                elif set(theirs) < set(mine):
+                    differences.append(
+                        (
+                            idx,
+                            f"{_INDEX_TABLE} lacks a row for entry {idx} for one of the "
+                            "subjects it is about (deleted)",
+                        )
+                    )
+                elif set(theirs) > set(mine):
+                    differences.append(
+                        (
+                            idx,
+                            f"{_INDEX_TABLE} has a row for entry {idx} naming a subject it is "
+                            "not about (inserted)",
+                        )
+                    )
+                elif [s for s, _ in mine] != [s for s, _ in theirs]:
                     differences.append(
                         (
                             idx,
@@ -180,7 +225,7 @@ class SubjectIndex:
                             "than the entry (altered)",
                         )
                     )
-                elif mine[1] != theirs[1]:
+                elif mine != theirs:
                     differences.append(
                         (
                             idx,
@@ -469,7 +514,7 @@ def verify_report(
         except ValueError:
             check.problems.append((idx, f"entry {idx} is not JSON"))
             continue
-        if not isinstance(entry, dict) or entry.get("subject") != report.subject:
+        if not isinstance(entry, dict) or report.subject not in subjects_of(entry):
             check.problems.append((idx, f"entry {idx} is not about {report.subject}"))
             continue
         parsed.append((idx, entry))

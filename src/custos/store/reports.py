@@ -9,13 +9,14 @@ from custos.store.base import Base
 
 
 class SubjectEntryRow(Base):
-    """Ledger entry ``idx`` is about ``subject`` (an index built from the entries)."""
+    """Ledger entry ``idx`` is about ``subject`` (an index built from the entries). An entry
+    about several subjects has a row for each."""
 
     __tablename__ = "report_subject_entries"
     __table_args__ = (Index("ix_report_subject_entries_subject", "subject", "idx"),)
 
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    subject: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(String(128), primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
 
 
