@@ -16,9 +16,12 @@ import yaml
 from custos.detect import EventStore, run_detection
 from custos.directory import DirectoryStore, read_directory_file
 from custos.errors import InvalidInput
+from custos.sim.grants import benign_grants
 from custos.sim.scenarios import SCENARIOS
 from custos.sim.world import START, World, new_world
-from custos.store import open_database
+from custos.store import Database, open_database
+from custos.store.approvals import GrantRow
+from custos.times import utc_instant
 from custos.textfiles import read_lines, strict_json
 
 #: A scenario: adds events (and tickets) to the world and labels them in ``world.labels``.
@@ -27,6 +30,7 @@ Scenario = Callable[[random.Random, World, set[str]], None]
 DIRECTORY_FILE = "directory.yaml"
 EVENTS_FILE = "events.jsonl"
 LABELS_FILE = "labels.json"
+GRANTS_FILE = "grants.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,9 @@ def simulate(
     extra: Mapping[str, Scenario] | None = None,
     start: datetime = START,
 ) -> SimulationReport:
-    """Write ``directory.yaml``, ``events.jsonl`` and ``labels.json`` into ``out``.
+    """Write ``directory.yaml``, ``events.jsonl``, ``grants.jsonl`` (the grants the
+    approvals part would hold, see :mod:`custos.sim.grants`) and ``labels.json`` into
+    ``out``.
 
     The history runs ``days`` days from ``start`` (midnight UTC of a Monday; by default a
     fixed day, so that a seed always gives the same files).
@@ -78,6 +84,7 @@ def simulate(
     used: set[str] = set()
     for name in names:
         known[name](rng, world, used)
+    benign_grants(seed, world)
     world.events.sort(key=lambda e: (e["time"], e["id"]))
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +94,9 @@ def simulate(
         with (out / EVENTS_FILE).open("w", encoding="utf-8") as handle:
             for event in world.events:
                 handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+        with (out / GRANTS_FILE).open("w", encoding="utf-8") as handle:
+            for grant in world.grants:
+                handle.write(json.dumps(grant, separators=(",", ":")) + "\n")
         labels = {
             "employees": len(world.people),
             "days": days,
@@ -188,6 +198,48 @@ def _labels(folder: Path) -> Mapping[str, Any]:
     return data
 
 
+def load_grants(db: Database, lines: Sequence[str], source: str) -> int:
+    """Store the grant records of a simulated world (``grants.jsonl``) in ``db``'s grants
+    table as durable grants, as the approvals part leaves them once their ledger entries
+    are written: history made before this store existed, for detection to read as it reads
+    a real installation's. Returns how many. Raises :class:`InvalidInput` for a bad line."""
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            g = strict_json(line)
+            rows.append(
+                GrantRow(
+                    id=str(g["grant"]),
+                    request_id=None,
+                    principal=str(g["principal"]),
+                    subject=str(g["subject"]),
+                    categories=list(g["categories"]),
+                    actions=list(g["actions"]),
+                    purpose=str(g["purpose"]),
+                    ticket=g.get("ticket"),
+                    precision=str(g["precision"]),
+                    approvals=int(g["approvals"]),
+                    approver_groups=list(g["approver_groups"]),
+                    approvers=[str(a) for a in g["approvers"]],
+                    reason=str(g["reason"]),
+                    starts=utc_instant(g["starts"]),
+                    ends=utc_instant(g["ends"]),
+                    break_glass=False,
+                    review="none",
+                    logged=True,
+                )
+            )
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(
+                f"{source}: line {number} is not a grant record ({type(exc).__name__})"
+            ) from None
+    with db.session() as session:
+        session.add_all(rows)
+    return len(rows)
+
+
 def evaluate(folder: Path, section: Mapping[str, Any] | None = None) -> EvalReport:
     """Load a simulated world into a fresh, private SQLite store, run detection, and score
     it against the labels: a scenario is detected when every culprit is named by an alert
@@ -202,6 +254,9 @@ def evaluate(folder: Path, section: Mapping[str, Any] | None = None) -> EvalRepo
             directory = DirectoryStore(db)
             directory.merge(document, source=str(folder / DIRECTORY_FILE))
             EventStore(db).import_lines(lines, str(folder / EVENTS_FILE))
+            if (folder / GRANTS_FILE).is_file():
+                grant_lines = read_lines(folder / GRANTS_FILE, "a grants file")
+                load_grants(db, grant_lines, str(folder / GRANTS_FILE))
             run = run_detection(db, directory, section)
         finally:
             db.dispose()
