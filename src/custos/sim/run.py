@@ -21,8 +21,8 @@ from custos.sim.scenarios import SCENARIOS
 from custos.sim.world import START, World, new_world
 from custos.store import Database, open_database
 from custos.store.approvals import GrantRow
-from custos.times import utc_instant
 from custos.textfiles import read_lines, strict_json
+from custos.times import utc_instant
 
 #: A scenario: adds events (and tickets) to the world and labels them in ``world.labels``.
 Scenario = Callable[[random.Random, World, set[str]], None]
