@@ -382,7 +382,8 @@ def approval_ring(rng: random.Random, world: World, used: set[str]) -> None:
     team = next(
         (
             t
-            for t in ("internal-audit", "trust-safety", "security", "fraud")
+            # The 2022 team first; in small worlds its people are taken, so any team.
+            for t in ("internal-audit", *sorted({p.team for p in world.people}))
             if sum(p.team == t and p.status == "active" and p.id not in used for p in world.people)
             >= 4
         ),
