@@ -156,7 +156,7 @@ def approval_ring(d: Detector) -> list[Finding]:
     rows = d._rows(
         f"""
         SELECT list_sort(list_distinct(flatten(list(ring)))) AS members,
-               any_value(ring) AS ring, bucket,
+               min(ring) AS ring, bucket,
                list(DISTINCT principal ORDER BY principal) AS principals,
                list(DISTINCT subject ORDER BY subject) AS subjects,
                list(DISTINCT id ORDER BY id)[1:{n}] AS ids, count(DISTINCT id) AS n,
@@ -192,7 +192,9 @@ def approval_ring(d: Detector) -> list[Finding]:
     for row in merged.values():
         ring = list(row["ring"])
         # ring = [holder, …, approver]: each approved the next one's grant, and the last
-        # approved the holder's.
+        # approved the holder's. Told from its first member, so it reads the same each run.
+        first = ring.index(min(ring))
+        ring = ring[first:] + ring[:first]
         steps = [f"{ring[i]} approved {ring[i + 1]}" for i in range(len(ring) - 1)]
         steps.append(f"{ring[-1]} approved {ring[0]}")
         kind = "a reciprocal pair" if len(ring) == 2 else f"a ring of {len(ring)}"
