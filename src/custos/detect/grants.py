@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from custos.detect.kept import bucket
+from custos.detect.tables import GRANT_COLUMNS, create_table
 
 if TYPE_CHECKING:
     from custos.detect.engine import Detector, Finding
@@ -36,6 +37,12 @@ def prepare(d: Detector) -> None:
     """Make ``gr``, ``ga`` and ``gcover`` from ``grants`` and the directory's ``principals``."""
     c = d.config
     con = d.con
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'grants'"
+    ).fetchone()
+    if not found or not found[0]:
+        # Tables made elsewhere without grant facts: none is doubted.
+        con.execute(create_table("grants", GRANT_COLUMNS))
     con.execute(
         """
         CREATE OR REPLACE TABLE gr AS
