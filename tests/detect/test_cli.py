@@ -143,7 +143,12 @@ def test_simulate_load_and_eval(home: Path, tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     body = json.loads(made.stdout)
     assert set(body["scenarios"]) == {"journalist_2022", "bribed_agent"}
-    assert {p.name for p in out.iterdir()} == {"directory.yaml", "events.jsonl", "labels.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "directory.yaml",
+        "events.jsonl",
+        "grants.jsonl",
+        "labels.json",
+    }
     assert run(home, "init").returncode == 0
     loaded = run(home, "org", "load", str(out / "directory.yaml"))
     assert loaded.returncode == 0, loaded.stderr
@@ -164,3 +169,20 @@ def test_simulate_load_and_eval(home: Path, tmp_path: Path) -> None:
     unknown = run(home, "simulate", "--out", str(out), "--scenario", "nope")
     assert unknown.returncode == 2
     assert "unknown scenario" in unknown.stderr
+
+
+def test_eval_seeds_prints_each_seed_and_the_total(home: Path) -> None:
+    done = run(home, "eval", "--seeds", "3", "--employees", "40", "--days", "14", "--json")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    seed = body["seeds"]["3"]
+    assert seed["scenarios"]["approval_ring"]["detected"] is True
+    assert seed["scenarios"]["grant_abuse"]["detected"] is True
+    assert body["total"]["false_alerts"] == seed["false_alerts"]
+    assert body["total"]["employee_days"] == seed["employee_days"]
+    text = run(home, "eval", "--seeds", "3", "--employees", "40", "--days", "14")
+    assert text.stdout.splitlines()[2].startswith("| 3 | ")
+    assert "| total |" in text.stdout
+    for bad in (["--seeds", "5-1"], ["--seeds", "x"], []):
+        refused = run(home, "eval", *bad)
+        assert refused.returncode == 2, bad

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from custos.cli.app import app, console, print_json
+from custos.errors import InvalidInput
 from custos.sim import SCENARIOS, evaluate, simulate
+from custos.sim.run import evaluate_seeds, parse_seeds, seeds_json, seeds_text
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -49,10 +51,36 @@ def simulate_command(
 
 @app.command("eval")
 def eval_command(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `custos simulate`.")],
+    folder: Annotated[
+        Path | None, typer.Argument(help="A folder written by `custos simulate`.")
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="Simulate these seeds (1-5, or 1,2,3) with every scenario and score each.",
+        ),
+    ] = None,
+    employees: Annotated[int, typer.Option("--employees", min=40)] = 200,
+    days: Annotated[int, typer.Option("--days", min=14)] = 30,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run detection on a simulated world (in a private, fresh store) and score it."""
+    """Run detection on a simulated world (in a private, fresh store) and score it; or, with
+    --seeds, simulate and score several worlds and print the quality figures."""
+    if (folder is None) == (seeds is None):
+        raise InvalidInput(
+            "eval takes a folder or --seeds, not both or neither",
+            hint="e.g. custos eval --seeds 1-5",
+        )
+    if seeds is not None:
+        runs = evaluate_seeds(parse_seeds(seeds), employees=employees, days=days)
+        if as_json:
+            print_json(seeds_json(runs))
+        else:
+            # Plain output, not the console's: no wrapping, so it can be quoted as it is.
+            typer.echo(seeds_text(runs))
+        return
+    assert folder is not None
     report = evaluate(folder)
     if as_json:
         print_json(report.to_dict())

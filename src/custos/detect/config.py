@@ -85,6 +85,18 @@ class DetectConfig:
     #: Fewest records exported or searched unexplained in a period for a bulk-export alert
     #: (also above peer and own baselines).
     export_min_records: int = 1000
+    #: Grants approved within this many days of each other count towards one ring: an
+    #: approver whom the holder approved in turn (directly or through others) is not
+    #: independent (the approvals part's reciprocal window).
+    ring_days: int = 30
+    #: Longest ring looked for, in people (2 is a reciprocal pair).
+    ring_max: int = 4
+    #: Fewest people reading one subject under grants in a period, with no ticket of their
+    #: own opened by someone else, for a grant-convergence alert.
+    grant_convergence_min_principals: int = 3
+    #: Fewest grants a principal must receive in a period (also beyond peer and own
+    #: baselines) for a grant-volume alert.
+    grant_volume_min: int = 6
     #: Evidence event ids kept per alert (the count is always in the explanation).
     max_evidence: int = 200
     #: Days a ``legitimate`` / ``false_positive`` disposition suppresses the same pattern.

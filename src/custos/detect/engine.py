@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from custos.detect import grants
 from custos.detect.config import DetectConfig
 from custos.detect.kept import (
     ORIGIN,
@@ -192,6 +193,7 @@ class Detector:
         # by side (one thread each) the short one would leave a core idle for most of the
         # long one.
         self._facts()
+        grants.prepare(self)
         self._classify(kept)
         self._activity(kept)
         for principal, role, team in self.con.execute("SELECT id, role, team FROM pr").fetchall():
@@ -244,6 +246,7 @@ class Detector:
                        (c.cited_ok AND NOT c.cited_self) OR c.granted AS indep,
                        (c.cited_ok AND NOT c.cited_self) OR c.granted AS own_indep,
                        CASE WHEN c.cited_ok OR c.granted THEN 2 ELSE 0 END AS tier,
+                       c.cited_ok AND NOT c.cited_self AS tk_indep, false AS doubted,
                        coalesce(s.hv, false) AS hv, coalesce(s.minor, false) AS minor,
                        coalesce(s.emp_link, false) AS emp_link, s.employee,
                        coalesce(s.protected, '') AS protected,
@@ -258,6 +261,9 @@ class Detector:
             SELECT *, (tier = 2 AND NOT indep) AS self_only FROM x
             """
         )
+        # Reads under a grant whose approvers are not independent keep only their ticket's
+        # explanation (before the directory's explanations below, which read ``granted``).
+        grants.doubt(self)
         retro = f"to_minutes({c.retro_minutes})"
         near = f"to_days({c.near_days})"
         # Explanations found in the directory for what the cited ticket did not explain,
@@ -302,6 +308,7 @@ class Detector:
             x AS (
                 -- The cited ticket did not explain these rows (cited_ok is false).
                 SELECT c.id, coalesce(o.strict_indep, false) OR c.granted AS indep,
+                       coalesce(o.strict_indep, false) AS tk_indep,
                        coalesce(o.near_indep, false) OR c.granted AS own_indep,
                        CASE WHEN coalesce(o.strict_ok, false) OR c.granted THEN 2
                             WHEN coalesce(o.near_ok, false) OR tm.id IS NOT NULL THEN 1
@@ -317,7 +324,7 @@ class Detector:
         con.execute(
             """
             UPDATE ev SET indep = x.indep, own_indep = x.own_indep, tier = x.tier,
-                          self_only = x.self_only
+                          self_only = x.self_only, tk_indep = x.tk_indep
             FROM expl x WHERE ev.id = x.id
             """
         )
@@ -367,8 +374,8 @@ class Detector:
         role, team = self._roles.get(principal, ("not in the directory", ""))
         return f"{principal} ({role}{', ' + team if team else ''})"
 
-    def _rows(self, sql: str) -> list[dict[str, Any]]:
-        cursor = self.con.execute(sql)
+    def _rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self.con.execute(sql, params)
         names = [d[0] for d in cursor.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -462,6 +469,7 @@ class Detector:
             self.new_role_access,
             self.protected_subject_attempt,
             self.rare_category_access,
+            *(lambda rule=rule: rule(self) for rule in grants.RULES),
         ]
         findings = [f for found in self._side_by_side(rules) for f in found]
         return sorted(findings, key=lambda f: (f.first_seen, f.rule, f.principals))

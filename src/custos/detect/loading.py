@@ -14,13 +14,14 @@ import duckdb
 from custos.detect.events import EXPLANATIONS, EventStore
 from custos.detect.tables import (
     EVENT_COLUMNS,
+    GRANT_COLUMNS,
     PRINCIPAL_COLUMNS,
     SUBJECT_COLUMNS,
     TICKET_COLUMNS,
 )
 from custos.directory import DIRECTORY_EXPORTS, DirectoryStore
 from custos.errors import ConfigurationError, InvalidInput
-from custos.store import WrittenRows
+from custos.store import Database, WrittenRows
 from custos.vocabulary import ACTIONS, OUTCOMES, PRECISIONS
 
 TABLES = {
@@ -29,6 +30,32 @@ TABLES = {
     "subjects": SUBJECT_COLUMNS,
     "tickets": TICKET_COLUMNS,
 }
+
+
+#: The grants detection reads, per backend (``(sqlite, postgresql)`` for
+#: :meth:`Database.write_rows`), columns as :data:`GRANT_COLUMNS`: only grants whose ledger
+#: entry is durable (``logged``; the workflow honours no other), the approvers and their
+#: groups joined by ``|``, a revoked grant ending when it was revoked.
+GRANT_EXPORTS = (
+    "SELECT json_array(id, principal, subject, purpose, precision, "
+    "(SELECT group_concat(value, '|') FROM json_each(approvers)), "
+    "(SELECT group_concat(value, '|') FROM json_each(approver_groups)), starts, "
+    "CASE WHEN revoked IS NOT NULL AND revoked < ends THEN revoked ELSE ends END, "
+    "CASE WHEN break_glass THEN 'true' ELSE 'false' END) FROM grants WHERE logged",
+    "SELECT id, principal, subject, purpose, precision, "
+    "nullif(array_to_string(ARRAY(SELECT json_array_elements_text(approvers)), '|'), ''), "
+    "nullif(array_to_string(ARRAY(SELECT json_array_elements_text(approver_groups)), '|'), ''), "
+    "to_char(starts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), "
+    "to_char(least(ends, coalesce(revoked, ends)) AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD HH24:MI:SS.US'), "
+    "CASE WHEN break_glass THEN 'true' ELSE 'false' END FROM grants WHERE logged",
+)
+
+
+def write_grants(db: Database, path: Path) -> WrittenRows:
+    """Write every durable grant for DuckDB (:data:`GRANT_EXPORTS`). Raises
+    :class:`StoreUnavailable`."""
+    return db.write_rows(path, sqlite=GRANT_EXPORTS[0], postgresql=GRANT_EXPORTS[1])
 
 
 #: How both readers parse the times the database writes (what SQLite stores, and what the
@@ -87,6 +114,7 @@ def load_store(
                 postgresql=postgresql.format(where=""),
             )
             read_rows(con, table, TABLES[table], rows)
+        read_rows(con, "grants", GRANT_COLUMNS, write_grants(events.db, base / "grants"))
     return written.count
 
 
@@ -131,6 +159,7 @@ REQUIRED = {
     "principals": ("id",),
     "subjects": ("id",),
     "tickets": ("id",),
+    "grants": ("id", "principal", "subject", "starts", "ends"),
 }
 #: Closed vocabularies of the event format whose values the rules compare against.
 _VOCABULARIES = {
@@ -193,7 +222,7 @@ def attach_parquet(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path]) ->
     columns read as null. Raises :class:`InvalidInput` naming the table, file and column (and how
     many rows are at fault, never a value); no view is replaced before all four pass.
     """
-    unknown = sorted(set(files) - set(TABLES))
+    unknown = sorted(set(files) - set(TABLES) - {"grants"})
     missing = sorted(set(TABLES) - set(files))
     if unknown or missing:
         raise InvalidInput(
@@ -203,6 +232,15 @@ def attach_parquet(con: duckdb.DuckDBPyConnection, files: Mapping[str, Path]) ->
             + (f"; missing: {', '.join(missing)}" if missing else "")
         )
     views = {table: _checked_view(con, table, Path(files[table])) for table in TABLES}
+    if "grants" in files:
+        views["grants"] = _checked_view(con, "grants", Path(files["grants"]))
+    else:
+        # No grant facts: an empty table, so that no grant is doubted (see detect.grants).
+        views["grants"] = (
+            "SELECT "
+            + ", ".join(f"NULL::{kind} AS {name}" for name, kind in GRANT_COLUMNS.items())
+            + " WHERE false"
+        )
     for table, select in views.items():
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {select}")
 
@@ -220,7 +258,7 @@ def _checked_view(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> str
     stored = {str(row[0]): str(row[1]) for row in described}
     columns = [
         _column(table, path, name, wanted, stored.get(name))
-        for name, wanted in TABLES[table].items()
+        for name, wanted in {**TABLES, "grants": GRANT_COLUMNS}[table].items()
     ]
     select = f"SELECT {', '.join(columns)} FROM {source}"
     checks = [f"count(*) FILTER (WHERE {name} IS NULL)" for name in REQUIRED[table]]

@@ -36,9 +36,10 @@ import duckdb
 from custos.detect.config import DetectConfig
 from custos.detect.events import EventStore
 from custos.detect.kept import Classification
-from custos.detect.loading import first_line, literal, read_rows, working_folder
+from custos.detect.loading import first_line, literal, read_rows, working_folder, write_grants
 from custos.detect.tables import (
     EVENT_COLUMNS,
+    GRANT_COLUMNS,
     PRINCIPAL_COLUMNS,
     SUBJECT_COLUMNS,
     TICKET_COLUMNS,
@@ -48,7 +49,7 @@ from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError
 
 #: Format of the mirror's own tables: another value makes a run copy everything again.
-FORMAT = "1"
+FORMAT = "2"
 #: The catalog the mirror's file is attached as.
 CATALOG = "mirror"
 #: What the change export writes per event: the columns the rules read, its number in the
@@ -174,6 +175,10 @@ class Mirror:
         read_rows(con, "incoming", CHANGED_EVENT_COLUMNS, changes.rows, temporary=True)
         for table, columns in _DIRECTORY.items():
             read_rows(con, f"new_{table}", columns, getattr(written, table), temporary=True)
+        # Grants are copied whole on every run: they are a few per thousand events, and a
+        # grant row changes after it is made (revoked), which no change stamp tells yet.
+        grants = write_grants(events.db, folder / "grants")
+        read_rows(con, "new_grants", GRANT_COLUMNS, grants, temporary=True)
         self._views()
         con.execute("BEGIN")
         try:
@@ -192,6 +197,8 @@ class Mirror:
             for table in _DIRECTORY:
                 con.execute(f"DELETE FROM {cat}.{table} WHERE id IN (SELECT id FROM new_{table})")
                 con.execute(f"INSERT INTO {cat}.{table} BY NAME SELECT * FROM new_{table}")
+            con.execute(f"DELETE FROM {cat}.grants")
+            con.execute(f"INSERT INTO {cat}.grants BY NAME SELECT * FROM new_grants")
             row = con.execute(
                 f"SELECT count(*), coalesce(max(seq), 0) FROM {cat}.events"
             ).fetchone()
@@ -223,7 +230,7 @@ class Mirror:
                 hint="it is built from the database: remove it and run detection again",
             ) from None
         finally:
-            for name in ("incoming", "replaced", *(f"new_{t}" for t in _DIRECTORY)):
+            for name in ("incoming", "replaced", "new_grants", *(f"new_{t}" for t in _DIRECTORY)):
                 con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         copied = sum(getattr(written, table).count for table in _DIRECTORY)
         return MirrorUpdate(
@@ -236,7 +243,7 @@ class Mirror:
     def _make(self) -> None:
         """Make the mirror's tables anew, empty (new, or of another format)."""
         con, cat = self.con, CATALOG
-        tables = {"events": CHANGED_EVENT_COLUMNS, **_DIRECTORY}
+        tables = {"events": CHANGED_EVENT_COLUMNS, **_DIRECTORY, "grants": GRANT_COLUMNS}
         for table, columns in tables.items():
             con.execute(f"DROP TABLE IF EXISTS {cat}.{table}")
             con.execute(create_table(f"{cat}.{table}", columns))
@@ -245,7 +252,7 @@ class Mirror:
         """The four tables the rules read, as views over the mirror (the events without the
         releases folded into their decisions)."""
         con, cat = self.con, CATALOG
-        for table in _DIRECTORY:
+        for table in (*_DIRECTORY, "grants"):
             con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {cat}.{table}")
         con.execute(
             f"CREATE OR REPLACE VIEW events AS SELECT {', '.join(EVENT_COLUMNS)} "

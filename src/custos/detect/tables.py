@@ -43,6 +43,21 @@ TICKET_COLUMNS: dict[str, str] = {
     "closed": "TIMESTAMP",
     "opened_by": "VARCHAR",
 }
+#: Grants as detection reads them (``custos.detect.grants``): who held one on whom, when, and
+#: who approved it. ``approvers`` and ``approver_groups`` are joined by ``|`` like
+#: ``subjects.protected``; ``ends`` is already the revocation time when one came first.
+GRANT_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "principal": "VARCHAR",
+    "subject": "VARCHAR",
+    "purpose": "VARCHAR",
+    "precision": "VARCHAR",
+    "approvers": "VARCHAR",
+    "approver_groups": "VARCHAR",
+    "starts": "TIMESTAMP",
+    "ends": "TIMESTAMP",
+    "break_glass": "BOOLEAN",
+}
 
 
 def create_table(name: str, columns: dict[str, str]) -> str:

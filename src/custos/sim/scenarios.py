@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from custos.errors import InvalidInput
+from custos.sim import grants
 from custos.sim.world import PURPOSE, Person, World, shift_time
 
 
@@ -372,6 +374,114 @@ def colleague_snooping(rng: random.Random, world: World, used: set[str]) -> None
     )
 
 
+def approval_ring(rng: random.Random, world: World, used: set[str]) -> None:
+    """Four colleagues approve each other's requests for precise data in a ring (each
+    request also approved by a privacy officer who saw a sound reason), then read
+    journalists' and activists' IP history under those grants: the 2022 team, after
+    two-person approval was introduced but before approvers had to sit outside it."""
+    team = next(
+        (
+            t
+            # The 2022 team first; in small worlds its people are taken, so any team.
+            for t in ("internal-audit", *sorted({p.team for p in world.people}))
+            if sum(p.team == t and p.status == "active" and p.id not in used for p in world.people)
+            >= 4
+        ),
+        None,
+    )
+    if team is None:
+        raise InvalidInput("approval_ring needs a team with four people no other scenario uses")
+    pool = [p for p in world.people if p.team == team and p.status == "active" and p.id not in used]
+    ring = rng.sample(pool, k=4)
+    targets = rng.sample(world.flagged("journalist") + world.flagged("activist"), k=3)
+    officers, _ = grants.approver_pool(world)
+    day = _day(rng, world, span=4)
+    events = []
+    for i, person in enumerate(ring):
+        subject = rng.choice(targets)
+        starts = shift_time(rng, person, day + timedelta(days=i % 3), spread=4.0)
+        approvers = [ring[(i + 1) % len(ring)].id, rng.choice(officers).id]
+        grant = grants.record(
+            world,
+            f"G-ring-{i + 1}",
+            person,
+            subject,
+            approvers,
+            starts,
+            categories=["ip_history"],
+            purpose=PURPOSE[person.role],
+            ticket=None,
+            precision="precise",
+            reason="suspected disclosure of confidential material",
+        )
+        for k in range(rng.randint(2, 4)):
+            events.append(
+                world.event(
+                    time=starts + timedelta(minutes=20 + 40 * k + rng.uniform(0, 30)),
+                    principal=person.id,
+                    subject=subject,
+                    category="ip_history",
+                    purpose=PURPOSE[person.role],
+                    precision="precise",
+                    grant=grant["grant"],
+                    source="audit-tool",
+                )
+            )
+    used.update(p.id for p in ring)
+    _label(
+        world,
+        "approval_ring",
+        [p.id for p in ring],
+        events,
+        "four colleagues approve each other's precise requests in a ring and read "
+        "journalists' IP history under them",
+    )
+
+
+def grant_abuse(rng: random.Random, world: World, used: set[str]) -> None:
+    """An agent obtains a dozen grants in a week, each approved by independent approvers
+    on a plausible reason, and reads protected accounts' contact and location data under
+    them: every approval looks sound; the number does not."""
+    person = _pick(rng, world, role="support_agent", avoid=used)
+    guarded = world.flagged("minor") + world.flagged("public_official")
+    day = _day(rng, world, span=6)
+    events = []
+    for n, subject in enumerate(rng.sample(guarded, k=rng.randint(11, 14))):
+        starts = shift_time(rng, person, day + timedelta(days=n % 5), spread=6.0)
+        grant = grants.record(
+            world,
+            f"G-abuse-{n + 1}",
+            person,
+            subject,
+            grants.independent_approvers(rng, world, person, starts),
+            starts,
+            categories=["contact", "location"],
+            purpose="support",
+            ticket=None,
+            precision="coarse",
+            reason="account recovery; the user called in",
+        )
+        for _ in range(rng.randint(1, 2)):
+            events.append(
+                world.event(
+                    time=starts + timedelta(minutes=rng.uniform(5, 90)),
+                    principal=person.id,
+                    subject=subject,
+                    category=rng.choice(("contact", "location")),
+                    purpose="support",
+                    grant=grant["grant"],
+                )
+            )
+    used.add(person.id)
+    _label(
+        world,
+        "grant_abuse",
+        [person.id],
+        events,
+        "an agent obtains far more grants than their peers and reads protected accounts under them",
+    )
+
+
 def other_paths(rng: random.Random, world: World, used: set[str]) -> None:
     """A support agent reads, through an admin console that does not go through custos,
     locations, messages and social graphs — categories no policy lets their role use —
@@ -443,4 +553,6 @@ SCENARIOS: dict[str, Callable[[random.Random, World, set[str]], None]] = {
     "pretext_tickets": pretext_tickets,
     "purpose_shopping": purpose_shopping,
     "colleague_snooping": colleague_snooping,
+    "approval_ring": approval_ring,
+    "grant_abuse": grant_abuse,
 }

@@ -99,6 +99,9 @@ class World:
     tickets: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Grant records (see :mod:`custos.sim.grants`), and who approved whom when.
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    grant_edges: list[tuple[datetime, str, str]] = field(default_factory=list)
     _next_event: int = 0
     _next_ticket: int = 0
     _guarded: set[str] = field(default_factory=set)
@@ -177,6 +180,10 @@ class World:
                 entry["manager"] = p.manager
             if p.team == "privacy-office":
                 entry["groups"] = ["privacy_office", "approvers"]
+            elif p.manager is None:
+                # Team leads approve other teams' requests (never their own team's: their
+                # reports are in their management chain).
+                entry["groups"] = ["approvers"]
             if p.role_since:
                 entry["role_since"] = p.role_since.strftime("%Y-%m-%dT%H:%M:%SZ")
             principals.append(entry)
