@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from custos.access.batching import ThreadBatcher
 from custos.access.decisions import AUTHORITY_MISMATCH, DecisionMaker
+from custos.access.feed import EventFeed
 from custos.access.journal import decision_entry, new_event_id
 from custos.access.read import ReadResult, release_entry
 from custos.access.replay import Replayed, Replayer
@@ -63,6 +64,7 @@ from custos.ledger import (
     write_new_key,
     write_origin,
 )
+from custos.ledger.follow import follow_ledger
 from custos.policy import (
     AccessRequest,
     ApprovalsNeeded,
@@ -75,7 +77,6 @@ from custos.policy import (
 from custos.reports import SUBJECT_CHAIN, SubjectIndex, build_report
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
-from custos.store.events import LedgerFeedRow
 from custos.times import iso
 from custos.vault import (
     KEK_FILE,
@@ -201,27 +202,7 @@ class Custos:
         Reading the ledger, not hooking the hot path, keeps decisions fast and means detection
         sees exactly what was logged. Idempotent (events are keyed by their ids).
         """
-        with self.db.session() as session:
-            row = session.get(LedgerFeedRow, 1)
-            first = row.position if row is not None else 0
-        read = 0
-        for start, end, entries in self.ledger.batches(first):
-            batch = []
-            for _, raw in entries:
-                entry = json.loads(raw)
-                if entry.get("type") in ("decision", "release") and "subject" in entry:
-                    entry.pop("salt", None)  # a ledger detail, meaningless as an event field
-                    batch.append(entry)
-            if batch:
-                self.events.append(batch, from_ledger=True)
-            with self.db.session() as session:
-                row = session.get(LedgerFeedRow, 1)
-                if row is None:
-                    session.add(LedgerFeedRow(id=1, position=end))
-                else:
-                    row.position = max(row.position, end)
-            read += end - start
-        return read
+        return follow_ledger(self.ledger, [EventFeed(self.db, self.events)])
 
     def detect(self, *, since: datetime | None = None) -> DetectionRun:
         """Feed the ledger into the events, then run every detection rule (see
@@ -847,7 +828,7 @@ class Custos:
         size = self.ledger.size()
         stride = max(1, size // sample) if sample else 1
         replayer = Replayer(self.settings, stride=stride)
-        self._follow_ledger(replayer, size)
+        follow_ledger(self.ledger, [replayer], end=size)
         projection = replayer.projection
         raw_directory = DirectoryStore(self.db)  # unchecked reads: every row, as stored
         tables: list[tuple[str, Iterable[tuple[str, int | None, Mapping[str, Any], bool]]]] = [
@@ -877,24 +858,13 @@ class Custos:
         :mod:`custos.access.replay`). Raises :class:`NotFound` when no decision that names
         its authority is there."""
         replayer = Replayer(self.settings, wanted={index})
-        self._follow_ledger(replayer, min(index + 1, self.ledger.size()))
+        follow_ledger(self.ledger, [replayer], end=index + 1)
         if not replayer.results:
             raise NotFound(
                 f"ledger index {index} holds no decision that names its authority",
                 hint="decisions logged before custos ledgered authority cannot be replayed",
             )
         return replayer.results[0]
-
-    def _follow_ledger(self, follower: Replayer, end: int) -> None:
-        for _, _, entries in self.ledger.batches(0):
-            for index, raw in entries:
-                if index >= end:
-                    return
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # verify_log names an entry that is not JSON
-                follower.follow(index, entry)
 
     def _decided_or_refused(
         self,

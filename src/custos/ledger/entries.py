@@ -32,7 +32,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union, dataclass_transform
 
 from custos.errors import InvalidInput
 
@@ -123,6 +123,7 @@ class Entry:
 
     TYPE: ClassVar[str] = ""
     _members: ClassVar[tuple[_Member, ...]] = ()
+    _by_json: ClassVar[dict[str, _Member]] = {}
 
     #: Members this class does not declare, kept as read (a newer writer's).
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -135,6 +136,21 @@ class Entry:
     def type(self) -> str:
         """The entry's ``type`` member."""
         return self.TYPE
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The member ``name`` as the stored JSON has it (lists as tuples), or ``default``
+        when the JSON has none: ``dict.get`` without building the dict."""
+        member = self._by_json.get(name)
+        if member is None:
+            if name == "type":
+                return self.type
+            if name == LINKS:
+                return default if self.prev is None else self.prev
+            if name == SALT:
+                return default if self.salt is None else self.salt
+            return self.extra.get(name, default)
+        value = getattr(self, member.attr)
+        return default if member.omit and value == member.default else value
 
     def to_json(self) -> dict[str, Any]:
         """The entry as the ledger stores it: ``type``, the declared members in order
@@ -169,6 +185,9 @@ class UnknownEntry(Entry):
         kind = self.raw.get("type")
         return kind if isinstance(kind, str) else ""
 
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.raw.get(name, default)
+
     def to_json(self) -> dict[str, Any]:
         return dict(self.raw)
 
@@ -181,6 +200,9 @@ WRITERS: dict[str, str] = {}
 _E = TypeVar("_E", bound=type[Entry])
 
 
+@dataclass_transform(
+    kw_only_default=True, frozen_default=True, field_specifiers=(field, optional, renamed)
+)
 def entry_type(name: str, *, writer: str) -> Callable[[_E], _E]:
     """Register a class (made a frozen, keyword-only dataclass) as the entry type ``name``,
     written by ``writer``."""
@@ -217,6 +239,7 @@ def entry_type(name: str, *, writer: str) -> Callable[[_E], _E]:
                 )
             )
         made._members = tuple(own)
+        made._by_json = {m.json: m for m in own}
         if name in REGISTRY:
             raise TypeError(f"entry type {name!r} declared twice")  # pragma: no cover
         REGISTRY[name] = made
@@ -284,6 +307,9 @@ class BrokenEntry(Entry):
     def type(self) -> str:
         kind = self.raw.get("type") if isinstance(self.raw, dict) else None
         return kind if isinstance(kind, str) else ""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.raw.get(name, default) if isinstance(self.raw, dict) else default
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.raw) if isinstance(self.raw, dict) else {}

@@ -28,6 +28,10 @@ from sqlalchemy import delete, func, insert, select
 from custos.directory import DirectoryStore
 from custos.errors import CustosError, InvalidInput, NotFound, ValidationFailed
 from custos.ledger import Ledger, NoteVerifier, leaf_hash, open_checkpoint, verify_inclusion
+from custos.ledger.entries import LINKS as _LEDGER_LINKS
+from custos.ledger.entries import Entry
+from custos.ledger.entries import read as read_entry
+from custos.ledger.follow import follow_ledger
 from custos.store import Database
 from custos.store.reports import SubjectEntryRow, SubjectIndexStateRow
 from custos.times import iso
@@ -36,7 +40,7 @@ FORMAT = "custos-subject-report/2"
 #: Reports made before entries were linked: no ``head``; still verified, links where present.
 _FORMAT_UNLINKED = "custos-subject-report/1"
 #: The member of an entry about a subject that names the previous entry about that subject.
-LINKS = "prev"
+LINKS = _LEDGER_LINKS
 _INDEX_TABLE = "report_subject_entries"
 _CHUNK = 5000
 #: Fields that identify staff; shown only when the viewer may see names.
@@ -84,45 +88,64 @@ class SubjectChain:
 SUBJECT_CHAIN = SubjectChain()
 
 
+def _indexed(entry: Entry) -> tuple[str, str] | None:
+    """The subject index's row for ``entry`` (its subject and type), None when it is about
+    no subject. Read as the chain reads it (:func:`subject_of`): the ``subject`` member
+    when a string, whatever the entry's type, so broken and unknown entries count too."""
+    subject = entry.get("subject")
+    if not isinstance(subject, str):
+        return None
+    return subject, str(entry.get("type"))
+
+
 class SubjectIndex:
-    """Which ledger entries name which subject; catches up incrementally with the log."""
+    """Which ledger entries name which subject; catches up incrementally with the log. A
+    :class:`~custos.ledger.follow.Follower`: its position is ``report_index_state``."""
 
     def __init__(self, db: Database, ledger: Ledger) -> None:
         self.db = db
         self.ledger = ledger
+        self._start = 0
+        self._rows: list[dict[str, Any]] = []
 
     def catch_up(self) -> int:
         """Index entries appended since the last call; returns how many were read."""
+        return follow_ledger(self.ledger, [self], chunk=_CHUNK)
+
+    # -- as a Follower of the ledger (see custos.ledger.follow) ---------------------------
+
+    def position(self) -> int:
+        """The next ledger index to index (``report_index_state``, 0 before any)."""
         with self.db.session() as session:
             state = session.get(SubjectIndexStateRow, 1)
-            first = state.indexed if state is not None else 0
-        read = 0
-        for start, end, entries in self.ledger.batches(first, _CHUNK):
-            rows = []
-            for idx, raw in entries:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # verify reports broken entries; the index just skips them
-                subject = subject_of(entry) if isinstance(entry, dict) else None
-                if subject is not None:
-                    rows.append({"idx": idx, "subject": subject, "type": str(entry.get("type"))})
-            with self.db.session() as session:
-                # Idempotent under concurrent catch-ups: replace this range, move the mark.
-                session.execute(
-                    delete(SubjectEntryRow).where(
-                        SubjectEntryRow.idx >= start, SubjectEntryRow.idx < end
-                    )
+            position = state.indexed if state is not None else 0
+        self._start = position
+        return position
+
+    def follow(self, index: int, entry: Entry) -> None:
+        """Keep the row of an entry about a subject."""
+        row = _indexed(entry)
+        if row is not None:
+            self._rows.append({"idx": index, "subject": row[0], "type": row[1]})
+
+    def persist(self, end: int) -> None:
+        """Replace the rows of ``[start, end)`` with those kept and move the mark to
+        ``end``, in one transaction: idempotent under concurrent catch-ups."""
+        rows, self._rows = self._rows, []
+        with self.db.session() as session:
+            session.execute(
+                delete(SubjectEntryRow).where(
+                    SubjectEntryRow.idx >= self._start, SubjectEntryRow.idx < end
                 )
-                if rows:
-                    session.execute(insert(SubjectEntryRow), rows)
-                state = session.get(SubjectIndexStateRow, 1)
-                if state is None:
-                    session.add(SubjectIndexStateRow(id=1, indexed=end))
-                else:
-                    state.indexed = max(state.indexed, end)
-            read += end - start
-        return read
+            )
+            if rows:
+                session.execute(insert(SubjectEntryRow), rows)
+            state = session.get(SubjectIndexStateRow, 1)
+            if state is None:
+                session.add(SubjectIndexStateRow(id=1, indexed=end))
+            else:
+                state.indexed = max(state.indexed, end)
+        self._start = end
 
     def verify(self) -> list[tuple[int | None, str]]:
         """Compare the index with the entries it was built from (derived data, so it must
@@ -138,13 +161,9 @@ class SubjectIndex:
             end = min(start + _CHUNK, indexed)
             expected: dict[int, tuple[str, str]] = {}
             for idx, raw in self.ledger.entries(start, end):
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # log verify names the broken entry itself
-                subject = subject_of(entry) if isinstance(entry, dict) else None
-                if subject is not None:
-                    expected[idx] = (subject, str(entry.get("type")))
+                row = _indexed(read_entry(raw))
+                if row is not None:
+                    expected[idx] = row
             with self.db.session() as session:
                 stored = {
                     int(idx): (str(subject), str(kind))
