@@ -9,6 +9,7 @@ import types
 import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Union
 
 import pytest
@@ -214,3 +215,18 @@ def test_any_json_object_parses_or_is_refused_by_name(raw: dict[str, Any]) -> No
 def test_a_typed_entry_keeps_the_ledgers_links(stored: dict[str, Any]) -> None:
     stored = {**stored, "prev": {"user-42": None, "user-1": 12}}
     assert parse(stored).to_json()["prev"] == {"user-42": None, "user-1": 12}
+
+
+def test_the_design_note_lists_every_type_as_the_registry_declares_it() -> None:
+    note = Path(__file__).parents[2] / "docs" / "design" / "ledger.md"
+    text = note.read_text(encoding="utf-8")
+    section = text.split("## The entry vocabulary", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[1], cells[2].strip("`"))
+    assert set(rows) == set(REGISTRY)
+    for name, cls in REGISTRY.items():
+        members = ", ".join(m.json + ("?" if m.omit else "") for m in cls._members)
+        assert rows[name] == (members, entries.WRITERS[name]), name
