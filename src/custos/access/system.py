@@ -64,6 +64,15 @@ from custos.ledger import (
     write_new_key,
     write_origin,
 )
+from custos.ledger.entries import (
+    IngestEntry,
+    OversightViewEntry,
+    PolicyVersionEntry,
+    ReportViewEntry,
+    SettingsEntry,
+    ShredEntry,
+    SignInEntry,
+)
 from custos.ledger.follow import follow_ledger
 from custos.policy import (
     AccessRequest,
@@ -237,15 +246,14 @@ class Custos:
         """
         self.directory.subject(subject)
         self.ledger.append(
-            {
-                "type": "report_view",
-                "time": iso(datetime.now(UTC)),
-                "subject": subject,
-                "principal": viewer.principal,
-                "roles": sorted(viewer.roles),
-                "names": names,
-                "source": viewer.source,
-            }
+            ReportViewEntry(
+                time=iso(datetime.now(UTC)),
+                subject=subject,
+                principal=viewer.principal,
+                roles=tuple(sorted(viewer.roles)),
+                names=names,
+                source=viewer.source,
+            ).to_json()
         )
         return build_report(self.ledger, self.subject_index, self.directory, subject, names=names)
 
@@ -274,32 +282,27 @@ class Custos:
         Raises :class:`StoreUnavailable` / ``LedgerUnavailable`` when it cannot be logged
         (then nothing may be shown).
         """
-        entry: dict[str, Any] = {
-            "type": "oversight_view",
-            "time": iso(datetime.now(UTC)),
-            "view": view,
-            "principal": viewer.principal,
-            "roles": sorted(viewer.roles),
-            "source": viewer.source,
-        }
-        named = sorted(set(subjects))
+        unknown = "not in the directory"
+        named = tuple(sorted(set(subjects)))
         if subject is None and len(named) == 1:
             subject = named[0]
-        if subject is not None:
-            if self._known(self.directory.subject, subject):
-                entry["subject"] = subject
-            else:
-                entry["subject_filter"] = "not in the directory"
-        if named:
-            entry["subjects"] = named
-        if about is not None:
-            if self._known(self.directory.principal, about):
-                entry["about_principal"] = about
-            else:
-                entry["principal_filter"] = "not in the directory"
-        if alert is not None:
-            entry["alert"] = alert
-        self.ledger.append(entry)
+        known_subject = subject is not None and self._known(self.directory.subject, subject)
+        known_about = about is not None and self._known(self.directory.principal, about)
+        self.ledger.append(
+            OversightViewEntry(
+                time=iso(datetime.now(UTC)),
+                view=view,
+                principal=viewer.principal,
+                roles=tuple(sorted(viewer.roles)),
+                source=viewer.source,
+                subject=subject if known_subject else None,
+                subject_filter=unknown if subject is not None and not known_subject else None,
+                subjects=named,
+                about_principal=about if known_about else None,
+                principal_filter=unknown if about is not None and not known_about else None,
+                alert=alert,
+            ).to_json()
+        )
 
     @staticmethod
     def _known(lookup: Callable[[str], object], key: str) -> bool:
@@ -313,14 +316,13 @@ class Custos:
         """Log that ``account`` signed in (``method``: password or oidc) before its session
         starts. Raises :class:`StoreUnavailable` when it cannot be logged (no session then)."""
         self.ledger.append(
-            {
-                "type": "sign_in",
-                "time": iso(datetime.now(UTC)),
-                "account": account.username,
-                "principal": account.principal,
-                "roles": list(account.roles),
-                "method": method,
-            }
+            SignInEntry(
+                time=iso(datetime.now(UTC)),
+                account=account.username,
+                principal=account.principal,
+                roles=tuple(account.roles),
+                method=method,
+            ).to_json()
         )
 
     @cached_property
@@ -641,12 +643,9 @@ class Custos:
             if known is None:
                 # In the ledger first: a policy change that cannot be logged does not happen.
                 self.ledger.append(
-                    {
-                        "type": "policy_version",
-                        "time": iso(datetime.now(UTC)),
-                        "digest": pack.digest,
-                        "files": pack.files,
-                    }
+                    PolicyVersionEntry(
+                        time=iso(datetime.now(UTC)), digest=pack.digest, files=pack.files
+                    ).to_json()
                 )
                 session.add(
                     PolicyVersionRow(
@@ -674,7 +673,14 @@ class Custos:
         except OSError:
             pass
         self.ledger.append(
-            {"type": "settings", "time": iso(datetime.now(UTC)), "digest": digest, **body}
+            SettingsEntry(
+                time=iso(datetime.now(UTC)),
+                digest=digest,
+                residency=body["residency"],
+                approvals=body["approvals"],
+                # Any setting added later is ledgered too, after these.
+                extra={k: v for k, v in body.items() if k not in ("residency", "approvals")},
+            ).to_json()
         )
         # Not written: it is ledgered again next time (an extra entry, never a missing one).
         with contextlib.suppress(OSError):
@@ -786,14 +792,13 @@ class Custos:
         now = now or datetime.now(UTC)
         report = self.vault.ingest_lines(lines, source, rejects=rejects, now=now)
         self.ledger.append(
-            {
-                "type": "ingest",
-                "time": iso(now),
-                "added": report.added,
-                "categories": report.categories,
-                "rejected": report.rejected,
-                "expired": report.expired,
-            }
+            IngestEntry(
+                time=iso(now),
+                added=report.added,
+                categories=report.categories,
+                rejected=report.rejected,
+                expired=report.expired,
+            ).to_json()
         )
         return report
 
@@ -815,7 +820,7 @@ class Custos:
             for _, category in expired:
                 categories[category] = categories.get(category, 0) + 1
             self.ledger.append(
-                {"type": "shred", "time": iso(now), "keys": len(expired), "categories": categories}
+                ShredEntry(time=iso(now), keys=len(expired), categories=categories).to_json()
             )
             return self.vault.shred(expired, now)
 
