@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from custos.ledger.entries import DecisionEntry
 from custos.policy import Decision
 from custos.times import iso
 
@@ -37,46 +38,34 @@ def decision_entry(
     them has the same digest).
     """
     request = decision.request
-    entry: dict[str, Any] = {
-        "type": "decision",
-        "id": event_id,
-        "time": iso(datetime.now(UTC)),
-        "principal": request.principal,
-        "role": role,
-        "team": team,
-        "action": request.action,
-        "subject": request.subject,
-        "category": request.category,
-        "purpose": request.purpose,
-        "decision": decision.outcome,
-        "precision": decision.precision,
-        "reasons": [r.policy for r in decision.reasons],
-        "policy_version": decision.policy_version,
-        "source": source,
-    }
-    if request.ticket is not None:
-        entry["ticket"] = request.ticket
-    if request.precision is not None:
+    return DecisionEntry(
+        id=event_id,
+        time=iso(datetime.now(UTC)),
+        principal=request.principal,
+        role=role,
+        team=team,
+        action=request.action,
+        subject=request.subject,
+        category=request.category,
+        purpose=request.purpose,
+        decision=decision.outcome,
+        precision=decision.precision,
+        reasons=tuple(r.policy for r in decision.reasons),
+        policy_version=decision.policy_version,
+        source=source,
+        ticket=request.ticket,
         # What was asked for, beside what was decided: replay asks the same.
-        entry["requested_precision"] = request.precision
-    if request.time is not None:
-        entry["at"] = iso(request.time)
-    if decision.grant is not None:
-        entry["grant"] = decision.grant
-    if decision.explained is not None:
+        requested_precision=request.precision,
+        at=iso(request.time) if request.time is not None else None,
+        grant=decision.grant,
         # What the guarded path checked as it decided: detection takes this access as
         # explained that way without looking the ticket up again.
-        entry["explained"] = decision.explained
-    if decision.review_required:
-        entry["review_required"] = True
-    if request.break_glass:
-        entry["break_glass"] = True
-    if decision.approvals is not None:
-        entry["approvals_needed"] = decision.approvals.to_dict()
-    if settings is not None:
-        entry["settings"] = settings
-    if decision.authority:
+        explained=decision.explained,
+        review_required=decision.review_required,
+        break_glass=request.break_glass,
+        approvals_needed=(decision.approvals.to_dict() if decision.approvals is not None else None),
+        settings=settings,
         # The ledger entries that set the facts it used: `custos log verify` checks each was
         # still the latest for its row, and replays the decision on them.
-        entry["authority"] = dict(decision.authority)
-    return entry
+        authority=dict(decision.authority) if decision.authority else None,
+    ).to_json()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from custos.ledger.entries import ReleaseEntry
 from custos.policy import Decision
 from custos.times import iso
 
@@ -42,23 +43,19 @@ def release_entry(
     """The ledger entry saying what was released under ``decision`` (logged as ``event_id``):
     counts and precision, never values."""
     request = decision.request
-    entry: dict[str, Any] = {
-        "type": "release",
-        "id": f"{event_id}:release",
-        "decision_id": event_id,
-        "time": iso(datetime.now(UTC)),
-        "principal": request.principal,
-        "action": request.action,
-        "subject": request.subject,
-        "category": request.category,
-        "purpose": request.purpose,
-        "decision": decision.outcome,
-        "precision": decision.precision,
-        "records": count,
-        "source": source,
-    }
-    if request.ticket is not None:
-        entry["ticket"] = request.ticket
-    if shredded:
-        entry["shredded"] = shredded
-    return entry
+    return ReleaseEntry(
+        id=f"{event_id}:release",
+        decision_id=event_id,
+        time=iso(datetime.now(UTC)),
+        principal=request.principal,
+        action=request.action,
+        subject=request.subject,
+        category=request.category,
+        purpose=request.purpose,
+        decision=decision.outcome,
+        precision=decision.precision,
+        records=count,
+        source=source,
+        ticket=request.ticket,
+        shredded=shredded,
+    ).to_json()

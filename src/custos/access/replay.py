@@ -22,6 +22,7 @@ from custos.authority.projection import AuthorityProjection
 from custos.config import Settings
 from custos.directory import Principal, Subject, Ticket
 from custos.errors import CustosError
+from custos.ledger.entries import DecisionEntry, Entry, PolicyVersionEntry, SettingsEntry
 from custos.policy import AccessRequest, Facts, GrantFacts, PolicyEngine
 from custos.policy.pack import build_pack
 from custos.times import utc_instant
@@ -110,11 +111,11 @@ def grant_of(facts: Mapping[str, Any], revoked: bool) -> GrantFacts:
     )
 
 
-def _outcome(decision: Mapping[str, Any]) -> dict[str, Any]:
+def _outcome(decision: DecisionEntry) -> dict[str, Any]:
     return {
-        "decision": decision.get("decision"),
-        "precision": decision.get("precision"),
-        "reasons": list(decision.get("reasons") or ()),
+        "decision": decision.decision,
+        "precision": decision.precision,
+        "reasons": list(decision.reasons),
     }
 
 
@@ -138,22 +139,29 @@ class Replayer:
         self._residency: Mapping[str, Any] | None = None
         self._settings: str | None = None
 
-    def follow(self, index: int, entry: Mapping[str, Any]) -> None:
+    def position(self) -> int:
+        """The next index this replayer needs (it lives in memory: it starts at 0)."""
+        return self.projection.position()
+
+    def persist(self, end: int) -> None:
+        """Nothing to write: replay is run afresh each time."""
+        self.projection.persist(end)
+
+    def follow(self, index: int, entry: Entry) -> None:
         """Take in the entry at ``index`` (entries must come in index order)."""
-        kind = entry.get("type")
-        if kind == "policy_version" and isinstance(entry.get("files"), dict):
-            self._packs[str(entry.get("digest"))] = entry["files"]
-        elif kind == "settings" and isinstance(entry.get("residency"), dict):
-            self._residency = entry["residency"]
-            self._settings = str(entry.get("digest"))
-        elif (
-            kind == "decision"
-            and isinstance(entry.get("authority"), dict)
-            and (self.wanted is None or index in self.wanted)
-            and index >= self._next
-        ):
-            self.results.append(self.replay(index, entry))
-            self._next = (index // self.stride + 1) * self.stride if self.stride > 1 else 0
+        match entry:
+            case PolicyVersionEntry(digest=digest, files=files):
+                self._packs[digest] = files
+            case SettingsEntry(residency=residency, digest=digest):
+                self._residency = residency
+                self._settings = digest
+            case DecisionEntry() if (
+                entry.authority is not None
+                and (self.wanted is None or index in self.wanted)
+                and index >= self._next
+            ):
+                self.results.append(self.replay(index, entry))
+                self._next = (index // self.stride + 1) * self.stride if self.stride > 1 else 0
         self.projection.follow(index, entry)
 
     def _engine(self, digest: str) -> PolicyEngine:
@@ -179,32 +187,32 @@ class Replayer:
             return self.settings.allowed_countries(jurisdiction)
         return tuple(self._residency.get(jurisdiction, (jurisdiction,)))
 
-    def replay(self, index: int, entry: Mapping[str, Any]) -> Replayed:
+    def replay(self, index: int, entry: DecisionEntry) -> Replayed:
         """Decide the decision ``entry`` (at ``index``) again on the state followed so far."""
         logged = _outcome(entry)
         latest = self.projection.latest
-        used: Mapping[str, Any] = entry["authority"]
+        used: Mapping[str, Any] = entry.authority or {}
         try:
-            principal = principal_of(latest[("principal", entry["principal"])][1])
-            subject = subject_of(latest[("subject", entry["subject"])][1])
+            principal = principal_of(latest[("principal", entry.principal)][1])
+            subject = subject_of(latest[("subject", entry.subject)][1])
             ticket = None
-            if "ticket" in used and entry.get("ticket"):
-                ticket = ticket_of(latest[("ticket", entry["ticket"])][1])
+            if "ticket" in used and entry.ticket:
+                ticket = ticket_of(latest[("ticket", entry.ticket)][1])
             grant = None
-            if "grant" in used and entry.get("grant"):
-                name = entry["grant"]
+            if "grant" in used and entry.grant:
+                name = entry.grant
                 revoked = name in self.projection.revoked
                 grant = grant_of(latest[("grant", name)][1], revoked)
             request = AccessRequest(
-                principal=entry["principal"],
-                subject=entry["subject"],
-                category=entry["category"],
-                purpose=entry["purpose"],
-                action=entry.get("action", "read"),
-                ticket=entry.get("ticket"),
-                precision=entry.get("requested_precision"),
-                break_glass=bool(entry.get("break_glass")),
-                time=utc_instant(entry.get("at") or entry["time"]),
+                principal=entry.principal,
+                subject=entry.subject,
+                category=entry.category,
+                purpose=entry.purpose,
+                action=entry.action,
+                ticket=entry.ticket,
+                precision=entry.requested_precision,
+                break_glass=entry.break_glass,
+                time=utc_instant(entry.at or entry.time),
             )
             facts = Facts(
                 principal=principal,
@@ -213,7 +221,7 @@ class Replayer:
                 ticket=ticket,
                 grant=grant,
             )
-            decision = self._engine(str(entry.get("policy_version"))).decide(request, facts)
+            decision = self._engine(str(entry.policy_version)).decide(request, facts)
         except (KeyError, LookupError, ValueError, TypeError, CustosError) as exc:
             problem = exc.message if isinstance(exc, CustosError) else str(exc)
             return Replayed(index, logged, None, f"cannot replay: {problem}")
@@ -222,7 +230,7 @@ class Replayer:
             "precision": decision.precision,
             "reasons": [r.policy for r in decision.reasons],
         }
-        named = entry.get("settings")
+        named = entry.settings
         if named is not None and named != self._settings:
             # The decision was made under settings the ledger does not hold as the latest:
             # a config changed by hand (and the marker that says it was ledgered with it).

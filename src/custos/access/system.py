@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from custos.access.batching import ThreadBatcher
 from custos.access.decisions import AUTHORITY_MISMATCH, DecisionMaker
+from custos.access.feed import EventFeed
 from custos.access.journal import decision_entry, new_event_id
 from custos.access.read import ReadResult, release_entry
 from custos.access.replay import Replayed, Replayer
@@ -63,6 +64,16 @@ from custos.ledger import (
     write_new_key,
     write_origin,
 )
+from custos.ledger.entries import (
+    IngestEntry,
+    OversightViewEntry,
+    PolicyVersionEntry,
+    ReportViewEntry,
+    SettingsEntry,
+    ShredEntry,
+    SignInEntry,
+)
+from custos.ledger.follow import follow_ledger
 from custos.policy import (
     AccessRequest,
     ApprovalsNeeded,
@@ -72,10 +83,9 @@ from custos.policy import (
     install_default_pack,
     load_pack,
 )
-from custos.reports import SUBJECT_CHAIN, SubjectIndex, about_subjects, build_report
+from custos.reports import SUBJECT_CHAIN, SubjectIndex, build_report
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
-from custos.store.events import LedgerFeedRow
 from custos.times import iso
 from custos.vault import (
     KEK_FILE,
@@ -201,27 +211,7 @@ class Custos:
         Reading the ledger, not hooking the hot path, keeps decisions fast and means detection
         sees exactly what was logged. Idempotent (events are keyed by their ids).
         """
-        with self.db.session() as session:
-            row = session.get(LedgerFeedRow, 1)
-            first = row.position if row is not None else 0
-        read = 0
-        for start, end, entries in self.ledger.batches(first):
-            batch = []
-            for _, raw in entries:
-                entry = json.loads(raw)
-                if entry.get("type") in ("decision", "release") and "subject" in entry:
-                    entry.pop("salt", None)  # a ledger detail, meaningless as an event field
-                    batch.append(entry)
-            if batch:
-                self.events.append(batch, from_ledger=True)
-            with self.db.session() as session:
-                row = session.get(LedgerFeedRow, 1)
-                if row is None:
-                    session.add(LedgerFeedRow(id=1, position=end))
-                else:
-                    row.position = max(row.position, end)
-            read += end - start
-        return read
+        return follow_ledger(self.ledger, [EventFeed(self.db, self.events)])
 
     def detect(self, *, since: datetime | None = None) -> DetectionRun:
         """Feed the ledger into the events, then run every detection rule (see
@@ -272,15 +262,14 @@ class Custos:
         """
         self.directory.subject(subject)
         self.ledger.append(
-            {
-                "type": "report_view",
-                "time": iso(datetime.now(UTC)),
-                "subject": subject,
-                "principal": viewer.principal,
-                "roles": sorted(viewer.roles),
-                "names": names,
-                "source": viewer.source,
-            }
+            ReportViewEntry(
+                time=iso(datetime.now(UTC)),
+                subject=subject,
+                principal=viewer.principal,
+                roles=tuple(sorted(viewer.roles)),
+                names=names,
+                source=viewer.source,
+            ).to_json()
         )
         return build_report(self.ledger, self.subject_index, self.directory, subject, names=names)
 
@@ -309,33 +298,29 @@ class Custos:
         Raises :class:`StoreUnavailable` / ``LedgerUnavailable`` when it cannot be logged
         (then nothing may be shown).
         """
-        entry: dict[str, Any] = {
-            "type": "oversight_view",
-            "time": iso(datetime.now(UTC)),
-            "view": view,
-            "principal": viewer.principal,
-            "roles": sorted(viewer.roles),
-            "source": viewer.source,
-        }
-        named = sorted(set(subjects))
+        unknown = "not in the directory"
+        named = tuple(sorted(set(subjects)))
         if subject is None and len(named) == 1:
             subject = named[0]
-        if subject is not None:
-            if self._known(self.directory.subject, subject):
-                entry["subject"] = subject
-            else:
-                entry["subject_filter"] = "not in the directory"
-        if named:
-            # In the report of every subject named, each one's chain linked to it.
-            entry.update(about_subjects(named))
-        if about is not None:
-            if self._known(self.directory.principal, about):
-                entry["about_principal"] = about
-            else:
-                entry["principal_filter"] = "not in the directory"
-        if alert is not None:
-            entry["alert"] = alert
-        self.ledger.append(entry)
+        known_subject = subject is not None and self._known(self.directory.subject, subject)
+        known_about = about is not None and self._known(self.directory.principal, about)
+        self.ledger.append(
+            OversightViewEntry(
+                time=iso(datetime.now(UTC)),
+                view=view,
+                principal=viewer.principal,
+                roles=tuple(sorted(viewer.roles)),
+                source=viewer.source,
+                subject=subject if known_subject else None,
+                subject_filter=unknown if subject is not None and not known_subject else None,
+                subjects=named,
+                # In the report of every subject named, each one's chain linked to it.
+                subjects_reported=bool(named),
+                about_principal=about if known_about else None,
+                principal_filter=unknown if about is not None and not known_about else None,
+                alert=alert,
+            ).to_json()
+        )
 
     @staticmethod
     def _known(lookup: Callable[[str], object], key: str) -> bool:
@@ -349,14 +334,13 @@ class Custos:
         """Log that ``account`` signed in (``method``: password or oidc) before its session
         starts. Raises :class:`StoreUnavailable` when it cannot be logged (no session then)."""
         self.ledger.append(
-            {
-                "type": "sign_in",
-                "time": iso(datetime.now(UTC)),
-                "account": account.username,
-                "principal": account.principal,
-                "roles": list(account.roles),
-                "method": method,
-            }
+            SignInEntry(
+                time=iso(datetime.now(UTC)),
+                account=account.username,
+                principal=account.principal,
+                roles=tuple(account.roles),
+                method=method,
+            ).to_json()
         )
 
     @cached_property
@@ -677,12 +661,9 @@ class Custos:
             if known is None:
                 # In the ledger first: a policy change that cannot be logged does not happen.
                 self.ledger.append(
-                    {
-                        "type": "policy_version",
-                        "time": iso(datetime.now(UTC)),
-                        "digest": pack.digest,
-                        "files": pack.files,
-                    }
+                    PolicyVersionEntry(
+                        time=iso(datetime.now(UTC)), digest=pack.digest, files=pack.files
+                    ).to_json()
                 )
                 session.add(
                     PolicyVersionRow(
@@ -710,7 +691,14 @@ class Custos:
         except OSError:
             pass
         self.ledger.append(
-            {"type": "settings", "time": iso(datetime.now(UTC)), "digest": digest, **body}
+            SettingsEntry(
+                time=iso(datetime.now(UTC)),
+                digest=digest,
+                residency=body["residency"],
+                approvals=body["approvals"],
+                # Any setting added later is ledgered too, after these.
+                extra={k: v for k, v in body.items() if k not in ("residency", "approvals")},
+            ).to_json()
         )
         # Not written: it is ledgered again next time (an extra entry, never a missing one).
         with contextlib.suppress(OSError):
@@ -822,14 +810,13 @@ class Custos:
         now = now or datetime.now(UTC)
         report = self.vault.ingest_lines(lines, source, rejects=rejects, now=now)
         self.ledger.append(
-            {
-                "type": "ingest",
-                "time": iso(now),
-                "added": report.added,
-                "categories": report.categories,
-                "rejected": report.rejected,
-                "expired": report.expired,
-            }
+            IngestEntry(
+                time=iso(now),
+                added=report.added,
+                categories=report.categories,
+                rejected=report.rejected,
+                expired=report.expired,
+            ).to_json()
         )
         return report
 
@@ -851,7 +838,7 @@ class Custos:
             for _, category in expired:
                 categories[category] = categories.get(category, 0) + 1
             self.ledger.append(
-                {"type": "shred", "time": iso(now), "keys": len(expired), "categories": categories}
+                ShredEntry(time=iso(now), keys=len(expired), categories=categories).to_json()
             )
             return self.vault.shred(expired, now)
 
@@ -864,7 +851,7 @@ class Custos:
         size = self.ledger.size()
         stride = max(1, size // sample) if sample else 1
         replayer = Replayer(self.settings, stride=stride)
-        self._follow_ledger(replayer, size)
+        follow_ledger(self.ledger, [replayer], end=size)
         projection = replayer.projection
         raw_directory = DirectoryStore(self.db)  # unchecked reads: every row, as stored
         tables: list[tuple[str, Iterable[tuple[str, int | None, Mapping[str, Any], bool]]]] = [
@@ -894,24 +881,13 @@ class Custos:
         :mod:`custos.access.replay`). Raises :class:`NotFound` when no decision that names
         its authority is there."""
         replayer = Replayer(self.settings, wanted={index})
-        self._follow_ledger(replayer, min(index + 1, self.ledger.size()))
+        follow_ledger(self.ledger, [replayer], end=index + 1)
         if not replayer.results:
             raise NotFound(
                 f"ledger index {index} holds no decision that names its authority",
                 hint="decisions logged before custos ledgered authority cannot be replayed",
             )
         return replayer.results[0]
-
-    def _follow_ledger(self, follower: Replayer, end: int) -> None:
-        for _, _, entries in self.ledger.batches(0):
-            for index, raw in entries:
-                if index >= end:
-                    return
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # verify_log names an entry that is not JSON
-                follower.follow(index, entry)
 
     def _decided_or_refused(
         self,

@@ -20,16 +20,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from custos.ledger.entries import (
+    AuthorityFactsEntry,
+    BreakGlassEntry,
+    Entry,
+    GrantEntry,
+    GrantRevokedEntry,
+)
 from custos.times import iso
 
 #: Kinds of authority rows an ``authority`` entry may set.
 KINDS = ("principal", "subject", "ticket", "account", "token", "session")
 
 #: Entry types that set a grant's facts (the approvals workflow writes them).
-GRANT_TYPES = ("grant", "break_glass")
+GRANT_TYPES = (GrantEntry, BreakGlassEntry)
 
 #: Entry types that end a grant before its time.
-GRANT_ENDS = ("grant_revoked",)
+GRANT_ENDS = (GrantRevokedEntry,)
 
 #: Rows per ``authority`` entry: a load of 10^6 subjects is 1,000 entries, and checking one row
 #: reads (and caches) one entry of at most this many facts.
@@ -48,29 +55,13 @@ class AuthorityEntry:
 
     def to_json(self) -> dict[str, Any]:
         """The entry as the ledger stores it (before its salt)."""
-        return {
-            "type": "authority",
-            "kind": self.kind,
-            "time": iso(self.time or datetime.now(UTC)),
-            "source": self.source,
-            "by": dict(self.by) if self.by is not None else None,
-            "set": [dict(f) for f in self.facts],
-        }
-
-    @classmethod
-    def parse(cls, entry: Mapping[str, Any]) -> AuthorityEntry:
-        """An ``authority`` entry read back. Raises ``ValueError`` naming what is wrong."""
-        if entry.get("type") != "authority":
-            raise ValueError("not an authority entry")
-        kind = entry.get("kind")
-        facts = entry.get("set")
-        if kind not in KINDS:
-            raise ValueError(f"authority entry of unknown kind {kind!r}")
-        if not isinstance(facts, list) or not all(
-            isinstance(f, dict) and isinstance(f.get("id"), str) for f in facts
-        ):
-            raise ValueError("authority entry without a list of facts with ids")
-        return cls(kind=kind, facts=tuple(facts), source=str(entry.get("source", "")))
+        return AuthorityFactsEntry(
+            kind=self.kind,
+            time=iso(self.time or datetime.now(UTC)),
+            source=self.source,
+            by=dict(self.by) if self.by is not None else None,
+            rows=tuple(dict(f) for f in self.facts),
+        ).to_json()
 
 
 def batches(
@@ -83,14 +74,18 @@ def batches(
     ]
 
 
-def facts_set(entry: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+def facts_set(entry: Entry) -> dict[tuple[str, str], Mapping[str, Any]]:
     """The facts ``entry`` sets, keyed by ``(kind, id)``: an ``authority`` entry's rows, a
-    grant entry's grant; empty for any other entry. Raises ``ValueError`` for a malformed
-    authority entry."""
-    kind = entry.get("type")
-    if kind == "authority":
-        parsed = AuthorityEntry.parse(entry)
-        return {(parsed.kind, str(f["id"])): f for f in parsed.facts}
-    if kind in GRANT_TYPES and isinstance(entry.get("grant"), str):
-        return {("grant", entry["grant"]): {**entry, "id": entry["grant"]}}
+    grant entry's grant (its members, with the grant's ``id``); empty for any other entry.
+    Raises ``ValueError`` for an authority entry of an unknown kind or with a row without
+    an id."""
+    match entry:
+        case AuthorityFactsEntry(kind=kind, rows=rows):
+            if kind not in KINDS:
+                raise ValueError(f"authority entry of unknown kind {kind!r}")
+            if not all(isinstance(f.get("id"), str) for f in rows):
+                raise ValueError("authority entry without a list of facts with ids")
+            return {(kind, str(f["id"])): f for f in rows}
+        case GrantEntry() | BreakGlassEntry():
+            return {("grant", entry.grant): {**entry.to_json(), "id": entry.grant}}
     return {}

@@ -1,8 +1,8 @@
 """The authority state re-derived from the ledger alone, and what it says about the tables and
 the decisions.
 
-An :class:`AuthorityProjection` follows the ledger in index order (a follower, like the subject
-index and the event feed): every entry that sets facts (``authority``, ``grant``,
+An :class:`AuthorityProjection` follows the ledger in index order (a ledger ``Follower``, like
+the subject index and the event feed): every entry that sets facts (``authority``, ``grant``,
 ``break_glass``) makes them the latest for their row, ``grant_revoked`` ends a grant, and every
 decision that names the entries it used (``authority``) is checked against the state at that
 point: each named entry must still have been the latest for its row, and a grant must not have
@@ -21,8 +21,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from custos.authority.entries import GRANT_ENDS, facts_set
+from custos.authority.entries import facts_set
 from custos.errors import shown_id
+from custos.ledger.entries import (
+    BrokenEntry,
+    CaseAssignedEntry,
+    CaseClosedEntry,
+    DecisionEntry,
+    Entry,
+    GrantRevokedEntry,
+)
 
 #: The table that holds each kind of authority row.
 TABLES = {
@@ -35,13 +43,8 @@ TABLES = {
     "session": "sessions",
 }
 
-#: Which field of a decision entry names the row of each kind it used.
-_DECISION_FIELDS = {
-    "principal": "principal",
-    "subject": "subject",
-    "ticket": "ticket",
-    "grant": "grant",
-}
+#: Entry types whose facts count: a broken one of these is a finding.
+_SETS_FACTS = ("authority", "grant", "break_glass")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,49 +70,68 @@ class AuthorityProjection:
     findings: list[AuthorityFinding] = field(default_factory=list)
     followed: int = 0
     decisions_checked: int = 0
+    _position: int = 0
     #: Triage as the ledger tells it, per case id: ``assignee``, ``closed``,
     #: ``disposition``, ``suppress_days`` (from ``case_assigned`` and ``case_closed``).
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def follow(self, index: int, entry: Mapping[str, Any]) -> None:
+    def position(self) -> int:
+        """The next index this projection needs (it lives in memory: it starts at 0)."""
+        return self._position
+
+    def persist(self, end: int) -> None:
+        """Nothing to write: the projection is rebuilt on each run."""
+        self._position = max(self._position, end)
+
+    def follow(self, index: int, entry: Entry) -> None:
         """Take in the entry at ``index`` (entries must come in index order)."""
         self.followed += 1
-        kind = entry.get("type")
-        if kind == "decision":
-            self._check_decision(index, entry)
-            return
-        if kind in ("case_assigned", "case_closed") and isinstance(entry.get("case"), str):
-            case = self.cases.setdefault(entry["case"], {"assignee": None, "closed": False})
-            if kind == "case_assigned":
-                case["assignee"] = entry.get("assignee")
-            else:
+        self._position = index + 1
+        match entry:
+            case DecisionEntry():
+                self._check_decision(index, entry)
+            case CaseAssignedEntry(case=case_id, assignee=assignee):
+                case = self.cases.setdefault(case_id, {"assignee": None, "closed": False})
+                case["assignee"] = assignee
+            case CaseClosedEntry(case=case_id):
+                case = self.cases.setdefault(case_id, {"assignee": None, "closed": False})
                 case.update(
                     closed=True,
-                    disposition=entry.get("disposition"),
-                    suppress_days=entry.get("suppress_days", 0),
+                    disposition=entry.disposition,
+                    suppress_days=entry.suppress_days,
                 )
-            return
-        if kind in GRANT_ENDS and isinstance(entry.get("grant"), str):
-            self.revoked.setdefault(entry["grant"], index)
-            return
-        try:
-            sets = facts_set(entry)
-        except ValueError as exc:
-            self.findings.append(
-                AuthorityFinding(index, "ledger_entries", str(index), f"entry {index}: {exc}")
-            )
-            return
-        for key, facts in sets.items():
-            self.latest[key] = (index, facts)
+            case GrantRevokedEntry(grant=grant):
+                self.revoked.setdefault(grant, index)
+            case BrokenEntry(problem=problem) if entry.type in _SETS_FACTS:
+                self._malformed(index, problem)
+            case _:
+                try:
+                    sets = facts_set(entry)
+                except ValueError as exc:
+                    self._malformed(index, str(exc))
+                    return
+                for key, facts in sets.items():
+                    self.latest[key] = (index, facts)
 
-    def _check_decision(self, index: int, entry: Mapping[str, Any]) -> None:
-        used = entry.get("authority")
-        if not isinstance(used, dict):
+    def _malformed(self, index: int, problem: str) -> None:
+        self.findings.append(
+            AuthorityFinding(index, "ledger_entries", str(index), f"entry {index}: {problem}")
+        )
+
+    def _check_decision(self, index: int, entry: DecisionEntry) -> None:
+        used = entry.authority
+        if used is None:
             return
         self.decisions_checked += 1
+        named = {
+            "principal": entry.principal,
+            "subject": entry.subject,
+            "ticket": entry.ticket,
+            "grant": entry.grant,
+        }
         for kind, at in used.items():
-            name = entry.get(_DECISION_FIELDS.get(kind, ""))
-            if not isinstance(name, str) or not isinstance(at, int):
+            name = named.get(kind)
+            if not isinstance(name, str):
                 self.findings.append(
                     AuthorityFinding(
                         index,

@@ -13,7 +13,6 @@ entries it used, and ``custos log verify`` names any decision that used a supers
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 
 from custos.authority.entries import AuthorityEntry, batches, facts_set
 from custos.errors import AuthorityMismatch, NotFound, shown_id
+from custos.ledger.entries import MalformedEntry, parse_bytes
 
 #: The check on use, as the stores take it: ``vouch(kind, id, auth_idx, facts)`` returns, or
 #: raises :class:`AuthorityMismatch` (:meth:`Voucher.check`).
@@ -73,8 +73,8 @@ class Voucher:
                 self._cache.move_to_end(index)
                 return found
         try:
-            found = facts_set(json.loads(self.ledger.entry(index)))
-        except ValueError:
+            found = facts_set(parse_bytes(self.ledger.entry(index)))
+        except (ValueError, MalformedEntry):
             found = {}
         with self._lock:
             self._cache[index] = found

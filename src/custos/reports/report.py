@@ -28,6 +28,10 @@ from sqlalchemy import delete, func, insert, select
 from custos.directory import DirectoryStore
 from custos.errors import CustosError, InvalidInput, NotFound, ValidationFailed
 from custos.ledger import Ledger, NoteVerifier, leaf_hash, open_checkpoint, verify_inclusion
+from custos.ledger.entries import LINKS as _LEDGER_LINKS
+from custos.ledger.entries import Entry
+from custos.ledger.entries import read as read_entry
+from custos.ledger.follow import follow_ledger
 from custos.store import Database
 from custos.store.reports import SubjectEntryRow, SubjectIndexStateRow
 from custos.times import iso
@@ -36,7 +40,7 @@ FORMAT = "custos-subject-report/2"
 #: Reports made before entries were linked: no ``head``; still verified, links where present.
 _FORMAT_UNLINKED = "custos-subject-report/1"
 #: The member of an entry about a subject that names the previous entry about that subject.
-LINKS = "prev"
+LINKS = _LEDGER_LINKS
 _INDEX_TABLE = "report_subject_entries"
 _CHUNK = 5000
 #: Fields that identify staff; shown only when the viewer may see names.
@@ -65,7 +69,7 @@ _APPROVAL_TYPES = {
 SUBJECTS_REPORTED = "subjects_reported"
 
 
-def subject_of(entry: Mapping[str, Any]) -> str | None:
+def subject_of(entry: Mapping[str, Any] | Entry) -> str | None:
     """The one subject an entry names in ``subject`` (a string), if any. Decisions and
     releases, approval steps and refusals, break-glass and its alert, report views and
     oversight views of one subject carry one. See :func:`subjects_of` for all of them."""
@@ -73,7 +77,7 @@ def subject_of(entry: Mapping[str, Any]) -> str | None:
     return subject if isinstance(subject, str) else None
 
 
-def subjects_of(entry: Mapping[str, Any]) -> tuple[str, ...]:
+def subjects_of(entry: Mapping[str, Any] | Entry) -> tuple[str, ...]:
     """Every subject an entry is about, each once, in order: its ``subject``, then, when it
     says ``subjects_reported``, each string of its ``subjects`` list (an oversight view of
     a case or an alert names several). Entries written before that marker existed carry a
@@ -81,7 +85,8 @@ def subjects_of(entry: Mapping[str, Any]) -> tuple[str, ...]:
     the two apart, so old logs still verify. Depends on the entry alone."""
     found = [] if (one := subject_of(entry)) is None else [one]
     many = entry.get("subjects")
-    if entry.get(SUBJECTS_REPORTED) is True and isinstance(many, list):
+    # A list as stored, a tuple as a parsed Entry gives it.
+    if entry.get(SUBJECTS_REPORTED) is True and isinstance(many, (list, tuple)):
         found.extend(s for s in many if isinstance(s, str))
     return tuple(dict.fromkeys(found))
 
@@ -109,48 +114,62 @@ class SubjectChain:
 SUBJECT_CHAIN = SubjectChain()
 
 
+def _indexed(entry: Entry) -> list[tuple[str, str]]:
+    """The subject index's rows for ``entry``: (subject, type) for every subject it is about
+    (:func:`subjects_of`), sorted; none when it is about no one. Read as the chain reads it,
+    whatever the entry's type, so broken and unknown entries count too."""
+    kind = str(entry.get("type"))
+    return sorted((subject, kind) for subject in subjects_of(entry))
+
+
 class SubjectIndex:
-    """Which ledger entries name which subject; catches up incrementally with the log."""
+    """Which ledger entries name which subject; catches up incrementally with the log. A
+    :class:`~custos.ledger.follow.Follower`: its position is ``report_index_state``."""
 
     def __init__(self, db: Database, ledger: Ledger) -> None:
         self.db = db
         self.ledger = ledger
+        self._start = 0
+        self._rows: list[dict[str, Any]] = []
 
     def catch_up(self) -> int:
         """Index entries appended since the last call; returns how many were read."""
+        return follow_ledger(self.ledger, [self], chunk=_CHUNK)
+
+    # -- as a Follower of the ledger (see custos.ledger.follow) ---------------------------
+
+    def position(self) -> int:
+        """The next ledger index to index (``report_index_state``, 0 before any)."""
         with self.db.session() as session:
             state = session.get(SubjectIndexStateRow, 1)
-            first = state.indexed if state is not None else 0
-        read = 0
-        for start, end, entries in self.ledger.batches(first, _CHUNK):
-            rows: list[dict[str, Any]] = []
-            for idx, raw in entries:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # verify reports broken entries; the index just skips them
-                if isinstance(entry, dict):
-                    kind = str(entry.get("type"))
-                    rows.extend(
-                        {"idx": idx, "subject": subject, "type": kind}
-                        for subject in subjects_of(entry)
-                    )
-            with self.db.session() as session:
-                # Idempotent under concurrent catch-ups: replace this range, move the mark.
-                session.execute(
-                    delete(SubjectEntryRow).where(
-                        SubjectEntryRow.idx >= start, SubjectEntryRow.idx < end
-                    )
+            position = state.indexed if state is not None else 0
+        self._start = position
+        return position
+
+    def follow(self, index: int, entry: Entry) -> None:
+        """Keep the row of an entry about a subject."""
+        self._rows.extend(
+            {"idx": index, "subject": subject, "type": kind} for subject, kind in _indexed(entry)
+        )
+
+    def persist(self, end: int) -> None:
+        """Replace the rows of ``[start, end)`` with those kept and move the mark to
+        ``end``, in one transaction: idempotent under concurrent catch-ups."""
+        rows, self._rows = self._rows, []
+        with self.db.session() as session:
+            session.execute(
+                delete(SubjectEntryRow).where(
+                    SubjectEntryRow.idx >= self._start, SubjectEntryRow.idx < end
                 )
-                if rows:
-                    session.execute(insert(SubjectEntryRow), rows)
-                state = session.get(SubjectIndexStateRow, 1)
-                if state is None:
-                    session.add(SubjectIndexStateRow(id=1, indexed=end))
-                else:
-                    state.indexed = max(state.indexed, end)
-            read += end - start
-        return read
+            )
+            if rows:
+                session.execute(insert(SubjectEntryRow), rows)
+            state = session.get(SubjectIndexStateRow, 1)
+            if state is None:
+                session.add(SubjectIndexStateRow(id=1, indexed=end))
+            else:
+                state.indexed = max(state.indexed, end)
+        self._start = end
 
     def verify(self) -> list[tuple[int | None, str]]:
         """Compare the index with the entries it was built from (derived data, so it must
@@ -167,14 +186,9 @@ class SubjectIndex:
             # Per entry: the sorted (subject, type) pairs it should have rows for.
             expected: dict[int, list[tuple[str, str]]] = {}
             for idx, raw in self.ledger.entries(start, end):
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # log verify names the broken entry itself
-                subjects = subjects_of(entry) if isinstance(entry, dict) else ()
-                if subjects:
-                    kind = str(entry.get("type"))
-                    expected[idx] = sorted((subject, kind) for subject in subjects)
+                pairs = _indexed(read_entry(raw))
+                if pairs:
+                    expected[idx] = pairs
             stored: dict[int, list[tuple[str, str]]] = {}
             with self.db.session() as session:
                 for idx, subject, kind in session.execute(
