@@ -26,6 +26,8 @@ class DetectionRun:
     events: int
     findings: int
     suppressed: int
+    #: How many of ``alerts`` this run raised (filed and announced for the first time).
+    raised: int = 0
 
 
 def run_detection(
@@ -63,5 +65,5 @@ def run_detection(
         con.close()
     if since is not None:
         findings = [f for f in findings if f.last_seen >= since]
-    alerts = Casebook(db, suppress_days=config.suppress_days).record(findings, now)
-    return DetectionRun(alerts, count, len(findings), len(findings) - len(alerts))
+    alerts, raised = Casebook(db, suppress_days=config.suppress_days).record_new(findings, now)
+    return DetectionRun(alerts, count, len(findings), len(findings) - len(alerts), len(raised))
