@@ -10,8 +10,8 @@ import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from typing import cast
 from pathlib import Path
+from typing import cast
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
@@ -45,9 +45,10 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     In the background, besides the ``housekeeping_seconds`` round (requests, notifications,
     the events feed): detection runs every ``[detect] interval`` seconds (default 300) or
     sooner after a burst of ``burst_events``, one worker at a time (see
-    :mod:`custos.api.detection`); a checkpoint is signed whenever the log has grown and the newest one is
-    ``[ledger] checkpoint_interval`` seconds old (default 1), and records past retention are
-    shredded at start-up and every ``[vault] shred_interval`` seconds (default 3600).
+    :mod:`custos.api.detection`); a checkpoint is signed whenever the log has grown and
+    the newest one is ``[ledger] checkpoint_interval`` seconds old (default 1), and records
+    past retention are shredded at start-up and every ``[vault] shred_interval`` seconds
+    (default 3600).
     Raises :class:`ConfigurationError` for a setting that is not a positive number.
     """
     settings = system.settings
