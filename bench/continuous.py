@@ -125,6 +125,7 @@ def report(
     args: argparse.Namespace,
 ) -> None:
     when = {e["id"]: parse_time(e["time"]) for e in events}
+    assert when  # every event has its time
     print(
         f"{len(events):,} events, {args.employees} employees x {args.days} days, seed "
         f"{args.seed}; speed {args.speed:g}x, interval {args.interval:g} s; "
@@ -148,9 +149,10 @@ def report(
         alert = min(hits, key=lambda a: a["raised"])
         raised = parse_time(alert["raised"])
         wall = (raised - first).total_seconds()
-        newest = max(when[e] for e in own & set(alert["events"]))
-        pattern = newest - when[first_id]
         tta = alert["time_to_alert"]
+        # The evidence it was raised on arrived tta before it: until then the pattern was
+        # not complete. (Its evidence list as last polled has grown since, so it is not used.)
+        pattern = timedelta(seconds=(wall - tta) * args.speed)
         print(
             f"{name:26} {wall:>16.1f} s {_span(timedelta(seconds=wall * args.speed)):>12} "
             f"{_span(pattern):>13} {tta:>12.1f} s {tta / args.interval:>9.2f}x"
