@@ -9,8 +9,9 @@ import logging
 import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
@@ -20,10 +21,12 @@ from custos.access import Custos
 from custos.access.batching import RequestBatcher
 from custos.api import errors
 from custos.api.auth import RateLimiter
+from custos.api.detection import ContinuousDetection
 from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders, StrictRequests
 from custos.api.routes import COSIGNATURES_PATH, ops, router
 from custos.api.routes_detect import router as detect_router
 from custos.config import Settings
+from custos.detect.continuous import RunStatus
 from custos.errors import ConfigurationError, CustosError, IntegrityError
 
 log = logging.getLogger("custos.api")
@@ -40,15 +43,19 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     plain http on loopback only.
 
     In the background, besides the ``housekeeping_seconds`` round (requests, notifications,
-    the events feed): a checkpoint is signed whenever the log has grown and the newest one is
-    ``[ledger] checkpoint_interval`` seconds old (default 1), and records past retention are
-    shredded at start-up and every ``[vault] shred_interval`` seconds (default 3600).
+    the events feed): detection runs every ``[detect] interval`` seconds (default 300) or
+    sooner after a burst of ``burst_events``, one worker at a time (see
+    :mod:`custos.api.detection`); a checkpoint is signed whenever the log has grown and
+    the newest one is ``[ledger] checkpoint_interval`` seconds old (default 1), and records
+    past retention are shredded at start-up and every ``[vault] shred_interval`` seconds
+    (default 3600).
     Raises :class:`ConfigurationError` for a setting that is not a positive number.
     """
     settings = system.settings
 
     checkpoint_every = settings.number("ledger", "checkpoint_interval", 1.0)
     shred_every = settings.number("vault", "shred_interval", 3600.0)
+    detection = ContinuousDetection(system)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +71,7 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
             asyncio.create_task(
                 _every(shred_every, "shredding expired records", system.shred, at_start=True)
             ),
+            asyncio.create_task(_every(detection.poll, "detection", detection.step)),
         ]
         try:
             yield
@@ -104,6 +112,8 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     app.state.registry = registry
     ledger_size = Gauge("custos_ledger_size", "Entries in the ledger.", registry=registry)
     ledger_size.set_function(lambda: _safe_size(system))
+    app.state.detection = detection
+    _detection_gauges(registry, detection)
     errors.install(app)
     app.include_router(router)
     app.include_router(detect_router)
@@ -149,6 +159,48 @@ def public_origin(settings: Settings) -> str | None:
     default = {"http": 80, "https": 443}[parts.scheme]
     # As a browser writes it in Origin: lower case, the scheme's own port left out.
     return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _detection_gauges(registry: CollectorRegistry, detection: ContinuousDetection) -> None:
+    """The last detection run, whichever worker ran it (read from the database)."""
+
+    def reading(field: Callable[[RunStatus], object]) -> Callable[[], float]:
+        def read() -> float:
+            try:
+                value = field(detection.status())
+            except Exception:  # noqa: BLE001 - a gauge must not fail the scrape
+                return float("nan")
+            if isinstance(value, datetime):
+                return value.timestamp()
+            return float("nan") if value is None else float(cast("float", value))
+
+        return read
+
+    for name, text, field in (
+        (
+            "custos_detect_last_run_timestamp_seconds",
+            "When the last detection run finished (Unix time).",
+            lambda s: s.finished,
+        ),
+        (
+            "custos_detect_last_run_duration_seconds",
+            "How long the last detection run took.",
+            lambda s: s.duration,
+        ),
+        (
+            "custos_detect_lag_seconds",
+            "The longest an event taken in by the last run had waited for it.",
+            lambda s: s.lag,
+        ),
+        (
+            "custos_detect_last_run_alerts",
+            "Alerts the last detection run raised.",
+            lambda s: s.raised,
+        ),
+        ("custos_detect_runs", "Detection runs finished.", lambda s: s.runs),
+        ("custos_detect_failed_runs", "Detection runs that failed.", lambda s: s.failures),
+    ):
+        Gauge(name, text, registry=registry).set_function(reading(field))
 
 
 def _safe_size(system: Custos) -> float:

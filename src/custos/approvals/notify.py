@@ -15,9 +15,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 
 from custos.errors import CustosError
 from custos.store import Database
@@ -148,6 +148,8 @@ class Outbox:
                 )
                 session.expunge_all()
             for row in due:
+                if not self._claim(row.id, now):
+                    continue  # another worker took it first
                 try:
                     self.notifier.send(row.id, row.kind, row.body)
                 except NotificationFailed as exc:
@@ -168,6 +170,24 @@ class Outbox:
                         row.id, attempts=row.attempts + 1, status="delivered", delivered=now
                     )
         return DeliveryReport(delivered, failed, gave_up, self.pending())
+
+    def _claim(self, delivery: str, now: datetime) -> bool:
+        """Take a due notification for this attempt: several workers deliver from one
+        outbox, and only the one whose UPDATE finds it still due sends it. The claim holds it
+        back for ``base_delay``; if the claimer dies while sending, it is due again then
+        (delivered at least once; receivers treat a repeated delivery id as one)."""
+        statement = (
+            update(NotificationRow)
+            .where(
+                NotificationRow.id == delivery,
+                NotificationRow.status == "pending",
+                NotificationRow.next_attempt <= now,
+            )
+            .values(next_attempt=now + self.base_delay)
+        )
+        with self.db.session() as session:
+            done = cast("CursorResult[Any]", session.execute(statement))
+            return done.rowcount == 1
 
     def _update(self, delivery: str, **values: Any) -> None:
         with self.db.session() as session:

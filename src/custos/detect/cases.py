@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from custos.detect.engine import Finding
 from custos.errors import InvalidInput, NotFound, Refused, shown_id
 from custos.store import Database
-from custos.store.events import AlertRow, CaseCommentRow, CaseRow, SuppressionRow
+from custos.store.approvals import NotificationRow
+from custos.store.events import (
+    AccessEventRow,
+    AlertRow,
+    CaseCommentRow,
+    CaseRow,
+    SuppressionRow,
+)
 from custos.times import iso
 
 DISPOSITIONS: Final = ("confirmed_misuse", "legitimate", "false_positive")
@@ -53,6 +60,17 @@ class Alert:
     explanation: str
     case: str | None
     suppressed: bool
+    #: When it was raised (first filed), and when the newest of its evidence (as then)
+    #: arrived at custos, if recorded: the difference is its time-to-alert.
+    raised: datetime | None = None
+    evidence_arrived: datetime | None = None
+
+    @property
+    def time_to_alert(self) -> float | None:
+        """Seconds from its evidence's arrival to its raising (None when not recorded)."""
+        if self.raised is None or self.evidence_arrived is None:
+            return None
+        return max((self.raised - self.evidence_arrived).total_seconds(), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +84,9 @@ class Alert:
             "last_seen": iso(self.last_seen),
             "explanation": self.explanation,
             "case": self.case,
+            "raised": iso(self.raised) if self.raised else None,
+            "evidence_arrived": iso(self.evidence_arrived) if self.evidence_arrived else None,
+            "time_to_alert": self.time_to_alert,
         }
 
 
@@ -129,6 +150,8 @@ def _alert(row: AlertRow) -> Alert:
         explanation=row.explanation,
         case=f"case-{row.case_id}" if row.case_id is not None else None,
         suppressed=row.suppressed,
+        raised=row.created,
+        evidence_arrived=row.evidence_arrived,
     )
 
 
@@ -155,9 +178,23 @@ class Casebook:
     def record(self, findings: Sequence[Finding], now: datetime | None = None) -> list[Alert]:
         """Store findings as alerts: a finding seen before (same fingerprint) updates its
         alert; a new one is filed into a case unless a suppression covers it. Returns the
-        alerts of these findings that are not suppressed."""
+        alerts of these findings that are not suppressed (see :meth:`record_new`)."""
+        return self.record_new(findings, now)[0]
+
+    def record_new(
+        self, findings: Sequence[Finding], now: datetime | None = None
+    ) -> tuple[list[Alert], list[Alert]]:
+        """As :meth:`record`, and also which of those alerts were raised now.
+
+        Each alert raised (new and not suppressed) is announced in the same transaction as
+        it is filed: a notification ``alert-al-N`` (kind ``alert``, the alert as its body)
+        joins the outbox the approvals' webhook delivers from. Its id is the alert's, and an
+        alert is raised once (its fingerprint is unique), so it is announced once, whoever
+        runs detection and however often. Records when its newest evidence arrived.
+        """
         now = now or datetime.now(UTC)
         out: list[Alert] = []
+        raised: list[Alert] = []
         with self.db.session() as session:
             existing: dict[str, AlertRow] = {}
             prints = [f.fingerprint for f in findings]
@@ -203,12 +240,26 @@ class Casebook:
                 )
                 if not suppressed:
                     row.case_id = self._file(session, finding, open_cases, now)
+                    row.evidence_arrived = _arrival(session, finding.events)
                 session.add(row)
                 session.flush()
                 existing[finding.fingerprint] = row
                 if not suppressed:
-                    out.append(_alert(row))
-        return out
+                    alert = _alert(row)
+                    out.append(alert)
+                    raised.append(alert)
+                    session.add(
+                        NotificationRow(
+                            id=f"alert-{alert.id}",
+                            kind="alert",
+                            body={"event": "alert", **alert.to_dict()},
+                            created=now,
+                            status="pending",
+                            attempts=0,
+                            next_attempt=now,
+                        )
+                    )
+        return out, raised
 
     @staticmethod
     def _file(session: Any, finding: Finding, open_cases: dict[str, CaseRow], now: datetime) -> int:
@@ -456,6 +507,19 @@ class Casebook:
                             )
             session.flush()
             return self._case(session, row)
+
+
+def _arrival(session: Any, events: Sequence[str]) -> datetime | None:
+    """When the newest of these events arrived (None if none records it)."""
+    newest: datetime | None = None
+    for start in range(0, len(events), _CHUNK):
+        chunk = list(events[start : start + _CHUNK])
+        found = session.scalar(
+            select(func.max(AccessEventRow.arrived)).where(AccessEventRow.id.in_(chunk))
+        )
+        if found is not None and (newest is None or found > newest):
+            newest = found
+    return newest
 
 
 def _covered(finding: Finding, suppressions: Sequence[SuppressionRow]) -> bool:

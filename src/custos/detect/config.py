@@ -104,6 +104,13 @@ class DetectConfig:
     #: Decide imported accesses by the policies with the directory as it stood at their
     #: time (``policy_replay``; see :mod:`custos.detect.replay`).
     replay: bool = True
+    #: The service runs detection by itself every ``interval`` seconds, and sooner once
+    #: ``burst_events`` events (or ledger entries) arrived since its last run; one worker at
+    #: a time, under a lease of ``lease_seconds`` renewed while it runs (a killed worker's
+    #: lease expires after that long). See :mod:`custos.detect.continuous`.
+    interval: float = 300.0
+    burst_events: int = 1000
+    lease_seconds: float = 60.0
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], source: str = "[detect]") -> DetectConfig:
@@ -134,4 +141,7 @@ class DetectConfig:
                 changes[key] = value
         if changes.get("window_days", 1) == 0:
             raise ConfigurationError(f"{source}: window_days must be at least 1")
+        for key in ("interval", "lease_seconds", "burst_events"):
+            if changes.get(key, 1) == 0:
+                raise ConfigurationError(f"{source}: {key} must be more than 0")
         return dataclasses.replace(cls(), **changes)

@@ -334,9 +334,13 @@ class EventStore:
                 session,
                 [f"{row['id']}:release" for row in rows if f"{row['id']}:release" not in unique],
             )
+            # When custos learned of each access, for time-to-alert: a decision of its own
+            # when it was decided (the ledger feed copies it later), anything else now.
+            arrived = datetime.now(UTC)
             for row in rows:
                 last += 1
                 row["seq"] = last
+                row["arrived"] = min(row["time"], arrived) if from_ledger else arrived
             for start in range(0, len(rows), 2000):
                 session.execute(insert(AccessEventRow), rows[start : start + 2000])
             for row in rows:

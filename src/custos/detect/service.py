@@ -29,6 +29,8 @@ class DetectionRun:
     suppressed: int
     #: What policy replay did in this run (None when it did not run).
     replay: ReplayRun | None = None
+    #: How many of ``alerts`` this run raised (filed and announced for the first time).
+    raised: int = 0
 
 
 def run_detection(
@@ -84,5 +86,7 @@ def run_detection(
         con.close()
     if since is not None:
         findings = [f for f in findings if f.last_seen >= since]
-    alerts = Casebook(db, suppress_days=config.suppress_days).record(findings, now)
-    return DetectionRun(alerts, count, len(findings), len(findings) - len(alerts), replayed)
+    alerts, raised = Casebook(db, suppress_days=config.suppress_days).record_new(findings, now)
+    return DetectionRun(
+        alerts, count, len(findings), len(findings) - len(alerts), replayed, len(raised)
+    )

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -45,6 +55,10 @@ class AccessEventRow(Base):
     #: count folded in, or it became a folded release), so a reader that has every row up to
     #: number H needs only the rows above H.
     seq: Mapped[int] = mapped_column(BigInteger)
+    #: When custos stored this event (for its own decisions, when it decided): an alert's
+    #: time-to-alert is counted from its evidence's arrival. Null for rows stored before
+    #: migration ``0025_detect_continuous``.
+    arrived: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class CaseRow(Base):
@@ -80,7 +94,11 @@ class AlertRow(Base):
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     explanation: Mapped[str] = mapped_column(Text)
+    #: When the alert was raised (first filed).
     created: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When the newest of its evidence events (as first raised) arrived; null when none of
+    #: them records its arrival (stored before it was recorded).
+    evidence_arrived: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
 
@@ -133,3 +151,27 @@ class EventSequenceRow(Base):
     value: Mapped[int] = mapped_column(BigInteger)
     rows: Mapped[int] = mapped_column(BigInteger)
     store: Mapped[str] = mapped_column(String(32))
+
+
+class DetectionLeaseRow(Base):
+    """The one row (``id`` 1) saying which worker runs detection (``holder``, until
+    ``expires`` unless renewed) and what the last finished run did, for every worker of the
+    service to read (see :mod:`custos.detect.continuous`)."""
+
+    __tablename__ = "detect_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The last run that finished: when it started and ended, how long it took.
+    started: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The longest any event it took in had waited for it (seconds from arrival to its end).
+    lag: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The change sequence's highest number it took in: what arrived since is pending.
+    seen: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Alerts it raised; runs finished so far; runs that failed so far.
+    raised: Mapped[int] = mapped_column(Integer, default=0)
+    runs: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
