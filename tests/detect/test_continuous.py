@@ -122,11 +122,16 @@ def test_a_suppressed_finding_is_neither_raised_nor_announced(system: Custos) ->
     load_org(system, APPROVALS_WORLD)
     system.events.append(misuse(1))
     run = system.detect()
-    case = run.alerts[0].case
-    assert case is not None
-    system.casebook.close(case, "false_positive", author="t")
+    # Every pattern the misuse raised (the protected-subject rule and, for these imported
+    # reads, policy replay) is closed as a false positive.
+    cases = {a.case for a in run.alerts}
+    assert None not in cases
+    for case in cases:
+        assert case is not None
+        system.casebook.close(case, "false_positive", author="t")
     notes = len(system.approvals.outbox.notifications())
-    system.events.append(misuse(3, day=21))  # another period: another finding, suppressed
+    system.events.append(misuse(3, day=21))  # another period: other findings, suppressed
     later = system.detect()
-    assert (later.raised, later.suppressed) == (0, 1)
+    assert later.raised == 0
+    assert later.suppressed == len(run.alerts)
     assert len(system.approvals.outbox.notifications()) == notes
