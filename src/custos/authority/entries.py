@@ -83,13 +83,23 @@ def batches(
     ]
 
 
+#: Facts added to a kind after entries of it were first written, with what an entry that
+#: predates them means: a subject ledgered before links existed was linked to nothing. So
+#: rows ledgered then still vouch, and a row whose link was deleted still differs from an
+#: entry that set one.
+LATER_FACTS: dict[str, dict[str, Any]] = {"subject": {"linked": [], "link_group": None}}
+
+
 def facts_set(entry: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """The facts ``entry`` sets, keyed by ``(kind, id)``: an ``authority`` entry's rows, a
-    grant entry's grant; empty for any other entry. Raises ``ValueError`` for a malformed
-    authority entry."""
+    """The facts ``entry`` sets, keyed by ``(kind, id)``: an ``authority`` entry's rows (with
+    :data:`LATER_FACTS` filled in where the entry predates them), a grant entry's grant; empty
+    for any other entry. Raises ``ValueError`` for a malformed authority entry."""
     kind = entry.get("type")
     if kind == "authority":
         parsed = AuthorityEntry.parse(entry)
+        later = LATER_FACTS.get(parsed.kind)
+        if later:
+            return {(parsed.kind, str(f["id"])): {**later, **f} for f in parsed.facts}
         return {(parsed.kind, str(f["id"])): f for f in parsed.facts}
     if kind in GRANT_TYPES and isinstance(entry.get("grant"), str):
         return {("grant", entry["grant"]): {**entry, "id": entry["grant"]}}

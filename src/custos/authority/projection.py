@@ -107,8 +107,14 @@ class AuthorityProjection:
         if not isinstance(used, dict):
             return
         self.decisions_checked += 1
+        named: list[tuple[str, Any, Any]] = []
         for kind, at in used.items():
-            name = entry.get(_DECISION_FIELDS.get(kind, ""))
+            if kind == "linked" and isinstance(at, dict):
+                # The other accounts of the subject's link group, each by id: subjects too.
+                named.extend(("subject", name, set_by) for name, set_by in at.items())
+            else:
+                named.append((kind, entry.get(_DECISION_FIELDS.get(kind, "")), at))
+        for kind, name, at in named:
             if not isinstance(name, str) or not isinstance(at, int):
                 self.findings.append(
                     AuthorityFinding(
