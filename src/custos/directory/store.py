@@ -85,9 +85,9 @@ DIRECTORY_EXPORTS: dict[str, tuple[str, str]] = {
     ),
     "subjects": (
         "SELECT json_array(id, (SELECT group_concat(value, '|') FROM json_each(protected)), "
-        "employee) FROM subjects{where}",
+        "employee, link_group) FROM subjects{where}",
         "SELECT id, nullif(array_to_string(ARRAY(SELECT json_array_elements_text(protected)), "
-        "'|'), ''), employee FROM subjects{where}",
+        "'|'), ''), employee, link_group FROM subjects{where}",
     ),
     "tickets": (
         "SELECT json_array(id, kind, subject, assignee, status, opened, closed, opened_by) "
