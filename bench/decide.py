@@ -11,7 +11,11 @@ entities:
 - the authority check (every principal, subject, ticket and grant held to the ledger entry
   that set it, docs/design/authority.md) on and off, same code, same run: warm (the
   directory cache full, as a running service is) and cold (the cache dropped before every
-  pass, so every row is loaded and checked again, as after every directory change).
+  pass, so every row is loaded and checked again, as after every directory change);
+- linked accounts (DESIGN.md principle 11): the same requests in a second home where one
+  subject in ten is linked to the next (none a journalist, so every outcome is the same and
+  the difference is the cost of the links), batches
+  alternating between the two homes, warm.
 
 Prints rates and the ratios; asserts nothing. ``--quick`` for a short run.
 """
@@ -36,7 +40,9 @@ from custos.directory import parse_text
 from custos.policy import AccessRequest
 
 
-def build_world(home: Path, principals: int, subjects: int, seed: int) -> list[AccessRequest]:
+def build_world(
+    home: Path, principals: int, subjects: int, seed: int, *, linked: bool = False
+) -> list[AccessRequest]:
     rng = random.Random(seed)
     people = [
         {
@@ -56,6 +62,9 @@ def build_world(home: Path, principals: int, subjects: int, seed: int) -> list[A
         }
         for i in range(subjects)
     ]
+    if linked:
+        for i in range(5, subjects - 1, 10):
+            users[i]["linked"] = [f"user-{i + 1}"]
     tickets = []
     requests = []
     for i in range(subjects):
@@ -185,6 +194,37 @@ def main() -> None:
         f"   (goal >= 10000; pool wall time incl. start-up {wall:.1f}s)"
     )
     print_authority_costs(n, checks, "decisions")
+    print_link_costs(home, requests, principals, subjects, args.batch, repeats)
+
+
+def print_link_costs(
+    home: Path, requests: list[AccessRequest], principals: int, subjects: int, batch: int,
+    repeats: int,
+) -> None:  # fmt: skip
+    """decide_many on ``home`` and on a twin whose subjects are linked, alternating."""
+    linked_home = home.parent / "linked"
+    again = build_world(linked_home, principals, subjects, seed=7, linked=True)
+    assert again == requests, "the twin must be asked the same requests"
+    n = len(requests)
+    best: dict[bool, float] = {True: float("inf"), False: float("inf")}
+    with Custos.open(home) as plain, Custos.open(linked_home) as twin:
+        homes = {False: plain, True: twin}
+        for system in homes.values():
+            system.decide_many(requests[:batch])  # warm the caches
+            for i in range(0, n, batch):
+                system.decide_many(requests[i : i + batch])
+        for _ in range(repeats):
+            for linked, system in homes.items():
+                start = time.perf_counter()
+                for i in range(0, n, batch):
+                    system.decide_many(requests[i : i + batch])
+                best[linked] = min(best[linked], time.perf_counter() - start)
+        groups = sum(1 for s in twin.directory.subjects() if s.link_group is not None)
+    print(
+        f"linked accounts ({groups} of {subjects} subjects in groups) "
+        f"{rate(n, best[True]):10.0f} decisions/s, {rate(n, best[False]):.0f} without: "
+        f"x{best[True] / best[False]:.3f}"
+    )
 
 
 def set_authority_check(system: Custos, on: bool) -> None:

@@ -178,7 +178,7 @@ def test_write_changes_exports_exactly_the_rows_changed_after_a_version(
     }
     for table, rows in found.items():
         assert rows == {i: full[table][i] for i in rows}
-    assert found["subjects"]["user-9"] == ("user-9", "journalist|minor", None)
+    assert found["subjects"]["user-9"] == ("user-9", "journalist|minor", None, None)
     assert found["tickets"]["T-9"][5] == "2026-01-06 08:30:00.250000"
     assert found["principals"]["emp-1002"][6] == "leaving"
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from custos.config import Settings
 from custos.directory import DirectoryStore
 from custos.errors import AuthorityMismatch
 from custos.policy import AccessRequest, Decision, Facts, GrantFacts, PolicyEngine, Reason
+from custos.policy.model import strictest
 
 #: The rule of a decision denied because a fact it rests on is not what the ledger set.
 AUTHORITY_MISMATCH = "authority-mismatch"
@@ -44,17 +46,27 @@ class DecisionMaker:
     def facts(self, request: AccessRequest) -> Facts:
         """The facts of ``request``.
 
-        Raises ``UnknownPrincipal``, ``UnknownSubject`` or ``UnknownTicket`` for unknown ids.
+        The subject comes with the other accounts of its link group (from the directory's
+        cache: no query per decision once loaded) and the residency of the whole group.
+        Raises ``UnknownPrincipal``, ``UnknownSubject`` or ``UnknownTicket`` for unknown ids,
+        ``AuthorityMismatch`` for a row (or a link group) the ledger does not vouch for.
         """
         principal = self.directory.principal(request.principal)
         subject = self.directory.subject(request.subject)
+        linked = self.directory.link_group(subject)
         ticket = self.directory.ticket(request.ticket) if request.ticket else None
+        if linked:
+            jurisdictions = {subject.jurisdiction, *(s.jurisdiction for s in linked)}
+            allowed = strictest(self.settings.allowed_countries, sorted(jurisdictions))
+        else:
+            allowed = self.settings.allowed_countries(subject.jurisdiction)
         return Facts(
             principal=principal,
             subject=subject,
-            allowed_countries=self.settings.allowed_countries(subject.jurisdiction),
+            allowed_countries=allowed,
             ticket=ticket,
             grant=self.grants(request),
+            linked=linked,
         )
 
     def decide(self, request: AccessRequest) -> Decision:
@@ -100,12 +112,15 @@ class DecisionMaker:
         )
 
 
-def _authority(facts: Facts) -> dict[str, int]:
-    """The ledger entries that set ``facts``, by kind (only those known)."""
-    found = {
+def _authority(facts: Facts) -> dict[str, Any]:
+    """The ledger entries that set ``facts``, by kind (only those known); ``linked`` maps
+    each other account of the subject's link group to its entry."""
+    found: dict[str, Any] = {
         "principal": facts.principal.authority,
         "subject": facts.subject.authority,
         "ticket": facts.ticket.authority if facts.ticket is not None else None,
         "grant": facts.grant.authority if facts.grant is not None else None,
     }
+    if facts.linked:
+        found["linked"] = {s.id: s.authority for s in facts.linked if s.authority is not None}
     return {kind: index for kind, index in found.items() if index is not None}

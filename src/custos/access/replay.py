@@ -24,6 +24,7 @@ from custos.directory import Principal, Subject, Ticket
 from custos.errors import CustosError
 from custos.ledger.entries import DecisionEntry, Entry, PolicyVersionEntry, SettingsEntry
 from custos.policy import AccessRequest, Facts, GrantFacts, PolicyEngine
+from custos.policy.model import strictest
 from custos.policy.pack import build_pack
 from custos.times import utc_instant
 
@@ -77,6 +78,8 @@ def subject_of(facts: Mapping[str, Any]) -> Subject:
         jurisdiction=facts["jurisdiction"],
         protected=tuple(facts.get("protected") or ()),
         employee=facts.get("employee"),
+        linked=tuple(facts.get("linked") or ()),
+        link_group=facts.get("link_group"),
     )
 
 
@@ -187,6 +190,21 @@ class Replayer:
             return self.settings.allowed_countries(jurisdiction)
         return tuple(self._residency.get(jurisdiction, (jurisdiction,)))
 
+    def _link_group(self, subject: Subject) -> tuple[Subject, ...]:
+        """The other accounts of ``subject``'s link group as the ledger set them so far,
+        followed through each one's ledgered links (not through what the decision named:
+        the projection checks those were the latest). Raises ``KeyError`` for a link to a
+        subject the ledger never set."""
+        latest = self.projection.latest
+        members = {subject.id: subject}
+        waiting = list(subject.linked)
+        while waiting:
+            key = waiting.pop()
+            if key not in members:
+                members[key] = subject_of(latest[("subject", key)][1])
+                waiting.extend(members[key].linked)
+        return tuple(members[key] for key in sorted(members) if key != subject.id)
+
     def replay(self, index: int, entry: DecisionEntry) -> Replayed:
         """Decide the decision ``entry`` (at ``index``) again on the state followed so far."""
         logged = _outcome(entry)
@@ -195,6 +213,7 @@ class Replayer:
         try:
             principal = principal_of(latest[("principal", entry.principal)][1])
             subject = subject_of(latest[("subject", entry.subject)][1])
+            linked = self._link_group(subject)
             ticket = None
             if "ticket" in used and entry.ticket:
                 ticket = ticket_of(latest[("ticket", entry.ticket)][1])
@@ -214,12 +233,14 @@ class Replayer:
                 break_glass=entry.break_glass,
                 time=utc_instant(entry.at or entry.time),
             )
+            jurisdictions = sorted({subject.jurisdiction, *(s.jurisdiction for s in linked)})
             facts = Facts(
                 principal=principal,
                 subject=subject,
-                allowed_countries=self._allowed_countries(subject.jurisdiction),
+                allowed_countries=strictest(self._allowed_countries, jurisdictions),
                 ticket=ticket,
                 grant=grant,
+                linked=linked,
             )
             decision = self._engine(str(entry.policy_version)).decide(request, facts)
         except (KeyError, LookupError, ValueError, TypeError, CustosError) as exc:

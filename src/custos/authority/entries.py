@@ -74,17 +74,27 @@ def batches(
     ]
 
 
+#: Facts added to a kind after entries of it were first written, with what an entry that
+#: predates them means: a subject ledgered before links existed was linked to nothing. So
+#: rows ledgered then still vouch, and a row whose link was deleted still differs from an
+#: entry that set one.
+LATER_FACTS: dict[str, dict[str, Any]] = {"subject": {"linked": [], "link_group": None}}
+
+
 def facts_set(entry: Entry) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """The facts ``entry`` sets, keyed by ``(kind, id)``: an ``authority`` entry's rows, a
-    grant entry's grant (its members, with the grant's ``id``); empty for any other entry.
-    Raises ``ValueError`` for an authority entry of an unknown kind or with a row without
-    an id."""
+    """The facts ``entry`` sets, keyed by ``(kind, id)``: an ``authority`` entry's rows (with
+    :data:`LATER_FACTS` filled in where the entry predates them), a grant entry's grant (its
+    members, with the grant's ``id``); empty for any other entry. Raises ``ValueError`` for
+    an authority entry of an unknown kind or with a row without an id."""
     match entry:
         case AuthorityFactsEntry(kind=kind, rows=rows):
             if kind not in KINDS:
                 raise ValueError(f"authority entry of unknown kind {kind!r}")
             if not all(isinstance(f.get("id"), str) for f in rows):
                 raise ValueError("authority entry without a list of facts with ids")
+            later = LATER_FACTS.get(kind)
+            if later:
+                return {(kind, str(f["id"])): {**later, **f} for f in rows}
             return {(kind, str(f["id"])): f for f in rows}
         case GrantEntry() | BreakGlassEntry():
             return {("grant", entry.grant): {**entry.to_json(), "id": entry.grant}}

@@ -123,15 +123,21 @@ class AuthorityProjection:
         if used is None:
             return
         self.decisions_checked += 1
-        named = {
-            "principal": entry.principal,
-            "subject": entry.subject,
-            "ticket": entry.ticket,
-            "grant": entry.grant,
-        }
+        named: list[tuple[str, Any, Any]] = []
         for kind, at in used.items():
-            name = named.get(kind)
-            if not isinstance(name, str):
+            if kind == "linked" and isinstance(at, dict):
+                # The other accounts of the subject's link group, each by id: subjects too.
+                named.extend(("subject", name, set_by) for name, set_by in at.items())
+            else:
+                member: dict[str, str | None] = {
+                    "principal": entry.principal,
+                    "subject": entry.subject,
+                    "ticket": entry.ticket,
+                    "grant": entry.grant,
+                }
+                named.append((kind, member.get(kind), at))
+        for kind, name, at in named:
+            if not isinstance(name, str) or not isinstance(at, int):
                 self.findings.append(
                     AuthorityFinding(
                         index,

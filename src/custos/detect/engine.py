@@ -6,7 +6,8 @@ come from (the custos database, JSON Lines, Parquet):
   ``TIMESTAMP``; ``explained`` is ``ticket`` or ``own_ticket`` where custos's guarded path let
   the access through on its ticket (see below), else null;
 - ``principals(id, kind, role, team, manager, country, status, role_since)``;
-- ``subjects(id, protected, employee)`` — ``protected`` the flags joined by ``|``;
+- ``subjects(id, protected, employee, link_group)`` — ``protected`` the account's own flags
+  joined by ``|``; ``link_group`` the smallest id of its link group (null when alone);
 - ``tickets(id, kind, subject, assignee, status, opened, closed, opened_by)``.
 
 ``id`` is a key of each table (the directory and the event store keep it unique); the
@@ -29,6 +30,14 @@ so (``explained``: ``ticket``, or ``own_ticket`` when the principal opened the t
 allowed decisions that are neither exports nor break-glass). Those events are taken as
 explained as they were decided: the first pass leaves out the ``ticket`` ones and joins none
 of them to the tickets, and the activity counts still count all of them.
+
+One person, every account (DESIGN.md principle 11): every account of a link group gets the
+group's protected flags (and owning employee), and each event carries its ``person`` (the
+link group, or the account itself). Rules about one person (protected people reached, the
+2022 hunt, convergence, repeated visits) count people, not accounts. A grant does not explain
+reaching an account whose protection comes from a link (``via_link``): the approvers of a
+grant on "user-43" need not have known it was a journalist's, and that is the abuse the rule
+is for.
 """
 
 from __future__ import annotations
@@ -119,6 +128,30 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _people(people: int, accounts: int, kind: str) -> str:
+    """``1 protected person (2 linked accounts)`` or ``2 protected subjects``."""
+    if people == accounts:
+        return _plural(accounts, f"{kind} subject")
+    return f"{people} {kind} {'person' if people == 1 else 'people'} ({accounts} linked accounts)"
+
+
+def _via(row: dict[str, Any]) -> str:
+    """What to add when some accounts reached are protected only through their links."""
+    linked = row.get("via_link") or []
+    if not linked:
+        return ""
+    grant = (
+        " A grant on such an account does not explain it: its approvers need not have known "
+        "whose account it was."
+        if row.get("via_grant")
+        else ""
+    )
+    return (
+        f" {', '.join(linked)} {'is' if len(linked) == 1 else 'are'} linked to a protected "
+        f"person's account and protected as that person.{grant}"
+    )
+
+
 def _span(first: datetime, last: datetime) -> str:
     a, b = _day(first), _day(last)
     return f"on {a}" if a == b else f"between {a} and {b}"
@@ -202,18 +235,34 @@ class Detector:
     def _facts(self) -> None:
         """Directory facts per flagged subject and per principal."""
         con = self.con
-        hv = " OR ".join(f"contains(coalesce(protected, ''), '{f}')" for f in HIGH_VALUE_FLAGS)
+        hv = " OR ".join(f"contains(protected, '{f}')" for f in HIGH_VALUE_FLAGS)
         con.execute(
             f"""
             CREATE OR REPLACE TABLE subj AS
-            SELECT id, ({hv}) AS hv,
-                   contains(coalesce(protected, ''), 'minor') AS minor,
-                   (employee IS NOT NULL
-                    OR contains(coalesce(protected, ''), 'employee_account')) AS emp_link,
-                   employee, coalesce(protected, '') AS protected
-            FROM subjects
-            -- Only people with a flag or an owning employee need facts; others join to none.
-            WHERE coalesce(protected, '') <> '' OR employee IS NOT NULL
+            WITH s AS (SELECT id, coalesce(link_group, id) AS person, link_group,
+                              coalesce(protected, '') AS own, employee
+                       FROM subjects),
+            -- Linked accounts (few) take the flags and owning employee of their whole group.
+            g AS (SELECT person,
+                         coalesce(string_agg(DISTINCT flag, '|' ORDER BY flag)
+                                  FILTER (WHERE flag <> ''), '') AS flags,
+                         min(employee) AS employee
+                  FROM (SELECT person, unnest(string_split(own, '|')) AS flag, employee
+                        FROM s WHERE link_group IS NOT NULL)
+                  GROUP BY person),
+            x AS (SELECT s.id, s.person, s.own,
+                         CASE WHEN s.link_group IS NULL THEN s.own ELSE g.flags END AS protected,
+                         coalesce(s.employee, g.employee) AS employee
+                  FROM s LEFT JOIN g ON s.link_group IS NOT NULL AND g.person = s.person)
+            SELECT id, person, ({hv}) AS hv, contains(protected, 'minor') AS minor,
+                   (employee IS NOT NULL OR contains(protected, 'employee_account')) AS emp_link,
+                   employee, protected,
+                   NOT list_has_all(string_split(own, '|'), string_split(protected, '|'))
+                     AS via_link
+            FROM x
+            -- Only people with a flag, an owning employee or a link need facts; others join
+            -- to none.
+            WHERE protected <> '' OR employee IS NOT NULL OR person <> id
             """
         )
         con.execute(
@@ -241,6 +290,15 @@ class Detector:
             f"""
             CREATE OR REPLACE TABLE ev AS
             WITH c AS ({residue}),
+            -- A grant on an account protected through its link does not explain reaching it.
+            g AS (
+                SELECT c.* EXCLUDE (granted),
+                       c.granted AND NOT coalesce(s.via_link, false) AS granted,
+                       c.granted AS granted_raw,
+                       coalesce(s.via_link, false) AS via_link,
+                       coalesce(s.person, c.subject) AS person
+                FROM c LEFT JOIN subj s ON s.id = c.subject
+            ),
             x AS (
                 SELECT c.* EXCLUDE (ticket, joined),
                        (c.cited_ok AND NOT c.cited_self) OR c.granted AS indep,
@@ -253,7 +311,7 @@ class Detector:
                        coalesce(p.team, '(unknown)') AS team,
                        coalesce(p.status, 'active') AS status, p.role_since,
                        {bucket(c, "c.time")} AS bucket, hour(c.time) AS hr
-                FROM c
+                FROM g c
                 LEFT JOIN subj s ON s.id = c.subject
                 LEFT JOIN pr p ON p.id = c.principal
             )
@@ -506,7 +564,9 @@ class Detector:
         sql = self._grouped(
             "decision = 'allow' AND ((hv AND NOT own_indep) "
             f"OR (minor AND tier = 0 AND category IN ({minors})))",
-            ", list(DISTINCT protected) AS flags",
+            ", list(DISTINCT protected) AS flags, count(DISTINCT person) AS n_people, "
+            "list(DISTINCT subject ORDER BY subject) FILTER (WHERE via_link) AS via_link, "
+            "bool_or(via_link AND granted_raw) AS via_grant",
         )
         out = []
         for row in self._rows(sql):
@@ -517,10 +577,10 @@ class Detector:
                     "critical" if self._severe(row) else "high",
                     row,
                     f"{self._who(row['principal'])} accessed data of "
-                    f"{_plural(row['n_subjects'], 'protected subject')} "
+                    f"{_people(row['n_people'], row['n_subjects'], 'protected')} "
                     f"({', '.join(flags)}) {row['n']} time(s) {_span(row['first'], row['last'])} "
                     f"({', '.join(row['categories'])}) with no ticket assigned to them about "
-                    "those subjects, of a matching kind, opened by someone else.",
+                    f"those subjects, of a matching kind, opened by someone else.{_via(row)}",
                     f"{row['principal']}|{row['bucket']}",
                 )
             )
@@ -532,7 +592,7 @@ class Detector:
         intent is what the 2022 case was made of, and people should see it."""
         sql = self._grouped(
             "decision <> 'allow' AND hv AND NOT own_indep",
-            ", list(DISTINCT protected) AS flags",
+            ", list(DISTINCT protected) AS flags, count(DISTINCT person) AS n_people",
         )
         out = []
         for row in self._rows(sql):
@@ -544,7 +604,8 @@ class Detector:
                     row,
                     f"{self._who(row['principal'])} tried {row['n']} time(s) "
                     f"{_span(row['first'], row['last'])} to reach data of "
-                    f"{_plural(row['n_subjects'], 'protected subject')} ({', '.join(flags)}; "
+                    f"{_people(row['n_people'], row['n_subjects'], 'protected')} "
+                    f"({', '.join(flags)}; "
                     f"{', '.join(row['categories'])}) without an independent explanation; "
                     "custos refused or held the access for approval.",
                     f"{row['principal']}|{row['bucket']}",
@@ -595,11 +656,12 @@ class Detector:
         rows = self._rows(
             f"""
             WITH side_a AS (
-                SELECT id, time, principal, subject, team, bucket, 'a' AS side FROM ev
+                SELECT id, time, principal, subject, person, team, bucket, 'a' AS side FROM ev
                 WHERE decision = 'allow' AND NOT own_indep AND hv AND category IN ({loc})
             ),
             side_b AS (
-                SELECT e.id, e.time, e.principal, e.subject, e.team, e.bucket, 'b' AS side
+                SELECT e.id, e.time, e.principal, e.subject, e.person, e.team, e.bucket,
+                       'b' AS side
                 FROM ev e JOIN hunt_teams h ON h.team = e.team AND h.bucket = e.bucket
                 WHERE e.decision = 'allow' AND e.category IN ({loc}) AND e.emp_link
                   AND e.employee IS DISTINCT FROM e.principal
@@ -609,8 +671,8 @@ class Detector:
             SELECT team, bucket, list(DISTINCT principal ORDER BY principal) AS principals,
                    list(DISTINCT subject ORDER BY subject) AS subjects,
                    list(DISTINCT id ORDER BY id)[1:{n}] AS ids, count(DISTINCT id) AS n,
-                   count(DISTINCT subject) FILTER (WHERE side = 'a') AS n_protected,
-                   count(DISTINCT subject) FILTER (WHERE side = 'b') AS n_employees,
+                   count(DISTINCT person) FILTER (WHERE side = 'a') AS n_protected,
+                   count(DISTINCT person) FILTER (WHERE side = 'b') AS n_employees,
                    min(time) AS first, max(time) AS last
             FROM both_sides GROUP BY team, bucket
             HAVING count(*) FILTER (WHERE side = 'b') > 0
@@ -626,7 +688,8 @@ class Detector:
                     row,
                     f"{_plural(len(people), 'member')} of team {row['team']} "
                     f"({', '.join(people)}) pulled IP, device or location data of "
-                    f"{_plural(row['n_protected'], 'protected subject')} (journalist, activist "
+                    f"{row['n_protected']} protected "
+                    f"{'person' if row['n_protected'] == 1 else 'people'} (journalist, activist "
                     "or official) without an independent explanation, and of "
                     f"{_plural(row['n_employees'], 'employee-linked account')}, in the same "
                     f"period {_span(row['first'], row['last'])}: the pattern of hunting a "
@@ -638,8 +701,9 @@ class Detector:
         return out
 
     def repeated_subject(self) -> list[Finding]:
-        """The same subject reached without a ticket on several separate occasions (visits
-        more than ``repeat_gap_hours`` apart, so a night shift is one visit): stalking."""
+        """The same subject (or person: linked accounts are one) reached without a ticket on
+        several separate occasions (visits more than ``repeat_gap_hours`` apart, so a night
+        shift is one visit): stalking."""
         c = self.config
         cond = "decision = 'allow' AND (tier = 0 OR self_only)"
         # The window runs only on pairs that could reach the bar: k visits need k accesses
@@ -652,18 +716,18 @@ class Detector:
             else ""
         )
         pairs = (
-            f"SELECT principal, subject FROM ev WHERE {cond} GROUP BY principal, subject "
+            f"SELECT principal, person FROM ev WHERE {cond} GROUP BY principal, person "
             f"HAVING count(*) >= {c.repeat_min_days}{spread}"
         )
         visits = f"""(SELECT *, CASE WHEN time - lag(time) OVER w <= to_hours({c.repeat_gap_hours})
                                  THEN 0 ELSE 1 END AS fresh
-                      FROM ev WHERE {cond} AND (principal, subject) IN (SELECT (principal, subject)
+                      FROM ev WHERE {cond} AND (principal, person) IN (SELECT (principal, person)
                                                                      FROM ({pairs}))
-                      WINDOW w AS (PARTITION BY principal, subject ORDER BY time)) v"""
+                      WINDOW w AS (PARTITION BY principal, person ORDER BY time)) v"""
         sql = self._grouped(
             "true",
             ", sum(fresh) AS visits",
-            by="principal, subject",
+            by="principal, person",
             source=visits,
             having=f"sum(fresh) >= {c.repeat_min_days}",
         )
@@ -679,7 +743,7 @@ class Detector:
                     f"({row['n']} accesses: {', '.join(row['categories'])}) with no ticket "
                     "opened by someone else explaining any of them — the pattern of following "
                     "one person.",
-                    f"{row['principal']}|{row['subject']}",
+                    f"{row['principal']}|{row['person']}",
                 )
             )
         return out
@@ -728,16 +792,17 @@ class Detector:
         self.con.execute(
             """
             CREATE OR REPLACE TEMP TABLE conv AS
-            SELECT * FROM ev WHERE decision = 'allow' AND tier = 0 AND subject IN (
-                SELECT subject FROM ev WHERE decision = 'allow' AND tier = 0
-                GROUP BY subject HAVING count(DISTINCT principal) >= 2)
+            SELECT * FROM ev WHERE decision = 'allow' AND tier = 0 AND person IN (
+                SELECT person FROM ev WHERE decision = 'allow' AND tier = 0
+                GROUP BY person HAVING count(DISTINCT principal) >= 2)
             """
         )
         for offset in (0, hours // 2):
             rows = self._rows(
                 f"""
-                SELECT subject, time_bucket(to_hours({hours}), time,
+                SELECT person, time_bucket(to_hours({hours}), time,
                        {ORIGIN} + to_hours({offset})) AS b,
+                       list(DISTINCT subject ORDER BY subject) AS accounts,
                        list(DISTINCT principal ORDER BY principal) AS principals,
                        list(id ORDER BY time, id)[1:{n}] AS ids, count(*) AS n,
                        min(time) AS first, max(time) AS last, bool_or(hv OR minor) AS guarded,
@@ -751,20 +816,22 @@ class Detector:
                 """
             )
             for row in rows:
-                best = found.get(row["subject"])
+                best = found.get(row["person"])
                 if best is None or _convergence_rank(row) < _convergence_rank(best):
-                    found[row["subject"]] = row
+                    found[row["person"]] = row
         out = []
+        # One person, every account: a burst spread over a person's linked accounts is one.
         for subject, row in found.items():
             people = row["principals"]
-            row["subjects"] = [subject]
+            row["subjects"] = row["accounts"]
             out.append(
                 self._finding(
                     "convergence",
                     "high",
                     row,
                     f"{len(people)} different people ({', '.join(people)}) looked up the "
-                    f"same subject {_span(row['first'], row['last'])} "
+                    f"same {'subject' if len(row['accounts']) == 1 else 'person'} "
+                    f"{_span(row['first'], row['last'])} "
                     f"({', '.join(row['categories'])}) with no ticket explaining it: curiosity "
                     "about a person in the news looks like this.",
                     f"{subject}|{_day(row['first'])}",

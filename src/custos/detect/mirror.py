@@ -49,7 +49,8 @@ from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError
 
 #: Format of the mirror's own tables: another value makes a run copy everything again.
-FORMAT = "2"
+#: 2: grants are copied; 3: subjects carry ``link_group``.
+FORMAT = "3"
 #: The catalog the mirror's file is attached as.
 CATALOG = "mirror"
 #: What the change export writes per event: the columns the rules read, its number in the

@@ -32,7 +32,15 @@ PRINCIPAL_COLUMNS: dict[str, str] = {
     "status": "VARCHAR",
     "role_since": "TIMESTAMP",
 }
-SUBJECT_COLUMNS: dict[str, str] = {"id": "VARCHAR", "protected": "VARCHAR", "employee": "VARCHAR"}
+#: ``link_group``: the smallest id of the account's link group (DESIGN.md principle 11), null
+#: when it is linked to nothing; the rules read a group as one person and give every account
+#: of it the group's protection (see custos.detect.engine).
+SUBJECT_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR",
+    "protected": "VARCHAR",
+    "employee": "VARCHAR",
+    "link_group": "VARCHAR",
+}
 TICKET_COLUMNS: dict[str, str] = {
     "id": "VARCHAR",
     "kind": "VARCHAR",

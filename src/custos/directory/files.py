@@ -21,6 +21,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -101,6 +103,17 @@ class SubjectEntry(_Entry):
     jurisdiction: Country
     protected: list[ProtectedFlag] = []
     employee: Id | None = None
+    #: Other accounts of the same person (ids of subjects in this file or already stored).
+    linked: list[Id] = []
+
+    @field_validator("linked")
+    @classmethod
+    def _not_linked_to_itself(cls, linked: list[str], info: ValidationInfo) -> list[str]:
+        # Refused rather than dropped: a subject naming itself is most likely a typo for
+        # the account that was meant, and that link would otherwise be lost without a word.
+        if info.data.get("id") in linked:
+            raise ValueError("a subject cannot be linked to itself")
+        return linked
 
     def to_domain(self) -> Subject:
         return Subject(
@@ -109,6 +122,7 @@ class SubjectEntry(_Entry):
             handle=self.handle,
             protected=tuple(sorted(set(self.protected))),
             employee=self.employee,
+            linked=tuple(sorted(set(self.linked))),
             extra=self.extras(),
         )
 

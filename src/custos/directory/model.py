@@ -62,6 +62,13 @@ class Subject:
     handle: str | None = None
     protected: tuple[str, ...] = ()
     employee: str | None = None
+    #: Other accounts of the same person (DESIGN.md principle 11): from a file, the ids it
+    #: states; once stored, the direct links of both sides (a link stated on either side),
+    #: sorted.
+    linked: tuple[str, ...] = ()
+    #: The smallest id of this account's link group (its connected component), or None when
+    #: it is linked to nothing. Set by the store when it merges; a file never states it.
+    link_group: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     #: The ledger index of the authority entry that set this subject's facts.
     authority: int | None = field(default=None, compare=False)
@@ -72,12 +79,17 @@ class Subject:
 
     def facts(self) -> dict[str, Any]:
         """What of this subject decisions rest on, as ledgered. Not the handle: it is personal
-        data no rule reads, and the ledger keeps entries for good."""
+        data no rule reads, and the ledger keeps entries for good. ``linked`` and
+        ``link_group`` are authority: protection flows through links, so deleting one is what
+        an insider would try (entries from before links read as ``[]`` and None, see
+        :func:`custos.authority.entries.facts_set`)."""
         return {
             "id": self.id,
             "jurisdiction": self.jurisdiction,
             "protected": list(self.protected),
             "employee": self.employee,
+            "linked": list(self.linked),
+            "link_group": self.link_group,
         }
 
 

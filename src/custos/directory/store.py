@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from custos.authority import Record, Vouch
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
 from custos.errors import (
+    AuthorityMismatch,
     CustosError,
     StoreConflict,
     UnknownPrincipal,
@@ -84,9 +85,9 @@ DIRECTORY_EXPORTS: dict[str, tuple[str, str]] = {
     ),
     "subjects": (
         "SELECT json_array(id, (SELECT group_concat(value, '|') FROM json_each(protected)), "
-        "employee) FROM subjects{where}",
+        "employee, link_group) FROM subjects{where}",
         "SELECT id, nullif(array_to_string(ARRAY(SELECT json_array_elements_text(protected)), "
-        "'|'), ''), employee FROM subjects{where}",
+        "'|'), ''), employee, link_group FROM subjects{where}",
     ),
     "tickets": (
         "SELECT json_array(id, kind, subject, assignee, status, opened, closed, opened_by) "
@@ -141,6 +142,8 @@ def _subject(row: SubjectRow) -> Subject:
         handle=row.handle,
         protected=tuple(row.protected or ()),
         employee=row.employee,
+        linked=tuple(row.linked or ()),
+        link_group=row.link_group,
         extra=dict(row.extra or {}),
         authority=row.auth_idx,
     )
@@ -164,7 +167,7 @@ def _ticket(row: TicketRow) -> Ticket:
 def _columns(value: Principal | Subject | Ticket) -> dict[str, Any]:
     data = asdict(value)
     data.pop("authority", None)
-    for key in ("groups", "protected"):
+    for key in ("groups", "protected", "linked"):
         if key in data:
             data[key] = list(data[key])
     return data
@@ -202,6 +205,8 @@ class DirectoryStore:
         self._principals: dict[str, Principal] = {}
         self._subjects: dict[str, Subject] = {}
         self._tickets: dict[str, Ticket] = {}
+        #: Per subject id, the other members of its link group (see :meth:`link_group`).
+        self._groups: dict[str, tuple[Subject, ...]] = {}
 
     # -- writing -----------------------------------------------------------------------
 
@@ -215,11 +220,19 @@ class DirectoryStore:
 
         When anything is added or changed, the directory version moves by one and exactly
         the rows added or changed are stamped with it (``seq``); otherwise neither moves.
+
+        Links (``Subject.linked``): the document states the links of each subject it holds in
+        full, and a link stated on either side links both. Each stored subject's links to the
+        document's subjects follow the document; links between subjects the document does
+        not hold are kept. Every row whose links or link group this changes is written (and
+        ledgered) too, stored ones included, and counts as changed: linking A and B changes
+        both rows, and may move a whole group to another ``link_group``.
         With ``record``, the facts of every added or changed row (and of every stored row
         custos never vouched for that the document states) are ledgered first, in batches,
         by ``by`` (who ran the load); a row is written only with the index of its entry.
         Raises :class:`ValidationFailed` (and writes nothing) when a ticket names a subject or
-        assignee that is neither in ``document`` nor already stored,
+        assignee, or a subject links to a subject, that is neither in ``document`` nor
+        already stored (or links to itself),
         :class:`LedgerUnavailable` (nothing written) when the facts cannot be ledgered, and
         :class:`StoreUnavailable` when the database fails.
         """
@@ -228,6 +241,7 @@ class DirectoryStore:
         with self._write_lock:
             with self.db.session() as session:
                 self._check_references(session, document, source)
+                document = self._link(session, document)
                 planned = {
                     section: [v for v, _ in self._diff(session, section, document)]
                     for section in _KINDS
@@ -269,7 +283,7 @@ class DirectoryStore:
                 if (
                     row is None
                     or (self.record is not None and row.auth_idx is None)
-                    or any(getattr(row, k) != v for k, v in _columns(value).items())
+                    or any(_stored(row, k) != v for k, v in _columns(value).items())
                 ):
                     yield value, row
 
@@ -285,8 +299,9 @@ class DirectoryStore:
         unchanged = dict(added)
         with self.db.session() as session:
             touched: list[Any] = []
-            if vouched is None:  # else checked when planned, with the whole document
+            if vouched is None:  # else checked and linked when planned, with the whole document
                 self._check_references(session, document, source)
+                document = self._link(session, document)
             for section in _KINDS:
                 model = _MODELS[section]
                 for value, row in self._diff(session, section, document):
@@ -333,7 +348,10 @@ class DirectoryStore:
             *(p.manager for p in document.principals if p.manager),
             *(s.employee for s in document.subjects if s.employee),
         } - principal_ids
-        wanted_subjects = {t.subject for t in document.tickets} - subject_ids
+        wanted_subjects = {
+            *(t.subject for t in document.tickets),
+            *(other for s in document.subjects for other in s.linked),
+        } - subject_ids
         stored_principals = self._existing_ids(session, PrincipalRow, wanted_principals)
         stored_subjects = self._existing_ids(session, SubjectRow, wanted_subjects)
         unknown = wanted_principals - stored_principals
@@ -349,6 +367,18 @@ class DirectoryStore:
                     f"{source}: subjects[{position}] (id {subject.id!r}): field 'employee': "
                     f"unknown principal {subject.employee!r}"
                 )
+        for position, subject in enumerate(document.subjects):
+            for other in subject.linked:
+                if other == subject.id:
+                    problems.append(
+                        f"{source}: subjects[{position}] (id {subject.id!r}): field 'linked': "
+                        "a subject cannot be linked to itself"
+                    )
+                elif other in wanted_subjects and other not in stored_subjects:
+                    problems.append(
+                        f"{source}: subjects[{position}] (id {subject.id!r}): field 'linked': "
+                        f"unknown subject {other!r}"
+                    )
         for position, ticket in enumerate(document.tickets):
             label = f"{source}: tickets[{position}] (id {ticket.id!r})"
             if ticket.assignee in wanted_principals and ticket.assignee not in stored_principals:
@@ -359,6 +389,54 @@ class DirectoryStore:
             raise ValidationFailed(
                 f"{source}: {len(problems)} problem(s); nothing was loaded", problems
             )
+
+    def _link(self, session: Session, document: DirectoryDocument) -> DirectoryDocument:
+        """``document`` with each subject's links made symmetric and its link group set, and
+        with every stored subject whose links or group that changes (see :meth:`merge`).
+
+        The stored link graph is read whole (the rows with a ``link_group``, through its
+        index): links are few, and a group can only be re-drawn knowing all its members. A
+        document and a directory without links cost one indexed query and nothing else.
+        """
+        stored: dict[str, tuple[tuple[str, ...], str | None]] = {
+            key: (tuple(linked or ()), group)
+            for key, linked, group in session.execute(
+                select(SubjectRow.id, SubjectRow.linked, SubjectRow.link_group).where(
+                    SubjectRow.link_group.is_not(None)
+                )
+            )
+        }
+        if not stored and not any(s.linked for s in document.subjects):
+            return document
+        links: dict[str, set[str]] = {key: set(linked) for key, (linked, _) in stored.items()}
+        stated = {s.id for s in document.subjects}
+        for key in stated:  # the document states these subjects' links in full
+            for other in links.pop(key, set()):
+                links.get(other, set()).discard(key)
+        for subject in document.subjects:
+            for other in subject.linked:
+                links.setdefault(subject.id, set()).add(other)
+                links.setdefault(other, set()).add(subject.id)
+        groups = _components(links)
+
+        def linked(key: str) -> tuple[tuple[str, ...], str | None]:
+            return tuple(sorted(links.get(key, ()))), groups.get(key)
+
+        subjects = [
+            replace(s, linked=linked(s.id)[0], link_group=linked(s.id)[1])
+            for s in document.subjects
+        ]
+        moved = sorted(
+            key
+            for key in set(stored) | set(links)
+            if key not in stated and linked(key) != stored.get(key, ((), None))
+        )
+        for chunk in _chunks(moved):
+            for row in session.scalars(select(SubjectRow).where(SubjectRow.id.in_(chunk))):
+                subjects.append(
+                    replace(_subject(row), linked=linked(row.id)[0], link_group=linked(row.id)[1])
+                )
+        return replace(document, subjects=tuple(subjects))
 
     @staticmethod
     def _existing_ids(session: Session, model: Any, ids: Iterable[str]) -> set[str]:
@@ -505,6 +583,7 @@ class DirectoryStore:
             self._principals.clear()
             self._subjects.clear()
             self._tickets.clear()
+            self._groups.clear()
             self._version = None
             self._checked_at = 0.0
 
@@ -518,6 +597,7 @@ class DirectoryStore:
                 self._principals.clear()
                 self._subjects.clear()
                 self._tickets.clear()
+                self._groups.clear()
                 self._version = current
             self._checked_at = now
 
@@ -575,6 +655,50 @@ class DirectoryStore:
             lambda key: UnknownTicket(f"unknown ticket {shown_id(key)}"),
         )
 
+    def link_group(self, subject: Subject) -> tuple[Subject, ...]:
+        """The other accounts of ``subject``'s link group (its linked accounts, theirs, and so
+        on), each loaded and checked like any subject, sorted by id; ``()`` when it is linked
+        to nothing. Served from the cache, like the subjects themselves.
+
+        The group's rows must agree with each other: every link on both sides, every member
+        naming the group's smallest id. Each row alone equals an entry custos wrote, so a
+        disagreement means one was put back to an older genuine entry (a link undone on one
+        side only). Raises :class:`AuthorityMismatch` then, and when a linked account is
+        missing from the directory; :class:`StoreUnavailable` when the database fails.
+        """
+        if not subject.linked and subject.link_group is None:
+            return ()
+        found = self._groups.get(subject.id)
+        if found is not None and self._subjects.get(subject.id) is subject:
+            return found
+        members = {subject.id: subject}
+        waiting = list(subject.linked)
+        while waiting:
+            key = waiting.pop()
+            if key in members:
+                continue
+            try:
+                member = self.subject(key)
+            except UnknownSubject:
+                raise _broken_link(
+                    subject.id, "is linked to an account missing from the directory"
+                ) from None
+            members[key] = member
+            waiting.extend(member.linked)
+        group = min(members) if len(members) > 1 else None
+        for member in members.values():
+            if member.link_group != group or any(
+                member.id not in members[other].linked for other in member.linked
+            ):
+                raise _broken_link(
+                    member.id, "disagrees with its linked accounts about their links"
+                )
+        others = tuple(members[key] for key in sorted(members) if key != subject.id)
+        with self._lock:
+            if self._subjects.get(subject.id) is subject:
+                self._groups[subject.id] = others
+        return others
+
     def principals(self) -> list[Principal]:
         with self.db.session() as session:
             return [_principal(r) for r in session.scalars(select(PrincipalRow).order_by("id"))]
@@ -620,3 +744,37 @@ class DirectoryStore:
                     found.add(report)
                     stack.append(report)
         return found
+
+
+def _stored(row: Any, column: str) -> Any:
+    """A row's value as :func:`_columns` gives it (no links are stored as NULL or [])."""
+    value = getattr(row, column)
+    return list(value or ()) if column == "linked" else value
+
+
+def _components(links: Mapping[str, set[str]]) -> dict[str, str]:
+    """The link group of every id with a link: the smallest id of its connected component."""
+    groups: dict[str, str] = {}
+    for start in sorted(links):
+        if start in groups or not links[start]:
+            continue
+        component = {start}
+        waiting = [start]
+        while waiting:
+            for other in links.get(waiting.pop(), ()):
+                if other not in component:
+                    component.add(other)
+                    waiting.append(other)
+        first = min(component)
+        groups.update(dict.fromkeys(component, first))
+    return groups
+
+
+def _broken_link(key: str, problem: str) -> AuthorityMismatch:
+    return AuthorityMismatch(
+        f"authority-mismatch: subject {shown_id(key)} {problem}",
+        kind="subject",
+        key=key,
+        hint="a row was put back or changed outside custos; nothing is decided on it. "
+        "`custos log verify` names every such row",
+    )

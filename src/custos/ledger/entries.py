@@ -361,7 +361,9 @@ class DecisionEntry(Entry):
     break_glass: bool = optional(False)
     approvals_needed: Mapping[str, Any] | None = optional()
     settings: str | None = optional()
-    authority: Mapping[str, int] | None = optional()
+    #: Kind → index of the entry that set the fact; ``linked``: subject id → index for
+    #: the other accounts of the subject's link group.
+    authority: Mapping[str, Any] | None = optional()
 
 
 @entry_type("release", writer="access/read.py")

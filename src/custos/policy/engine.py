@@ -166,13 +166,18 @@ class PolicyEngine:
         hypothetical: ApprovalsNeeded | None = None,
     ) -> _Asked:
         principal, subject = facts.principal, facts.subject
-        jurisdiction = subject.jurisdiction
+        # A linked account is seen as its whole group: every member's protection, and the
+        # group's jurisdictions as one entity whose allowed countries are those every member's
+        # allow (the caller's ``allowed_countries``). Its id names them all, so that in a
+        # batch it is never confused with a lone member's jurisdiction.
+        jurisdiction = "+".join(facts.jurisdictions)
         subject_attrs: dict[str, Any] = {
             "jurisdiction": _ref(_JURISDICTION, jurisdiction),
-            "protected": list(subject.protected),
+            "protected": list(facts.protected),
         }
-        if subject.employee:
-            subject_attrs["employee"] = _ref(_PRINCIPAL, subject.employee)
+        employee = subject.employee or next((s.employee for s in facts.linked if s.employee), None)
+        if employee:
+            subject_attrs["employee"] = _ref(_PRINCIPAL, employee)
         data_id = f"{subject.id}/{req.category}"
         entities: list[dict[str, Any]] = [
             {
@@ -315,8 +320,8 @@ class PolicyEngine:
             status=facts.principal.status,
             country=facts.principal.country,
             subject=facts.subject.id,
-            protected=", ".join(p.replace("_", " ") for p in facts.subject.protected),
-            jurisdiction=facts.subject.jurisdiction,
+            protected=", ".join(p.replace("_", " ") for p in facts.protected),
+            jurisdiction=" and ".join(facts.jurisdictions),
             category=req.category.replace("_", " "),
             purpose=req.purpose.replace("_", " "),
             action=req.action,
@@ -351,7 +356,7 @@ class PolicyEngine:
             outcome="allow",
             precision=asked.precision,
             reasons=reasons,
-            explanation=f"Allowed at {asked.precision} precision: {because}.",
+            explanation=f"Allowed at {asked.precision} precision: {because}{_linked(facts)}.",
             policy_version=self.pack.digest,
             review_required=review,
             grant=facts.grant.id if facts.grant else None,
@@ -376,7 +381,7 @@ class PolicyEngine:
             outcome="approval_required",
             precision=asked.precision,
             reasons=reasons,
-            explanation=f"Approval required ({who}): {reasons[0].explanation}.",
+            explanation=f"Approval required ({who}): {reasons[0].explanation}{_linked(facts)}.",
             policy_version=self.pack.digest,
             approvals=needed,
         )
@@ -410,6 +415,27 @@ class PolicyEngine:
             outcome="deny",
             precision=None,
             reasons=reasons,
-            explanation=f"Denied: {reasons[0].explanation}.",
+            explanation=f"Denied: {reasons[0].explanation}{_linked(facts)}.",
             policy_version=self.pack.digest,
         )
+
+
+#: Whose account each protected flag makes one, for "linked to a journalist's account".
+_OWNERS = {
+    "journalist": "a journalist's",
+    "public_official": "a public official's",
+    "activist": "an activist's",
+    "minor": "a minor's",
+    "employee_account": "an employee's",
+}
+
+
+def _linked(facts: Facts) -> str:
+    """``; user-43 is linked to a journalist's account`` when the subject's protection comes
+    (in part) from its linked accounts, else nothing. The linked account is not named: who
+    owns which accounts is itself what the requester should not learn from a refusal."""
+    gained = [f for f in facts.protected if f not in facts.subject.protected]
+    if not gained:
+        return ""
+    owners = " and ".join(_OWNERS.get(f, f"a {f.replace('_', ' ')}'s") for f in gained)
+    return f"; {facts.subject.id} is linked to {owners} account"

@@ -3,7 +3,7 @@ decided (:class:`Decision`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,13 +92,47 @@ class GrantFacts:
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """Everything the policies need about one request, loaded by the caller."""
+    """Everything the policies need about one request, loaded by the caller.
+
+    ``linked`` holds the other accounts of the subject's link group: the policies see the
+    subject with the protection of the whole group and the strictest residency of its
+    jurisdictions (DESIGN.md principle 11), so ``allowed_countries`` must be that of every
+    jurisdiction in the group together (:func:`strictest`).
+    """
 
     principal: Principal
     subject: Subject
     allowed_countries: tuple[str, ...]
     ticket: Ticket | None = None
     grant: GrantFacts | None = None
+    linked: tuple[Subject, ...] = ()
+
+    @property
+    def protected(self) -> tuple[str, ...]:
+        """The protected flags of the subject's whole link group, sorted."""
+        if not self.linked:
+            return self.subject.protected
+        return tuple(sorted({f for s in (self.subject, *self.linked) for f in s.protected}))
+
+    @property
+    def jurisdictions(self) -> tuple[str, ...]:
+        """The jurisdictions of the subject's whole link group, sorted."""
+        if not self.linked:
+            return (self.subject.jurisdiction,)
+        return tuple(sorted({s.jurisdiction for s in (self.subject, *self.linked)}))
+
+
+def strictest(
+    allowed: Callable[[str], tuple[str, ...]], jurisdictions: Iterable[str]
+) -> tuple[str, ...]:
+    """The countries whose staff may see data beyond coarse level under every one of
+    ``jurisdictions`` (``allowed`` gives each one's countries): a linked group's residency is
+    the strictest of its members', so an account cannot be reached through its twin."""
+    found: tuple[str, ...] | None = None
+    for jurisdiction in jurisdictions:
+        countries = allowed(jurisdiction)
+        found = countries if found is None else tuple(c for c in found if c in countries)
+    return found or ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +180,10 @@ class Decision:
     explained: str | None = None
     errors: tuple[str, ...] = field(default=())
     #: The ledger entries that set the facts this decision used, by kind (``principal``,
-    #: ``subject``, ``ticket``, ``grant``): what ``custos log verify`` replays it against.
-    authority: Mapping[str, int] | None = None
+    #: ``subject``, ``ticket``, ``grant``: an index each; ``linked``: the index of each other
+    #: account of the subject's link group, by id): what ``custos log verify`` replays it
+    #: against.
+    authority: Mapping[str, Any] | None = None
     #: Set by the access path once the decision is durably in the ledger.
     event_id: str | None = None
     ledger_index: int | None = None

@@ -49,11 +49,17 @@ def _label(
 
 
 def journalist_2022(rng: random.Random, world: World, used: set[str]) -> None:
-    """Several internal-audit colleagues pull journalists' IPs and locations and those of
-    employees suspected of leaking to them, to see who met whom."""
+    """Several internal-audit colleagues pull journalists' IPs and locations, the IP history
+    of the accounts linked to them, and those of employees suspected of leaking to them, to
+    see who met whom."""
     members = [p for p in world.people if p.team == "internal-audit" and p.id not in used]
     culprits = rng.sample(members, k=min(len(members), 4))
     journalists = rng.sample(world.flagged("journalist"), k=2)
+    # As in 2022, at least one of them has a second account, and it is pulled too.
+    with_alt = [j for j in world.flagged("journalist") if world.linked_to(j)]
+    if with_alt and not any(world.linked_to(j) for j in journalists):
+        journalists[1] = rng.choice([j for j in with_alt if j != journalists[0]] or with_alt)
+    alts = [a for j in journalists for a in world.linked_to(j)]
     staff = [p for p in world.people if p.account and p.team != "internal-audit"]
     suspects = [p.account for p in rng.sample(staff, k=3) if p.account]
     day = _day(rng, world, span=4)
@@ -68,6 +74,17 @@ def journalist_2022(rng: random.Random, world: World, used: set[str]) -> None:
                         principal=person.id,
                         subject=subject,
                         category=rng.choice(("ip_history", "location")),
+                        purpose="internal_investigation",
+                        source="audit-tool",
+                    )
+                )
+            for subject in alts:
+                events.append(
+                    world.event(
+                        time=shift_time(rng, person, when),
+                        principal=person.id,
+                        subject=subject,
+                        category="ip_history",
                         purpose="internal_investigation",
                         source="audit-tool",
                     )
@@ -89,8 +106,8 @@ def journalist_2022(rng: random.Random, world: World, used: set[str]) -> None:
         "journalist_2022",
         [p.id for p in culprits],
         events,
-        "internal-audit colleagues pull IP/location of two journalists and of employees "
-        "suspected of leaking to them",
+        "internal-audit colleagues pull IP/location of two journalists, IP history of their "
+        "linked accounts, and of employees suspected of leaking to them",
     )
 
 

@@ -105,6 +105,7 @@ class World:
     _next_event: int = 0
     _next_ticket: int = 0
     _guarded: set[str] = field(default_factory=set)
+    _flagged: set[str] = field(default_factory=set)
 
     @property
     def end(self) -> datetime:
@@ -152,13 +153,31 @@ class World:
         return ticket
 
     def guarded(self, subject: str) -> bool:
-        """Whether ``subject`` carries a protected flag (custos then demands approvals)."""
+        """Whether ``subject`` carries a protected flag, its own or through an account it is
+        linked to (custos then demands approvals)."""
         if not self._guarded:
-            self._guarded = {s["id"] for s in self.subjects if s.get("protected")} | {""}
+            flagged = {s["id"] for s in self.subjects if s.get("protected")}
+            through = {
+                other for s in self.subjects for other in s.get("linked", ()) if s["id"] in flagged
+            } | {s["id"] for s in self.subjects if set(s.get("linked", ())) & flagged}
+            self._guarded = flagged | through | {""}
+            self._flagged = flagged | {""}
         return subject in self._guarded
 
+    def linked_guard(self, subject: str) -> bool:
+        """Whether ``subject`` is protected only through an account it is linked to."""
+        return self.guarded(subject) and subject not in self._flagged
+
     def ordinary_subjects(self) -> list[str]:
-        return [s["id"] for s in self.subjects if not s.get("protected")]
+        """Accounts with no protection, their own or through a link."""
+        return [s["id"] for s in self.subjects if not self.guarded(s["id"])]
+
+    def linked_to(self, subject: str) -> list[str]:
+        """The accounts linked to ``subject`` (links are stated on one side in the world)."""
+        return sorted(
+            {s["id"] for s in self.subjects if subject in s.get("linked", ())}
+            | {o for s in self.subjects if s["id"] == subject for o in s.get("linked", ())}
+        )
 
     def flagged(self, flag: str) -> list[str]:
         return [s["id"] for s in self.subjects if flag in s.get("protected", ())]
@@ -258,7 +277,28 @@ def build_org(rng: random.Random, employees: int, start: datetime, days: int) ->
                     "employee": person.id,
                 }
             )
+    _link_accounts(subjects[:count], count)
     return World(start=start, days=days, people=people, subjects=subjects)
+
+
+def _link_accounts(subjects: list[dict[str, Any]], count: int) -> None:
+    """Second accounts (DESIGN.md principle 11): about 1 % of ordinary accounts are linked in
+    pairs (benign: most links are ordinary users'), and about half of the journalists,
+    officials and activists have a second account linked to theirs. Drawn from a stream of
+    their own, so the rest of a world of a given seed is what it was before links."""
+    links = random.Random(f"custos-sim-links:{count}")
+    hunted = [s for s in subjects if set(s.get("protected", ())) - {"minor"}]
+    ordinary = [s for s in subjects if not s.get("protected")]
+    links.shuffle(ordinary)
+    pairs = max(1, count // 200)
+    for first, second in zip(ordinary[: 2 * pairs : 2], ordinary[1 : 2 * pairs : 2], strict=True):
+        first["linked"] = [second["id"]]
+    spare = iter(ordinary[2 * pairs :])
+    for person in hunted:
+        if links.random() < 0.5:
+            second = next(spare)
+            second["jurisdiction"] = person["jurisdiction"]
+            second["linked"] = [person["id"]]
 
 
 def shift_time(rng: random.Random, person: Person, day: datetime, spread: float = 8.0) -> datetime:
@@ -309,6 +349,11 @@ def _work_ticket(
     opener, share = OPENERS[kind]
     opened_by = opener if rng.random() < share else person.id
     early = rng.random() < 0.02
+    if world.linked_guard(subject):
+        # A protected person's second account: a grant does not explain reaching it (its
+        # approvers need not have known whose it was), so legitimate work on it comes with
+        # a ticket someone else opened, before the work. Same draws as any other ticket.
+        opened_by, early = opener, False
     opened = (
         first + timedelta(minutes=rng.uniform(10, 180))
         if early

@@ -40,13 +40,21 @@ class PrincipalRow(Base):
 
 class SubjectRow(Base):
     __tablename__ = "subjects"
-    __table_args__ = (Index("ix_subjects_seq", "seq"),)
+    __table_args__ = (
+        Index("ix_subjects_seq", "seq"),
+        Index("ix_subjects_link_group", "link_group"),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     handle: Mapped[str | None] = mapped_column(String(256), nullable=True)
     jurisdiction: Mapped[str] = mapped_column(String(16))
     protected: Mapped[list[str]] = mapped_column(JSON, default=list)
     employee: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: Ids of the subjects this one is directly linked to, both sides of each link, sorted
+    #: (None or [] for none); ``link_group`` the smallest id of its link group, None when
+    #: alone. Authority, like ``protected`` (see custos.directory.DirectoryStore.merge).
+    linked: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    link_group: Mapped[str | None] = mapped_column(String(128), nullable=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seq: Mapped[int] = mapped_column(BigInteger)
     #: The ledger index of the authority entry that set this row's facts (see
