@@ -660,7 +660,9 @@ class Approvals:
             raise refused
         self._invalidate()
         self.flush()
-        return grant
+        # The row as the ledger left it (logged, with the entry that vouches for it), not the
+        # one built before the append: the caller shows what is honoured.
+        return self.grant(grant.id)
 
     def review(
         self,
