@@ -48,7 +48,7 @@ from custos.store.approvals import (
     GrantsVersionRow,
     NotificationRow,
 )
-from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES
+from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES, unknown_word
 
 MAX_REASON = 2000
 
@@ -222,13 +222,13 @@ class Approvals:
         reason = _reason(reason, "request")
         cats = tuple(dict.fromkeys(categories))
         acts = covered_actions(actions)
-        problems = [f"unknown category {c!r}" for c in cats if c not in CATEGORIES]
+        problems = [unknown_word("category", c) for c in cats if c not in CATEGORIES]
         if not cats:
             problems.append("at least one category is needed")
         if purpose not in PURPOSES:
-            problems.append(f"unknown purpose {purpose!r}")
+            problems.append(unknown_word("purpose", purpose))
         if precision not in PRECISIONS:
-            problems.append(f"unknown precision {precision!r}")
+            problems.append(unknown_word("precision", precision))
         if problems:
             raise InvalidInput("invalid request: " + "; ".join(problems))
         length = self._duration(duration, self.settings.grant_duration)
