@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from custos.access import Custos
 from custos.api import create_app
+from custos.config import CONFIG_KEYS, load_settings
+from custos.detect.config import DetectConfig
 from custos.errors import ConfigurationError
 
 
@@ -93,3 +96,50 @@ def test_an_origin_no_key_may_have_is_refused_before_anything_is_made(
     with pytest.raises(ConfigurationError, match="must be printable ASCII without spaces"):
         Custos.init(home)
     assert not (home / "keys").exists()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message", "hint"),
+    [
+        ("[approvals]\nreviews_neded = 3\n", r"unknown key 'reviews_neded' in \[approvals\]",
+         "did you mean reviews_needed?"),
+        ('[vaultt]\ngeoip = "x.mmdb"\n', r"unknown section \[vaultt\] at the top level",
+         "did you mean [vault]?"),
+        ("[vault.retention_days]\nip_histroy = 30\n",
+         r"unknown key 'ip_histroy' in \[vault.retention_days\]", "did you mean ip_history?"),
+        ('[service.odic]\nissuer = "https://id.example"\n',
+         r"unknown section \[service.odic\] in \[service\]", "did you mean [service.oidc]?"),
+        ('databse_url = "sqlite:///x.db"\n', r"unknown key 'databse_url' at the top level",
+         "did you mean database_url?"),
+        ("[detect]\nzzz = 1\n", r"unknown key 'zzz' in \[detect\]", "known: break_glass_max"),
+    ],
+)  # fmt: skip
+def test_a_typo_in_config_toml_is_named_with_the_nearest_setting(
+    tmp_path: Path, toml: str, message: str, hint: str
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        load_settings(home)
+    assert str(home / "config.toml") in caught.value.message
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith(hint)
+
+
+def test_every_setting_the_readme_and_parts_name_is_known(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'database_url = "sqlite:///x.db"\n'
+        '[residency]\nUS = ["US"]\nXK = ["XK"]\n'
+        "[vault]\ncity = true\ngrid_km = 5\nshred_interval = 60\n"
+        "[vault.retention_days]\nip_history = 30\nlocation = 7\n"
+        "[approvals]\nreviews_needed = 2\nwebhook_timeout = 3\n"
+        "[service]\nburst = 10\n[service.oidc]\nscopes = 'openid'\n"
+        "[ledger]\ncheckpoint_interval = 5\n[detect]\nrobust_k = 3.5\n[keys]\nprovider = 'local'\n",
+        encoding="utf-8",
+    )
+    assert load_settings(home).section("detect") == {"robust_k": 3.5}
+    # The [detect] keys are DetectConfig's fields, no more and no fewer.
+    assert {f.name for f in fields(DetectConfig)} == CONFIG_KEYS["detect"]

@@ -16,6 +16,7 @@ A *home* folder (``--home``, ``$CUSTOS_HOME``, default ``~/.custos``) holds:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -23,9 +24,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from custos.errors import ConfigurationError
+from custos.vocabulary import CATEGORIES
 
 HOME_ENV = "CUSTOS_HOME"
 DATABASE_URL_ENV = "CUSTOS_DATABASE_URL"
@@ -51,6 +53,128 @@ DEFAULT_RESIDENCY: dict[str, tuple[str, ...]] = {
     "EU": _EEA,
     **dict.fromkeys(_EEA, _EEA),
 }
+
+
+#: Every section of config.toml and the keys custos reads in it: the one place to add a
+#: setting (a key not here is refused by :func:`load_settings` as a typo, naming the nearest
+#: known one). ``""`` is the top level; a dotted name is a table inside a section
+#: (``[vault.retention_days]``). Each key's meaning and type are checked where it is read.
+CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
+    "": frozenset({"database_url"}),
+    "keys": frozenset({"provider", "module", "token", "kek_label", "log_key_label"}),
+    "vault": frozenset({"geoip", "city", "grid_km", "shred_interval"}),
+    "vault.retention_days": CATEGORIES,
+    "ledger": frozenset({"origin", "witnesses", "checkpoint_interval"}),
+    "service": frozenset(
+        {"rate_limit", "burst", "max_body_bytes", "https", "operator_auth", "public_origin"}
+    ),
+    "service.oidc": frozenset(
+        {"issuer", "client_id", "client_secret", "redirect_uri", "name", "scopes"}
+    ),
+    "approvals": frozenset(
+        {
+            "request_ttl_hours",
+            "grant_hours",
+            "max_grant_hours",
+            "break_glass_hours",
+            "reciprocal_window_days",
+            "approver_groups",
+            "review_groups",
+            "reviews_needed",
+            "break_glass_open_limit",
+            "webhook_url",
+            "webhook_timeout",
+        }
+    ),
+    # The fields of custos.detect.config.DetectConfig (a test keeps the two equal).
+    "detect": frozenset(
+        {
+            "window_days",
+            "retro_minutes",
+            "near_days",
+            "robust_k",
+            "own_min_periods",
+            "volume_min_subjects",
+            "repeat_min_days",
+            "repeat_gap_hours",
+            "convergence_min_principals",
+            "convergence_hours",
+            "sensitive_categories",
+            "locating_categories",
+            "minor_categories",
+            "new_role_days",
+            "new_role_min_subjects",
+            "leaving_min_subjects",
+            "usual_hour_share",
+            "usual_min_events",
+            "off_hours_min_subjects",
+            "retry_minutes",
+            "shopping_min_purposes",
+            "retry_min_denials",
+            "break_glass_max",
+            "pretext_min_subjects",
+            "rare_category_share",
+            "rare_min_peer_events",
+            "rare_category_min_subjects",
+            "export_min_records",
+            "max_evidence",
+            "suppress_days",
+            "replay",
+            "interval",
+            "burst_events",
+            "lease_seconds",
+            "ring_days",
+            "ring_max",
+            "grant_convergence_min_principals",
+            "grant_volume_min",
+        }
+    ),
+}
+#: Sections whose keys are names of the user's own (jurisdiction codes), not settings.
+OPEN_SECTIONS: Final = frozenset({"residency"})
+#: Keys refused by their own reader with a message of their own (a secret written down:
+#: :meth:`KeysConfig.from_section` says where it belongs instead).
+_REFUSED_ELSEWHERE: Final = {"keys": frozenset({"pin", "so_pin"})}
+
+
+def check_known_keys(config: Mapping[str, Any], path: Path) -> None:
+    """Refuse a section or key of ``config.toml`` that custos does not read (a typo would
+    otherwise be ignored, silently keeping the default).
+
+    Raises :class:`ConfigurationError` naming the key, its section, the file and the nearest
+    known name.
+    """
+    _check_table(config, "", path)
+
+
+def _check_table(table: Mapping[str, Any], section: str, path: Path) -> None:
+    known = CONFIG_KEYS[section]
+    tables = {
+        name.removeprefix(f"{section}.") if section else name
+        for name in [*CONFIG_KEYS, *OPEN_SECTIONS]
+        if name and name.rpartition(".")[0] == section
+    }
+    for key, value in table.items():
+        inner = f"{section}.{key}" if section else key
+        if key in tables:
+            # A value that is not a table is its reader's error ("must be a table").
+            if isinstance(value, Mapping) and inner not in OPEN_SECTIONS:
+                _check_table(value, inner, path)
+            continue
+        if key in known or key in _REFUSED_ELSEWHERE.get(section, ()):
+            continue
+        is_table = isinstance(value, Mapping)
+        candidates = sorted(tables if is_table else known) or sorted(known | tables)
+        nearest = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+        name = f"[{inner}]" if is_table else repr(key)
+        what = "section" if is_table else "key"
+        where = f"in [{section}]" if section else "at the top level"
+        if nearest:
+            near = f"[{section + '.' if section else ''}{nearest[0]}]" if is_table else nearest[0]
+            hint = f"did you mean {near}?"
+        else:
+            hint = "known: " + ", ".join(candidates)
+        raise ConfigurationError(f"{path}: unknown {what} {name} {where}", hint=hint)
 
 
 def default_home() -> Path:
@@ -218,6 +342,7 @@ def load_settings(home: Path | None = None) -> Settings:
             raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigurationError(f"{path}: cannot read ({exc.strerror})") from None
+    check_known_keys(config, path)
     url = os.environ.get(DATABASE_URL_ENV) or config.get("database_url")
     if url is not None and not isinstance(url, str):
         raise ConfigurationError(f"{path}: database_url must be a string")

@@ -5,7 +5,10 @@ Kept in one leaf module so that every part, and every validator, agrees on them.
 
 from __future__ import annotations
 
+import difflib
 from typing import Final, Literal, get_args
+
+from custos.errors import shown_id
 
 PrincipalKind = Literal["employee", "contractor", "service"]
 PrincipalStatus = Literal["active", "leaving", "terminated"]
@@ -63,3 +66,25 @@ KNOWN_ROLES: Final = frozenset(
         "internal_audit",
     }
 )
+
+#: Each word list in its documented order, by the name a message gives it.
+_ORDERED: Final[dict[str, tuple[str, ...]]] = {
+    "category": get_args(Category),
+    "purpose": get_args(Purpose),
+    "action": get_args(Action),
+    "precision": get_args(Precision),
+    "protected flag": get_args(ProtectedFlag),
+    "role": tuple(sorted(KNOWN_ROLES)),
+}
+
+
+def unknown_word(kind: str, value: object) -> str:
+    """A message for ``value`` that is not a known ``kind`` (``category``, ``purpose``,
+    ``action``, ``precision``, ``protected flag``, ``role``): the nearest known word, if one
+    is close, and every valid one. The value is quoted only if it cannot be personal data
+    (:func:`custos.errors.shown_id`). Raises ``KeyError`` for an unknown ``kind``."""
+    known = _ORDERED[kind]
+    text = value if isinstance(value, str) else repr(value)
+    near = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    guess = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown {kind} {shown_id(text)} ({guess}valid: {', '.join(known)})"

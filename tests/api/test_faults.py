@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from sqlalchemy import text
 
 from tests.access.test_read import _make_ledger_read_only
@@ -58,3 +59,22 @@ def test_looking_at_the_access_log_is_refused_when_it_cannot_be_logged(
                 else:
                     conn.execute(text("DROP TRIGGER ro ON ledger_entries"))
         assert siem.get("/v1/events", params={"subject": "user-1"}).status_code == 200
+
+
+def test_readiness_says_unavailable_and_nothing_else_while_the_ledger_cannot_be_opened(
+    service: Service,
+) -> None:
+    with httpx.Client(base_url=service.url, timeout=30) as probe:
+        assert probe.get("/readyz").json() == {"status": "ok"}
+        with service.system.db.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE ledger_state RENAME TO ledger_state_gone"))
+        try:
+            down = probe.get("/readyz")
+            alive = probe.get("/healthz")
+        finally:
+            with service.system.db.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE ledger_state_gone RENAME TO ledger_state"))
+        assert (down.status_code, down.json()) == (503, {"status": "unavailable"})
+        # Liveness is the process, not its database: a restart would not help.
+        assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+        assert probe.get("/readyz").status_code == 200

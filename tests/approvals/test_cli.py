@@ -7,9 +7,14 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from typer.testing import CliRunner
+
+from custos import examples
 from tests.factories import APPROVALS_WORLD, write_org
 
 
@@ -160,3 +165,40 @@ def test_request_approve_and_refusals_from_the_command_line(home: Path, tmp_path
     note = Path(__file__).parents[2] / "docs" / "design" / "approvals.md"
     table = re.findall(r"^\| `([a-z-]+)` \|", note.read_text(encoding="utf-8"), re.MULTILINE)
     assert set(table) == set(rules)
+
+
+def test_ids_are_never_cut_and_a_new_grant_is_shown_as_honoured(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In-process (Typer's runner) on the README's example world, with a narrow terminal.
+    from custos.cli import app
+    from custos.cli.app import console
+
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, f"{args}: {result.output} {result.exception!r}"
+        return result.output
+
+    examples.write(tmp_path, datetime.now(UTC))
+    cli("init")
+    cli("org", "load", str(tmp_path / examples.DIRECTORY_FILE))
+    glass = cli(
+        *("approvals", "break-glass", "--principal", "emp-5001", "--subject", "user-1"),
+        *("--category", "ip_history", "--ticket", "INC-4", "--reason", "stuffing"),
+    )
+    assert "pending_ledger" not in glass
+    assert " active BREAK-GLASS" in glass
+    request = ("approvals", "request", "--principal", "emp-3001", "--subject", "user-42")
+    asked = json.loads(
+        cli(
+            *request,
+            *("--category", "ip_history", "--purpose", "trust_safety", "--ticket", "T-10"),
+            *("--reason", "abuse report R-77", "--json"),
+        )
+    )
+    grant = json.loads(cli("approvals", "list", "--grants", "--json"))[0]["id"]
+    monkeypatch.setattr(console, "width", 40)
+    assert asked["id"] in cli("approvals", "list")
+    assert grant in cli("approvals", "list", "--grants")

@@ -8,11 +8,15 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from custos.directory import Principal, Subject
 from custos.errors import PolicyError
 from custos.policy import AccessRequest, Facts, PolicyEngine, install_default_pack, load_pack
+from custos.policy.pack import DEFAULT_PACK, build_pack
 
+SCHEMA = (DEFAULT_PACK / "schema.cedarschema").read_text()
 ALLOW_ALL = """
 @id("allow-all")
 @explanation("everything is allowed")
@@ -53,10 +57,41 @@ def test_a_policy_that_does_not_match_the_schema_is_named(pack_dir: Path) -> Non
     assert "60-bad.cedar" in str(caught.value)
 
 
-def test_syntax_errors_name_the_file(pack_dir: Path) -> None:
-    (pack_dir / "60-bad.cedar").write_text("permit (principal, action, resource) when {")
-    with pytest.raises(PolicyError, match=r"60-bad\.cedar: does not parse"):
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("permit (principal, action, resource) when {", "line 1, column 43"),
+        ("// first\npermit (principal, action, resource)\nwhen { principal.x == };",
+         "line 3, column 23"),
+        ("permit (principal, action, resource);\n\nforbid (principal, action, resource)"
+         " unless {\n  1 + };", "line 4, column 7"),
+        ('permit (principal, action, resource) when { "open string\n', "line 1, column 45"),
+    ],
+)  # fmt: skip
+def test_syntax_errors_name_the_file_line_and_column(pack_dir: Path, text: str, place: str) -> None:
+    (pack_dir / "60-bad.cedar").write_text(text)
+    with pytest.raises(PolicyError, match=rf"60-bad\.cedar: {place}: does not parse"):
         load_pack(pack_dir)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    comments=st.lists(st.text(alphabet="abc ;{}()", max_size=30), min_size=1, max_size=6),
+    at=st.integers(min_value=0, max_value=5),
+    indent=st.integers(min_value=0, max_value=6),
+)
+def test_a_stray_brace_is_placed_on_its_line_and_column(
+    comments: list[str], at: int, indent: int
+) -> None:
+    # Valid policies, each after a comment that may hold brackets; a stray "}" on its own
+    # line among them is named by the line and column it is on.
+    lines: list[str] = []
+    for comment in comments:
+        lines += [f"// {comment}", "permit (principal, action, resource);"]
+    at = min(at, len(comments)) * 2
+    lines.insert(at, " " * indent + "}")
+    with pytest.raises(PolicyError, match=rf"x\.cedar: line {at + 1}, column {indent + 1}: "):
+        build_pack("pack", "s.cedarschema", SCHEMA, {"x.cedar": "\n".join(lines)})
 
 
 def test_brackets_nested_too_deep_are_refused_before_cedar_sees_them(pack_dir: Path) -> None:

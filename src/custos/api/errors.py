@@ -37,7 +37,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def _wants_html(request: Request) -> bool:
-    return not request.url.path.startswith(("/v1/", "/metrics", "/healthz")) and (
+    return not request.url.path.startswith(("/v1/", "/metrics", "/healthz", "/readyz")) and (
         "text/html" in request.headers.get("accept", "")
     )
 

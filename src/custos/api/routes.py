@@ -9,6 +9,7 @@ but ``tool`` can call ``/v1/read``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -37,10 +38,11 @@ from custos.api.schemas import (
     json_body,
     parsed_body,
 )
-from custos.errors import InvalidInput
+from custos.errors import CustosError, InvalidInput
 from custos.ledger import TileServer
 from custos.policy import AccessRequest, Decision
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 #: The one API path whose body is not JSON: a witness's cosigned note, as text/plain.
 COSIGNATURES_PATH = "/v1/ledger/cosignatures"
@@ -371,11 +373,36 @@ def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
     }
 
 
+# The two probes are the only operations without credentials: a load balancer or an
+# orchestrator has none. They answer a fixed word and a status code, nothing else (no
+# version, size or name an unauthenticated caller could learn from).
+READY_TIMEOUT_SECONDS = 5.0
+
+
 @ops.get("/healthz", tags=["ops"])
-def health(request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
-    """Database and ledger reachable (503 with the JSON error shape otherwise)."""
-    size = _system(request).ledger.size()
-    return {"status": "ok", "ledger_size": size}
+def health() -> dict[str, str]:
+    """Liveness, without credentials: the process answers. Always 200 ``{"status": "ok"}``."""
+    return {"status": "ok"}
+
+
+@ops.get(
+    "/readyz",
+    tags=["ops"],
+    responses={503: {"description": 'Not ready: {"status": "unavailable"}'}},
+)
+async def ready(request: Request) -> JSONResponse:
+    """Readiness, without credentials: the database answers and the ledger opens (its size
+    is read, and not shown). 200 ``{"status": "ok"}``, else 503 ``{"status":
+    "unavailable"}`` within about 5 s; why is in the service's log, not in the answer."""
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(_system(request).ledger.size), READY_TIMEOUT_SECONDS
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure is "not ready", said generically
+        reason = exc.message if isinstance(exc, CustosError) else type(exc).__name__
+        log.warning("readiness probe failed (%s)", reason)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @ops.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

@@ -48,7 +48,7 @@ from custos.store.approvals import (
     GrantsVersionRow,
     NotificationRow,
 )
-from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES
+from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES, unknown_word
 
 MAX_REASON = 2000
 #: The approval graph's PostgreSQL advisory lock (first key; the second is the schema's).
@@ -240,13 +240,13 @@ class Approvals:
         reason = _reason(reason, "request")
         cats = tuple(dict.fromkeys(categories))
         acts = covered_actions(actions)
-        problems = [f"unknown category {c!r}" for c in cats if c not in CATEGORIES]
+        problems = [unknown_word("category", c) for c in cats if c not in CATEGORIES]
         if not cats:
             problems.append("at least one category is needed")
         if purpose not in PURPOSES:
-            problems.append(f"unknown purpose {purpose!r}")
+            problems.append(unknown_word("purpose", purpose))
         if precision not in PRECISIONS:
-            problems.append(f"unknown precision {precision!r}")
+            problems.append(unknown_word("precision", precision))
         if problems:
             raise InvalidInput("invalid request: " + "; ".join(problems))
         length = self._duration(duration, self.settings.grant_duration)
@@ -687,7 +687,9 @@ class Approvals:
             raise refused
         self._invalidate()
         self.flush()
-        return grant
+        # The row as the ledger left it (logged, with the entry that vouches for it), not the
+        # one built before the append: the caller shows what is honoured.
+        return self.grant(grant.id)
 
     def review(
         self,

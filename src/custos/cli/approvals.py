@@ -92,11 +92,20 @@ def _print_request(request: Request, as_json: bool) -> None:
         _show_request(request)
 
 
+#: A grant's status in words where the code's name would not tell a person what it means.
+_GRANT_STATUS_WORDS = {
+    # Committed, but its ledger entry is not durable yet (the ledger was unavailable): not
+    # honoured until the next command that reaches the ledger appends it.
+    "pending_ledger": "not yet honoured (waiting for the ledger)",
+}
+
+
 def _show_grant(grant: Grant) -> None:
     now = datetime.now(UTC)
     flag = " [bold red]BREAK-GLASS[/]" if grant.break_glass else ""
+    status = _GRANT_STATUS_WORDS.get(grant.status(now), grant.status(now))
     console.print(
-        f"[bold]{grant.id}[/] {grant.status(now)}{flag}: {grant.principal} → {grant.subject} "
+        f"[bold]{grant.id}[/] {status}{flag}: {grant.principal} → {grant.subject} "
         f"{', '.join(grant.categories)} ({grant.purpose}, {grant.precision}; "
         f"to {', '.join(grant.actions)}) until {grant.ends:%Y-%m-%d %H:%M} UTC",
         highlight=False,
@@ -272,11 +281,16 @@ def list_(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "status", "principal", "subject", "categories", "purpose")
+    # Ids are what a person copies into the next command: never cut or wrapped, whatever
+    # the terminal's width; the other columns fold instead.
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=max((len(r["id"]) for r in rows), default=2))
+    for heading in ("status", "principal", "subject", "categories", "purpose"):
+        table.add_column(heading, overflow="fold")
     for row in rows:
         table.add_row(
             row["id"],
-            row["status"],
+            _GRANT_STATUS_WORDS.get(row["status"], row["status"]),
             row["principal"],
             row["subject"],
             ", ".join(row["categories"]),

@@ -53,7 +53,7 @@ def _casebook(system: Custos) -> Casebook:
 @events_app.command("import")
 def import_events(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Access events as JSON Lines (DESIGN.md format).")],
+    file: Annotated[Path, typer.Argument(help="Access events as JSON Lines (docs/formats.md).")],
     rejects: Annotated[
         Path | None, typer.Option("--rejects", help="Set bad lines aside here; store the rest.")
     ] = None,

@@ -9,9 +9,10 @@ import typer
 
 from custos.access import Custos
 from custos.accounts import need_roles
-from custos.cli.app import app, console, print_json, state
+from custos.cli.app import app, console, err_console, print_json, state
 from custos.cli.operator import operator
 from custos.directory import merge_documents, read_directory_file
+from custos.vocabulary import KNOWN_ROLES, unknown_word
 
 org_app = typer.Typer(help="The directory: principals, subjects and tickets.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
@@ -51,6 +52,17 @@ def load(
             # The directory is authority: loading it is the admin plane's job.
             need_roles(who.roles, "admin")
         report = system.directory.merge(document, source=source, by=who.entry())
+    # A role the default pack does not know is allowed (a pack may add roles) but gets
+    # nothing from the default pack: say so, since it is most often a typo.
+    for role in sorted({p.role for p in document.principals} - KNOWN_ROLES):
+        holders = sorted(p.id for p in document.principals if p.role == role)
+        err_console.print(
+            f"note: {unknown_word('role', role)}: {', '.join(holders[:5])}"
+            f"{' …' if len(holders) > 5 else ''} get nothing from the default policy pack",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     if as_json:
         print_json(
             {"added": report.added, "changed": report.changed, "unchanged": report.unchanged}

@@ -10,7 +10,7 @@ from typing import Any
 
 from custos.directory.model import Principal, Subject, Ticket
 from custos.errors import InvalidInput
-from custos.vocabulary import ACTIONS, CATEGORIES, PRECISIONS, PURPOSES
+from custos.vocabulary import ACTIONS, CATEGORIES, PRECISIONS, PURPOSES, unknown_word
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +35,13 @@ class AccessRequest:
     def __post_init__(self) -> None:
         problems = []
         if self.category not in CATEGORIES:
-            problems.append(f"unknown category {self.category!r}")
+            problems.append(unknown_word("category", self.category))
         if self.purpose not in PURPOSES:
-            problems.append(f"unknown purpose {self.purpose!r}")
+            problems.append(unknown_word("purpose", self.purpose))
         if self.action not in ACTIONS:
-            problems.append(f"unknown action {self.action!r}")
+            problems.append(unknown_word("action", self.action))
         if self.precision is not None and self.precision not in PRECISIONS:
-            problems.append(f"unknown precision {self.precision!r}")
+            problems.append(unknown_word("precision", self.precision))
         if self.time is not None and self.time.tzinfo is None:
             problems.append("time must carry a time zone")
         if problems:

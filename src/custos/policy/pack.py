@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import string
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -167,6 +169,119 @@ def _check_nesting(text: str, where: str) -> None:
         i += 1
 
 
+def _where(text: str, parse: Callable[[str], object], message: str) -> str:
+    """``line L, column C: `` of a Cedar parse error in ``text``, or ``""`` when it cannot be
+    placed. cedarpy's messages carry no position (and name the *last* error of a text), so it
+    is found here, only when a pack is refused: the end of the text for "unexpected end of
+    input"; otherwise the first statement whose prefix, cut where a statement ends, already
+    fails (by bisection: a prefix cut elsewhere would fail for ending early), and in that
+    statement the token or word the message names (else the statement's start)."""
+    if "end of input" in message:
+        return _line_column(text, len(text.rstrip()) - 1)
+    cuts = [*_statement_ends(text), len(text)]
+    if not _fails(parse, text):
+        return ""
+    low, high = -1, len(cuts) - 1  # text[:cuts[high]] fails; text[:cuts[low]] (or "") not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _fails(parse, text[: cuts[middle]]):
+            high = middle
+        else:
+            low = middle
+    start = cuts[low] if low >= 0 else 0
+    statement = text[start : cuts[high]]
+    named = re.search(r"unexpected token `([^`]+)`|: (\S+)$", message)
+    word = named and (named.group(1) or named.group(2))
+    found = _code_index(statement, word) if word else -1
+    if message == "invalid token":
+        found = _invalid_token(statement)
+    offset = found if found >= 0 else len(statement) - len(statement.lstrip())
+    return _line_column(text, start + offset)
+
+
+def _fails(parse: Callable[[str], object], text: str) -> bool:
+    try:
+        parse(text)
+    except ValueError:
+        return True
+    return False
+
+
+def _line_column(text: str, index: int) -> str:
+    if index < 0:
+        return ""
+    line = text.count("\n", 0, index) + 1
+    return f"line {line}, column {index - (text.rfind(chr(10), 0, index) + 1) + 1}: "
+
+
+def _code_spans(text: str) -> Iterator[tuple[int, int]]:
+    """The ``(start, end)`` runs of ``text`` outside strings and ``//`` comments."""
+    i = begin = 0
+    while i < len(text):
+        if text[i] == '"' or text.startswith("//", i):
+            yield begin, i
+            if text[i] == '"':
+                i += 1
+                while i < len(text) and text[i] != '"':
+                    i += 2 if text[i] == "\\" else 1
+                i += 1
+            else:
+                end = text.find("\n", i)
+                i = len(text) if end == -1 else end
+            begin = i
+            continue
+        i += 1
+    yield begin, len(text)
+
+
+def _statement_ends(text: str) -> Iterator[int]:
+    """Positions just after each ``;`` outside brackets, strings and comments."""
+    depth = 0
+    for begin, end in _code_spans(text):
+        for i in range(begin, end):
+            char = text[i]
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth = max(depth - 1, 0)
+            elif char == ";" and depth == 0:
+                yield i + 1
+
+
+_CEDAR_CHARACTERS = re.compile(r"[A-Za-z0-9_\s(){}\[\];:,.<>=!&|+\-*@%?]")
+
+
+def _invalid_token(text: str) -> int:
+    """Where the lexer stops in ``text``: a string never closed, or a character Cedar has no
+    token for (outside strings and comments); -1 when neither is found."""
+    i = 0
+    while i < len(text):
+        if text.startswith("//", i):
+            end = text.find("\n", i)
+            i = len(text) if end == -1 else end
+        elif text[i] == '"':
+            start, i = i, i + 1
+            while i < len(text) and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= len(text):
+                return start
+            i += 1
+        elif not _CEDAR_CHARACTERS.match(text[i]):
+            return i
+        else:
+            i += 1
+    return -1
+
+
+def _code_index(text: str, word: str) -> int:
+    """Where ``word`` first occurs in ``text`` outside strings and comments, or -1."""
+    for begin, end in _code_spans(text):
+        found = text.find(word, begin, end)
+        if found >= 0:
+            return found
+    return -1
+
+
 def _template_problem(text: str) -> str | None:
     """What is wrong with an explanation template, or None. Only plain ``{name}``
     placeholders: a positional ``{0}``, an attribute, an index, a conversion or a format
@@ -191,7 +306,13 @@ def build_pack(
     try:
         schema = cedarpy.Schema.from_str(schema_text)
     except ValueError as exc:
-        raise PolicyError(f"{source}/{schema_name}: invalid Cedar schema: {exc}") from None
+        # Only a syntax error has a place; "failed to resolve type" is about the whole.
+        where = (
+            _where(schema_text, cedarpy.Schema.from_str, str(exc))
+            if str(exc).startswith("error parsing schema")
+            else ""
+        )
+        raise PolicyError(f"{source}/{schema_name}: {where}invalid Cedar schema: {exc}") from None
     problems: list[str] = []
     policies: dict[str, PolicyInfo] = {}
     by_cedar_id: dict[str, str] = {}
@@ -201,7 +322,8 @@ def build_pack(
         try:
             est = json.loads(cedarpy.policies_to_json_str(text))
         except ValueError as exc:
-            raise PolicyError(f"{source}/{name}: does not parse: {exc}") from None
+            where = _where(text, cedarpy.policies_to_json_str, str(exc))
+            raise PolicyError(f"{source}/{name}: {where}does not parse: {exc}") from None
         result = cedarpy.validate_policies(text, schema)
         if not result.validation_passed:
             for error in result.errors:

@@ -1,0 +1,129 @@
+"""docs/formats.md: every example parses with custos's own parsers, and the ledger examples
+(entries, proofs, checkpoint, key) verify against each other, so the page cannot drift."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custos.access import Custos, Viewer
+from custos.detect.engine import Finding
+from custos.detect.events import EventStore, parse_event
+from custos.directory import parse_text
+from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
+from custos.ledger.notes import NoteVerifier, open_checkpoint
+from custos.ledger.tree import verify_consistency, verify_inclusion
+from custos.policy import AccessRequest
+from custos.vocabulary import CATEGORIES, KNOWN_ROLES, PROTECTED_FLAGS, PURPOSES
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMATS = ROOT / "docs" / "formats.md"
+
+
+def examples() -> dict[str, str]:
+    """Each ``<!-- example: NAME -->`` block of formats.md, by name."""
+    text = FORMATS.read_text(encoding="utf-8")
+    found = re.findall(r"<!-- example: ([a-z-]+) -->\n```[a-z]*\n(.*?)```", text, re.S)
+    assert len(found) == len({name for name, _ in found})
+    return dict(found)
+
+
+def json_lines(block: str) -> list[str]:
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> None:
+    assert set(examples()) == {
+        "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
+        "checkpoint", "verifier-key", "report-fields",
+    }  # fmt: skip
+    for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
+        assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
+
+
+def test_directory_events_and_records_load_into_a_real_home(system: Custos) -> None:
+    given = examples()
+    document = parse_text(given["directory"], "formats.md")
+    # `linked` is read whether the directory keeps it as a field or (before it knew the
+    # field) among the kept unknown fields.
+    linked = [
+        list(getattr(s, "linked", ()) or s.extra.get("linked", [])) for s in document.subjects
+    ]
+    assert ["user-42"] in linked
+    report = system.directory.merge(document, source="formats.md")
+    assert report.added == {"principals": 3, "subjects": 3, "tickets": 1}
+    events = EventStore(system.db).import_lines(json_lines(given["events"]), "formats.md")
+    assert (events.added, events.rejected) == (2, 0)
+    records = system.ingest(json_lines(given["records"]), "formats.md")
+    # A login with a user agent is two records (ip_history and device).
+    assert (records.added, records.rejected) == (4, 0)
+    assert set(records.categories) == {"ip_history", "device", "location", "contact"}
+
+
+def test_the_alert_example_has_an_alerts_fields() -> None:
+    alert = json.loads(examples()["alert"])
+    stored = {f.name for f in dataclasses.fields(Finding)} & set(alert)
+    assert set(alert) == {"id", "case"} | stored
+    assert {"rule", "severity", "principals", "events", "explanation"} <= stored
+    assert alert["severity"] in ("low", "medium", "high", "critical")
+
+
+def test_the_ledger_examples_verify_against_each_other() -> None:
+    given = examples()
+    entries = [line.encode() for line in json_lines(given["ledger"])]
+    leaves = []
+    for raw in entries:
+        entry: dict[str, Any] = json.loads(raw)
+        assert canonical_json(entry) == raw  # exactly the bytes custos would write
+        assert len(base64.b64decode(entry["salt"])) == 16
+        if entry["type"] == "decision":
+            # A decision entry carries the access-event fields (the rest kept as extras).
+            assert parse_event(entry).id == entry["id"]
+        leaves.append(leaf_hash(raw))
+    verifier = NoteVerifier.parse(given["verifier-key"])
+    checkpoint, _ = open_checkpoint(given["checkpoint"], verifier)
+    assert checkpoint.size == len(entries) == 3
+    inclusion = json.loads(given["inclusion"])
+    hashes = [base64.b64decode(h) for h in inclusion["hashes"]]
+    assert verify_inclusion(
+        leaves[inclusion["index"]], inclusion["index"], inclusion["size"], hashes, checkpoint.root
+    )
+    consistency = json.loads(given["consistency"])
+    assert (consistency["old_size"], consistency["new_size"]) == (2, 3)
+    old_root = node_hash(leaves[0], leaves[1])
+    proof = [base64.b64decode(h) for h in consistency["hashes"]]
+    assert verify_consistency(2, 3, proof, old_root, checkpoint.root)
+
+
+def test_the_report_example_has_a_real_reports_fields(system: Custos) -> None:
+    system.directory.merge(parse_text(examples()["directory"], "formats.md"), source="f")
+    system.decide(AccessRequest("emp-1001", "user-42", "profile", "support", ticket="T-9001"))
+    real = system.subject_report("user-42", viewer=Viewer("cli"))
+    shown = json.loads(examples()["report-fields"])
+    assert set(shown) == set(real)
+    assert set(shown["log"]) == set(real["log"])
+    assert set(shown["entries"][0]) == set(real["entries"][0])
+    assert set(shown["entries"][0]["proof"]) == set(real["entries"][0]["proof"])
+    assert set(shown["accesses"][0]) == set(real["accesses"][0])
+    assert shown["format"] == real["format"]
+
+
+@pytest.mark.parametrize(
+    ("heading", "words"),
+    [
+        ("Roles the default policy pack knows", KNOWN_ROLES),
+        ("Protected flags", PROTECTED_FLAGS),
+        ("Purposes (and ticket kinds)", PURPOSES),
+        ("Data categories", CATEGORIES),
+    ],
+)
+def test_the_words_are_the_vocabularys(heading: str, words: frozenset[str]) -> None:
+    text = FORMATS.read_text(encoding="utf-8").split("## Words", 1)[1]
+    item = text.split(f"- {heading}:", 1)[1].split("\n- ", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", item)) == words
