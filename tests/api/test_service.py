@@ -588,7 +588,12 @@ def test_ledger_endpoints_give_verifiable_proofs(service: Service) -> None:
             },
         )
         index = decided.json()["ledger_index"]
+        # The service signs about once a second: wait for a checkpoint covering the decision.
+        deadline = time.monotonic() + 15
         note = tool.get("/v1/ledger/checkpoint").text
+        while int(note.splitlines()[1]) <= index and time.monotonic() < deadline:
+            time.sleep(0.2)
+            note = tool.get("/v1/ledger/checkpoint").text
         size = int(note.splitlines()[1])
         root = base64.b64decode(note.splitlines()[2])
         proof = tool.get("/v1/ledger/proof/inclusion", params={"index": index, "size": size})
