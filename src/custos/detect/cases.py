@@ -3,10 +3,11 @@
 New alerts are filed by incident: an alert that names a principal of an open case and whose
 time overlaps that case's alerts (each widened by the detection window) joins that case, so
 the dozens of alerts of four colleagues acting together over two days are one case, not one
-per person and per rule. An alert matching no open case opens one. Closing a case as ``legitimate`` or
-``false_positive`` suppresses the same pattern — the rule and principal, and for rules about
-particular people also the subject — for ``suppress_days``: such alerts are still stored,
-marked suppressed, but not reported or filed. ``confirmed_misuse`` suppresses nothing.
+per person and per rule. An alert matching no open case opens one. Closing a case as
+``legitimate`` or ``false_positive`` suppresses the same pattern — the rule and principal,
+and for rules about particular people also the subject — for ``suppress_days``: such
+alerts are still stored, marked suppressed, but not reported or filed. ``confirmed_misuse``
+suppresses nothing.
 """
 
 from __future__ import annotations
