@@ -1,12 +1,15 @@
-"""Cases: alerts filed per principal, triage, and dispositions feeding suppression."""
+"""Cases: alerts filed per incident, triage, and dispositions feeding suppression."""
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 import pytest
 
 from custos.access import Custos
 from custos.detect import Casebook, EventStore, UnknownAlert, UnknownCase, run_detection
-from custos.errors import InvalidInput
+from custos.detect.engine import Finding
+from custos.errors import InvalidInput, Refused
 from tests.detect.office import Office, at
 
 
@@ -152,3 +155,63 @@ def test_group_moves_alerts_into_one_case(system: Custos, office: Office) -> Non
     theirs = [a for a in alerts if a.principals == ("emp-3",)]
     merged = book.group([theirs[0].id], into=mine[0].case)
     assert {a.id for a in merged.alerts} == {a.id for a in mine} | {theirs[0].id}
+
+
+def _finding(rule: str, principals: tuple[str, ...], first: datetime, days: float = 1) -> Finding:
+    return Finding(
+        rule=rule,
+        severity="high",
+        principals=principals,
+        subjects=("user-1",),
+        events=(f"{rule}-{'-'.join(principals)}-{first:%j}",),
+        first_seen=first,
+        last_seen=first + timedelta(days=days),
+        explanation="made by hand",
+        key=f"{'-'.join(principals)}-{first:%j}",
+    )
+
+
+def test_one_incident_of_several_people_is_one_case(system: Custos) -> None:
+    """The 2022 shape: each colleague's own alerts, and alerts naming them together, over
+    two days, land in one case; the case then says it is about several people."""
+    team = ("emp-1", "emp-2", "emp-3", "emp-4")
+    findings = [_finding("protected_subject_access", (p,), at(1, 9)) for p in team]
+    findings += [_finding("repeated_subject", (p,), at(2, 9)) for p in team]
+    findings.append(_finding("leak_hunt", team, at(1, 10)))
+    book = Casebook(system.db)
+    alerts = book.record(findings, now=at(3, 0))
+    assert len(alerts) == 9
+    (case,) = book.cases()
+    assert case.principal == "(several)"
+    assert case.title == "4 people: leak hunt"  # the widest alert opened it
+    assert len(case.alerts) == 9
+    # Triage still works on it, and nobody in it may close it.
+    with pytest.raises(Refused, match="the case is about them"):
+        book.close(case.id, "legitimate", author="x", acting_as="emp-3")
+    book.close(case.id, "false_positive", author="emp-20", acting_as="emp-20", now=at(3, 1))
+    again = book.record([_finding("protected_subject_access", ("emp-2",), at(4, 9))], at(5, 0))
+    assert again == []
+
+
+def test_cases_part_by_people_and_by_time(system: Custos) -> None:
+    """No principal in common, or the same principal more than a window apart: two cases
+    (and alerts of one of them later still find theirs)."""
+    book = Casebook(system.db, window_days=7)
+    book.record(
+        [
+            _finding("bulk_export", ("emp-1",), at(0, 9)),
+            _finding("bulk_export", ("emp-2",), at(0, 9)),
+            # Within the window of the first: into its case, which then spans days 0 to 8.
+            _finding("rare_category_access", ("emp-1",), at(7, 9)),
+            # Sixteen days after that case's last alert ended: beyond the seven-day window.
+            _finding("deny_retry", ("emp-1",), at(24, 10)),
+        ],
+        now=at(26, 0),
+    )
+    cases = {tuple(a.rule for a in c.alerts): c for c in book.cases()}
+    assert set(cases) == {
+        ("bulk_export", "rare_category_access"),
+        ("bulk_export",),
+        ("deny_retry",),
+    }
+    assert all(c.principal in ("emp-1", "emp-2") for c in cases.values())

@@ -244,7 +244,7 @@ class Custos:
     @cached_property
     def casebook(self) -> Casebook:
         config = DetectConfig.from_section(self.settings.section("detect"))
-        return Casebook(self.db, suppress_days=config.suppress_days)
+        return Casebook(self.db, suppress_days=config.suppress_days, window_days=config.window_days)
 
     @cached_property
     def subject_index(self) -> SubjectIndex:

@@ -47,7 +47,7 @@ def _time(value: str, option: str) -> datetime:
 
 def _casebook(system: Custos) -> Casebook:
     config = DetectConfig.from_section(system.settings.section("detect"))
-    return Casebook(system.db, suppress_days=config.suppress_days)
+    return Casebook(system.db, suppress_days=config.suppress_days, window_days=config.window_days)
 
 
 @events_app.command("import")

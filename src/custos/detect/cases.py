@@ -1,10 +1,13 @@
 """Alerts as stored, and cases: the triage of alerts (group, assign, comment, close).
 
-New alerts of one principal are grouped into that principal's open case (an alert naming
-several principals opens a case of its own). Closing a case as ``legitimate`` or
-``false_positive`` suppresses the same pattern — the rule and principal, and for rules about
-particular people also the subject — for ``suppress_days``: such alerts are still stored,
-marked suppressed, but not reported or filed. ``confirmed_misuse`` suppresses nothing.
+New alerts are filed by incident: an alert that names a principal of an open case and whose
+time overlaps that case's alerts (each widened by the detection window) joins that case, so
+the dozens of alerts of four colleagues acting together over two days are one case, not one
+per person and per rule. An alert matching no open case opens one. Closing a case as
+``legitimate`` or ``false_positive`` suppresses the same pattern — the rule and principal,
+and for rules about particular people also the subject — for ``suppress_days``: such
+alerts are still stored, marked suppressed, but not reported or filed. ``confirmed_misuse``
+suppresses nothing.
 """
 
 from __future__ import annotations
@@ -171,9 +174,12 @@ def _number(text: str, prefix: str, error: type[NotFound]) -> int:
 class Casebook:
     """Alerts, cases, comments and suppressions in the custos database."""
 
-    def __init__(self, db: Database, *, suppress_days: int = 30) -> None:
+    def __init__(self, db: Database, *, suppress_days: int = 30, window_days: int = 7) -> None:
         self.db = db
         self.suppress_days = suppress_days
+        #: How far apart in time two alerts sharing a principal may be and still be filed
+        #: as one incident: the detection window, the span a rule itself looks across.
+        self.window = timedelta(days=window_days)
 
     def record(self, findings: Sequence[Finding], now: datetime | None = None) -> list[Alert]:
         """Store findings as alerts: a finding seen before (same fingerprint) updates its
@@ -193,8 +199,15 @@ class Casebook:
         runs detection and however often. Records when its newest evidence arrived.
         """
         now = now or datetime.now(UTC)
-        out: list[Alert] = []
-        raised: list[Alert] = []
+        out: dict[int, Alert] = {}
+        raised: dict[int, Alert] = {}
+        # Filed widest first, then oldest: an alert naming several people (a team's) opens
+        # the case its members' own alerts then join, rather than each opening one of their
+        # own first. Returned in the order given.
+        order = sorted(
+            range(len(findings)),
+            key=lambda n: (-len(findings[n].principals), findings[n].first_seen, n),
+        )
         with self.db.session() as session:
             existing: dict[str, AlertRow] = {}
             prints = [f.fingerprint for f in findings]
@@ -205,11 +218,9 @@ class Casebook:
             suppressions = list(
                 session.scalars(select(SuppressionRow).where(SuppressionRow.until > now))
             )
-            open_cases = {
-                row.principal: row
-                for row in session.scalars(select(CaseRow).where(CaseRow.status == "open"))
-            }
-            for finding in findings:
+            open_cases = _open_cases(session)
+            for n in order:
+                finding = findings[n]
                 known = existing.get(finding.fingerprint)
                 if known is not None:
                     row = known
@@ -222,7 +233,7 @@ class Casebook:
                     row.explanation = finding.explanation
                     session.flush()
                     if not row.suppressed:
-                        out.append(_alert(row))
+                        out[n] = _alert(row)
                     continue
                 suppressed = _covered(finding, suppressions)
                 row = AlertRow(
@@ -239,15 +250,15 @@ class Casebook:
                     suppressed=suppressed,
                 )
                 if not suppressed:
-                    row.case_id = self._file(session, finding, open_cases, now)
+                    row.case_id = self._file(session, finding, open_cases, now, self.window)
                     row.evidence_arrived = _arrival(session, finding.events)
                 session.add(row)
                 session.flush()
                 existing[finding.fingerprint] = row
                 if not suppressed:
                     alert = _alert(row)
-                    out.append(alert)
-                    raised.append(alert)
+                    out[n] = alert
+                    raised[n] = alert
                     session.add(
                         NotificationRow(
                             id=f"alert-{alert.id}",
@@ -259,30 +270,58 @@ class Casebook:
                             next_attempt=now,
                         )
                     )
-        return out, raised
+        return [out[n] for n in sorted(out)], [raised[n] for n in sorted(raised)]
 
     @staticmethod
-    def _file(session: Any, finding: Finding, open_cases: dict[str, CaseRow], now: datetime) -> int:
-        single = len(finding.principals) == 1
-        principal = finding.principals[0] if finding.principals else "(none)"
-        case = open_cases.get(principal) if single else None
+    def _file(
+        session: Any,
+        finding: Finding,
+        open_cases: list[_OpenCase],
+        now: datetime,
+        window: timedelta,
+    ) -> int:
+        """The id of the open case ``finding`` belongs to (the oldest sharing a principal
+        and overlapping in time, see the module docstring), opening one if none does."""
+        principals = set(finding.principals)
+        case = next(
+            (
+                c
+                for c in open_cases
+                if c.principals & principals
+                and finding.first_seen <= c.last + window
+                and finding.last_seen >= c.first - window
+            ),
+            None,
+        )
         if case is None:
+            single = len(finding.principals) == 1
+            principal = finding.principals[0] if finding.principals else "(none)"
             title = (
                 f"{principal}: {finding.rule.replace('_', ' ')}"
                 if single
                 else f"{len(finding.principals)} people: {finding.rule.replace('_', ' ')}"
             )
-            case = CaseRow(
+            row = CaseRow(
                 title=title[:512],
                 principal=principal if single else "(several)",
                 status="open",
                 opened=now,
             )
-            session.add(case)
+            session.add(row)
             session.flush()
-            if single:
-                open_cases[principal] = case
-        return int(case.id)
+            case = _OpenCase(row, set(), finding.first_seen, finding.last_seen)
+            open_cases.append(case)
+        grown = principals - case.principals
+        case.principals |= principals
+        case.first = min(case.first, finding.first_seen)
+        case.last = max(case.last, finding.last_seen)
+        if grown and len(case.principals) > 1:
+            # The incident involves more people than the case said: say so where cases are
+            # listed (the rule named is still the one that opened it).
+            case.row.principal = "(several)"
+            rule = case.row.title.partition(": ")[2] or finding.rule.replace("_", " ")
+            case.row.title = f"{len(case.principals)} people: {rule}"[:512]
+        return int(case.row.id)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -507,6 +546,41 @@ class Casebook:
                             )
             session.flush()
             return self._case(session, row)
+
+
+@dataclass(slots=True)
+class _OpenCase:
+    """An open case as filing sees it: who its alerts name and the time they span."""
+
+    row: CaseRow
+    principals: set[str]
+    first: datetime
+    last: datetime
+
+
+def _open_cases(session: Any) -> list[_OpenCase]:
+    """Every open case with at least one alert, oldest first (an empty one, all of its
+    alerts moved away by ``group``, has no incident to match)."""
+    cases = {
+        row.id: row
+        for row in session.scalars(
+            select(CaseRow).where(CaseRow.status == "open").order_by(CaseRow.id)
+        )
+    }
+    found: dict[int, _OpenCase] = {}
+    ids = list(cases)
+    for start in range(0, len(ids), _CHUNK):
+        query = select(
+            AlertRow.case_id, AlertRow.principals, AlertRow.first_seen, AlertRow.last_seen
+        ).where(AlertRow.case_id.in_(ids[start : start + _CHUNK]))
+        for case_id, principals, first, last in session.execute(query):
+            case = found.get(case_id)
+            if case is None:
+                found[case_id] = _OpenCase(cases[case_id], set(principals), first, last)
+            else:
+                case.principals.update(principals)
+                case.first, case.last = min(case.first, first), max(case.last, last)
+    return [found[i] for i in ids if i in found]
 
 
 def _arrival(session: Any, events: Sequence[str]) -> datetime | None:

@@ -86,7 +86,9 @@ def run_detection(
         con.close()
     if since is not None:
         findings = [f for f in findings if f.last_seen >= since]
-    alerts, raised = Casebook(db, suppress_days=config.suppress_days).record_new(findings, now)
+    alerts, raised = Casebook(
+        db, suppress_days=config.suppress_days, window_days=config.window_days
+    ).record_new(findings, now)
     return DetectionRun(
         alerts, count, len(findings), len(findings) - len(alerts), replayed, len(raised)
     )

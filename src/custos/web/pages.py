@@ -29,14 +29,56 @@ from custos.api.auth import (
     system_of,
     triager_principal,
 )
-from custos.detect import DISPOSITIONS
-from custos.errors import AuthenticationFailed, CustosError, NotFound, RateLimited
+from custos.detect import DISPOSITIONS, AccessEvent
+from custos.errors import (
+    AuthenticationFailed,
+    CustosError,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+)
 from custos.reports import render_html, verify_report
 from custos.store.directory import PolicyVersionRow
 from custos.web import charts
 
 log = logging.getLogger("custos.web")
 _TEMPLATES = Jinja2Templates(directory=str(resources.files("custos.web") / "templates"))
+
+
+def utc_text(moment: datetime | str | None, label: bool = True) -> str:
+    """A time for people: UTC to the second, ``YYYY-MM-DD HH:MM:SS`` and `` UTC`` when
+    ``label`` (a column headed "Time (UTC)" says it once). Takes a ``datetime`` or the ISO
+    8601 text of custos's formats; an empty string for None. Raises ``ValueError`` for
+    text that is not a time."""
+    if moment is None:
+        return ""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    if moment.tzinfo is None:  # stored naive only where the store's type makes it UTC
+        moment = moment.replace(tzinfo=UTC)
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text} UTC" if label else text
+
+
+_TEMPLATES.env.filters["utc"] = utc_text
+
+
+def fold_releases(events: list[AccessEvent]) -> list[AccessEvent]:
+    """The access log as people read it: a custos release whose decision is also listed is
+    left out, its count already folded into the decision (see ``EventStore.append``), so a
+    precise read is one row (decision, precision, records released), not two alike."""
+    listed = {e.id for e in events}
+    return [
+        e
+        for e in events
+        if not (
+            e.extras().get("type") == "release"
+            and f"{e.extras().get('decision_id')}:release" == e.id
+            and e.extras().get("decision_id") in listed
+        )
+    ]
+
+
 PEOPLE = requires("auditor", "investigator", "approver", "privacy_officer", "admin")
 #: Who may see requests and grants: not the admin, who manages accounts and nothing else.
 OVERSEERS = requires("auditor", "investigator", "approver", "privacy_officer")
@@ -253,6 +295,7 @@ def overview(request: Request, who: Caller = Depends(PEOPLE)) -> Response:
         [charts.Bar(s, alerts.get(s, 0), s) for s in ("critical", "high", "medium", "low")],
         title="Open alerts by severity",
         height=140,
+        values=True,
     )
     pending = system.approvals.requests(status="pending")
     reviews = system.approvals.grants(review_open=True)
@@ -452,6 +495,10 @@ def run_detection_now(request: Request, who: Caller = Depends(TRIAGE)) -> Respon
 @pages.get("/alerts/{alert_id}", response_class=HTMLResponse)
 def alert_page(alert_id: str, request: Request, who: Caller = Depends(READERS)) -> Response:
     """An alert, its explanation and its evidence events."""
+    return _alert_view(request, who, alert_id)
+
+
+def _alert_view(request: Request, who: Caller, alert_id: str, error: str | None = None) -> Response:
     system = _system(request)
     alert = system.casebook.alert(alert_id)
     system.record_view(who.viewer("dashboard"), "alert", subjects=alert.subjects, alert=alert.id)
@@ -466,6 +513,7 @@ def alert_page(alert_id: str, request: Request, who: Caller = Depends(READERS)) 
         can_triage=who.has("investigator", "privacy_officer"),
         can_report=who.has("auditor", "privacy_officer"),
         dispositions=DISPOSITIONS,
+        error=error,
     )
 
 
@@ -473,13 +521,28 @@ def alert_page(alert_id: str, request: Request, who: Caller = Depends(READERS)) 
 def close_case(
     case_id: str,
     request: Request,
-    disposition: str = Form(..., max_length=32),
+    disposition: str = Form("", max_length=32),
     comment: str = Form("", max_length=2000),
     who: Caller = Depends(TRIAGE),
 ) -> Response:
+    """Close a case with the disposition the officer chose. None chosen is refused in
+    place (the form has no default verdict: a verdict is a decision, never a default)."""
+    system = _system(request)
+    if not disposition:
+        case = system.casebook.case(case_id)
+        if case.alerts:
+            # In place, as a refused approval is: htmx swaps only a successful answer.
+            return _alert_view(
+                request,
+                who,
+                case.alerts[0].id,
+                error="Choose a disposition (confirmed misuse, legitimate or false positive) "
+                "before closing the case: none was chosen, and nothing was closed.",
+            )
+        raise InvalidInput("choose a disposition before closing the case")
     principal = triager_principal(who)
     case = acts.close_case(
-        _system(request),
+        system,
         who.operator(),
         case_id,
         disposition,
@@ -504,7 +567,9 @@ def events_page(
         who.viewer("dashboard"), "access_log", subject=subject or None, about=principal or None
     )
     system.feed_events()
-    found = system.events.search(principal=principal or None, subject=subject or None, limit=300)
+    found = fold_releases(
+        system.events.search(principal=principal or None, subject=subject or None, limit=300)
+    )
     return _render(request, "events.html", who, events=found, principal=principal, subject=subject)
 
 
@@ -542,7 +607,7 @@ def principal_page(principal_id: str, request: Request, who: Caller = Depends(RE
     )
     chart = charts.compare(mine, median, labels, title="Distinct subjects per week")
     alerts = [a for a in system.casebook.alerts() if person.id in a.principals]
-    recent = system.events.search(principal=person.id, limit=50)
+    recent = fold_releases(system.events.search(principal=person.id, limit=50))
     return _render(
         request,
         "principal.html",
