@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -214,6 +216,14 @@ def test_demo_runs_the_2022_case_through_the_service(tmp_path: Path) -> None:
     assert summary["precise_read"]["records"] > 0
     assert summary["alerts_naming_culprits"]
     assert summary["report_verified"] is True
+    # Her report is where the summary says, and verifies with the CLI too.
+    assert summary["report_file"].endswith(f"report-{summary['report_subject']}.json")
+    assert summary["report_subject"] in summary["journalists"]
+    verified = run(tmp_path / "demo-home", "report", "verify", summary["report_file"])
+    assert verified.returncode == 0, verified.stderr
+    # The alerts beyond the 2022 case, by rule, each with a count and its words.
+    others = summary["other_alerts"]
+    assert all(o["count"] >= 1 and o["example"] for o in others.values())
     assert summary["pending_request"].startswith("req-")
     # The simulated history is recent: the overview's last 14 days show it, not only today.
     system = Custos.open(tmp_path / "demo-home")
@@ -286,3 +296,19 @@ def test_an_unexpected_error_is_one_line_without_traceback_or_values(
         assert "internal error (RuntimeError)" in out + err
         assert "198.51.100.7" not in out + err
         assert "Traceback" not in out + err
+
+
+def test_demo_on_a_busy_port_says_so_at_once_and_leaves_no_home(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        result = run(tmp_path / "demo-home", "demo", "--no-serve", "--port", str(port))
+        took = time.monotonic() - started
+    assert result.returncode != 0
+    assert f"port {port}" in result.stderr
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "demo-home").exists()
+    assert took < 30  # refused before simulating (a simulation alone takes longer)

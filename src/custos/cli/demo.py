@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -66,6 +67,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _check_port(port: int) -> None:
+    """Refuse a port already in use before a minute of simulation, not after it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise InvalidInput(
+                f"port {port} on 127.0.0.1 is in use: choose another with --port "
+                "(--port 0 takes any free one)"
+            ) from None
+
+
 def _logins(subject: str, days: int, seed: int) -> list[str]:
     now = datetime.now(UTC)
     return [
@@ -99,6 +112,8 @@ def run_demo(
     """
     if home.exists() and any(home.iterdir()):
         raise InvalidInput(f"{home} is not empty; the demo needs a fresh home")
+    if port:
+        _check_port(port)
     say: Step = step or (lambda _what, _n: None)
     password = password or secrets.token_urlsafe(12)
     say("setting up custos", 1)
@@ -399,7 +414,13 @@ def run_demo(
     say("signing and proving", 1)
     checkpoint = system.ledger.checkpoint()
     report = system.subject_report(journalists[0], viewer=Viewer("demo"))
+    report_file = home / f"report-{journalists[0]}.json"
+    report_file.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     check = verify_report(json.dumps(report), trusted_key=system.ledger.signer.verifier_key())
+    others: dict[str, list[Any]] = {}
+    for alert in run.alerts:
+        if not set(culprits) & set(alert.principals):
+            others.setdefault(alert.rule, []).append(alert)
     summary = {
         "url": url,
         "employees": len(people),
@@ -424,6 +445,13 @@ def run_demo(
         "checkpoint": checkpoint,
         "report_verified": check.ok,
         "report_entries": check.entries,
+        "report_subject": journalists[0],
+        "report_file": str(report_file),
+        # The alerts beyond the 2022 case, by rule: how many, and the first one's words.
+        "other_alerts": {
+            rule: {"count": len(found), "example": found[0].explanation}
+            for rule, found in sorted(others.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        },
     }
     return Demo(home, url, password, accounts, summary, server, thread, system)
 
@@ -444,11 +472,28 @@ def _account_of(summary: dict[str, Any]) -> list[str]:
         f"[bold magenta]Alerted[/]: {sum(summary['alerts'].values())} alerts "
         f"({', '.join(f'{k} {v}' for k, v in sorted(summary['alerts'].items()))}); "
         f"{len(summary['alerts_naming_culprits'])} name the 2022 culprits: "
-        f"{summary['top_alert'] or ''}",
+        f"{summary['top_alert'] or ''}"
+        + (" The others, by rule:" if summary["other_alerts"] else ""),
+        *(
+            f"    {rule} ×{other['count']}: {_clip(other['example'])}"
+            for rule, other in summary["other_alerts"].items()
+        ),
         f"[bold green]Proven[/]: {summary['ledger_size']} ledger entries under a signed "
-        f"checkpoint; the first journalist's report ({summary['report_entries']} entries) "
-        f"verifies offline: {summary['report_verified']}.",
+        f"checkpoint. The transparency report of journalist {summary['report_subject']} "
+        f"({summary['report_entries']} entries) "
+        + (
+            "was verified offline: the checkpoint's signature, every entry's inclusion proof "
+            "and her chain of entries"
+            if summary["report_verified"]
+            else "[bold red]FAILED[/] offline verification"
+        )
+        + f". It is in {summary['report_file']} (check it yourself: custos report verify "
+        f"{summary['report_file']}).",
     ]
+
+
+def _clip(text: str, width: int = 140) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 @app.command("demo")
@@ -465,39 +510,18 @@ def demo(
 ) -> None:
     """Simulate an organisation, run its traffic and the 2022 journalist case through the
     real HTTP path, then serve the dashboard and say what happened."""
-    home = state(ctx).home or Path(tempfile.mkdtemp(prefix="custos-demo-")) / "home"
-    totals = {
-        "setting up custos": 1,
-        "simulating an organisation": 2,
-        "starting the service": 1,
-        "running benign traffic over HTTP": 300,
-        "replaying the 2022 case": 1,
-        "two-person approval": 1,
-        "detecting": 1,
-        "signing and proving": 1,
-    }
-    if as_json:
-        running = run_demo(home, employees=employees, days=days, seed=seed, port=port or 0)
-    else:
-        with Progress(
-            TextColumn("{task.description:<34}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            tasks: dict[str, Any] = {}
-            lock = threading.Lock()
-
-            def step(what: str, n: int) -> None:
-                with lock:
-                    if what not in tasks:
-                        tasks[what] = progress.add_task(what, total=totals.get(what, 1))
-                    progress.advance(tasks[what], n)
-
-            running = run_demo(
-                home, employees=employees, days=days, seed=seed, port=port or 0, step=step
-            )
+    given = state(ctx).home
+    folder = Path(tempfile.mkdtemp(prefix="custos-demo-")) if given is None else None
+    home = given if given is not None else Path(str(folder)) / "home"
+    made = not home.exists()
+    try:
+        running = _start(home, employees, days, seed, port, as_json)
+    except BaseException:
+        # A demo that failed (a busy port, Ctrl-C while simulating) leaves no half-made home
+        # behind: only one it made itself is removed, never a folder that was there before.
+        if made:
+            shutil.rmtree(folder or home, ignore_errors=True)
+        raise
     try:
         if as_json:
             print_json({"home": str(home), **running.summary, "accounts": running.accounts})
@@ -519,3 +543,36 @@ def demo(
         pass
     finally:
         running.stop()
+
+
+def _start(home: Path, employees: int, days: int, seed: int, port: int, as_json: bool) -> Demo:
+    """Run the demo in ``home``, with a progress display unless ``as_json``."""
+    totals = {
+        "setting up custos": 1,
+        "simulating an organisation": 2,
+        "starting the service": 1,
+        "running benign traffic over HTTP": 300,
+        "replaying the 2022 case": 1,
+        "two-person approval": 1,
+        "detecting": 1,
+        "signing and proving": 1,
+    }
+    if as_json:
+        return run_demo(home, employees=employees, days=days, seed=seed, port=port or 0)
+    with Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+        lock = threading.Lock()
+
+        def step(what: str, n: int) -> None:
+            with lock:
+                if what not in tasks:
+                    tasks[what] = progress.add_task(what, total=totals.get(what, 1))
+                progress.advance(tasks[what], n)
+
+        return run_demo(home, employees=employees, days=days, seed=seed, port=port or 0, step=step)
