@@ -40,16 +40,21 @@ def _every_kind_of_entry(world: Custos) -> None:
     precise = AccessRequest(
         "emp-3001", "user-42", "ip_history", "trust_safety", ticket="T-10", precision="precise"
     )
+    # Steps run through the API or CLI name their operator (an optional member).
+    who = Operator.claimed("tester", "emp-4001")
     granted = ask(world)
     with pytest.raises(ApprovalRefused):
         approvals.approve(granted, "emp-3001", "ok")
+    with pytest.raises(ApprovalRefused):
+        approvals.approve(granted, "emp-3001", "ok", operator=who)
     approvals.approve(granted, "emp-3002", "checked the abuse report")
-    grant_id = approvals.approve(granted, "emp-4001", "proportionate").grant_id
+    grant_id = approvals.approve(granted, "emp-4001", "proportionate", operator=who).grant_id
     assert grant_id is not None
     assert world.read(precise).records
-    approvals.revoke(grant_id, "emp-4002", "investigation closed")
-    approvals.deny(ask(world), "emp-4001", "not proportionate")
+    approvals.revoke(grant_id, "emp-4002", "investigation closed", operator=who)
+    approvals.deny(ask(world), "emp-4001", "not proportionate", operator=who)
     approvals.withdraw(ask(world), "emp-3001", "asked by mistake")
+    approvals.withdraw(ask(world), "emp-3001", "asked twice", operator=who)
     ended = ask(world)
     approvals.approve(ended, "emp-3002", "ok")
     approvals.approve(ended, "emp-4001", "ok")
@@ -57,7 +62,9 @@ def _every_kind_of_entry(world: Custos) -> None:
     approvals.sweep(datetime.now(UTC) + timedelta(days=30))
 
     first = take_break_glass(world, "credential stuffing")
-    approvals.review(first.id, "emp-4001", "incident INC-4 confirms")
+    with pytest.raises(ApprovalRefused):  # the holder may not review their own grant
+        approvals.review(first.id, "emp-5001", "fine by me", operator=who)
+    approvals.review(first.id, "emp-4001", "incident INC-4 confirms", operator=who)
     approvals.review(first.id, "emp-4002", "agree")
     for n in range(3):
         take_break_glass(world, f"incident step {n}")
@@ -68,7 +75,6 @@ def _every_kind_of_entry(world: Custos) -> None:
     world.subject_report("user-42", viewer=viewer)
     world.record_view(viewer, "access_log", subject="user-42", about="emp-3001")
     world.record_view(viewer, "access_log", subject="someone typed this", about="nobody")
-    who = Operator.claimed("tester", "emp-4001")
     account = acts.add_account(world, who, "priya", "a long enough password", ["auditor"])
     world.record_sign_in(account, "password")
     token, _ = acts.create_token(world, who, "a tool", ["auditor"])

@@ -22,7 +22,7 @@ from custos.access import Custos, Viewer
 from custos.errors import InvalidInput, UnknownSubject
 from custos.ledger import NoteSigner
 from custos.policy import AccessRequest
-from custos.reports import render_html, verify_report
+from custos.reports import render_html, rows_from_entries, verify_report
 from tests.factories import APPROVALS_WORLD, ask, load_org, logins
 from tests.ledger import rfc9162
 
@@ -331,3 +331,42 @@ def test_any_mutation_is_caught_or_refused_never_a_crash(
     proven = path[0] in ("entries", "accesses", "approvals") or path[:2] == ("log", "checkpoint")
     if proven and value != before:
         assert not check.ok, (path, value)
+
+
+def test_rows_read_decisions_and_releases_as_typed_entries() -> None:
+    decision = {
+        "type": "decision",
+        "id": "dec-1",
+        "time": "2026-01-05T10:00:00Z",
+        "principal": "emp-3001",
+        "role": "trust_safety",
+        "team": "ts",
+        "action": "read",
+        "subject": "user-42",
+        "category": "ip_history",
+        "purpose": "trust_safety",
+        "decision": "allow",
+        "precision": "coarse",
+    }
+    release = {
+        **{k: decision[k] for k in ("time", "principal", "action", "subject", "category")},
+        **{k: decision[k] for k in ("purpose", "decision", "precision")},
+        "type": "release",
+        "id": "dec-1:release",
+        "decision_id": "dec-1",
+        "records": 3,
+    }
+    # Malformed (no id; no rule): the decision cannot be read as one, the approval step
+    # is still shown as stored.
+    broken = {k: v for k, v in decision.items() if k != "id"}
+    refused = {"type": "approval_refused", "time": "t", "approver": "emp-3001", "verdict": "x"}
+    rows = rows_from_entries([(0, decision), (1, release), (2, broken), (3, refused)], names=False)
+    (access,) = rows["accesses"]
+    assert (access["entry"], access["records"], access["release_entry"]) == (0, 3, 1)
+    assert access["break_glass"] is False
+    assert "principal" not in access
+    assert rows["approvals"] == [
+        {"entry": 3, "type": "approval_refused", "time": "t", "verdict": "x"}
+    ]
+    named = rows_from_entries([(0, decision)], names=True)["accesses"][0]
+    assert named["principal"] == "emp-3001"

@@ -8,28 +8,40 @@ naming its ``operator``, and only then made. If the append fails nothing changes
 the other way round: a change that fails after its entry (a name taken at that very moment)
 leaves an entry announcing what did not happen — never a change the ledger does not name.
 
-Entries are plain dicts; free text a person typed (comments) is kept as its SHA-256 only:
-the ledger keeps everything for good, and a comment may quote personal data.
+Entries are built as the ledger vocabulary's classes (``custos.ledger.entries``); free
+text a person typed (comments) is kept as its SHA-256 only: the ledger keeps everything for
+good, and a comment may quote personal data.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
 
 from custos.access.system import Custos
 from custos.accounts import Account, ApiToken, Operator
 from custos.detect import Case
 from custos.detect.cases import DISPOSITIONS
 from custos.errors import InvalidInput
+from custos.ledger.entries import (
+    AccountAddedEntry,
+    AccountDisabledEntry,
+    CaseAssignedEntry,
+    CaseClosedEntry,
+    CaseCommentEntry,
+    Entry,
+    TokenCreatedEntry,
+    TokenRevokedEntry,
+)
 from custos.times import iso
 
 
-def _log(system: Custos, kind: str, operator: Operator, **fields: Any) -> None:
-    system.ledger.append(
-        {"type": kind, "time": iso(datetime.now(UTC)), **fields, "operator": operator.entry()}
-    )
+def _log(system: Custos, entry: Entry) -> None:
+    system.ledger.append(entry.to_json())
+
+
+def _now() -> str:
+    return iso(datetime.now(UTC))
 
 
 def _digest(text: str) -> str:
@@ -61,14 +73,16 @@ def add_account(
     )
     _log(
         system,
-        "account_added",
-        operator,
-        account=username,
-        roles=sorted(set(roles)),
-        principal=principal,
-        # Whether an OpenID identity may sign in as it; the identity itself stays off the log.
-        oidc=oidc_subject is not None,
-        password=password is not None,
+        AccountAddedEntry(
+            time=_now(),
+            account=username,
+            roles=tuple(sorted(set(roles))),
+            principal=principal,
+            # Whether an OpenID identity may sign in as it; the identity stays off the log.
+            oidc=oidc_subject is not None,
+            password=password is not None,
+            operator=operator.entry(),
+        ),
     )
     return system.accounts.add(
         username, password, roles, principal, oidc_subject=oidc_subject, by=operator.entry()
@@ -82,11 +96,13 @@ def disable_account(system: Custos, operator: Operator, username: str) -> Accoun
     account = system.accounts.get(username)
     _log(
         system,
-        "account_disabled",
-        operator,
-        account=username,
-        roles=list(account.roles),
-        principal=account.principal,
+        AccountDisabledEntry(
+            time=_now(),
+            account=username,
+            roles=tuple(account.roles),
+            principal=account.principal,
+            operator=operator.entry(),
+        ),
     )
     return system.accounts.disable(username, by=operator.entry())
 
@@ -111,13 +127,15 @@ def create_token(
     token, secret = system.accounts.prepare_token(name, roles, principal, account=account)
     _log(
         system,
-        "token_created",
-        operator,
-        token=token.id,
-        name=token.name,
-        roles=[] if account else sorted(set(roles)),
-        principal=None if account else principal,
-        account=account,
+        TokenCreatedEntry(
+            time=_now(),
+            token=token.id,
+            name=token.name,
+            roles=() if account else tuple(sorted(set(roles))),
+            principal=None if account else principal,
+            account=account,
+            operator=operator.entry(),
+        ),
     )
     system.accounts.store_token(token, secret, by=operator.entry())
     return token, secret
@@ -132,20 +150,18 @@ def revoke_token(system: Custos, operator: Operator, token_id: str) -> ApiToken:
         return token
     _log(
         system,
-        "token_revoked",
-        operator,
-        token=token.id,
-        name=token.name,
-        account=token.account,
+        TokenRevokedEntry(
+            time=_now(),
+            token=token.id,
+            name=token.name,
+            account=token.account,
+            operator=operator.entry(),
+        ),
     )
     return system.accounts.revoke_token(token_id, by=operator.entry())
 
 
 # -- triage ----------------------------------------------------------------------------
-
-
-def _case_fields(case: Case) -> dict[str, Any]:
-    return {"case": case.id, "about": case.principal}
 
 
 def assign_case(
@@ -161,7 +177,16 @@ def assign_case(
     if not assignee.strip():
         raise InvalidInput("the assignee must not be empty")
     case = system.casebook.check_triage(case_id, "assign", acting_as=acting_as)
-    _log(system, "case_assigned", operator, **_case_fields(case), assignee=assignee.strip())
+    _log(
+        system,
+        CaseAssignedEntry(
+            time=_now(),
+            case=case.id,
+            about=case.principal,
+            assignee=assignee.strip(),
+            operator=operator.entry(),
+        ),
+    )
     return system.casebook.assign(case_id, assignee, acting_as=acting_as)
 
 
@@ -173,11 +198,14 @@ def comment_case(system: Custos, operator: Operator, case_id: str, author: str, 
     case = system.casebook.check_triage(case_id, "comment")
     _log(
         system,
-        "case_comment",
-        operator,
-        **_case_fields(case),
-        author=author[:128],
-        text_sha256=_digest(text.strip()),
+        CaseCommentEntry(
+            time=_now(),
+            case=case.id,
+            about=case.principal,
+            author=author[:128],
+            text_sha256=_digest(text.strip()),
+            operator=operator.entry(),
+        ),
     )
     return system.casebook.comment(case_id, author, text)
 
@@ -206,13 +234,16 @@ def close_case(
     note = comment.strip() if comment else ""
     _log(
         system,
-        "case_closed",
-        operator,
-        **_case_fields(case),
-        disposition=disposition,
-        suppress_days=0 if disposition == "confirmed_misuse" else days,
-        author=author[:128],
-        **({"comment_sha256": _digest(note)} if note else {}),
+        CaseClosedEntry(
+            time=_now(),
+            case=case.id,
+            about=case.principal,
+            disposition=disposition,
+            suppress_days=0 if disposition == "confirmed_misuse" else days,
+            author=author[:128],
+            comment_sha256=_digest(note) if note else None,
+            operator=operator.entry(),
+        ),
     )
     return system.casebook.close(
         case_id,

@@ -23,7 +23,7 @@ from sqlalchemy import String, cast, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from custos.approvals import independence
-from custos.approvals.model import ApprovalSettings, Grant, Request, Vote, covered_actions, iso
+from custos.approvals.model import ApprovalSettings, Grant, Request, Vote, covered_actions
 from custos.approvals.notify import Outbox
 from custos.authority import Vouch
 from custos.directory import DirectoryStore
@@ -37,6 +37,26 @@ from custos.errors import (
     UnknownRequest,
     shown_id,
 )
+from custos.ledger.entries import (
+    AlertEntry,
+    ApprovalDeniedEntry,
+    ApprovalEntry,
+    ApprovalRefusedEntry,
+    ApprovalRequestEntry,
+    BreakGlassClosedEntry,
+    BreakGlassEntry,
+    BreakGlassRefusedEntry,
+    BreakGlassReviewEntry,
+    Entry,
+    GrantEndedEntry,
+    GrantEntry,
+    GrantFields,
+    GrantRevokedEntry,
+    RequestDeniedEntry,
+    RequestExpiredEntry,
+    RequestFields,
+    RequestWithdrawnEntry,
+)
 from custos.policy import AccessRequest, ApprovalsNeeded, GrantFacts
 from custos.store import Database
 from custos.store.approvals import (
@@ -48,6 +68,7 @@ from custos.store.approvals import (
     GrantsVersionRow,
     NotificationRow,
 )
+from custos.times import iso
 from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES, unknown_word
 
 MAX_REASON = 2000
@@ -72,8 +93,13 @@ class Operator(Protocol):
     def entry(self) -> dict[str, Any]: ...
 
 
-def _by(operator: Operator | None) -> dict[str, Any]:
-    return {} if operator is None else {"operator": operator.entry()}
+def _by(operator: Operator | None) -> dict[str, Any] | None:
+    """The entry's ``operator`` member (left out when None)."""
+    return None if operator is None else operator.entry()
+
+
+_R = TypeVar("_R", bound=RequestFields)
+_G = TypeVar("_G", bound=GrantFields)
 
 
 class Journal(Protocol):
@@ -291,10 +317,7 @@ class Approvals:
             view = _request(row)
             self._record(
                 session,
-                {
-                    **self._request_entry(view, "approval_request", now),
-                    "decisions": list(decisions),
-                },
+                self._request_entry(ApprovalRequestEntry, view, now, decisions=tuple(decisions)),
                 notify="request",
                 now=now,
             )
@@ -386,22 +409,21 @@ class Approvals:
                 request = replace(request, votes=(*request.votes, vote))
                 self._record(
                     session,
-                    {
-                        "type": "approval" if verdict == "approve" else "approval_denied",
-                        "time": iso(now),
-                        "request": request_id,
-                        "principal": row.principal,
-                        "subject": row.subject,
-                        "approver": who,
-                        "reason": reason,
-                        **_by(operator),
-                    },
+                    (ApprovalEntry if verdict == "approve" else ApprovalDeniedEntry)(
+                        time=iso(now),
+                        request=request_id,
+                        principal=row.principal,
+                        subject=row.subject,
+                        approver=who,
+                        reason=reason,
+                        operator=_by(operator),
+                    ),
                 )
                 if verdict == "deny":
                     row.status, row.closed = "denied", now
                     self._record(
                         session,
-                        self._request_entry(_request(row), "request_denied", now),
+                        self._request_entry(RequestDeniedEntry, _request(row), now),
                         notify="request_denied",
                         now=now,
                     )
@@ -416,21 +438,20 @@ class Approvals:
             # A refused attempt changes nothing but is itself evidence worth keeping.
             self.journal.append_many(
                 [
-                    {
-                        "type": "approval_refused",
-                        "time": iso(now),
-                        "request": request_id,
-                        "approver": who,
-                        "verdict": verdict,
-                        "rule": refused.rule,
+                    ApprovalRefusedEntry(
+                        time=iso(now),
+                        request=request_id,
+                        approver=who,
+                        verdict=verdict,
+                        rule=refused.rule,
                         # Added fields (the entry is a contract: nothing renamed): whose
                         # request it was and about whom, so the refusal reaches the
                         # subject's report beside the request it concerns.
-                        "principal": row.principal,
-                        "subject": row.subject,
-                        **({"ring": list(rings[0].people)} if rings else {}),
-                        **_by(operator),
-                    }
+                        principal=row.principal,
+                        subject=row.subject,
+                        ring=tuple(rings[0].people) if rings else (),
+                        operator=_by(operator),
+                    ).to_json()
                 ]
             )
             raise refused
@@ -471,7 +492,7 @@ class Approvals:
         self._bump_version(session)
         self._record(
             session,
-            self._grant_entry(_grant(grant), "grant"),
+            self._grant_entry(GrantEntry, _grant(grant)),
             notify="grant",
             grant=grant.id,
             now=now,
@@ -506,12 +527,14 @@ class Approvals:
             row.status, row.closed = "withdrawn", now
             self._record(
                 session,
-                {
-                    **self._request_entry(_request(row), "request_withdrawn", now),
-                    "by": by,
-                    "reason": reason,
-                    **_by(operator),
-                },
+                self._request_entry(
+                    RequestWithdrawnEntry,
+                    _request(row),
+                    now,
+                    by=by,
+                    reason=reason,
+                    operator=_by(operator),
+                ),
                 notify="request_withdrawn",
                 now=now,
             )
@@ -555,13 +578,14 @@ class Approvals:
             self._bump_version(session)
             self._record(
                 session,
-                {
-                    **self._grant_entry(_grant(row), "grant_revoked"),
-                    "by": by,
-                    "reason": reason,
-                    "time": iso(now),
-                    **_by(operator),
-                },
+                self._grant_entry(
+                    GrantRevokedEntry,
+                    _grant(row),
+                    time=iso(now),
+                    reason=reason,
+                    by=by,
+                    operator=_by(operator),
+                ),
                 notify="grant_revoked",
                 now=now,
             )
@@ -640,28 +664,27 @@ class Approvals:
                 grant = _grant(row)
                 self._record(
                     session,
-                    {**self._grant_entry(grant, "break_glass"), "decisions": list(decisions)},
+                    self._grant_entry(BreakGlassEntry, grant, decisions=tuple(decisions)),
                     grant=row.id,
                 )
                 self._record(
                     session,
-                    {
-                        "type": "alert",
-                        "rule": "break_glass",
-                        "severity": "critical",
-                        "time": iso(now),
-                        "principals": [principal],
-                        "subjects": [subject],
+                    AlertEntry(
+                        rule="break_glass",
+                        severity="critical",
+                        time=iso(now),
+                        principals=(principal,),
+                        subjects=(subject,),
                         # One subject: named as every entry about a subject is, so the
                         # alert is in their report with the grant it is about.
-                        "subject": subject,
-                        "grant": row.id,
-                        "explanation": (
+                        subject=subject,
+                        grant=row.id,
+                        explanation=(
                             f"{principal} invoked break-glass on {subject}'s "
                             f"{', '.join(grant.categories)} for a security incident; "
                             f"{_count(self.settings.reviews_needed, 'reviewer')} must close it"
                         ),
-                    },
+                    ),
                     notify="break_glass",
                     now=now,
                 )
@@ -670,18 +693,17 @@ class Approvals:
             # past the limit is itself evidence.
             self.journal.append_many(
                 [
-                    {
-                        "type": "break_glass_refused",
-                        "time": iso(now),
-                        "principal": principal,
-                        "subject": subject,
-                        "categories": list(row.categories),
-                        "purpose": purpose,
-                        "ticket": ticket,
-                        "decisions": list(decisions),
-                        "rule": refused.rule,
-                        "awaiting_review": waiting,
-                    }
+                    BreakGlassRefusedEntry(
+                        time=iso(now),
+                        principal=principal,
+                        subject=subject,
+                        categories=tuple(row.categories),
+                        purpose=purpose,
+                        ticket=ticket,
+                        decisions=tuple(decisions),
+                        rule=refused.rule,
+                        awaiting_review=waiting,
+                    ).to_json()
                 ]
             )
             raise refused
@@ -740,16 +762,15 @@ class Approvals:
                     row.review = "closed"
                 self._record(
                     session,
-                    {
-                        "type": "break_glass_closed" if closing else "break_glass_review",
-                        "time": iso(now),
-                        "grant": grant_id,
-                        "principal": row.principal,
-                        "subject": row.subject,
-                        "reviewer": reviewer,
-                        "note": note,
-                        **_by(operator),
-                    },
+                    (BreakGlassClosedEntry if closing else BreakGlassReviewEntry)(
+                        time=iso(now),
+                        grant=grant_id,
+                        principal=row.principal,
+                        subject=row.subject,
+                        reviewer=reviewer,
+                        note=note,
+                        operator=_by(operator),
+                    ),
                     notify="break_glass_closed" if closing else None,
                     now=now,
                 )
@@ -760,17 +781,16 @@ class Approvals:
             # through is evidence too. Nothing else of the attempt was kept.
             self.journal.append_many(
                 [
-                    {
-                        "type": "approval_refused",
-                        "time": iso(now),
-                        "grant": grant_id,
-                        "approver": reviewer,
-                        "verdict": "review",
-                        "rule": refused.rule,
-                        "principal": holder,
-                        "subject": subject,
-                        **_by(operator),
-                    }
+                    ApprovalRefusedEntry(
+                        time=iso(now),
+                        grant=grant_id,
+                        approver=reviewer,
+                        verdict="review",
+                        rule=refused.rule,
+                        principal=holder,
+                        subject=subject,
+                        operator=_by(operator),
+                    ).to_json()
                 ]
             )
             raise refused
@@ -817,10 +837,7 @@ class Approvals:
                     ended += 1
                     self._record(
                         session,
-                        {
-                            **self._grant_entry(_grant(grant), "grant_ended"),
-                            "time": iso(grant.ends),
-                        },
+                        self._grant_entry(GrantEndedEntry, _grant(grant), time=iso(grant.ends)),
                         notify="grant_ended",
                         now=now,
                     )
@@ -833,7 +850,7 @@ class Approvals:
         row.status, row.closed = "expired", row.expires
         self._record(
             session,
-            self._request_entry(_request(row), "request_expired", now),
+            self._request_entry(RequestExpiredEntry, _request(row), now),
             notify="request_expired",
             now=now,
         )
@@ -883,16 +900,19 @@ class Approvals:
     def _record(
         self,
         session: Session,
-        entry: dict[str, Any],
+        entry: Entry,
         *,
         notify: str | None = None,
         grant: str | None = None,
         now: datetime | None = None,
     ) -> None:
-        session.add(ApprovalJournalRow(entry=entry, grant_id=grant, ledger_index=None))
+        """Queue ``entry`` in the journal (appended by :meth:`flush`, which adds its
+        ``journal`` member) and its notification ``notify`` in the outbox."""
+        data = entry.to_json()
+        session.add(ApprovalJournalRow(entry=data, grant_id=grant, ledger_index=None))
         if notify is not None:
             moment = now or datetime.now(UTC)
-            body = {"event": notify, **{k: v for k, v in entry.items() if k != "type"}}
+            body = {"event": notify, **{k: v for k, v in data.items() if k != "type"}}
             session.add(
                 NotificationRow(
                     id=_new_id("ntf"),
@@ -1170,41 +1190,40 @@ class Approvals:
         return None  # not reachable after all: the query and the walk disagree on nothing
 
     @staticmethod
-    def _request_entry(request: Request, kind: str, now: datetime) -> dict[str, Any]:
-        return {
-            "type": kind,
+    def _request_entry(kind: type[_R], request: Request, now: datetime, **more: Any) -> _R:
+        """The entry ``kind`` about ``request`` at ``now``; ``more`` sets the members only
+        that kind has (or overrides ``reason``, a withdrawal's own)."""
+        members: dict[str, Any] = {
             "time": iso(now),
             "request": request.id,
             "principal": request.principal,
             "subject": request.subject,
-            "categories": list(request.categories),
-            "actions": list(request.actions),
+            "categories": tuple(request.categories),
+            "actions": tuple(request.actions),
             "purpose": request.purpose,
             "ticket": request.ticket,
             "precision": request.precision,
             "reason": request.reason,
             "approvals_needed": request.approvals_needed,
-            "groups_needed": list(request.groups_needed),
+            "groups_needed": tuple(request.groups_needed),
             "expires": iso(request.expires),
         }
+        return kind(**{**members, **more})
 
     @staticmethod
-    def _grant_entry(grant: Grant, kind: str) -> dict[str, Any]:
-        return {
-            "type": kind,
+    def _grant_entry(kind: type[_G], grant: Grant, **more: Any) -> _G:
+        """The entry ``kind`` about ``grant``: every fact a decision reads from it, as
+        :meth:`Grant.ledger_facts` states them (the authority check compares the two);
+        ``more`` sets the members only that kind has, or overrides ``time``/``reason``."""
+        facts = grant.ledger_facts()
+        members: dict[str, Any] = {
             "time": iso(grant.starts),
             "grant": grant.id,
             "request": grant.request_id,
-            "principal": grant.principal,
-            "subject": grant.subject,
-            "categories": list(grant.categories),
-            "actions": list(grant.actions),
-            "purpose": grant.purpose,
-            "ticket": grant.ticket,
-            "precision": grant.precision,
-            **grant.ledger_facts(),
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in facts.items()},
             "reason": grant.reason,
         }
+        return kind(**{**members, **more})
 
 
 __all__ = ["Approvals", "Journal", "LedgerUnavailable"]

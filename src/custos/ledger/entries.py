@@ -48,9 +48,10 @@ class MalformedEntry(InvalidInput):
     code = "malformed_entry"
 
 
-def optional(default: Any = None) -> Any:
+def optional(*, default: Any) -> Any:
     """A member written only when it differs from ``default`` (and absent means
-    ``default``); for ``()`` or ``{}`` pass the empty value."""
+    ``default``); for ``()`` or ``{}`` pass the empty value. (``default`` is named at every
+    use: type checkers see a field specifier's default only as that keyword.)"""
     return field(default=default, metadata={"omit": True})
 
 
@@ -352,18 +353,18 @@ class DecisionEntry(Entry):
     reasons: tuple[str, ...] = ()
     policy_version: str | None = None
     source: str | None = None
-    ticket: str | None = optional()
-    requested_precision: str | None = optional()
-    at: str | None = optional()
-    grant: str | None = optional()
-    explained: str | None = optional()
-    review_required: bool = optional(False)
-    break_glass: bool = optional(False)
-    approvals_needed: Mapping[str, Any] | None = optional()
-    settings: str | None = optional()
+    ticket: str | None = optional(default=None)
+    requested_precision: str | None = optional(default=None)
+    at: str | None = optional(default=None)
+    grant: str | None = optional(default=None)
+    explained: str | None = optional(default=None)
+    review_required: bool = optional(default=False)
+    break_glass: bool = optional(default=False)
+    approvals_needed: Mapping[str, Any] | None = optional(default=None)
+    settings: str | None = optional(default=None)
     #: Kind → index of the entry that set the fact; ``linked``: subject id → index for
     #: the other accounts of the subject's link group.
-    authority: Mapping[str, Any] | None = optional()
+    authority: Mapping[str, Any] | None = optional(default=None)
 
 
 @entry_type("release", writer="access/read.py")
@@ -382,8 +383,8 @@ class ReleaseEntry(Entry):
     precision: str | None = None
     records: int
     source: str | None = None
-    ticket: str | None = optional()
-    shredded: int = optional(0)
+    ticket: str | None = optional(default=None)
+    shredded: int = optional(default=0)
 
 
 _SYSTEM = "access/system.py"
@@ -410,13 +411,13 @@ class OversightViewEntry(Entry):
     principal: str | None = None
     roles: tuple[str, ...] = ()
     source: str | None = None
-    subject: str | None = optional()
-    subject_filter: str | None = optional()
-    subjects: tuple[str, ...] = optional(())
-    subjects_reported: bool = optional(False)
-    about_principal: str | None = optional()
-    principal_filter: str | None = optional()
-    alert: str | None = optional()
+    subject: str | None = optional(default=None)
+    subject_filter: str | None = optional(default=None)
+    subjects: tuple[str, ...] = optional(default=())
+    subjects_reported: bool = optional(default=False)
+    about_principal: str | None = optional(default=None)
+    principal_filter: str | None = optional(default=None)
+    alert: str | None = optional(default=None)
 
 
 @entry_type("sign_in", writer=_SYSTEM)
@@ -555,7 +556,7 @@ class CaseClosedEntry(Entry):
     disposition: str
     suppress_days: int = 0
     author: str
-    comment_sha256: str | None = optional()
+    comment_sha256: str | None = optional(default=None)
     operator: Mapping[str, Any]
 
 
@@ -565,7 +566,7 @@ _APPROVALS = "approvals/workflow.py"
 
 
 @dataclass(frozen=True, kw_only=True)
-class _RequestFields(Entry):
+class RequestFields(Entry):
     """The members of every entry about an approval request."""
 
     time: str
@@ -584,34 +585,34 @@ class _RequestFields(Entry):
 
 
 @entry_type("approval_request", writer=_APPROVALS)
-class ApprovalRequestEntry(_RequestFields):
+class ApprovalRequestEntry(RequestFields):
     """Access beyond policy was asked for, with the decisions that required approval."""
 
     decisions: tuple[str, ...] = ()
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @entry_type("request_denied", writer=_APPROVALS)
-class RequestDeniedEntry(_RequestFields):
+class RequestDeniedEntry(RequestFields):
     """A request was denied by an approver."""
 
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @entry_type("request_expired", writer=_APPROVALS)
-class RequestExpiredEntry(_RequestFields):
+class RequestExpiredEntry(RequestFields):
     """A request went unanswered past its expiry."""
 
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @entry_type("request_withdrawn", writer=_APPROVALS)
-class RequestWithdrawnEntry(_RequestFields):
+class RequestWithdrawnEntry(RequestFields):
     """A request was withdrawn (``by`` whom; ``reason`` is the withdrawal's)."""
 
     by: str | None = None
-    operator: Mapping[str, Any] | None = optional()
-    journal: int | None = optional()
+    operator: Mapping[str, Any] | None = optional(default=None)
+    journal: int | None = optional(default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -622,8 +623,8 @@ class _VoteFields(Entry):
     subject: str
     approver: str
     reason: str | None = None
-    operator: Mapping[str, Any] | None = optional()
-    journal: int | None = optional()
+    operator: Mapping[str, Any] | None = optional(default=None)
+    journal: int | None = optional(default=None)
 
 
 @entry_type("approval", writer=_APPROVALS)
@@ -642,22 +643,22 @@ class ApprovalRefusedEntry(Entry):
 
     time: str
     #: The request answered, or (a refused break-glass review) the grant reviewed.
-    request: str | None = optional()
-    grant: str | None = optional()
+    request: str | None = optional(default=None)
+    grant: str | None = optional(default=None)
     approver: str
     verdict: str
     rule: str
     #: Whose request or grant it was and about whom (added: the refusal reaches the
     #: subject's report), and for ``approval-ring`` the ring it would have closed.
-    principal: str | None = optional()
-    subject: str | None = optional()
-    ring: tuple[str, ...] = optional(())
-    operator: Mapping[str, Any] | None = optional()
-    journal: int | None = optional()
+    principal: str | None = optional(default=None)
+    subject: str | None = optional(default=None)
+    ring: tuple[str, ...] = optional(default=())
+    operator: Mapping[str, Any] | None = optional(default=None)
+    journal: int | None = optional(default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
-class _GrantFields(Entry):
+class GrantFields(Entry):
     """The members of every entry about a grant: every fact a decision reads from it."""
 
     time: str
@@ -680,34 +681,34 @@ class _GrantFields(Entry):
 
 
 @entry_type("grant", writer=_APPROVALS)
-class GrantEntry(_GrantFields):
+class GrantEntry(GrantFields):
     """A grant was made (active once this entry is durable; it vouches for the grant)."""
 
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @entry_type("break_glass", writer=_APPROVALS)
-class BreakGlassEntry(_GrantFields):
+class BreakGlassEntry(GrantFields):
     """Break-glass: a grant taken without approval, for review after the fact."""
 
     decisions: tuple[str, ...] = ()
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @entry_type("grant_revoked", writer=_APPROVALS)
-class GrantRevokedEntry(_GrantFields):
+class GrantRevokedEntry(GrantFields):
     """A grant was revoked before its end (``by`` whom, ``reason`` the revocation's)."""
 
     by: str | None = None
-    operator: Mapping[str, Any] | None = optional()
-    journal: int | None = optional()
+    operator: Mapping[str, Any] | None = optional(default=None)
+    journal: int | None = optional(default=None)
 
 
 @entry_type("grant_ended", writer=_APPROVALS)
-class GrantEndedEntry(_GrantFields):
+class GrantEndedEntry(GrantFields):
     """A grant reached its end (``time`` is its end)."""
 
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @entry_type("alert", writer=_APPROVALS)
@@ -719,10 +720,10 @@ class AlertEntry(Entry):
     time: str
     principals: tuple[str, ...] = ()
     subjects: tuple[str, ...] = ()
-    subject: str | None = optional()
-    grant: str | None = optional()
+    subject: str | None = optional(default=None)
+    grant: str | None = optional(default=None)
     explanation: str = ""
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @entry_type("break_glass_refused", writer=_APPROVALS)
@@ -738,7 +739,7 @@ class BreakGlassRefusedEntry(Entry):
     decisions: tuple[str, ...] = ()
     rule: str
     awaiting_review: int = 0
-    journal: int | None = optional()
+    journal: int | None = optional(default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -749,8 +750,8 @@ class _ReviewFields(Entry):
     subject: str
     reviewer: str
     note: str | None = None
-    operator: Mapping[str, Any] | None = optional()
-    journal: int | None = optional()
+    operator: Mapping[str, Any] | None = optional(default=None)
+    journal: int | None = optional(default=None)
 
 
 @entry_type("break_glass_review", writer=_APPROVALS)

@@ -29,7 +29,14 @@ from custos.directory import DirectoryStore
 from custos.errors import CustosError, InvalidInput, NotFound, ValidationFailed
 from custos.ledger import Ledger, NoteVerifier, leaf_hash, open_checkpoint, verify_inclusion
 from custos.ledger.entries import LINKS as _LEDGER_LINKS
-from custos.ledger.entries import Entry
+from custos.ledger.entries import (
+    BrokenEntry,
+    DecisionEntry,
+    Entry,
+    MalformedEntry,
+    ReleaseEntry,
+)
+from custos.ledger.entries import parse as parse_entry
 from custos.ledger.entries import read as read_entry
 from custos.ledger.follow import follow_ledger
 from custos.store import Database
@@ -292,43 +299,54 @@ def rows_from_entries(
     """The human rows of a report, derived only from the entries (so they can be checked).
 
     ``accesses``: one row per decision, with the release that followed it; ``approvals``:
-    the approval history. Staff ids appear only with ``names``.
+    the approval history, each row the stored entry itself. Staff ids appear only with
+    ``names``. Entries are read through the ledger vocabulary: a decision or release that
+    does not parse as one (a malformed entry) gives no access row; an approval step is shown
+    as stored, parsed or not. Raises nothing.
     """
     accesses: list[dict[str, Any]] = []
     approvals: list[dict[str, Any]] = []
     by_decision: dict[str, dict[str, Any]] = {}
-    for idx, entry in entries:
-        kind = entry.get("type")
-        if kind == "decision":
-            row: dict[str, Any] = {
-                "entry": idx,
-                "time": entry.get("time"),
-                "role": entry.get("role"),
-                "team": entry.get("team"),
-                "action": entry.get("action"),
-                "category": entry.get("category"),
-                "purpose": entry.get("purpose"),
-                "decision": entry.get("decision"),
-                "precision": entry.get("precision"),
-                "records": None,
-                "release_entry": None,
-                "grant": entry.get("grant"),
-                "break_glass": bool(entry.get("break_glass", False)),
-            }
-            if names:
-                row["principal"] = entry.get("principal")
-            accesses.append(row)
-            by_decision[str(entry.get("id"))] = row
-        elif kind == "release":
-            found = by_decision.get(str(entry.get("decision_id")))
-            if found is not None:
-                found["records"] = entry.get("records")
-                found["release_entry"] = idx
-        elif kind in _APPROVAL_TYPES:
-            item = _public(entry, names)
-            item.pop("journal", None)
-            approvals.append({"entry": idx, **item})
+    for idx, stored in entries:
+        match _typed(stored):
+            case DecisionEntry() as decision:
+                row: dict[str, Any] = {
+                    "entry": idx,
+                    "time": decision.time,
+                    "role": decision.role,
+                    "team": decision.team,
+                    "action": decision.action,
+                    "category": decision.category,
+                    "purpose": decision.purpose,
+                    "decision": decision.decision,
+                    "precision": decision.precision,
+                    "records": None,
+                    "release_entry": None,
+                    "grant": decision.grant,
+                    "break_glass": decision.break_glass,
+                }
+                if names:
+                    row["principal"] = decision.principal
+                accesses.append(row)
+                by_decision[decision.id] = row
+            case ReleaseEntry() as release:
+                found = by_decision.get(release.decision_id)
+                if found is not None:
+                    found["records"] = release.records
+                    found["release_entry"] = idx
+            case entry if entry.type in _APPROVAL_TYPES:
+                item = _public(stored, names)
+                item.pop("journal", None)
+                approvals.append({"entry": idx, **item})
     return {"accesses": accesses, "approvals": approvals}
+
+
+def _typed(stored: Mapping[str, Any]) -> Entry:
+    """``stored`` as its entry class, or a :class:`BrokenEntry` when it does not parse."""
+    try:
+        return parse_entry(dict(stored))
+    except MalformedEntry as exc:
+        return BrokenEntry(raw=dict(stored), problem=exc.message)
 
 
 def build_report(
