@@ -214,7 +214,11 @@ def test_keys_do_not_merge_two_shapes_in_one_batch(system: Custos) -> None:
         )
         run = replay.replay("SELECT * FROM events")
         assert run.decided == 2
-        found = dict(con.execute("SELECT id, policy FROM rp_found").fetchall())
+        found = dict(
+            con.execute(
+                "SELECT f.id, k.policy FROM rp_found f JOIN rp_keys k USING (kid)"
+            ).fetchall()
+        )
         # Neither has a ticket (need-to-know), but the leaving one is refused first for that.
         assert found == {"a": "inactive-staff", "b": "need-to-know"}
     finally:
