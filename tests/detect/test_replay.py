@@ -223,3 +223,50 @@ def test_keys_do_not_merge_two_shapes_in_one_batch(system: Custos) -> None:
         assert found == {"a": "inactive-staff", "b": "need-to-know"}
     finally:
         con.close()
+
+
+def test_residency_is_judged_by_the_settings_in_force_at_the_time(system: Custos) -> None:
+    world = _world({"emp-1": "trust_safety_investigator"})
+    world["principals"][0]["country"] = "DE"
+    load_org(system, world)
+    before = datetime.now(UTC)
+    # Later, German staff may see US users' data beyond coarse: a new `settings` entry.
+    (system.settings.home / "config.toml").write_text('[residency]\nUS = ["US", "DE"]\n')
+    reopened = Custos.open(system.settings.home)
+    assert reopened.record_settings()
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    reopened.events.import_lines(
+        [
+            _event("ev-1", "emp-1", before, category="contact", precision="precise"),
+            _event("ev-2", "emp-1", after, category="contact", precision="precise"),
+        ],
+        "a.jsonl",
+    )
+    run = reopened.detect()
+    assert run.replay is not None
+    assert run.replay.events == 2
+    (alert,) = _replay_alerts(reopened)
+    # Only the read made while residency kept German staff to coarse is a finding.
+    assert alert.events == ("ev-1",)
+    assert "released only coarse" in alert.explanation
+
+
+def test_a_run_returns_only_the_alerts_it_changed(system: Custos) -> None:
+    load_org(system, _world({"emp-1": "support_agent", "emp-2": "support_agent"}))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    system.events.import_lines(
+        [_event("ev-1", "emp-1", now), _event("ev-2", "emp-2", now)], "a.jsonl"
+    )
+    first = system.detect()
+    assert {a.principals for a in first.alerts if a.rule == RULE} == {("emp-1",), ("emp-2",)}
+    # Nothing new: replay's alerts stand in the casebook and are not recorded again.
+    again = system.detect()
+    assert [a for a in again.alerts if a.rule == RULE] == []
+    assert len(_replay_alerts(system)) == 2
+    # A new refusal on emp-2's day: only that alert is rebuilt, with both events.
+    system.events.import_lines([_event("ev-3", "emp-2", now + timedelta(minutes=1))], "b.jsonl")
+    third = system.detect()
+    (changed,) = [a for a in third.alerts if a.rule == RULE]
+    assert changed.principals == ("emp-2",)
+    assert set(changed.events) == {"ev-2", "ev-3"}
+    assert len(_replay_alerts(system)) == 2

@@ -221,8 +221,47 @@ _ALERT = {
     "subjects": "VARCHAR[]",
     "protected": "BOOLEAN",
     "explanation": "VARCHAR",
+    # Recorded in the casebook since it was last built (see PolicyReplay.reported).
+    "reported": "BOOLEAN",
 }
-_KEPT = {**_TABLES, "rp_keys": _KEYS, "rp_found": _FOUND, "rp_alert": _ALERT}
+#: The compact key of an event (see the module docstring): ``pid`` and ``sid`` only with a
+#: pack that names ids; ``tid`` the ticket's id, or a placeholder, when the event cites one
+#: the directory knew; ``sv`` the ledger index of the settings in force.
+_COMPACT = {
+    "pid": "VARCHAR",
+    "pc": "INTEGER",
+    "sid": "VARCHAR",
+    "sc": "INTEGER",
+    "s_employee": "VARCHAR",
+    "tid": "VARCHAR",
+    "t_kind": "VARCHAR",
+    "t_status": "VARCHAR",
+    "t_subject": "VARCHAR",
+    "t_assignee": "VARCHAR",
+    "gc": "INTEGER",
+    "sv": "BIGINT",
+    "category": "VARCHAR",
+    "purpose": "VARCHAR",
+    "action": "VARCHAR",
+    "bg": "BOOLEAN",
+}
+#: What stands for "none" in a compact key's column, by type.
+_NONE = {"VARCHAR": "''", "INTEGER": "-1", "BIGINT": "-1", "BOOLEAN": "false"}
+#: Compact keys met before, with their decided key (``kid``) and its outcome, per pack.
+_COMPACT_TABLE = {
+    "digest": "VARCHAR",
+    **_COMPACT,
+    "kid": "INTEGER",
+    "refused": "VARCHAR",
+    "coarse": "BOOLEAN",
+}
+_KEPT = {
+    **_TABLES,
+    "rp_keys": _KEYS,
+    "rp_compact": _COMPACT_TABLE,
+    "rp_found": _FOUND,
+    "rp_alert": _ALERT,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,6 +604,98 @@ class PolicyReplay:
         record those custos would have refused or released only coarse, and rebuild the
         alerts of the principal-days they fall on."""
         con, t = self.con, self._t
+        version, residency = self._settings_version()
+        grants = self._scalar(f"SELECT count(*) FROM {t('rp_grant')}") > 0
+        chosen = f"""
+            SELECT id, time, principal, subject, ticket, category, purpose, action, precision,
+                   coalesce(break_glass, false) AS bg, source
+            FROM ({events}) x
+            WHERE decision = 'allow' AND id NOT IN (SELECT id FROM {t("rp_own")})
+            """
+        if grants:
+            # The grant covering each event at its time, if any: precise first, then the
+            # soonest to end (as the guarded path orders them). Grants are few: this join's
+            # table is small.
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE rp_g AS
+                SELECT e.id, arg_min(g.cls, (g.precision <> 'precise', g.ends, g.idx)) AS cls
+                FROM ({chosen}) e
+                JOIN {t("rp_grant")} g
+                  ON g.principal = e.principal AND g.subject = e.subject
+                 AND g.purpose = e.purpose AND list_contains(g.categories, e.category)
+                 AND list_contains(g.actions, e.action)
+                 AND (g.ticket IS NULL OR g.ticket = e.ticket)
+                 AND g.time <= e.time AND g.starts <= e.time AND e.time < g.ends
+                WHERE NOT EXISTS (SELECT 1 FROM {t("rp_revoked")} r
+                                  WHERE r.id = g.id AND r.time <= e.time)
+                GROUP BY e.id
+                """
+            )
+        joined = self._joined(chosen, version, grants)
+        compact = ", ".join(f'"{c}"' for c in _COMPACT)
+        known = f"(SELECT * FROM {t('rp_compact')} WHERE digest = {literal(self.digest)})"
+        decided = listed = 0
+        if not self._scalar(f"SELECT count(*) FROM {known}"):
+            # Nothing decided under this pack yet (a first run): list the distinct keys
+            # first, so that the pass below meets only decided keys.
+            new = con.execute(
+                f"SELECT DISTINCT {compact} FROM ({joined}) WHERE NOT unknown"
+            ).fetchall()
+            listed += len(new)
+            decided += self._add_compact(new, residency)
+        on = " AND ".join(f'k."{c}" = o."{c}"' for c in _COMPACT)
+        # One pass over the events: what is refused, unknown, or of a key not decided yet.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE rp_cand AS
+            SELECT k.*, o.kid, o.refused, o.coarse
+            FROM ({joined}) k LEFT JOIN {known} o ON {on}
+            WHERE k.unknown OR o.kid IS NULL OR o.refused IS NOT NULL
+               OR (o.coarse AND k.read_precision = 'precise')
+            """
+        )
+        late = con.execute(
+            f"SELECT DISTINCT {compact} FROM rp_cand WHERE NOT unknown AND kid IS NULL"
+        ).fetchall()
+        if late:
+            listed += len(late)
+            decided += self._add_compact(late, residency)
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE rp_cand AS
+                SELECT k.* REPLACE (coalesce(k.kid, o.kid) AS kid,
+                                    CASE WHEN k.kid IS NULL THEN o.refused ELSE k.refused END
+                                      AS refused,
+                                    CASE WHEN k.kid IS NULL THEN o.coarse ELSE k.coarse END
+                                      AS coarse)
+                FROM rp_cand k LEFT JOIN {known} o ON k.kid IS NULL AND {on}
+                """
+            )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE rp_new_found AS
+            SELECT id, time, CAST(time AS DATE) AS day, principal, subject, ticket, category,
+                   source,
+                   CASE WHEN unknown THEN 'unknown' WHEN refused IS NOT NULL THEN refused
+                        ELSE 'coarse' END AS kind,
+                   kid, protected, early
+            FROM rp_cand
+            WHERE unknown OR refused IS NOT NULL OR (coarse AND read_precision = 'precise')
+            """
+        )
+        con.execute(f"INSERT INTO {t('rp_found')} BY NAME SELECT * FROM rp_new_found")
+        events_n = self._scalar(f"SELECT count(*) FROM ({chosen})")
+        found_n = self._scalar("SELECT count(*) FROM rp_new_found")
+        self._rebuild_alerts()
+        for name in ("rp_g", "rp_cand", "rp_new_found"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        return ReplayRun(events_n, listed, decided, 0, found_n)
+
+    def _joined(self, chosen: str, version: str, grants: bool) -> str:
+        """The events of ``chosen`` (as ``e``) with their facts at their time, reduced to the
+        compact key (:data:`_COMPACT`), as a query."""
+        t = self._t
         grace = f"INTERVAL {int(self.config.retro_minutes)} MINUTE"
         canonical = self.canonical
         other = f"'{_OTHER}'"
@@ -584,45 +715,15 @@ class PolicyReplay:
                 f"AND ({h}.until IS NULL OR e.time < {h}.until)"
             )
 
-        version, residency = self._settings_version()
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_e AS
-            SELECT id, time, principal, subject, ticket, category, purpose, action, precision,
-                   coalesce(break_glass, false) AS bg, source
-            FROM ({events}) x
-            WHERE decision = 'allow' AND id NOT IN (SELECT id FROM {t("rp_own")})
-            """
-        )
-        grants = self._scalar(f"SELECT count(*) FROM {t('rp_grant')}") > 0
-        if grants:
-            # The grant covering each event at its time, if any: precise first, then the
-            # soonest to end (as the guarded path orders them). Grants are few: this join's
-            # table is small.
-            con.execute(
-                f"""
-                CREATE OR REPLACE TEMP TABLE rp_g AS
-                SELECT e.id, arg_min(g.cls, (g.precision <> 'precise', g.ends, g.idx)) AS cls
-                FROM rp_e e
-                JOIN {t("rp_grant")} g
-                  ON g.principal = e.principal AND g.subject = e.subject
-                 AND g.purpose = e.purpose AND list_contains(g.categories, e.category)
-                 AND list_contains(g.actions, e.action)
-                 AND (g.ticket IS NULL OR g.ticket = e.ticket)
-                 AND g.time <= e.time AND g.starts <= e.time AND e.time < g.ends
-                WHERE NOT EXISTS (SELECT 1 FROM {t("rp_revoked")} r
-                                  WHERE r.id = g.id AND r.time <= e.time)
-                GROUP BY e.id
-                """
-            )
-        # The compact key (see the module docstring); with a pack that names ids, the ids.
         compact = {
-            "pid": "e.principal" if not canonical else None,
+            "pid": "e.principal" if not canonical else "NULL",
             "pc": "p.cls",
-            "sid": "e.subject" if not canonical else None,
+            "sid": "e.subject" if not canonical else "NULL",
             "sc": "s.cls",
             "s_employee": rel("s.employee", "e.principal", PRINCIPAL),
-            "tid": "k.id" if not canonical else "k.id IS NOT NULL",
+            "tid": "k.id"
+            if not canonical
+            else f"CASE WHEN k.id IS NULL THEN NULL ELSE '{TICKET}' END",
             "t_kind": "k.kind",
             "t_status": f"""CASE WHEN k.id IS NULL THEN NULL
                         WHEN k.status IN ('open', 'closed')
@@ -634,74 +735,33 @@ class PolicyReplay:
                         ELSE k.status END""",
             "t_subject": rel("k.subject", "e.subject", SUBJECT),
             "t_assignee": rel("k.assignee", "e.principal", PRINCIPAL),
-            "gc": "g.cls" if grants else "NULL::INTEGER",
+            "gc": "g.cls" if grants else "NULL",
             "sv": version,
             "category": "e.category",
             "purpose": "e.purpose",
             "action": "e.action",
             "bg": "e.bg",
         }
-        columns = [c for c, expr in compact.items() if expr is not None]
-        select = ", ".join(f'{compact[c]} AS "{c}"' for c in columns)
+        # Never NULL, so that keys compare with a plain (hash) join: '' and -1 stand for none.
+        select = ", ".join(
+            f'coalesce(CAST({compact[c]} AS {kind}), {_NONE[kind]}) AS "{c}"'
+            for c, kind in _COMPACT.items()
+        )
         early = " OR ".join(
             f"({h}.since IS NULL AND {h}.time IS NOT NULL AND e.time < {h}.time)"
             for h in ("p", "s", "k")
         )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_k AS
+        return f"""
             SELECT e.id, e.time, e.principal, e.subject, e.ticket, e.category, e.source,
                    e.precision AS read_precision, p.id IS NULL OR s.id IS NULL AS unknown,
                    coalesce(s.protected, false) AS protected, coalesce({early}, false) AS early,
                    {select}
-            FROM rp_e e
+            FROM ({chosen}) e
             LEFT JOIN {t("rp_principal")} p ON p.id = e.principal AND {span("p")}
             LEFT JOIN {t("rp_subject")} s ON s.id = e.subject AND {span("s")}
             LEFT JOIN {t("rp_ticket")} k ON k.id = e.ticket AND {span("k")}
             {"LEFT JOIN rp_g g ON g.id = e.id" if grants else ""}
             """
-        )
-        quoted = ", ".join(f'"{c}"' for c in columns)
-        distinct = con.execute(f"SELECT DISTINCT {quoted} FROM rp_k WHERE NOT unknown").fetchall()
-        outcomes, decided = self._outcomes(columns, distinct, residency)
-        types = {
-            str(name): str(kind)
-            for name, kind, *_ in con.execute("DESCRIBE rp_k").fetchall()
-            if name in columns
-        }
-        self._load(
-            "rp_out",
-            outcomes,
-            {
-                **{c: types[c] for c in columns},
-                "kid": "INTEGER",
-                "refused": "VARCHAR",
-                "coarse": "BOOLEAN",
-            },
-        )
-        on = " AND ".join(f'k."{c}" IS NOT DISTINCT FROM o."{c}"' for c in columns)
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_new_found AS
-            SELECT k.id, k.time, CAST(k.time AS DATE) AS day, k.principal, k.subject, k.ticket,
-                   k.category, k.source,
-                   CASE WHEN k.unknown THEN 'unknown'
-                        WHEN o.refused IS NOT NULL THEN o.refused
-                        ELSE 'coarse' END AS kind,
-                   o.kid, k.protected, k.early
-            FROM rp_k k
-            LEFT JOIN rp_out o ON {on}
-            WHERE k.unknown OR o.refused IS NOT NULL
-               OR (o.coarse AND k.read_precision = 'precise')
-            """
-        )
-        con.execute(f"INSERT INTO {t('rp_found')} BY NAME SELECT * FROM rp_new_found")
-        events_n = self._scalar("SELECT count(*) FROM rp_e")
-        found_n = self._scalar("SELECT count(*) FROM rp_new_found")
-        self._rebuild_alerts()
-        for name in ("rp_e", "rp_g", "rp_k", "rp_out", "rp_new_found"):
-            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
-        return ReplayRun(events_n, len(distinct), decided, 0, found_n)
 
     def _scalar(self, sql: str) -> int:
         row = self.con.execute(sql).fetchone()
@@ -733,21 +793,21 @@ class PolicyReplay:
         rows = self.con.execute(f"SELECT cls, facts FROM {self._t('rp_class')}").fetchall()
         return {int(cls): json.loads(facts) for cls, facts in rows}
 
-    def _outcomes(
-        self,
-        columns: Sequence[str],
-        distinct: Sequence[tuple[Any, ...]],
-        residency: Mapping[int, Mapping[str, Any]],
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Each distinct compact key (values of ``columns``) with its decided key's id and
-        outcome (``refused``: ``deny``, ``approval`` or None; ``coarse``); keys not decided
-        before under this pack are decided now. Returns them and how many were decided."""
-        classes = self._classes() if distinct else {}
-        canonical: list[tuple[str, ...]] = []
-        for values in distinct:
-            row = dict(zip(columns, values, strict=True))
-            canonical.append(self._canonical(row, classes, residency))
+    def _add_compact(
+        self, distinct: Sequence[tuple[Any, ...]], residency: Mapping[int, Mapping[str, Any]]
+    ) -> int:
+        """Give each new compact key (values of :data:`_COMPACT`) its decided key and outcome
+        (``refused``: ``deny``, ``approval`` or None; ``coarse``) in ``rp_compact``; canonical
+        keys not decided before under this pack are decided now. Returns how many were."""
+        if not distinct:
+            return 0
         t = self._t
+        classes = self._classes()
+        columns = list(_COMPACT)
+        canonical = [
+            self._canonical(dict(zip(columns, values, strict=True)), classes, residency)
+            for values in distinct
+        ]
         known: dict[tuple[str, ...], tuple[int, str, str | None]] = {}
         cols = ", ".join(f'"{c}"' for c in _KEY)
         for got in self.con.execute(
@@ -780,16 +840,19 @@ class PolicyReplay:
         out = []
         for values, wanted in zip(distinct, canonical, strict=True):
             kid, outcome, precision = known[wanted]
-            refused = {"deny": "deny", "approval_required": "approval"}.get(outcome)
             out.append(
                 {
+                    "digest": self.digest,
                     **dict(zip(columns, values, strict=True)),
                     "kid": kid,
-                    "refused": refused,
+                    "refused": {"deny": "deny", "approval_required": "approval"}.get(outcome),
                     "coarse": precision == "coarse",
                 }
             )
-        return out, len(new)
+        self._load("rp_more", out, _COMPACT_TABLE)
+        self.con.execute(f"INSERT INTO {t('rp_compact')} BY NAME SELECT * FROM rp_more")
+        self.con.execute("DROP TABLE temp.rp_more")
+        return len(new)
 
     def _canonical(
         self,
@@ -800,7 +863,7 @@ class PolicyReplay:
         """The canonical key (:data:`_KEY`, all text) of one compact key."""
         p = classes[int(row["pc"])]
         s = classes[int(row["sc"])]
-        g = classes[int(row["gc"])] if row["gc"] is not None else None
+        g = classes[int(row["gc"])] if row["gc"] >= 0 else None
         jurisdiction = s.get("jurisdiction")
         if int(row["sv"]) == _TODAY or int(row["sv"]) not in residency:
             allowed = list(self.policy.allowed_countries(str(jurisdiction)))
@@ -814,21 +877,20 @@ class PolicyReplay:
                 return "true" if value else "false"
             return str(value)
 
-        tid = row["tid"]
         key = {
-            "pid": row.get("pid", PRINCIPAL),
+            "pid": row["pid"] or PRINCIPAL,
             "p_kind": p.get("kind"),
             "p_role": p.get("role"),
             "p_team": p.get("team"),
             "p_country": p.get("country"),
             "p_status": p.get("status"),
             "p_groups": p.get("groups"),
-            "sid": row.get("sid", SUBJECT),
+            "sid": row["sid"] or SUBJECT,
             "s_jur": jurisdiction,
             "s_protected": s.get("protected"),
             "s_employee": row["s_employee"],
             "s_allowed": "|".join(sorted(str(c) for c in allowed)),
-            "tid": (TICKET if tid else None) if isinstance(tid, bool) else tid,
+            "tid": row["tid"],
             "t_kind": row["t_kind"],
             "t_status": row["t_status"],
             "t_subject": row["t_subject"],
@@ -846,13 +908,23 @@ class PolicyReplay:
 
     def _decide(self, keys: Sequence[tuple[str, ...]]) -> list[Decision]:
         """Decide each canonical key, in Cedar batches."""
+        jur, allowed = _KEY.index("s_jur"), _KEY.index("s_allowed")
+        batches: list[list[tuple[str, ...]]] = [[]]
+        seen: dict[str, str] = {}
+        for key in keys:
+            # Cedar takes one copy of each entity per batch: a jurisdiction (with the
+            # countries residency allows it) must not stand for two settings in one batch.
+            if len(batches[-1]) >= _BATCH or seen.get(key[jur], key[allowed]) != key[allowed]:
+                batches.append([])
+                seen = {}
+            seen[key[jur]] = key[allowed]
+            batches[-1].append(key)
         out: list[Decision] = []
-        for at in range(0, len(keys), _BATCH):
-            chunk = keys[at : at + _BATCH]
-            # Cedar takes one copy of each entity per batch: the placeholders are numbered
-            # per key so that two keys' principals (or subjects) never merge.
+        for chunk in batches:
+            # The placeholders are numbered per key so that two keys' principals (or
+            # subjects) never merge.
             items = [self._request(dict(zip(_KEY, k, strict=True)), n) for n, k in enumerate(chunk)]
-            out.extend(self.policy.engine.decide_many(items))
+            out.extend(self.policy.engine.decide_many(items) if items else [])
         return out
 
     def _request(self, key: Mapping[str, str], n: int) -> tuple[AccessRequest, Facts]:
@@ -975,6 +1047,7 @@ class PolicyReplay:
                 "explanation": _explain(
                     principal, day, int(n), int(early), sources, reasons[(principal, day)]
                 ),
+                "reported": False,
             }
             for principal, day, first, last, ids, subjects, n, protected, early, sources in rows
         ]
@@ -987,11 +1060,13 @@ class PolicyReplay:
         con.execute("DROP TABLE temp.rp_built")
         con.execute("DROP TABLE temp.rp_touched")
 
-    def findings(self) -> list[Finding]:
-        """Every recorded refusal, grouped per principal per day (one alert each)."""
+    def findings(self, *, pending: bool = False) -> list[Finding]:
+        """Every recorded refusal, grouped per principal per day (one alert each); with
+        ``pending``, only the alerts built since they were last :meth:`reported`."""
+        where = "WHERE NOT reported" if pending else ""
         rows = self.con.execute(
             f"""SELECT principal, day, first, last, events, subjects, protected, explanation
-                FROM {self._t("rp_alert")} ORDER BY principal, day"""
+                FROM {self._t("rp_alert")} {where} ORDER BY principal, day"""
         ).fetchall()
         return [
             Finding(
@@ -1007,6 +1082,18 @@ class PolicyReplay:
             )
             for principal, day, first, last, ids, subjects, protected, explanation in rows
         ]
+
+    def reported(self, findings: Iterable[Finding]) -> None:
+        """Mark the alerts of ``findings`` (replay's) as recorded in the casebook: later runs
+        leave them out of :meth:`findings` with ``pending`` until a refusal changes them."""
+        keys = [{"key": f.key} for f in findings if f.rule == RULE]
+        self._load("rp_reported", keys, {"key": "VARCHAR"})
+        self.con.execute(
+            f"""UPDATE {self._t("rp_alert")} SET reported = true
+                WHERE principal || chr(31) || CAST(day AS VARCHAR)
+                      IN (SELECT key FROM rp_reported)"""
+        )
+        self.con.execute("DROP TABLE temp.rp_reported")
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -1111,8 +1198,10 @@ def run_replay(
 ) -> tuple[list[Finding], ReplayRun]:
     """One replay as a detection run makes it: follow the ledger from where the last run
     stopped, replay the events of ``schema.events`` above the highest number replayed (all
-    of ``events`` when ``schema`` is ``main``: nothing is kept), and return every finding
-    with what was done. ``store`` is the event store's identity: another one than last time
+    of ``events`` when ``schema`` is ``main``: nothing is kept), and return the findings not
+    yet recorded in the casebook (every one the first time; then those of the principal-days
+    the run found something on, and any not marked :func:`replay_reported`) with what was
+    done. ``store`` is the event store's identity: another one than last time
     makes replay start again. All in one DuckDB transaction: a failure leaves the kept
     tables as the last run left them. Raises ``duckdb.Error`` on failure."""
     replay = PolicyReplay(con, source.policy, config, schema)
@@ -1133,12 +1222,25 @@ def run_replay(
                 f"SELECT * FROM {schema}.events WHERE NOT folded AND seq > {mark} AND seq <= {high}"
             )
             replay.set_meta(seq=str(max(mark, high)))
-        found = replay.findings()
+        found = replay.findings(pending=True)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return found, ReplayRun(run.events, run.keys, run.decided, followed, run.found)
+
+
+def replay_reported(
+    con: duckdb.DuckDBPyConnection,
+    config: DetectConfig,
+    source: ReplaySource,
+    findings: Iterable[Finding],
+    *,
+    schema: str = "main",
+) -> None:
+    """After the casebook recorded ``findings``: replay's among them are not returned again
+    by :func:`run_replay` until a refusal changes them. Raises ``duckdb.Error``."""
+    PolicyReplay(con, source.policy, config, schema).reported(findings)
 
 
 __all__ = [
@@ -1148,5 +1250,6 @@ __all__ = [
     "ReplayRun",
     "ReplaySource",
     "replay_entries",
+    "replay_reported",
     "run_replay",
 ]
