@@ -547,8 +547,26 @@ class PolicyReplay:
 
     def history_from_directory(self) -> None:
         """When no ledger tells the history (an evaluation, a lake): the ``principals``,
-        ``subjects`` and ``tickets`` tables in ``con`` as the only state, known since ever."""
+        ``subjects`` and ``tickets`` tables in ``con`` as the only state, known since ever,
+        and the ``grants`` table when there is one (covering every category and action:
+        detection's grants do not name them)."""
         con = self.con
+        tables = {str(r[0]) for r in con.execute("SHOW TABLES").fetchall()}
+        if "grants" in tables:
+            con.execute(
+                """CREATE OR REPLACE TEMP TABLE rp_stage AS
+                   SELECT id, 0::BIGINT AS idx, NULL::TIMESTAMP AS time, principal, subject,
+                          NULL::VARCHAR[] AS categories, NULL::VARCHAR[] AS actions, purpose,
+                          NULL::VARCHAR AS ticket, precision,
+                          len(list_filter(string_split(coalesce(approvers, ''), '|'),
+                                          lambda x: x <> ''))::INTEGER AS approvals,
+                          array_to_string(list_sort(list_filter(
+                              string_split(coalesce(approver_groups, ''), '|'),
+                              lambda x: x <> '')), '|') AS approver_groups,
+                          starts, ends, coalesce(break_glass, false) AS break_glass
+                   FROM grants"""
+            )
+            self._take("grant")
         con.execute(
             """CREATE OR REPLACE TEMP TABLE rp_stage AS
                SELECT id, 0::BIGINT AS idx, NULL::TIMESTAMP AS time, kind, role, team, country,
@@ -623,10 +641,12 @@ class PolicyReplay:
                 FROM ({chosen}) e
                 JOIN {t("rp_grant")} g
                   ON g.principal = e.principal AND g.subject = e.subject
-                 AND g.purpose = e.purpose AND list_contains(g.categories, e.category)
-                 AND list_contains(g.actions, e.action)
+                 AND g.purpose = e.purpose
+                 AND (g.categories IS NULL OR list_contains(g.categories, e.category))
+                 AND (g.actions IS NULL OR list_contains(g.actions, e.action))
                  AND (g.ticket IS NULL OR g.ticket = e.ticket)
-                 AND g.time <= e.time AND g.starts <= e.time AND e.time < g.ends
+                 AND (g.time IS NULL OR g.time <= e.time)
+                 AND g.starts <= e.time AND e.time < g.ends
                 WHERE NOT EXISTS (SELECT 1 FROM {t("rp_revoked")} r
                                   WHERE r.id = g.id AND r.time <= e.time)
                 GROUP BY e.id
@@ -1181,10 +1201,12 @@ def replay_entries(
 @dataclass(frozen=True, slots=True)
 class ReplaySource:
     """What a detection run replays with: the policy, and the ledger's entries from an index
-    on (``ledger(start)`` yields ``(index, entry)`` in index order)."""
+    on (``ledger(start)`` yields ``(index, entry)`` in index order). Without a ledger (an
+    evaluation of a simulated world), the directory and grants loaded for the run are the
+    only state, known since ever (:meth:`PolicyReplay.history_from_directory`)."""
 
     policy: ReplayPolicy
-    ledger: Callable[[int], Iterable[tuple[int, Mapping[str, Any]]]]
+    ledger: Callable[[int], Iterable[tuple[int, Mapping[str, Any]]]] | None
 
 
 def run_replay(
@@ -1211,7 +1233,12 @@ def run_replay(
         if meta.get("store", "") != store:
             replay.reset()
             replay.set_meta(store=store)
-        followed = replay_entries(replay, source.ledger)
+        if source.ledger is not None:
+            followed = replay_entries(replay, source.ledger)
+        else:
+            replay.reset()
+            replay.history_from_directory()
+            followed = 0
         if schema == "main":
             run = replay.replay(f"SELECT * FROM {events}")
         else:
