@@ -269,6 +269,9 @@ def leaving_export(rng: random.Random, world: World, used: set[str]) -> None:
     """A departing employee exports customer records in their last days."""
     person = _pick(rng, world, role="support_agent", avoid=used)
     person.status = "leaving"
+    # On notice for the whole window: the directory holds one status, and the pack refuses
+    # leaving staff everything, so their benign work is handed over, not done.
+    world.events[:] = [e for e in world.events if e["principal"] != person.id]
     pool = world.ordinary_subjects()
     events = []
     for back in range(1, 4):
@@ -555,9 +558,7 @@ def other_paths(rng: random.Random, world: World, used: set[str]) -> None:
 
 #: Scenarios that only some ways of running detection can catch: named to inject them,
 #: never injected by default.
-OPT_IN: dict[str, Callable[[random.Random, World, set[str]], None]] = {
-    "other_paths": other_paths,
-}
+OPT_IN: dict[str, Callable[[random.Random, World, set[str]], None]] = {}
 
 SCENARIOS: dict[str, Callable[[random.Random, World, set[str]], None]] = {
     "journalist_2022": journalist_2022,
@@ -572,4 +573,6 @@ SCENARIOS: dict[str, Callable[[random.Random, World, set[str]], None]] = {
     "colleague_snooping": colleague_snooping,
     "approval_ring": approval_ring,
     "grant_abuse": grant_abuse,
+    # Caught by policy replay, which evaluations run on the directory as a fixed state.
+    "other_paths": other_paths,
 }
