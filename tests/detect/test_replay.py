@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from custos.access import Custos
 from custos.detect import DetectConfig, connect
 from custos.detect.replay import RULE, PolicyReplay, ReplayPolicy
 from custos.policy import PolicyEngine
+from custos.policy.pack import DEFAULT_PACK, load_pack
 from tests.factories import load_org, org
 
 
@@ -270,3 +272,57 @@ def test_a_run_returns_only_the_alerts_it_changed(system: Custos) -> None:
     assert changed.principals == ("emp-2",)
     assert set(changed.events) == {"ev-2", "ev-3"}
     assert len(_replay_alerts(system)) == 2
+
+
+def test_a_fixed_directory_and_its_grants_without_a_ledger() -> None:
+    """What an evaluation replays with: the loaded tables as the only state, grants (which
+    carry no ledger time) counting from their start."""
+    engine = PolicyEngine(load_pack(Path(str(DEFAULT_PACK))))
+    con = connect(1)
+    try:
+        con.execute(
+            """CREATE TABLE principals AS SELECT * FROM (VALUES
+               ('emp-1', 'employee', 'trust_safety_investigator', 'ts', NULL, 'US', 'active',
+                NULL::TIMESTAMP))
+               t(id, kind, role, team, manager, country, status, role_since)"""
+        )
+        con.execute(
+            """CREATE TABLE subjects AS SELECT * FROM (VALUES ('user-1', 'minor', NULL))
+               t(id, protected, employee)"""
+        )
+        con.execute(
+            """CREATE TABLE tickets AS SELECT * FROM (VALUES
+               ('T-1', 'trust_safety', 'user-1', 'emp-1', 'open', NULL::TIMESTAMP,
+                NULL::TIMESTAMP, 'system'))
+               t(id, kind, subject, assignee, status, opened, closed, opened_by)"""
+        )
+        con.execute(
+            """CREATE TABLE grants AS SELECT * FROM (VALUES
+               ('G-1', 'emp-1', 'user-1', 'trust_safety', 'coarse', 'emp-7|emp-8',
+                'privacy_office|approvers', TIMESTAMP '2026-01-05 09:00',
+                TIMESTAMP '2026-01-05 17:00', false))
+               t(id, principal, subject, purpose, precision, approvers, approver_groups,
+                 starts, ends, break_glass)"""
+        )
+        con.execute(
+            """CREATE TABLE events AS SELECT * FROM (VALUES
+               ('in', TIMESTAMP '2026-01-05 10:00', 'emp-1', 'read', 'user-1', 'content',
+                'trust_safety', 'T-1', 'allow', 'coarse', NULL, 'x', false),
+               ('after', TIMESTAMP '2026-01-05 18:00', 'emp-1', 'read', 'user-1', 'content',
+                'trust_safety', 'T-1', 'allow', 'coarse', NULL, 'x', false))
+               t(id, time, principal, action, subject, category, purpose, ticket, decision,
+                 precision, records, source, break_glass)"""
+        )
+        replay = PolicyReplay(con, ReplayPolicy(engine, lambda j: (j,)), DetectConfig())
+        replay.history_from_directory()
+        run = replay.replay("SELECT * FROM events")
+        assert run.events == 2
+        found = dict(
+            con.execute(
+                "SELECT f.id, k.policy FROM rp_found f JOIN rp_keys k USING (kid)"
+            ).fetchall()
+        )
+        # Within the two-person grant: allowed. After it ended: held for approval.
+        assert found == {"after": "protected-two-person"}
+    finally:
+        con.close()
