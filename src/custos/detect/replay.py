@@ -416,8 +416,8 @@ class PolicyReplay:
         meta = self.meta()
         fresh = meta.get("format") != FORMAT
         if fresh:
-            # Tables of an older format, some of which this one no longer has.
-            for name in (*_KEPT, "rp_principal_old"):
+            # Tables of an older format: made again below, empty.
+            for name in _KEPT:
                 con.execute(f"DROP TABLE IF EXISTS {self._t(name)}")
         for name, columns in _KEPT.items():
             body = ", ".join(f'"{c}" {t}' for c, t in columns.items())
