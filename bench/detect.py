@@ -344,8 +344,9 @@ def _kept_run(
 def _replay(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[float, float]:
     """Policy replay of the events as imported: from nothing over every event (the directory
     as the only state, Cedar deciding every distinct key), then, kept in a DuckDB file, all
-    but the last day first and the last day timed on its own (its keys mostly decided
-    already). Prints and returns both times."""
+    but the last day first (checkpointed, as a run's commit leaves it) and the last day
+    timed on its own, with the alerts it changed (what ``custos detect`` records). Both
+    must find the same refusals. Prints and returns both times."""
     engine = PolicyEngine(load_pack(Path(str(DEFAULT_PACK))))
     policy = ReplayPolicy(engine, lambda jurisdiction: (jurisdiction,))
     started = time.perf_counter()
@@ -356,7 +357,7 @@ def _replay(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[float, float]:
     whole = time.perf_counter() - started
     print(
         f"policy replay, every event: {whole:.2f} s; {run.events:,} events let through, "
-        f"{run.keys:,} distinct keys decided by Cedar, {run.found:,} refused, "
+        f"{run.keys:,} distinct keys, {run.decided:,} decided by Cedar, {run.found:,} refused, "
         f"{len(found):,} alerts (principal-days)"
     )
     row = con.execute("SELECT max(time) - INTERVAL 1 DAY FROM events").fetchone()
@@ -366,16 +367,22 @@ def _replay(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[float, float]:
     con.execute(f"ATTACH '{path}' AS rp")
     kept = PolicyReplay(con, policy, DetectConfig(), "rp")
     kept.history_from_directory()
-    kept.replay(f"SELECT * FROM events WHERE time < {cut}")
+    before = kept.replay(f"SELECT * FROM events WHERE time < {cut}")
+    kept.reported(kept.findings(pending=True))
+    con.execute("CHECKPOINT rp")
     started = time.perf_counter()
     day = kept.replay(f"SELECT * FROM events WHERE time >= {cut}")
-    kept.findings()
+    changed = kept.findings(pending=True)
     new_day = time.perf_counter() - started
+    everything = kept.findings()
     con.execute("DETACH rp")
     print(
         f"policy replay, kept, a new day: {new_day:.2f} s; {day.events:,} events, "
-        f"{day.decided:,} keys new to Cedar"
+        f"{day.keys:,} keys not met before, {day.decided:,} new to Cedar, {day.found:,} "
+        f"refused, {len(changed):,} alerts changed"
     )
+    if before.found + day.found != run.found or found_by(everything) != found_by(found):
+        raise SystemExit("policy replay kept found other refusals than from nothing")
     return whole, new_day
 
 

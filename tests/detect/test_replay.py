@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from custos.access import Custos
 from custos.detect import DetectConfig, connect
 from custos.detect.replay import RULE, PolicyReplay, ReplayPolicy
 from custos.policy import PolicyEngine
+from custos.policy.pack import DEFAULT_PACK, load_pack
 from tests.factories import load_org, org
 
 
@@ -214,8 +216,113 @@ def test_keys_do_not_merge_two_shapes_in_one_batch(system: Custos) -> None:
         )
         run = replay.replay("SELECT * FROM events")
         assert run.decided == 2
-        found = dict(con.execute("SELECT id, policy FROM rp_found").fetchall())
+        found = dict(
+            con.execute(
+                "SELECT f.id, k.policy FROM rp_found f JOIN rp_keys k USING (kid)"
+            ).fetchall()
+        )
         # Neither has a ticket (need-to-know), but the leaving one is refused first for that.
         assert found == {"a": "inactive-staff", "b": "need-to-know"}
+    finally:
+        con.close()
+
+
+def test_residency_is_judged_by_the_settings_in_force_at_the_time(system: Custos) -> None:
+    world = _world({"emp-1": "trust_safety_investigator"})
+    world["principals"][0]["country"] = "DE"
+    load_org(system, world)
+    before = datetime.now(UTC)
+    # Later, German staff may see US users' data beyond coarse: a new `settings` entry.
+    (system.settings.home / "config.toml").write_text('[residency]\nUS = ["US", "DE"]\n')
+    reopened = Custos.open(system.settings.home)
+    assert reopened.record_settings()
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    reopened.events.import_lines(
+        [
+            _event("ev-1", "emp-1", before, category="contact", precision="precise"),
+            _event("ev-2", "emp-1", after, category="contact", precision="precise"),
+        ],
+        "a.jsonl",
+    )
+    run = reopened.detect()
+    assert run.replay is not None
+    assert run.replay.events == 2
+    (alert,) = _replay_alerts(reopened)
+    # Only the read made while residency kept German staff to coarse is a finding.
+    assert alert.events == ("ev-1",)
+    assert "released only coarse" in alert.explanation
+
+
+def test_a_run_returns_only_the_alerts_it_changed(system: Custos) -> None:
+    load_org(system, _world({"emp-1": "support_agent", "emp-2": "support_agent"}))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    system.events.import_lines(
+        [_event("ev-1", "emp-1", now), _event("ev-2", "emp-2", now)], "a.jsonl"
+    )
+    first = system.detect()
+    assert {a.principals for a in first.alerts if a.rule == RULE} == {("emp-1",), ("emp-2",)}
+    # Nothing new: replay's alerts stand in the casebook and are not recorded again.
+    again = system.detect()
+    assert [a for a in again.alerts if a.rule == RULE] == []
+    assert len(_replay_alerts(system)) == 2
+    # A new refusal on emp-2's day: only that alert is rebuilt, with both events.
+    system.events.import_lines([_event("ev-3", "emp-2", now + timedelta(minutes=1))], "b.jsonl")
+    third = system.detect()
+    (changed,) = [a for a in third.alerts if a.rule == RULE]
+    assert changed.principals == ("emp-2",)
+    assert set(changed.events) == {"ev-2", "ev-3"}
+    assert len(_replay_alerts(system)) == 2
+
+
+def test_a_fixed_directory_and_its_grants_without_a_ledger() -> None:
+    """What an evaluation replays with: the loaded tables as the only state, grants (which
+    carry no ledger time) counting from their start."""
+    engine = PolicyEngine(load_pack(Path(str(DEFAULT_PACK))))
+    con = connect(1)
+    try:
+        con.execute(
+            """CREATE TABLE principals AS SELECT * FROM (VALUES
+               ('emp-1', 'employee', 'trust_safety_investigator', 'ts', NULL, 'US', 'active',
+                NULL::TIMESTAMP))
+               t(id, kind, role, team, manager, country, status, role_since)"""
+        )
+        con.execute(
+            """CREATE TABLE subjects AS SELECT * FROM (VALUES ('user-1', 'minor', NULL))
+               t(id, protected, employee)"""
+        )
+        con.execute(
+            """CREATE TABLE tickets AS SELECT * FROM (VALUES
+               ('T-1', 'trust_safety', 'user-1', 'emp-1', 'open', NULL::TIMESTAMP,
+                NULL::TIMESTAMP, 'system'))
+               t(id, kind, subject, assignee, status, opened, closed, opened_by)"""
+        )
+        con.execute(
+            """CREATE TABLE grants AS SELECT * FROM (VALUES
+               ('G-1', 'emp-1', 'user-1', 'trust_safety', 'coarse', 'emp-7|emp-8',
+                'privacy_office|approvers', TIMESTAMP '2026-01-05 09:00',
+                TIMESTAMP '2026-01-05 17:00', false))
+               t(id, principal, subject, purpose, precision, approvers, approver_groups,
+                 starts, ends, break_glass)"""
+        )
+        con.execute(
+            """CREATE TABLE events AS SELECT * FROM (VALUES
+               ('in', TIMESTAMP '2026-01-05 10:00', 'emp-1', 'read', 'user-1', 'content',
+                'trust_safety', 'T-1', 'allow', 'coarse', NULL, 'x', false),
+               ('after', TIMESTAMP '2026-01-05 18:00', 'emp-1', 'read', 'user-1', 'content',
+                'trust_safety', 'T-1', 'allow', 'coarse', NULL, 'x', false))
+               t(id, time, principal, action, subject, category, purpose, ticket, decision,
+                 precision, records, source, break_glass)"""
+        )
+        replay = PolicyReplay(con, ReplayPolicy(engine, lambda j: (j,)), DetectConfig())
+        replay.history_from_directory()
+        run = replay.replay("SELECT * FROM events")
+        assert run.events == 2
+        found = dict(
+            con.execute(
+                "SELECT f.id, k.policy FROM rp_found f JOIN rp_keys k USING (kid)"
+            ).fetchall()
+        )
+        # Within the two-person grant: allowed. After it ended: held for approval.
+        assert found == {"after": "protected-two-person"}
     finally:
         con.close()

@@ -117,8 +117,10 @@ def run_demo(
     say: Step = step or (lambda _what, _n: None)
     password = password or secrets.token_urlsafe(12)
     say("setting up custos", 1)
-    # The simulated history stands for the guarded path's own log, loosely enforced (wrong
-    # purposes, leaving staff working on): policy replay would judge all of it.
+    # Policy replay stays off here until the simulated grants reach the ledger: the history's
+    # benign work on protected people runs under two-person grants the sim writes straight
+    # into the grants table (no ledger entry), so replay, which honours only ledgered
+    # grants, would refuse it all. The benign traffic itself keeps to the default pack.
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     (home / "config.toml").write_text("[detect]\nreplay = false\n", encoding="utf-8")
     system = Custos.init(home)

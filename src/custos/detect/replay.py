@@ -2,33 +2,43 @@
 
 Accesses that reached data by other paths (events imported with their ``source``, not custos's
 own decisions) were never decided by the policies. Replay decides each one that its tool let
-through (``decision`` ``allow``) with the active policy pack and the directory **as it stood
-at the event's time**, and reports what custos would have refused (rule ``policy_replay``).
+through (``decision`` ``allow``) with the active policy pack, the directory and the decision
+settings **as they stood at the event's time**, and reports what custos would have refused
+(rule ``policy_replay``).
 
 *As it stood.* The directory's history is the ledger's: every ``authority`` entry (kinds
-``principal``, ``subject``, ``ticket``) sets a row's facts from its ``time`` on; the state at
-``t`` is, per row, the latest entry at or before ``t`` (an as-of join). An event older than
-every entry of a row is judged on that row's earliest entry, and its finding says so. Grants
-count when their entry (``grant``, ``break_glass``) was written at or before ``t``, ``t`` lies
-within their ``starts`` and ``ends``, no ``grant_revoked`` came before ``t``, and they cover
-the event (principal, subject, category, action, purpose, ticket if they name one). A ticket's
-status at ``t`` comes from its ``opened`` and ``closed`` times when it has them (with
-``retro_minutes`` of grace, as detection's explanations), else from the entry's status.
+``principal``, ``subject``, ``ticket``) sets a row's facts from its ``time`` on. Each history
+row holds the interval it was in force (``since``, ``until``: from its time to the next entry
+of the same row), so an event finds its row's state with a plain join on the id and its time
+within the interval. The earliest entry of a row reaches back without limit: an event older
+than every entry is judged on that earliest state, and its finding says so. Grants count when
+their entry (``grant``, ``break_glass``) was written at or before ``t``, ``t`` lies within
+their ``starts`` and ``ends``, no ``grant_revoked`` came before ``t``, and they cover the event
+(principal, subject, category, action, purpose, ticket if they name one). A ticket's status at
+``t`` comes from its ``opened`` and ``closed`` times when it has them (with ``retro_minutes``
+of grace, as detection's explanations), else from the entry's status. Residency (which
+countries' staff may see a jurisdiction's data beyond coarse) comes from the ledger's
+``settings`` entries the same way (the earliest reaching back); with none, today's settings.
 
-*Cost.* Most events share their shape. Each event's facts are reduced to a key — the
-principal's facts, the subject's facts, the cited ticket's facts, the grant's, the category,
-purpose, action and break-glass — in which ids appear only as how they relate to the request
-(the ticket's assignee *is* the principal or is someone else; the subject's owning employee
-*is* the principal or not). Every distinct key is decided once (Cedar batches) and kept, with
-the pack's digest, between runs. This is exact for packs that compare entities only with
-each other and read their attributes, as the default pack does; a pack that names a
-particular principal, subject or data entity, or reads a ticket's ``opened_by`` or an id from
-the context, is keyed with the real ids instead (exact, and slower).
+*Cost.* Most events share their shape. A principal's facts (kind, role, team, country, status,
+groups), a subject's (jurisdiction, protected) and a grant's (precision, approvals, approver
+groups, break-glass) are each numbered once, as a *class*, when they enter the history. An
+event then reduces to a compact key of small values: the classes, how the ids it meets relate
+to the request (the ticket's assignee *is* the principal or someone else; the subject's owning
+employee *is* the principal or not; the ticket is about the subject or not), the ticket's kind
+and status at the time, the settings in force, category, purpose, action and break-glass. Only
+the distinct compact keys (hundreds, not millions) are expanded into facts, looked up among the
+keys decided before (kept with the pack's digest between runs) and, when new, decided in Cedar
+batches; the events are then joined back to their key's outcome. This is exact for packs that
+compare entities only with each other and read their attributes, as the default pack does; a
+pack that names a particular principal, subject or data entity, or reads a ticket's
+``opened_by`` or an id from the context, is keyed with the real ids instead (exact, and slower).
 
 *Incremental.* With a home's mirror, replay keeps its tables beside the mirror's: the
 directory history, the ledger position it has followed, the highest event number it has
-replayed, the decided keys and the findings per event. A run replays only the events above
-that number, and follows only the ledger entries beyond its position.
+replayed, the decided keys, the refused events and one alert row per principal per day. A run
+replays only the events above that number, follows only the ledger entries beyond its
+position, and rebuilds only the alerts of the principal-days it found something on.
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ from custos.policy import AccessRequest, Decision, Facts, GrantFacts, PolicyEngi
 #: The rule id of replay's findings.
 RULE = "policy_replay"
 #: Format of replay's own tables: another value makes it start again.
-FORMAT = "1"
+FORMAT = "2"
 #: Placeholders standing for the request's own entities in a canonical key.
 PRINCIPAL, SUBJECT, TICKET = "{principal}", "{subject}", "{ticket}"
 #: Any other principal or subject a fact names (never an entity of the request).
@@ -63,9 +73,14 @@ _NOW = datetime(2000, 1, 1, tzinfo=UTC)
 _BATCH = 2000
 #: What makes a pack need exact keys (see the module docstring).
 _NAMES_IDS = re.compile(r'Custos::(Principal|Subject|Data)::"|opened_by|\.id\b')
+#: Before every real time: where an entry without a time, or the earliest, reaches back to.
+_LO = "TIMESTAMP '0001-01-01'"
+#: The settings version of events when the ledger holds no ``settings`` entry (today's).
+_TODAY = -1
 
-_HISTORY = {
-    "rp_principal": {
+#: What the ledger's entries add, staged as read (one table each).
+_STAGED = {
+    "principal": {
         "id": "VARCHAR",
         "idx": "BIGINT",
         "time": "TIMESTAMP",
@@ -76,7 +91,7 @@ _HISTORY = {
         "status": "VARCHAR",
         "groups": "VARCHAR",
     },
-    "rp_subject": {
+    "subject": {
         "id": "VARCHAR",
         "idx": "BIGINT",
         "time": "TIMESTAMP",
@@ -84,7 +99,7 @@ _HISTORY = {
         "protected": "VARCHAR",
         "employee": "VARCHAR",
     },
-    "rp_ticket": {
+    "ticket": {
         "id": "VARCHAR",
         "idx": "BIGINT",
         "time": "TIMESTAMP",
@@ -95,7 +110,7 @@ _HISTORY = {
         "opened": "TIMESTAMP",
         "closed": "TIMESTAMP",
     },
-    "rp_grant": {
+    "grant": {
         "id": "VARCHAR",
         "idx": "BIGINT",
         "time": "TIMESTAMP",
@@ -112,10 +127,48 @@ _HISTORY = {
         "ends": "TIMESTAMP",
         "break_glass": "BOOLEAN",
     },
-    "rp_revoked": {"id": "VARCHAR", "idx": "BIGINT", "time": "TIMESTAMP"},
-    "rp_own": {"id": "VARCHAR"},
+    "revoked": {"id": "VARCHAR", "idx": "BIGINT", "time": "TIMESTAMP"},
+    "own": {"id": "VARCHAR"},
+    "settings": {"idx": "BIGINT", "time": "TIMESTAMP", "residency": "VARCHAR"},
 }
-#: The key's columns (see the module docstring), all text so that a key compares with ``=``.
+#: The facts each history's class numbers (see the module docstring).
+_CLASSED = {
+    "principal": ("kind", "role", "team", "country", "status", "groups"),
+    "subject": ("jurisdiction", "protected"),
+    "grant": ("precision", "approvals", "approver_groups", "break_glass"),
+}
+#: Interval of a history row: from ``since`` (NULL: since ever) to ``until`` (NULL: still).
+_SPAN = {"since": "TIMESTAMP", "until": "TIMESTAMP"}
+_TABLES = {
+    "rp_principal": {
+        "id": "VARCHAR",
+        "idx": "BIGINT",
+        "time": "TIMESTAMP",
+        **_SPAN,
+        "cls": "INTEGER",
+    },
+    "rp_subject": {
+        "id": "VARCHAR",
+        "idx": "BIGINT",
+        "time": "TIMESTAMP",
+        **_SPAN,
+        "cls": "INTEGER",
+        "protected": "BOOLEAN",
+        "employee": "VARCHAR",
+    },
+    "rp_ticket": {**_STAGED["ticket"], **_SPAN},
+    "rp_grant": {
+        **{k: v for k, v in _STAGED["grant"].items() if k not in _CLASSED["grant"]},
+        "precision": "VARCHAR",
+        "cls": "INTEGER",
+    },
+    "rp_revoked": _STAGED["revoked"],
+    "rp_own": _STAGED["own"],
+    "rp_settings": _STAGED["settings"],
+    "rp_class": {"tbl": "VARCHAR", "cls": "INTEGER", "facts": "VARCHAR"},
+}
+#: The canonical key's columns (see the module docstring), all text so that a key compares
+#: with ``=``; ``s_allowed`` is the countries residency lets see the subject's jurisdiction.
 _KEY = (
     "pid",
     "p_kind",
@@ -128,6 +181,7 @@ _KEY = (
     "s_jur",
     "s_protected",
     "s_employee",
+    "s_allowed",
     "tid",
     "t_kind",
     "t_status",
@@ -143,25 +197,77 @@ _KEY = (
     "bg",
 )
 _RESULT = {"outcome": "VARCHAR", "precision": "VARCHAR", "policy": "VARCHAR", "why": "VARCHAR"}
+_KEYS = {"kid": "INTEGER", "digest": "VARCHAR", **dict.fromkeys(_KEY, "VARCHAR"), **_RESULT}
 _FOUND = {
     "id": "VARCHAR",
     "time": "TIMESTAMP",
+    "day": "DATE",
     "principal": "VARCHAR",
     "subject": "VARCHAR",
     "ticket": "VARCHAR",
     "category": "VARCHAR",
     "source": "VARCHAR",
     "kind": "VARCHAR",
-    "policy": "VARCHAR",
-    "why": "VARCHAR",
+    "kid": "INTEGER",
     "protected": "BOOLEAN",
     "early": "BOOLEAN",
+}
+_ALERT = {
+    "principal": "VARCHAR",
+    "day": "DATE",
+    "first": "TIMESTAMP",
+    "last": "TIMESTAMP",
+    "events": "VARCHAR[]",
+    "subjects": "VARCHAR[]",
+    "protected": "BOOLEAN",
+    "explanation": "VARCHAR",
+    # Recorded in the casebook since it was last built (see PolicyReplay.reported).
+    "reported": "BOOLEAN",
+}
+#: The compact key of an event (see the module docstring): ``pid`` and ``sid`` only with a
+#: pack that names ids; ``tid`` the ticket's id, or a placeholder, when the event cites one
+#: the directory knew; ``sv`` the ledger index of the settings in force.
+_COMPACT = {
+    "pid": "VARCHAR",
+    "pc": "INTEGER",
+    "sid": "VARCHAR",
+    "sc": "INTEGER",
+    "s_employee": "VARCHAR",
+    "tid": "VARCHAR",
+    "t_kind": "VARCHAR",
+    "t_status": "VARCHAR",
+    "t_subject": "VARCHAR",
+    "t_assignee": "VARCHAR",
+    "gc": "INTEGER",
+    "sv": "BIGINT",
+    "category": "VARCHAR",
+    "purpose": "VARCHAR",
+    "action": "VARCHAR",
+    "bg": "BOOLEAN",
+}
+#: What stands for "none" in a compact key's column, by type.
+_NONE = {"VARCHAR": "''", "INTEGER": "-1", "BIGINT": "-1", "BOOLEAN": "false"}
+#: Compact keys met before, with their decided key (``kid``) and its outcome, per pack.
+_COMPACT_TABLE = {
+    "digest": "VARCHAR",
+    **_COMPACT,
+    "kid": "INTEGER",
+    "refused": "VARCHAR",
+    "coarse": "BOOLEAN",
+}
+_KEPT = {
+    **_TABLES,
+    "rp_keys": _KEYS,
+    "rp_compact": _COMPACT_TABLE,
+    "rp_found": _FOUND,
+    "rp_alert": _ALERT,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayPolicy:
-    """What replay decides with: the active pack's engine and the residency settings."""
+    """What replay decides with: the active pack's engine and today's residency settings
+    (used for events when the ledger holds no ``settings`` entry)."""
 
     engine: PolicyEngine
     allowed_countries: Callable[[str], tuple[str, ...]]
@@ -188,17 +294,20 @@ def _joined(values: Any) -> str:
 
 
 def _history_rows(index: int, entry: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The history rows ``entry`` (at ``index``) adds, by table."""
+    """The staged rows ``entry`` (at ``index``) adds, by history."""
     kind = entry.get("type")
     at = entry.get("time")
     if kind in ("decision", "release") and isinstance(entry.get("id"), str):
-        return [("rp_own", {"id": entry["id"]})]
+        return [("own", {"id": entry["id"]})]
+    if kind == "settings" and isinstance(entry.get("residency"), dict):
+        residency = {str(k): sorted(str(c) for c in v) for k, v in entry["residency"].items()}
+        return [("settings", {"idx": index, "time": at, "residency": json.dumps(residency)})]
     if kind == "grant_revoked" and isinstance(entry.get("grant"), str):
-        return [("rp_revoked", {"id": entry["grant"], "idx": index, "time": at})]
+        return [("revoked", {"id": entry["grant"], "idx": index, "time": at})]
     if kind in ("grant", "break_glass") and isinstance(entry.get("grant"), str):
         return [
             (
-                "rp_grant",
+                "grant",
                 {
                     "id": entry["grant"],
                     "idx": index,
@@ -228,7 +337,7 @@ def _history_rows(index: int, entry: Mapping[str, Any]) -> list[tuple[str, dict[
         if entry.get("kind") == "principal":
             rows.append(
                 (
-                    "rp_principal",
+                    "principal",
                     {
                         **base,
                         **{k: _text(facts.get(k)) for k in ("kind", "role", "team", "country")},
@@ -240,7 +349,7 @@ def _history_rows(index: int, entry: Mapping[str, Any]) -> list[tuple[str, dict[
         elif entry.get("kind") == "subject":
             rows.append(
                 (
-                    "rp_subject",
+                    "subject",
                     {
                         **base,
                         "jurisdiction": _text(facts.get("jurisdiction")),
@@ -252,7 +361,7 @@ def _history_rows(index: int, entry: Mapping[str, Any]) -> list[tuple[str, dict[
         elif entry.get("kind") == "ticket":
             rows.append(
                 (
-                    "rp_ticket",
+                    "ticket",
                     {
                         **base,
                         **{k: _text(facts.get(k)) for k in ("kind", "subject", "assignee")},
@@ -306,14 +415,11 @@ class PolicyReplay:
         con.execute(f"CREATE TABLE IF NOT EXISTS {self._t('rp_meta')} (key VARCHAR, value VARCHAR)")
         meta = self.meta()
         fresh = meta.get("format") != FORMAT
-        tables = {
-            **_HISTORY,
-            "rp_keys": {"digest": "VARCHAR", **dict.fromkeys(_KEY, "VARCHAR"), **_RESULT},
-            "rp_found": _FOUND,
-        }
-        for name, columns in tables.items():
-            if fresh:
+        if fresh:
+            # Tables of an older format: made again below, empty.
+            for name in _KEPT:
                 con.execute(f"DROP TABLE IF EXISTS {self._t(name)}")
+        for name, columns in _KEPT.items():
             body = ", ".join(f'"{c}" {t}' for c, t in columns.items())
             con.execute(f"CREATE TABLE IF NOT EXISTS {self._t(name)} ({body})")
         if fresh:
@@ -332,9 +438,9 @@ class PolicyReplay:
             self.con.execute(f"INSERT INTO {self._t('rp_meta')} VALUES (?, ?)", [key, value])
 
     def reset(self) -> None:
-        """Forget everything kept (another event store or ledger): history, keys, findings
-        and marks."""
-        for name in (*_HISTORY, "rp_keys", "rp_found"):
+        """Forget everything kept (another event store or ledger): history, keys, findings,
+        alerts and marks."""
+        for name in _KEPT:
             self.con.execute(f"DELETE FROM {self._t(name)}")
         self.set_meta(ledger="0", seq="0")
 
@@ -343,278 +449,503 @@ class PolicyReplay:
     def follow(self, entries: Iterable[tuple[int, Mapping[str, Any]]]) -> int:
         """Take in ledger entries (in index order, from where :meth:`meta`'s ``ledger``
         says); returns how many were read. The position is saved with the rows."""
-        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in _HISTORY}
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in _STAGED}
         read, last = 0, -1
         for index, entry in entries:
             read += 1
             last = index
             for table, row in _history_rows(index, entry):
                 rows[table].append(row)
-        self._insert(rows)
+        if any(rows.values()):
+            with working_folder() as folder:
+                for name, items in rows.items():
+                    if items:
+                        self._stage(folder, name, items)
+                        self._take(name)
         if read:
             self.set_meta(ledger=str(last + 1))
         return read
 
-    def history_from_directory(self) -> None:
-        """When no ledger tells the history (an evaluation, a lake): the ``principals``,
-        ``subjects`` and ``tickets`` tables in ``con`` as the only state, known since ever."""
-        con = self.con
-        con.execute(
-            f"""INSERT INTO {self._t("rp_principal")}
-                SELECT id, 0, NULL, kind, role, team, country, coalesce(status, 'active'), ''
-                FROM principals"""
-        )
-        con.execute(
-            f"""INSERT INTO {self._t("rp_subject")}
-                SELECT id, 0, NULL, coalesce(jurisdiction, 'US'),
-                       array_to_string(list_sort(string_split(coalesce(protected, ''), '|')),
-                                       '|'), employee
-                FROM (SELECT *, NULL::VARCHAR AS jurisdiction FROM subjects)"""
-            if "jurisdiction" not in _columns(con, "subjects")
-            else f"""INSERT INTO {self._t("rp_subject")}
-                SELECT id, 0, NULL, jurisdiction,
-                       array_to_string(list_sort(string_split(coalesce(protected, ''), '|')),
-                                       '|'), employee
-                FROM subjects"""
-        )
-        con.execute(
-            f"""INSERT INTO {self._t("rp_ticket")}
-                SELECT id, 0, NULL, kind, subject, assignee, status, opened, closed
-                FROM tickets"""
+    def _stage(self, folder: Path, name: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Load ``items`` into the temporary table ``rp_stage`` (the columns of ``name``)."""
+        path = folder / f"{name}.jsonl"
+        with path.open("w", encoding="utf-8") as out:
+            for item in items:
+                out.write(json.dumps(item) + "\n")
+        spec = "{" + ", ".join(f"'{c}': '{t}'" for c, t in _STAGED[name].items()) + "}"
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE rp_stage AS SELECT * FROM read_json("
+            f"{literal(str(path))}, format = 'newline_delimited', columns = {spec})"
         )
 
-    def _insert(
-        self, rows: Mapping[str, list[dict[str, Any]]], types: Mapping[str, str] | None = None
-    ) -> None:
-        if not any(rows.values()):
+    def _take(self, name: str) -> None:
+        """Move the staged rows of history ``name`` (in ``rp_stage``) into its table: classes
+        numbered, and the intervals of the rows they touch set again."""
+        con, t = self.con, self._t
+        if name in ("own", "revoked", "settings"):
+            con.execute(f"INSERT INTO {t('rp_' + name)} BY NAME SELECT * FROM rp_stage")
             return
-        with working_folder() as folder:
-            for table, items in rows.items():
-                if not items:
-                    continue
-                path = Path(folder) / f"{table}.jsonl"
-                with path.open("w", encoding="utf-8") as out:
-                    for item in items:
-                        out.write(json.dumps(item) + "\n")
-                columns = types or _HISTORY[table]
-                spec = "{" + ", ".join(f"'{c}': '{t}'" for c, t in columns.items()) + "}"
-                self.con.execute(
-                    f"INSERT INTO {self._t(table)} BY NAME SELECT * FROM read_json("
-                    f"{literal(str(path))}, format = 'newline_delimited', columns = {spec})"
-                )
+        if name == "ticket":
+            con.execute(
+                f"INSERT INTO {t('rp_ticket')} BY NAME SELECT *, NULL AS since, NULL AS until "
+                "FROM rp_stage"
+            )
+        else:
+            facts = ", ".join(f'"{c}" := "{c}"' for c in _CLASSED[name])
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE rp_staged AS "
+                f"SELECT *, CAST(to_json(struct_pack({facts})) AS VARCHAR) AS facts FROM rp_stage"
+            )
+            con.execute(
+                f"""
+                INSERT INTO {t("rp_class")}
+                SELECT {literal(name)},
+                       (SELECT coalesce(max(cls), 0) FROM {t("rp_class")})
+                         + row_number() OVER (ORDER BY facts),
+                       facts
+                FROM (SELECT DISTINCT facts FROM rp_staged
+                      WHERE facts NOT IN (SELECT facts FROM {t("rp_class")}
+                                          WHERE tbl = {literal(name)}))
+                """
+            )
+            extra = {
+                "principal": "",
+                "subject": ", s.protected <> '' AS protected, s.employee",
+                "grant": (
+                    ", s.principal, s.subject, s.categories, s.actions, s.purpose, s.ticket, "
+                    "s.starts, s.ends, s.precision"
+                ),
+            }[name]
+            con.execute(
+                f"""
+                INSERT INTO {t("rp_" + name)} BY NAME
+                SELECT s.id, s.idx, s.time, c.cls {extra}
+                FROM rp_staged s JOIN {t("rp_class")} c
+                  ON c.tbl = {literal(name)} AND c.facts = s.facts
+                """
+            )
+            con.execute("DROP TABLE temp.rp_staged")
+            if name == "grant":
+                return
+        # Each row of the ids just written is in force from its time until the next row's
+        # (ordered by time, then ledger index); the first reaches back without limit.
+        table = t("rp_" + name)
+        con.execute(
+            f"""
+            UPDATE {table} h SET since = w.since, until = w.until
+            FROM (SELECT id, idx,
+                         CASE WHEN row_number() OVER w = 1 THEN NULL
+                              ELSE coalesce(time, {_LO}) END AS since,
+                         CASE WHEN lead(idx) OVER w IS NULL THEN NULL
+                              ELSE coalesce(lead(time) OVER w, {_LO}) END AS until
+                  FROM {table}
+                  WHERE id IN (SELECT id FROM rp_stage)
+                  WINDOW w AS (PARTITION BY id ORDER BY time NULLS FIRST, idx)) w
+            WHERE h.id = w.id AND h.idx = w.idx
+            """
+        )
+
+    def history_from_directory(self) -> None:
+        """When no ledger tells the history (an evaluation, a lake): the ``principals``,
+        ``subjects`` and ``tickets`` tables in ``con`` as the only state, known since ever,
+        and the ``grants`` table when there is one (covering every category and action:
+        detection's grants do not name them)."""
+        con = self.con
+        tables = {str(r[0]) for r in con.execute("SHOW TABLES").fetchall()}
+        if "grants" in tables:
+            con.execute(
+                """CREATE OR REPLACE TEMP TABLE rp_stage AS
+                   SELECT id, 0::BIGINT AS idx, NULL::TIMESTAMP AS time, principal, subject,
+                          NULL::VARCHAR[] AS categories, NULL::VARCHAR[] AS actions, purpose,
+                          NULL::VARCHAR AS ticket, precision,
+                          len(list_filter(string_split(coalesce(approvers, ''), '|'),
+                                          lambda x: x <> ''))::INTEGER AS approvals,
+                          array_to_string(list_sort(list_filter(
+                              string_split(coalesce(approver_groups, ''), '|'),
+                              lambda x: x <> '')), '|') AS approver_groups,
+                          starts, ends, coalesce(break_glass, false) AS break_glass
+                   FROM grants"""
+            )
+            self._take("grant")
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE rp_stage AS
+               SELECT id, 0::BIGINT AS idx, NULL::TIMESTAMP AS time, kind, role, team, country,
+                      coalesce(status, 'active') AS status, '' AS groups
+               FROM principals"""
+        )
+        self._take("principal")
+        jurisdiction = "jurisdiction" if "jurisdiction" in _columns(con, "subjects") else "'US'"
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE rp_stage AS
+                SELECT id, 0::BIGINT AS idx, NULL::TIMESTAMP AS time,
+                       {jurisdiction} AS jurisdiction,
+                       array_to_string(list_sort(list_filter(
+                           string_split(coalesce(protected, ''), '|'), lambda x: x <> '')), '|')
+                         AS protected,
+                       employee
+                FROM subjects"""
+        )
+        self._take("subject")
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE rp_stage AS
+               SELECT id, 0::BIGINT AS idx, NULL::TIMESTAMP AS time, kind, subject, assignee,
+                      status, opened, closed
+               FROM tickets"""
+        )
+        self._take("ticket")
 
     # -- replaying events -------------------------------------------------------------------
 
+    def _settings_version(self) -> tuple[str, dict[int, Mapping[str, Any]]]:
+        """The SQL giving each event (``e``) the ledger index of the settings in force at its
+        time (the earliest reaching back; :data:`_TODAY` with none), and each version's
+        residency."""
+        rows = self.con.execute(
+            f"SELECT idx, time, residency FROM {self._t('rp_settings')} "
+            "ORDER BY time NULLS FIRST, idx"
+        ).fetchall()
+        if not rows:
+            return str(_TODAY), {}
+        versions = {int(idx): json.loads(body) for idx, _, body in rows}
+        # Few versions (settings change rarely): a CASE from the newest down.
+        branches = " ".join(
+            f"WHEN e.time >= TIMESTAMP '{time.isoformat(sep=' ')}' THEN {int(idx)}"
+            for idx, time, _ in reversed(rows[1:])
+            if time is not None
+        )
+        first = int(rows[0][0])
+        return (f"CASE {branches} ELSE {first} END" if branches else str(first)), versions
+
     def replay(self, events: str) -> ReplayRun:
         """Decide every event of the relation ``events`` (columns of the ``events`` table;
-        only those let through, ``decision`` ``allow``, and not custos's own are judged) and
-        record those custos would have refused or released only coarse."""
+        only those let through, ``decision`` ``allow``, and not custos's own are judged),
+        record those custos would have refused or released only coarse, and rebuild the
+        alerts of the principal-days they fall on."""
         con, t = self.con, self._t
+        version, residency = self._settings_version()
+        grants = self._scalar(f"SELECT count(*) FROM {t('rp_grant')}") > 0
+        chosen = f"""
+            SELECT id, time, principal, subject, ticket, category, purpose, action, precision,
+                   coalesce(break_glass, false) AS bg, source
+            FROM ({events}) x
+            WHERE decision = 'allow' AND id NOT IN (SELECT id FROM {t("rp_own")})
+            """
+        if grants:
+            # The grant covering each event at its time, if any: precise first, then the
+            # soonest to end (as the guarded path orders them). Grants are few: this join's
+            # table is small.
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE rp_g AS
+                SELECT e.id, arg_min(g.cls, (g.precision <> 'precise', g.ends, g.idx)) AS cls
+                FROM ({chosen}) e
+                JOIN {t("rp_grant")} g
+                  ON g.principal = e.principal AND g.subject = e.subject
+                 AND g.purpose = e.purpose
+                 AND (g.categories IS NULL OR list_contains(g.categories, e.category))
+                 AND (g.actions IS NULL OR list_contains(g.actions, e.action))
+                 AND (g.ticket IS NULL OR g.ticket = e.ticket)
+                 AND (g.time IS NULL OR g.time <= e.time)
+                 AND g.starts <= e.time AND e.time < g.ends
+                WHERE NOT EXISTS (SELECT 1 FROM {t("rp_revoked")} r
+                                  WHERE r.id = g.id AND r.time <= e.time)
+                GROUP BY e.id
+                """
+            )
+        joined = self._joined(chosen, version, grants)
+        compact = ", ".join(f'"{c}"' for c in _COMPACT)
+        known = f"(SELECT * FROM {t('rp_compact')} WHERE digest = {literal(self.digest)})"
+        decided = listed = 0
+        if not self._scalar(f"SELECT count(*) FROM {known}"):
+            # Nothing decided under this pack yet (a first run): list the distinct keys
+            # first, so that the pass below meets only decided keys.
+            new = con.execute(
+                f"SELECT DISTINCT {compact} FROM ({joined}) WHERE NOT unknown"
+            ).fetchall()
+            listed += len(new)
+            decided += self._add_compact(new, residency)
+        on = " AND ".join(f'k."{c}" = o."{c}"' for c in _COMPACT)
+        # One pass over the events: what is refused, unknown, or of a key not decided yet.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE rp_cand AS
+            SELECT k.*, o.kid, o.refused, o.coarse
+            FROM ({joined}) k LEFT JOIN {known} o ON {on}
+            WHERE k.unknown OR o.kid IS NULL OR o.refused IS NOT NULL
+               OR (o.coarse AND k.read_precision = 'precise')
+            """
+        )
+        late = con.execute(
+            f"SELECT DISTINCT {compact} FROM rp_cand WHERE NOT unknown AND kid IS NULL"
+        ).fetchall()
+        if late:
+            listed += len(late)
+            decided += self._add_compact(late, residency)
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE rp_cand AS
+                SELECT k.* REPLACE (coalesce(k.kid, o.kid) AS kid,
+                                    CASE WHEN k.kid IS NULL THEN o.refused ELSE k.refused END
+                                      AS refused,
+                                    CASE WHEN k.kid IS NULL THEN o.coarse ELSE k.coarse END
+                                      AS coarse)
+                FROM rp_cand k LEFT JOIN {known} o ON k.kid IS NULL AND {on}
+                """
+            )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE rp_new_found AS
+            SELECT id, time, CAST(time AS DATE) AS day, principal, subject, ticket, category,
+                   source,
+                   CASE WHEN unknown THEN 'unknown' WHEN refused IS NOT NULL THEN refused
+                        ELSE 'coarse' END AS kind,
+                   kid, protected, early
+            FROM rp_cand
+            WHERE unknown OR refused IS NOT NULL OR (coarse AND read_precision = 'precise')
+            """
+        )
+        con.execute(f"INSERT INTO {t('rp_found')} BY NAME SELECT * FROM rp_new_found")
+        events_n = self._scalar(f"SELECT count(*) FROM ({chosen})")
+        found_n = self._scalar("SELECT count(*) FROM rp_new_found")
+        self._rebuild_alerts()
+        for name in ("rp_g", "rp_cand", "rp_new_found"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        return ReplayRun(events_n, listed, decided, 0, found_n)
+
+    def _joined(self, chosen: str, version: str, grants: bool) -> str:
+        """The events of ``chosen`` (as ``e``) with their facts at their time, reduced to the
+        compact key (:data:`_COMPACT`), as a query."""
+        t = self._t
         grace = f"INTERVAL {int(self.config.retro_minutes)} MINUTE"
-        pid = "e.principal" if not self.canonical else f"'{PRINCIPAL}'"
-        sid = "e.subject" if not self.canonical else f"'{SUBJECT}'"
-        tid = "e.ticket" if not self.canonical else f"'{TICKET}'"
+        canonical = self.canonical
         other = f"'{_OTHER}'"
 
         def rel(column: str, own: str, whose: str) -> str:
             # How a fact's id relates to the request: the request's own entity, or another.
-            if not self.canonical:
+            if not canonical:
                 return column
             return (
                 f"CASE WHEN {column} IS NULL THEN NULL "
-                f"WHEN {column} = {own} THEN {whose} ELSE {other} END"
+                f"WHEN {column} = {own} THEN '{whose}' ELSE {other} END"
             )
 
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_e AS
-            SELECT id, time, principal, subject, ticket, category, purpose, action, precision,
-                   coalesce(break_glass, false) AS bg, source
-            FROM ({events}) x
-            WHERE decision = 'allow'
-            """
-        )
-        con.execute(f"DELETE FROM rp_e WHERE id IN (SELECT id FROM {t('rp_own')})")
-        # The state at each event's time: the latest entry at or before it, else the
-        # earliest entry (the event predates what the ledger tells). Most rows have one
-        # entry: those join on their id alone; only rows with several take an as-of join.
-        lo = "TIMESTAMP '0001-01-01'"
-        parts = {"p": ("rp_principal", "principal"), "s": ("rp_subject", "subject")}
-        parts["t"] = ("rp_ticket", "ticket")
-        counts = ", ".join(
-            f"""{x}m AS (SELECT id, count(*) AS n, min(idx) AS first_idx, min(time) AS first_t
-                      FROM {t(table)} GROUP BY id)"""
-            for x, (table, _) in parts.items()
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_one AS
-            WITH {counts}
-            SELECT e.*, pm.n AS pn, pm.first_idx AS p1, pm.first_t AS pt,
-                   sm.n AS sn, sm.first_idx AS s1, sm.first_t AS st,
-                   tm.n AS tn, tm.first_idx AS t1, tm.first_t AS tt
-            FROM rp_e e
-            LEFT JOIN pm ON pm.id = e.principal
-            LEFT JOIN sm ON sm.id = e.subject
-            LEFT JOIN tm ON tm.id = e.ticket
-            """
-        )
-        asof = []
-        for x, (table, column) in parts.items():
-            con.execute(
-                f"""
-                CREATE OR REPLACE TEMP TABLE rp_{x}a AS
-                SELECT e.id, h.idx
-                FROM (SELECT id, {column}, time FROM rp_one WHERE {x}n > 1) e
-                ASOF JOIN {t(table)} h
-                  ON h.id = e.{column} AND e.time >= coalesce(h.time, {lo})
-                """
+        def span(h: str) -> str:
+            return (
+                f"({h}.since IS NULL OR e.time >= {h}.since) "
+                f"AND ({h}.until IS NULL OR e.time < {h}.until)"
             )
-            asof.append(f"LEFT JOIN rp_{x}a {x}a ON {x}a.id = o.id")
-        picked = ", ".join(
-            f"CASE WHEN o.{x}n > 1 THEN coalesce({x}a.idx, o.{x}1) ELSE o.{x}1 END AS {x}_idx"
-            for x in parts
-        )
-        early = " OR ".join(
-            f"""(o.{x}n IS NOT NULL AND CASE WHEN o.{x}n > 1 THEN {x}a.idx IS NULL
-                                          ELSE o.time < coalesce(o.{x}t, {lo}) END)"""
-            for x in parts
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_at AS
-            SELECT o.id, o.time, o.principal, o.subject, o.ticket, o.category, o.purpose,
-                   o.action, o.precision, o.bg, o.source, {picked}, {early} AS early
-            FROM rp_one o {" ".join(asof)}
-            """
-        )
-        # The grant covering each event at its time, if any (precise first, then the one
-        # ending last... as the guarded path orders them: precise first, then soonest end).
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_g AS
-            SELECT e.id, arg_min(g.idx, (g.precision <> 'precise', g.ends, g.idx)) AS g_idx
-            FROM rp_at e
-            JOIN {t("rp_grant")} g
-              ON g.principal = e.principal AND g.subject = e.subject
-             AND g.purpose = e.purpose AND list_contains(g.categories, e.category)
-             AND list_contains(g.actions, e.action)
-             AND (g.ticket IS NULL OR g.ticket = e.ticket)
-             AND g.time <= e.time AND g.starts <= e.time AND e.time < g.ends
-            WHERE NOT EXISTS (SELECT 1 FROM {t("rp_revoked")} r
-                              WHERE r.id = g.id AND r.time <= e.time)
-            GROUP BY e.id
-            """
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_k AS
-            SELECT e.id, e.time, e.principal, e.subject, e.ticket, e.category, e.source,
-                   e.precision AS read_precision, e.early,
-                   p.id IS NULL OR s.id IS NULL AS unknown,
-                   coalesce(s.protected, '') <> '' AS protected,
-                   {pid} AS pid, p.kind AS p_kind, p.role AS p_role, p.team AS p_team,
-                   p.country AS p_country, p.status AS p_status, p.groups AS p_groups,
-                   {sid} AS sid, s.jurisdiction AS s_jur, s.protected AS s_protected,
-                   {rel("s.employee", "e.principal", f"'{PRINCIPAL}'")} AS s_employee,
-                   CASE WHEN k.id IS NULL THEN NULL ELSE {tid} END AS tid,
-                   k.kind AS t_kind,
-                   CASE WHEN k.id IS NULL THEN NULL
+
+        compact = {
+            "pid": "e.principal" if not canonical else "NULL",
+            "pc": "p.cls",
+            "sid": "e.subject" if not canonical else "NULL",
+            "sc": "s.cls",
+            "s_employee": rel("s.employee", "e.principal", PRINCIPAL),
+            "tid": "k.id"
+            if not canonical
+            else f"CASE WHEN k.id IS NULL THEN NULL ELSE '{TICKET}' END",
+            "t_kind": "k.kind",
+            "t_status": f"""CASE WHEN k.id IS NULL THEN NULL
                         WHEN k.status IN ('open', 'closed')
                              AND (k.opened IS NOT NULL OR k.closed IS NOT NULL)
                         THEN CASE WHEN (k.opened IS NULL OR e.time >= k.opened - {grace})
                                        AND (k.closed IS NULL OR e.time <= k.closed + {grace})
                                        AND NOT (k.status = 'closed' AND k.closed IS NULL)
                                   THEN 'open' ELSE 'closed' END
-                        ELSE k.status END AS t_status,
-                   {rel("k.subject", "e.subject", f"'{SUBJECT}'")} AS t_subject,
-                   {rel("k.assignee", "e.principal", f"'{PRINCIPAL}'")} AS t_assignee,
-                   g.precision AS g_precision, CAST(g.approvals AS VARCHAR) AS g_approvals,
-                   g.approver_groups AS g_groups, CAST(g.break_glass AS VARCHAR) AS g_break_glass,
-                   e.purpose, e.action, CAST(e.bg AS VARCHAR) AS bg
-            FROM rp_at e
-            LEFT JOIN {t("rp_principal")} p ON p.id = e.principal AND p.idx = e.p_idx
-            LEFT JOIN {t("rp_subject")} s ON s.id = e.subject AND s.idx = e.s_idx
-            LEFT JOIN {t("rp_ticket")} k ON k.id = e.ticket AND k.idx = e.t_idx
-            LEFT JOIN rp_g gg ON gg.id = e.id
-            LEFT JOIN {t("rp_grant")} g ON g.idx = gg.g_idx
+                        ELSE k.status END""",
+            "t_subject": rel("k.subject", "e.subject", SUBJECT),
+            "t_assignee": rel("k.assignee", "e.principal", PRINCIPAL),
+            "gc": "g.cls" if grants else "NULL",
+            "sv": version,
+            "category": "e.category",
+            "purpose": "e.purpose",
+            "action": "e.action",
+            "bg": "e.bg",
+        }
+        # Never NULL, so that keys compare with a plain (hash) join: '' and -1 stand for none.
+        select = ", ".join(
+            f'coalesce(CAST({compact[c]} AS {kind}), {_NONE[kind]}) AS "{c}"'
+            for c, kind in _COMPACT.items()
+        )
+        early = " OR ".join(
+            f"({h}.since IS NULL AND {h}.time IS NOT NULL AND e.time < {h}.time)"
+            for h in ("p", "s", "k")
+        )
+        return f"""
+            SELECT e.id, e.time, e.principal, e.subject, e.ticket, e.category, e.source,
+                   e.precision AS read_precision, p.id IS NULL OR s.id IS NULL AS unknown,
+                   coalesce(s.protected, false) AS protected, coalesce({early}, false) AS early,
+                   {select}
+            FROM ({chosen}) e
+            LEFT JOIN {t("rp_principal")} p ON p.id = e.principal AND {span("p")}
+            LEFT JOIN {t("rp_subject")} s ON s.id = e.subject AND {span("s")}
+            LEFT JOIN {t("rp_ticket")} k ON k.id = e.ticket AND {span("k")}
+            {"LEFT JOIN rp_g g ON g.id = e.id" if grants else ""}
             """
-        )
-        key = ", ".join(
-            f"'' AS \"{c}\"" if c in self._unread else f'coalesce("{c}", \'\') AS "{c}"'
-            for c in _KEY
-        )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE rp_all AS SELECT DISTINCT {key} FROM rp_k "
-            "WHERE NOT unknown"
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE rp_new AS
-            SELECT * FROM rp_all
-            EXCEPT SELECT {", ".join(f'"{c}"' for c in _KEY)} FROM {t("rp_keys")}
-            WHERE digest = {literal(self.digest)}
-            """
-        )
-        new = self.con.execute("SELECT * FROM rp_new").fetchall()
-        self._decide(new)
-        on = " AND ".join(
-            f'coalesce(k."{c}", \'\') = r."{c}"' for c in _KEY if c not in self._unread
-        )
-        con.execute(
-            f"""
-            INSERT INTO {t("rp_found")}
-            SELECT k.id, k.time, k.principal, k.subject, k.ticket, k.category, k.source,
-                   CASE WHEN k.unknown THEN 'unknown'
-                        WHEN r.outcome = 'deny' THEN 'deny'
-                        WHEN r.outcome = 'approval_required' THEN 'approval'
-                        ELSE 'coarse' END,
-                   r.policy, r.why, k.protected, k.early
-            FROM rp_k k
-            LEFT JOIN (SELECT * FROM {t("rp_keys")} WHERE digest = {literal(self.digest)}) r
-              ON {on}
-            WHERE k.unknown OR r.outcome <> 'allow'
-               OR (r.precision = 'coarse' AND k.read_precision = 'precise')
-            """
-        )
-        inserted = con.fetchone()
-        row = con.execute(
-            "SELECT (SELECT count(*) FROM rp_e), (SELECT count(*) FROM rp_all)"
-        ).fetchone()
-        if row is None or inserted is None:
-            raise duckdb.InvalidInputException("replay could not count its work")
-        events_n, keys_n, found_n = int(row[0]), int(row[1]), int(inserted[0])
-        for name in (
-            "rp_e",
-            "rp_one",
-            "rp_pa",
-            "rp_sa",
-            "rp_ta",
-            "rp_at",
-            "rp_g",
-            "rp_k",
-            "rp_all",
-            "rp_new",
-        ):
-            con.execute(f"DROP TABLE IF EXISTS temp.{name}")
-        return ReplayRun(events_n, keys_n, len(new), 0, found_n)
 
-    def _decide(self, keys: Sequence[tuple[Any, ...]]) -> None:
-        """Decide each key once and keep the outcome (with the pack's digest)."""
-        if not keys:
+    def _scalar(self, sql: str) -> int:
+        row = self.con.execute(sql).fetchone()
+        if row is None:
+            raise duckdb.InvalidInputException("replay could not count its work")
+        return int(row[0])
+
+    def _load(
+        self, table: str, rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
+    ) -> None:
+        """``rows`` as the temporary table ``table`` of ``columns`` (through a file: DuckDB
+        takes rows from Python one statement at a time)."""
+        spec = "{" + ", ".join(f"'{c}': '{t}'" for c, t in columns.items()) + "}"
+        if not rows:
+            body = ", ".join(f'"{c}" {t}' for c, t in columns.items())
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({body})")
             return
-        results: list[tuple[Any, ...]] = []
-        for at in range(0, len(keys), _BATCH):
-            chunk = keys[at : at + _BATCH]
-            # Cedar takes one copy of each entity per batch: the placeholders are numbered
-            # per key so that two keys' principals (or subjects) never merge.
+        with working_folder() as folder:
+            path = Path(folder) / f"{table}.jsonl"
+            with path.open("w", encoding="utf-8") as out:
+                for row in rows:
+                    out.write(json.dumps(row, default=str) + "\n")
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_json("
+                f"{literal(str(path))}, format = 'newline_delimited', columns = {spec})"
+            )
+
+    def _classes(self) -> dict[int, dict[str, Any]]:
+        rows = self.con.execute(f"SELECT cls, facts FROM {self._t('rp_class')}").fetchall()
+        return {int(cls): json.loads(facts) for cls, facts in rows}
+
+    def _add_compact(
+        self, distinct: Sequence[tuple[Any, ...]], residency: Mapping[int, Mapping[str, Any]]
+    ) -> int:
+        """Give each new compact key (values of :data:`_COMPACT`) its decided key and outcome
+        (``refused``: ``deny``, ``approval`` or None; ``coarse``) in ``rp_compact``; canonical
+        keys not decided before under this pack are decided now. Returns how many were."""
+        if not distinct:
+            return 0
+        t = self._t
+        classes = self._classes()
+        columns = list(_COMPACT)
+        canonical = [
+            self._canonical(dict(zip(columns, values, strict=True)), classes, residency)
+            for values in distinct
+        ]
+        known: dict[tuple[str, ...], tuple[int, str, str | None]] = {}
+        cols = ", ".join(f'"{c}"' for c in _KEY)
+        for got in self.con.execute(
+            f"SELECT kid, outcome, precision, {cols} FROM {t('rp_keys')} "
+            f"WHERE digest = {literal(self.digest)}"
+        ).fetchall():
+            known[tuple(str(v) for v in got[3:])] = (int(got[0]), str(got[1]), got[2])
+        new = sorted({key for key in canonical if key not in known})
+        if new:
+            top = self._scalar(f"SELECT coalesce(max(kid), 0) FROM {t('rp_keys')}")
+            rows = []
+            for n, (done, decision) in enumerate(zip(new, self._decide(new), strict=True)):
+                kid = top + 1 + n
+                outcome, precision, policy, why = _result(decision)
+                known[done] = (kid, outcome, precision)
+                rows.append(
+                    {
+                        "kid": kid,
+                        "digest": self.digest,
+                        **dict(zip(_KEY, done, strict=True)),
+                        "outcome": outcome,
+                        "precision": precision,
+                        "policy": policy,
+                        "why": why,
+                    }
+                )
+            self._load("rp_decided", rows, _KEYS)
+            self.con.execute(f"INSERT INTO {t('rp_keys')} BY NAME SELECT * FROM rp_decided")
+            self.con.execute("DROP TABLE temp.rp_decided")
+        out = []
+        for values, wanted in zip(distinct, canonical, strict=True):
+            kid, outcome, precision = known[wanted]
+            out.append(
+                {
+                    "digest": self.digest,
+                    **dict(zip(columns, values, strict=True)),
+                    "kid": kid,
+                    "refused": {"deny": "deny", "approval_required": "approval"}.get(outcome),
+                    "coarse": precision == "coarse",
+                }
+            )
+        self._load("rp_more", out, _COMPACT_TABLE)
+        self.con.execute(f"INSERT INTO {t('rp_compact')} BY NAME SELECT * FROM rp_more")
+        self.con.execute("DROP TABLE temp.rp_more")
+        return len(new)
+
+    def _canonical(
+        self,
+        row: Mapping[str, Any],
+        classes: Mapping[int, Mapping[str, Any]],
+        residency: Mapping[int, Mapping[str, Any]],
+    ) -> tuple[str, ...]:
+        """The canonical key (:data:`_KEY`, all text) of one compact key."""
+        p = classes[int(row["pc"])]
+        s = classes[int(row["sc"])]
+        g = classes[int(row["gc"])] if row["gc"] >= 0 else None
+        jurisdiction = s.get("jurisdiction")
+        if int(row["sv"]) == _TODAY or int(row["sv"]) not in residency:
+            allowed = list(self.policy.allowed_countries(str(jurisdiction)))
+        else:
+            allowed = list(residency[int(row["sv"])].get(str(jurisdiction), [jurisdiction]))
+
+        def text(value: Any) -> str:
+            if value is None:
+                return ""
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            return str(value)
+
+        key = {
+            "pid": row["pid"] or PRINCIPAL,
+            "p_kind": p.get("kind"),
+            "p_role": p.get("role"),
+            "p_team": p.get("team"),
+            "p_country": p.get("country"),
+            "p_status": p.get("status"),
+            "p_groups": p.get("groups"),
+            "sid": row["sid"] or SUBJECT,
+            "s_jur": jurisdiction,
+            "s_protected": s.get("protected"),
+            "s_employee": row["s_employee"],
+            "s_allowed": "|".join(sorted(str(c) for c in allowed)),
+            "tid": row["tid"],
+            "t_kind": row["t_kind"],
+            "t_status": row["t_status"],
+            "t_subject": row["t_subject"],
+            "t_assignee": row["t_assignee"],
+            "g_precision": g.get("precision") if g else None,
+            "g_approvals": g.get("approvals") if g else None,
+            "g_groups": g.get("approver_groups") if g else None,
+            "g_break_glass": g.get("break_glass") if g else None,
+            "category": row["category"],
+            "purpose": row["purpose"],
+            "action": row["action"],
+            "bg": row["bg"],
+        }
+        return tuple("" if c in self._unread else text(key[c]) for c in _KEY)
+
+    def _decide(self, keys: Sequence[tuple[str, ...]]) -> list[Decision]:
+        """Decide each canonical key, in Cedar batches."""
+        jur, allowed = _KEY.index("s_jur"), _KEY.index("s_allowed")
+        batches: list[list[tuple[str, ...]]] = [[]]
+        seen: dict[str, str] = {}
+        for key in keys:
+            # Cedar takes one copy of each entity per batch: a jurisdiction (with the
+            # countries residency allows it) must not stand for two settings in one batch.
+            if len(batches[-1]) >= _BATCH or seen.get(key[jur], key[allowed]) != key[allowed]:
+                batches.append([])
+                seen = {}
+            seen[key[jur]] = key[allowed]
+            batches[-1].append(key)
+        out: list[Decision] = []
+        for chunk in batches:
+            # The placeholders are numbered per key so that two keys' principals (or
+            # subjects) never merge.
             items = [self._request(dict(zip(_KEY, k, strict=True)), n) for n, k in enumerate(chunk)]
-            decisions = self.policy.engine.decide_many(items)
-            for k, decision in zip(chunk, decisions, strict=True):
-                results.append((self.digest, *k, *_result(decision)))
-        # Through a file: DuckDB takes rows from Python one statement at a time.
-        columns = {"digest": "VARCHAR", **dict.fromkeys(_KEY, "VARCHAR"), **_RESULT}
-        self._insert({"rp_keys": [dict(zip(columns, r, strict=True)) for r in results]}, columns)
+            out.extend(self.policy.engine.decide_many(items) if items else [])
+        return out
 
     def _request(self, key: Mapping[str, str], n: int) -> tuple[AccessRequest, Facts]:
         """The canonical request and facts of one key (the ``n``-th of its batch)."""
@@ -678,7 +1009,7 @@ class PolicyReplay:
         facts = Facts(
             principal=principal,
             subject=subject,
-            allowed_countries=self.policy.allowed_countries(subject.jurisdiction),
+            allowed_countries=tuple(c for c in key["s_allowed"].split("|") if c),
             ticket=ticket,
             grant=grant,
         )
@@ -686,56 +1017,103 @@ class PolicyReplay:
 
     # -- findings ---------------------------------------------------------------------------
 
-    def findings(self) -> list[Finding]:
-        """Every recorded refusal, grouped per principal per day (one alert each)."""
-        found = self._t("rp_found")
+    def _rebuild_alerts(self) -> None:
+        """Build again the alert rows (one per principal per day) of the principal-days the
+        refusals in ``rp_new_found`` fall on, from every refusal kept for those days."""
+        con, t = self.con, self._t
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE rp_touched AS "
+            "SELECT DISTINCT principal, day FROM rp_new_found"
+        )
         reasons: dict[tuple[str, Any], list[tuple[Any, ...]]] = {}
-        for row in self.con.execute(
+        for row in con.execute(
             f"""
-            SELECT principal, CAST(time AS DATE) AS day, kind, policy, count(*),
-                   arg_min((why, subject, ticket, category), (time, id))
-            FROM {found} GROUP BY ALL ORDER BY principal, day, min(time), kind, policy
+            SELECT f.principal, f.day, f.kind, r.policy, count(*),
+                   arg_min((r.why, f.subject, f.ticket, f.category), (f.time, f.id))
+            FROM {t("rp_found")} f JOIN rp_touched USING (principal, day)
+            LEFT JOIN {t("rp_keys")} r ON r.kid = f.kid
+            GROUP BY ALL ORDER BY f.principal, f.day, min(f.time), f.kind, r.policy
             """
         ).fetchall():
             principal, day, kind, policy, n, first = row
             why, subject, ticket, category = (
-                (first[k] for k in ("why", "subject", "ticket", "category"))
+                tuple(first[k] for k in ("why", "subject", "ticket", "category"))
                 if isinstance(first, dict)
-                else first
+                else tuple(first)
             )
             reasons.setdefault((principal, day), []).append(
                 (kind, policy, int(n), why, subject, ticket, category)
             )
-        rows = self.con.execute(
+        rows = con.execute(
             f"""
-            SELECT principal, CAST(time AS DATE) AS day, min(time), max(time),
-                   list(id ORDER BY time, id)[1:{int(self.config.max_evidence)}],
-                   list(DISTINCT subject ORDER BY subject), count(*),
-                   bool_or(protected), count(*) FILTER (WHERE early),
-                   list(DISTINCT coalesce(source, '(no source)') ORDER BY 1)
-            FROM {found}
-            GROUP BY principal, day
-            ORDER BY principal, day
+            SELECT f.principal, f.day, min(f.time), max(f.time),
+                   list(f.id ORDER BY f.time, f.id)[1:{int(self.config.max_evidence)}],
+                   list(DISTINCT f.subject ORDER BY f.subject), count(*),
+                   bool_or(f.protected), count(*) FILTER (WHERE f.early),
+                   list(DISTINCT coalesce(f.source, '(no source)') ORDER BY 1)
+            FROM {t("rp_found")} f JOIN rp_touched USING (principal, day)
+            GROUP BY f.principal, f.day
             """
         ).fetchall()
-        out = []
-        for principal, day, first, last, ids, subjects, n, protected, early, sources in rows:
-            out.append(
-                Finding(
-                    rule=RULE,
-                    severity="high" if protected else "medium",
-                    principals=(principal,),
-                    subjects=tuple(subjects),
-                    events=tuple(ids),
-                    first_seen=_utc(first),
-                    last_seen=_utc(last),
-                    explanation=_explain(
-                        principal, day, int(n), int(early), sources, reasons[(principal, day)]
-                    ),
-                    key=f"{principal}\x1f{day}",
-                )
+        alerts = [
+            {
+                "principal": principal,
+                "day": day,
+                "first": first,
+                "last": last,
+                "events": ids,
+                "subjects": subjects,
+                "protected": protected,
+                "explanation": _explain(
+                    principal, day, int(n), int(early), sources, reasons[(principal, day)]
+                ),
+                "reported": False,
+            }
+            for principal, day, first, last, ids, subjects, n, protected, early, sources in rows
+        ]
+        self._load("rp_built", alerts, _ALERT)
+        con.execute(
+            f"DELETE FROM {t('rp_alert')} a USING rp_touched d "
+            "WHERE a.principal = d.principal AND a.day = d.day"
+        )
+        con.execute(f"INSERT INTO {t('rp_alert')} BY NAME SELECT * FROM rp_built")
+        con.execute("DROP TABLE temp.rp_built")
+        con.execute("DROP TABLE temp.rp_touched")
+
+    def findings(self, *, pending: bool = False) -> list[Finding]:
+        """Every recorded refusal, grouped per principal per day (one alert each); with
+        ``pending``, only the alerts built since they were last :meth:`reported`."""
+        where = "WHERE NOT reported" if pending else ""
+        rows = self.con.execute(
+            f"""SELECT principal, day, first, last, events, subjects, protected, explanation
+                FROM {self._t("rp_alert")} {where} ORDER BY principal, day"""
+        ).fetchall()
+        return [
+            Finding(
+                rule=RULE,
+                severity="high" if protected else "medium",
+                principals=(principal,),
+                subjects=tuple(subjects),
+                events=tuple(ids),
+                first_seen=_utc(first),
+                last_seen=_utc(last),
+                explanation=explanation,
+                key=f"{principal}\x1f{day}",
             )
-        return out
+            for principal, day, first, last, ids, subjects, protected, explanation in rows
+        ]
+
+    def reported(self, findings: Iterable[Finding]) -> None:
+        """Mark the alerts of ``findings`` (replay's) as recorded in the casebook: later runs
+        leave them out of :meth:`findings` with ``pending`` until a refusal changes them."""
+        keys = [{"key": f.key} for f in findings if f.rule == RULE]
+        self._load("rp_reported", keys, {"key": "VARCHAR"})
+        self.con.execute(
+            f"""UPDATE {self._t("rp_alert")} SET reported = true
+                WHERE principal || chr(31) || CAST(day AS VARCHAR)
+                      IN (SELECT key FROM rp_reported)"""
+        )
+        self.con.execute("DROP TABLE temp.rp_reported")
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -823,10 +1201,12 @@ def replay_entries(
 @dataclass(frozen=True, slots=True)
 class ReplaySource:
     """What a detection run replays with: the policy, and the ledger's entries from an index
-    on (``ledger(start)`` yields ``(index, entry)`` in index order)."""
+    on (``ledger(start)`` yields ``(index, entry)`` in index order). Without a ledger (an
+    evaluation of a simulated world), the directory and grants loaded for the run are the
+    only state, known since ever (:meth:`PolicyReplay.history_from_directory`)."""
 
     policy: ReplayPolicy
-    ledger: Callable[[int], Iterable[tuple[int, Mapping[str, Any]]]]
+    ledger: Callable[[int], Iterable[tuple[int, Mapping[str, Any]]]] | None
 
 
 def run_replay(
@@ -840,8 +1220,10 @@ def run_replay(
 ) -> tuple[list[Finding], ReplayRun]:
     """One replay as a detection run makes it: follow the ledger from where the last run
     stopped, replay the events of ``schema.events`` above the highest number replayed (all
-    of ``events`` when ``schema`` is ``main``: nothing is kept), and return every finding
-    with what was done. ``store`` is the event store's identity: another one than last time
+    of ``events`` when ``schema`` is ``main``: nothing is kept), and return the findings not
+    yet recorded in the casebook (every one the first time; then those of the principal-days
+    the run found something on, and any not marked :func:`replay_reported`) with what was
+    done. ``store`` is the event store's identity: another one than last time
     makes replay start again. All in one DuckDB transaction: a failure leaves the kept
     tables as the last run left them. Raises ``duckdb.Error`` on failure."""
     replay = PolicyReplay(con, source.policy, config, schema)
@@ -851,7 +1233,12 @@ def run_replay(
         if meta.get("store", "") != store:
             replay.reset()
             replay.set_meta(store=store)
-        followed = replay_entries(replay, source.ledger)
+        if source.ledger is not None:
+            followed = replay_entries(replay, source.ledger)
+        else:
+            replay.reset()
+            replay.history_from_directory()
+            followed = 0
         if schema == "main":
             run = replay.replay(f"SELECT * FROM {events}")
         else:
@@ -862,12 +1249,25 @@ def run_replay(
                 f"SELECT * FROM {schema}.events WHERE NOT folded AND seq > {mark} AND seq <= {high}"
             )
             replay.set_meta(seq=str(max(mark, high)))
-        found = replay.findings()
+        found = replay.findings(pending=True)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return found, ReplayRun(run.events, run.keys, run.decided, followed, run.found)
+
+
+def replay_reported(
+    con: duckdb.DuckDBPyConnection,
+    config: DetectConfig,
+    source: ReplaySource,
+    findings: Iterable[Finding],
+    *,
+    schema: str = "main",
+) -> None:
+    """After the casebook recorded ``findings``: replay's among them are not returned again
+    by :func:`run_replay` until a refusal changes them. Raises ``duckdb.Error``."""
+    PolicyReplay(con, source.policy, config, schema).reported(findings)
 
 
 __all__ = [
@@ -877,5 +1277,6 @@ __all__ = [
     "ReplayRun",
     "ReplaySource",
     "replay_entries",
+    "replay_reported",
     "run_replay",
 ]

@@ -10,11 +10,11 @@ from typing import Any
 
 from custos.detect.cases import Alert, Casebook
 from custos.detect.config import DetectConfig
-from custos.detect.engine import Detector, connect
+from custos.detect.engine import Detector, Finding, connect
 from custos.detect.events import EventStore
 from custos.detect.loading import load_store
 from custos.detect.mirror import CATALOG, open_mirror
-from custos.detect.replay import ReplayRun, ReplaySource, run_replay
+from custos.detect.replay import ReplayRun, ReplaySource, replay_reported, run_replay
 from custos.directory import DirectoryStore
 from custos.store import Database
 
@@ -63,6 +63,13 @@ def run_detection(
     con = connect(threads)
     replayed: ReplayRun | None = None
     replay = replay if config.replay else None
+    casebook = Casebook(db, suppress_days=config.suppress_days, window_days=config.window_days)
+
+    def record(findings: list[Finding]) -> tuple[list[Alert], list[Alert]]:
+        if since is not None:
+            findings = [f for f in findings if f.last_seen >= since]
+        return casebook.record_new(findings, now)
+
     try:
         if home is None:
             count = load_store(con, EventStore(db), directory)
@@ -70,6 +77,7 @@ def run_detection(
             if replay is not None:
                 more, replayed = run_replay(con, config, replay)
                 findings += more
+            alerts, raised = record(findings)
         else:
             with open_mirror(home, con, config) as mirror:
                 count = mirror.refresh(EventStore(db), directory).events
@@ -78,17 +86,20 @@ def run_detection(
                     row = con.execute(
                         f"SELECT value FROM {CATALOG}.meta WHERE key = 'store'"  # noqa: S608
                     ).fetchone()
+                    # Replay returns only what the casebook has not recorded yet: the
+                    # principal-days this run changed (alerts of earlier days stand).
                     more, replayed = run_replay(
                         con, config, replay, schema=CATALOG, store=str(row[0]) if row else ""
                     )
                     findings += more
+                alerts, raised = record(findings)
+                if replay is not None:
+                    recorded = [f for f in findings if since is None or f.last_seen >= since]
+                    replay_reported(con, config, replay, recorded, schema=CATALOG)
     finally:
         con.close()
     if since is not None:
         findings = [f for f in findings if f.last_seen >= since]
-    alerts, raised = Casebook(
-        db, suppress_days=config.suppress_days, window_days=config.window_days
-    ).record_new(findings, now)
     return DetectionRun(
         alerts, count, len(findings), len(findings) - len(alerts), replayed, len(raised)
     )

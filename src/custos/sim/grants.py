@@ -145,12 +145,22 @@ def benign_grants(seed: int, world: World) -> None:
         first = min(_time(e["time"]) for e in events)
         holder = world.person(events[0]["principal"])
         starts = first - timedelta(minutes=rng.uniform(5, 60))
+        approvers = independent_approvers(rng, world, holder, starts)
+        if len(approvers) < 2 or not any(
+            world.person(a).team == "privacy-office" for a in approvers
+        ):
+            # No two independent approvers, one of the privacy office, could be found:
+            # custos would have granted nothing, and refused the accesses.
+            for event in events:
+                del event["grant"]
+                event.update(decision="deny", precision=None)
+            continue
         record(
             world,
             name,
             holder,
             events[0]["subject"],
-            independent_approvers(rng, world, holder, starts),
+            approvers,
             starts,
             categories=sorted({e["category"] for e in events}),
             purpose=events[0]["purpose"],

@@ -13,9 +13,13 @@ from typing import Any
 
 import yaml
 
+from custos.config import DEFAULT_RESIDENCY
 from custos.detect import EventStore, run_detection
+from custos.detect.replay import ReplayPolicy, ReplaySource
 from custos.directory import DirectoryStore, read_directory_file
 from custos.errors import InvalidInput
+from custos.policy import PolicyEngine
+from custos.policy.pack import DEFAULT_PACK, load_pack
 from custos.sim.grants import benign_grants
 from custos.sim.scenarios import OPT_IN, SCENARIOS
 from custos.sim.world import START, World, new_world
@@ -257,7 +261,16 @@ def evaluate(folder: Path, section: Mapping[str, Any] | None = None) -> EvalRepo
             if (folder / GRANTS_FILE).is_file():
                 grant_lines = read_lines(folder / GRANTS_FILE, "a grants file")
                 load_grants(db, grant_lines, str(folder / GRANTS_FILE))
-            run = run_detection(db, directory, section)
+            # No ledger: policy replay judges the events on the directory and grants loaded
+            # here, as a fixed state, with the default pack and residency.
+            replay = ReplaySource(
+                ReplayPolicy(
+                    PolicyEngine(load_pack(Path(str(DEFAULT_PACK)))),
+                    lambda jurisdiction: DEFAULT_RESIDENCY.get(jurisdiction, (jurisdiction,)),
+                ),
+                None,
+            )
+            run = run_detection(db, directory, section, replay=replay)
         finally:
             db.dispose()
     scenario_events: dict[str, set[str]] = {

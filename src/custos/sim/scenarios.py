@@ -269,6 +269,9 @@ def leaving_export(rng: random.Random, world: World, used: set[str]) -> None:
     """A departing employee exports customer records in their last days."""
     person = _pick(rng, world, role="support_agent", avoid=used)
     person.status = "leaving"
+    # On notice for the whole window: the directory holds one status, and the pack refuses
+    # leaving staff everything, so their benign work is handed over, not done.
+    world.events[:] = [e for e in world.events if e["principal"] != person.id]
     pool = world.ordinary_subjects()
     events = []
     for back in range(1, 4):
@@ -506,12 +509,21 @@ def other_paths(rng: random.Random, world: World, used: set[str]) -> None:
     and assigned to them. A teammate uses the same console within the rules (account and
     contact data under their own support tickets): policy replay must leave them alone.
 
-    Only policy replay names this (``policy_replay``, in ``custos detect`` on a home that
-    ledgers its directory): the tickets explain every access, so no other rule fires, and
-    ``custos eval`` does not replay. Not among the default scenarios for that reason."""
+    Only policy replay names this (``policy_replay``; ``custos eval`` replays on the
+    directory as a fixed state): the tickets explain every access, so no other rule fires."""
     person = _pick(rng, world, role="support_agent", avoid=used)
     used.add(person.id)
-    peer = _pick(rng, world, role="support_agent", team=person.team, avoid=used)
+    # A teammate when the team has one free, else another support agent (small worlds).
+    peers = [
+        p
+        for p in world.people
+        if p.role == "support_agent"
+        and p.status == "active"
+        and p.role_since is None
+        and p.id not in used
+    ]
+    mates = [p for p in peers if p.team == person.team]
+    peer = rng.choice(mates or peers)
     used.add(peer.id)
     events: list[dict[str, Any]] = []
     allowed: list[dict[str, Any]] = []
@@ -555,9 +567,7 @@ def other_paths(rng: random.Random, world: World, used: set[str]) -> None:
 
 #: Scenarios that only some ways of running detection can catch: named to inject them,
 #: never injected by default.
-OPT_IN: dict[str, Callable[[random.Random, World, set[str]], None]] = {
-    "other_paths": other_paths,
-}
+OPT_IN: dict[str, Callable[[random.Random, World, set[str]], None]] = {}
 
 SCENARIOS: dict[str, Callable[[random.Random, World, set[str]], None]] = {
     "journalist_2022": journalist_2022,
@@ -572,4 +582,6 @@ SCENARIOS: dict[str, Callable[[random.Random, World, set[str]], None]] = {
     "colleague_snooping": colleague_snooping,
     "approval_ring": approval_ring,
     "grant_abuse": grant_abuse,
+    # Caught by policy replay, which evaluations run on the directory as a fixed state.
+    "other_paths": other_paths,
 }

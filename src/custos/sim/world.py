@@ -2,10 +2,15 @@
 
 Teams of the roles the default policy pack knows, managers, countries with their time zones
 and shifts; tickets arrive per team and go to the least-loaded person at work; almost every
-access cites the ticket that explains it. Benign noise that real logs have is included: a
-purpose that does not match the ticket's kind, helping on a teammate's ticket, looking before
-the ticket is filed, a few lookups with no ticket at all, refusals and retries, break-glass
-during incidents with the ticket filed afterwards, role changes, staff who are leaving.
+access cites the ticket that explains it. The benign traffic keeps to the default policy
+pack, as a company's does when its rules are enforced: each role reads only the categories
+its policy permits, for its own purpose, on tickets assigned to it, protected people only
+under two-person grants; staff who are leaving no longer work on personal data (the pack
+refuses them everything). Benign noise that real logs have is included, and where custos
+would refuse it the log says so: helping on a teammate's ticket and lookups with no ticket
+at all (refused: need to know), a purpose that does not match the ticket's kind on a
+protected person (refused), looking before the ticket is filed, refusals and retries,
+break-glass during incidents with the ticket filed afterwards, role changes.
 """
 
 from __future__ import annotations
@@ -44,13 +49,13 @@ PURPOSE = {
     "internal_audit": "internal_investigation",
 }
 CATEGORIES = {
-    "support": ("profile", "contact", "device", "payment", "ip_history", "credentials"),
+    "support": ("profile", "contact", "device", "payment", "ip_history"),
     "trust_safety": ("content", "messages", "social_graph", "profile", "ip_history"),
     "fraud": ("payment", "device", "ip_history", "location", "profile"),
     "security_incident": ("credentials", "ip_history", "device", "profile"),
     "legal_process": ("profile", "contact", "ip_history", "messages", "content"),
-    "product_debug": ("profile", "device", "content"),
-    "internal_investigation": ("profile", "ip_history", "device", "content"),
+    "product_debug": ("profile", "device"),
+    "internal_investigation": ("profile", "ip_history", "device", "contact"),
 }
 OPENERS = {
     "support": ("subject", 0.95),
@@ -64,6 +69,9 @@ OPENERS = {
 #: Unexplained lookups per person-day (engineers and analysts poke at accounts most).
 STRAY_RATE = {"engineer": 0.15, "data_scientist": 0.15}
 STRAY_DEFAULT = 0.03
+#: Roles that work tickets on individual people: the default pack permits the others (data
+#: scientists) no individual-level data.
+WORKS_TICKETS = frozenset(PURPOSE) - {"data_scientist"}
 JURISDICTIONS = ("US", "US", "US", "GB", "DE", "IN", "BR", "PH", "FR", "CA")
 FIRST = ("Dana", "Ravi", "Mei", "Lars", "Ana", "Tomas", "Ife", "Noor", "Sam", "Kai", "Lea")
 LAST = ("Reyes", "Iyer", "Chen", "Berg", "Silva", "Novak", "Okafor", "Haddad", "Park", "Ruiz")
@@ -321,10 +329,14 @@ def simulate_traffic(rng: random.Random, world: World) -> None:
         day = world.start + timedelta(days=offset)
         weekend = day.weekday() >= 5
         for team, members in teams.items():
+            # Staff who are leaving hand over their work: the pack refuses them everything.
             at_work = [
                 p
                 for p in members
-                if rng.random() > 0.04 and (not weekend or (p.night and rng.random() < 0.5))
+                if rng.random() > 0.04
+                and (not weekend or (p.night and rng.random() < 0.5))
+                and p.status == "active"
+                and p.role in WORKS_TICKETS
             ]
             if not at_work:
                 continue
@@ -335,7 +347,11 @@ def simulate_traffic(rng: random.Random, world: World) -> None:
             for _ in range(arrivals):
                 assignee = min(at_work, key=lambda p: (load[p.id], rng.random()))
                 load[assignee.id] += 1
-                todays.append(_work_ticket(rng, world, assignee, day, rng.choice(ids)))
+                subject = rng.choice(ids)
+                while subject == assignee.account:
+                    # Nobody works a case on their own account (the pack refuses it).
+                    subject = rng.choice(ids)
+                todays.append(_work_ticket(rng, world, assignee, day, subject))
             open_by_team[team] = todays
             for person in at_work:
                 _noise(rng, world, person, day, strays, open_by_team.get(team, []))
@@ -368,7 +384,8 @@ def _work_ticket(
     palette = CATEGORIES[kind]
     for moment in times:
         purpose = kind
-        if rng.random() < 0.03:
+        if world.guarded(subject) and rng.random() < 0.03:
+            # The wrong purpose picked in the tool: custos refuses it (below).
             purpose = rng.choice([p for p in CATEGORIES if p != kind])
         category = palette[min(int(rng.expovariate(0.9)), len(palette) - 1)]
         action = "read"
@@ -425,7 +442,7 @@ def _noise(
     if mates and rng.random() < 0.08:
         ticket = rng.choice(mates)
         opened = datetime.strptime(ticket["opened"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        refused = world.guarded(ticket["subject"])
+        # Not assigned to them: custos refuses it (need to know).
         world.event(
             time=opened + timedelta(minutes=rng.uniform(5, 120)),
             principal=person.id,
@@ -433,16 +450,19 @@ def _noise(
             category=rng.choice(CATEGORIES[ticket["kind"]]),
             purpose=ticket["kind"],
             ticket=ticket["id"],
-            decision="deny" if refused else "allow",
+            decision="deny",
+            precision=None,
         )
-    # A lookup with no ticket (checking a report, reproducing a bug).
+    # A lookup with no ticket (checking a report, reproducing a bug): refused, need to know.
     for _ in range(_poisson(rng, STRAY_RATE.get(person.role, STRAY_DEFAULT))):
         world.event(
             time=shift_time(rng, person, day),
             principal=person.id,
             subject=rng.choice(strays),
-            category=rng.choice(("profile", "device", "content", "social_graph")),
+            category=rng.choice(CATEGORIES[purpose]),
             purpose=purpose,
+            decision="deny",
+            precision=None,
         )
     # Break-glass in an incident; the ticket is filed within the hour.
     if person.role == "security_responder" and rng.random() < 0.02:
