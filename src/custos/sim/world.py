@@ -437,22 +437,28 @@ def _noise(
     team_tickets: list[dict[str, Any]],
 ) -> None:
     purpose = PURPOSE[person.role]
-    # Helping a teammate on their ticket.
+    # Helping a teammate on their ticket. Never on a protected person's: those are worked
+    # under the two-person rule, and a look at one by someone not assigned is exactly the
+    # attempt protected_subject_attempt exists to show (it would be no false alert). (Drawn
+    # from all of them, then skipped, so the random stream stays as it was.)
     mates = [t for t in team_tickets if t["assignee"] != person.id]
     if mates and rng.random() < 0.08:
         ticket = rng.choice(mates)
         opened = datetime.strptime(ticket["opened"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         # Not assigned to them: custos refuses it (need to know).
-        world.event(
-            time=opened + timedelta(minutes=rng.uniform(5, 120)),
-            principal=person.id,
-            subject=ticket["subject"],
-            category=rng.choice(CATEGORIES[ticket["kind"]]),
-            purpose=ticket["kind"],
-            ticket=ticket["id"],
-            decision="deny",
-            precision=None,
-        )
+        moment = opened + timedelta(minutes=rng.uniform(5, 120))
+        category = rng.choice(CATEGORIES[ticket["kind"]])
+        if not world.guarded(ticket["subject"]):
+            world.event(
+                time=moment,
+                principal=person.id,
+                subject=ticket["subject"],
+                category=category,
+                purpose=ticket["kind"],
+                ticket=ticket["id"],
+                decision="deny",
+                precision=None,
+            )
     # A lookup with no ticket (checking a report, reproducing a bug): refused, need to know.
     for _ in range(_poisson(rng, STRAY_RATE.get(person.role, STRAY_DEFAULT))):
         world.event(
