@@ -683,7 +683,7 @@ class Custos:
         :class:`LedgerUnavailable` (then the new settings are not taken up: retried next
         time)."""
         body = decision_settings(self.settings)
-        digest = decision_settings_digest(self.settings)
+        digest = self._settings_digest
         marker = self.settings.home / SETTINGS_MARKER
         try:
             if marker.read_text(encoding="ascii").strip() == digest:
