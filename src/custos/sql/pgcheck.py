@@ -67,7 +67,7 @@ def _parse_json(sql: str) -> dict[str, Any]:
         tree = json.loads(parser.parse_sql_json(sql))
     except parser.ParseError as exc:
         index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        where = ""
+        where = " at the end of the query" if "end of input" in str(exc.args[0]) else ""
         if index is not None:
             before = sql[: max(0, index - 1)]
             where = (
@@ -96,7 +96,7 @@ def _statement(sql: str) -> dict[str, Any]:
     statements = tree.get("stmts", [])
     if len(statements) != 1:
         raise SqlRejected(f"{len(statements)} statements for PostgreSQL: send exactly one SELECT")
-    statement = statements[0].get("stmt", {})
+    statement: dict[str, Any] = statements[0].get("stmt", {})
     if set(statement) != {"SelectStmt"}:
         raise SqlRejected("only one read-only SELECT is allowed (PostgreSQL reads another kind)")
     for name, _ in _walk(statement):
@@ -126,7 +126,7 @@ def _template_words(template: str) -> tuple[frozenset[str], frozenset[str], froz
             functions.add(_names(value, "funcname")[-1])
         elif name == "A_Expr":
             operators.update(_names(value, "name"))
-        elif name == "TypeName":
+        elif name in ("TypeName", "typeName"):
             types.add(_names(value, "names")[-1])
     return frozenset(functions), frozenset(operators), frozenset(types)
 
@@ -152,6 +152,8 @@ def check_generated(sql: str, source: SourceMap) -> None:
     ctes = {value["ctename"] for name, value in _walk(statement) if name == "CommonTableExpr"}
     mapped = set(source.tables)
     for name, value in _walk(statement):
+        if name == "typeName":  # a TypeName stored without its tag
+            name = "TypeName"
         if not isinstance(value, dict) or not name[:1].isupper():
             continue
         if name not in _PG_NODES:
