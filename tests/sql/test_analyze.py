@@ -148,7 +148,7 @@ def test_an_aggregate_gets_a_subject_count_and_coarse_keys(source: SourceMap) ->
     # Even asked precise, an aggregate's keys run coarse.
     sql = analysis.rewrite({"ip_history": "precise"})
     assert sql.endswith(f"GROUP BY {sql.split('GROUP BY ')[1]}")
-    assert f"AS {K_COLUMN}" in sql
+    assert f'AS "{K_COLUMN}"' in sql
     assert 'COUNT(DISTINCT "logins"."user_id")' in sql
     assert '"logins"."ip" AS "ip"' not in sql
 
@@ -169,7 +169,7 @@ def test_rewrite_replaces_only_the_categories_asked_coarse(source: SourceMap) ->
 def test_the_generated_sql_names_the_mapped_table_with_its_schema() -> None:
     analysis = analyze("SELECT ip FROM logins WHERE user_id = 'u-1'", PG)
     sql = analysis.rewrite({"ip_history": "coarse"})
-    assert 'FROM public.logins AS "logins"' in sql
+    assert 'FROM "public"."logins" AS "logins"' in sql
     assert "FROM custos_t" not in sql
 
 
