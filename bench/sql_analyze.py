@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import sqlglot
 
-from custos.sql import parse_data_map
+from custos.sql import SourceMap, parse_data_map
 from custos.sql.analyze import analyze
 
 MAP = """\
@@ -75,22 +75,25 @@ def main() -> None:
     data_map = parse_data_map(MAP)
     print(f"query: {len(QUERY)} characters, {rounds} rounds")
     for name in ("app", "lake"):
-        source = data_map.source(name)
-        analysis = analyze(QUERY, source)
-        precision = dict.fromkeys(analysis.categories, "coarse")
-        analysis.rewrite(precision)  # warm the template caches
-        parse, understand, rewrite = [], [], []
-        for _ in range(rounds):
-            parse.append(timed(lambda: sqlglot.parse_one(QUERY, read=source.dialect)))
-            understand.append(timed(lambda: analyze(QUERY, source)))
-            rewrite.append(timed(lambda: analysis.rewrite(precision)))
-        base = statistics.median(parse)
-        for label, times in (("parse", parse), ("analyze", understand), ("rewrite", rewrite)):
-            median = statistics.median(times)
-            print(
-                f"{source.dialect:8} {label:8} {median * 1000:7.2f} ms"
-                f"  {median / base:5.2f}x the bare parse"
-            )
+        measure(data_map.source(name), rounds)
+
+
+def measure(source: SourceMap, rounds: int) -> None:
+    analysis = analyze(QUERY, source)
+    precision = dict.fromkeys(analysis.categories, "coarse")
+    analysis.rewrite(precision)  # warm the template caches
+    parse, understand, rewrite = [], [], []
+    for _ in range(rounds):
+        parse.append(timed(lambda: sqlglot.parse_one(QUERY, read=source.dialect)))
+        understand.append(timed(lambda: analyze(QUERY, source)))
+        rewrite.append(timed(lambda: analysis.rewrite(precision)))
+    base = statistics.median(parse)
+    for label, times in (("parse", parse), ("analyze", understand), ("rewrite", rewrite)):
+        median = statistics.median(times)
+        print(
+            f"{source.dialect:8} {label:8} {median * 1000:7.2f} ms"
+            f"  {median / base:5.2f}x the bare parse"
+        )
 
 
 if __name__ == "__main__":
