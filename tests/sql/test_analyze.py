@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from custos.errors import QueryRefused, SqlRejected
-from custos.sql import SourceMap, parse_data_map
+from custos.sql import SourceMap, duckcheck, parse_data_map
 from custos.sql.analyze import K_COLUMN, analyze
 from custos.sql.pgcheck import check_generated
 
@@ -185,6 +185,23 @@ def test_the_postgres_recheck_refuses_what_the_map_does_not_name() -> None:
     ):
         with pytest.raises(SqlRejected):
             check_generated(sql, PG)
+
+
+def test_the_duckdb_recheck_refuses_what_the_map_does_not_name() -> None:
+    duckcheck.check_generated("SELECT COUNT(*), lower(seen) FROM logins", DUCK)
+    for sql in (
+        "SELECT 1 FROM secrets",
+        "SELECT 1 FROM other.logins",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM 'data.parquet'",
+        "SELECT getenv('HOME') FROM logins",
+        "SELECT list_transform([1], x -> x + 1) FROM logins",
+        "SELECT CAST(ip AS INET) FROM logins",
+        "SELECT 1 FROM logins; SELECT 2",
+        "COPY logins TO 'x.csv'",
+    ):
+        with pytest.raises(SqlRejected):
+            duckcheck.check_generated(sql, DUCK)
 
 
 @BOTH

@@ -30,7 +30,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import ensure_schema
 
 from custos.errors import QueryRefused, SqlRejected, shown_id
-from custos.sql import pgcheck
+from custos.sql import duckcheck, pgcheck
 from custos.sql.datamap import COLUMN_PLACEHOLDER, ColumnMap, Dialect, SourceMap, TableMap
 from custos.sql.functions import ALLOWED_NODES, CAST_TYPES
 
@@ -128,6 +128,8 @@ class Analysis:
         sql = tree.sql(dialect=dialect, comments=False, identify=True)
         if dialect == "postgres":
             pgcheck.check_generated(sql, self.source)
+        else:
+            duckcheck.check_generated(sql, self.source)
         return sql
 
 
@@ -653,8 +655,13 @@ def analyze(sql: str, source: SourceMap) -> Analysis:
     category or subject column other than as a GROUP BY key. Neither repeats a literal.
     """
     dialect = source.dialect
+    if len(sql) > MAX_SQL_CHARS:
+        raise SqlRejected(f"the query is longer than {MAX_SQL_CHARS} characters")
+    # The engine's own parser first: what it would run must be one SELECT to it too.
     if dialect == "postgres":
         pgcheck.check_user_text(sql)
+    else:
+        duckcheck.check_user_text(sql)
     tree = _parse(sql, dialect)
     _check_allowed(tree)
     try:
