@@ -218,6 +218,23 @@ def test_rejections_say_where(sql: str, where: str, source: SourceMap) -> None:
         analyze(sql, source)
 
 
+@BOTH
+@pytest.mark.parametrize("depth", [40, 300, 2000])
+def test_deep_nesting_is_refused_not_a_crash(depth: int, source: SourceMap) -> None:
+    parens = "SELECT " + "(" * depth + "ip" + ")" * depth + " FROM logins WHERE user_id = 'u'"
+    nested = (
+        "SELECT ip FROM logins WHERE user_id = 'u' AND ip IN "
+        + "(SELECT ip FROM logins WHERE user_id = 'u' AND ip IN " * depth
+        + "('x')"
+        + ")" * depth
+    )
+    for sql in (parens, nested):
+        try:
+            analyze(sql, source)
+        except (SqlRejected, QueryRefused):
+            pass
+
+
 def test_a_rejection_is_a_400_and_a_refusal_a_403() -> None:
     assert SqlRejected("x").http_status == 400
     assert QueryRefused("x").to_dict() == {

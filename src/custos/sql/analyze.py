@@ -206,6 +206,8 @@ def _parse(sql: str, dialect: Dialect) -> exp.Expr:
         raise SqlRejected("cannot parse the query (an unterminated string or comment?)") from None
     except RecursionError:
         raise SqlRejected("the query is nested too deeply") from None
+    except Exception:  # noqa: BLE001 - a parser bug must refuse the query, not crash
+        raise SqlRejected("cannot parse the query") from None
     statements = [s for s in statements if s is not None]
     if len(statements) != 1:
         raise SqlRejected(
@@ -239,8 +241,9 @@ def _check_allowed(tree: exp.Expr) -> None:
         elif isinstance(node, exp.Cast):
             to = node.args.get("to")
             if not isinstance(to, exp.DataType) or to.this not in CAST_TYPES:
+                shown = shown_id(to.sql()) if isinstance(to, exp.DataType) else "that type"
                 raise SqlRejected(
-                    f"a cast to {to.sql() if isinstance(to, exp.DataType) else 'that type'} is"
+                    f"a cast to {shown} is"
                     f" not allowed ({_where(node)}); cast to text, numbers, booleans, dates"
                     " or timestamps"
                 )
@@ -357,6 +360,8 @@ def _qualify(tree: exp.Expr, tables: Mapping[str, TableMap], dialect: Dialect) -
         ) from None
     except RecursionError:
         raise SqlRejected("the query is nested too deeply") from None
+    except Exception:  # noqa: BLE001 - an optimizer bug must refuse the query, not crash
+        raise SqlRejected("the columns of the query cannot be resolved") from None
 
 
 class _Tracer:
@@ -654,6 +659,13 @@ def analyze(sql: str, source: SourceMap) -> Analysis:
     its tables pinned and others not, a subject column searched, an aggregate query using a
     category or subject column other than as a GROUP BY key. Neither repeats a literal.
     """
+    try:
+        return _analyze(sql, source)
+    except RecursionError:
+        raise SqlRejected("the query is nested too deeply") from None
+
+
+def _analyze(sql: str, source: SourceMap) -> Analysis:
     dialect = source.dialect
     if len(sql) > MAX_SQL_CHARS:
         raise SqlRejected(f"the query is longer than {MAX_SQL_CHARS} characters")
