@@ -1,10 +1,11 @@
 """One read-only SELECT, fully understood: what it reads, whom it pins, what it searches.
 
 :func:`analyze` parses a query with sqlglot (after the engine's own parser, pglast for
-PostgreSQL and DuckDB's ``json_serialize_sql``, read it as one SELECT), refuses anything but one SELECT built from an allow-list of node types, resolves
-every table against the data map, qualifies every column (stars expanded from the map), traces
-every output column and every predicate to the mapped columns it depends on, finds the
-subjects the query pins and tells an individual query from an aggregate one.
+PostgreSQL and DuckDB's ``json_serialize_sql``, read it as one SELECT), refuses anything but
+one SELECT built from an allow-list of node types, resolves every table against the data map,
+qualifies every column (stars expanded from the map), traces every output column and every
+predicate to the mapped columns it depends on, finds the subjects the query pins and tells an
+individual query from an aggregate one.
 :meth:`Analysis.rewrite` then generates the SQL that runs, from the tree (never from the
 user's text), with each category column replaced by its coarse form where asked.
 
