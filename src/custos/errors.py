@@ -259,3 +259,12 @@ class RateLimited(CustosError):
 
 class UnknownAccount(NotFound):
     code = "unknown_account"
+
+
+class ExportFailed(CustosError):
+    """A destination of ``[[export]]`` did not take a batch (down, refused it, timed out):
+    nothing was marked sent, and the batch is sent again on the next round."""
+
+    code = "export_failed"
+    http_status = 502
+    exit_code = 5
