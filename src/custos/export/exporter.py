@@ -73,6 +73,8 @@ class RoundResult:
     sent: int = 0
     redelivered: int = 0
     error: str | None = None
+    #: Another process holds the destination's lease: this round did nothing.
+    held: bool = False
 
 
 class Cursors:
@@ -98,16 +100,20 @@ class Cursors:
             return [_state(r) for r in rows]
 
     def acquire(self, name: str, holder: str, now: datetime | None = None) -> bool:
-        """Take the lease on ``name`` if it is free, expired or already ``holder``'s."""
+        """Take the lease on ``name`` if it is free, expired, already ``holder``'s, or held
+        by a process of this host that is gone (killed: it can no longer renew, and waiting
+        out its lease would stall the destination)."""
         self.get(name)
         now = now or datetime.now(UTC)
         row = ExportCursorRow
         free = row.holder.is_(None) | row.expires.is_(None) | (row.expires <= now)
+        taken = free | (row.holder == holder)
+        with self.db.session() as session:
+            current = session.scalar(select(row.holder).where(row.name == name))
+        if current and current != holder and _gone(current):
+            taken = taken | (row.holder == current)
         return self._update(
-            name,
-            free | (row.holder == holder),
-            holder=holder,
-            expires=now + timedelta(seconds=self.lease_seconds),
+            name, taken, holder=holder, expires=now + timedelta(seconds=self.lease_seconds)
         )
 
     def release(self, name: str, holder: str) -> None:
@@ -177,6 +183,23 @@ def new_holder() -> str:
     """An id for this process's exporter: host, pid and a random part (a restarted process
     with the same pid is another holder)."""
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _gone(holder: str) -> bool:
+    """Whether ``holder`` (from :func:`new_holder`) names a process of this host that no
+    longer runs."""
+    parts = holder.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname()[:80] or not parts[1].isdigit():
+        return False
+    if int(parts[1]) == os.getpid():
+        return False  # this very process, under another holder id: it is alive
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (another user's): not ours to judge
+    return False
 
 
 def _new_row(name: str) -> ExportCursorRow:
@@ -321,7 +344,7 @@ class Exporter:
 
     def _round(self, config: DestinationConfig) -> RoundResult:
         if not self.cursors.acquire(config.name, self.holder):
-            return RoundResult(config.name)
+            return RoundResult(config.name, held=True)
         destination = self.destinations[config.name]
         follower = LedgerExport(config, destination, self.cursors, self.holder, self.origin)
         sent = redelivered = 0
@@ -421,5 +444,7 @@ def results_text(results: Sequence[RoundResult]) -> list[str]:
     for r in results:
         again = f", {r.redelivered} sent again after a crash" if r.redelivered else ""
         state = f"failed: {r.error}" if r.error else "ok"
+        if r.held:
+            state = "skipped: another process is sending to it"
         lines.append(f"{r.name}: {r.sent} event(s) sent{again} ({state})")
     return lines
