@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 TRACE_MODES: Final = ("off", "console", "file")
 _tracer: Tracer | None = None
+_provider: TracerProvider | None = None
 _decisions: Counter[str] = Counter()
 _decisions_lock = threading.Lock()
 
@@ -56,8 +57,15 @@ def annotate(current: Any, **attributes: AttributeValue) -> None:
 def install(provider: TracerProvider | None) -> None:
     """Trace through ``provider`` from now on (None: traces off). Tests install a provider
     with the SDK's in-memory exporter."""
-    global _tracer
+    global _tracer, _provider
+    _provider = provider
     _tracer = None if provider is None else provider.get_tracer("custos")
+
+
+def flush() -> None:
+    """Write out the spans still buffered (at shutdown; a no-op when traces are off)."""
+    if _provider is not None:
+        _provider.force_flush()
 
 
 def configure(section: Mapping[str, Any], home: Path, where: str) -> bool:
@@ -66,7 +74,9 @@ def configure(section: Mapping[str, Any], home: Path, where: str) -> bool:
     ``file`` mode without ``path``."""
     mode = section.get("traces", "off")
     if mode not in TRACE_MODES:
-        raise ConfigurationError(f"{where}: [telemetry] traces must be one of {', '.join(TRACE_MODES)}")
+        raise ConfigurationError(
+            f"{where}: [telemetry] traces must be one of {', '.join(TRACE_MODES)}"
+        )
     if mode == "off":
         install(None)
         return False
@@ -87,9 +97,11 @@ def configure(section: Mapping[str, Any], home: Path, where: str) -> bool:
         path = path if path.is_absolute() else home / path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            out = path.open("a", encoding="utf-8")  # noqa: SIM115 - lives as long as the provider
+            out = path.open("a", encoding="utf-8")
         except OSError as exc:
-            raise ConfigurationError(f"{where}: [telemetry] cannot open {path} ({exc.strerror})") from None
+            raise ConfigurationError(
+                f"{where}: [telemetry] cannot open {path} ({exc.strerror})"
+            ) from None
         exporter = ConsoleSpanExporter(out=out, formatter=lambda s: s.to_json(indent=None) + "\n")
     else:
         exporter = ConsoleSpanExporter(out=sys.stderr)

@@ -57,7 +57,9 @@ def populate(system: Custos) -> None:
     add_alert(system, "emp-2001", "user-42")
 
 
-def add_alert(system: Custos, principal: str, subject: str, rule: str = "protected_subject_access") -> None:
+def add_alert(
+    system: Custos, principal: str, subject: str, rule: str = "protected_subject_access"
+) -> None:
     now = datetime.now(UTC)
     system.casebook.record(
         [
@@ -221,12 +223,15 @@ def webhook() -> Iterator[WebhookReceiver]:
     receiver: WebhookReceiver
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             stamp = self.headers["X-Custos-Timestamp"]
-            expected = "sha256=" + hmac.new(
-                WEBHOOK_SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256
-            ).hexdigest()
+            expected = (
+                "sha256="
+                + hmac.new(
+                    WEBHOOK_SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256
+                ).hexdigest()
+            )
             with receiver.lock:
                 if not hmac.compare_digest(expected, self.headers["X-Custos-Signature"]):
                     receiver.refused += 1

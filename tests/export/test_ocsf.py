@@ -75,7 +75,8 @@ def test_decisions_say_who_did_what_to_whom_and_the_outcome(world: Custos) -> No
     denied = [e for e in decisions if e["unmapped"]["custos"]["decision"] == "deny"]
     assert denied, "the support agent's look at the journalist is denied"
     one = denied[0]
-    assert one["class_uid"] == 6003 and one["category_uid"] == 6
+    assert one["class_uid"] == 6003
+    assert one["category_uid"] == 6
     assert (one["activity_id"], one["type_uid"]) == (2, 600302)
     assert (one["status_id"], one["status"]) == (2, "Failure")
     assert one["actor"]["user"]["uid"] == "emp-6001"
@@ -83,7 +84,8 @@ def test_decisions_say_who_did_what_to_whom_and_the_outcome(world: Custos) -> No
     assert one["resources"][0]["uid"] == "user-42"
     assert "category:ip_history" in one["resources"][0]["labels"]
     assert one["actor"]["authorizations"][0]["policy"]["uid"]
-    assert isinstance(one["time"], int) and one["time"] > 1_700_000_000_000
+    assert isinstance(one["time"], int)
+    assert one["time"] > 1_700_000_000_000
     assert one["metadata"]["sequence"] == one["unmapped"]["custos"]["ledger_index"]
 
 
@@ -96,7 +98,8 @@ def test_alerts_are_detection_findings(world: Custos) -> None:
     assert alert["evidences"][0]["actor"]["user"]["uid"] == "emp-2001"
     assert alert["resources"] == [{"uid": "user-42", "type": "subject"}]
     glass = [f for f in findings if f["unmapped"]["custos"].get("entry_type") == "alert"]
-    assert glass and glass[0]["severity_id"] >= 4
+    assert glass
+    assert glass[0]["severity_id"] >= 4
 
 
 def test_no_value_read_and_no_free_text_leaves(world: Custos) -> None:

@@ -95,6 +95,7 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             exporter.close()
+            telemetry.flush()
 
     app = FastAPI(
         title="custos",

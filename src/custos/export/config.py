@@ -131,9 +131,7 @@ def _one(table: Mapping[str, Any], where: str, home: Path) -> DestinationConfig:
         or not events
         or not all(isinstance(e, str) and e in KINDS for e in events)
     ):
-        raise ConfigurationError(
-            f"{where}: events must be a non-empty list of {', '.join(KINDS)}"
-        )
+        raise ConfigurationError(f"{where}: events must be a non-empty list of {', '.join(KINDS)}")
     common: dict[str, Any] = {
         "name": name,
         "kind": kind,

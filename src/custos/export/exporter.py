@@ -203,9 +203,7 @@ def _gone(holder: str) -> bool:
 
 
 def _new_row(name: str) -> ExportCursorRow:
-    return ExportCursorRow(
-        name=name, ledger=0, alert=0, delivered=0, redelivered=0, failures=0
-    )
+    return ExportCursorRow(name=name, ledger=0, alert=0, delivered=0, redelivered=0, failures=0)
 
 
 def _state(row: ExportCursorRow) -> CursorState:
@@ -307,8 +305,7 @@ class Exporter:
         self.clock = clock
         given = destinations or {}
         self.destinations: dict[str, Destination] = {
-            c.name: given[c.name] if c.name in given else build(c, settings)
-            for c in self.configs
+            c.name: given[c.name] if c.name in given else build(c, settings) for c in self.configs
         }
         self._next: dict[str, float] = {}
         self._streak: dict[str, int] = {}
@@ -406,9 +403,9 @@ class Exporter:
                 if "alerts" in config.events:
                     alerts = int(
                         session.scalar(
-                            select(func.count()).select_from(AlertRow).where(
-                                AlertRow.id > state.alert
-                            )
+                            select(func.count())
+                            .select_from(AlertRow)
+                            .where(AlertRow.id > state.alert)
                         )
                         or 0
                     )

@@ -429,7 +429,9 @@ def _approval(index: int, entry: Entry, origin: str) -> dict[str, Any]:
     activity_id, status_id, severity_id = _APPROVAL_SHAPES[type(entry)]
     fields = _approval_fields(entry)
     subject = fields["subject"]
-    resources = [_subject(subject, [f"category:{c}" for c in fields["categories"]])] if subject else []
+    resources = (
+        [_subject(subject, [f"category:{c}" for c in fields["categories"]])] if subject else []
+    )
     for kind in ("request", "grant"):
         if fields[kind]:
             resources.append({"uid": fields[kind], "type": kind})
