@@ -41,7 +41,7 @@ def json_lines(block: str) -> list[str]:
 def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> None:
     assert set(examples()) == {
         "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
-        "checkpoint", "verifier-key", "report-fields",
+        "checkpoint", "verifier-key", "report-fields", "ocsf-activity", "ocsf-finding",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -127,3 +127,20 @@ def test_the_words_are_the_vocabularys(heading: str, words: frozenset[str]) -> N
     text = FORMATS.read_text(encoding="utf-8").split("## Words", 1)[1]
     item = text.split(f"- {heading}:", 1)[1].split("\n- ", 1)[0]
     assert set(re.findall(r"`([a-z_]+)`", item)) == words
+
+
+def test_the_ocsf_examples_are_valid_and_shaped_as_custos_makes_them(system: Custos) -> None:
+    from custos.export import problems
+    from tests.export.conftest import populate
+    from tests.export.test_ocsf import exported
+
+    populate(system)
+    made = exported(system)
+    decision = next(e for e in made if e["unmapped"]["custos"].get("entry_type") == "decision")
+    alert = next(e for e in made if "alert_id" in e["unmapped"]["custos"])
+    for name, real in (("ocsf-activity", decision), ("ocsf-finding", alert)):
+        example = json.loads(examples()[name])
+        assert example["class_uid"] == real["class_uid"]
+        assert problems(example) == []
+        assert set(example) - {"status_detail"} == set(real) - {"status_detail"}
+        assert set(example["metadata"]) - {"sequence"} == set(real["metadata"]) - {"sequence"}
