@@ -21,7 +21,8 @@ from prometheus_client import generate_latest
 from custos.access import Custos
 from custos.api import create_app
 from custos.config import load_settings
-from custos.export import Exporter, problems
+from custos.errors import ExportFailed
+from custos.export import Cursors, Exporter, problems
 from custos.policy import AccessRequest
 from tests.export.conftest import (
     WEBHOOK_SECRET,
@@ -333,3 +334,31 @@ def test_killed_at_any_moment_by_a_signal_loses_nothing(world: Custos, tmp_path:
     assert unique == expected
     duplicates = len(got) - len(unique)
     assert duplicates <= result["redelivered"] <= 2
+
+
+def test_a_mark_left_by_a_crash_is_kept_until_the_cursor_passes_it(system: Custos) -> None:
+    cursors = Cursors(system.db)
+    assert cursors.acquire("d", "host:1:a")
+    cursors.mark("d", "host:1:a", ledger=50, alert=None)  # then the process died
+    assert cursors.acquire("d", "host:1:a")
+    cursors.mark("d", "host:1:a", ledger=45, alert=None)
+    cursors.advance("d", "host:1:a", ledger=45, delivered=3, redelivered=3)
+    assert cursors.get("d").ledger_inflight == 50
+    cursors.advance("d", "host:1:a", ledger=50, delivered=2, redelivered=2)
+    state = cursors.get("d")
+    assert (state.ledger, state.ledger_inflight, state.redelivered) == (50, None, 5)
+
+
+def test_one_sender_per_destination(system: Custos) -> None:
+    cursors = Cursors(system.db)
+    here = socket.gethostname()[:80]
+    assert cursors.acquire("d", f"{here}:{os.getpid()}:a")
+    assert not cursors.acquire("d", "elsewhere:1:b")  # held, and not ours to judge
+    with pytest.raises(ExportFailed, match="another worker"):
+        cursors.mark("d", "elsewhere:1:b", ledger=1, alert=None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    cursors.release("d", f"{here}:{os.getpid()}:a")
+    assert cursors.acquire("d", f"{here}:{dead.stdout.strip()}:c")
+    # Its process has exited: another sender on this host takes over without waiting.
+    assert cursors.acquire("d", f"{here}:{os.getpid()}:d")

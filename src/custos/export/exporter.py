@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, case, func, select, update
 
 from custos.config import Settings
-from custos.errors import CustosError, ExportFailed
+from custos.errors import CustosError, ExportFailed, StoreConflict
 from custos.export.config import DestinationConfig, build, destination_configs
 from custos.export.destinations import Destination
 from custos.export.ocsf import AlertRecord, from_alert, from_entry, kind_of
@@ -86,12 +86,16 @@ class Cursors:
 
     def get(self, name: str) -> CursorState:
         """The stored cursor of ``name`` (made at 0 when there is none)."""
-        with self.db.session() as session:
-            row = session.get(ExportCursorRow, name)
-            if row is None:
-                session.add(_new_row(name))
-                return CursorState(name)
-            return _state(row)
+        try:
+            with self.db.session() as session:
+                row = session.get(ExportCursorRow, name)
+                if row is None:
+                    session.add(_new_row(name))
+                    return CursorState(name)
+                return _state(row)
+        except StoreConflict:  # another worker made it at the same moment
+            with self.db.session() as session:
+                return _state(session.get_one(ExportCursorRow, name))
 
     def all(self) -> list[CursorState]:
         """Every stored cursor, by name."""
@@ -124,13 +128,19 @@ class Cursors:
         """Record what is about to be sent (and renew the lease). Raises
         :class:`ExportFailed` when the lease is no longer ``holder``'s: another worker
         took the destination over, and sending now would interleave with it."""
+        row = ExportCursorRow
         values: dict[str, Any] = {
             "expires": datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
         }
+        # Never lower a mark a crash left: the range up to it may still arrive twice.
         if ledger is not None:
-            values["ledger_inflight"] = ledger
+            values["ledger_inflight"] = case(
+                (row.ledger_inflight > ledger, row.ledger_inflight), else_=ledger
+            )
         if alert is not None:
-            values["alert_inflight"] = alert
+            values["alert_inflight"] = case(
+                (row.alert_inflight > alert, row.alert_inflight), else_=alert
+            )
         if not self._update(name, ExportCursorRow.holder == holder, **values):
             raise ExportFailed(f"export {name!r}: another worker took this destination over")
 
@@ -152,12 +162,17 @@ class Cursors:
             "redelivered": row.redelivered + redelivered,
             "last_delivery": datetime.now(UTC),
         }
+        # The mark is cleared once the cursor reaches it (not before: see :meth:`mark`).
         if ledger is not None:
             values["ledger"] = ledger
-            values["ledger_inflight"] = None
+            values["ledger_inflight"] = case(
+                (row.ledger_inflight > ledger, row.ledger_inflight), else_=None
+            )
         if alert is not None:
             values["alert"] = alert
-            values["alert_inflight"] = None
+            values["alert_inflight"] = case(
+                (row.alert_inflight > alert, row.alert_inflight), else_=None
+            )
         if not self._update(name, row.holder == holder, **values):
             raise ExportFailed(f"export {name!r}: another worker took this destination over")
 
