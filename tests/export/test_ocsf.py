@@ -16,7 +16,7 @@ from custos.export import API_ACTIVITY, DETECTION_FINDING, REQUIRED, from_entry,
 from custos.export.destinations import encode
 from custos.export.exporter import _record
 from custos.export.ocsf import from_alert
-from custos.ledger.entries import read
+from custos.ledger.entries import parse, read
 from custos.store.events import AlertRow
 from tests.export.conftest import SECRET_IP
 
@@ -139,3 +139,54 @@ def test_at_least_one_rules_are_checked(world: Custos) -> None:
 @given(st.dictionaries(st.text(max_size=12), st.integers() | st.text(max_size=8), max_size=8))
 def test_problems_never_raises_on_any_object(event: dict[str, Any]) -> None:
     assert isinstance(problems(event), list)
+
+
+IDS = st.text(min_size=1, max_size=12)
+OPTIONAL_TEXT = st.none() | st.text(max_size=12)
+
+
+@given(
+    kind=st.sampled_from(["decision", "approval_request", "grant", "approval", "alert"]),
+    who=IDS,
+    subject=IDS,
+    words=st.lists(st.text(max_size=8), max_size=3),
+    decision=st.sampled_from(["allow", "deny", "approval_required", "odd"]),
+    action=st.sampled_from(["read", "search", "export", "modify", "odd"]),
+    when=st.sampled_from(["2026-01-05T10:03:00Z", "not a time", "2026-01-05T10:03:00"]),
+    extra=OPTIONAL_TEXT,
+)
+def test_any_well_typed_entry_maps_to_a_valid_event(
+    kind: str,
+    who: str,
+    subject: str,
+    words: list[str],
+    decision: str,
+    action: str,
+    when: str,
+    extra: str | None,
+) -> None:
+    raw: dict[str, Any] = {
+        "type": kind,
+        "time": when,
+        "principal": who,
+        "subject": subject,
+        "categories": words,
+        "purpose": "support",
+        "ticket": extra,
+    }
+    raw.update(
+        {
+            "decision": {"id": "ev-1", "action": action, "category": "profile",
+                         "decision": decision, "reasons": words},
+            "approval_request": {"request": "req-1", "approvals_needed": 1, "expires": when},
+            "grant": {"grant": "g-1", "starts": when, "ends": when, "request": extra},
+            "approval": {"request": "req-1", "approver": who},
+            "alert": {"rule": "r", "severity": decision, "principals": [who],
+                      "subjects": [subject]},
+        }[kind]
+    )  # fmt: skip
+    event = from_entry(7, parse(raw), "custos/test")
+    assert event is not None
+    assert problems(event) == []
+    assert event["metadata"]["uid"] == "ledger:7"
+    json.dumps(event)  # plain JSON all the way down
