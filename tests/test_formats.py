@@ -42,7 +42,8 @@ def json_lines(block: str) -> list[str]:
 def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> None:
     assert set(examples()) == {
         "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
-        "checkpoint", "verifier-key", "report-fields", "sources",
+        "checkpoint", "verifier-key", "report-fields", "sources", "ocsf-activity",
+        "ocsf-finding",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -136,3 +137,20 @@ def test_the_data_map_example_parses() -> None:
     assert logins.columns["user_id"].is_subject
     assert logins.columns["ip"].coarse == BUILTIN_COARSE["ip_prefix"]
     assert data_map.source("lake").tables["logins"].file == "data/logins/*.parquet"
+
+
+def test_the_ocsf_examples_are_valid_and_shaped_as_custos_makes_them(system: Custos) -> None:
+    from custos.export import problems
+    from tests.export.conftest import populate
+    from tests.export.test_ocsf import exported
+
+    populate(system)
+    made = exported(system)
+    decision = next(e for e in made if e["unmapped"]["custos"].get("entry_type") == "decision")
+    alert = next(e for e in made if "alert_id" in e["unmapped"]["custos"])
+    for name, real in (("ocsf-activity", decision), ("ocsf-finding", alert)):
+        example = json.loads(examples()[name])
+        assert example["class_uid"] == real["class_uid"]
+        assert problems(example) == []
+        assert set(example) - {"status_detail"} == set(real) - {"status_detail"}
+        assert set(example["metadata"]) - {"sequence"} == set(real["metadata"]) - {"sequence"}

@@ -86,6 +86,27 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
             "webhook_timeout",
         }
     ),
+    # One [[export]] table (custos.export.config.KEYS; a test keeps the two equal).
+    "export": frozenset(
+        {
+            "name",
+            "kind",
+            "events",
+            "batch",
+            "interval",
+            "timeout",
+            "path",
+            "host",
+            "port",
+            "transport",
+            "facility",
+            "url",
+            "secret_env",
+            "retries",
+            "backoff",
+        }
+    ),
+    "telemetry": frozenset({"traces", "path", "service_name"}),
     # The fields of custos.detect.config.DetectConfig (a test keeps the two equal).
     "detect": frozenset(
         {
@@ -160,6 +181,10 @@ def _check_table(table: Mapping[str, Any], section: str, path: Path) -> None:
             # A value that is not a table is its reader's error ("must be a table").
             if isinstance(value, Mapping) and inner not in OPEN_SECTIONS:
                 _check_table(value, inner, path)
+            elif isinstance(value, list):  # an array of tables: [[export]]
+                for item in value:
+                    if isinstance(item, Mapping):
+                        _check_table(item, inner, path)
             continue
         if key in known or key in _REFUSED_ELSEWHERE.get(section, ()):
             continue

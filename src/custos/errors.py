@@ -294,3 +294,12 @@ class QueryRefused(CustosError):
         body = super().to_dict()
         body["reason"] = self.reason
         return body
+
+
+class ExportFailed(CustosError):
+    """A destination of ``[[export]]`` did not take a batch (down, refused it, timed out):
+    nothing was marked sent, and the batch is sent again on the next round."""
+
+    code = "export_failed"
+    http_status = 502
+    exit_code = 5

@@ -7,10 +7,12 @@ so that a typo is never mistaken for a policy outcome.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from custos import telemetry
 from custos.config import Settings
 from custos.directory import DirectoryStore
 from custos.errors import AuthorityMismatch
@@ -81,6 +83,15 @@ class DecisionMaker:
         ``authority-mismatch``, never decided on those facts. Each decision names the ledger
         entries that set the facts it used (``authority``).
         """
+        with telemetry.span("custos.decide", **{"custos.requests": len(requests)}) as current:
+            decisions = self._decide_many(requests)
+            outcomes = Counter(d.outcome for d in decisions)
+            telemetry.annotate(
+                current, **{f"custos.decisions.{k}": v for k, v in sorted(outcomes.items())}
+            )
+            return decisions
+
+    def _decide_many(self, requests: Sequence[AccessRequest]) -> list[Decision]:
         known: list[tuple[AccessRequest, Facts]] = []
         refused: dict[int, Decision] = {}
         for position, request in enumerate(requests):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from custos import telemetry
 from custos.access.batching import ThreadBatcher
 from custos.access.decisions import AUTHORITY_MISMATCH, DecisionMaker
 from custos.access.feed import EventFeed
@@ -780,6 +781,7 @@ class Custos:
                     release_entry(decision, event_id, released.count, released.shredded, source)
                 )
         receipts = self.ledger.append_many(entries)
+        telemetry.count_decisions(d.outcome for d in decisions)
         self._alert_authority(zip(decisions, ids, strict=True))
         outcomes: list[ReadResult | CustosError] = []
         at = 0
@@ -931,6 +933,7 @@ class Custos:
         of them may be acted on."""
         ids = [new_event_id() for _ in decisions]
         receipts = self.ledger.append_many(self._decision_entries(decisions, ids, source))
+        telemetry.count_decisions(d.outcome for d in decisions)
         logged = [
             dataclasses.replace(d, event_id=event_id, ledger_index=receipt.index)
             for d, event_id, receipt in zip(decisions, ids, receipts, strict=True)

@@ -7,16 +7,19 @@ import contextlib
 import gc
 import logging
 import os
+import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from custos import __version__
+from custos import __version__, telemetry
 from custos.access import Custos
 from custos.access.batching import RequestBatcher
 from custos.api import errors
@@ -28,6 +31,7 @@ from custos.api.routes_detect import router as detect_router
 from custos.config import Settings
 from custos.detect.continuous import RunStatus
 from custos.errors import ConfigurationError, CustosError, IntegrityError
+from custos.export import Exporter
 
 log = logging.getLogger("custos.api")
 
@@ -56,6 +60,8 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     checkpoint_every = settings.number("ledger", "checkpoint_interval", 1.0)
     shred_every = settings.number("vault", "shred_interval", 3600.0)
     detection = ContinuousDetection(system)
+    telemetry.configure(settings.section("telemetry"), settings.home, str(settings.config_path))
+    exporter = Exporter(settings, system.db, system.ledger)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +79,13 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
             ),
             asyncio.create_task(_every(detection.poll, "detection", detection.step)),
         ]
+        if exporter.configs:
+            poll = max(min(min(c.interval for c in exporter.configs) / 2, 1.0), 0.05)
+            tasks.append(
+                asyncio.create_task(
+                    _every(poll, "export", lambda: exporter.step(time.monotonic()), at_start=True)
+                )
+            )
         try:
             yield
         finally:
@@ -81,6 +94,8 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            exporter.close()
+            telemetry.flush()
 
     app = FastAPI(
         title="custos",
@@ -113,7 +128,9 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     ledger_size = Gauge("custos_ledger_size", "Entries in the ledger.", registry=registry)
     ledger_size.set_function(lambda: _safe_size(system))
     app.state.detection = detection
+    app.state.exporter = exporter
     _detection_gauges(registry, detection)
+    registry.register(PushMetrics(system, exporter))
     errors.install(app)
     app.include_router(router)
     app.include_router(detect_router)
@@ -201,6 +218,85 @@ def _detection_gauges(registry: CollectorRegistry, detection: ContinuousDetectio
         ("custos_detect_failed_runs", "Detection runs that failed.", lambda s: s.failures),
     ):
         Gauge(name, text, registry=registry).set_function(reading(field))
+
+
+class PushMetrics(Collector):
+    """Decisions by outcome (this process's, since it started), the ages of the newest
+    checkpoint and witness cosignature, and per export destination its queue depth and
+    counts (read from the database at each scrape, so every worker reports the same)."""
+
+    def __init__(self, system: Custos, exporter: Exporter) -> None:
+        self.system = system
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "custos_decisions",
+            "Decisions this process logged, by outcome.",
+            labels=["outcome"],
+        )
+        counts = telemetry.decision_counts()
+        for outcome in sorted({"allow", "deny", "approval_required", *counts}):
+            decisions.add_metric([outcome], float(counts.get(outcome, 0)))
+        yield decisions
+        now = datetime.now(UTC)
+        for name, text, moment in (
+            (
+                "custos_ledger_checkpoint_age_seconds",
+                "Seconds since the newest checkpoint was signed (NaN: none yet).",
+                self.system.ledger.latest_checkpoint_time,
+            ),
+            (
+                "custos_witness_age_seconds",
+                "Seconds since a witness's cosignature was last kept (NaN: none yet).",
+                self.system.ledger.latest_cosignature_time,
+            ),
+        ):
+            yield GaugeMetricFamily(name, text, value=_age(moment, now))
+        depth = GaugeMetricFamily(
+            "custos_export_queue_depth",
+            "Ledger entries and alerts a destination has not acknowledged yet.",
+            labels=["destination"],
+        )
+        delivered = CounterMetricFamily(
+            "custos_export_delivered",
+            "Events a destination acknowledged.",
+            labels=["destination"],
+        )
+        redelivered = CounterMetricFamily(
+            "custos_export_redelivered",
+            "Events sent again after a crash or an unacknowledged send (duplicates).",
+            labels=["destination"],
+        )
+        failures = CounterMetricFamily(
+            "custos_export_failures",
+            "Export rounds that failed (the cursor stayed).",
+            labels=["destination"],
+        )
+        if self.exporter.configs:
+            try:
+                depths = self.exporter.queue_depth()
+                states = {c.name: c for c in self.exporter.cursors.all()}
+            except Exception:  # noqa: BLE001 - a scrape must not fail
+                depths, states = {}, {}
+            for config in self.exporter.configs:
+                state = states.get(config.name)
+                depth.add_metric([config.name], float(depths.get(config.name, float("nan"))))
+                delivered.add_metric([config.name], float(state.delivered if state else 0))
+                redelivered.add_metric([config.name], float(state.redelivered if state else 0))
+                failures.add_metric([config.name], float(state.failures if state else 0))
+        yield depth
+        yield delivered
+        yield redelivered
+        yield failures
+
+
+def _age(moment: Callable[[], datetime | None], now: datetime) -> float:
+    try:
+        found = moment()
+    except Exception:  # noqa: BLE001 - a gauge must not fail the scrape
+        return float("nan")
+    return float("nan") if found is None else max((now - found).total_seconds(), 0.0)
 
 
 def _safe_size(system: Custos) -> float:

@@ -12,6 +12,7 @@ from custos.cli import approvals as _approvals  # noqa: F401 - registers approva
 from custos.cli import demo as _demo  # noqa: F401 - registers demo
 from custos.cli import detect as _detect  # noqa: F401 - registers events, detect, cases
 from custos.cli import example as _example  # noqa: F401 - registers example
+from custos.cli import export as _export  # noqa: F401 - registers export
 from custos.cli import log as _log  # noqa: F401 - registers keys, log, witness
 from custos.cli import org as _org  # noqa: F401 - registers init, org
 from custos.cli import policy as _policy  # noqa: F401 - registers policy

@@ -32,10 +32,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from custos import telemetry
 from custos.errors import (
     CustosError,
     IntegrityError,
@@ -332,6 +333,13 @@ class Ledger:
         return _linked(entry, self.chain, self._token)
 
     def _append(self, entries: list[bytes | _Linked]) -> list[LedgerReceipt]:
+        with telemetry.span("custos.ledger.append", **{"custos.entries": len(entries)}) as current:
+            receipts = self._append_durably(entries)
+            if receipts:
+                telemetry.annotate(current, **{"custos.ledger.size": receipts[-1].index + 1})
+            return receipts
+
+    def _append_durably(self, entries: list[bytes | _Linked]) -> list[LedgerReceipt]:
         mine = _Pending(entries)
         with self._queue_lock:
             self._queue.append(mine)
@@ -641,6 +649,18 @@ class Ledger:
         ):
             return str(latest.note)
         return self.checkpoint()
+
+    def latest_checkpoint_time(self) -> datetime | None:
+        """When the newest checkpoint was signed, or None before the first."""
+        with _reading(self.db) as conn:
+            found = conn.execute(select(func.max(LedgerCheckpointRow.created))).scalar()
+        return None if found is None else _aware(found)
+
+    def latest_cosignature_time(self) -> datetime | None:
+        """When a witness's cosignature was last kept, or None when none ever was."""
+        with _reading(self.db) as conn:
+            found = conn.execute(select(func.max(LedgerCosignatureRow.created))).scalar()
+        return None if found is None else _aware(found)
 
     def latest_checkpoint(self) -> str | None:
         """The newest saved checkpoint note, if any."""

@@ -3,4 +3,13 @@
 Each part adds its table module here.
 """
 
-from custos.store import accounts, approvals, directory, events, ledger, reports, vault  # noqa: F401
+from custos.store import (  # noqa: F401
+    accounts,
+    approvals,
+    directory,
+    events,
+    export,
+    ledger,
+    reports,
+    vault,
+)

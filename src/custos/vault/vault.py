@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import insert, select, update
 
+from custos import telemetry
 from custos.errors import IntegrityError, InvalidInput, ValidationFailed
 from custos.store import Database
 from custos.store.directory import SubjectRow
@@ -350,6 +351,19 @@ class Vault:
         Raises :class:`IntegrityError` (naming the record id, never a value) when a
         ciphertext does not decrypt for its row.
         """
+        with telemetry.span(
+            "custos.vault.read", **{"custos.category": category, "custos.precision": precision}
+        ) as current:
+            released = self._release(subject, category, precision, now)
+            telemetry.annotate(
+                current,
+                **{"custos.records": len(released.records), "custos.shredded": released.shredded},
+            )
+            return released
+
+    def _release(
+        self, subject: str, category: str, precision: str, now: datetime | None
+    ) -> Release:
         if precision not in ("coarse", "precise"):
             raise InvalidInput(f"unknown precision {precision!r}")
         # Driver SQL: this runs on every guarded read, and building 50 ORM rows cost more

@@ -1,0 +1,135 @@
+"""What exporting costs: OCSF events pushed to a JSON Lines file (fsync per batch) and to a
+TCP syslog listener on loopback, against reading the same ledger range with a follower that
+keeps nothing (the floor: the ledger read and the entry parse), same run.
+
+Also what traces cost on the guarded path: ``decide_many`` with traces off against the same
+with an SDK tracer provider whose processor drops every span (so only custos's span code
+and the SDK's span objects are measured, not an exporter).
+
+Builds a home (SQLite, or PostgreSQL when ``CUSTOS_DATABASE_URL`` is set) with ``--decisions``
+logged decisions (default 20,000). Prints events per second and the ratios; asserts nothing.
+``--quick`` for a short run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from custos import telemetry
+from custos.access import Custos
+from custos.config import load_settings
+from custos.directory import parse_text
+from custos.export import Exporter
+from custos.ledger.entries import Entry
+from custos.ledger.follow import follow_ledger
+from custos.policy import AccessRequest
+
+WORLD = """
+principals:
+  - {id: emp-1, name: A, kind: employee, role: support_agent, team: support, country: US}
+subjects:
+  - {id: user-1, jurisdiction: US}
+tickets:
+  - {id: T-1, kind: support, subject: user-1, assignee: emp-1, status: open}
+"""
+
+
+class Nothing:
+    """A follower that reads everything and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.at = 0
+
+    def position(self) -> int:
+        return self.at
+
+    def follow(self, index: int, entry: Entry) -> None:
+        pass
+
+    def persist(self, end: int) -> None:
+        self.at = end
+
+
+def sink() -> int:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def drain() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while conn.recv(1 << 20):
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    count = 2_000 if args.quick else args.decisions
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder) / "home"
+        system = Custos.init(home)
+        system.directory.merge(parse_text(WORLD, "bench"), source="bench")
+        request = AccessRequest("emp-1", "user-1", "profile", "support", ticket="T-1")
+        for _ in range(count // 500):
+            system.decide_many([request] * 500)
+        size = system.ledger.size()
+
+        start = time.perf_counter()
+        follow_ledger(system.ledger, [Nothing()], chunk=500)
+        floor = time.perf_counter() - start
+
+        port = sink()
+        (home / "config.toml").write_text(
+            f'[[export]]\nname = "file"\nkind = "file"\npath = "out.jsonl"\n'
+            f'events = ["decisions"]\n'
+            f'[[export]]\nname = "syslog"\nkind = "syslog"\nhost = "127.0.0.1"\nport = {port}\n'
+            f'events = ["decisions"]\n',
+            encoding="utf-8",
+        )
+        exporter = Exporter(load_settings(home), system.db, system.ledger)
+        start = time.perf_counter()
+        results = exporter.run_once()
+        both = time.perf_counter() - start
+        exporter.close()
+        sent = sum(r.sent for r in results)
+        assert all(r.error is None for r in results), results
+        print(f"ledger: {size} entries; {sent} events sent to a file and a TCP syslog listener")
+        print(f"read-only floor: {size / floor:,.0f} entries/s")
+        print(
+            f"export round: {sent / both:,.0f} events/s ({both:.2f} s), "
+            f"{both / floor:.1f}x the read-only floor's time"
+        )
+
+        rounds = 5 if args.quick else 20
+        batch = [request] * 100
+        off = on = 0.0
+        provider = TracerProvider()  # no processor: spans are made and dropped
+        for _ in range(rounds):
+            telemetry.install(None)
+            start = time.perf_counter()
+            system.decisions.decide_many(batch)
+            off += time.perf_counter() - start
+            telemetry.install(provider)
+            start = time.perf_counter()
+            system.decisions.decide_many(batch)
+            on += time.perf_counter() - start
+        telemetry.install(None)
+        print(f"decide_many x100, traces on / off: {on / off:.3f}")
+        system.close()
+
+
+if __name__ == "__main__":
+    main()
