@@ -173,7 +173,7 @@ def trail() -> list[dict[str, Any]]:
             "user-2",
             errorCode="AccessDenied",
             errorMessage="User is not authorized to perform: dynamodb:GetItem",
-        ),  # fmt: skip
+        ),
         athena(5, assumed(), "SELECT email, city FROM users WHERE user_id IN ('user-1', 'user-2')"),
         athena(6, assumed(), "SELECT count(*) FROM analytics.users"),
         s3_get(7, assumed("mallory@corp.example"), "customer-data", "profiles/user-1.json"),
@@ -215,7 +215,8 @@ def test_records_become_events_and_the_rest_is_reported_by_line_and_reason(
     ]  # fmt: skip
     texts = [u.describe("trail.json") for u in report.unmapped]
     # A session name that is an email address is not repeated (the line says where it is).
-    assert "'AssumedRole'" in texts[2] and "mallory" not in texts[2]
+    assert "'AssumedRole'" in texts[2]
+    assert "mallory" not in texts[2]
     assert "'marketing-assets/banner.png'" in texts[3]
 
     events = {(e.principal, e.subject, e.category): e for e in EventStore(system.db).search()}
@@ -249,7 +250,8 @@ def test_detection_takes_an_imported_access_as_unguarded(system: Custos) -> None
     alerts = system.detect().alerts
     # user-42 is a journalist; emp-1001 reached her profile with no ticket, outside custos.
     protected = [a for a in alerts if a.rule == "protected_subject_access"]
-    assert protected and protected[0].principals == ("emp-1001",)
+    assert protected
+    assert protected[0].principals == ("emp-1001",)
     assert protected[0].subjects == ("user-42",)
     # Replay judged it as custos would have: no ticket, so refused.
     assert "policy_replay" in {a.rule for a in alerts}
@@ -323,9 +325,11 @@ def test_the_cli_imports_and_reports(home: Path, tmp_path: Path) -> None:
 MAPPED = parse_mapping(MAPPING, "map.yaml")
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=20,
-)  # fmt: skip
+)
 FIELDS = st.fixed_dictionaries(
     {},
     optional={
@@ -355,7 +359,8 @@ def test_garbage_never_crashes_and_every_record_is_accounted_for(lines: list[str
     read = read_log(lines, MAPPED)
     assert read.entries <= read.records
     for rejected in read.rejected:
-        assert rejected.lines and all(1 <= n <= max(len(lines), 1) for n in rejected.lines)
+        assert rejected.lines
+        assert all(1 <= n <= max(len(lines), 1) for n in rejected.lines)
     # Every record read is an event, unmapped, or rejected: none is dropped unseen.
     lines_seen = (
         {u.line for u in read.unmapped}

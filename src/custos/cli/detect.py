@@ -76,8 +76,9 @@ def import_events(
 ) -> None:
     """Import access events, all or nothing (or with --rejects, the good ones).
 
-    An audit log (--format pgaudit or cloudtrail) is mapped to events by --mapping; its
-    entries that cannot be mapped are listed by line and reason, and counted."""
+    An audit log (--format pgaudit or cloudtrail) is mapped by --mapping (docs/formats.md).
+
+    Its entries that map to no access are listed by line and reason, and counted."""
     if log_format not in ("jsonl", "pgaudit", "cloudtrail"):
         raise InvalidInput(f"--format {log_format!r}: use jsonl, pgaudit or cloudtrail")
     check_rejects_path(rejects, file)

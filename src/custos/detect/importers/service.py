@@ -48,7 +48,7 @@ class LogImport:
         """One line: read N, imported M, unmapped K by reason."""
         reasons = ", ".join(f"{REASONS[r]} {n}" for r, n in self.unmapped_by_reason().items())
         return (
-            f"read {self.records} log record(s), {self.entries} audit entr(ies); "
+            f"read {self.records} log record(s), {self.entries} audit entries; "
             f"imported {self.events} event(s) ({self.added} stored, {self.unchanged} already "
             f"present); unmapped {len(self.unmapped)}"
             + (f" ({reasons})" if reasons else "")
