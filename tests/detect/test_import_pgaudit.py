@@ -29,6 +29,12 @@ from hypothesis import strategies as st
 from custos.access import Custos
 from custos.detect import EventStore
 from custos.detect.importers import import_log, parse_mapping, read_log
+from custos.detect.importers.common import (
+    ParametersNotLogged,
+    TableTarget,
+    Unparsed,
+    statement_subjects_cached,
+)
 from custos.detect.importers.pgaudit import parse_time, prefix_pattern
 from custos.errors import ValidationFailed
 from custos.textfiles import read_lines
@@ -113,10 +119,14 @@ def _workload(port: int) -> None:
         # 8: a role the mapping does not know.
         intruder.execute("SELECT email FROM users WHERE id = %s", ("user-42",))
     with psycopg.connect(f"{url} user=dba", autocommit=True) as dba:
-        # 9: parameters not logged in this session: the subject cannot be known.
+        # 9: the statement logged with the first of its two entries only.
+        dba.execute("SET pgaudit.log_statement_once = on")
+        dba.execute("SELECT a.email FROM users a JOIN users b ON a.id = b.id WHERE a.id = 'user-5'")
+    with psycopg.connect(f"{url} user=dba", autocommit=True) as dba:
+        # 10: parameters not logged in this session: the subject cannot be known.
         dba.execute("SET pgaudit.log_parameter = off")
         dba.execute("SELECT email FROM users WHERE id = %s", ("user-9",))
-        # 10: DDL is audited too, and is no access to personal data.
+        # 11: DDL is audited too, and is no access to personal data.
         dba.execute("CREATE TABLE scratch (x int)")
 
 
@@ -196,6 +206,7 @@ EXPECTED = {
     ("emp-1001", "read", "user-2", "contact"),
     ("emp-1001", "modify", "user-1", "contact"),
     ("emp-1001", "read", "user-42", "payment"),
+    ("emp-2001", "read", "user-5", "contact"),
 }
 
 
@@ -206,7 +217,10 @@ def test_a_real_csvlog_becomes_events_with_subjects_from_the_parameters(
     mapping = parse_mapping(MAPPING, "map.yaml")
     report = import_log(EventStore(system.db), lines, str(cluster.csvlog), mapping)
     assert _accesses(system) == EXPECTED
-    assert (report.events, report.added, report.rejected) == (6, 6, 0)
+    # user-5's second entry carried only "<previously logged>": the first one's statement
+    # named the subject for both.
+    assert sum("<previously logged>" in line for line in lines) == 1
+    assert (report.events, report.added, report.rejected) == (7, 7, 0)
     assert report.unmapped_by_reason() == {
         "not_access": 4,  # CREATE TABLE: users, payments, misc, scratch
         "principal": 1,  # intruder
@@ -232,7 +246,7 @@ def test_a_real_csvlog_becomes_events_with_subjects_from_the_parameters(
     assert "AUDIT: SESSION" in lines[event.extras()["log_line"] - 1]
     assert not lines[event.extras()["log_line"]].startswith("20")
     again = import_log(EventStore(system.db), lines, str(cluster.csvlog), mapping)
-    assert (again.added, again.unchanged) == (0, 6)
+    assert (again.added, again.unchanged) == (0, 7)
 
 
 def test_the_stderr_log_of_the_same_server_gives_the_same_accesses(
@@ -276,7 +290,7 @@ def test_the_cli_reports_unmapped_lines_and_refuses_a_broken_log(
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "principal not mapped (role 'intruder')" in out
-    assert "imported 6 event(s) (6 stored, 0 already present); unmapped 8" in out
+    assert "imported 7 event(s) (7 stored, 0 already present); unmapped 8" in out
     assert "user-42" not in out  # what a statement read is not echoed
 
 
@@ -307,6 +321,50 @@ def test_log_times_and_prefixes() -> None:
     assert found is not None
     assert (found["user"], found["database"], found["pid"]) == ("alice", "shop", "77")
     assert found["message"].startswith("AUDIT: ")
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "subjects"),
+    [
+        ("SELECT * FROM users WHERE id = $1", ["u-1"], {"u-1"}),
+        ("SELECT * FROM users WHERE (id = 'a' OR id = 'b') AND city = $1", ["x"], {"a", "b"}),
+        ("SELECT * FROM users WHERE id = 'a' OR city = 'Lyon'", [], None),  # not restricted
+        ("SELECT * FROM users WHERE id IN (SELECT id FROM users)", [], None),  # a subquery
+        ("SELECT * FROM users WHERE id = $3", ["a"], None),  # a parameter the log lacks
+        ("SELECT * FROM public.users u, misc m WHERE m.id = 'a'", [], None),  # another table's
+        ("INSERT INTO users (email, id) VALUES ($1,$2), ('e', 'b')", ["e", "a"], {"a", "b"}),
+        ("INSERT INTO users VALUES ('a', 'e')", [], None),  # no column list
+        ("DELETE FROM users WHERE id = 'a'::text", [], {"a"}),
+        ("WITH x AS (SELECT * FROM users WHERE id = 'a') SELECT * FROM x", [], {"a"}),
+        ("SELECT * FROM users WHERE id = 'a' UNION SELECT * FROM users", [], None),
+        ("SELECT * FROM other.users WHERE id = 'a'", [], None),  # another schema's table
+        ("SELECT 1; SELECT * FROM users WHERE id = 'a'", [], {"a"}),  # several statements
+    ],
+)
+def test_the_subjects_a_statement_names(
+    statement: str, params: list[str], subjects: set[str] | None
+) -> None:
+    found = statement_subjects_cached(
+        statement, "postgres", TableTarget("public", "users"), "id", params
+    )
+    assert found == subjects
+    with pytest.raises(ParametersNotLogged):
+        statement_subjects_cached(
+            "SELECT * FROM users WHERE id = $1", "postgres", TableTarget("public", "users"),
+            "id", None,
+        )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=120), st.lists(st.text(max_size=8), max_size=3))
+def test_any_statement_text_is_analysed_or_called_unparsed(text: str, params: list[str]) -> None:
+    try:
+        found = statement_subjects_cached(
+            text, "postgres", TableTarget("public", "users"), "id", params
+        )
+    except Unparsed:
+        return
+    assert found is None or isinstance(found, set)
 
 
 MAPPED = parse_mapping(MAPPING, "m")

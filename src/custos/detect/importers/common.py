@@ -5,6 +5,7 @@ statement names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -12,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlglot
 from sqlglot import exp
@@ -148,15 +149,65 @@ _PLACEHOLDER_AFTER_COMMA = re.compile(r",\$(\d)")
 # EXTENSION, …); such a statement names no subject, and a log has many.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
+#: A subject a statement names: a literal value (str) or its n-th parameter (int).
+Named = str | int
 
-def parse_statements(sql: str, dialect: str) -> list[exp.Expr] | None:
+
+def parse_statements(sql: str, dialect: str) -> tuple[exp.Expr, ...] | None:
     """The syntax trees of the statements in ``sql`` (a log may hold several sent as one),
-    or None when sqlglot cannot parse them."""
+    or None when sqlglot cannot parse them. The trees are shared between calls (logs repeat
+    the same prepared statements): read them, never change them."""
+    return _parsed(sql, dialect)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(sql: str, dialect: str) -> tuple[exp.Expr, ...] | None:
     try:
         trees = sqlglot.parse(_PLACEHOLDER_AFTER_COMMA.sub(r", $\1", sql), dialect=dialect)
     except (SqlglotError, RecursionError, ValueError):
         return None
-    return [tree for tree in trees if tree is not None]
+    return tuple(tree for tree in trees if tree is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class TableTarget:
+    """A table as an audit entry names it (``schema.table``, lower case): a statement's
+    table is it when the names agree and the statement names no other schema."""
+
+    schema: str
+    table: str
+
+    def __call__(self, node: exp.Table) -> bool:
+        return node.name.lower() == self.table and (
+            not node.db or not self.schema or node.db.lower() == self.schema
+        )
+
+
+class Unparsed(Exception):
+    """The statement could not be parsed."""
+
+
+def statement_subjects_cached(
+    sql: str, dialect: str, target: TableTarget, column: str, params: Sequence[str] | None
+) -> set[str] | None:
+    """:func:`subjects_of` for the statement text ``sql`` and ``target``, with the analysis
+    kept per statement text (a log repeats its prepared statements with other parameters).
+    Raises :class:`Unparsed` and :class:`ParametersNotLogged`."""
+    found = _template(sql, dialect, target, column.lower())
+    if found is False:
+        raise Unparsed
+    return _resolve(found, params)
+
+
+@functools.lru_cache(maxsize=8192)
+def _template(
+    sql: str, dialect: str, target: TableTarget, column: str
+) -> frozenset[Named] | Literal[False] | None:
+    """The analysis of one statement text (False: it could not be parsed)."""
+    trees = parse_statements(sql, dialect)
+    if not trees:
+        return False
+    return _template_of(trees, target, column)
 
 
 def subjects_of(
@@ -165,38 +216,62 @@ def subjects_of(
     column: str,
     params: Sequence[str] | None,
 ) -> set[str] | None:
-    """:func:`statement_subjects` over several statements: None if any statement touching
-    the table is unrestricted, or none touches it."""
-    found: set[str] = set()
+    """The values of ``column`` that restrict every part of the statements ``trees`` that
+    reads or writes a table ``is_target`` accepts (see :func:`statement_subjects`); None if
+    one is not so restricted, or none touches the table. ``$n`` takes the n-th of
+    ``params``. Raises :class:`ParametersNotLogged` when a value is a parameter and
+    ``params`` is None."""
+    return _resolve(_template_of(trees, is_target, column.lower()), params)
+
+
+def _template_of(
+    trees: Sequence[exp.Expr], is_target: Callable[[exp.Table], bool], column: str
+) -> frozenset[Named] | None:
+    found: set[Named] = set()
     touched = False
     for tree in trees:
         if not any(isinstance(t, exp.Table) and is_target(t) for t in tree.walk()):
             continue
         touched = True
-        values = statement_subjects(tree, is_target, column, params)
+        try:
+            values = statement_subjects(tree, is_target, column)
+        except RecursionError:  # conditions nested too deeply to follow: not restricted
+            return None
         if values is None:
             return None
         found |= values
-    return found if touched else None
+    return frozenset(found) if touched else None
+
+
+def _resolve(template: frozenset[Named] | None, params: Sequence[str] | None) -> set[str] | None:
+    if template is None:
+        return None
+    found: set[str] = set()
+    for value in template:
+        if isinstance(value, str):
+            found.add(value)
+            continue
+        if params is None:
+            raise ParametersNotLogged
+        if not 1 <= value <= len(params):
+            return None
+        found.add(params[value - 1])
+    return found
 
 
 def statement_subjects(
-    tree: exp.Expr,
-    is_target: Callable[[exp.Table], bool],
-    column: str,
-    params: Sequence[str] | None,
-) -> set[str] | None:
-    """The values of ``column`` that restrict every part of ``tree`` reading or writing a
-    table ``is_target`` accepts: ``WHERE col = v`` (or ``col IN (…)``, ``OR`` of such)
-    anded with anything, or an ``INSERT``'s values. ``$n`` takes the n-th of ``params``.
+    tree: exp.Expr, is_target: Callable[[exp.Table], bool], column: str
+) -> set[Named] | None:
+    """What restricts ``column`` (lower case) in every part of ``tree`` reading or writing
+    a table ``is_target`` accepts: ``WHERE col = v`` (or ``col IN (…)``, ``OR`` of such)
+    anded with anything, or an ``INSERT``'s values; each value a literal (str) or the
+    number of a parameter ``$n`` (int).
 
     None when some part touching the table is not restricted to named values (a bulk read,
     a join on another condition, a subquery): such an access is not one subject's, and is
-    reported rather than guessed. Raises :class:`ParametersNotLogged` when a value is a
-    parameter and ``params`` is None."""
-    found: set[str] = set()
+    reported rather than guessed."""
+    found: set[Named] = set()
     touched = False
-    column = column.lower()
     for node in tree.walk():
         if isinstance(node, exp.Insert):
             target = node.this
@@ -204,7 +279,7 @@ def statement_subjects(
                 if not is_target(target.this):
                     continue
                 touched = True
-                values = _inserted(node, target, column, params)
+                values = _inserted(node, target, column)
                 if values is None:
                     return None
                 found |= values
@@ -215,7 +290,7 @@ def statement_subjects(
             if isinstance(target, exp.Table) and is_target(target):
                 touched = True
                 aliases = {target.alias_or_name.lower()}
-                values = _restriction(node.args.get("where"), aliases, column, params)
+                values = _restriction(node.args.get("where"), aliases, column)
                 if values is None:
                     return None
                 found |= values
@@ -234,28 +309,26 @@ def statement_subjects(
         if not aliases:
             continue
         touched = True
-        values = _restriction(scope.expression.args.get("where"), aliases, column, params)
+        values = _restriction(scope.expression.args.get("where"), aliases, column)
         if values is None:
             return None
         found |= values
     return found if touched else None
 
 
-def _inserted(
-    node: exp.Insert, target: exp.Schema, column: str, params: Sequence[str] | None
-) -> set[str] | None:
+def _inserted(node: exp.Insert, target: exp.Schema, column: str) -> set[Named] | None:
     names = [
         c.name.lower() for c in target.expressions if isinstance(c, exp.Identifier | exp.Column)
     ]
     if column not in names or not isinstance(node.expression, exp.Values):
         return None
     position = names.index(column)
-    found: set[str] = set()
+    found: set[Named] = set()
     for row in node.expression.expressions:
         cells = row.expressions if isinstance(row, exp.Tuple) else [row]
         if len(cells) != len(names):
             return None
-        value = _value(cells[position], params)
+        value = _value(cells[position])
         if value is None:
             return None
         found.add(value)
@@ -270,46 +343,42 @@ def _is_column(node: exp.Expr, aliases: set[str], column: str) -> bool:
     )
 
 
-def _value(node: exp.Expr, params: Sequence[str] | None) -> str | None:
+def _value(node: exp.Expr) -> Named | None:
     while isinstance(node, exp.Cast | exp.Paren):
         node = node.this
     if isinstance(node, exp.Literal):
         return str(node.this)
     if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal):
-        if params is None:
-            raise ParametersNotLogged
-        number = int(str(node.this.this)) if str(node.this.this).isdigit() else 0
-        return params[number - 1] if 1 <= number <= len(params) else None
+        number = str(node.this.this)
+        return int(number) if number.isdigit() and len(number) < 6 else None
     return None
 
 
-def _restriction(
-    node: exp.Expr | None, aliases: set[str], column: str, params: Sequence[str] | None
-) -> set[str] | None:
+def _restriction(node: exp.Expr | None, aliases: set[str], column: str) -> set[Named] | None:
     """The values ``node`` (a condition) restricts the column to, or None if it does not."""
     if node is None:
         return None
     if isinstance(node, exp.Where | exp.Paren):
-        return _restriction(node.this, aliases, column, params)
+        return _restriction(node.this, aliases, column)
     if isinstance(node, exp.And):
-        left = _restriction(node.left, aliases, column, params)
-        right = _restriction(node.right, aliases, column, params)
+        left = _restriction(node.left, aliases, column)
+        right = _restriction(node.right, aliases, column)
         if left is None or right is None:
             return left if right is None else right
         return left & right
     if isinstance(node, exp.Or):
-        left = _restriction(node.left, aliases, column, params)
-        right = _restriction(node.right, aliases, column, params)
+        left = _restriction(node.left, aliases, column)
+        right = _restriction(node.right, aliases, column)
         return None if left is None or right is None else left | right
     if isinstance(node, exp.EQ):
         for side, other in ((node.left, node.right), (node.right, node.left)):
             if _is_column(side, aliases, column):
-                value = _value(other, params)
+                value = _value(other)
                 return None if value is None else {value}
         return None
     if isinstance(node, exp.In) and _is_column(node.this, aliases, column):
         if node.args.get("query") is not None or not node.expressions:
             return None
-        values = [_value(e, params) for e in node.expressions]
+        values = [_value(e) for e in node.expressions]
         return None if any(v is None for v in values) else {v for v in values if v is not None}
     return None

@@ -23,17 +23,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlglot import exp
-
 from custos.detect.importers.common import (
     ParametersNotLogged,
     ReadLog,
     Rejected,
+    TableTarget,
+    Unparsed,
     access_event,
     event_id,
-    parse_statements,
+    statement_subjects_cached,
     subject_id,
-    subjects_of,
 )
 from custos.detect.importers.mapping import LogMapping
 from custos.errors import shown_id
@@ -51,6 +50,9 @@ _TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [^\s,]+)?"
 _CSV_START = re.compile(rf"^{_TIMESTAMP},")
 _OFFSET = re.compile(r"^([+-])(\d\d)(?::?(\d\d))?$")
 _NOT_LOGGED = "<not logged>"
+# A statement is one CSV field, and bulk INSERTs run long: the csv module's default limit
+# (128 KiB) would refuse a real log. The limit is the process's; it is only ever raised.
+csv.field_size_limit(max(csv.field_size_limit(), 64 * 2**20))
 _PREVIOUS = "<previously logged>"
 
 
@@ -347,14 +349,17 @@ def read_pgaudit(lines: Sequence[str], mapping: LogMapping) -> ReadLog:
     Never raises for the log's content: records that cannot be read are ``rejected``,
     entries that map to no access are ``unmapped`` (each with its line and reason)."""
     out = ReadLog()
-    # pgaudit.log_statement_once logs a statement only with its first entry.
-    statements: dict[tuple[str, str, str], tuple[str, str]] = {}
+    # pgaudit.log_statement_once logs a statement only with its first entry: the last
+    # statement of each session is kept (statement ids grow within a session).
+    # The entries of one statement (one per table and alias) are one access each: their
+    # events take the time of the statement's first entry (later ones may be a few
+    # milliseconds later), so they get the same id.
+    statements: dict[str, tuple[str, datetime, dict[str, tuple[str, str]]]] = {}
     for item in log_entries(lines, mapping.log_line_prefix):
+        out.records += 1
         if isinstance(item, Rejected):
-            out.records += 1
             out.rejected.append(item)
             continue
-        out.records += 1
         try:
             audit = parse_audit(item.message)
         except ValueError as exc:
@@ -363,13 +368,17 @@ def read_pgaudit(lines: Sequence[str], mapping: LogMapping) -> ReadLog:
         if audit is None:
             continue
         out.entries += 1
-        session = (item.session or item.pid, audit.statement_id, audit.substatement_id)
+        session = item.session or item.pid
+        current, began, parts = statements.get(session, ("", item.time, {}))
+        if current != audit.statement_id:
+            began, parts = item.time, {}
+            statements[session] = (audit.statement_id, began, parts)
         statement, parameters = audit.statement, audit.parameters
         if statement == _PREVIOUS or parameters == _PREVIOUS:
-            statement, parameters = statements.get(session, ("", _NOT_LOGGED))
+            statement, parameters = parts.get(audit.substatement_id, ("", _NOT_LOGGED))
         else:
-            statements[session] = (statement, parameters)
-        _map_entry(out, mapping, item, audit, statement, _parameters(parameters))
+            parts[audit.substatement_id] = (statement, parameters)
+        _map_entry(out, mapping, item, began, audit, statement, _parameters(parameters))
     return out
 
 
@@ -377,6 +386,7 @@ def _map_entry(
     out: ReadLog,
     mapping: LogMapping,
     entry: LogEntry,
+    began: datetime,
     audit: AuditEntry,
     statement: str,
     params: list[str] | None,
@@ -401,16 +411,15 @@ def _map_entry(
     if rule.subject_column is None:
         out.skip(line, "subject", f"the mapping names no subject column of {rule.table}")
         return
-    trees = parse_statements(statement, "postgres") if statement else None
-    if not trees:
+    try:
+        if not statement:
+            raise Unparsed
+        values = statement_subjects_cached(
+            statement, "postgres", TableTarget(schema, table), rule.subject_column, params
+        )
+    except Unparsed:
         out.skip(line, "subject", "the statement was not logged or could not be parsed")
         return
-
-    def is_target(node: exp.Table) -> bool:
-        return node.name.lower() == table and (not node.db or node.db.lower() == schema)
-
-    try:
-        values = subjects_of(trees, is_target, rule.subject_column, params)
     except ParametersNotLogged:
         out.skip(line, "subject", "named by a parameter, and pgaudit.log_parameter is off")
         return
@@ -431,7 +440,7 @@ def _map_entry(
             continue
         key = event_id(
             "pga",
-            entry.time.isoformat(),
+            began.isoformat(),
             entry.pid,
             entry.session,
             entry.user,
@@ -449,7 +458,7 @@ def _map_entry(
             access_event(
                 mapping,
                 key=key,
-                time=entry.time,
+                time=began,
                 principal=principal,
                 action=action,
                 subject=subject,
