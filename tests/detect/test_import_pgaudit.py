@@ -221,6 +221,7 @@ def test_a_real_csvlog_becomes_events_with_subjects_from_the_parameters(
     # named the subject for both.
     assert sum("<previously logged>" in line for line in lines) == 1
     assert (report.events, report.added, report.rejected) == (7, 7, 0)
+    assert report.duplicates == 1  # user-5's second entry (the join's other alias)
     assert report.unmapped_by_reason() == {
         "not_access": 4,  # CREATE TABLE: users, payments, misc, scratch
         "principal": 1,  # intruder
@@ -290,7 +291,9 @@ def test_the_cli_reports_unmapped_lines_and_refuses_a_broken_log(
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "principal not mapped (role 'intruder')" in out
-    assert "imported 7 event(s) (7 stored, 0 already present); unmapped 8" in out
+    assert (
+        "imported 7 event(s) (7 stored, 0 already present, 1 repeat(s) of one); unmapped 8" in out
+    )
     assert "user-42" not in out  # what a statement read is not echoed
 
 

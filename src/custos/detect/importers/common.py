@@ -63,10 +63,14 @@ class Rejected:
 class ReadLog:
     """What reading a log found: ``records`` read (log records, multi-line ones counted
     once), ``entries`` among them that are audit entries, the access ``events`` they
-    became, the entries ``unmapped`` and the records ``rejected``."""
+    became (and ``duplicates``, accesses read twice), the entries ``unmapped`` and the
+    records ``rejected``."""
 
     records: int = 0
     entries: int = 0
+    #: Entries that were an access already read (pgaudit logs a statement once per table
+    #: alias; CloudTrail may deliver a record twice): counted, not stored twice.
+    duplicates: int = 0
     events: list[AccessEvent] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
@@ -82,6 +86,7 @@ class ReadLog:
         """Add the event ``body`` (DESIGN.md format) read at ``line``. The same access
         logged twice (pgaudit logs a statement once per alias of a table) is one event."""
         if body["id"] in self._ids:
+            self.duplicates += 1
             return
         try:
             event = parse_event(body)

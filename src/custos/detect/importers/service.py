@@ -27,12 +27,14 @@ def read_log(lines: Sequence[str], mapping: LogMapping) -> ReadLog:
 @dataclass(frozen=True, slots=True)
 class LogImport:
     """What an import did: log ``records`` read, audit ``entries`` (pgaudit) or records
-    (CloudTrail) among them, ``events`` made, of which ``added`` stored and ``unchanged``
-    already present; ``rejected`` records set aside; every entry ``unmapped``."""
+    (CloudTrail) among them, ``events`` made (``duplicates``: entries repeating an access
+    already read), of which ``added`` stored and ``unchanged`` already present;
+    ``rejected`` records set aside; every entry ``unmapped``."""
 
     records: int
     entries: int
     events: int
+    duplicates: int
     added: int
     unchanged: int
     rejected: int
@@ -50,7 +52,7 @@ class LogImport:
         return (
             f"read {self.records} log record(s), {self.entries} audit entries; "
             f"imported {self.events} event(s) ({self.added} stored, {self.unchanged} already "
-            f"present); unmapped {len(self.unmapped)}"
+            f"present, {self.duplicates} repeat(s) of one); unmapped {len(self.unmapped)}"
             + (f" ({reasons})" if reasons else "")
             + f"; {self.rejected} set aside"
         )
@@ -60,6 +62,7 @@ class LogImport:
             "records": self.records,
             "entries": self.entries,
             "events": self.events,
+            "duplicates": self.duplicates,
             "added": self.added,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
@@ -97,6 +100,7 @@ def import_log(
         records=read.records,
         entries=read.entries,
         events=len(read.events),
+        duplicates=read.duplicates,
         added=stored.added,
         unchanged=stored.unchanged,
         rejected=len(read.rejected),
