@@ -235,6 +235,8 @@ def test_records_become_events_and_the_rest_is_reported_by_line_and_reason(
     )  # fmt: skip
     assert s3.extras()["guarded"] is False
     assert s3.extras()["event_name"] == "GetObject"
+    assert s3.extras()["log_principal"] == ALICE_ROLE
+    assert s3.extras()["mapping"] == mapping.digest
     assert s3.time.isoformat() == "2026-01-05T10:02:00+00:00"
 
     # The same log again changes nothing.

@@ -242,6 +242,12 @@ def test_a_real_csvlog_becomes_events_with_subjects_from_the_parameters(
     )  # fmt: skip
     assert event.extras()["guarded"] is False
     assert event.extras()["object"] == "public.users"
+    # Who the log said it was, and which mapping made that emp-1001: a mapping changed to
+    # blame someone else shows in the events it made.
+    assert event.extras()["log_principal"] == "support_ro"
+    assert event.extras()["mapping"] == mapping.digest
+    assert mapping.digest.startswith("sha256:")
+    assert parse_mapping(MAPPING.replace("emp-1001", "emp-1002"), "m").digest != mapping.digest
     # The multi-line statement's record spans several lines of the file; its event names
     # the first.
     assert "AUDIT: SESSION" in lines[event.extras()["log_line"] - 1]

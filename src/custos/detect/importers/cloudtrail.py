@@ -210,8 +210,10 @@ def _map_record(
         return
     params = record.get("requestParameters")
     params = params if isinstance(params, dict) else {}
+    who = identity.get("arn") if isinstance(identity, dict) else None
     extra = {
         "log_line": line,
+        "log_principal": who[:256] if isinstance(who, str) else "",
         "event_name": name[:64],
         "event_source": source[:64],
         "aws_event_id": record["eventID"][:128],

@@ -125,7 +125,9 @@ def access_event(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """An imported access in the DESIGN.md format: no ticket (it bypassed custos), the
-    mapping's purpose and source, and ``guarded: false`` saying so."""
+    mapping's purpose and source, ``guarded: false`` saying so, and the mapping's digest;
+    ``extra`` should name the log's own actor (``log_principal``), so that who the mapping
+    said it was can be checked against the log."""
     return {
         "id": key,
         "time": iso(time),
@@ -138,6 +140,7 @@ def access_event(
         "precision": precision if decision == "allow" else None,
         "source": mapping.source_name,
         "guarded": False,
+        "mapping": mapping.digest,
         **extra,
     }
 

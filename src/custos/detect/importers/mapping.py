@@ -11,6 +11,7 @@ roles without regard to case (PostgreSQL folds unquoted names).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
@@ -18,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from custos.directory.files import Id
 from custos.errors import InvalidInput, ValidationFailed
@@ -150,9 +159,17 @@ class LogMapping(_Rule):
             raise ValueError("resources are for cloudtrail; pgaudit maps tables")
         return self
 
+    #: The SHA-256 of the file's text (set by :func:`parse_mapping`): each event names the
+    #: mapping that attributed it, so a mapping changed to blame someone else shows.
+    _digest: str = PrivateAttr(default="")
+
     @property
     def source_name(self) -> str:
         return self.source or self.format
+
+    @property
+    def digest(self) -> str:
+        return self._digest
 
     def principal_for(self, **names: str | None) -> str | None:
         """The principal of the first rule matching one of ``names`` (``role``, ``arn``,
@@ -207,10 +224,12 @@ def parse_mapping(text: str, source: str) -> LogMapping:
             [f"{source}: the top level must be a mapping with format, purpose, principals, …"],
         )
     try:
-        return LogMapping.model_validate(dict(data))
+        mapping = LogMapping.model_validate(dict(data))
     except ValidationError as exc:
         problems = [f"{source}: {_describe(e)}" for e in exc.errors()]
         raise ValidationFailed(f"{source}: {len(problems)} problem(s)", problems) from None
+    mapping._digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return mapping
 
 
 def read_mapping(path: Path, log_format: LogFormat) -> LogMapping:

@@ -450,7 +450,12 @@ def _map_entry(
             audit.object_name,
             subject,
         )
-        extra = {"log_line": line, "object": audit.object_name[:256], "command": audit.command[:64]}
+        extra = {
+            "log_line": line,
+            "log_principal": (entry.user or "")[:256],
+            "object": audit.object_name[:256],
+            "command": audit.command[:64],
+        }
         if entry.database:
             extra["database"] = entry.database[:128]
         out.add(
