@@ -244,6 +244,12 @@ def test_records_become_events_and_the_rest_is_reported_by_line_and_reason(
     assert (again.added, again.unchanged) == (0, 5)
 
 
+def test_one_pretty_printed_record_is_read_as_one(system: Custos) -> None:
+    lines = json.dumps(s3_get(2, assumed(), "customer-data", "profiles/user-42.json"), indent=2)
+    read = read_log(lines.split("\n"), parse_mapping(MAPPING, "map.yaml"))
+    assert (read.records, len(read.events), read.rejected) == (1, 1, [])
+
+
 def test_detection_takes_an_imported_access_as_unguarded(system: Custos) -> None:
     load_org(system, SUPPORT_WORLD)
     mapping = parse_mapping(MAPPING, "map.yaml")

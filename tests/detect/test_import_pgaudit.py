@@ -143,7 +143,11 @@ def cluster() -> Iterator[Cluster]:
     folder = Path(tempfile.mkdtemp(prefix="custos-pgaudit-"))
     if os.geteuid() == 0:
         owner = "postgres"
-        entry = pwd.getpwnam(owner)
+        try:
+            entry = pwd.getpwnam(owner)
+        except KeyError:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip("running as root and there is no postgres account to run initdb as")
         os.chown(folder, entry.pw_uid, entry.pw_gid)
     data, logs = folder / "data", folder / "log"
     port = _free_port()

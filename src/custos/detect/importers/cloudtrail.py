@@ -90,6 +90,9 @@ def records(lines: Sequence[str]) -> Iterator[tuple[tuple[int, ...], Any] | Reje
             return
         yield from zip(_document_spans(text, len(found)), found, strict=True)
         return
+    if isinstance(whole, dict):  # one record, over however many lines
+        yield tuple(range(1, len(lines) + 1)), whole
+        return
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
