@@ -73,6 +73,7 @@ def _bin() -> Path | None:
 @dataclass(frozen=True)
 class Cluster:
     csvlog: Path
+    jsonlog: Path
     stderr: Path
 
 
@@ -163,7 +164,7 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '{folder}'
 shared_preload_libraries = 'pgaudit'
 logging_collector = on
-log_destination = 'csvlog,stderr'
+log_destination = 'csvlog,jsonlog,stderr'
 log_directory = '{logs}'
 log_filename = 'postgresql.log'
 log_line_prefix = '{PREFIX}'
@@ -191,7 +192,11 @@ max_connections = 10
                 _as_owner([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], owner),
                 check=False, capture_output=True, timeout=120,
             )  # fmt: skip
-        yield Cluster(csvlog=logs / "postgresql.csv", stderr=logs / "postgresql.log")
+        yield Cluster(
+            csvlog=logs / "postgresql.csv",
+            jsonlog=logs / "postgresql.json",
+            stderr=logs / "postgresql.log",
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -260,15 +265,18 @@ def test_a_real_csvlog_becomes_events_with_subjects_from_the_parameters(
     assert (again.added, again.unchanged) == (0, 7)
 
 
-def test_the_stderr_log_of_the_same_server_gives_the_same_accesses(
-    system: Custos, cluster: Cluster
+@pytest.mark.parametrize("destination", ["stderr", "jsonlog"])
+def test_the_other_logs_of_the_same_server_give_the_same_accesses(
+    system: Custos, cluster: Cluster, destination: str
 ) -> None:
     csv_read = read_log(read_lines(cluster.csvlog, "a log"), parse_mapping(MAPPING, "m"))
-    lines = read_lines(cluster.stderr, "a log")
-    assert any(line.startswith("\t") for line in lines)  # the multi-line statement
-    report = import_log(EventStore(system.db), lines, "postgresql.log", parse_mapping(MAPPING, "m"))
+    lines = read_lines(getattr(cluster, destination), "a log")
+    if destination == "stderr":
+        assert any(line.startswith("\t") for line in lines)  # the multi-line statement
+    report = import_log(EventStore(system.db), lines, destination, parse_mapping(MAPPING, "m"))
     assert _accesses(system) == EXPECTED
     assert report.unmapped_by_reason() == csv_read.unmapped_by_reason()
+    assert (report.events, report.duplicates) == (len(csv_read.events), csv_read.duplicates)
     assert {(e.subject, e.time) for e in csv_read.events} == {
         (e.subject, e.time) for e in EventStore(system.db).search()
     }
