@@ -315,7 +315,9 @@ def test_the_cli_reports_unmapped_lines_and_refuses_a_broken_log(
     assert "user-42" not in out  # what a statement read is not echoed
 
 
-def test_a_log_line_that_cannot_be_read_refuses_the_file(system: Custos, cluster: Cluster) -> None:
+def test_a_log_line_that_cannot_be_read_refuses_the_file(
+    system: Custos, cluster: Cluster, tmp_path: Path
+) -> None:
     lines = read_lines(cluster.stderr, "a log")
     lines.insert(3, "garbage that is no log line")
     store = EventStore(system.db)
@@ -325,6 +327,17 @@ def test_a_log_line_that_cannot_be_read_refuses_the_file(system: Custos, cluster
         f"postgresql.log: line 4: does not start with the log line prefix {PREFIX!r}"
     ]
     assert store.count() == 0
+    # A csvlog record over several lines is set aside whole: every line of it.
+    rows = read_lines(cluster.csvlog, "a log")
+    start = next(n for n, line in enumerate(rows) if "'user-7'" not in line and "u.city" in line)
+    broken = [*rows[: start - 1], "x" + rows[start - 1], *rows[start:]]  # not a time
+    rejects = tmp_path / "rejects.csv"
+    report = import_log(store, broken, "broken.csv", parse_mapping(MAPPING, "m"), rejects=rejects)
+    assert (report.added, report.rejected) == (6, 1)
+    aside = rejects.read_text(encoding="utf-8").splitlines()
+    assert len(aside) == 4
+    assert aside[0].startswith("x20")
+    assert "'user-7'" in aside[-1]
 
 
 def test_log_times_and_prefixes() -> None:
