@@ -373,6 +373,12 @@ def test_log_times_and_prefixes() -> None:
         ("SELECT * FROM users WHERE id = 'a' UNION SELECT * FROM users", [], None),
         ("SELECT * FROM other.users WHERE id = 'a'", [], None),  # another schema's table
         ("SELECT 1; SELECT * FROM users WHERE id = 'a'", [], {"a"}),  # several statements
+        # A bulk INSERT longer than what is kept is analysed all the same.
+        (
+            "INSERT INTO users (id) VALUES " + ", ".join(f"('u{i}')" for i in range(9000)),
+            [],
+            {f"u{i}" for i in range(9000)},
+        ),
     ],
 )
 def test_the_subjects_a_statement_names(

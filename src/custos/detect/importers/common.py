@@ -177,6 +177,12 @@ def _parsed(sql: str, dialect: str) -> tuple[exp.Expr, ...] | None:
     return tuple(tree for tree in trees if tree is not None)
 
 
+#: Statement texts up to this length keep their analysis; longer ones up to the next are
+#: analysed each time; longer still, not at all (reported as not parsed).
+_KEPT_TEXT = 64 * 1024
+_LONGEST_TEXT = 8 * 2**20
+
+
 @dataclass(frozen=True, slots=True)
 class TableTarget:
     """A table as an audit entry names it (``schema.table``, lower case): a statement's
@@ -201,7 +207,16 @@ def statement_subjects_cached(
     """:func:`subjects_of` for the statement text ``sql`` and ``target``, with the analysis
     kept per statement text (a log repeats its prepared statements with other parameters).
     Raises :class:`Unparsed` and :class:`ParametersNotLogged`."""
-    found = _template(sql, dialect, target, column.lower())
+    found: frozenset[Named] | Literal[False] | None
+    if len(sql) > _KEPT_TEXT:
+        # A bulk INSERT of thousands of rows: analysed, not kept (thousands of such trees
+        # would fill the memory), and too big to be analysed at all past a point.
+        if len(sql) > _LONGEST_TEXT:
+            raise Unparsed
+        trees = _parsed.__wrapped__(sql, dialect)
+        found = False if not trees else _template_of(trees, target, column.lower())
+    else:
+        found = _template(sql, dialect, target, column.lower())
     if found is False:
         raise Unparsed
     return _resolve(found, params)
