@@ -95,8 +95,10 @@ def parse_time(text: str) -> datetime:
         return moment.replace(tzinfo=timezone(sign * delta)).astimezone(UTC)
     try:
         return moment.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"time zone {zone!r} not known (set log_timezone = 'UTC')") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"time zone {shown_id(zone)} not known (set log_timezone = 'UTC')"
+        ) from None
 
 
 def _time(text: str) -> datetime:
