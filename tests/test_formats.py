@@ -15,6 +15,7 @@ import pytest
 from custos.access import Custos, Viewer
 from custos.detect.engine import Finding
 from custos.detect.events import EventStore, parse_event
+from custos.detect.importers import parse_mapping
 from custos.directory import parse_text
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import NoteVerifier, open_checkpoint
@@ -43,7 +44,7 @@ def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> 
     assert set(examples()) == {
         "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
         "checkpoint", "verifier-key", "report-fields", "sources", "ocsf-activity",
-        "ocsf-finding",
+        "ocsf-finding", "pgaudit-mapping", "cloudtrail-mapping",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -66,6 +67,15 @@ def test_directory_events_and_records_load_into_a_real_home(system: Custos) -> N
     # A login with a user agent is two records (ip_history and device).
     assert (records.added, records.rejected) == (4, 0)
     assert set(records.categories) == {"ip_history", "device", "location", "contact"}
+
+
+@pytest.mark.parametrize("log_format", ["pgaudit", "cloudtrail"])
+def test_the_audit_log_mappings_parse(log_format: str) -> None:
+    mapping = parse_mapping(examples()[f"{log_format}-mapping"], "formats.md")
+    assert mapping.format == log_format
+    assert mapping.principals
+    assert mapping.tables
+    assert bool(mapping.resources) == (log_format == "cloudtrail")
 
 
 def test_the_alert_example_has_an_alerts_fields() -> None:

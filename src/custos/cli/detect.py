@@ -53,14 +53,66 @@ def _casebook(system: Custos) -> Casebook:
 @events_app.command("import")
 def import_events(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="Access events as JSON Lines (docs/formats.md).")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Access events as JSON Lines, or a pgaudit or CloudTrail log (docs/formats.md)."
+        ),
+    ],
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="jsonl (custos's own), pgaudit (a PostgreSQL log) or cloudtrail."
+        ),
+    ] = "jsonl",
+    mapping_file: Annotated[
+        Path | None,
+        typer.Option("--mapping", help="pgaudit, cloudtrail: the mapping file (YAML)."),
+    ] = None,
     rejects: Annotated[
         Path | None, typer.Option("--rejects", help="Set bad lines aside here; store the rest.")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Import access events, all or nothing (or with --rejects, the good ones)."""
+    """Import access events, all or nothing (or with --rejects, the good ones).
+
+    An audit log (--format pgaudit or cloudtrail) is mapped by --mapping (docs/formats.md).
+
+    Its entries that map to no access are listed by line and reason, and counted."""
+    if log_format not in ("jsonl", "pgaudit", "cloudtrail"):
+        raise InvalidInput(f"--format {log_format!r}: use jsonl, pgaudit or cloudtrail")
     check_rejects_path(rejects, file)
+    if log_format == "jsonl":
+        if mapping_file is not None:
+            raise InvalidInput("--mapping is for --format pgaudit or cloudtrail")
+        _import_jsonl(ctx, file, rejects, as_json=as_json)
+        return
+    if mapping_file is None:
+        raise InvalidInput(f"--format {log_format} needs --mapping FILE (docs/formats.md)")
+    # Imported here: sqlglot is needed only by these imports, not by every command.
+    from custos.detect.importers import import_log, read_mapping
+
+    mapping = read_mapping(mapping_file, "pgaudit" if log_format == "pgaudit" else "cloudtrail")
+    lines = read_lines(file, f"a {log_format} log")
+    with Custos.open(state(ctx).home) as system:
+        report = import_log(EventStore(system.db), lines, str(file), mapping, rejects=rejects)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    for item in report.unmapped[:_SHOWN_UNMAPPED]:
+        console.print(escape(item.describe(str(file))), highlight=False, soft_wrap=True)
+    if len(report.unmapped) > _SHOWN_UNMAPPED:
+        console.print(
+            f"… and {len(report.unmapped) - _SHOWN_UNMAPPED} more unmapped (--json lists all)",
+            highlight=False,
+        )
+    console.print(escape(report.summary()), highlight=False, soft_wrap=True)
+
+
+_SHOWN_UNMAPPED = 50
+
+
+def _import_jsonl(ctx: typer.Context, file: Path, rejects: Path | None, *, as_json: bool) -> None:
     lines = read_lines(file, "an events file")
     with Custos.open(state(ctx).home) as system:
         report = EventStore(system.db).import_lines(lines, str(file), rejects=rejects)
