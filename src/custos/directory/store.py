@@ -21,8 +21,10 @@ version V committed, every row stamped V or less is committed and visible to any
 it runs afterwards. A reader that reads the version V first, and then the rows with
 ``seq > last``, therefore gets every row changed in (last, V]; it may get rows stamped above
 V too (committed in between), which it reads again next time from ``last = V``: duplicates,
-never a gap. Rows are never deleted. Rows are written before the increment in every write
-(never the other way round) so that two writers always take their locks in the same order:
+never a gap. Rows are deleted only by :meth:`DirectoryStore.remove_subject` and
+:meth:`DirectoryStore.remove_ticket` (a feed deleting a record), after a tombstone entry in the
+ledger; :meth:`DirectoryStore.write_changes` does not report deletions. Rows are written
+before the increment in every write (never the other way round) so that two writers always take their locks in the same order:
 rows, then the counter, and cannot deadlock.
 """
 
@@ -38,7 +40,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from custos.authority import Record, Vouch
+from custos.authority import Record, Vouch, tombstone
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
 from custos.errors import (
     AuthorityMismatch,
@@ -539,6 +541,104 @@ class DirectoryStore:
                 row.seq = self._bump(session)
         self.invalidate()
 
+    def remove_subject(
+        self, subject_id: str, source: str, by: Mapping[str, Any] | None = None
+    ) -> int:
+        """Remove subject ``subject_id`` (a platform account deleted): first unlink it from
+        its linked accounts (a merge, ledgered like any), then ledger its tombstone
+        (``{"id": ..., "removed": true}``) and delete the row, handle included. The ledger
+        keeps every entry that set it; decisions about it are refused from then on (unknown
+        subject), and its tickets stay, naming an id that no longer resolves. Returns the
+        tombstone's ledger index (-1 without ``record``).
+
+        Raises :class:`UnknownSubject`, :class:`LedgerUnavailable` (nothing removed),
+        :class:`StoreConflict` (the row changed meanwhile: nothing removed) and
+        :class:`StoreUnavailable`."""
+        current = self.subject_row(subject_id)
+        if current.linked:
+            self.merge(DirectoryDocument(subjects=(replace(current, linked=()),)), source, by)
+        return self._remove(
+            SubjectRow, _subject, subject_id, source, by, lambda key: _unknown_subject(key)
+        )
+
+    def remove_ticket(
+        self, ticket_id: str, source: str, by: Mapping[str, Any] | None = None
+    ) -> int:
+        """Remove ticket ``ticket_id`` (deleted in the ticket system): its tombstone is
+        ledgered, then the row deleted; decisions naming it are refused from then on.
+        Returns the tombstone's ledger index (-1 without ``record``). Raises
+        :class:`UnknownTicket`, :class:`LedgerUnavailable` (nothing removed),
+        :class:`StoreConflict` and :class:`StoreUnavailable`."""
+        return self._remove(
+            TicketRow,
+            _ticket,
+            ticket_id,
+            source,
+            by,
+            lambda key: UnknownTicket(f"unknown ticket {shown_id(key)}"),
+        )
+
+    def _remove(
+        self,
+        model: Any,
+        convert: Callable[[Any], Principal | Subject | Ticket],
+        key: str,
+        source: str,
+        by: Mapping[str, Any] | None,
+        missing: Callable[[str], CustosError],
+    ) -> int:
+        kind = _KINDS[model.__tablename__]
+        with self._write_lock:
+            with self.db.session() as session:
+                row = session.get(model, key)
+                if row is None:
+                    raise missing(key)
+                planned = convert(row).facts()
+            index = -1
+            if self.record is not None:
+                index = self.record(kind, [tombstone(key)], f"removed: {source}", by)[0]
+            with self.db.session() as session:
+                row = session.get(model, key)
+                if row is None or convert(row).facts() != planned:
+                    # Its tombstone is ledgered: the row the writer in between made is no
+                    # longer vouched for, and `log verify` names it. Say so.
+                    raise StoreConflict(
+                        f"{kind} {shown_id(key)} changed while it was being removed",
+                        hint="it is removed in the ledger; set it again if it should stay",
+                    )
+                session.delete(row)
+                session.flush()
+                self._bump(session)
+        self.invalidate()
+        return index
+
+    def subject_row(self, subject_id: str) -> Subject:
+        """Subject ``subject_id`` as stored, unchecked and uncached (for a writer that is
+        about to restate it). Raises :class:`UnknownSubject`."""
+        with self.db.session() as session:
+            row = session.get(SubjectRow, subject_id)
+            if row is None:
+                raise _unknown_subject(subject_id)
+            return _subject(row)
+
+    def principal_row(self, principal_id: str) -> Principal:
+        """Principal ``principal_id`` as stored, unchecked and uncached (for a writer about
+        to restate it). Raises :class:`UnknownPrincipal`."""
+        with self.db.session() as session:
+            row = session.get(PrincipalRow, principal_id)
+            if row is None:
+                raise UnknownPrincipal(f"unknown principal {shown_id(principal_id)}")
+            return _principal(row)
+
+    def ticket_row(self, ticket_id: str) -> Ticket:
+        """Ticket ``ticket_id`` as stored, unchecked and uncached. Raises
+        :class:`UnknownTicket`."""
+        with self.db.session() as session:
+            row = session.get(TicketRow, ticket_id)
+            if row is None:
+                raise UnknownTicket(f"unknown ticket {shown_id(ticket_id)}")
+            return _ticket(row)
+
     # -- exporting ---------------------------------------------------------------------
 
     def write_changes(self, folder: Path, after: int) -> DirectoryChanges:
@@ -768,6 +868,10 @@ def _components(links: Mapping[str, set[str]]) -> dict[str, str]:
         first = min(component)
         groups.update(dict.fromkeys(component, first))
     return groups
+
+
+def _unknown_subject(key: str) -> UnknownSubject:
+    return UnknownSubject(f"unknown subject {shown_id(key)}")
 
 
 def _broken_link(key: str, problem: str) -> AuthorityMismatch:
