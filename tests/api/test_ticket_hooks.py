@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from custos.config import load_settings
+from custos.errors import UnknownTicket
 from custos.feeds.tickets import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custos.ledger.entries import AuthorityFactsEntry, parse_bytes
 from tests.api.conftest import Service
@@ -22,10 +22,10 @@ CHECK = {"subject": "user-1", "category": "profile", "purpose": "trust_safety", 
 
 
 @pytest.fixture
-def hooks(service: Service) -> Iterator[Service]:
+def hooks(service: Service) -> Service:
     (service.system.settings.keys_dir / "hooks.secret").write_bytes(SECRET)
     service.app.state.ticket_hooks = None
-    yield service
+    return service
 
 
 def send(
@@ -58,7 +58,7 @@ def decide(service: Service) -> str:
 def ticket_status(service: Service, key: str) -> str | None:
     try:
         return service.system.directory.ticket_row(key).status
-    except Exception:
+    except UnknownTicket:
         return None
 
 
@@ -91,7 +91,8 @@ def test_a_generic_close_stops_access_and_is_ledgered_first(hooks: Service) -> N
     index = reply.json()["authority"]
     assert index >= size
     written = entry(hooks, index)
-    assert written.kind == "ticket" and written.by == {"hook": "generic"}
+    assert written.kind == "ticket"
+    assert written.by == {"hook": "generic"}
     assert written.rows[0]["status"] == "closed"
     assert decide(hooks) == "deny"
     clean_log(hooks)
@@ -126,7 +127,8 @@ def test_jira_created_updated_deleted(hooks: Service) -> None:
         "emp-3001",
         "open",
     )
-    assert made.opened is not None and made.opened.hour == 9
+    assert made.opened is not None
+    assert made.opened.hour == 9
     check = {**CHECK, "ticket": "JIRA-7"}
     with hooks.client(hooks.tokens["ts-tool"]) as tool:
         assert tool.post("/v1/check", json=check).json()["decision"] == "allow"
@@ -144,7 +146,8 @@ def test_jira_created_updated_deleted(hooks: Service) -> None:
     assert ticket_status(hooks, "JIRA-7") is None
     with hooks.client(hooks.tokens["ts-tool"]) as tool:
         after = tool.post("/v1/check", json=check)
-    assert after.status_code == 404 and after.json()["error"]["code"] == "unknown_ticket"
+    assert after.status_code == 404
+    assert after.json()["error"]["code"] == "unknown_ticket"
     clean_log(hooks)
 
 
@@ -163,9 +166,11 @@ def test_servicenow_shapes(hooks: Service) -> None:
     resolved = {**record, "state": "6", "closed_at": "2026-12-07 11:00:00"}
     assert send(hooks, "servicenow", resolved).status_code == 200
     closed = hooks.system.directory.ticket("INC0010001")
-    assert closed.status == "closed" and closed.closed is not None
+    assert closed.status == "closed"
+    assert closed.closed is not None
     gone = send(hooks, "servicenow", {"number": "INC0010001", "operation": "delete"})
-    assert gone.status_code == 200 and gone.json()["removed"] is True
+    assert gone.status_code == 200
+    assert gone.json()["removed"] is True
     clean_log(hooks)
 
 
@@ -186,7 +191,8 @@ def test_a_wrong_signature_a_stale_time_and_a_replay_change_nothing(hooks: Servi
     assert wrong.json()["error"]["code"] == "bad_signature"
     assert "secret" not in wrong.text.lower().replace("shared secret", "")
     stale = send(hooks, "generic", closing, at=time.time() - 3600)
-    assert stale.status_code == 401 and "replay window" in stale.json()["error"]["message"]
+    assert stale.status_code == 401
+    assert "replay window" in stale.json()["error"]["message"]
     with hooks.client() as client:
         unsigned = client.post("/v1/hooks/tickets/generic", json=closing)
     assert unsigned.status_code == 401
@@ -204,7 +210,8 @@ def test_a_wrong_signature_a_stale_time_and_a_replay_change_nothing(hooks: Servi
     with hooks.client() as client:
         assert client.post("/v1/hooks/tickets/generic", content=body, headers=headers).is_success
         again = client.post("/v1/hooks/tickets/generic", content=body, headers=headers)
-    assert again.status_code == 401 and "replay" in again.json()["error"]["message"]
+    assert again.status_code == 401
+    assert "replay" in again.json()["error"]["message"]
 
 
 def test_bad_payloads_and_unknown_references_change_nothing(hooks: Service) -> None:
@@ -223,12 +230,15 @@ def test_bad_payloads_and_unknown_references_change_nothing(hooks: Service) -> N
     assert reply.status_code == 422
     assert "unknown subject 'user-404'" in json.dumps(reply.json())
     bad = send(hooks, "generic", {"event": "upsert", "ticket": {"id": "T-98", "kind": "gossip"}})
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_payload"
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "invalid_payload"
     problems = " ".join(bad.json()["error"]["problems"])
-    assert "kind" in problems and "subject" in problems
+    assert "kind" in problems
+    assert "subject" in problems
     assert send(hooks, "generic", None, raw=b"{not json").status_code == 422
     jira = send(hooks, "jira", {"webhookEvent": "jira:issue_created", "issue": {}})
-    assert jira.status_code == 422 and "issue.key" in json.dumps(jira.json())
+    assert jira.status_code == 422
+    assert "issue.key" in json.dumps(jira.json())
     assert send(hooks, "gitlab", {}).status_code == 422
     gone = send(hooks, "generic", {"event": "delete", "ticket": {"id": "T-404"}})
     assert gone.status_code == 404

@@ -24,8 +24,8 @@ V too (committed in between), which it reads again next time from ``last = V``: 
 never a gap. Rows are deleted only by :meth:`DirectoryStore.remove_subject` and
 :meth:`DirectoryStore.remove_ticket` (a feed deleting a record), after a tombstone entry in the
 ledger; :meth:`DirectoryStore.write_changes` does not report deletions. Rows are written
-before the increment in every write (never the other way round) so that two writers always take their locks in the same order:
-rows, then the counter, and cannot deadlock.
+before the increment in every write (never the other way round) so that two writers always
+take their locks in the same order: rows, then the counter, and cannot deadlock.
 """
 
 from __future__ import annotations
