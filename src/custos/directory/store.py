@@ -544,22 +544,25 @@ class DirectoryStore:
     def remove_subject(
         self, subject_id: str, source: str, by: Mapping[str, Any] | None = None
     ) -> int:
-        """Remove subject ``subject_id`` (a platform account deleted): first unlink it from
-        its linked accounts (a merge, ledgered like any), then ledger its tombstone
-        (``{"id": ..., "removed": true}``) and delete the row, handle included. The ledger
-        keeps every entry that set it; decisions about it are refused from then on (unknown
-        subject), and its tickets stay, naming an id that no longer resolves. Returns the
-        tombstone's ledger index (-1 without ``record``).
+        """Remove subject ``subject_id`` (a platform account deleted) and its tickets: first
+        unlink it from its linked accounts (a merge, ledgered like any), then ledger the
+        tombstones (``{"id": ..., "removed": true}``) of its tickets and of itself, and delete
+        the rows, handle included, in one transaction. The ledger keeps every entry that set
+        them; decisions about it are refused from then on (unknown subject). Returns the
+        subject's tombstone's ledger index (-1 without ``record``).
 
         Raises :class:`UnknownSubject`, :class:`LedgerUnavailable` (nothing removed),
-        :class:`StoreConflict` (the row changed meanwhile: nothing removed) and
+        :class:`StoreConflict` (a row changed meanwhile: nothing removed) and
         :class:`StoreUnavailable`."""
         current = self.subject_row(subject_id)
         if current.linked:
             self.merge(DirectoryDocument(subjects=(replace(current, linked=()),)), source, by)
-        return self._remove(
-            SubjectRow, _subject, subject_id, source, by, lambda key: _unknown_subject(key)
-        )
+        with self.db.session() as session:
+            tickets = sorted(
+                session.scalars(select(TicketRow.id).where(TicketRow.subject == subject_id))
+            )
+        targets = [(TicketRow, key) for key in tickets] + [(SubjectRow, subject_id)]
+        return self._remove(targets, source, by, lambda key: _unknown_subject(key))
 
     def remove_ticket(
         self, ticket_id: str, source: str, by: Mapping[str, Any] | None = None
@@ -570,9 +573,7 @@ class DirectoryStore:
         :class:`UnknownTicket`, :class:`LedgerUnavailable` (nothing removed),
         :class:`StoreConflict` and :class:`StoreUnavailable`."""
         return self._remove(
-            TicketRow,
-            _ticket,
-            ticket_id,
+            [(TicketRow, ticket_id)],
             source,
             by,
             lambda key: UnknownTicket(f"unknown ticket {shown_id(key)}"),
@@ -580,34 +581,47 @@ class DirectoryStore:
 
     def _remove(
         self,
-        model: Any,
-        convert: Callable[[Any], Principal | Subject | Ticket],
-        key: str,
+        targets: Sequence[tuple[Any, str]],
         source: str,
         by: Mapping[str, Any] | None,
         missing: Callable[[str], CustosError],
     ) -> int:
-        kind = _KINDS[model.__tablename__]
+        """Ledger the tombstones of ``targets`` (model, id), then delete those rows in one
+        transaction, in order; returns the last tombstone's index. ``missing`` makes the
+        error for a row that is not there."""
+        convert: dict[Any, Callable[[Any], Principal | Subject | Ticket]] = {
+            SubjectRow: _subject,
+            TicketRow: _ticket,
+        }
         with self._write_lock:
+            planned: dict[tuple[Any, str], dict[str, Any]] = {}
             with self.db.session() as session:
-                row = session.get(model, key)
-                if row is None:
-                    raise missing(key)
-                planned = convert(row).facts()
+                for model, key in targets:
+                    row = session.get(model, key)
+                    if row is None:
+                        raise missing(key)
+                    planned[(model, key)] = convert[model](row).facts()
             index = -1
             if self.record is not None:
-                index = self.record(kind, [tombstone(key)], f"removed: {source}", by)[0]
+                for model in dict.fromkeys(model for model, _ in targets):
+                    keys = [key for other, key in targets if other is model]
+                    kind = _KINDS[model.__tablename__]
+                    index = self.record(
+                        kind, [tombstone(key) for key in keys], f"removed: {source}", by
+                    )[-1]
             with self.db.session() as session:
-                row = session.get(model, key)
-                if row is None or convert(row).facts() != planned:
-                    # Its tombstone is ledgered: the row the writer in between made is no
-                    # longer vouched for, and `log verify` names it. Say so.
-                    raise StoreConflict(
-                        f"{kind} {shown_id(key)} changed while it was being removed",
-                        hint="it is removed in the ledger; set it again if it should stay",
-                    )
-                session.delete(row)
-                session.flush()
+                for model, key in targets:
+                    row = session.get(model, key)
+                    if row is None or convert[model](row).facts() != planned[(model, key)]:
+                        # Its tombstone is ledgered: the row the writer in between made is
+                        # no longer vouched for, and `log verify` names it. Say so.
+                        kind = _KINDS[model.__tablename__]
+                        raise StoreConflict(
+                            f"{kind} {shown_id(key)} changed while it was being removed",
+                            hint="it is removed in the ledger; set it again if it should stay",
+                        )
+                    session.delete(row)
+                    session.flush()
                 self._bump(session)
         self.invalidate()
         return index
