@@ -89,10 +89,10 @@ def _scim(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def scim_error_response(exc: CustosError) -> Response:
     """``exc`` as a SCIM error (RFC 7644 §3.12), its message as ``detail``."""
-    scim_type = getattr(exc, "scim_type", None)
-    if scim_type is None and isinstance(exc, InvalidInput):
+    scim_type = exc.scim_type if isinstance(exc, ScimRefused) else None
+    if not isinstance(exc, ScimRefused) and isinstance(exc, InvalidInput):
         scim_type = "invalidValue"
-    if scim_type is None and exc.http_status == 409:
+    if not isinstance(exc, ScimRefused) and exc.http_status == 409:
         scim_type = "uniqueness"
     detail = exc.message
     problems = getattr(exc, "problems", None)
@@ -235,7 +235,10 @@ def _check_version(request: Request, principal: Principal) -> None:
 
 def _write_principal(system: Custos, principal: Principal, who: Caller, what: str) -> Principal:
     system.directory.merge(
-        DirectoryDocument(principals=(principal,)), source=_source(who, what), by=_by(who)
+        DirectoryDocument(principals=(principal,)),
+        source=_source(who, what),
+        by=_by(who),
+        feed=True,
     )
     return system.directory.principal(principal.id)
 
@@ -404,7 +407,10 @@ def _set_group(
         changed.append(scim.with_groups(person, [*person.groups, name], mapping))
     if changed:
         system.directory.merge(
-            DirectoryDocument(principals=tuple(changed)), source=_source(who, what), by=_by(who)
+            DirectoryDocument(principals=tuple(changed)),
+            source=_source(who, what),
+            by=_by(who),
+            feed=True,
         )
     return _members(system, name)
 
@@ -569,7 +575,9 @@ def _put_subject(system: Custos, body: Any, key: str, who: Caller, where: str) -
     if isinstance(body, dict):
         _path_id(body, key, where)
     subject = _one("subjects", body, where)
-    system.directory.merge(DirectoryDocument(subjects=(subject,)), source=where, by=_by(who))
+    system.directory.merge(
+        DirectoryDocument(subjects=(subject,)), source=where, by=_by(who), feed=True
+    )
     return _subject_json(system.directory.subject(key))
 
 
@@ -633,7 +641,7 @@ def _put_ticket(
     if isinstance(body, dict):
         _path_id(body, key, where)
     ticket = _one("tickets", body, where)
-    system.directory.merge(DirectoryDocument(tickets=(ticket,)), source=where, by=by)
+    system.directory.merge(DirectoryDocument(tickets=(ticket,)), source=where, by=by, feed=True)
     return _ticket_json(system.directory.ticket(key))
 
 
@@ -743,7 +751,9 @@ async def ticket_hook(kind: str, request: Request) -> dict[str, Any]:
             index = system.directory.remove_ticket(change.ticket_id, where, by)
             return {"ticket": change.ticket_id, "removed": True, "authority": index}
         assert change.ticket is not None
-        system.directory.merge(DirectoryDocument(tickets=(change.ticket,)), source=where, by=by)
+        system.directory.merge(
+            DirectoryDocument(tickets=(change.ticket,)), source=where, by=by, feed=True
+        )
         return {
             "ticket": change.ticket_id,
             "removed": False,

@@ -217,8 +217,12 @@ class DirectoryStore:
         document: DirectoryDocument,
         source: str = "input",
         by: Mapping[str, Any] | None = None,
+        *,
+        feed: bool = False,
     ) -> MergeReport:
         """Upsert every entry of ``document``; idempotent (merging twice changes nothing).
+        Its entries' ``source`` is ``org load: <source>``, or ``source`` itself from a
+        ``feed`` (SCIM, the REST API, a ticket webhook), which names itself.
 
         When anything is added or changed, the directory version moves by one and exactly
         the rows added or changed are stamped with it (``seq``); otherwise neither moves.
@@ -251,7 +255,10 @@ class DirectoryStore:
             vouched: dict[tuple[str, str], int] = {}
             for section, values in planned.items():
                 indexes = self.record(
-                    _KINDS[section], [v.facts() for v in values], f"org load: {source}", by
+                    _KINDS[section],
+                    [v.facts() for v in values],
+                    source if feed else f"org load: {source}",
+                    by,
                 )
                 vouched.update({(section, v.id): i for v, i in zip(values, indexes, strict=True)})
             # Only the planned rows are written (and compared again): a row another writer
@@ -556,7 +563,9 @@ class DirectoryStore:
         :class:`StoreUnavailable`."""
         current = self.subject_row(subject_id)
         if current.linked:
-            self.merge(DirectoryDocument(subjects=(replace(current, linked=()),)), source, by)
+            self.merge(
+                DirectoryDocument(subjects=(replace(current, linked=()),)), source, by, feed=True
+            )
         with self.db.session() as session:
             tickets = sorted(
                 session.scalars(select(TicketRow.id).where(TicketRow.subject == subject_id))
