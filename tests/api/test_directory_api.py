@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from custos.errors import InvalidInput
+from custos.store.directory import SubjectRow, TicketRow
 from tests.api.conftest import Service
 
 CHECK = {"subject": "user-1", "category": "profile", "purpose": "trust_safety", "ticket": "T-11"}
@@ -87,7 +88,8 @@ def test_removing_a_subject_refuses_later_decisions(service: Service, feed: http
     saved: dict[str, dict[str, Any]] = {}
     with service.system.db.engine.begin() as conn:
         for table, key in (("subjects", "user-1"), ("tickets", "T-11"), ("tickets", "T-12")):
-            found = conn.execute(sa.text(f"SELECT * FROM {table} WHERE id = :k"), {"k": key})
+            model = {"subjects": SubjectRow, "tickets": TicketRow}[table]
+            found = conn.execute(sa.select(model.__table__).where(model.id == key))
             saved[f"{table} {key}"] = dict(found.mappings().one())
     assert feed.delete("/v1/subjects/user-1").status_code == 204
     after = decide(service)
@@ -98,10 +100,8 @@ def test_removing_a_subject_refuses_later_decisions(service: Service, feed: http
     # the ledger's latest for each is its tombstone.
     with service.system.db.engine.begin() as conn:
         for label, row in saved.items():
-            table = label.split()[0]
-            names = ", ".join(row)
-            values = ", ".join(f":{k}" for k in row)
-            conn.execute(sa.text(f"INSERT INTO {table} ({names}) VALUES ({values})"), row)
+            table = {"subjects": SubjectRow, "tickets": TicketRow}[label.split()[0]]
+            conn.execute(sa.insert(table.__table__), row)
     named = {(f.table, f.key) for f in service.system.verify_authority().projection.findings}
     assert named == {("subjects", "user-1"), ("tickets", "T-11"), ("tickets", "T-12")}
 
