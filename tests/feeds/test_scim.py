@@ -1,0 +1,118 @@
+"""SCIM users as principals: the mapping, role from an attribute or a group, and any body is
+a principal or a ScimRefused naming fields (never another exception)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scim2_models import Context
+
+from custos.errors import ScimRefused
+from custos.feeds.scim import (
+    ENTERPRISE,
+    ScimMapping,
+    parse_user,
+    principal_of,
+    user_of,
+    with_groups,
+)
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+BASE = "https://custos.example/scim/v2"
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "schemas": [USER, ENTERPRISE],
+        "userName": "emp-1",
+        "name": {"formatted": "Ana Lima"},
+        "title": "support_agent",
+        "addresses": [{"country": "DE"}, {"country": "US", "primary": True}],
+        ENTERPRISE: {"department": "support", "manager": "emp-0"},
+    }
+    data.update(changes)
+    return data
+
+
+def test_the_mapping() -> None:
+    user = parse_user(body(), Context.RESOURCE_CREATION_REQUEST, BASE)
+    person = principal_of(user, ScimMapping(), current=None)
+    assert (person.id, person.name, person.role, person.team) == (
+        "emp-1",
+        "Ana Lima",
+        "support_agent",
+        "support",
+    )
+    assert (person.manager, person.country, person.status, person.kind) == (
+        "emp-0",
+        "US",
+        "active",
+        "employee",
+    )
+    off = parse_user(body(active=False), Context.RESOURCE_CREATION_REQUEST, BASE)
+    assert principal_of(off, ScimMapping(), current=None).status == "terminated"
+    back = user_of(person, BASE)
+    assert back["userName"] == "emp-1"
+    assert back[ENTERPRISE]["manager"]["value"] == "emp-0"
+    assert back["active"] is True
+
+
+def test_role_from_an_attribute_or_a_group() -> None:
+    by_roles = ScimMapping(role_attribute="roles", role_groups={"privacy": "privacy_officer"})
+    user = parse_user(
+        body(roles=[{"value": "fraud_analyst", "primary": True}, {"value": "engineer"}]),
+        Context.RESOURCE_CREATION_REQUEST,
+        BASE,
+    )
+    person = principal_of(user, by_roles, current=None)
+    assert person.role == "fraud_analyst"
+    promoted = with_groups(person, ["privacy"], by_roles)
+    assert (promoted.role, promoted.groups) == ("privacy_officer", ("privacy",))
+    assert with_groups(promoted, [], by_roles).role == "fraud_analyst"
+    with pytest.raises(ValueError, match="role_attribute"):
+        ScimMapping.from_section({"role_attribute": "nickName"})
+
+
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "userName": st.one_of(st.text(max_size=20), st.integers(), st.none()),
+        "title": st.one_of(st.text(max_size=20), st.none(), st.booleans()),
+        "active": st.one_of(st.booleans(), st.text(max_size=5), st.none()),
+        "userType": st.sampled_from(["employee", "contractor", "robot", ""]),
+        "addresses": st.lists(
+            st.fixed_dictionaries(
+                {}, optional={"country": st.text(max_size=4), "primary": st.booleans()}
+            ),
+            max_size=3,
+        ),
+        ENTERPRISE: st.fixed_dictionaries(
+            {},
+            optional={
+                "department": st.one_of(st.text(max_size=10), st.none()),
+                "manager": st.one_of(
+                    st.text(max_size=8), st.fixed_dictionaries({"value": st.text(max_size=8)})
+                ),
+            },
+        ),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=FIELDS)
+def test_any_body_is_a_principal_or_a_named_refusal(fields: dict[str, Any]) -> None:
+    data = {"schemas": [USER, ENTERPRISE], **fields}
+    try:
+        user = parse_user(data, Context.RESOURCE_CREATION_REQUEST, BASE)
+        person = principal_of(user, ScimMapping(), current=None)
+    except ScimRefused as exc:
+        kind, message = exc.scim_type, exc.message
+        assert kind in ("invalidValue", "invalidSyntax")
+        assert message
+        return
+    assert person.id == fields["userName"]
+    assert person.status == ("terminated" if fields.get("active") is False else "active")
