@@ -85,12 +85,14 @@ def test_put_patch_and_delete_a_subject(service: Service, feed: httpx.Client) ->
 
 def test_removing_a_subject_refuses_later_decisions(service: Service, feed: httpx.Client) -> None:
     assert decide(service).json()["decision"] == "allow"
-    saved: dict[str, dict[str, Any]] = {}
+    saved: list[tuple[sa.Table, dict[str, Any]]] = []
+    subjects, tickets = SubjectRow.__table__, TicketRow.__table__
+    assert isinstance(subjects, sa.Table)
+    assert isinstance(tickets, sa.Table)
     with service.system.db.engine.begin() as conn:
-        for table, key in (("subjects", "user-1"), ("tickets", "T-11"), ("tickets", "T-12")):
-            model = {"subjects": SubjectRow, "tickets": TicketRow}[table]
-            found = conn.execute(sa.select(model.__table__).where(model.id == key))
-            saved[f"{table} {key}"] = dict(found.mappings().one())
+        for table, key in ((subjects, "user-1"), (tickets, "T-11"), (tickets, "T-12")):
+            found = conn.execute(sa.select(table).where(table.c.id == key))
+            saved.append((table, dict(found.mappings().one())))
     assert feed.delete("/v1/subjects/user-1").status_code == 204
     after = decide(service)
     assert after.status_code == 404
@@ -99,9 +101,8 @@ def test_removing_a_subject_refuses_later_decisions(service: Service, feed: http
     # A DBA puts the rows back as they were, entries and all: log verify names both, since
     # the ledger's latest for each is its tombstone.
     with service.system.db.engine.begin() as conn:
-        for label, row in saved.items():
-            table = {"subjects": SubjectRow, "tickets": TicketRow}[label.split()[0]]
-            conn.execute(sa.insert(table.__table__), row)
+        for table, row in saved:
+            conn.execute(sa.insert(table), row)
     named = {(f.table, f.key) for f in service.system.verify_authority().projection.findings}
     assert named == {("subjects", "user-1"), ("tickets", "T-11"), ("tickets", "T-12")}
 
