@@ -44,6 +44,7 @@ from custos.errors import (
     FeedNotConfigured,
     InvalidInput,
     ScimRefused,
+    SignatureRefused,
     UnknownPrincipal,
     ValidationFailed,
 )
@@ -65,7 +66,9 @@ SCIM_MEDIA = "application/scim+json"
 MAX_COUNT = 1000
 
 PROVISIONING = requires("provisioner")
-scim_router = APIRouter(prefix="/scim/v2", tags=["scim"])
+#: Not in the OpenAPI schema: SCIM describes itself (``/ServiceProviderConfig``,
+#: ``/ResourceTypes``, ``/Schemas``, RFC 7644 §4), and its clients read that.
+scim_router = APIRouter(prefix="/scim/v2", tags=["scim"], include_in_schema=False)
 directory_router = APIRouter(prefix="/v1", tags=["directory"])
 
 T = TypeVar("T")
@@ -735,8 +738,14 @@ async def ticket_hook(kind: str, request: Request) -> dict[str, Any]:
     if kind not in KINDS:
         raise InvalidInput(f"unknown hook kind; one of {', '.join(KINDS)}")
     body = await request.body()
+    signature = request.headers.get(SIGNATURE_HEADER)
+    timestamp = request.headers.get(TIMESTAMP_HEADER)
+    if not signature or not timestamp:
+        # Before anything else: an unsigned call learns nothing, not even whether hooks
+        # are set up here.
+        raise SignatureRefused(f"send {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}")
     check, mappings = _hooks(request)
-    check.check(request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER), body)
+    check.check(signature, timestamp, body)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
