@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scim2_models import Context
 
 from custos.access import Custos, Viewer
 from custos.detect.engine import Finding
 from custos.detect.events import EventStore, parse_event
 from custos.directory import parse_text
+from custos.feeds.scim import ScimMapping, parse_user, principal_of
+from custos.feeds.tickets import HookMapping
+from custos.feeds.tickets import parse as parse_hook
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import NoteVerifier, open_checkpoint
 from custos.ledger.tree import verify_consistency, verify_inclusion
@@ -41,7 +45,8 @@ def json_lines(block: str) -> list[str]:
 def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> None:
     assert set(examples()) == {
         "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
-        "checkpoint", "verifier-key", "report-fields",
+        "checkpoint", "verifier-key", "report-fields", "scim-user", "hook-generic",
+        "hook-jira", "hook-servicenow",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -64,6 +69,32 @@ def test_directory_events_and_records_load_into_a_real_home(system: Custos) -> N
     # A login with a user agent is two records (ip_history and device).
     assert (records.added, records.rejected) == (4, 0)
     assert set(records.categories) == {"ip_history", "device", "location", "contact"}
+
+
+def test_the_feed_examples_parse_with_the_feeds_parsers() -> None:
+    given = examples()
+    user = parse_user(
+        json.loads(given["scim-user"]), Context.RESOURCE_CREATION_REQUEST, "https://x/scim/v2"
+    )
+    person = principal_of(user, ScimMapping(), current=None)
+    assert (person.id, person.role, person.team, person.manager, person.country) == (
+        "emp-1001",
+        "support_agent",
+        "support",
+        "emp-1000",
+        "US",
+    )
+    mappings = {
+        "jira": HookMapping(kind="support", subject_field="customfield_10042"),
+        "servicenow": HookMapping(kind="support"),
+    }
+    for kind in ("generic", "jira", "servicenow"):
+        change = parse_hook(kind, json.loads(given[f"hook-{kind}"]), mappings)
+        assert change.ticket is not None, kind
+        assert (change.ticket.subject, change.ticket.assignee) == ("user-42", "emp-1001"), kind
+        assert change.ticket.status == "closed", kind
+        assert change.ticket.closed is not None, kind
+        assert change.ticket.closed.isoformat() == "2026-01-06T16:00:00+00:00", kind
 
 
 def test_the_alert_example_has_an_alerts_fields() -> None:

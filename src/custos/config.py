@@ -90,9 +90,7 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "scim": frozenset({"role_attribute"}),
     "hooks": frozenset({"window_seconds"}),
     "hooks.jira": frozenset({"kind", "kind_field", "subject_field", "assignee_field"}),
-    "hooks.servicenow": frozenset(
-        {"kind", "kind_field", "subject_field", "assignee_field", "closed_states"}
-    ),
+    "hooks.servicenow": frozenset({"kind", "kind_field", "subject_field", "closed_states"}),
     # The fields of custos.detect.config.DetectConfig (a test keeps the two equal).
     "detect": frozenset(
         {
