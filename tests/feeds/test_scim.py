@@ -14,6 +14,9 @@ from custos.errors import ScimRefused
 from custos.feeds.scim import (
     ENTERPRISE,
     ScimMapping,
+    ScimUser,
+    apply_patch,
+    parse_patch,
     parse_user,
     principal_of,
     user_of,
@@ -116,3 +119,51 @@ def test_any_body_is_a_principal_or_a_named_refusal(fields: dict[str, Any]) -> N
         return
     assert person.id == fields["userName"]
     assert person.status == ("terminated" if fields.get("active") is False else "active")
+
+
+PATHS = st.sampled_from(
+    [
+        None,
+        "title",
+        "active",
+        "userName",
+        "emails",
+        'emails[type eq "work"].value',
+        "name.formatted",
+        "addresses",
+        f"{ENTERPRISE}:department",
+        f"{ENTERPRISE}:manager",
+        "members",
+        "nosuch",
+        "",
+        "[",
+    ]
+)
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=8),
+    st.integers(),
+    st.lists(st.fixed_dictionaries({"value": st.text(max_size=8)}), max_size=2),
+    st.fixed_dictionaries({}, optional={"title": st.text(max_size=8), "active": st.booleans()}),
+)
+OPERATION = st.fixed_dictionaries(
+    {"op": st.sampled_from(["add", "replace", "remove", "Replace", "frob"])},
+    optional={"path": PATHS, "value": VALUES},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations=st.lists(OPERATION, min_size=0, max_size=3))
+def test_any_patch_applies_or_is_a_named_refusal(operations: list[dict[str, Any]]) -> None:
+    user = parse_user(body(), Context.RESOURCE_REPLACEMENT_REQUEST, BASE)
+    data = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations}
+    try:
+        apply_patch(parse_patch(data, ScimUser), user)
+        person = principal_of(user, ScimMapping(), current=None)
+    except ScimRefused as exc:
+        message = exc.message
+        assert message
+        assert "Traceback" not in message
+        return
+    assert person.id == user.user_name

@@ -30,6 +30,8 @@ from scim2_models import (
     Group,
     GroupMember,
     Meta,
+    PatchOp,
+    SCIMException,
     User,
 )
 
@@ -119,6 +121,36 @@ def parse_group(body: Any, context: Context) -> Group:
         raise refused(exc) from None
     check_group_name(group.display_name)
     return group
+
+
+def parse_patch(body: Any, model: type[ScimUser] | type[Group]) -> PatchOp[Any]:
+    """``body`` validated as a SCIM PatchOp for ``model``. Raises :class:`ScimRefused`."""
+    if not isinstance(body, Mapping):
+        raise ScimRefused("a PatchOp must be a JSON object", "invalidSyntax")
+    try:
+        return PatchOp[model].model_validate(  # type: ignore[valid-type]
+            dict(body), scim_ctx=Context.RESOURCE_PATCH_REQUEST
+        )
+    except ValidationError as exc:
+        raise refused(exc) from None
+
+
+def apply_patch(patch: PatchOp[Any], resource: ScimUser | Group) -> None:
+    """Apply ``patch`` to ``resource`` in place (RFC 7644 §3.5.2). Raises
+    :class:`ScimRefused` with the RFC's ``scimType`` (``noTarget``, ``invalidPath``,
+    ``mutability``, ``invalidValue``) when an operation cannot apply."""
+    try:
+        patch.patch(resource)
+    except SCIMException as exc:
+        raise ScimRefused(exc.detail, exc.scim_type) from None
+    except ValidationError as exc:
+        raise refused(exc) from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        # What the library raises for an operation it cannot make sense of; its text names
+        # the path, never a stored value.
+        raise ScimRefused(
+            f"the patch cannot apply: {str(exc).splitlines()[0][:200]}", "invalidValue"
+        ) from None
 
 
 def check_group_name(name: str | None) -> str:
@@ -317,11 +349,13 @@ __all__ = [
     "EXTRA_KEY",
     "ScimMapping",
     "ScimUser",
+    "apply_patch",
     "check_group_name",
     "etag",
     "group_of",
     "is_deleted",
     "parse_group",
+    "parse_patch",
     "parse_user",
     "principal_of",
     "refused",
