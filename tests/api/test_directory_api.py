@@ -30,6 +30,8 @@ def decide(service: Service, body: dict[str, str] = CHECK) -> httpx.Response:
 
 
 def clean_log(service: Service) -> None:
+    """What `custos log verify` checks: the tree, then authority and replay."""
+    assert service.system.verify_log().ok
     result = service.system.verify_authority()
     assert [str(f) for f in result.projection.findings] == []
     assert [r.problem for r in result.results if not r.same] == []

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from custos.config import load_settings
 from custos.ledger.entries import AuthorityFactsEntry, parse_bytes
 from tests.api.conftest import Service
 
@@ -49,6 +50,8 @@ def dana(**changes: Any) -> dict[str, Any]:
 
 
 def clean_log(service: Service) -> None:
+    """What `custos log verify` checks: the tree, then authority and replay."""
+    assert service.system.verify_log().ok
     result = service.system.verify_authority()
     assert [str(f) for f in result.projection.findings] == []
     assert [r.problem for r in result.results if not r.same] == []
@@ -229,3 +232,25 @@ def test_malformed_bodies_get_scim_errors_and_change_nothing(
     with httpx.Client(base_url=str(idp.base_url)) as anonymous:
         scim_error(anonymous.get("/scim/v2/Users"), 401, None)
     assert service.system.ledger.size() == size
+
+
+def test_a_group_mapped_to_a_role_gives_it_through_config(
+    service: Service, idp: httpx.Client
+) -> None:
+    home = service.system.settings.home
+    (home / "config.toml").write_text(
+        '[scim]\nrole_attribute = "title"\n[scim.role_groups]\nfraud_team = "fraud_analyst"\n',
+        encoding="utf-8",
+    )
+    service.system.settings = load_settings(home)
+    assert idp.post("/scim/v2/Users", json=dana()).status_code == 201
+    joined = idp.post(
+        "/scim/v2/Groups",
+        json={"schemas": [GROUP], "displayName": "fraud_team", "members": [{"value": "emp-7001"}]},
+    )
+    assert joined.status_code == 201, joined.text
+    person = service.system.directory.principal("emp-7001")
+    assert (person.role, person.groups) == ("fraud_analyst", ("fraud_team",))
+    assert idp.delete("/scim/v2/Groups/fraud_team").status_code == 204
+    assert service.system.directory.principal("emp-7001").role == "trust_safety_investigator"
+    clean_log(service)

@@ -63,6 +63,8 @@ def ticket_status(service: Service, key: str) -> str | None:
 
 
 def clean_log(service: Service) -> None:
+    """What `custos log verify` checks: the tree, then authority and replay."""
+    assert service.system.verify_log().ok
     result = service.system.verify_authority()
     assert [str(f) for f in result.projection.findings] == []
     assert [r.problem for r in result.results if not r.same] == []
