@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from custos.config import load_settings
+from custos.directory import DirectoryDocument, Subject
 from custos.errors import UnknownTicket
 from custos.feeds.tickets import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custos.ledger.entries import AuthorityFactsEntry, parse_bytes
@@ -245,6 +246,23 @@ def test_bad_payloads_and_unknown_references_change_nothing(hooks: Service) -> N
     gone = send(hooks, "generic", {"event": "delete", "ticket": {"id": "T-404"}})
     assert gone.status_code == 404
     assert hooks.system.ledger.size() == size
+    # A refused payload was not taken: the same bytes, signed at the same second, may come
+    # again once the directory knows the subject.
+    body = json.dumps(unknown).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        TIMESTAMP_HEADER: stamp,
+        SIGNATURE_HEADER: sign(SECRET, stamp, body),
+    }
+    with hooks.client() as client:
+        first = client.post("/v1/hooks/tickets/generic", content=body, headers=headers)
+        assert first.status_code == 422
+        hooks.system.directory.merge(
+            DirectoryDocument(subjects=(Subject("user-404", "US"),)), source="test"
+        )
+        again = client.post("/v1/hooks/tickets/generic", content=body, headers=headers)
+    assert again.status_code == 200, again.text
 
 
 def test_hooks_refuse_until_a_secret_is_set(service: Service) -> None:

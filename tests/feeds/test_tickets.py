@@ -134,3 +134,13 @@ def test_a_refusal_never_repeats_the_secret_or_the_expected_signature() -> None:
         check.check("sha256=00", "1800000000", body, now=1800000000)
     assert "s3cr3t" not in str(caught.value)
     assert expected.removeprefix("sha256=") not in str(caught.value)
+
+
+def test_a_payload_whose_change_failed_may_be_sent_again() -> None:
+    check = SignatureCheck(b"k", window=300)
+    good = sign(b"k", "1800000000", b"{}")
+    check.check(good, "1800000000", b"{}", now=1800000000)
+    check.forget(good)
+    check.check(good, "1800000000", b"{}", now=1800000001)
+    with pytest.raises(SignatureRefused, match="replay"):
+        check.check(good, "1800000000", b"{}", now=1800000002)

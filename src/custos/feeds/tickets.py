@@ -131,6 +131,12 @@ class SignatureCheck:
                 raise SignatureRefused("this payload was taken already (a replay)")
             self._seen[expected] = moment
 
+    def forget(self, signature: str) -> None:
+        """Forget a signature :meth:`check` took, so that the same payload is taken when
+        sent again (its change failed and was not made)."""
+        with self._lock:
+            self._seen.pop(signature.strip(), None)
+
 
 def _get(data: Any, path: str) -> Any:
     """``data``'s value at the dotted ``path`` (None when any step is missing)."""
