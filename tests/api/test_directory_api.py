@@ -62,7 +62,9 @@ def test_only_a_provisioner_writes_and_it_does_nothing_else(
 
 def test_put_patch_and_delete_a_subject(service: Service, feed: httpx.Client) -> None:
     size = service.system.ledger.size()
-    made = feed.put("/v1/subjects/user-5", json={"jurisdiction": "US", "handle": "@five"})
+    made = feed.put(
+        "/v1/subjects/user-5", json={"jurisdiction": "US", "handle": "@five", "tier": "gold"}
+    )
     assert made.status_code == 200, made.text
     assert made.json()["authority"] >= size
     # Linked to the journalist: protection follows the link on both sides.
@@ -74,6 +76,7 @@ def test_put_patch_and_delete_a_subject(service: Service, feed: httpx.Client) ->
     flagged = feed.patch("/v1/subjects/user-5", json={"protected": ["activist"]})
     assert flagged.json()["protected"] == ["activist"]
     assert feed.get("/v1/subjects/user-5").json()["link_group"] == "user-42"
+    assert service.system.directory.subject("user-5").extra == {"tier": "gold"}
     clean_log(service)
     gone = feed.delete("/v1/subjects/user-5")
     assert gone.status_code == 204

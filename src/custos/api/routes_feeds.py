@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -117,7 +118,8 @@ def _mapping(system: Custos) -> scim.ScimMapping:
 
 
 def _source(who: Caller, what: str) -> str:
-    return f"scim: {what}" if who.has("provisioner") else what
+    """An entry's ``source`` for a SCIM change (``by`` names the token)."""
+    return f"scim: {what}"
 
 
 def _by(who: Caller) -> dict[str, Any]:
@@ -603,7 +605,9 @@ async def patch_subject(
         current = system.directory.subject(subject_id)
         if not isinstance(body, dict):
             raise ValidationFailed(f"{where}: the body must be a JSON object", [f"{where}: (body)"])
-        merged = {k: v for k, v in _subject_json(current).items() if k in _SUBJECT_FIELDS}
+        # Its kept unknown fields too: a merge changes only what the body names.
+        merged = dict(current.extra)
+        merged.update((k, v) for k, v in _subject_json(current).items() if k in _SUBJECT_FIELDS)
         if current.handle is None:
             merged.pop("handle")
         merged.update(body)
@@ -663,7 +667,8 @@ async def patch_ticket(
         current = system.directory.ticket(ticket_id)
         if not isinstance(body, dict):
             raise ValidationFailed(f"{where}: the body must be a JSON object", [f"{where}: (body)"])
-        merged = {k: v for k, v in current.facts().items() if v is not None}
+        merged = dict(current.extra)
+        merged.update((k, v) for k, v in current.facts().items() if v is not None)
         merged.update(body)
         return _put_ticket(system, merged, ticket_id, _by(who), where)
 
@@ -695,8 +700,6 @@ def _hooks(request: Request) -> tuple[SignatureCheck, dict[str, HookMapping]]:
     if found is not None:
         return found  # type: ignore[no-any-return]
     system = system_of(request)
-    import os
-
     secret = os.environ.get(HOOKS_SECRET_ENV, "").encode()
     if not secret:
         try:
