@@ -10,12 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from custos.config import load_settings
 from custos.directory import DirectoryDocument, Subject
 from custos.errors import UnknownTicket
 from custos.feeds.tickets import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custos.ledger.entries import AuthorityFactsEntry, parse_bytes
+from tests.access.test_read import _make_ledger_read_only
 from tests.api.conftest import Service
 
 SECRET = b"a shared secret for the ticket hooks"
@@ -270,3 +272,48 @@ def test_hooks_refuse_until_a_secret_is_set(service: Service) -> None:
     assert reply.status_code == 503
     assert reply.json()["error"]["code"] == "feed_not_configured"
     assert ticket_status(service, "T-11") == "open"
+
+
+def test_nothing_changes_when_the_ledger_cannot_take_the_change(hooks: Service) -> None:
+    closing = {
+        "event": "upsert",
+        "ticket": {
+            "id": "T-11",
+            "kind": "trust_safety",
+            "subject": "user-1",
+            "assignee": "emp-3001",
+            "status": "closed",
+        },
+    }
+    _, secret = hooks.system.accounts.create_token("hr", ["provisioner"])
+    _make_ledger_read_only(hooks.system)
+    try:
+        reply = send(hooks, "generic", closing)
+        assert reply.status_code == 503, reply.text
+        with hooks.client(secret) as feed:
+            removed = feed.delete("/v1/subjects/user-1")
+            assert removed.status_code == 503, removed.text
+            scim = feed.patch(
+                "/scim/v2/Users/emp-3001",
+                json={
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "active", "value": False}],
+                },
+            )
+            assert scim.status_code == 503, scim.text
+            assert scim.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    finally:
+        with hooks.system.db.engine.begin() as conn:
+            if hooks.system.db.is_sqlite:
+                conn.execute(sa.text("DROP TRIGGER ro"))
+            else:
+                conn.execute(sa.text("DROP TRIGGER ro ON ledger_entries"))
+    hooks.system.directory.invalidate()
+    assert ticket_status(hooks, "T-11") == "open"
+    assert hooks.system.directory.subject("user-1").id == "user-1"
+    assert hooks.system.directory.principal("emp-3001").status == "active"
+    assert decide(hooks) == "allow"
+    # The same bytes may come again once the ledger takes them (they were not taken).
+    assert send(hooks, "generic", closing).status_code == 200
+    assert decide(hooks) == "deny"
+    clean_log(hooks)
