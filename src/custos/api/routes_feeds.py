@@ -49,6 +49,7 @@ from custos.errors import (
     shown_id,
 )
 from custos.feeds import scim
+from custos.feeds.deliveries import StoredDeliveries
 from custos.feeds.tickets import (
     DEFAULT_WINDOW,
     KINDS,
@@ -720,7 +721,7 @@ def _hooks(request: Request) -> tuple[SignatureCheck, dict[str, HookMapping]]:
         }
     except ValueError as exc:
         raise FeedNotConfigured(str(exc)) from None
-    found = (SignatureCheck(secret, window), mappings)
+    found = (SignatureCheck(secret, window, StoredDeliveries(system.db)), mappings)
     request.app.state.ticket_hooks = found
     return found
 

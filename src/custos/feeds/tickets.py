@@ -6,7 +6,8 @@ Signature (every kind): the sender puts the Unix time in ``X-Custos-Timestamp`` 
 ``<timestamp>.`` followed by the raw body. A payload is taken only when the signature matches
 (compared in constant time) and the timestamp is within the replay window of now; a payload
 seen before (same signature) within the window is refused, so that a captured "opened" cannot
-be replayed after the "closed" that followed it (in this process: see docs/formats.md).
+be replayed after the "closed" that followed it (:class:`Deliveries`; the service's are in
+its database, shared by its workers).
 
 Payload shapes:
 
@@ -36,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from custos.directory import Ticket
 from custos.directory.files import parse_document
@@ -92,21 +93,56 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+class Deliveries(Protocol):
+    """Remembers the payloads taken within the replay window (by signature).
+
+    - ``take(signature, now, window)`` returns False when ``signature`` was taken after
+      ``now - window`` (a replay); else remembers it as taken at ``now`` and returns True.
+      It may forget what was taken before ``now - window``.
+    - ``forget(signature)`` forgets a taken signature (its change failed and was not made).
+    """
+
+    def take(self, signature: str, now: float, window: int) -> bool: ...
+
+    def forget(self, signature: str) -> None: ...
+
+
+@dataclass
+class MemoryDeliveries:
+    """:class:`Deliveries` in this process's memory (one worker; tests)."""
+
+    _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, signature: str, now: float, window: int) -> bool:
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now - window:
+                self._seen.popitem(last=False)
+            if signature in self._seen:
+                return False
+            self._seen[signature] = now
+            return True
+
+    def forget(self, signature: str) -> None:
+        with self._lock:
+            self._seen.pop(signature, None)
+
+
 @dataclass
 class SignatureCheck:
-    """Checks signatures and timestamps, and remembers what it took within the window."""
+    """Checks signatures and timestamps, and refuses a payload taken before within the
+    window (``deliveries``: in memory unless given one the workers share)."""
 
     secret: bytes
     window: int = DEFAULT_WINDOW
-    _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    deliveries: Deliveries = field(default_factory=MemoryDeliveries)
 
     def check(
         self, signature: str | None, timestamp: str | None, body: bytes, now: float | None = None
     ) -> None:
         """Return when ``signature`` signs ``body`` at ``timestamp``, within the window, and
-        was not taken before. Raises :class:`SignatureRefused` saying which (never the
-        expected value)."""
+        was not taken before (it is taken now). Raises :class:`SignatureRefused` saying which
+        (never the expected value), and :class:`StoreUnavailable` from ``deliveries``."""
         moment = time.time() if now is None else now
         if not signature or not timestamp:
             raise SignatureRefused(
@@ -124,18 +160,13 @@ class SignatureCheck:
         expected = sign(self.secret, timestamp, body)
         if not hmac.compare_digest(signature.strip().encode(), expected.encode()):
             raise SignatureRefused("the signature does not match the body")
-        with self._lock:
-            while self._seen and next(iter(self._seen.values())) < moment - self.window:
-                self._seen.popitem(last=False)
-            if expected in self._seen:
-                raise SignatureRefused("this payload was taken already (a replay)")
-            self._seen[expected] = moment
+        if not self.deliveries.take(expected, moment, self.window):
+            raise SignatureRefused("this payload was taken already (a replay)")
 
     def forget(self, signature: str) -> None:
         """Forget a signature :meth:`check` took, so that the same payload is taken when
         sent again (its change failed and was not made)."""
-        with self._lock:
-            self._seen.pop(signature.strip(), None)
+        self.deliveries.forget(signature.strip())
 
 
 def _get(data: Any, path: str) -> Any:
@@ -305,7 +336,9 @@ __all__ = [
     "KINDS",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "Deliveries",
     "HookMapping",
+    "MemoryDeliveries",
     "SignatureCheck",
     "TicketChange",
     "parse",
