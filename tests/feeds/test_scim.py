@@ -167,3 +167,22 @@ def test_any_patch_applies_or_is_a_named_refusal(operations: list[dict[str, Any]
         assert "Traceback" not in message
         return
     assert person.id == user.user_name
+
+
+def test_entra_style_patches() -> None:
+    """Microsoft Entra sends booleans as strings, the manager as a bare id, and attributes
+    without a path."""
+    user = parse_user(body(), Context.RESOURCE_REPLACEMENT_REQUEST, BASE)
+    operations = [
+        {"op": "Replace", "path": "active", "value": "False"},
+        {"op": "Replace", "path": f"{ENTERPRISE}:manager", "value": "emp-9"},
+        {"op": "Add", "value": {f"{ENTERPRISE}:department": "sales"}},
+    ]
+    patch = parse_patch(
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations},
+        ScimUser,
+        BASE,
+    )
+    apply_patch(patch, user)
+    person = principal_of(user, ScimMapping(), current=None)
+    assert (person.status, person.manager, person.team) == ("terminated", "emp-9", "sales")

@@ -354,7 +354,7 @@ async def patch_user(key: str, request: Request, who: Caller = Depends(PROVISION
     body = await _json(request)
     system = system_of(request)
     base = _base(request)
-    patch = scim.parse_patch(body, scim.ScimUser)
+    patch = scim.parse_patch(body, scim.ScimUser, base)
 
     def apply() -> Principal:
         current = _user_principal(system, key)

@@ -123,16 +123,41 @@ def parse_group(body: Any, context: Context) -> Group:
     return group
 
 
-def parse_patch(body: Any, model: type[ScimUser] | type[Group]) -> PatchOp[Any]:
-    """``body`` validated as a SCIM PatchOp for ``model``. Raises :class:`ScimRefused`."""
+def parse_patch(body: Any, model: type[ScimUser] | type[Group], base: str = "") -> PatchOp[Any]:
+    """``body`` validated as a SCIM PatchOp for ``model``. A manager given as a bare id (as
+    Microsoft Entra sends it) is taken as ``{"value": id, "$ref": base/Users/id}``. Raises
+    :class:`ScimRefused`."""
     if not isinstance(body, Mapping):
         raise ScimRefused("a PatchOp must be a JSON object", "invalidSyntax")
+    data = dict(body)
+    operations = data.get("Operations")
+    if isinstance(operations, list):
+        data["Operations"] = [_manager_by_id(op, base) for op in operations]
     try:
         return PatchOp[model].model_validate(  # type: ignore[valid-type]
-            dict(body), scim_ctx=Context.RESOURCE_PATCH_REQUEST
+            data, scim_ctx=Context.RESOURCE_PATCH_REQUEST
         )
     except ValidationError as exc:
         raise refused(exc) from None
+
+
+def _manager_by_id(operation: Any, base: str) -> Any:
+    if (
+        isinstance(operation, Mapping)
+        and isinstance(operation.get("path"), str)
+        and operation["path"].lower().endswith(":manager")
+        and isinstance(operation.get("value"), str)
+    ):
+        value = operation["value"]
+        return {**operation, "value": {"value": value, "$ref": f"{base}/Users/{value}"}}
+    return operation
+
+
+def _first_line(text: str) -> str:
+    """An error's text as one line: a pydantic error's field and message, not its banner."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("For further", "1 validation"))]
+    return "; ".join(lines)[:300] or "invalid"
 
 
 def apply_patch(patch: PatchOp[Any], resource: ScimUser | Group) -> None:
@@ -142,14 +167,14 @@ def apply_patch(patch: PatchOp[Any], resource: ScimUser | Group) -> None:
     try:
         patch.patch(resource)
     except SCIMException as exc:
-        raise ScimRefused(exc.detail, exc.scim_type) from None
+        raise ScimRefused(_first_line(exc.detail), exc.scim_type) from None
     except ValidationError as exc:
         raise refused(exc) from None
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         # What the library raises for an operation it cannot make sense of; its text names
         # the path, never a stored value.
         raise ScimRefused(
-            f"the patch cannot apply: {str(exc).splitlines()[0][:200]}", "invalidValue"
+            f"the patch cannot apply: {_first_line(str(exc))}", "invalidValue"
         ) from None
 
 
