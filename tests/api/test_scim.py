@@ -229,6 +229,10 @@ def test_malformed_bodies_get_scim_errors_and_change_nothing(
     scim_error(idp.get("/scim/v2/Users/emp-404"), 404, None)
     group = {"schemas": [GROUP], "displayName": "Privacy Office"}
     scim_error(idp.post("/scim/v2/Groups", json=group), 400, "invalidValue")
+    twice = idp.post("/scim/v2/Users", content=b'{"userName": "a", "userName": "b"}', headers=SCIM)
+    scim_error(twice, 422, "invalidSyntax")
+    form = idp.post("/scim/v2/Users", content=b"userName=a", headers={"Content-Type": "text/plain"})
+    scim_error(form, 415, None)
     with httpx.Client(base_url=str(idp.base_url)) as anonymous:
         scim_error(anonymous.get("/scim/v2/Users"), 401, None)
     assert service.system.ledger.size() == size
