@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scim2_models import Context
 
 from custos.access import Custos, Viewer
 from custos.detect.engine import Finding
 from custos.detect.events import EventStore, parse_event
 from custos.detect.importers import parse_mapping
 from custos.directory import parse_text
+from custos.feeds.scim import ScimMapping, parse_user, principal_of
+from custos.feeds.tickets import HookMapping
+from custos.feeds.tickets import parse as parse_hook
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import NoteVerifier, open_checkpoint
 from custos.ledger.tree import verify_consistency, verify_inclusion
@@ -44,7 +48,8 @@ def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> 
     assert set(examples()) == {
         "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
         "checkpoint", "verifier-key", "report-fields", "sources", "ocsf-activity",
-        "ocsf-finding", "pgaudit-mapping", "cloudtrail-mapping",
+        "ocsf-finding", "pgaudit-mapping", "cloudtrail-mapping", "scim-user", "hook-generic",
+        "hook-jira", "hook-servicenow",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -76,6 +81,32 @@ def test_the_audit_log_mappings_parse(log_format: str) -> None:
     assert mapping.principals
     assert mapping.tables
     assert bool(mapping.resources) == (log_format == "cloudtrail")
+
+
+def test_the_feed_examples_parse_with_the_feeds_parsers() -> None:
+    given = examples()
+    user = parse_user(
+        json.loads(given["scim-user"]), Context.RESOURCE_CREATION_REQUEST, "https://x/scim/v2"
+    )
+    person = principal_of(user, ScimMapping(), current=None)
+    assert (person.id, person.role, person.team, person.manager, person.country) == (
+        "emp-1001",
+        "support_agent",
+        "support",
+        "emp-1000",
+        "US",
+    )
+    mappings = {
+        "jira": HookMapping(kind="support", subject_field="customfield_10042"),
+        "servicenow": HookMapping(kind="support"),
+    }
+    for kind in ("generic", "jira", "servicenow"):
+        change = parse_hook(kind, json.loads(given[f"hook-{kind}"]), mappings)
+        assert change.ticket is not None, kind
+        assert (change.ticket.subject, change.ticket.assignee) == ("user-42", "emp-1001"), kind
+        assert change.ticket.status == "closed", kind
+        assert change.ticket.closed is not None, kind
+        assert change.ticket.closed.isoformat() == "2026-01-06T16:00:00+00:00", kind
 
 
 def test_the_alert_example_has_an_alerts_fields() -> None:

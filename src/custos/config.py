@@ -107,6 +107,11 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
         }
     ),
     "telemetry": frozenset({"traces", "path", "service_name"}),
+    # Directory feeds (custos.feeds): the SCIM mapping and the ticket webhooks.
+    "scim": frozenset({"role_attribute"}),
+    "hooks": frozenset({"window_seconds"}),
+    "hooks.jira": frozenset({"kind", "kind_field", "subject_field", "assignee_field"}),
+    "hooks.servicenow": frozenset({"kind", "kind_field", "subject_field", "closed_states"}),
     # The fields of custos.detect.config.DetectConfig (a test keeps the two equal).
     "detect": frozenset(
         {
@@ -152,7 +157,7 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
     ),
 }
 #: Sections whose keys are names of the user's own (jurisdiction codes), not settings.
-OPEN_SECTIONS: Final = frozenset({"residency"})
+OPEN_SECTIONS: Final = frozenset({"residency", "scim.role_groups"})
 #: Keys refused by their own reader with a message of their own (a secret written down:
 #: :meth:`KeysConfig.from_section` says where it belongs instead).
 _REFUSED_ELSEWHERE: Final = {"keys": frozenset({"pin", "so_pin"})}

@@ -303,3 +303,54 @@ class ExportFailed(CustosError):
     code = "export_failed"
     http_status = 502
     exit_code = 5
+
+
+class ScimRefused(InvalidInput):
+    """A SCIM request refused (RFC 7644 §3.12): ``scim_type`` is the RFC's ``scimType``
+    (``invalidValue``, ``invalidSyntax``, ``invalidFilter``, ``uniqueness``, ``mutability``,
+    ``noTarget``, ``invalidPath``) or None, ``status`` the HTTP status. Nothing was changed."""
+
+    code = "scim_refused"
+
+    def __init__(
+        self, message: str, scim_type: str | None, *, status: int = 400, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.scim_type = scim_type
+        self.http_status = status
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["scim_type"] = self.scim_type
+        return body
+
+
+class InvalidPayload(InvalidInput):
+    """A feed's payload (a ticket webhook's body) that custos cannot read: ``problems`` name
+    each field at fault. Nothing was changed."""
+
+    code = "invalid_payload"
+
+    def __init__(self, message: str, problems: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["problems"] = list(self.problems)
+        return body
+
+
+class SignatureRefused(AuthenticationFailed):
+    """A webhook whose HMAC signature is missing or wrong, or whose timestamp is outside the
+    replay window. Nothing was changed."""
+
+    code = "bad_signature"
+
+
+class FeedNotConfigured(CustosError):
+    """A feed was called that this installation has not set up (no webhook secret)."""
+
+    code = "feed_not_configured"
+    http_status = 503
+    exit_code = 1

@@ -51,7 +51,17 @@ WRONG_ROLE = {
     ("post", "/v1/cases/{case_id}/comment"): "monitor",
     ("post", "/v1/cases/{case_id}/close"): "monitor",
     ("get", "/metrics"): "ts-tool",
+    ("get", "/v1/subjects/{subject_id}"): "ts-tool",
+    ("put", "/v1/subjects/{subject_id}"): "monitor",
+    ("patch", "/v1/subjects/{subject_id}"): "siem",
+    ("delete", "/v1/subjects/{subject_id}"): "ts-tool",
+    ("get", "/v1/tickets/{ticket_id}"): "ts-tool",
+    ("put", "/v1/tickets/{ticket_id}"): "monitor",
+    ("patch", "/v1/tickets/{ticket_id}"): "siem",
+    ("delete", "/v1/tickets/{ticket_id}"): "ts-tool",
 }
+# Authenticated by an HMAC signature over the body rather than a token (ticket webhooks).
+SIGNED = [("post", "/v1/hooks/tickets/{kind}")]
 # The probes, the only operations without credentials (a load balancer has none), and the
 # whole of what each may say.
 PUBLIC = {("get", "/healthz"): {"status": "ok"}, ("get", "/readyz"): {"status": "ok"}}
@@ -77,6 +87,8 @@ def concrete(path: str) -> str:
         .replace("{subject_id}", "user-1")
         .replace("{alert_id}", "al-1")
         .replace("{case_id}", "case-1")
+        .replace("{ticket_id}", "T-11")
+        .replace("{kind}", "generic")
     )
 
 
@@ -142,7 +154,7 @@ def operations(service: Service) -> list[tuple[str, str]]:
 
 
 def test_the_schema_lists_exactly_the_operations_checked_here(service: Service) -> None:
-    assert sorted(operations(service)) == sorted([*WRONG_ROLE, *PUBLIC])
+    assert sorted(operations(service)) == sorted([*WRONG_ROLE, *PUBLIC, *SIGNED])
 
 
 def test_every_endpoint_without_credentials_answers_401(service: Service) -> None:
@@ -165,6 +177,10 @@ def test_every_endpoint_without_credentials_answers_401(service: Service) -> Non
         for (method, path), body in PUBLIC.items():
             reply = anonymous.request(method, path)
             assert (reply.status_code, reply.json()) == (200, body), path
+        for method, path in SIGNED:
+            reply = anonymous.request(method, concrete(path), json={"event": "upsert"})
+            assert reply.status_code == 401, (method, path, reply.text)
+            assert error_of(reply)["code"] == "bad_signature"
 
 
 def test_every_endpoint_with_the_wrong_role_answers_403(service: Service) -> None:

@@ -33,9 +33,14 @@ from custos.times import iso
 
 #: Roles a person can hold on the admin plane.
 ADMIN_PLANE_ROLES = ("auditor", "investigator", "approver", "privacy_officer", "admin")
-#: Roles a token can hold: ``tool`` acts as its principal on the guarded path; the others
-#: read as their admin-plane namesakes (a witness or monitor holds ``auditor``).
-TOKEN_ROLES = ("tool", "auditor", "investigator")
+#: Roles a token can hold: ``tool`` acts as its principal on the guarded path;
+#: ``provisioner`` feeds the directory (SCIM, ``/v1/subjects``, ``/v1/tickets``) and nothing
+#: else; the others read as their admin-plane namesakes (a witness or monitor holds
+#: ``auditor``).
+TOKEN_ROLES = ("tool", "auditor", "investigator", "provisioner")
+#: Token roles that must stand alone: whoever reads personal data must not also oversee the
+#: reading, and whoever writes the authority decisions rest on must not also use or oversee it.
+_ALONE = ("tool", "provisioner")
 #: Roles an admin may not hold as well: whoever manages accounts must not also approve.
 _NOT_WITH_ADMIN = {"approver", "privacy_officer"}
 #: Roles whose rules need to know who acts: independence for answers, own-case for triage.
@@ -458,9 +463,13 @@ class Accounts:
                 problems.append("at least one role is needed")
             if "tool" in roles and not principal:
                 problems.append("a tool token acts as a principal: give --principal")
-            if "tool" in roles and len(set(roles)) > 1:
-                # Whoever reads personal data must not also oversee the reading (or its alerts).
-                problems.append("a tool token may hold no other role")
+            for alone in _ALONE:
+                if alone in roles and len(set(roles)) > 1:
+                    problems.append(f"a {alone} token may hold no other role")
+            if "provisioner" in roles and principal:
+                # It writes the directory for a system (the IdP, the ticket system), never
+                # acts as anyone in it.
+                problems.append("a provisioner token acts as no principal: drop --principal")
         if not name.strip():
             problems.append("a token needs a name")
         if problems:

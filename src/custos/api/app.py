@@ -28,6 +28,7 @@ from custos.api.detection import ContinuousDetection
 from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders, StrictRequests
 from custos.api.routes import COSIGNATURES_PATH, ops, router
 from custos.api.routes_detect import router as detect_router
+from custos.api.routes_feeds import directory_router, scim_router
 from custos.config import Settings
 from custos.detect.continuous import RunStatus
 from custos.errors import ConfigurationError, CustosError, IntegrityError
@@ -134,11 +135,14 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     errors.install(app)
     app.include_router(router)
     app.include_router(detect_router)
+    app.include_router(directory_router)
+    app.include_router(scim_router)
     app.include_router(ops)
     from custos.web import install as install_dashboard
 
     install_dashboard(app)
     app.add_middleware(StrictRequests, text_paths=frozenset({COSIGNATURES_PATH}))
+    app.add_middleware(StrictRequests, prefix="/scim/")
     app.add_middleware(Metrics, registry=registry)
     app.add_middleware(
         BodyLimit, limit=settings.whole("service", "max_body_bytes", 10 * 1024 * 1024)

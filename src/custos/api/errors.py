@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from custos.errors import CustosError
+from custos.errors import CustosError, ScimRefused
 
 log = logging.getLogger("custos.api")
 
@@ -36,6 +36,11 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def _is_scim(request: Request) -> bool:
+    """SCIM clients get RFC 7644's error shape instead of custos's."""
+    return request.url.path.startswith("/scim/")
+
+
 def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith(("/v1/", "/metrics", "/healthz", "/readyz")) and (
         "text/html" in request.headers.get("accept", "")
@@ -47,6 +52,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(CustosError)
     async def custos_error(request: Request, exc: CustosError) -> Response:
+        if _is_scim(request):
+            from custos.api.routes_feeds import scim_error_response
+
+            return scim_error_response(exc)
         if exc.http_status == 401 and _wants_html(request):
             from custos.web import login_page  # the dashboard answers people with a page
 
@@ -66,6 +75,8 @@ def install(app: FastAPI) -> None:
         for item in exc.errors():
             where = ".".join(str(part) for part in item.get("loc", ()))
             problems.append(f"{where}: {item.get('msg', 'invalid')}")
+        if _is_scim(request):
+            return await custos_error(request, ScimRefused("; ".join(problems), "invalidValue"))
         return JSONResponse(
             error_body("invalid_input", "the request is invalid", problems=problems),
             status_code=422,
@@ -82,6 +93,8 @@ def install(app: FastAPI) -> None:
             )
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if _is_scim(request):
+            return await custos_error(request, ScimRefused(message, None, status=exc.status_code))
         return JSONResponse(
             error_body(code, message), status_code=exc.status_code, headers=exc.headers
         )

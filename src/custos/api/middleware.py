@@ -67,6 +67,22 @@ def _refusal(status: int, code: str, message: str, *, close: bool = False) -> li
     ]
 
 
+def _scim_refusal(status: int, message: str) -> list[Message]:
+    """A whole response in SCIM's error shape (RFC 7644 §3.12), for SCIM's paths."""
+    error = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": str(status),
+        "detail": message,
+    }
+    if status in (400, 422):
+        error["scimType"] = "invalidSyntax"
+    headers = [(b"content-type", b"application/scim+json")]
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": json.dumps(error).encode()},
+    ]
+
+
 async def _answer(send: Send, messages: list[Message]) -> None:
     for message in messages:
         await send(message)
@@ -238,8 +254,10 @@ class StrictRequests:
 
         await self.app(scope, replay, send)
 
-    @staticmethod
-    async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
+        if self.prefix.startswith("/scim/"):
+            await _answer(send, _scim_refusal(status, message))
+            return
         await _answer(send, _refusal(status, code, message))
 
 

@@ -11,7 +11,15 @@ custos honours a row only when it equals the ledger entry that set it.
 Design and threat model: docs/design/authority.md.
 """
 
-from custos.authority.entries import BATCH, KINDS, AuthorityEntry, facts_set
+from custos.authority.entries import (
+    BATCH,
+    KINDS,
+    REMOVED,
+    AuthorityEntry,
+    facts_set,
+    is_removed,
+    tombstone,
+)
 from custos.authority.vouch import (
     AuthorityWriter,
     EntryReader,
@@ -24,6 +32,7 @@ from custos.authority.vouch import (
 __all__ = [
     "BATCH",
     "KINDS",
+    "REMOVED",
     "AuthorityEntry",
     "AuthorityWriter",
     "EntryReader",
@@ -32,4 +41,6 @@ __all__ = [
     "Vouch",
     "Voucher",
     "facts_set",
+    "is_removed",
+    "tombstone",
 ]

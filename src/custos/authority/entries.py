@@ -74,6 +74,23 @@ def batches(
     ]
 
 
+#: The fact a tombstone sets: ``{"id": ..., "removed": true}`` in an ``authority`` entry says
+#: the row was removed (a subject or ticket deleted by a feed). The ledger keeps every entry
+#: that set it before; the row is deleted after its tombstone is durable, and from then on a
+#: row of that id is honoured only when set again by a later entry.
+REMOVED = "removed"
+
+
+def tombstone(key: str) -> dict[str, Any]:
+    """The facts of a removed row ``key`` (see :data:`REMOVED`)."""
+    return {"id": key, REMOVED: True}
+
+
+def is_removed(facts: Mapping[str, Any]) -> bool:
+    """Whether ``facts`` (as :func:`facts_set` gives them) are a tombstone."""
+    return facts.get(REMOVED) is True
+
+
 #: Facts added to a kind after entries of it were first written, with what an entry that
 #: predates them means: a subject ledgered before links existed was linked to nothing. So
 #: rows ledgered then still vouch, and a row whose link was deleted still differs from an

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from custos.authority.entries import facts_set
+from custos.authority.entries import facts_set, is_removed
 from custos.errors import shown_id
 from custos.ledger.entries import (
     BrokenEntry,
@@ -186,6 +186,8 @@ class AuthorityProjection:
             latest = self.latest.get((kind, key))
             if latest is None:
                 problem = f"{shown} was never set through custos (no ledger entry sets it)"
+            elif is_removed(latest[1]):
+                problem = f"{shown} was removed by ledger entry {latest[0]} but is in the table"
             elif at != latest[0]:
                 problem = f"{shown} names entry {at}; the ledger's latest for it is {latest[0]}"
             elif any(latest[1].get(name) != value for name, value in facts.items()):
@@ -198,8 +200,8 @@ class AuthorityProjection:
             else:
                 continue
             found.append(AuthorityFinding(None, table, key, problem))
-        for (other, key), _ in self.latest.items():
-            if other == kind and key not in seen:
+        for (other, key), (_, facts) in self.latest.items():
+            if other == kind and key not in seen and not is_removed(facts):
                 found.append(
                     AuthorityFinding(
                         None,

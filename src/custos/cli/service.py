@@ -125,7 +125,9 @@ def users_disable(
 def tokens_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="What the token is for.")],
-    role: Annotated[list[str], typer.Option("--role", help="tool, auditor or investigator.")],
+    role: Annotated[
+        list[str], typer.Option("--role", help="tool, auditor, investigator or provisioner.")
+    ],
     principal: Annotated[
         str | None, typer.Option("--principal", help="The principal a tool acts as.")
     ] = None,

@@ -21,9 +21,11 @@ version V committed, every row stamped V or less is committed and visible to any
 it runs afterwards. A reader that reads the version V first, and then the rows with
 ``seq > last``, therefore gets every row changed in (last, V]; it may get rows stamped above
 V too (committed in between), which it reads again next time from ``last = V``: duplicates,
-never a gap. Rows are never deleted. Rows are written before the increment in every write
-(never the other way round) so that two writers always take their locks in the same order:
-rows, then the counter, and cannot deadlock.
+never a gap. Rows are deleted only by :meth:`DirectoryStore.remove_subject` and
+:meth:`DirectoryStore.remove_ticket` (a feed deleting a record), after a tombstone entry in the
+ledger; :meth:`DirectoryStore.write_changes` does not report deletions. Rows are written
+before the increment in every write (never the other way round) so that two writers always
+take their locks in the same order: rows, then the counter, and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from custos.authority import Record, Vouch
+from custos.authority import Record, Vouch, tombstone
 from custos.directory.model import DirectoryDocument, MergeReport, Principal, Subject, Ticket
 from custos.errors import (
     AuthorityMismatch,
@@ -215,8 +217,12 @@ class DirectoryStore:
         document: DirectoryDocument,
         source: str = "input",
         by: Mapping[str, Any] | None = None,
+        *,
+        feed: bool = False,
     ) -> MergeReport:
         """Upsert every entry of ``document``; idempotent (merging twice changes nothing).
+        Its entries' ``source`` is ``org load: <source>``, or ``source`` itself from a
+        ``feed`` (SCIM, the REST API, a ticket webhook), which names itself.
 
         When anything is added or changed, the directory version moves by one and exactly
         the rows added or changed are stamped with it (``seq``); otherwise neither moves.
@@ -249,7 +255,10 @@ class DirectoryStore:
             vouched: dict[tuple[str, str], int] = {}
             for section, values in planned.items():
                 indexes = self.record(
-                    _KINDS[section], [v.facts() for v in values], f"org load: {source}", by
+                    _KINDS[section],
+                    [v.facts() for v in values],
+                    source if feed else f"org load: {source}",
+                    by,
                 )
                 vouched.update({(section, v.id): i for v, i in zip(values, indexes, strict=True)})
             # Only the planned rows are written (and compared again): a row another writer
@@ -539,6 +548,120 @@ class DirectoryStore:
                 row.seq = self._bump(session)
         self.invalidate()
 
+    def remove_subject(
+        self, subject_id: str, source: str, by: Mapping[str, Any] | None = None
+    ) -> int:
+        """Remove subject ``subject_id`` (a platform account deleted) and its tickets: first
+        unlink it from its linked accounts (a merge, ledgered like any), then ledger the
+        tombstones (``{"id": ..., "removed": true}``) of its tickets and of itself, and delete
+        the rows, handle included, in one transaction. The ledger keeps every entry that set
+        them; decisions about it are refused from then on (unknown subject). Returns the
+        subject's tombstone's ledger index (-1 without ``record``).
+
+        Raises :class:`UnknownSubject`, :class:`LedgerUnavailable` (nothing removed),
+        :class:`StoreConflict` (a row changed meanwhile: nothing removed) and
+        :class:`StoreUnavailable`."""
+        current = self.subject_row(subject_id)
+        if current.linked:
+            self.merge(
+                DirectoryDocument(subjects=(replace(current, linked=()),)), source, by, feed=True
+            )
+        with self.db.session() as session:
+            tickets = sorted(
+                session.scalars(select(TicketRow.id).where(TicketRow.subject == subject_id))
+            )
+        targets = [(TicketRow, key) for key in tickets] + [(SubjectRow, subject_id)]
+        return self._remove(targets, source, by, lambda key: _unknown_subject(key))
+
+    def remove_ticket(
+        self, ticket_id: str, source: str, by: Mapping[str, Any] | None = None
+    ) -> int:
+        """Remove ticket ``ticket_id`` (deleted in the ticket system): its tombstone is
+        ledgered, then the row deleted; decisions naming it are refused from then on.
+        Returns the tombstone's ledger index (-1 without ``record``). Raises
+        :class:`UnknownTicket`, :class:`LedgerUnavailable` (nothing removed),
+        :class:`StoreConflict` and :class:`StoreUnavailable`."""
+        return self._remove(
+            [(TicketRow, ticket_id)],
+            source,
+            by,
+            lambda key: UnknownTicket(f"unknown ticket {shown_id(key)}"),
+        )
+
+    def _remove(
+        self,
+        targets: Sequence[tuple[Any, str]],
+        source: str,
+        by: Mapping[str, Any] | None,
+        missing: Callable[[str], CustosError],
+    ) -> int:
+        """Ledger the tombstones of ``targets`` (model, id), then delete those rows in one
+        transaction, in order; returns the last tombstone's index. ``missing`` makes the
+        error for a row that is not there."""
+        convert: dict[Any, Callable[[Any], Principal | Subject | Ticket]] = {
+            SubjectRow: _subject,
+            TicketRow: _ticket,
+        }
+        with self._write_lock:
+            planned: dict[tuple[Any, str], dict[str, Any]] = {}
+            with self.db.session() as session:
+                for model, key in targets:
+                    row = session.get(model, key)
+                    if row is None:
+                        raise missing(key)
+                    planned[(model, key)] = convert[model](row).facts()
+            index = -1
+            if self.record is not None:
+                for model in dict.fromkeys(model for model, _ in targets):
+                    keys = [key for other, key in targets if other is model]
+                    kind = _KINDS[model.__tablename__]
+                    index = self.record(
+                        kind, [tombstone(key) for key in keys], f"removed: {source}", by
+                    )[-1]
+            with self.db.session() as session:
+                for model, key in targets:
+                    row = session.get(model, key)
+                    if row is None or convert[model](row).facts() != planned[(model, key)]:
+                        # Its tombstone is ledgered: the row the writer in between made is
+                        # no longer vouched for, and `log verify` names it. Say so.
+                        kind = _KINDS[model.__tablename__]
+                        raise StoreConflict(
+                            f"{kind} {shown_id(key)} changed while it was being removed",
+                            hint="it is removed in the ledger; set it again if it should stay",
+                        )
+                    session.delete(row)
+                    session.flush()
+                self._bump(session)
+        self.invalidate()
+        return index
+
+    def subject_row(self, subject_id: str) -> Subject:
+        """Subject ``subject_id`` as stored, unchecked and uncached (for a writer that is
+        about to restate it). Raises :class:`UnknownSubject`."""
+        with self.db.session() as session:
+            row = session.get(SubjectRow, subject_id)
+            if row is None:
+                raise _unknown_subject(subject_id)
+            return _subject(row)
+
+    def principal_row(self, principal_id: str) -> Principal:
+        """Principal ``principal_id`` as stored, unchecked and uncached (for a writer about
+        to restate it). Raises :class:`UnknownPrincipal`."""
+        with self.db.session() as session:
+            row = session.get(PrincipalRow, principal_id)
+            if row is None:
+                raise UnknownPrincipal(f"unknown principal {shown_id(principal_id)}")
+            return _principal(row)
+
+    def ticket_row(self, ticket_id: str) -> Ticket:
+        """Ticket ``ticket_id`` as stored, unchecked and uncached. Raises
+        :class:`UnknownTicket`."""
+        with self.db.session() as session:
+            row = session.get(TicketRow, ticket_id)
+            if row is None:
+                raise UnknownTicket(f"unknown ticket {shown_id(ticket_id)}")
+            return _ticket(row)
+
     # -- exporting ---------------------------------------------------------------------
 
     def write_changes(self, folder: Path, after: int) -> DirectoryChanges:
@@ -768,6 +891,10 @@ def _components(links: Mapping[str, set[str]]) -> dict[str, str]:
         first = min(component)
         groups.update(dict.fromkeys(component, first))
     return groups
+
+
+def _unknown_subject(key: str) -> UnknownSubject:
+    return UnknownSubject(f"unknown subject {shown_id(key)}")
 
 
 def _broken_link(key: str, problem: str) -> AuthorityMismatch:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -103,3 +103,16 @@ class PolicyVersionRow(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     activated: Mapped[datetime] = mapped_column(UTCDateTime)
     files: Mapped[dict[str, str]] = mapped_column(JSON)
+
+
+class HookDeliveryRow(Base):
+    """A ticket webhook's payload taken within its replay window: its signature (as the
+    sender sent it) and when it was taken. Shared by every worker of the service, so a
+    captured call cannot be replayed to another one; rows older than the window are dropped
+    as new ones come."""
+
+    __tablename__ = "hook_deliveries"
+    __table_args__ = (Index("ix_hook_deliveries_taken", "taken"),)
+
+    signature: Mapped[str] = mapped_column(String(80), primary_key=True)
+    taken: Mapped[float] = mapped_column(Float)
