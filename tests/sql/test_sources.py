@@ -34,9 +34,11 @@ def parquet(tmp_path: Path) -> SourceMap:
 def test_a_duckdb_file_runs_with_a_row_cap(tmp_path: Path, duck: SourceMap) -> None:
     got = run_query(duck, tmp_path, "SELECT user_id, ip FROM logins", row_cap=5, timeout=5)
     assert got.columns == ("user_id", "ip")
-    assert len(got.rows) == 5 and got.truncated
+    assert len(got.rows) == 5
+    assert got.truncated
     every = run_query(duck, tmp_path, "SELECT count(*) FROM logins", row_cap=5, timeout=5)
-    assert every.rows == [(69,)] and not every.truncated
+    assert every.rows == [(69,)]
+    assert not every.truncated
 
 
 def test_a_duckdb_file_is_opened_read_only_without_external_access(
@@ -77,7 +79,7 @@ def test_a_missing_source_is_unavailable(tmp_path: Path) -> None:
 
 def test_a_slow_duckdb_query_is_interrupted(tmp_path: Path, duck: SourceMap) -> None:
     slow = "SELECT count(*) FROM range(100000000000) a"
-    with pytest.raises(SourceUnavailable, match="did not answer within 0.2 s"):
+    with pytest.raises(SourceUnavailable, match=r"did not answer within 0\.2 s"):
         run_query(duck, tmp_path, slow, row_cap=1, timeout=0.2)
 
 
@@ -95,7 +97,9 @@ def test_the_live_schema_check_on_duckdb(tmp_path: Path, duck: SourceMap) -> Non
 
 def test_the_live_schema_check_on_parquet(tmp_path: Path, parquet: SourceMap) -> None:
     check = check_schema(parquet, tmp_path, timeout=5)
-    assert check.ok and not check.unmapped and not check.warnings
+    assert check.ok
+    assert not check.unmapped
+    assert not check.warnings
 
 
 # -- PostgreSQL -------------------------------------------------------------------------
@@ -111,7 +115,9 @@ def test_postgres_runs_read_only_with_a_row_cap(
         got = run_query(
             source, tmp_path, f"SELECT user_id, ip FROM {pg.table}", row_cap=4, timeout=5
         )
-        assert len(got.rows) == 4 and got.truncated and got.columns == ("user_id", "ip")
+        assert len(got.rows) == 4
+        assert got.truncated
+        assert got.columns == ("user_id", "ip")
         with connect(source, tmp_path, timeout=5) as connection:
             # Even a role that may write cannot: every transaction is read-only.
             with pytest.raises(SourceFailed, match="SQLSTATE 25006"):
@@ -143,7 +149,7 @@ def test_postgres_errors_name_the_sqlstate_never_the_value(tmp_path: Path) -> No
 def test_a_slow_postgres_query_times_out(tmp_path: Path) -> None:
     with pg_source() as pg:
         source = _source(source_yaml("app", pg.reader_url, pg.table))
-        with pytest.raises(SourceUnavailable, match="did not answer within 0.2 s"):
+        with pytest.raises(SourceUnavailable, match=r"did not answer within 0\.2 s"):
             run_query(source, tmp_path, "SELECT pg_sleep(5)", row_cap=1, timeout=0.2)
 
 
@@ -172,7 +178,8 @@ def test_the_live_schema_check_on_postgres(tmp_path: Path) -> None:
         reader = check_schema(
             _source(source_yaml("app", pg.reader_url, pg.table)), tmp_path, timeout=5
         )
-        assert reader.ok and not reader.warnings
+        assert reader.ok
+        assert not reader.warnings
         assert reader.unmapped == {pg.table: ("note",)}
         admin = check_schema(
             _source(source_yaml("app", pg.admin_url, pg.table)), tmp_path, timeout=5
@@ -191,4 +198,5 @@ def test_the_live_schema_check_on_postgres(tmp_path: Path) -> None:
         tmp_path,
         timeout=1,
     )
-    assert not gone.ok and "unreachable" in gone.problems[0]
+    assert not gone.ok
+    assert "unreachable" in gone.problems[0]
