@@ -164,3 +164,61 @@ def pg_source(rows: list[tuple[Any, ...]] | None = None) -> Iterator[PgSource]:
             )
             admin.execute(f"DROP SCHEMA {made.schema} CASCADE")
             admin.execute(f"DROP ROLE {made.role}")
+
+
+def make_ledger_read_only(system: Any) -> None:
+    """Make every append to the ledger fail (a trigger), as tests/access do."""
+    from sqlalchemy import text
+
+    with system.db.engine.begin() as conn:
+        if system.db.is_sqlite:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER ro BEFORE INSERT ON ledger_entries "
+                    "BEGIN SELECT RAISE(ABORT, 'read-only'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION ro() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'read-only'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER ro BEFORE INSERT ON ledger_entries "
+                    "FOR EACH ROW EXECUTE FUNCTION ro()"
+                )
+            )
+
+
+#: Who queries in these tests, besides tests.factories.SUPPORT_WORLD's support agents.
+ANALYSTS = {
+    "principals": [
+        {
+            "id": "emp-9001",
+            "name": "emp-9001",
+            "role": "data_scientist",
+            "team": "analytics",
+            "country": "US",
+        },
+    ],
+    "subjects": [],
+    "tickets": [],
+}
+
+
+def sql_home(system: Any, *, k: int | None = None) -> Path:
+    """Give ``system``'s home the SUPPORT_WORLD directory, the analysts, a DuckDB source
+    ``app`` (data/app.duckdb) and its sources.yaml. Returns the home."""
+    from tests.factories import SUPPORT_WORLD, load_org
+
+    home: Path = system.settings.home
+    load_org(system, SUPPORT_WORLD)
+    load_org(system, ANALYSTS)
+    make_duckdb(home / "data" / "app.duckdb")
+    (home / "sources.yaml").write_text(
+        source_yaml("app", "duckdb:data/app.duckdb", "logins"), encoding="utf-8"
+    )
+    return home
