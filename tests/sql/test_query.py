@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from custos.access import Custos, QueryRequest, Viewer
-from custos.access.query import MAP_MARKER
+from custos.access.query import MAP_MARKER, json_value
 from custos.errors import (
     InvalidInput,
     LedgerUnavailable,
@@ -283,3 +286,66 @@ def test_the_result_shape_in_formats_md_is_a_real_results(world: Custos) -> None
     assert set(shown) == set(real)
     assert set(shown["columns"][0]) == set(real["columns"][0])
     assert json.loads(json.dumps(real)) == real  # JSON-safe as it is
+
+
+def test_a_role_raised_with_sql_counts_nothing(world: Custos) -> None:
+    # A DBA makes the data scientist a privacy officer behind custos' back, to count
+    # anything for a "legal process": the row is not what the ledger set, so it is refused.
+    with world.db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE principals SET role = 'privacy_officer' WHERE id = 'emp-9001'")
+        )
+    world.directory.invalidate()
+    grouped = QueryRequest(
+        "emp-9001", "app", "SELECT city, count(*) FROM logins GROUP BY city", "legal_process"
+    )
+    with pytest.raises(QueryRefused, match="ledger"):
+        world.query(grouped)
+    (refusal,) = [e for e in _entries(world) if e["type"] == "aggregate_decision"]
+    assert (refusal["decision"], refusal["reasons"]) == ("deny", ["authority-mismatch"])
+    assert refusal["role"] is None
+
+
+def test_aggregate_decisions_replay_to_their_logged_outcome(world: Custos) -> None:
+    world.query(
+        QueryRequest(
+            "emp-9001", "app", "SELECT city, count(*) FROM logins GROUP BY city", "product_debug"
+        )
+    )
+    with pytest.raises(QueryRefused):
+        world.query(
+            QueryRequest(
+                "emp-9001", "app", "SELECT city, count(*) FROM logins GROUP BY city", "support"
+            )
+        )
+    indexes = [i for i, e in enumerate(_entries(world)) if e["type"] == "aggregate_decision"]
+    replayed = {r.index: r for r in world.verify_authority().results}
+    assert len(indexes) == 2
+    assert all(replayed[i].same for i in indexes)
+    assert [replayed[i].logged["decision"] for i in indexes] == ["allow", "deny"]
+    assert world.verify_authority().projection.findings == []
+
+
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.binary()
+    | st.decimals()
+    | st.datetimes()
+    | st.dates()
+    | st.times()
+    | st.timedeltas()
+    | st.uuids()
+    | st.ip_addresses(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(_VALUES)
+def test_every_database_value_becomes_strict_json(value: object) -> None:
+    shown = json_value(value)
+    assert json.loads(json.dumps(shown, allow_nan=False)) == shown
