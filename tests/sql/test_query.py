@@ -349,3 +349,28 @@ _VALUES = st.recursive(
 def test_every_database_value_becomes_strict_json(value: object) -> None:
     shown = json_value(value)
     assert json.loads(json.dumps(shown, allow_nan=False)) == shown
+
+
+def test_plain_columns_of_a_pinned_subject_are_still_decided(world: Custos) -> None:
+    # When did the journalist log in? Only plain columns, yet about her: decided as her
+    # account data, so source protection refuses the leak hunt here too.
+    when = QueryRequest(
+        "emp-2001",
+        "app",
+        "SELECT login_at FROM logins WHERE user_id = 'user-42'",
+        "internal_investigation",
+        "T-7",
+    )
+    with pytest.raises(QueryRefused, match="source protection"):
+        world.query(when)
+    support = world.query(
+        QueryRequest(
+            "emp-1001",
+            "app",
+            "SELECT login_at FROM logins WHERE user_id = 'user-1'",
+            "support",
+            "T-1",
+        )
+    )
+    assert len(support.rows) == 3
+    assert [(d.request.category, d.outcome) for d in support.decisions] == [("profile", "allow")]

@@ -57,6 +57,10 @@ MAP_MARKER = "datamap.ledgered"
 #: The extra last column of an aggregate's rewritten SQL: distinct subjects per group.
 K_COLUMN = "custos_k"
 
+#: What an individual query whose output holds no category is decided as reading: the rows
+#: of a pinned subject are that subject's account data.
+ACCOUNT_CATEGORY = "profile"
+
 #: Defaults of ``[sql]`` in config.toml.
 DEFAULT_K = 10
 DEFAULT_ROW_CAP = 10_000
@@ -278,6 +282,10 @@ class QueryDesk:
     ) -> QueryResult:
         system = self.system
         subjects = sorted(analysis.subjects)
+        # Rows pinned to a person are about that person even when every column read is
+        # plain (when did the journalist log in?): such a query is decided as reading the
+        # subject's account data, so it never goes undecided.
+        reads = sorted(analysis.reads) or [ACCOUNT_CATEGORY]
         asked = [
             AccessRequest(
                 request.principal,
@@ -290,7 +298,7 @@ class QueryDesk:
                 time=now,
             )
             for subject in subjects
-            for category in sorted(analysis.reads)
+            for category in reads
         ] + [
             AccessRequest(
                 request.principal,
@@ -316,7 +324,7 @@ class QueryDesk:
             self._append(entries, decisions, ids)
             raise _refusal(refused)
         precision: dict[str, str] = {}
-        for category in analysis.reads | analysis.searches:
+        for category in {*reads, *analysis.searches}:
             chosen = [
                 d.precision
                 for d in decisions
