@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,15 @@ def test_plain_columns_of_a_pinned_subject_are_still_decided(world: Custos) -> N
     )
     assert len(support.rows) == 3
     assert [(d.request.category, d.outcome) for d in support.decisions] == [("profile", "allow")]
+
+
+def test_queries_from_several_threads_are_each_decided_and_released(world: Custos) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: world.query(SUPPORT), range(8)))
+    assert all(len(r.rows) == 3 for r in results)
+    releases = [e for e in _entries(world) if e["type"] == "sql_release"]
+    assert sorted(r["id"] for r in releases) == sorted({r["id"] for r in releases})
+    assert len(releases) == 8
+    assert {r.release_index for r in results} == {
+        i for i, e in enumerate(_entries(world)) if e["type"] == "sql_release"
+    }
