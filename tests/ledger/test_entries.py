@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from custos.access import Custos, QueryRequest, Viewer, acts
 from custos.accounts import Operator
-from custos.errors import ApprovalRefused
+from custos.errors import ApprovalRefused, SqlRejected
 from custos.ledger import entries
 from custos.ledger.entries import REGISTRY, Entry, MalformedEntry, UnknownEntry, parse
 from custos.ledger.hashing import canonical_json
@@ -71,6 +71,8 @@ def _every_kind_of_entry(world: Custos) -> None:
             "security_incident",
         )
     )
+    with pytest.raises(SqlRejected):
+        world.query(QueryRequest("emp-5001", "app", "DELETE FROM logins", "security_incident"))
     approvals.revoke(grant_id, "emp-4002", "investigation closed", operator=who)
     approvals.deny(ask(world), "emp-4001", "not proportionate", operator=who)
     approvals.withdraw(ask(world), "emp-3001", "asked by mistake")

@@ -161,13 +161,25 @@ def test_a_source_that_fails_releases_nothing_but_its_decisions_are_logged(
     assert "sql_release" not in kinds
 
 
-def test_rejected_sql_and_unknown_sources_decide_nothing(world: Custos) -> None:
+def test_rejected_sql_is_logged_but_decides_nothing(world: Custos) -> None:
     before = world.ledger.size()
+    secret = "DELETE FROM logins WHERE ip = '198.51.100.10'"
     with pytest.raises(SqlRejected):
-        world.query(QueryRequest("emp-1001", "app", "DELETE FROM logins", "support", "T-1"))
+        world.query(QueryRequest("emp-1001", "app", secret, "support", "T-1"))
+    unpinned = "SELECT ip FROM logins WHERE email LIKE 'jane%'"
+    with pytest.raises(QueryRefused):
+        world.query(QueryRequest("emp-1001", "app", unpinned, "support", "T-1"))
     with pytest.raises(InvalidInput, match="unknown source"):
         world.query(QueryRequest("emp-1001", "nowhere", SUPPORT.sql, "support", "T-1"))
-    assert all(e["type"] == "data_map" for e in _entries(world, before))
+    entries = _entries(world, before)
+    assert [e["type"] for e in entries] == ["data_map", "sql_refused", "sql_refused"]
+    rejected, refused = entries[1:]
+    assert (rejected["code"], refused["code"]) == ("sql_rejected", "query_refused")
+    assert rejected["principal"] == "emp-1001"
+    assert rejected["sql_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    raw = json.dumps(entries[1:])
+    assert "198.51" not in raw
+    assert "jane" not in raw
 
 
 def test_the_subjects_report_shows_the_sql_access(world: Custos) -> None:

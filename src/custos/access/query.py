@@ -5,7 +5,8 @@ only then returned (``Custos.query``).
    (a ``data_map`` entry) before anything rests on it; every decision names the digest.
 2. The SELECT is analysed against its source's map (:func:`custos.sql.analyze.analyze`):
    anything but one understood SELECT is :class:`SqlRejected`, a shape custos will not run
-   is :class:`QueryRefused`.
+   is :class:`QueryRefused`; either is logged (a ``sql_refused`` entry: who, the refusal's
+   words, a digest of the text) before it is answered.
 3. An individual query (it pins its subjects) is decided per pinned subject and category in
    one policy batch: ``read`` for every category whose values reach the output, ``search``
    at precise level for every category used outside it. An aggregate query (it pins none) is
@@ -38,8 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from custos.access.journal import new_event_id
-from custos.errors import AuthorityMismatch, CustosError, QueryRefused
-from custos.ledger.entries import AggregateDecisionEntry, DataMapEntry, SqlReleaseEntry
+from custos.errors import AuthorityMismatch, CustosError, QueryRefused, SqlRejected
+from custos.ledger.entries import (
+    AggregateDecisionEntry,
+    DataMapEntry,
+    SqlRefusedEntry,
+    SqlReleaseEntry,
+)
 from custos.policy import AccessRequest, AggregateDecision, AggregateRequest, Decision, Reason
 from custos.reports import about_subjects
 from custos.sql.datamap import MAP_FILE, DataMap, load_data_map, to_json
@@ -264,7 +270,25 @@ class QueryDesk:
         # (refused for authority-mismatch, and logged) below, not raised here.
         with contextlib.suppress(AuthorityMismatch):
             system.directory.principal(request.principal)
-        analysis = analyze(request.sql, source)
+        try:
+            analysis = analyze(request.sql, source)
+        except (SqlRejected, QueryRefused) as exc:
+            # Logged before the refusal is answered: probing the analyzer leaves a trace.
+            system.ledger.append(
+                SqlRefusedEntry(
+                    time=iso(dt.datetime.now(dt.UTC)),
+                    principal=request.principal,
+                    dataset=source.name,
+                    purpose=request.purpose,
+                    ticket=request.ticket,
+                    code=exc.code,
+                    reason=exc.message,
+                    sql_sha256=hashlib.sha256(request.sql.encode()).hexdigest(),
+                    data_map=data_map.digest,
+                    source=source_tag,
+                ).to_json()
+            )
+            raise
         now = dt.datetime.now(dt.UTC)
         if analysis.subjects:
             return self._individual(request, analysis, data_map, source_tag, now)

@@ -446,6 +446,25 @@ class SqlReleaseEntry(Entry):
     subjects_reported: bool = optional(default=False)
 
 
+@entry_type("sql_refused", writer=_QUERY)
+class SqlRefusedEntry(Entry):
+    """A SELECT custos would not run for its text or shape (``sql_rejected`` or
+    ``query_refused`` before any decision): who tried what kind of query, the refusal's code
+    and words (which never repeat a value) and a digest of the text. Probing the analyzer
+    leaves a trace."""
+
+    time: str
+    principal: str
+    dataset: str
+    purpose: str
+    ticket: str | None = None
+    code: str
+    reason: str
+    sql_sha256: str
+    data_map: str
+    source: str | None = None
+
+
 @entry_type("data_map", writer=_QUERY)
 class DataMapEntry(Entry):
     """A data map (``sources.yaml``) came into use: its digest and its canonical body."""
