@@ -317,6 +317,13 @@ def test_a_role_raised_with_sql_counts_nothing(world: Custos) -> None:
     (refusal,) = [e for e in _entries(world) if e["type"] == "aggregate_decision"]
     assert (refusal["decision"], refusal["reasons"]) == ("deny", ["authority-mismatch"])
     assert refusal["role"] is None
+    (alert,) = world.casebook.alerts()
+    assert (alert.rule, alert.severity, alert.principals) == (
+        "authority_mismatch",
+        "critical",
+        ("emp-9001",),
+    )
+    assert refusal["id"] in alert.events
 
 
 def test_aggregate_decisions_replay_to_their_logged_outcome(world: Custos) -> None:

@@ -31,6 +31,7 @@ import datetime as dt
 import decimal
 import hashlib
 import ipaddress
+import logging
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from custos.access.decisions import AUTHORITY_MISMATCH
 from custos.access.journal import new_event_id
+from custos.detect import Finding
 from custos.errors import AuthorityMismatch, CustosError, QueryRefused, SqlRejected
 from custos.ledger.entries import (
     AggregateDecisionEntry,
@@ -51,6 +54,8 @@ from custos.reports import about_subjects
 from custos.sql.datamap import MAP_FILE, DataMap, load_data_map, to_json
 from custos.sql.sources import run_query
 from custos.times import iso
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from custos.access.system import Custos
@@ -442,8 +447,9 @@ class QueryDesk:
         ids = [new_event_id() for _ in decisions]
         entries = self._aggregate_entries(decisions, ids, source_tag, data_map.digest)
         refused = [(d.outcome, d.explanation) for d in decisions if not d.allowed]
+        pairs = list(zip(decisions, ids, strict=True))
         if refused:
-            self._append(entries, [], [])
+            self._append(entries, [], [], pairs)
             raise _refusal(refused)
         sql = analysis.rewrite(dict.fromkeys(categories, "coarse"))
         digest = hashlib.sha256(sql.encode()).hexdigest()
@@ -466,7 +472,7 @@ class QueryDesk:
                     f"{k} distinct subjects), or widen the WHERE on plain columns",
                 )
         except CustosError:
-            self._append(entries, [], [])  # decided, nothing released
+            self._append(entries, [], [], pairs)  # decided, nothing released
             raise
         release = SqlReleaseEntry(
             id=f"sql-{uuid.uuid4().hex}",
@@ -485,7 +491,7 @@ class QueryDesk:
             source=source_tag,
             k=k,
         )
-        receipts = self._append([*entries, release.to_json()], [], [])
+        receipts = self._append([*entries, release.to_json()], [], [], pairs)
         logged = [
             dataclasses.replace(d, event_id=i, ledger_index=r.index)
             for d, i, r in zip(decisions, ids, receipts, strict=False)
@@ -570,13 +576,54 @@ class QueryDesk:
         ]
 
     def _append(
-        self, entries: list[dict[str, Any]], decisions: Sequence[Decision], ids: Sequence[str]
+        self,
+        entries: list[dict[str, Any]],
+        decisions: Sequence[Decision],
+        ids: Sequence[str],
+        aggregates: Sequence[tuple[AggregateDecision, str]] = (),
     ) -> list[Any]:
         """One durable batch (raises :class:`LedgerUnavailable`: then nothing may leave);
-        then the authority-mismatch alerts of ``decisions``."""
+        then the authority-mismatch alerts of ``decisions`` and ``aggregates``."""
         receipts = self.system.ledger.append_many(entries)
         self.system._alert_authority(zip(decisions, ids, strict=True))
+        self._alert_aggregates(aggregates)
         return receipts
+
+    def _alert_aggregates(self, logged: Sequence[tuple[AggregateDecision, str]]) -> None:
+        """A critical alert for an aggregate refused for ``authority-mismatch`` (a
+        principal's row changed outside custos), as for any other decision. The refusal
+        stands even if the alert cannot be filed."""
+        refused = [
+            (d, event_id)
+            for d, event_id in logged
+            if d.reasons and d.reasons[0].policy == AUTHORITY_MISMATCH
+        ]
+        if not refused:
+            return
+        now = dt.datetime.now(dt.UTC)
+        findings = [
+            Finding(
+                rule="authority_mismatch",
+                severity="critical",
+                principals=(d.request.principal,),
+                subjects=(),
+                events=(event_id,),
+                first_seen=now,
+                last_seen=now,
+                explanation=(
+                    f"custos refused {d.request.principal} a count of "
+                    f"{d.request.category} in {d.request.dataset}: {d.reasons[0].explanation}. "
+                    "Someone changed the database outside custos; `custos log verify` names "
+                    "every such row."
+                ),
+                key=f"{d.request.principal}|aggregate|{now.date().isoformat()}",
+            )
+            for d, event_id in refused
+        ]
+        try:
+            self.system.casebook.record(findings)
+        except CustosError:
+            log.warning("could not file an authority-mismatch alert; the count was refused")
 
 
 def _about(subjects: Sequence[str]) -> dict[str, Any]:
