@@ -104,3 +104,27 @@ def test_sources_check(home_with_sql: Path) -> None:
     assert code == 6
     assert "column email does not exist" in out
     assert "unmapped in logins (refused to queries): mail" in out
+
+
+def test_log_verify_after_guarded_queries(home_with_sql: Path) -> None:
+    code, out = _run(
+        home_with_sql, *SUPPORT, "SELECT ip, email FROM logins WHERE user_id = 'user-1'"
+    )
+    assert code == 0, out
+    code, out = _run(
+        home_with_sql,
+        "sql",
+        "--source",
+        "app",
+        "--principal",
+        "emp-9001",
+        "--purpose",
+        "product_debug",
+        "SELECT city, count(*) AS n FROM logins GROUP BY city",
+    )
+    assert code == 0, out
+    code, out = _run(home_with_sql, "log", "verify", "--json")
+    assert code == 0, out
+    body = json.loads(out)
+    assert body["ok"] is True
+    assert body["replayed_decisions"] >= 3
