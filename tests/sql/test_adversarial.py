@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import duckdb
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -65,9 +67,22 @@ def probe(sql: str, dialect: str, run: Runner) -> tuple[str, list[tuple[Any, ...
     return "ran", rows
 
 
+def outcome(run: Runner, twin: int, sql: str) -> list[tuple[Any, ...]] | str:
+    """The rows, or the kind of error the engine raised (an error is an outcome too: one
+    that only one twin raises tells them apart)."""
+    try:
+        return run(twin, sql)
+    except (duckdb.Error, psycopg.Error) as exc:
+        return type(exc).__name__
+
+
 def run_coarse(analysis: Analysis, run: Runner) -> list[tuple[Any, ...]]:
     rewritten = analysis.rewrite(dict.fromkeys(analysis.categories, "coarse"))
-    first, second = run(0, rewritten), run(1, rewritten)
+    first_outcome, second_outcome = outcome(run, 0, rewritten), outcome(run, 1, rewritten)
+    if isinstance(first_outcome, str) or isinstance(second_outcome, str):
+        assert first_outcome == second_outcome, rewritten
+        return []
+    first, second = first_outcome, second_outcome
     assert twins.canonical(first) == twins.canonical(second), rewritten
     assert not twins.leaked(first, 0), (rewritten, twins.leaked(first, 0))
     assert not twins.leaked(second, 1), (rewritten, twins.leaked(second, 1))
@@ -173,6 +188,22 @@ PROBES = [
     "'u-journalist' OR d.model LIKE 'Pix%'",
     "SELECT count(*) FROM logins GROUP BY seen HAVING max(ip) > '198.51.100.50'",
     "SELECT count(*) FROM logins a RIGHT JOIN devices d ON a.user_id = 'u-journalist'",
+    # more shapes: ordering a union, whole-partition windows, correlated probes
+    f"SELECT ip FROM logins WHERE user_id = {J} UNION SELECT ip FROM logins"
+    " WHERE user_id = 'u-plain' ORDER BY ip",
+    f"SELECT min(ip) OVER (), max(lat) OVER () FROM logins WHERE user_id = {J}",
+    f"SELECT l.ip FROM logins l WHERE l.user_id = {J} AND l.seen = (SELECT max(m.seen)"
+    " FROM logins m WHERE m.user_id = l.user_id AND m.ip LIKE '%7')",
+    f"SELECT ip, count(*) FROM logins WHERE user_id = {J} GROUP BY ip",
+    f"SELECT ip FROM logins WHERE user_id = {J} AND (SELECT count(*) FROM logins b"
+    " WHERE b.ip LIKE '198.51.100.7') > 0",
+    f"SELECT 'x' FROM logins a JOIN logins b ON b.user_id = a.user_id AND b.ip = a.ip"
+    f" WHERE a.user_id = {J}",
+    f"SELECT seen FROM logins WHERE user_id = {J} ORDER BY lat * 1000 % 10 LIMIT 1",
+    f"SELECT 1 / (lat - 48.85), CAST(lat AS VARCHAR) FROM logins WHERE user_id = {J}",
+    f"SELECT ip FROM logins WHERE user_id IN ({J}, {J}) AND user_id = {J}",
+    f"SELECT a.ip FROM logins a JOIN logins b ON a.user_id = b.user_id"
+    f" WHERE b.user_id = {J} AND a.user_id = 'u-plain'",
     # comments, quoting and case tricks
     f"SELECT ip /* , email */ FROM logins -- \n WHERE user_id = {J}",
     f'SELECT "ip", "IP", Ip FROM logins WHERE user_id = {J}',
@@ -352,11 +383,21 @@ def generated(draw: st.DrawFn) -> str:
         sql += " ORDER BY " + draw(st.sampled_from(_ORDERS))
         if draw(st.booleans()):
             sql += " LIMIT " + str(draw(st.integers(1, 3)))
+        return sql
+    # The same query inside a CTE, a derived table, or beside a pinned branch of a UNION.
+    wrap = draw(st.sampled_from(["none", "cte", "derived", "union"]))
+    if wrap == "cte":
+        return f"WITH q AS ({sql}) SELECT * FROM q"
+    if wrap == "derived":
+        return f"SELECT * FROM ({sql}) AS q"
+    if wrap == "union":
+        other = ", ".join(["m.ip"] * len(values))
+        return f"{sql} UNION ALL SELECT {other} FROM logins m WHERE m.user_id = 'u-activist'"
     return sql
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

@@ -303,3 +303,20 @@ def test_any_token_soup_is_understood_or_refused_cleanly(
     # Understood: then it must be rewritable, and the rewrite must pass its own checks.
     precision = dict.fromkeys(analysis.categories, "coarse")
     analysis.rewrite(precision)
+
+
+def test_a_map_table_named_like_the_synthetic_names_is_still_itself() -> None:
+    source = parse_data_map(
+        "sources:\n  s:\n    url: duckdb:x.db\n    tables:\n"
+        "      logins: {subject: u, columns: {ip: ip_history}}\n"
+        "      custos_t0: {subject: u, columns: {ip: location}}\n"
+    ).source("s")
+    analysis = analyze(
+        "SELECT l.ip, custos_t0.ip AS ip2 FROM logins l JOIN custos_t0"
+        " ON custos_t0.u = l.u WHERE l.u = 'x'",
+        source,
+    )
+    assert [set(o.categories) for o in analysis.outputs] == [{"ip_history"}, {"location"}]
+    sql = analysis.rewrite({"ip_history": "precise", "location": "coarse"})
+    assert '"l"."ip" AS "ip"' in sql
+    assert 'FROM "logins" AS "l" JOIN "custos_t0" AS "custos_t0"' in sql

@@ -179,6 +179,14 @@ def test_each_rule_is_enforced(snippet: str, expected: str) -> None:
     assert all(re.match(r"sources\.yaml:\d+: ", p) for p in problems)
 
 
+def test_names_are_read_as_written_not_as_yaml_booleans() -> None:
+    text = "sources:\n  s:\n    url: duckdb:x.db\n    tables:\n      t:\n        subject: u\n"
+    text += "        columns: {on: plain, no: location, 'null': plain}\n"
+    columns = parse_data_map(text).source("s").tables["t"].columns
+    assert set(columns) == {"on", "no", "null", "u"}
+    assert columns["no"].category == "location"
+
+
 def test_duplicate_keys_and_bad_yaml_name_their_line() -> None:
     assert problems_of("sources:\n  a: {}\n  a: {}\n") == [
         "sources.yaml:3: the key 'a' is given twice"

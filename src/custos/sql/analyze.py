@@ -1,10 +1,11 @@
 """One read-only SELECT, fully understood: what it reads, whom it pins, what it searches.
 
-:func:`analyze` parses a query with sqlglot (and, for PostgreSQL sources, checks it with
-pglast too), refuses anything but one SELECT built from an allow-list of node types, resolves
-every table against the data map, qualifies every column (stars expanded from the map), traces
-every output column and every predicate to the mapped columns it depends on, finds the
-subjects the query pins and tells an individual query from an aggregate one.
+:func:`analyze` parses a query with sqlglot (after the engine's own parser, pglast for
+PostgreSQL and DuckDB's ``json_serialize_sql``, read it as one SELECT), refuses anything but
+one SELECT built from an allow-list of node types, resolves every table against the data map,
+qualifies every column (stars expanded from the map), traces every output column and every
+predicate to the mapped columns it depends on, finds the subjects the query pins and tells an
+individual query from an aggregate one.
 :meth:`Analysis.rewrite` then generates the SQL that runs, from the tree (never from the
 user's text), with each category column replaced by its coarse form where asked.
 
@@ -38,8 +39,9 @@ from custos.sql.functions import ALLOWED_NODES, CAST_TYPES
 MAX_SQL_CHARS: Final = 64 * 1024
 #: The output column an aggregate query gets, counting the subjects of each group.
 K_COLUMN: Final = "custos_k"
-#: Synthetic names the mapped tables get while the query is analysed (no map name can clash:
-#: map names may not start with this prefix's digits-free form? they may; see _table_prefix).
+#: The prefix of the synthetic names mapped tables get while a query is analysed (one schema
+#: level for sqlglot whatever the map's names). A map table may carry such a name too: each
+#: table node is renamed exactly once, after its own name was looked up; a CTE may not.
 _TABLE_PREFIX: Final = "custos_t"
 _META: Final = "custos"
 # Clauses whose columns decide which rows come back or in what order, rather than what a row
@@ -53,7 +55,7 @@ _UNRESOLVED: Final = re.compile(
     re.DOTALL,
 )
 
-BaseColumn = tuple[str, str]  # (table name in the map, column name)
+BaseColumn = tuple[str, str]  # (synthetic table name, column name)
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ class Analysis:
         ``precision[C] == "coarse"`` (always, in an aggregate query); an aggregate query gets a
         last output column ``custos_k`` counting the distinct subjects of each group. Raises
         ``KeyError`` when ``precision`` lacks a category the query touches and
-        :class:`SqlRejected` when the generated SQL fails the PostgreSQL re-check.
+        :class:`SqlRejected` when the engine's own parser reads the generated SQL otherwise
+        than the analysis did (an unmapped table, a function off the list): never run that.
         """
         for category in self.categories:
             if precision[category] not in ("coarse", "precise"):

@@ -261,8 +261,13 @@ def _located(loader: _StrictLoader, node: yaml.Node) -> _Y:
     if isinstance(node, yaml.MappingNode):
         items: dict[Any, _Y] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            items[key if isinstance(key, str) else repr(key)] = _located(loader, value_node)
+            # A name as written: YAML 1.1 would read a column called `on` or `no` as a
+            # boolean.
+            if isinstance(key_node, yaml.ScalarNode):
+                key = str(key_node.value)
+            else:
+                key = repr(loader.construct_object(key_node, deep=True))
+            items[key] = _located(loader, value_node)
         return _Y(items, line)
     if isinstance(node, yaml.SequenceNode):
         return _Y([_located(loader, item) for item in node.value], line)
