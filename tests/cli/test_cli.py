@@ -155,7 +155,7 @@ def test_commands_before_init_say_to_run_init(home: Path) -> None:
 
 
 def test_policy_validate_show_and_test(loaded: Path, tmp_path: Path) -> None:
-    assert "valid: 16 policies" in run(loaded, "policy", "validate").stdout
+    assert "valid: 21 policies" in run(loaded, "policy", "validate").stdout
     shown = json.loads(run(loaded, "policy", "show", "--json").stdout)
     assert {p["id"] for p in shown["policies"]} >= {"source-protection", "protected-two-person"}
     table = loaded / "policies" / "cases.yaml"
