@@ -68,6 +68,21 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "service": frozenset(
         {"rate_limit", "burst", "max_body_bytes", "https", "operator_auth", "public_origin"}
     ),
+    # Guarded SQL: the analyzer's k and the runner's limits (custos.access.query), and the
+    # wire front's listening address and limits (custos.wire.WireSettings).
+    "sql": frozenset(
+        {
+            "k",
+            "row_cap",
+            "statement_timeout",
+            "listen",
+            "port",
+            "max_connections",
+            "max_message_bytes",
+            "idle_timeout",
+            "auth_timeout",
+        }
+    ),
     "service.oidc": frozenset(
         {"issuer", "client_id", "client_secret", "redirect_uri", "name", "scopes"}
     ),

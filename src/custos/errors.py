@@ -259,3 +259,10 @@ class RateLimited(CustosError):
 
 class UnknownAccount(NotFound):
     code = "unknown_account"
+
+
+class ProtocolViolation(InvalidInput):
+    """A client broke the PostgreSQL wire protocol (a malformed or oversized message): the
+    SQL front answers with SQLSTATE 08P01 and closes the connection."""
+
+    code = "protocol_violation"
