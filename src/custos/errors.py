@@ -266,3 +266,38 @@ class ProtocolViolation(InvalidInput):
     SQL front answers with SQLSTATE 08P01 and closes the connection."""
 
     code = "protocol_violation"
+
+
+class DataMapError(ValidationFailed):
+    """The data map (``sources.yaml``) is invalid; each problem names ``file:line`` and the
+    field. Nothing of it is used: the map in force stays the one accepted last."""
+
+    code = "data_map_invalid"
+
+
+class SqlRejected(InvalidInput):
+    """A SQL text is not one read-only SELECT custos understands: a parse error, another kind
+    of statement, a function outside the allow-list, an unmapped table or column. The message
+    says what and where (``line:col``) and never repeats a literal of the query."""
+
+    code = "sql_rejected"
+    http_status = 400
+
+
+class QueryRefused(CustosError):
+    """A SELECT custos understands, refused for its shape: a table whose subjects are not
+    pinned in an individual query, a subject column searched, a precise value in an aggregate,
+    a group too small. ``reason`` says what to change; it never repeats a value."""
+
+    code = "query_refused"
+    http_status = 403
+    exit_code = 7
+
+    def __init__(self, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"query refused: {reason}", hint=hint)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["reason"] = self.reason
+        return body

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custos.policy import AccessRequest, PolicyEngine, load_pack
+from custos.policy import AccessRequest, AggregateRequest, PolicyEngine, load_pack
 from custos.policy.cases import PolicyTable, read_table, run_table
 
 TABLE_PATH = Path(str(resources.files("custos.policy") / "pack" / "cases.yaml"))
@@ -33,6 +33,7 @@ def _requests(table: PolicyTable) -> list[AccessRequest]:
             time=case.request.time or table.spec.now,
         )
         for case in table.spec.cases
+        if case.request.action != "aggregate"
     ]
 
 
@@ -78,3 +79,29 @@ def test_requests_and_entities_custos_builds_match_the_schema() -> None:
             asked = strict._ask(request, facts, precision)
             cedarpy.Entities.from_json_str(json.dumps(asked.entities), strict.pack.schema)
         assert strict.decide(request, facts) == ENGINE.decide(request, facts)
+
+
+def test_aggregate_requests_match_the_schema_and_batch_like_single() -> None:
+    strict = PolicyEngine(load_pack(), validate_requests=True)
+    principals = {p.id: p for p in TABLE.world.principals}
+    asked = [
+        (
+            AggregateRequest(
+                principal=c.request.principal,
+                category=c.request.category,
+                purpose=c.request.purpose,
+                dataset="app",
+                time=TABLE.spec.now,
+            ),
+            principals[c.request.principal],
+        )
+        for c in TABLE.spec.cases
+        if c.request.action == "aggregate"
+    ]
+    assert len(asked) >= 5
+    for request, principal in asked:
+        entities = strict._ask_aggregate(request, principal).entities
+        cedarpy.Entities.from_json_str(json.dumps(entities), strict.pack.schema)
+    batched = ENGINE.decide_aggregate(asked)
+    assert batched == [strict.decide_aggregate([one])[0] for one in asked]
+    assert all(d.precision is None and d.approvals is None for d in batched)

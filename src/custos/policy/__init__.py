@@ -7,7 +7,10 @@ expected decision) are run by :func:`run_case_file`.
 
 from custos.policy.engine import PolicyEngine
 from custos.policy.model import (
+    AGGREGATE,
     AccessRequest,
+    AggregateDecision,
+    AggregateRequest,
     ApprovalsNeeded,
     Decision,
     Facts,
@@ -17,7 +20,10 @@ from custos.policy.model import (
 from custos.policy.pack import PolicyInfo, PolicyPack, install_default_pack, load_pack
 
 __all__ = [
+    "AGGREGATE",
     "AccessRequest",
+    "AggregateDecision",
+    "AggregateRequest",
     "ApprovalsNeeded",
     "Decision",
     "Facts",

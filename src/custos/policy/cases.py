@@ -15,6 +15,10 @@ A table is a YAML (or JSON) file::
         request: {principal: emp-9, subject: user-42, category: ip_history,
                   purpose: internal_investigation, ticket: T-1}
         expect: {decision: deny, reason: source-protection}
+      - name: a data scientist may count devices to debug the product
+        request: {principal: emp-7, action: aggregate, category: device,
+                  purpose: product_debug}        # no subject: counting over many
+        expect: {decision: allow}
 
 ``expect`` may hold ``decision`` (required), ``precision``, ``reason`` (the leading policy),
 ``reasons`` (policies that must all be among the reasons), ``approvals`` and ``groups``.
@@ -26,10 +30,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from custos.config import DEFAULT_RESIDENCY
 from custos.directory import DirectoryDocument, parse_text
@@ -42,7 +46,14 @@ from custos.errors import (
     ValidationFailed,
 )
 from custos.policy.engine import PolicyEngine
-from custos.policy.model import AccessRequest, Decision, Facts, GrantFacts
+from custos.policy.model import (
+    AccessRequest,
+    AggregateDecision,
+    AggregateRequest,
+    Decision,
+    Facts,
+    GrantFacts,
+)
 from custos.textfiles import strict_yaml
 from custos.times import UtcTime
 from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
@@ -56,14 +67,24 @@ class _Strict(BaseModel):
 
 class RequestSpec(_Strict):
     principal: str
-    subject: str
+    #: Required, except for ``aggregate`` (counting over many subjects names none).
+    subject: str | None = None
     category: Category
     purpose: Purpose
-    action: Action = "read"
+    action: Action | Literal["aggregate"] = "read"
     ticket: str | None = None
     precision: Precision | None = None
     break_glass: bool = False
     time: Time | None = None
+
+    @model_validator(mode="after")
+    def _subject_unless_aggregate(self) -> RequestSpec:
+        if self.action == "aggregate":
+            if self.subject is not None or self.precision is not None or self.break_glass:
+                raise ValueError("an aggregate request names no subject, precision or break-glass")
+        elif self.subject is None:
+            raise ValueError("a request names its subject (only aggregate requests do not)")
+        return self
 
 
 class Expectation(_Strict):
@@ -111,7 +132,7 @@ class CaseResult:
 
     name: str
     passed: bool
-    decision: Decision | None
+    decision: Decision | AggregateDecision | None
     problems: tuple[str, ...]
 
 
@@ -225,8 +246,26 @@ def read_table(path: Path) -> PolicyTable:
 def run_table(table: PolicyTable, engine: PolicyEngine) -> list[CaseResult]:
     """Decide every case of ``table`` with ``engine`` and compare with its expectations."""
     results: list[CaseResult] = []
+    principals = {p.id: p for p in table.world.principals}
     for case in table.spec.cases:
         spec = case.request
+        if spec.action == "aggregate":
+            if spec.principal not in principals:
+                message = f"unknown principal {spec.principal!r}"
+                results.append(CaseResult(case.name, False, None, (message,)))
+                continue
+            asked = AggregateRequest(
+                principal=spec.principal,
+                category=spec.category,
+                purpose=spec.purpose,
+                dataset="cases",
+                ticket=spec.ticket,
+                time=spec.time or table.spec.now,
+            )
+            counted = engine.decide_aggregate([(asked, principals[spec.principal])])[0]
+            results.append(CaseResult(case.name, *_compare(case.expect, counted)))
+            continue
+        assert spec.subject is not None  # the spec's validator requires it
         request = AccessRequest(
             principal=spec.principal,
             subject=spec.subject,
@@ -247,7 +286,9 @@ def run_table(table: PolicyTable, engine: PolicyEngine) -> list[CaseResult]:
     return results
 
 
-def _compare(expect: Expectation, decision: Decision) -> tuple[bool, Decision, tuple[str, ...]]:
+def _compare(
+    expect: Expectation, decision: Decision | AggregateDecision
+) -> tuple[bool, Decision | AggregateDecision, tuple[str, ...]]:
     problems: list[str] = []
     got = [r.policy for r in decision.reasons]
     if decision.outcome != expect.decision:

@@ -25,8 +25,11 @@ from typing import Any
 
 import cedarpy
 
+from custos.directory.model import Principal
 from custos.policy.model import (
     AccessRequest,
+    AggregateDecision,
+    AggregateRequest,
     ApprovalsNeeded,
     Decision,
     Facts,
@@ -40,6 +43,7 @@ NS = "Custos::"
 _PRINCIPAL = NS + "Principal"
 _SUBJECT = NS + "Subject"
 _DATA = NS + "Data"
+_DATASET = NS + "Dataset"
 _JURISDICTION = NS + "Jurisdiction"
 _ACTION = NS + "Action"
 #: Forbids whose explanation should lead when several refuse a request (most telling first).
@@ -56,6 +60,21 @@ def _ref(kind: str, id_: str) -> dict[str, dict[str, str]]:
 
 def _epoch(value: datetime) -> int:
     return math.floor(value.timestamp())
+
+
+def _principal_entity(principal: Principal) -> dict[str, Any]:
+    return {
+        "uid": _uid(_PRINCIPAL, principal.id),
+        "attrs": {
+            "kind": principal.kind,
+            "role": principal.role,
+            "team": principal.team,
+            "country": principal.country,
+            "status": principal.status,
+            "groups": list(principal.groups),
+        },
+        "parents": [],
+    }
 
 
 def _article(noun: str) -> str:
@@ -148,7 +167,93 @@ class PolicyEngine:
             decisions[i] = self._deny(req, facts, asked)
         return [d for d in decisions if d is not None]
 
+    def decide_aggregate(
+        self, items: Sequence[tuple[AggregateRequest, Principal]]
+    ) -> list[AggregateDecision]:
+        """Decide aggregate requests (each with its principal's facts) in one Cedar call.
+
+        No subject, ticket or grant takes part: a ``Dataset`` resource with the category.
+        Allowed or denied, never ``approval_required`` (no grant covers counting). Never
+        raises for a policy outcome; an evaluation error is a deny (fail closed).
+        """
+        batch = [self._ask_aggregate(req, principal) for req, principal in items]
+        self._evaluate(batch)
+        out: list[AggregateDecision] = []
+        for (req, principal), asked in zip(items, batch, strict=True):
+            fields = _Fields(
+                principal=principal.id,
+                role=principal.role.replace("_", " "),
+                status=principal.status,
+                country=principal.country,
+                category=req.category.replace("_", " "),
+                purpose=req.purpose.replace("_", " "),
+                action=req.action,
+            )
+            errors = tuple(str(e) for e in asked.result.diagnostics.errors)
+            if self._allowed(asked):
+                permits = sorted(self._policy_ids(asked), key=self._order)
+                reasons = tuple(self._reason(pid, fields) for pid in permits)
+                because = reasons[0].explanation if reasons else "a policy permits it"
+                out.append(
+                    AggregateDecision(
+                        request=req,
+                        outcome="allow",
+                        reasons=reasons,
+                        explanation=f"Allowed in aggregate: {because}.",
+                        policy_version=self.pack.digest,
+                    )
+                )
+                continue
+            if errors:
+                reasons = (
+                    Reason("evaluation-error", "forbid", "a policy could not be evaluated"),
+                )
+            elif forbids := self._determining(asked):
+                reasons = tuple(self._reason(pid, fields) for pid in forbids)
+            else:
+                reasons = (
+                    Reason(
+                        "default-deny",
+                        "forbid",
+                        f"no policy lets {_article(fields['role'])} count "
+                        f"{fields['category']} for {fields['purpose']}",
+                    ),
+                )
+            out.append(
+                AggregateDecision(
+                    request=req,
+                    outcome="deny",
+                    reasons=reasons,
+                    explanation=f"Denied: {reasons[0].explanation}.",
+                    policy_version=self.pack.digest,
+                    errors=errors,
+                )
+            )
+        return out
+
     # -- building Cedar requests --------------------------------------------------------
+
+    def _ask_aggregate(self, req: AggregateRequest, principal: Principal) -> _Asked:
+        # The dataset's id names source and category, so that in a batch two sources'
+        # datasets of one category are never one entity.
+        data_id = f"{req.dataset}/{req.category}"
+        entities: list[dict[str, Any]] = [
+            _principal_entity(principal),
+            {"uid": _uid(_DATASET, data_id), "attrs": {"category": req.category}, "parents": []},
+        ]
+        context: dict[str, Any] = {
+            "purpose": req.purpose,
+            "precision": "coarse",
+            "now": _epoch(req.at()),
+            "break_glass": False,
+        }
+        request = {
+            "principal": _uid(_PRINCIPAL, principal.id),
+            "action": _uid(_ACTION, req.action),
+            "resource": _uid(_DATASET, data_id),
+            "context": context,
+        }
+        return _Asked("coarse", request, entities)
 
     def _first_precision(self, req: AccessRequest, facts: Facts) -> str:
         if req.precision is not None:
@@ -180,18 +285,7 @@ class PolicyEngine:
             subject_attrs["employee"] = _ref(_PRINCIPAL, employee)
         data_id = f"{subject.id}/{req.category}"
         entities: list[dict[str, Any]] = [
-            {
-                "uid": _uid(_PRINCIPAL, principal.id),
-                "attrs": {
-                    "kind": principal.kind,
-                    "role": principal.role,
-                    "team": principal.team,
-                    "country": principal.country,
-                    "status": principal.status,
-                    "groups": list(principal.groups),
-                },
-                "parents": [],
-            },
+            _principal_entity(principal),
             {
                 "uid": _uid(_JURISDICTION, jurisdiction),
                 "attrs": {"allowed_countries": list(facts.allowed_countries)},

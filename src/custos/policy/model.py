@@ -208,6 +208,93 @@ class Decision:
         }
 
 
+#: The action of an aggregate query: counting over many subjects (see :class:`AggregateRequest`).
+AGGREGATE = "aggregate"
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRequest:
+    """A request to count one category over many subjects (an aggregate SQL query of the
+    data map's source ``dataset``): no subject, so no ticket, grant or subject-level policy
+    applies; the policies say which roles may count what, for which purpose. Not an
+    :class:`AccessRequest`: no grant can ever cover it (grants are per subject)."""
+
+    principal: str
+    category: str
+    purpose: str
+    dataset: str
+    ticket: str | None = None
+    time: datetime | None = None
+
+    action: str = AGGREGATE
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.category not in CATEGORIES:
+            problems.append(unknown_word("category", self.category))
+        if self.purpose not in PURPOSES:
+            problems.append(unknown_word("purpose", self.purpose))
+        if self.action != AGGREGATE:
+            problems.append(f"an aggregate request's action is {AGGREGATE}")
+        if self.time is not None and self.time.tzinfo is None:
+            problems.append("time must carry a time zone")
+        if problems:
+            raise InvalidInput("invalid aggregate request: " + "; ".join(problems))
+
+    def at(self) -> datetime:
+        return self.time or datetime.now(UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "principal": self.principal,
+            "dataset": self.dataset,
+            "category": self.category,
+            "purpose": self.purpose,
+            "action": self.action,
+        }
+        if self.ticket is not None:
+            body["ticket"] = self.ticket
+        if self.time is not None:
+            body["time"] = self.time.isoformat().replace("+00:00", "Z")
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateDecision:
+    """The outcome of an :class:`AggregateRequest`: ``allow`` or ``deny`` (no approval can
+    lift a refusal: grants are per subject), with its reasons. ``precision`` and
+    ``approvals`` are always None (an aggregate releases counts, not a subject's values)."""
+
+    request: AggregateRequest
+    outcome: str
+    reasons: tuple[Reason, ...]
+    explanation: str
+    policy_version: str
+    errors: tuple[str, ...] = field(default=())
+    #: ``{"principal": index}``: the ledger entry that set the principal's facts.
+    authority: Mapping[str, Any] | None = None
+    event_id: str | None = None
+    ledger_index: int | None = None
+    precision: None = None
+    approvals: None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == "allow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.outcome,
+            "precision": None,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "explanation": self.explanation,
+            "policy_version": self.policy_version,
+            "request": self.request.to_dict(),
+            "event_id": self.event_id,
+            "ledger_index": self.ledger_index,
+        }
+
+
 def ticket_explanation(req: AccessRequest, facts: Facts) -> str | None:
     """How the ticket ``req`` cites explains it as it is decided: ``ticket`` when the ticket
     covers it (:meth:`Ticket.covers`) and was opened by someone else, ``own_ticket`` when it
