@@ -301,3 +301,20 @@ class QueryRefused(CustosError):
         body = super().to_dict()
         body["reason"] = self.reason
         return body
+
+
+class SourceUnavailable(StoreUnavailable):
+    """A data source of the data map cannot be reached, refused the connection, or did not
+    answer within ``[sql] statement_timeout``. Nothing was released. The message names the
+    source, never the server's own words (they can quote a value of the query)."""
+
+    code = "source_unavailable"
+
+
+class SourceFailed(CustosError):
+    """A data source ran the query and failed (a type error on a value, a missing function):
+    named by its SQLSTATE only, never by the server's message, which can quote a value."""
+
+    code = "source_failed"
+    http_status = 502
+    exit_code = 5

@@ -5,7 +5,16 @@
 """
 
 from custos.access.decisions import DecisionMaker
+from custos.access.query import QueryColumn, QueryRequest, QueryResult
 from custos.access.read import ReadResult
 from custos.access.system import Custos, Viewer
 
-__all__ = ["Custos", "DecisionMaker", "ReadResult", "Viewer"]
+__all__ = [
+    "Custos",
+    "DecisionMaker",
+    "QueryColumn",
+    "QueryRequest",
+    "QueryResult",
+    "ReadResult",
+    "Viewer",
+]

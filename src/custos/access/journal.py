@@ -29,13 +29,15 @@ def decision_entry(
     team: str | None = None,
     *,
     settings: str | None = None,
+    data_map: str | None = None,
 ) -> dict[str, Any]:
     """The ledger entry recording ``decision`` (made before anything is released).
 
     ``role`` and ``team`` are the principal's at the time, so that a subject's transparency
     report can say who looked in terms of function without naming anyone. ``settings`` is the
     digest of the decision settings it was made under (the ``settings`` entry that ledgered
-    them has the same digest).
+    them has the same digest); ``data_map`` that of the data map a guarded SQL query was
+    decided under.
     """
     request = decision.request
     return DecisionEntry(
@@ -68,4 +70,5 @@ def decision_entry(
         # The ledger entries that set the facts it used: `custos log verify` checks each was
         # still the latest for its row, and replays the decision on them.
         authority=dict(decision.authority) if decision.authority else None,
+        data_map=data_map,
     ).to_json()

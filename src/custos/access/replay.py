@@ -8,6 +8,11 @@ in order can rebuild the facts as custos had them and decide again. A decision w
 precision differs was not made on what the ledger says (or the policy code changed how it
 reads the same policies): either way, a person should look.
 
+Guarded SQL decisions (``decision`` and ``aggregate_decision`` entries naming a ``data_map``)
+must name a map the ledger took before them (a ``data_map`` entry): one that does not was
+decided under a ``sources.yaml`` custos never ledgered, which is reported whether or not the
+decision is replayed.
+
 What replay does not cover: decisions logged before they named their authority (no
 ``authority`` field), and refusals for ``authority-mismatch`` (nothing vouched was decided).
 """
@@ -22,8 +27,15 @@ from custos.authority.projection import AuthorityProjection
 from custos.config import Settings
 from custos.directory import Principal, Subject, Ticket
 from custos.errors import CustosError
-from custos.ledger.entries import DecisionEntry, Entry, PolicyVersionEntry, SettingsEntry
-from custos.policy import AccessRequest, Facts, GrantFacts, PolicyEngine
+from custos.ledger.entries import (
+    AggregateDecisionEntry,
+    DataMapEntry,
+    DecisionEntry,
+    Entry,
+    PolicyVersionEntry,
+    SettingsEntry,
+)
+from custos.policy import AccessRequest, AggregateRequest, Facts, GrantFacts, PolicyEngine
 from custos.policy.model import strictest
 from custos.policy.pack import build_pack
 from custos.times import utc_instant
@@ -114,10 +126,10 @@ def grant_of(facts: Mapping[str, Any], revoked: bool) -> GrantFacts:
     )
 
 
-def _outcome(decision: DecisionEntry) -> dict[str, Any]:
+def _outcome(decision: DecisionEntry | AggregateDecisionEntry) -> dict[str, Any]:
     return {
         "decision": decision.decision,
-        "precision": decision.precision,
+        "precision": decision.precision if isinstance(decision, DecisionEntry) else None,
         "reasons": list(decision.reasons),
     }
 
@@ -141,6 +153,7 @@ class Replayer:
         self._engines: dict[str, PolicyEngine] = {}
         self._residency: Mapping[str, Any] | None = None
         self._settings: str | None = None
+        self._maps: set[str] = set()
 
     def position(self) -> int:
         """The next index this replayer needs (it lives in memory: it starts at 0)."""
@@ -158,12 +171,31 @@ class Replayer:
             case SettingsEntry(residency=residency, digest=digest):
                 self._residency = residency
                 self._settings = digest
-            case DecisionEntry() if (
+            case DataMapEntry(digest=digest):
+                self._maps.add(digest)
+            case DecisionEntry() | AggregateDecisionEntry() if (
+                entry.data_map is not None
+                and entry.data_map not in self._maps
+                and (self.wanted is None or index in self.wanted)
+            ):
+                self.results.append(
+                    Replayed(
+                        index,
+                        _outcome(entry),
+                        None,
+                        f"decision at index {index} was made under data map "
+                        f"{entry.data_map[:12]}, which the ledger never took",
+                    )
+                )
+            case DecisionEntry() | AggregateDecisionEntry() if (
                 entry.authority is not None
                 and (self.wanted is None or index in self.wanted)
                 and index >= self._next
             ):
-                self.results.append(self.replay(index, entry))
+                if isinstance(entry, DecisionEntry):
+                    self.results.append(self.replay(index, entry))
+                else:
+                    self.results.append(self.replay_aggregate(index, entry))
                 self._next = (index // self.stride + 1) * self.stride if self.stride > 1 else 0
         self.projection.follow(index, entry)
 
@@ -251,6 +283,41 @@ class Replayer:
             "precision": decision.precision,
             "reasons": [r.policy for r in decision.reasons],
         }
+        return self._compared(index, entry, logged, again)
+
+    def replay_aggregate(self, index: int, entry: AggregateDecisionEntry) -> Replayed:
+        """Decide the aggregate decision ``entry`` (at ``index``) again on the principal's
+        facts as the ledger set them so far."""
+        logged = _outcome(entry)
+        try:
+            principal = principal_of(self.projection.latest[("principal", entry.principal)][1])
+            request = AggregateRequest(
+                principal=entry.principal,
+                category=entry.category,
+                purpose=entry.purpose,
+                dataset=entry.dataset,
+                ticket=entry.ticket,
+                time=utc_instant(entry.at or entry.time),
+            )
+            engine = self._engine(str(entry.policy_version))
+            decision = engine.decide_aggregate([(request, principal)])[0]
+        except (KeyError, LookupError, ValueError, TypeError, CustosError) as exc:
+            problem = exc.message if isinstance(exc, CustosError) else str(exc)
+            return Replayed(index, logged, None, f"cannot replay: {problem}")
+        again = {
+            "decision": decision.outcome,
+            "precision": None,
+            "reasons": [r.policy for r in decision.reasons],
+        }
+        return self._compared(index, entry, logged, again)
+
+    def _compared(
+        self,
+        index: int,
+        entry: DecisionEntry | AggregateDecisionEntry,
+        logged: dict[str, Any],
+        again: dict[str, Any],
+    ) -> Replayed:
         named = entry.settings
         if named is not None and named != self._settings:
             # The decision was made under settings the ledger does not hold as the latest:

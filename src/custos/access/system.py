@@ -23,6 +23,7 @@ from custos.access.batching import ThreadBatcher
 from custos.access.decisions import AUTHORITY_MISMATCH, DecisionMaker
 from custos.access.feed import EventFeed
 from custos.access.journal import decision_entry, new_event_id
+from custos.access.query import QueryDesk, QueryRequest, QueryResult
 from custos.access.read import ReadResult, release_entry
 from custos.access.replay import Replayed, Replayer
 from custos.accounts import Account, Accounts
@@ -84,6 +85,7 @@ from custos.policy import (
     load_pack,
 )
 from custos.reports import SUBJECT_CHAIN, SubjectIndex, build_report
+from custos.sql import DataMap
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.times import iso
@@ -797,6 +799,32 @@ class Custos:
                 outcomes.append(ReadResult(logged) if released is None else released)
         return outcomes
 
+    @cached_property
+    def query_desk(self) -> QueryDesk:
+        """Guarded SQL (see :mod:`custos.access.query`); ``[sql]`` settings from config.toml.
+        Raises :class:`ConfigurationError` for a bad ``[sql]`` value."""
+        return QueryDesk(self)
+
+    def data_map(self) -> DataMap:
+        """The home's data map (``sources.yaml``), ledgered (a ``data_map`` entry) before it
+        is first used. Raises ``DataMapError`` and :class:`LedgerUnavailable`."""
+        return self.query_desk.maps.current(self)
+
+    def query(self, request: QueryRequest, *, source_tag: str = "sql") -> QueryResult:
+        """One guarded SELECT on a source of the data map (see :mod:`custos.access.query`):
+        decided per pinned subject and category (or per category, in aggregate), run
+        read-only under the statement timeout and row cap, its decisions and release
+        appended in one durable batch, and only then returned.
+
+        Raises ``SqlRejected`` (not one understood SELECT), ``QueryRefused`` (a shape custos
+        will not run, a group under ``k``, or a refusing decision: the decisions are logged
+        first), :class:`InvalidInput` (unknown source, purpose…), ``UnknownPrincipal`` /
+        ``UnknownSubject``, ``SourceUnavailable`` / ``SourceFailed`` (the decisions are
+        logged, nothing released) and :class:`LedgerUnavailable` (nothing leaves).
+        Thread-safe.
+        """
+        return self.query_desk.query(request, source_tag=source_tag)
+
     def ingest(
         self,
         lines: Sequence[str],
@@ -908,7 +936,12 @@ class Custos:
         return decisions
 
     def _decision_entries(
-        self, decisions: Sequence[Decision], ids: Sequence[str], source: str
+        self,
+        decisions: Sequence[Decision],
+        ids: Sequence[str],
+        source: str,
+        *,
+        data_map: str | None = None,
     ) -> list[dict[str, Any]]:
         people: dict[str, tuple[str | None, str | None]] = {}
         digest = self._settings_digest
@@ -921,7 +954,14 @@ class Custos:
                     # Denied for it; the entry says nothing the ledger does not vouch for.
                     people[d.request.principal] = (None, None)
         return [
-            decision_entry(d, event_id, source, *people[d.request.principal], settings=digest)
+            decision_entry(
+                d,
+                event_id,
+                source,
+                *people[d.request.principal],
+                settings=digest,
+                data_map=data_map,
+            )
             for d, event_id in zip(decisions, ids, strict=True)
         ]
 

@@ -24,6 +24,7 @@ from typing import Any
 from custos.authority.entries import facts_set
 from custos.errors import shown_id
 from custos.ledger.entries import (
+    AggregateDecisionEntry,
     BrokenEntry,
     CaseAssignedEntry,
     CaseClosedEntry,
@@ -88,7 +89,7 @@ class AuthorityProjection:
         self.followed += 1
         self._position = index + 1
         match entry:
-            case DecisionEntry():
+            case DecisionEntry() | AggregateDecisionEntry():
                 self._check_decision(index, entry)
             case CaseAssignedEntry(case=case_id, assignee=assignee):
                 case = self.cases.setdefault(case_id, {"assignee": None, "closed": False})
@@ -118,7 +119,7 @@ class AuthorityProjection:
             AuthorityFinding(index, "ledger_entries", str(index), f"entry {index}: {problem}")
         )
 
-    def _check_decision(self, index: int, entry: DecisionEntry) -> None:
+    def _check_decision(self, index: int, entry: DecisionEntry | AggregateDecisionEntry) -> None:
         used = entry.authority
         if used is None:
             return
@@ -129,12 +130,18 @@ class AuthorityProjection:
                 # The other accounts of the subject's link group, each by id: subjects too.
                 named.extend(("subject", name, set_by) for name, set_by in at.items())
             else:
-                member: dict[str, str | None] = {
-                    "principal": entry.principal,
-                    "subject": entry.subject,
-                    "ticket": entry.ticket,
-                    "grant": entry.grant,
-                }
+                # An aggregate decision rests on its principal alone (no subject, ticket or
+                # grant takes part): any other kind it names is one it cannot have used.
+                member: dict[str, str | None] = (
+                    {
+                        "principal": entry.principal,
+                        "subject": entry.subject,
+                        "ticket": entry.ticket,
+                        "grant": entry.grant,
+                    }
+                    if isinstance(entry, DecisionEntry)
+                    else {"principal": entry.principal}
+                )
                 named.append((kind, member.get(kind), at))
         for kind, name, at in named:
             if not isinstance(name, str) or not isinstance(at, int):

@@ -365,6 +365,9 @@ class DecisionEntry(Entry):
     #: Kind → index of the entry that set the fact; ``linked``: subject id → index for
     #: the other accounts of the subject's link group.
     authority: Mapping[str, Any] | None = optional(default=None)
+    #: The digest of the data map a guarded SQL query was decided under (its ``data_map``
+    #: entry has the same digest); absent for every other decision.
+    data_map: str | None = optional(default=None)
 
 
 @entry_type("release", writer="access/read.py")
@@ -388,6 +391,68 @@ class ReleaseEntry(Entry):
 
 
 _SYSTEM = "access/system.py"
+_QUERY = "access/query.py"
+
+
+@entry_type("aggregate_decision", writer=_QUERY)
+class AggregateDecisionEntry(Entry):
+    """A decision to let a principal count one category over many subjects (an aggregate SQL
+    query of ``dataset``, a source of the data map): no subject, so in no subject's report."""
+
+    id: str
+    time: str
+    principal: str
+    role: str | None = None
+    team: str | None = None
+    action: str
+    dataset: str
+    category: str
+    purpose: str
+    decision: str
+    reasons: tuple[str, ...] = ()
+    policy_version: str | None = None
+    source: str | None = None
+    ticket: str | None = optional(default=None)
+    at: str | None = optional(default=None)
+    settings: str | None = optional(default=None)
+    data_map: str | None = optional(default=None)
+    authority: Mapping[str, Any] | None = optional(default=None)
+
+
+@entry_type("sql_release", writer=_QUERY)
+class SqlReleaseEntry(Entry):
+    """What one guarded SQL query released, after its decisions: who, why, which subjects,
+    the categories at their precision, how many rows, a digest of the SQL that ran. Never a
+    value. In the report of every subject it pinned (``subjects_reported``)."""
+
+    id: str
+    time: str
+    principal: str
+    dataset: str
+    purpose: str
+    ticket: str | None = None
+    aggregate: bool = False
+    #: Category → the precision it left at (``coarse`` or ``precise``; ``count`` in an
+    #: aggregate, whose groups each held at least ``k`` subjects).
+    categories: Mapping[str, str] = field(default_factory=dict)
+    rows: int
+    truncated: bool = False
+    sql_sha256: str
+    data_map: str
+    decisions: tuple[str, ...] = ()
+    source: str | None = None
+    k: int | None = optional(default=None)
+    subjects: tuple[str, ...] = optional(default=())
+    subjects_reported: bool = optional(default=False)
+
+
+@entry_type("data_map", writer=_QUERY)
+class DataMapEntry(Entry):
+    """A data map (``sources.yaml``) came into use: its digest and its canonical body."""
+
+    time: str
+    digest: str
+    body: Mapping[str, Any]
 
 
 @entry_type("report_view", writer=_SYSTEM)

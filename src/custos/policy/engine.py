@@ -205,9 +205,7 @@ class PolicyEngine:
                 )
                 continue
             if errors:
-                reasons = (
-                    Reason("evaluation-error", "forbid", "a policy could not be evaluated"),
-                )
+                reasons = (Reason("evaluation-error", "forbid", "a policy could not be evaluated"),)
             elif forbids := self._determining(asked):
                 reasons = tuple(self._reason(pid, fields) for pid in forbids)
             else:
