@@ -101,9 +101,6 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
             "webhook_timeout",
         }
     ),
-    # Guarded SQL: the least subjects per group of an aggregate, the most rows a query
-    # returns, and the seconds a source may take (custos.access.query).
-    "sql": frozenset({"k", "row_cap", "statement_timeout"}),
     # The fields of custos.detect.config.DetectConfig (a test keeps the two equal).
     "detect": frozenset(
         {

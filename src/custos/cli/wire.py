@@ -37,7 +37,7 @@ def sql_serve(
             settings = dataclasses.replace(settings, listen=listen)
         if port is not None:
             settings = dataclasses.replace(settings, port=port)
-        front = SqlFront(system, token_authenticator(system.accounts), settings)  # type: ignore[arg-type]
+        front = SqlFront(system, token_authenticator(system.accounts), settings)
 
         async def run() -> None:
             await front.start()

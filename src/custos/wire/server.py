@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any, ClassVar
 
+from custos.access import QueryRequest, QueryResult
 from custos.config import Settings
 from custos.errors import (
     AuthenticationFailed,
@@ -42,7 +43,7 @@ from custos.errors import (
 )
 from custos.wire import messages as m
 from custos.wire import statements as st
-from custos.wire.guarded import GuardedQueries, QueryRequest, QueryResult
+from custos.wire.guarded import GuardedQueries
 
 log = logging.getLogger("custos.wire")
 
@@ -103,6 +104,8 @@ def sqlstate(exc: CustosError) -> str:
         return "42501"  # insufficient_privilege
     if name == "SourceUnavailable":
         return "57014" if "timeout" in exc.message.lower() else "08006"
+    if name == "SourceFailed":
+        return "58000"  # the source failed on the query; its own words are not passed on
     if isinstance(exc, ProtocolViolation):
         return "08P01"
     if isinstance(exc, AuthenticationFailed):
@@ -121,7 +124,7 @@ def error_of(exc: CustosError, *, fatal: bool = False) -> bytes:
     carry them), a refusal's reason and rule as the detail, its hint as the hint."""
     reason = getattr(exc, "reason", None)
     rule = getattr(exc, "rule", None)
-    detail = reason if isinstance(reason, str) and reason != exc.message else None
+    detail = reason if isinstance(reason, str) and reason not in exc.message else None
     if isinstance(rule, str) and rule:
         detail = f"{detail + ' ' if detail else ''}(rule: {rule})"
     return m.error_response(sqlstate(exc), exc.message, hint=exc.hint, detail=detail, fatal=fatal)
