@@ -318,3 +318,16 @@ class SourceFailed(CustosError):
     code = "source_failed"
     http_status = 502
     exit_code = 5
+
+
+class UnknownSetting(InvalidInput):
+    """A session parameter the SQL front does not know (``SET work_mem``): SQLSTATE 42704."""
+
+    code = "unknown_setting"
+
+
+class TransactionAborted(InvalidInput):
+    """A statement sent after an error inside a transaction block, before ``ROLLBACK``:
+    SQLSTATE 25P02, as PostgreSQL answers it."""
+
+    code = "transaction_aborted"

@@ -38,20 +38,14 @@ def start_front(
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-
-        async def main() -> None:
-            try:
-                await front.start()
-            except BaseException as exc:
-                ready.set_exception(exc)
-                return
-            ready.set_result(None)
-            await front.serve_forever()
-
         try:
-            loop.run_until_complete(main())
-        except asyncio.CancelledError:
-            pass
+            # start_server serves as soon as it is bound: the loop only has to keep running.
+            loop.run_until_complete(front.start())
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting test
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        loop.run_forever()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -60,6 +54,7 @@ def start_front(
         yield Running(front, loop)
     finally:
         asyncio.run_coroutine_threadsafe(front.close(), loop).result(timeout=20)
+        loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=20)
         loop.close()
 

@@ -15,7 +15,7 @@ PLAIN = s.text(alphabet="abcxyz019 _=,().*<>\n", min_size=1, max_size=30).filter
     lambda t: t.strip() != ""
 )
 VALUES = s.text(
-    alphabet=s.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\\"),
+    alphabet=s.characters(blacklist_categories=["Cs"], blacklist_characters="\x00\\"),
     max_size=40,
 )
 

@@ -40,6 +40,8 @@ from custos.errors import (
     RateLimited,
     Refused,
     StoreUnavailable,
+    TransactionAborted,
+    UnknownSetting,
 )
 from custos.wire import messages as m
 from custos.wire import statements as st
@@ -114,6 +116,10 @@ def sqlstate(exc: CustosError) -> str:
         return "53400"
     if isinstance(exc, StoreUnavailable):
         return "58000"
+    if isinstance(exc, UnknownSetting):
+        return "42704"  # undefined_object, as PostgreSQL answers an unknown parameter
+    if isinstance(exc, TransactionAborted):
+        return "25P02"
     if isinstance(exc, InvalidInput | NotFound):
         return "22023"  # invalid_parameter_value: unknown source, purpose, principal…
     return "XX000"
@@ -250,6 +256,11 @@ class SqlFront:
             pass
         except Exception:  # a bug must end this connection, never the server
             log.exception("the SQL front dropped a connection after an unexpected error")
+            with contextlib.suppress(Exception):
+                writer.write(
+                    m.error_response("XX000", "internal error in the custos SQL front", fatal=True)
+                )
+                await writer.drain()
         finally:
             self._connections.discard(task)
             writer.close()
@@ -551,7 +562,7 @@ class _Connection:
         if self.status == "E" and not (
             isinstance(statement, st.Transaction) and statement.tag in ("COMMIT", "ROLLBACK")
         ):
-            raise InvalidInput(
+            raise TransactionAborted(
                 "current transaction is aborted, commands ignored until end of transaction block"
             )
         match statement:
@@ -608,7 +619,7 @@ class _Connection:
             rows: list[list[str | None]] = [[k, v, ""] for k, v in sorted(known.items())]
             return _Outcome(f"SHOW {len(rows)}", ["name", "setting", "description"], rows)
         if name not in known:
-            raise InvalidInput(f'unrecognized configuration parameter "{name[:64]}"')
+            raise UnknownSetting(f'unrecognized configuration parameter "{name[:64]}"')
         return _Outcome("SHOW", [name], [[known[name]]])
 
     async def _guarded(self, sql: str) -> _Outcome:

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from custos.errors import InvalidInput
+from custos.errors import InvalidInput, UnknownSetting
 
 SERVER_VERSION = "15.0"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (custos guarded SQL front; read-only)"
@@ -472,7 +472,7 @@ def check_setting(name: str, value: str) -> str:
     if name not in SETTABLE:
         if name in FIXED:
             raise InvalidInput(f'parameter "{name}" cannot be changed')
-        raise InvalidInput(f'unrecognized configuration parameter "{name[:64]}"')
+        raise UnknownSetting(f'unrecognized configuration parameter "{name[:64]}"')
     if len(value) > 1000:
         raise InvalidInput(f'the value of "{name}" is longer than 1000 characters')
     allowed = _ONLY.get(name)
