@@ -22,6 +22,7 @@ WRONG_ROLE = {
     ("post", "/v1/check"): "monitor",
     ("post", "/v1/check/batch"): "monitor",
     ("post", "/v1/read"): "siem",
+    ("post", "/v1/query"): "siem",
     ("post", "/v1/approvals/requests"): "monitor",
     ("get", "/v1/approvals/requests"): "ts-tool",
     ("get", "/v1/approvals/requests/{request_id}"): "ts-tool",

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import generate_latest
 
-from custos.access import Custos, ReadResult
+from custos.access import Custos, QueryRequest, ReadResult
 from custos.access.batching import RequestBatcher
 from custos.api.auth import (
     Caller,
@@ -33,6 +33,7 @@ from custos.api.schemas import (
     BatchBody,
     BreakGlassBody,
     CheckBody,
+    QueryBody,
     RequestBody,
     ReviewBody,
     json_body,
@@ -137,6 +138,29 @@ async def read(request: Request) -> Response:
     access = _access_request(body, acting_principal(who, body.principal))
     result = await reads.submit(access, f"api:{who.name}")
     return JSONResponse(result.to_dict())
+
+
+@router.post("/query", tags=["access"], summary="Guarded SQL: one SELECT on a mapped source")
+def query(body: QueryBody, request: Request, who: Caller = Depends(TOOL)) -> dict[str, Any]:
+    """Run one read-only SELECT on a source of the data map, as the tool's own principal:
+    decided per pinned subject and category (or per category in aggregate, every group of at
+    least ``[sql] k`` subjects), its decisions and release logged before any row is returned.
+
+    400 ``sql_rejected`` (not one understood SELECT), 403 ``query_refused`` (refused; the
+    refusing decisions are logged), 503 ``source_unavailable`` / ``ledger_unavailable``.
+    """
+    result = _system(request).query(
+        QueryRequest(
+            principal=acting_principal(who, body.principal),
+            source=body.source,
+            sql=body.sql,
+            purpose=body.purpose,
+            ticket=body.ticket,
+            reason=body.reason,
+        ),
+        source_tag=f"api:{who.name}",
+    )
+    return result.to_dict()
 
 
 # -- approvals -------------------------------------------------------------------------

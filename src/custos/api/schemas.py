@@ -37,6 +37,18 @@ class CheckBody(_Body):
     reason: Text | None = None
 
 
+class QueryBody(_Body):
+    """One guarded SELECT on a source of the data map. ``principal`` defaults to the token's
+    own (and may only be it); ``ticket`` explains an individual-level query."""
+
+    principal: Id | None = None
+    source: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_-]*$")]
+    sql: Annotated[str, Field(min_length=1, max_length=100_000)]
+    purpose: Purpose
+    ticket: Id | None = None
+    reason: Text | None = None
+
+
 class BatchBody(_Body):
     requests: Annotated[list[CheckBody], Field(min_length=1, max_length=1000)]
 

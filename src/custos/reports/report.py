@@ -35,6 +35,7 @@ from custos.ledger.entries import (
     Entry,
     MalformedEntry,
     ReleaseEntry,
+    SqlReleaseEntry,
 )
 from custos.ledger.entries import parse as parse_entry
 from custos.ledger.entries import read as read_entry
@@ -334,6 +335,14 @@ def rows_from_entries(
                 if found is not None:
                     found["records"] = release.records
                     found["release_entry"] = idx
+            case SqlReleaseEntry() as sql_release:
+                # A guarded SQL query's one release covers all its decisions; ``records``
+                # is the query's row count (every subject it pinned together).
+                for decision_id in sql_release.decisions:
+                    found = by_decision.get(decision_id)
+                    if found is not None:
+                        found["records"] = sql_release.rows
+                        found["release_entry"] = idx
             case entry if entry.type in _APPROVAL_TYPES:
                 item = _public(stored, names)
                 item.pop("journal", None)

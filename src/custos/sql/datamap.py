@@ -244,10 +244,15 @@ class _Y:
 class _Problems:
     def __init__(self, where: str) -> None:
         self.where = where
-        self.items: list[str] = []
+        self._found: list[tuple[int, str]] = []
 
     def add(self, line: int, message: str) -> None:
-        self.items.append(f"{self.where}:{line}: {message}")
+        self._found.append((line, f"{self.where}:{line}: {message}"))
+
+    @property
+    def items(self) -> list[str]:
+        """The problems in the order of their lines (the order found, within a line)."""
+        return [text for _, text in sorted(self._found, key=lambda item: item[0])]
 
 
 def _located(loader: _StrictLoader, node: yaml.Node) -> _Y:
@@ -264,22 +269,28 @@ def _located(loader: _StrictLoader, node: yaml.Node) -> _Y:
 
 
 def _load_yaml(text: str, where: str) -> _Y | None:
-    loader = _StrictLoader(text)
+    loader: _StrictLoader | None = None
     try:
+        loader = _StrictLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None
         loader.construct_document(node)  # duplicate keys are refused here
         return _located(loader, node)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        problem = f"a character YAML does not allow (code {exc.character:#x})"
+        raise DataMapError(f"{where}: not valid YAML", [f"{where}:{line}: {problem}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark else "1"
+        line = mark.line + 1 if mark else 1
         problem = getattr(exc, "problem", None) or "syntax error"
         raise DataMapError(f"{where}: not valid YAML", [f"{where}:{line}: {problem}"]) from None
     except RecursionError:
         raise DataMapError(f"{where}: not valid YAML", [f"{where}:1: nested too deeply"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _mapping(
