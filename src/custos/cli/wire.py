@@ -10,11 +10,9 @@ from typing import Annotated
 import typer
 
 from custos.access import Custos
-from custos.cli.app import app, console, state
+from custos.cli.app import console, state
+from custos.cli.sql import sql_app
 from custos.wire import SqlFront, WireSettings, token_authenticator
-
-sql_app = typer.Typer(help="Guarded SQL over the data map (sources.yaml).", no_args_is_help=True)
-app.add_typer(sql_app, name="sql")
 
 
 @sql_app.command("serve")
