@@ -61,7 +61,7 @@ def test_sql_serve_answers_psql_until_stopped(system: Custos) -> None:
 def test_wire_settings_from_config(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
-        '[sql]\nlisten = "0.0.0.0"\nport = 6543\nmax_connections = 5\nidle_timeout = 2.5\n',
+        '[sql]\nlisten = "127.0.0.2"\nport = 6543\nmax_connections = 5\nidle_timeout = 2.5\n',
         encoding="utf-8",
     )
     found = WireSettings.from_settings(load_settings(home))
