@@ -101,6 +101,12 @@ def test_the_console_needs_a_signed_in_person_with_a_principal(
             ).status_code
             == 401
         )
+    # A signed-in session without its CSRF token (another site's form) is refused.
+    session = console.session("sam")
+    del session.headers["X-CSRF-Token"]
+    form = {"source": "app", "purpose": "support", "ticket": "T-1", "sql": "SELECT 1"}
+    assert session.post("/sql", data=form).status_code == 403
+    session.close()
     admin = signed_in(browser, console.url, "root")
     expect(admin.get_by_role("link", name="SQL")).to_have_count(0)
     reply = admin.goto("/sql")

@@ -391,6 +391,10 @@ def test_extended_protocol_by_hand(harness: Harness) -> None:
     assert kinds == [b"1", b"t", b"n", b"2", b"T", b"N", b"D", b"s", b"D", b"C", b"3", b"Z"]
     (request,) = harness.queries.requests
     assert request.sql == "SELECT ip FROM logins WHERE user_id = 'user-42'"
+    # The portal ended with the (implicit) transaction at Sync.
+    raw.send(frame(b"E", cstr("p1") + struct.pack("!i", 0)) + frame(b"S"))
+    messages = raw.until(b"Z")
+    assert "portal 'p1' does not exist" in error_fields(messages[0][1])["M"]
     # An error skips to Sync; the next Sync answers.
     raw.send(
         frame(b"B", cstr("") + cstr("nope") + struct.pack("!hhh", 0, 0, 0))

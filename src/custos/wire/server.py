@@ -412,7 +412,12 @@ class _Connection:
         if kind == b"S":
             m.Reader(body, "Sync").end()
             self.skipping = False
-            self.portals.pop("", None)
+            # Portals end with their transaction, as in PostgreSQL: outside a block that is
+            # now, so no client can hold many decided results in memory across Syncs.
+            if self.status == "I":
+                self.portals.clear()
+            else:
+                self.portals.pop("", None)
             self.writer.write(m.ready_for_query(self.status))
             await self.writer.drain()
             return True
