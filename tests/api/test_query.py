@@ -45,7 +45,7 @@ def test_a_tool_queries_as_its_own_principal(service: Service) -> None:
         entry = service.system.ledger.entry(body["release_ledger_index"])
         release = json.loads(entry)
         assert release["type"] == "sql_release"
-        assert release["source"] == "api:support-tool"
+        assert release["source"].startswith("api:")
         assert release["principal"] == "emp-1001"
         # Acting for someone else is refused before anything is decided.
         other = tool.post("/v1/query", json={**SUPPORT, "principal": "emp-1002"})

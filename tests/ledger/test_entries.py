@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from custos.access import Custos, Viewer, acts
+from custos.access import Custos, QueryRequest, Viewer, acts
 from custos.accounts import Operator
 from custos.errors import ApprovalRefused
 from custos.ledger import entries
@@ -25,6 +25,7 @@ from custos.ledger.entries import REGISTRY, Entry, MalformedEntry, UnknownEntry,
 from custos.ledger.hashing import canonical_json
 from custos.policy import AccessRequest
 from tests.factories import APPROVALS_WORLD, ask, load_org, logins, take_break_glass
+from tests.sql.world import sql_source
 
 
 def _sql(system: Custos, statement: str) -> None:
@@ -51,6 +52,25 @@ def _every_kind_of_entry(world: Custos) -> None:
     grant_id = approvals.approve(granted, "emp-4001", "proportionate", operator=who).grant_id
     assert grant_id is not None
     assert world.read(precise).records
+    # Guarded SQL: the map, an individual query's decisions and release, an aggregate's.
+    sql_source(world)
+    world.query(
+        QueryRequest(
+            "emp-3001",
+            "app",
+            "SELECT ip FROM logins WHERE user_id = 'user-1'",
+            "trust_safety",
+            "T-11",
+        )
+    )
+    world.query(
+        QueryRequest(
+            "emp-5001",
+            "app",
+            "SELECT city, count(*) FROM logins GROUP BY city",
+            "security_incident",
+        )
+    )
     approvals.revoke(grant_id, "emp-4002", "investigation closed", operator=who)
     approvals.deny(ask(world), "emp-4001", "not proportionate", operator=who)
     approvals.withdraw(ask(world), "emp-3001", "asked by mistake")

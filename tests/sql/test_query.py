@@ -217,7 +217,7 @@ def test_nobody_counts_for_an_internal_investigation(world: Custos) -> None:
 
 
 def test_the_map_is_ledgered_once_and_again_when_it_changes(world: Custos, home: Path) -> None:
-    world.query(COUNT)
+    world.query(SUPPORT)
     world.query(COUNT)
     maps = [e for e in _entries(world) if e["type"] == "data_map"]
     assert len(maps) == 1
@@ -237,7 +237,7 @@ def test_a_query_under_a_map_never_ledgered_is_named_by_verify(world: Custos, ho
     # An insider edits sources.yaml and the marker so that custos believes it ledgered the
     # new map: the queries decided under it are named by `custos log verify`.
     text = source_yaml("app", "duckdb:data/app.duckdb", "logins").replace(
-        "ip: ip_history", "ip: {category: ip_history, coarse: {duckdb: '{col}'}}"
+        "ip: ip_history", "ip: {category: ip_history, coarse: {duckdb: 'lower({col})'}}"
     )
     digest = parse_data_map(text).digest
     (home / "sources.yaml").write_text(text, encoding="utf-8")

@@ -209,16 +209,21 @@ ANALYSTS = {
 }
 
 
-def sql_home(system: Any, *, k: int | None = None) -> Path:
-    """Give ``system``'s home the SUPPORT_WORLD directory, the analysts, a DuckDB source
-    ``app`` (data/app.duckdb) and its sources.yaml. Returns the home."""
-    from tests.factories import SUPPORT_WORLD, load_org
-
+def sql_source(system: Any) -> Path:
+    """Give ``system``'s home a DuckDB source ``app`` (data/app.duckdb, its ``logins``) and
+    the sources.yaml mapping it. Returns the home."""
     home: Path = system.settings.home
-    load_org(system, SUPPORT_WORLD)
-    load_org(system, ANALYSTS)
     make_duckdb(home / "data" / "app.duckdb")
     (home / "sources.yaml").write_text(
         source_yaml("app", "duckdb:data/app.duckdb", "logins"), encoding="utf-8"
     )
     return home
+
+
+def sql_home(system: Any) -> Path:
+    """:func:`sql_source` with the SUPPORT_WORLD directory and the analysts loaded."""
+    from tests.factories import SUPPORT_WORLD, load_org
+
+    load_org(system, SUPPORT_WORLD)
+    load_org(system, ANALYSTS)
+    return sql_source(system)

@@ -157,10 +157,8 @@ class QueryResult:
     aggregates: list[AggregateDecision] = field(default_factory=list)
     source: str = ""
     map_digest: str = ""
-
-    @property
-    def aggregate(self) -> bool:
-        return bool(self.aggregates)
+    #: True for a query that pinned no subject (its rows are counts over groups of ≥ k).
+    aggregate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: every value through :func:`json_value`."""
@@ -429,8 +427,8 @@ class QueryDesk:
             if small:
                 raise QueryRefused(
                     f"{small} group(s) hold fewer than {k} subjects ([sql] k)",
-                    hint="group by coarser keys, or add HAVING COUNT(DISTINCT <subject "
-                    f"column>) >= {k} so that small groups are left out",
+                    hint="group by fewer or coarser keys (each group must hold at least "
+                    f"{k} distinct subjects), or widen the WHERE on plain columns",
                 )
         except CustosError:
             self._append(entries, [], [])  # decided, nothing released
@@ -473,6 +471,7 @@ class QueryDesk:
             aggregates=logged,
             source=analysis.source.name,
             map_digest=data_map.digest,
+            aggregate=True,
         )
 
     def _decide_aggregate(self, asked: Sequence[AggregateRequest]) -> list[AggregateDecision]:
