@@ -118,8 +118,9 @@ BUILTIN_COARSE: Final[Mapping[str, CoarseForm]] = MappingProxyType(
             duckdb="date_trunc('day', {col})",
             postgres="date_trunc('day', {col})",
         ),
-        # Nothing leaves at coarse level.
-        "none": _builtin("none", duckdb="NULL", postgres="NULL"),
+        # Nothing leaves at coarse level: always NULL, but of the column's type and not a
+        # constant (DuckDB and PostgreSQL refuse ORDER BY a constant).
+        "none": _builtin("none", duckdb="NULLIF({col}, {col})", postgres="NULLIF({col}, {col})"),
     }
 )
 

@@ -10,7 +10,6 @@ mapped (or a CTE of its own), every function, operator and type on the allow-lis
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any, Final, cast
 
@@ -67,7 +66,7 @@ def _parse_json(sql: str) -> dict[str, Any]:
         tree = json.loads(parser.parse_sql_json(sql))
     except parser.ParseError as exc:
         index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        where = ""
+        where = " at the end of the query" if "end of input" in str(exc.args[0]) else ""
         if index is not None:
             before = sql[: max(0, index - 1)]
             where = (
@@ -80,31 +79,37 @@ def _parse_json(sql: str) -> dict[str, Any]:
     return cast(dict[str, Any], tree)
 
 
-def _walk(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
-    """Every (key, value) pair of the JSON tree, depth first."""
-    if isinstance(value, dict):
-        for name, child in value.items():
-            yield name, child
-            yield from _walk(child, name)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _walk(child, key)
+def _walk(value: Any) -> list[tuple[str, Any]]:
+    """Every (key, value) pair of the JSON tree (iteratively: generated SQL can be deep)."""
+    pairs: list[tuple[str, Any]] = []
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            for name, child in current.items():
+                pairs.append((name, child))
+                if isinstance(child, (dict, list)):
+                    stack.append(child)
+        elif isinstance(current, list):
+            stack.extend(child for child in current if isinstance(child, (dict, list)))
+    return pairs
 
 
-def _statement(sql: str) -> dict[str, Any]:
+def _statement(sql: str) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
     tree = _parse_json(sql)
     statements = tree.get("stmts", [])
     if len(statements) != 1:
         raise SqlRejected(f"{len(statements)} statements for PostgreSQL: send exactly one SELECT")
-    statement = statements[0].get("stmt", {})
+    statement: dict[str, Any] = statements[0].get("stmt", {})
     if set(statement) != {"SelectStmt"}:
         raise SqlRejected("only one read-only SELECT is allowed (PostgreSQL reads another kind)")
-    for name, _ in _walk(statement):
+    pairs = _walk(statement)
+    for name, _ in pairs:
         if name == "intoClause":
             raise SqlRejected("SELECT INTO is not allowed")
         if name == "lockingClause":
             raise SqlRejected("FOR UPDATE/SHARE is not allowed")
-    return statement
+    return statement, pairs
 
 
 def check_user_text(sql: str) -> None:
@@ -119,14 +124,14 @@ def _names(node: dict[str, Any], key: str) -> list[str]:
 
 @lru_cache(maxsize=64)
 def _template_words(template: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    statement = _statement("SELECT " + template.replace(COLUMN_PLACEHOLDER, "custos_col"))
+    _, pairs = _statement("SELECT " + template.replace(COLUMN_PLACEHOLDER, "custos_col"))
     functions, operators, types = set(), set(), set()
-    for name, value in _walk(statement):
+    for name, value in pairs:
         if name == "FuncCall":
             functions.add(_names(value, "funcname")[-1])
         elif name == "A_Expr":
             operators.update(_names(value, "name"))
-        elif name == "TypeName":
+        elif name in ("TypeName", "typeName"):
             types.add(_names(value, "names")[-1])
     return frozenset(functions), frozenset(operators), frozenset(types)
 
@@ -147,11 +152,13 @@ def check_generated(sql: str, source: SourceMap) -> None:
     """The SQL custos generated for ``source`` names only mapped relations (or its own CTEs)
     and only allowed functions, operators, types and node kinds, as PostgreSQL reads it.
     Raises :class:`SqlRejected`: a parser differential, to be reported, never run."""
-    statement = _statement(sql)
+    _, pairs = _statement(sql)
     functions, operators, types = _allowed(source)
-    ctes = {value["ctename"] for name, value in _walk(statement) if name == "CommonTableExpr"}
+    ctes = {value["ctename"] for name, value in pairs if name == "CommonTableExpr"}
     mapped = set(source.tables)
-    for name, value in _walk(statement):
+    for name, value in pairs:
+        if name == "typeName":  # a TypeName stored without its tag
+            name = "TypeName"
         if not isinstance(value, dict) or not name[:1].isupper():
             continue
         if name not in _PG_NODES:
