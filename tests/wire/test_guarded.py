@@ -135,3 +135,30 @@ def test_a_postgresql_source_through_psycopg(world: World, home: Path) -> None:
             assert len(rows) == 3
         with world.connect("emp-9001", "-c custos.purpose=product_debug") as conn:
             assert conn.execute(f"SELECT count(*) FROM {pg.table}").fetchall() == [("69",)]
+
+
+def test_wire_tricks_never_widen_a_query(world: World) -> None:
+    """Parameters, several statements in one message and comments reach the analyzer as
+    what they are: no precise address of anyone comes back."""
+    with world.connect("emp-1001", SUPPORT) as conn:
+        # A parameter that tries to close its quote stays one literal: no such subject.
+        with pytest.raises(psycopg.errors.Error) as injected:
+            conn.execute("SELECT ip FROM logins WHERE user_id = %s", ("user-1' OR '1'='1",))
+        assert "198.51." not in str(injected.value)
+        # A comment hides nothing: the pin is still user-1 alone, coarse.
+        rows = conn.execute(
+            "SELECT ip FROM logins WHERE user_id = 'user-1' --' OR true\n"
+        ).fetchall()
+        assert rows == [("198.51.100.0/24",)] * 3
+    # Two statements in one simple query: each analysed alone; the unpinned one refused.
+    done = world.psql(
+        "emp-1001",
+        SUPPORT,
+        "-At",
+        "-c",
+        "SELECT ip FROM logins WHERE user_id = 'user-1'; SELECT ip FROM logins",
+    )
+    assert done.returncode != 0
+    assert done.stdout.splitlines() == ["198.51.100.0/24"] * 3
+    assert "198.51.1" not in done.stdout.replace("198.51.100.0/24", "")
+    assert "ERROR" in done.stderr
