@@ -66,7 +66,7 @@ def test_a_support_query_shows_coarse_rows_and_precision(
     ]
     release = [e for e in raw if e["type"] == "sql_release"]
     assert len(release) == 1
-    assert {e["source"] for e in raw if e["type"] == "decision"} == {"dashboard"}
+    assert {e["source"] for e in raw if e["type"] == "decision"} == {"dashboard:sam"}
 
 
 def test_the_2022_query_is_refused_with_its_reason(browser: Browser, console: Service) -> None:

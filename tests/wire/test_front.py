@@ -118,7 +118,7 @@ def test_psql_queries_with_purpose_and_ticket_from_pgoptions(harness: Harness) -
         purpose="support",
         ticket="T-9",
     )
-    assert harness.queries.tags == ["sql-wire"]
+    assert harness.queries.tags == [f"wire:{harness.tool.split('_')[1]}"]
 
 
 def test_psql_probes_are_answered_and_catalogs_refused(harness: Harness) -> None:

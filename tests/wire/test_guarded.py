@@ -82,7 +82,8 @@ def test_a_support_query_through_psql_returns_coarse_rows_logged_first(world: Wo
     assert (release["rows"], release["subjects"]) == (3, ["user-1"])
     assert f"ledger index {world.system.ledger.size() - 1}" in done.stderr
     decisions = [e for e in entries if e["type"] == "decision"]
-    assert {d["source"] for d in decisions} == {"sql-wire"}
+    token_id = world.tokens["emp-1001"].split("_")[1]
+    assert {d["source"] for d in decisions} == {f"wire:{token_id}"}
 
 
 def test_the_2022_query_is_refused_through_psycopg_with_its_reason(world: World) -> None:

@@ -678,7 +678,7 @@ def sql_run(
     )
     result, refusal = None, None
     try:
-        result = _system(request).query(query, source_tag="dashboard")
+        result = _system(request).query(query, source_tag=f"dashboard:{who.name}")
     except CustosError as exc:
         # Messages never carry values (custos.errors), so they are safe to show as they are.
         title = _REFUSAL_TITLES.get(type(exc).__name__, "Not run")

@@ -8,6 +8,7 @@ and ticket, answers session statements itself and sends every other statement th
 from custos.wire.guarded import GuardedQueries
 from custos.wire.server import (
     Authenticate,
+    Identity,
     SqlFront,
     WireSettings,
     sqlstate,
@@ -18,6 +19,7 @@ from custos.wire.server import (
 __all__ = [
     "Authenticate",
     "GuardedQueries",
+    "Identity",
     "SqlFront",
     "WireSettings",
     "sqlstate",

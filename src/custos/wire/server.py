@@ -86,10 +86,19 @@ class WireSettings:
         )
 
 
-#: Checks a password (an API token) and returns the principal it acts as. Raises
+@dataclass(frozen=True)
+class Identity:
+    """Who a connection acts as (``principal``) and by which credential (``credential``, a
+    token id): decisions name both, as the HTTP API's do (``api:<token id>``)."""
+
+    principal: str
+    credential: str
+
+
+#: Checks a password (an API token) and returns who it acts as. Raises
 #: :class:`AuthenticationFailed` for a wrong one and :class:`Forbidden` for a token that may
 #: not query. Called in a worker thread.
-Authenticate = Callable[[str], str]
+Authenticate = Callable[[str], Identity]
 
 
 class _Closed(Exception):
@@ -275,6 +284,7 @@ class _Connection:
         self.front, self.reader, self.writer = front, reader, writer
         self.limits = front.settings
         self.principal = ""
+        self.credential = ""
         self.source = ""
         self.session: dict[str, str] = dict(st.SETTABLE)
         self.status = "I"
@@ -376,7 +386,8 @@ class _Connection:
             raise ProtocolViolation("expected a password message")
         password = m.parse_password(body)
         try:
-            self.principal = await asyncio.to_thread(self.front.authenticate, password)
+            identity = await asyncio.to_thread(self.front.authenticate, password)
+            self.principal, self.credential = identity.principal, identity.credential
         except AuthenticationFailed:
             await asyncio.sleep(_FAILED_AUTH_DELAY)
             # PostgreSQL's wording, so tools recognise it; the token is the password.
@@ -644,7 +655,9 @@ class _Connection:
             ticket=self.session.get("custos.ticket", "").strip() or None,
             reason=self.session.get("custos.reason", "").strip() or None,
         )
-        result = await asyncio.to_thread(self.front.queries.query, request, source_tag="sql-wire")
+        result = await asyncio.to_thread(
+            self.front.queries.query, request, source_tag=f"wire:{self.credential}"
+        )
         return _outcome_of(result)
 
 
@@ -684,14 +697,13 @@ def token_authenticator(accounts: Any) -> Authenticate:
     name a client sends is not trusted). Raises :class:`AuthenticationFailed` and
     :class:`Forbidden`."""
 
-    def check(password: str) -> str:
+    def check(password: str) -> Identity:
         token = accounts.verify_token(password.strip())
         if "tool" not in token.roles or not token.principal:
             raise Forbidden(
                 "this token may not query: it needs the tool role and a principal",
                 hint="create one with: custos tokens create --name … --role tool --principal <id>",
             )
-        principal: str = token.principal
-        return principal
+        return Identity(token.principal, token.id)
 
     return check
