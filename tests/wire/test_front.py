@@ -439,3 +439,29 @@ def test_idle_and_slow_sign_in_are_timed_out(system: Custos, wire_settings: Wire
         kind, body = slow.message()
         assert "signing in took too long" in error_fields(body)["M"]
         assert slow.closed()
+
+
+@dataclass
+class Bulky(Scripted):
+    """Answers with ~20 MB of rows: more than the socket buffers hold."""
+
+    def query(self, request: QueryRequest, *, source_tag: str = "sql") -> QueryResult:
+        result = super().query(request, source_tag=source_tag)
+        result.rows = [("user-42", "x" * 200, True)] * 100_000
+        return result
+
+
+def test_a_client_that_stops_reading_loses_its_slot(
+    system: Custos, wire_settings: WireSettings
+) -> None:
+    quick = replace(wire_settings, idle_timeout=1.0)
+    for harness in _harness(system, quick, Bulky()):
+        raw = Raw(harness.running.port)
+        raw.sign_in(harness.tool, options="-c custos.purpose=support")
+        raw.send(frame(b"Q", cstr("SELECT ip FROM logins WHERE user_id = 'user-42'")))
+        deadline = time.monotonic() + 20
+        while harness.running.front.connections and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert harness.running.front.connections == 0
+        raw.close()
+        _still_serves(harness)

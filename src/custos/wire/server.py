@@ -310,10 +310,14 @@ class _Connection:
         body = await self._read(length - 4, self.limits.idle_timeout)
         return kind, body
 
+    async def _flush(self) -> None:
+        # A client that stops reading must not hold its slot (and its rows) for ever.
+        await asyncio.wait_for(self.writer.drain(), self.limits.idle_timeout)
+
     async def _fatal(self, exc: CustosError) -> None:
         self.writer.write(error_of(exc, fatal=True))
         with contextlib.suppress(Exception):
-            await self.writer.drain()
+            await self._flush()
         raise _Closed
 
     # --- startup ----------------------------------------------------------------------------
@@ -336,7 +340,7 @@ class _Connection:
                         fatal=True,
                     )
                 )
-                await self.writer.drain()
+                await self._flush()
                 return
             except ProtocolViolation as exc:
                 await self._fatal(exc)
@@ -357,7 +361,7 @@ class _Connection:
             code = struct.unpack("!i", body[:4])[0]
             if code in (m.SSL_REQUEST, m.GSSENC_REQUEST) and length == 8:
                 self.writer.write(b"N")  # no TLS here: loopback by default (see module doc)
-                await self.writer.drain()
+                await self._flush()
                 continue
             if code == m.CANCEL_REQUEST:
                 raise _Closed  # nothing runs long enough here to be worth cancelling
@@ -380,7 +384,7 @@ class _Connection:
         except InvalidInput as exc:
             await self._fatal(exc)
         self.writer.write(m.authentication_cleartext())
-        await self.writer.drain()
+        await self._flush()
         kind, body = await self._message()
         if kind != b"p":
             raise ProtocolViolation("expected a password message")
@@ -407,7 +411,7 @@ class _Connection:
         out.append(m.backend_key_data(secrets.randbits(31), secrets.randbits(31)))
         out.append(m.ready_for_query(self.status))
         self.writer.write(b"".join(out))
-        await self.writer.drain()
+        await self._flush()
         log.info("SQL front: %s signed in for source %r", self.principal, self.source[:64])
 
     # --- messages ---------------------------------------------------------------------------
@@ -430,10 +434,10 @@ class _Connection:
             else:
                 self.portals.pop("", None)
             self.writer.write(m.ready_for_query(self.status))
-            await self.writer.drain()
+            await self._flush()
             return True
         if kind == b"H":
-            await self.writer.drain()
+            await self._flush()
             return True
         handler = self._extended.get(kind)
         if handler is None:
@@ -475,7 +479,7 @@ class _Connection:
             self.writer.write(b"".join(m.data_row(row) for row in outcome.rows))
             self.writer.write(m.command_complete(outcome.tag))
         self.writer.write(m.ready_for_query(self.status))
-        await self.writer.drain()
+        await self._flush()
 
     async def _parse(self, body: bytes) -> None:
         parse = m.parse_parse(body)
