@@ -187,3 +187,33 @@ def test_options_refuse_other_switches() -> None:
         st.parse_options("-c")
     with pytest.raises(InvalidInput, match="backslash ends"):
         st.parse_options("-c a=b\\")
+
+
+@given(s.text(max_size=120))
+def test_classify_answers_or_says_what_is_wrong(text: str) -> None:
+    """Any text is a statement kind or an InvalidInput naming the part: never a crash."""
+    for piece in st.split(text) or [text]:
+        problem = ""
+        try:
+            kind: object = st.classify(piece)
+        except InvalidInput as exc:
+            kind, problem = None, exc.message
+        assert problem or isinstance(
+            kind,
+            st.Empty
+            | st.Transaction
+            | st.SetParameter
+            | st.Show
+            | st.Version
+            | st.Deallocate
+            | st.Catalog
+            | st.Guarded,
+        )
+
+
+@given(s.sampled_from(["SET", "set", "SeT"]), VALUES)
+def test_set_reads_back_any_quoted_value(verb: str, value: str) -> None:
+    quoted = "'" + value.replace("'", "''") + "'"
+    assert st.classify(f"{verb} custos.ticket = {quoted}") == st.SetParameter(
+        "custos.ticket", value
+    )
