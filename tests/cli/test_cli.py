@@ -214,6 +214,14 @@ def test_demo_runs_the_2022_case_through_the_service(tmp_path: Path) -> None:
     assert summary["blocked_2022_reads"] >= 8
     assert summary["precise_read"]["decision"] == "allow"
     assert summary["precise_read"]["records"] > 0
+    # The 2022 hunt as one SELECT is refused; a support agent's query returns coarse rows.
+    sql = summary["sql"]
+    assert sql["refused_2022_status"] == 403
+    assert "source protection" in sql["refused_2022_reason"]
+    assert sql["support"]["status"] == 200
+    assert sql["support"]["rows"] > 0
+    assert sql["support"]["precision"] == "coarse"
+    assert sql["support"]["example"].endswith(".0/24")
     assert summary["alerts_naming_culprits"]
     assert summary["report_verified"] is True
     # Her report is where the summary says, and verifies with the CLI too.

@@ -224,6 +224,9 @@ def test_no_probe_gets_a_precise_value_out(sql: str, dialect: str, runner: Runne
 
 #: Probes that must be refused whatever the dialect: each would search, leak or escape.
 MUST_REFUSE = [
+    # the 2022 query: who logged in from this address?
+    "SELECT DISTINCT user_id FROM logins WHERE ip = '198.51.100.7'",
+    "SELECT user_id, count(*) FROM logins WHERE ip LIKE '198.51.100.%' GROUP BY user_id",
     "SELECT seen FROM logins WHERE ip = '198.51.100.7'",
     "SELECT max(ip) FROM logins",
     "SELECT user_id, count(*) FROM logins GROUP BY user_id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from custos.errors import QueryRefused, SqlRejected
-from custos.sql import SourceMap, parse_data_map
+from custos.sql import SourceMap, duckcheck, parse_data_map
 from custos.sql.analyze import K_COLUMN, analyze
 from custos.sql.pgcheck import check_generated
 
@@ -187,6 +188,23 @@ def test_the_postgres_recheck_refuses_what_the_map_does_not_name() -> None:
             check_generated(sql, PG)
 
 
+def test_the_duckdb_recheck_refuses_what_the_map_does_not_name() -> None:
+    duckcheck.check_generated("SELECT COUNT(*), lower(seen) FROM logins", DUCK)
+    for sql in (
+        "SELECT 1 FROM secrets",
+        "SELECT 1 FROM other.logins",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM 'data.parquet'",
+        "SELECT getenv('HOME') FROM logins",
+        "SELECT list_transform([1], x -> x + 1) FROM logins",
+        "SELECT CAST(ip AS INET) FROM logins",
+        "SELECT 1 FROM logins; SELECT 2",
+        "COPY logins TO 'x.csv'",
+    ):
+        with pytest.raises(SqlRejected):
+            duckcheck.check_generated(sql, DUCK)
+
+
 @BOTH
 @pytest.mark.parametrize(
     ("sql", "where"),
@@ -199,6 +217,21 @@ def test_the_postgres_recheck_refuses_what_the_map_does_not_name() -> None:
 def test_rejections_say_where(sql: str, where: str, source: SourceMap) -> None:
     with pytest.raises(SqlRejected, match=where):
         analyze(sql, source)
+
+
+@BOTH
+@pytest.mark.parametrize("depth", [40, 300, 2000])
+def test_deep_nesting_is_refused_not_a_crash(depth: int, source: SourceMap) -> None:
+    parens = "SELECT " + "(" * depth + "ip" + ")" * depth + " FROM logins WHERE user_id = 'u'"
+    nested = (
+        "SELECT ip FROM logins WHERE user_id = 'u' AND ip IN "
+        + "(SELECT ip FROM logins WHERE user_id = 'u' AND ip IN " * depth
+        + "('x')"
+        + ")" * depth
+    )
+    for sql in (parens, nested):
+        with contextlib.suppress(SqlRejected, QueryRefused):
+            analyze(sql, source)
 
 
 def test_a_rejection_is_a_400_and_a_refusal_a_403() -> None:

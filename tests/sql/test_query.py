@@ -273,3 +273,13 @@ def test_an_individual_query_on_postgres(world: Custos, home: Path) -> None:
             QueryRequest("emp-9001", "app", f"SELECT count(*) FROM {pg.table}", "product_debug")
         )
         assert counted.rows == [(69,)]
+
+
+def test_the_result_shape_in_formats_md_is_a_real_results(world: Custos) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "formats.md").read_text(encoding="utf-8")
+    section = text.split("## Guarded SQL results (JSON)", 1)[1].split("\n## ", 1)[0]
+    shown = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    real = world.query(SUPPORT).to_dict()
+    assert set(shown) == set(real)
+    assert set(shown["columns"][0]) == set(real["columns"][0])
+    assert json.loads(json.dumps(real)) == real  # JSON-safe as it is

@@ -96,6 +96,95 @@ def _logins(subject: str, days: int, seed: int) -> list[str]:
     ]
 
 
+#: The demo's data map: the login service's table in a DuckDB file of the home.
+DEMO_SOURCES = """# The login service's history, guarded: custos sql --source logins ...
+sources:
+  logins:
+    url: duckdb:data/logins.duckdb
+    tables:
+      logins:
+        subject: user_id
+        columns:
+          login_at: plain
+          ip: ip_history
+          user_agent: {category: device, coarse: none}
+"""
+
+
+def _sql_demo(
+    home: Path,
+    call: Callable[[str, str, dict[str, Any]], httpx.Response],
+    *,
+    culprit: str,
+    journalists: list[str],
+    watched: list[str],
+    support: list[dict[str, Any]],
+    ordinary: list[str],
+    days: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The simulated users' login history as a DuckDB source; the 2022 query tried through
+    guarded SQL (refused), and a support agent's legitimate query (coarse rows)."""
+    import duckdb  # only the demo builds a DuckDB file
+
+    subjects = sorted({*watched, *ordinary, *(t["subject"] for t in support)})
+    rows = [
+        (
+            e["subject"],
+            datetime.fromisoformat(e["time"]).replace(tzinfo=None),
+            e["ip"],
+            e["user_agent"],
+        )
+        for n, subject in enumerate(subjects)
+        for e in (json.loads(line) for line in _logins(subject, days, seed + n))
+    ]
+    (home / "data").mkdir(exist_ok=True)
+    with duckdb.connect(str(home / "data" / "logins.duckdb")) as con:
+        con.execute(
+            "CREATE TABLE logins (user_id VARCHAR, login_at TIMESTAMP, ip VARCHAR, "
+            "user_agent VARCHAR)"
+        )
+        con.executemany("INSERT INTO logins VALUES (?, ?, ?, ?)", rows)
+    (home / "sources.yaml").write_text(DEMO_SOURCES, encoding="utf-8")
+    # Queries for custos to analyse (ids from the directory), never run as written: S608 is moot.
+    pinned = ", ".join(f"'{j}'" for j in journalists)
+    hunt = call(
+        culprit,
+        "/v1/query",
+        {
+            "source": "logins",
+            "sql": f"SELECT user_id, login_at, ip FROM logins WHERE user_id IN ({pinned})",  # noqa: S608
+            "purpose": "internal_investigation",
+        },
+    )
+    found: dict[str, Any] = {
+        "refused_2022_status": hunt.status_code,
+        "refused_2022_reason": hunt.json().get("error", {}).get("message"),
+    }
+    if support:
+        ticket = support[0]
+        reply = call(
+            ticket["assignee"],
+            "/v1/query",
+            {
+                "source": "logins",
+                "sql": "SELECT login_at, ip FROM logins "  # noqa: S608
+                f"WHERE user_id = '{ticket['subject']}' ORDER BY login_at DESC",
+                "purpose": "support",
+                "ticket": ticket["id"],
+            },
+        )
+        body = reply.json()
+        found["support"] = {
+            "status": reply.status_code,
+            "ticket": ticket["id"],
+            "rows": body.get("row_count"),
+            "precision": {c["name"]: c["precision"] for c in body.get("columns", [])}.get("ip"),
+            "example": (body.get("rows") or [[None, None]])[0][1],
+        }
+    return found
+
+
 def run_demo(
     home: Path,
     *,
@@ -358,6 +447,19 @@ def run_demo(
     )
     refused_rule = attempt.json().get("error", {}).get("rule")
 
+    say("guarded SQL", 1)
+    sql = _sql_demo(
+        home,
+        call,
+        culprit=culprits[0],
+        journalists=journalists[:2],
+        watched=sorted({*journalists[:4], target, official}),
+        support=[t for t in fresh if t["kind"] == "support"][:1],
+        ordinary=ordinary[:40],
+        days=days,
+        seed=seed,
+    )
+
     say("two-person approval", 1)
     pending = call(
         investigator,
@@ -439,6 +541,7 @@ def run_demo(
             "precision": precise.get("precision"),
             "records": len(precise.get("records", [])),
         },
+        "sql": sql,
         "alerts": dict(severity),
         "alerts_naming_culprits": [a.id for a in named],
         "top_alert_id": named[0].id if named else None,
@@ -468,6 +571,7 @@ def _account_of(summary: dict[str, Any]) -> list[str]:
         f"[bold red]Blocked[/]: {summary['blocked_2022_reads']} reads of journalists' IPs and "
         f"locations by internal audit ({', '.join(summary['culprits'])}); their request for "
         f"approval was refused outright ({summary['refused_request_rule']}).",
+        _sql_line(summary["sql"]),
         f"[bold yellow]Approved[/]: request {summary['granted_request']} by two privacy "
         f"officers; the precise read then released {summary['precise_read']['records']} "
         f"records. Request {summary['pending_request']} waits for its two approvers.",
@@ -492,6 +596,20 @@ def _account_of(summary: dict[str, Any]) -> list[str]:
         + f". It is in {summary['report_file']} (check it yourself: custos report verify "
         f"{summary['report_file']}).",
     ]
+
+
+def _sql_line(sql: dict[str, Any]) -> str:
+    line = (
+        f"[bold red]Refused in SQL[/]: the same hunt as one SELECT over the login history "
+        f"(HTTP {sql['refused_2022_status']}: {_clip(str(sql['refused_2022_reason']), 110)})."
+    )
+    support = sql.get("support")
+    if support:
+        line += (
+            f" A support agent's query on ticket {support['ticket']} returned "
+            f"{support['rows']} rows, IPs {support['precision']} (e.g. {support['example']})."
+        )
+    return line
 
 
 def _clip(text: str, width: int = 140) -> str:
@@ -555,6 +673,7 @@ def _start(home: Path, employees: int, days: int, seed: int, port: int, as_json:
         "starting the service": 1,
         "running benign traffic over HTTP": 300,
         "replaying the 2022 case": 1,
+        "guarded SQL": 1,
         "two-person approval": 1,
         "detecting": 1,
         "signing and proving": 1,

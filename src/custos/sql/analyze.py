@@ -30,7 +30,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import ensure_schema
 
 from custos.errors import QueryRefused, SqlRejected, shown_id
-from custos.sql import pgcheck
+from custos.sql import duckcheck, pgcheck
 from custos.sql.datamap import COLUMN_PLACEHOLDER, ColumnMap, Dialect, SourceMap, TableMap
 from custos.sql.functions import ALLOWED_NODES, CAST_TYPES
 
@@ -128,6 +128,8 @@ class Analysis:
         sql = tree.sql(dialect=dialect, comments=False, identify=True)
         if dialect == "postgres":
             pgcheck.check_generated(sql, self.source)
+        else:
+            duckcheck.check_generated(sql, self.source)
         return sql
 
 
@@ -204,6 +206,8 @@ def _parse(sql: str, dialect: Dialect) -> exp.Expr:
         raise SqlRejected("cannot parse the query (an unterminated string or comment?)") from None
     except RecursionError:
         raise SqlRejected("the query is nested too deeply") from None
+    except Exception:  # noqa: BLE001 - a parser bug must refuse the query, not crash
+        raise SqlRejected("cannot parse the query") from None
     statements = [s for s in statements if s is not None]
     if len(statements) != 1:
         raise SqlRejected(
@@ -237,8 +241,9 @@ def _check_allowed(tree: exp.Expr) -> None:
         elif isinstance(node, exp.Cast):
             to = node.args.get("to")
             if not isinstance(to, exp.DataType) or to.this not in CAST_TYPES:
+                shown = shown_id(to.sql()) if isinstance(to, exp.DataType) else "that type"
                 raise SqlRejected(
-                    f"a cast to {to.sql() if isinstance(to, exp.DataType) else 'that type'} is"
+                    f"a cast to {shown} is"
                     f" not allowed ({_where(node)}); cast to text, numbers, booleans, dates"
                     " or timestamps"
                 )
@@ -355,6 +360,8 @@ def _qualify(tree: exp.Expr, tables: Mapping[str, TableMap], dialect: Dialect) -
         ) from None
     except RecursionError:
         raise SqlRejected("the query is nested too deeply") from None
+    except Exception:  # noqa: BLE001 - an optimizer bug must refuse the query, not crash
+        raise SqlRejected("the columns of the query cannot be resolved") from None
 
 
 class _Tracer:
@@ -652,9 +659,21 @@ def analyze(sql: str, source: SourceMap) -> Analysis:
     its tables pinned and others not, a subject column searched, an aggregate query using a
     category or subject column other than as a GROUP BY key. Neither repeats a literal.
     """
+    try:
+        return _analyze(sql, source)
+    except RecursionError:
+        raise SqlRejected("the query is nested too deeply") from None
+
+
+def _analyze(sql: str, source: SourceMap) -> Analysis:
     dialect = source.dialect
+    if len(sql) > MAX_SQL_CHARS:
+        raise SqlRejected(f"the query is longer than {MAX_SQL_CHARS} characters")
+    # The engine's own parser first: what it would run must be one SELECT to it too.
     if dialect == "postgres":
         pgcheck.check_user_text(sql)
+    else:
+        duckcheck.check_user_text(sql)
     tree = _parse(sql, dialect)
     _check_allowed(tree)
     try:

@@ -13,6 +13,7 @@ import json
 from functools import lru_cache
 from typing import Any, Final, cast
 
+import sqlglot
 from pglast import parser
 
 from custos.errors import SqlRejected, shown_id
@@ -124,7 +125,12 @@ def _names(node: dict[str, Any], key: str) -> list[str]:
 
 @lru_cache(maxsize=64)
 def _template_words(template: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    _, pairs = _statement("SELECT " + template.replace(COLUMN_PLACEHOLDER, "custos_col"))
+    # As the rewrite will write it: sqlglot regenerates the template.
+    expression = template.replace(COLUMN_PLACEHOLDER, "custos_col")
+    generated = sqlglot.parse_one(expression, read="postgres").sql(
+        dialect="postgres", identify=True
+    )
+    _, pairs = _statement("SELECT " + generated)
     functions, operators, types = set(), set(), set()
     for name, value in pairs:
         if name == "FuncCall":

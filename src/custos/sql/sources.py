@@ -91,15 +91,18 @@ class _DuckDB:
                     raise SourceUnavailable(
                         f"source {shown_id(source.name)}: no DuckDB file at {path}"
                     )
+                # Locked from the start: a query cannot turn external access back on.
                 self.con = duckdb.connect(
-                    str(path), read_only=True, config={"enable_external_access": False}
+                    str(path),
+                    read_only=True,
+                    config={"enable_external_access": False, "lock_configuration": True},
                 )
             else:
                 self.con = duckdb.connect(":memory:")
                 files = self._views(home)
                 self.con.execute("SET allowed_paths = $1", [files])
                 self.con.execute("SET enable_external_access = false")
-            self.con.execute("SET lock_configuration = true")
+                self.con.execute("SET lock_configuration = true")
         except duckdb.Error as exc:
             raise SourceUnavailable(
                 f"source {shown_id(source.name)} cannot be opened ({type(exc).__name__})"
