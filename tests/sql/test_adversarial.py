@@ -352,11 +352,21 @@ def generated(draw: st.DrawFn) -> str:
         sql += " ORDER BY " + draw(st.sampled_from(_ORDERS))
         if draw(st.booleans()):
             sql += " LIMIT " + str(draw(st.integers(1, 3)))
+        return sql
+    # The same query inside a CTE, a derived table, or beside a pinned branch of a UNION.
+    wrap = draw(st.sampled_from(["none", "cte", "derived", "union"]))
+    if wrap == "cte":
+        return f"WITH q AS ({sql}) SELECT * FROM q"
+    if wrap == "derived":
+        return f"SELECT * FROM ({sql}) AS q"
+    if wrap == "union":
+        other = ", ".join(["m.ip"] * len(values))
+        return f"{sql} UNION ALL SELECT {other} FROM logins m WHERE m.user_id = 'u-activist'"
     return sql
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
