@@ -112,3 +112,12 @@ def test_the_console_needs_a_signed_in_person_with_a_principal(
     reply = admin.goto("/sql")
     assert reply is not None
     assert reply.status == 403
+
+
+def test_without_a_data_map_the_console_says_so(service: Service) -> None:
+    session = service.session("ivy")  # an investigator linked to emp-5001; no sources.yaml
+    page = session.get("/sql")
+    session.close()
+    assert page.status_code == 200
+    assert "No data map to query" in page.text
+    assert 'name="sql"' not in page.text

@@ -633,7 +633,7 @@ def _console(request: Request, who: Caller, **shown: Any) -> Response:
     system = _system(request)
     try:
         sources = sorted(system.data_map().sources)
-        unavailable = None
+        unavailable = None if sources else "No data map to query: sources.yaml names no source"
     except CustosError as exc:
         sources, unavailable = [], f"No data map to query: {exc.message}"
     return _render(
