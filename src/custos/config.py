@@ -68,6 +68,21 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "service": frozenset(
         {"rate_limit", "burst", "max_body_bytes", "https", "operator_auth", "public_origin"}
     ),
+    # Guarded SQL: the analyzer's k and the runner's limits (custos.access.query), and the
+    # wire front's listening address and limits (custos.wire.WireSettings).
+    "sql": frozenset(
+        {
+            "k",
+            "row_cap",
+            "statement_timeout",
+            "listen",
+            "port",
+            "max_connections",
+            "max_message_bytes",
+            "idle_timeout",
+            "auth_timeout",
+        }
+    ),
     "service.oidc": frozenset(
         {"issuer", "client_id", "client_secret", "redirect_uri", "name", "scopes"}
     ),
@@ -112,9 +127,6 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "hooks": frozenset({"window_seconds"}),
     "hooks.jira": frozenset({"kind", "kind_field", "subject_field", "assignee_field"}),
     "hooks.servicenow": frozenset({"kind", "kind_field", "subject_field", "closed_states"}),
-    # Guarded SQL: the least subjects per group of an aggregate, the most rows a query
-    # returns, and the seconds a source may take (custos.access.query).
-    "sql": frozenset({"k", "row_cap", "statement_timeout"}),
     # The fields of custos.detect.config.DetectConfig (a test keeps the two equal).
     "detect": frozenset(
         {

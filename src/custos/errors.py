@@ -261,6 +261,13 @@ class UnknownAccount(NotFound):
     code = "unknown_account"
 
 
+class ProtocolViolation(InvalidInput):
+    """A client broke the PostgreSQL wire protocol (a malformed or oversized message): the
+    SQL front answers with SQLSTATE 08P01 and closes the connection."""
+
+    code = "protocol_violation"
+
+
 class DataMapError(ValidationFailed):
     """The data map (``sources.yaml``) is invalid; each problem names ``file:line`` and the
     field. Nothing of it is used: the map in force stays the one accepted last."""
@@ -371,3 +378,16 @@ class SourceFailed(CustosError):
     code = "source_failed"
     http_status = 502
     exit_code = 5
+
+
+class UnknownSetting(InvalidInput):
+    """A session parameter the SQL front does not know (``SET work_mem``): SQLSTATE 42704."""
+
+    code = "unknown_setting"
+
+
+class TransactionAborted(InvalidInput):
+    """A statement sent after an error inside a transaction block, before ``ROLLBACK``:
+    SQLSTATE 25P02, as PostgreSQL answers it."""
+
+    code = "transaction_aborted"

@@ -21,6 +21,7 @@ from custos.cli import service as _service  # noqa: F401 - registers serve, user
 from custos.cli import sim as _sim  # noqa: F401 - registers simulate, eval
 from custos.cli import sql as _sql  # noqa: F401 - registers sql, sources
 from custos.cli import vault as _vault  # noqa: F401 - registers vault
+from custos.cli import wire as _wire  # noqa: F401 - registers sql serve
 from custos.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -18,11 +18,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from custos.access import Custos, acts
+from custos.access import Custos, QueryRequest, acts
 from custos.accounts.store import SESSION_LIFETIME
 from custos.api.auth import (
     SESSION_COOKIE,
     Caller,
+    acting_principal,
     approver_principal,
     check_origin,
     requires,
@@ -39,7 +40,9 @@ from custos.errors import (
 )
 from custos.reports import render_html, verify_report
 from custos.store.directory import PolicyVersionRow
+from custos.vocabulary import PURPOSES
 from custos.web import charts
+from custos.wire import text_value
 
 log = logging.getLogger("custos.web")
 _TEMPLATES = Jinja2Templates(directory=str(resources.files("custos.web") / "templates"))
@@ -617,6 +620,76 @@ def principal_page(principal_id: str, request: Request, who: Caller = Depends(RE
         chart=chart,
         alerts=alerts,
         recent=recent,
+    )
+
+
+#: Who may run guarded SQL from the dashboard: signed-in people with a principal, never the
+#: admin (who manages accounts and nothing else). The policy decides what each may see.
+CONSOLE = requires("auditor", "investigator", "approver", "privacy_officer")
+_REFUSAL_TITLES = {"QueryRefused": "Refused", "SqlRejected": "Not run"}
+
+
+def _console(request: Request, who: Caller, **shown: Any) -> Response:
+    system = _system(request)
+    try:
+        sources = sorted(system.data_map().sources)
+        unavailable = None if sources else "No data map to query: sources.yaml names no source"
+    except CustosError as exc:
+        sources, unavailable = [], f"No data map to query: {exc.message}"
+    return _render(
+        request,
+        "sql.html",
+        who,
+        sources=sources,
+        unavailable=unavailable,
+        purposes=sorted(PURPOSES),
+        **shown,
+    )
+
+
+@pages.get("/sql", response_class=HTMLResponse)
+def sql_console(request: Request, who: Caller = Depends(CONSOLE)) -> Response:
+    """The SQL console: a source, a purpose, a ticket and one SELECT, run as the signed-in
+    person's principal through ``Custos.query``."""
+    acting_principal(who, None)
+    return _console(request, who, purpose="support")
+
+
+@pages.post("/sql", response_class=HTMLResponse)
+def sql_run(
+    request: Request,
+    source: str = Form(..., max_length=128),
+    purpose: str = Form(..., max_length=64),
+    sql: str = Form(..., max_length=20_000),
+    ticket: str = Form("", max_length=128),
+    reason: str = Form("", max_length=2000),
+    who: Caller = Depends(CONSOLE),
+) -> Response:
+    """Run one guarded SELECT and answer the result fragment: coarse or precise rows with
+    each column's precision, or the refusal with its reason (logged like any other)."""
+    principal = acting_principal(who, None)
+    query = QueryRequest(
+        principal=principal,
+        source=source,
+        sql=sql,
+        purpose=purpose,
+        ticket=ticket.strip() or None,
+        reason=reason.strip() or None,
+    )
+    result, refusal = None, None
+    try:
+        result = _system(request).query(query, source_tag=f"dashboard:{who.name}")
+    except CustosError as exc:
+        # Messages never carry values (custos.errors), so they are safe to show as they are.
+        title = _REFUSAL_TITLES.get(type(exc).__name__, "Not run")
+        rule = getattr(exc, "rule", None)
+        message = f"{exc.message} (rule: {rule})" if rule else exc.message
+        refusal = {"title": title, "message": message, "hint": exc.hint}
+    rows = [[text_value(v) for v in row] for row in result.rows] if result else []
+    return _TEMPLATES.TemplateResponse(
+        request,
+        "sql_result.html",
+        {"who": who, "result": result, "rows": rows, "refusal": refusal},
     )
 
 

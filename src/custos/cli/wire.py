@@ -1,0 +1,52 @@
+"""``custos sql serve``: the PostgreSQL wire-protocol front (see :mod:`custos.wire`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from typing import Annotated
+
+import typer
+
+from custos.access import Custos
+from custos.cli.app import console, state
+from custos.cli.sql import sql_app
+from custos.wire import SqlFront, WireSettings, token_authenticator
+
+
+@sql_app.command("serve")
+def sql_serve(
+    ctx: typer.Context,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="Address [default: [sql] listen, 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port [default: [sql] port, 5480].")
+    ] = None,
+) -> None:
+    """Serve guarded SQL over the PostgreSQL wire protocol: psql, psycopg, DBeaver connect
+    with a custos API token (role tool) as the password, the source as the database, and
+    purpose and ticket as options: PGOPTIONS='-c custos.purpose=support -c custos.ticket=T-9'.
+    """
+    with Custos.open(state(ctx).home) as system:
+        settings = WireSettings.from_settings(system.settings)
+        if listen is not None:
+            settings = dataclasses.replace(settings, listen=listen)
+        if port is not None:
+            settings = dataclasses.replace(settings, port=port)
+        front = SqlFront(system, token_authenticator(system.accounts), settings)
+
+        async def run() -> None:
+            await front.start()
+            console.print(
+                f"custos SQL front on {settings.listen}:{front.port} (Ctrl-C stops it)",
+                highlight=False,
+            )
+            try:
+                await front.serve_forever()
+            finally:
+                await front.close()
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
