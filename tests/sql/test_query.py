@@ -406,3 +406,22 @@ def test_queries_from_several_threads_are_each_decided_and_released(world: Custo
     assert {r.release_index for r in results} == {
         i for i, e in enumerate(_entries(world)) if e["type"] == "sql_release"
     }
+
+
+def test_a_repeated_text_is_decided_again_and_follows_a_changed_map(
+    world: Custos, home: Path
+) -> None:
+    # Analyses are kept by text: the decisions and the release are never kept with them.
+    first = world.query(SUPPORT)
+    start = world.ledger.size()
+    again = world.query(SUPPORT)
+    assert again.rows == first.rows
+    assert [e["type"] for e in _entries(world, start)] == ["decision", "decision", "sql_release"]
+    # A changed map is a new analysis: the same text now runs with the new coarse form.
+    text = source_yaml("app", "duckdb:data/app.duckdb", "logins").replace(
+        "ip: ip_history", "ip: {category: ip_history, coarse: none}"
+    )
+    (home / "sources.yaml").write_text(text, encoding="utf-8")
+    changed = world.query(SUPPORT)
+    assert [row[1] for row in changed.rows] == [None] * len(first.rows)
+    assert changed.sql_digest != first.sql_digest

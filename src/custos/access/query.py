@@ -34,6 +34,7 @@ import ipaddress
 import logging
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from custos.ledger.entries import (
 )
 from custos.policy import AccessRequest, AggregateDecision, AggregateRequest, Decision, Reason
 from custos.reports import about_subjects
-from custos.sql.datamap import MAP_FILE, DataMap, load_data_map, to_json
+from custos.sql.datamap import MAP_FILE, DataMap, SourceMap, load_data_map, to_json
 from custos.sql.sources import run_query
 from custos.times import iso
 
@@ -76,6 +77,8 @@ ACCOUNT_CATEGORY = "profile"
 DEFAULT_K = 10
 DEFAULT_ROW_CAP = 10_000
 DEFAULT_TIMEOUT = 30.0
+#: How many analysed queries a desk keeps (least recently used first out).
+ANALYSES_KEPT = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +266,29 @@ class QueryDesk:
         self.system = system
         self.maps = DataMapHolder(system.settings.home)
         self.settings = SqlSettings.from_settings(system.settings)
+        # Analyses by (map digest, source, text): an analysis depends on nothing else, and
+        # tools (consoles, dashboards, the wire front's clients) repeat their queries.
+        self._analyses: OrderedDict[tuple[str, str, str], Analysis] = OrderedDict()
+        self._analyses_lock = threading.Lock()
+
+    def _analyze(self, sql: str, source: SourceMap, digest: str) -> Analysis:
+        from custos.sql.analyze import analyze  # the analyzer pulls in sqlglot: on first use
+
+        key = (digest, source.name, sql)
+        with self._analyses_lock:
+            known = self._analyses.get(key)
+            if known is not None:
+                self._analyses.move_to_end(key)
+                return known
+        analysis = analyze(sql, source)
+        with self._analyses_lock:
+            self._analyses[key] = analysis
+            while len(self._analyses) > ANALYSES_KEPT:
+                self._analyses.popitem(last=False)
+        return analysis
 
     def query(self, request: QueryRequest, *, source_tag: str = "sql") -> QueryResult:
         """See :meth:`Custos.query`."""
-        from custos.sql.analyze import analyze  # the analyzer pulls in sqlglot: on first use
-
         system = self.system
         data_map = self.maps.current(system)
         source = data_map.source(request.source)
@@ -276,7 +297,7 @@ class QueryDesk:
         with contextlib.suppress(AuthorityMismatch):
             system.directory.principal(request.principal)
         try:
-            analysis = analyze(request.sql, source)
+            analysis = self._analyze(request.sql, source, data_map.digest)
         except (SqlRejected, QueryRefused) as exc:
             # Logged before the refusal is answered: probing the analyzer leaves a trace.
             system.ledger.append(

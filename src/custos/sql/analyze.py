@@ -81,6 +81,10 @@ class Analysis:
     _tree: exp.Expr = field(repr=False, compare=False)
     _tables: Mapping[str, TableMap] = field(repr=False, compare=False)
     _k_tables: tuple[tuple[str, str], ...] = field(repr=False, compare=False, default=())
+    #: Generated SQL by precision: a tool repeating a query pays for generating it once.
+    _rewritten: dict[tuple[tuple[str, str], ...], str] = field(
+        repr=False, compare=False, default_factory=dict
+    )
 
     @property
     def categories(self) -> frozenset[str]:
@@ -100,6 +104,15 @@ class Analysis:
         for category in self.categories:
             if precision[category] not in ("coarse", "precise"):
                 raise KeyError(category)
+        key = tuple(sorted((c, precision[c]) for c in self.categories))
+        known = self._rewritten.get(key)
+        if known is not None:
+            return known
+        sql = self._generate(precision)
+        self._rewritten[key] = sql
+        return sql
+
+    def _generate(self, precision: Mapping[str, str]) -> str:
         dialect = self.source.dialect
         tree = self._tree.copy()
         for column in list(tree.find_all(exp.Column)):
