@@ -7,12 +7,8 @@ from typing import Annotated
 
 import typer
 
-from custos.access import Custos
-from custos.accounts import need_roles
 from custos.cli.app import app, console, err_console, print_json, state
 from custos.cli.operator import operator
-from custos.directory import merge_documents, read_directory_file
-from custos.vocabulary import KNOWN_ROLES, unknown_word
 
 org_app = typer.Typer(help="The directory: principals, subjects and tickets.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
@@ -23,6 +19,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 @app.command("init")
 def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Create the home folder, its database and default policy pack (safe to re-run)."""
+    from custos.access import Custos
+
     with Custos.init(state(ctx).home) as system:
         home = system.settings.home
     if as_json:
@@ -44,6 +42,11 @@ def load(
     naming who loaded it (with ``[service] operator_auth``: an admin's token in
     ``$CUSTOS_TOKEN``), and only then written.
     """
+    from custos.access import Custos
+    from custos.accounts import need_roles
+    from custos.directory import merge_documents, read_directory_file
+    from custos.vocabulary import KNOWN_ROLES, unknown_word
+
     document = merge_documents(read_directory_file(path) for path in files)
     source = ", ".join(str(p) for p in files)
     with Custos.open(state(ctx).home) as system:
