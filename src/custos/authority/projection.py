@@ -186,6 +186,8 @@ class AuthorityProjection:
             latest = self.latest.get((kind, key))
             if latest is None:
                 problem = f"{shown} was never set through custos (no ledger entry sets it)"
+            elif latest[1].get("removed") is True:
+                problem = f"{shown} was removed by ledger entry {latest[0]} and is back"
             elif at != latest[0]:
                 problem = f"{shown} names entry {at}; the ledger's latest for it is {latest[0]}"
             elif any(latest[1].get(name) != value for name, value in facts.items()):
@@ -198,8 +200,9 @@ class AuthorityProjection:
             else:
                 continue
             found.append(AuthorityFinding(None, table, key, problem))
-        for (other, key), _ in self.latest.items():
-            if other == kind and key not in seen:
+        for (other, key), (_, latest_facts) in self.latest.items():
+            # A row whose latest entry removed it (``org import --prune``) belongs nowhere.
+            if other == kind and key not in seen and latest_facts.get("removed") is not True:
                 found.append(
                     AuthorityFinding(
                         None,
