@@ -77,6 +77,7 @@ from custos.vocabulary import PrincipalKind, PrincipalStatus, ProtectedFlag, Pur
 #: The key naming each line's section, and the section it fills.
 LINE_KEYS = {"principal": "principals", "subject": "subjects", "ticket": "tickets"}
 SECTIONS = ("principals", "subjects", "tickets")
+SINGULAR = {section: key for key, section in LINE_KEYS.items()}
 _KINDS = {"principals": "principal", "subjects": "subject", "tickets": "ticket"}
 _ENTRIES: dict[str, Any] = {
     "principals": PrincipalEntry,
@@ -828,8 +829,7 @@ def _prune(
 
 def write_lines(path: Path, entries: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
     """Write ``entries`` (per section, entries as in a directory file) as directory lines."""
-    singular = {section: key for key, section in LINE_KEYS.items()}
     with path.open("w", encoding="utf-8") as out:
         for section in SECTIONS:
             for entry in entries.get(section, ()):
-                out.write(json.dumps({singular[section]: dict(entry)}, default=str) + "\n")
+                out.write(json.dumps({SINGULAR[section]: dict(entry)}, default=str) + "\n")
