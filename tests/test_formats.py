@@ -15,7 +15,7 @@ import pytest
 from custos.access import Custos, Viewer
 from custos.detect.engine import Finding
 from custos.detect.events import EventStore, parse_event
-from custos.directory import parse_text
+from custos.directory import import_lines, parse_text
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import NoteVerifier, open_checkpoint
 from custos.ledger.tree import verify_consistency, verify_inclusion
@@ -40,7 +40,8 @@ def json_lines(block: str) -> list[str]:
 
 def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> None:
     assert set(examples()) == {
-        "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
+        "directory", "directory-lines", "events", "records", "alert", "ledger", "inclusion",
+        "consistency",
         "checkpoint", "verifier-key", "report-fields",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
@@ -64,6 +65,19 @@ def test_directory_events_and_records_load_into_a_real_home(system: Custos) -> N
     # A login with a user agent is two records (ip_history and device).
     assert (records.added, records.rejected) == (4, 0)
     assert set(records.categories) == {"ip_history", "device", "location", "contact"}
+
+
+def test_the_directory_lines_import_as_the_directory_file_loads(
+    system: Custos, tmp_path: Path
+) -> None:
+    given = examples()
+    lines = tmp_path / "directory.jsonl"
+    lines.write_text(given["directory-lines"], encoding="utf-8")
+    report = import_lines(system.directory, lines)
+    assert report.added == {"principals": 3, "subjects": 3, "tickets": 1}
+    # The same directory as the file example: merging that one changes nothing.
+    again = system.directory.merge(parse_text(given["directory"], "formats.md"))
+    assert again.total_changes == 0
 
 
 def test_the_alert_example_has_an_alerts_fields() -> None:

@@ -21,7 +21,8 @@ version V committed, every row stamped V or less is committed and visible to any
 it runs afterwards. A reader that reads the version V first, and then the rows with
 ``seq > last``, therefore gets every row changed in (last, V]; it may get rows stamped above
 V too (committed in between), which it reads again next time from ``last = V``: duplicates,
-never a gap. Rows are never deleted. Rows are written before the increment in every write
+never a gap. Rows are deleted only by ``org import --prune`` (:mod:`custos.directory.bulk`),
+which moves the counter too. Rows are written before the increment in every write
 (never the other way round) so that two writers always take their locks in the same order:
 rows, then the counter, and cannot deadlock.
 """
@@ -551,7 +552,8 @@ class DirectoryStore:
         the files, and so may be some changed after it; pass it as ``after`` next time (a
         row is never missed, at worst written twice). A first copy passes ``after=-1``: rows
         stored before the directory had ``seq`` carry the version of that time, 0 when it
-        had none. Rows are never deleted, so changes are additions and updates only.
+        had none. Changes are additions and updates only: a row removed by ``org import
+        --prune`` is not named here, so a copy kept this way keeps it until made anew.
         Raises :class:`TypeError` when ``after`` is not an integer, :class:`StoreUnavailable`
         when the database fails, and :class:`OSError` when ``folder`` cannot take the files.
         """
