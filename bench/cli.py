@@ -81,19 +81,23 @@ def main() -> None:
         for argv in commands.values():  # warm the file cache and custos's own caches
             run(argv, env, folder)
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.runs):
             for name, argv in commands.items():
-                times[name].append(run(argv, env, folder))
+                wall, used = run(argv, env, folder)
+                times[name].append(wall)
+                cpu[name].append(used)
         base = statistics.median(times["python -c pass"])
-        print(f"{args.runs} runs each, interleaved; wall-clock seconds")
+        print(f"{args.runs} runs each, interleaved; seconds (cpu: the process's user + system)")
         print(
-            f"{'command':<16} {'median':>8} {'min':>8} {'max':>8} {'minus start':>12} {'ratio':>7}"
+            f"{'command':<16} {'median':>8} {'min':>8} {'max':>8} {'minus start':>12} "
+            f"{'ratio':>7} {'cpu':>7}"
         )
         for name, taken in times.items():
             median = statistics.median(taken)
             print(
                 f"{name:<16} {median:8.3f} {min(taken):8.3f} {max(taken):8.3f} "
-                f"{median - base:12.3f} {median / base:7.1f}x"
+                f"{median - base:12.3f} {median / base:7.1f}x {statistics.median(cpu[name]):7.3f}"
             )
         goals = {"custos --help": 0.3, "custos check": 0.5}
         for name, goal in goals.items():
