@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from custos.cli.app import app, narrowed
 from custos.cli.sim import SCENARIO_NAMES
 from custos.directory import write_lines
 from tests.factories import SUPPORT_WORLD
@@ -135,3 +138,40 @@ def test_org_import_names_a_bad_line_and_loads_nothing(home: Path, tmp_path: Pat
     )
     assert check.returncode != 0  # nothing was loaded: the principal is unknown
     assert "unknown principal" in check.stderr
+
+
+words = st.sampled_from(
+    ["check", "org", "import", "log", "--home", "--home=/h", "--json", "-x", "nope", "/tmp/h"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(words, max_size=5))
+def test_only_the_named_command_is_built(args: list[str]) -> None:
+    only = narrowed(args)
+    if only is app:
+        return
+    # The first word that is neither an option nor --home's value names it.
+    rest = list(args)
+    while rest and (rest[0].startswith("--home=") or rest[0] == "--home"):
+        rest = rest[2:] if rest[0] == "--home" else rest[1:]
+    assert rest
+    assert not rest[0].startswith("-")
+    names = [c.name for c in only.registered_commands] + [g.name for g in only.registered_groups]
+    assert names == [rest[0]]
+
+
+def test_a_command_after_home_runs_narrowed(home: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("CUSTOS_HOME", None)
+    other = tmp_path / "elsewhere"
+    result = subprocess.run(
+        [*CUSTOS, "--home", str(other), "init", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["home"] == str(other)
