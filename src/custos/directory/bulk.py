@@ -2,19 +2,20 @@
 
 ``custos org load`` reads a whole YAML or JSON document into memory and writes it through
 the ORM in one transaction: fine for thousands of rows, minutes for a million. This module
-takes the same entries, one per line (DOCS: docs/formats.md, *Directory lines*), in two
+takes the same entries, one per line (docs/formats.md, *Directory lines*), in two
 passes over the file:
 
 1. **Check.** Every line is decoded and validated (the same pydantic models as directory
    files), duplicates and references are checked against the file and the stored directory,
    and the valid rows are spooled, compactly, to an anonymous temporary file. Any problem:
    every problem is reported by line number and nothing is written.
-2. **Write**, per chunk of at most :data:`custos.authority.BATCH` rows of one section: read
-   the stored rows (one query), keep only the rows that add or change something (or that
-   custos never vouched for), ledger their facts as one ``authority`` entry (one durable
-   append), then write them in one transaction with ``executemany`` (no ORM objects), move
-   the directory version and stamp them with it, exactly as :meth:`DirectoryStore.merge`
-   does (see the module docstring of :mod:`custos.directory.store`).
+2. **Write**, per chunk of at most :data:`CHUNK` rows of one section: read the stored rows
+   (one query per thousand), keep only the rows that add or change something (or that
+   custos never vouched for), ledger their facts as ``authority`` entries of at most
+   :data:`custos.authority.BATCH` rows in one durable append, then write them in one
+   transaction with ``executemany`` through a driver cursor (no ORM objects), move the
+   directory version and stamp them with it, as :meth:`DirectoryStore.merge` does (see the
+   module docstring of :mod:`custos.directory.store`).
 
 So every row is an authority fact ledgered before it is written, as everywhere else. An
 import stopped midway (a crash, the ledger unavailable) keeps the chunks it committed: each
