@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from custos.cli.app import app, narrowed
 from custos.cli.sim import SCENARIO_NAMES
 from custos.directory import write_lines
-from tests.factories import SUPPORT_WORLD
+from tests.factories import SUPPORT_WORLD, write_org
 
 CUSTOS = [sys.executable, "-m", "custos"]
 
@@ -175,3 +175,15 @@ def test_a_command_after_home_runs_narrowed(home: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["home"] == str(other)
+
+
+def test_org_load_prune_reports_what_it_removed(home: Path, tmp_path: Path) -> None:
+    assert run(home, "init").returncode == 0
+    path = write_org(tmp_path / "org.yaml", SUPPORT_WORLD)
+    assert run(home, "org", "load", str(path)).returncode == 0
+    smaller = {**SUPPORT_WORLD, "tickets": SUPPORT_WORLD["tickets"][:3]}
+    result = run(home, "org", "load", str(write_org(path, smaller)), "--prune", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["removed"] == {"principals": 0, "subjects": 0, "tickets": 4}
+    verify = run(home, "log", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr

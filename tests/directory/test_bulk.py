@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from custos.access import Custos
-from custos.directory import bulk, import_lines, parse_text, write_lines
+from custos.directory import bulk, import_lines, parse_text, plan_prune, write_lines
 from custos.directory.files import PrincipalEntry, SubjectEntry, TicketEntry
 from custos.errors import InvalidInput, LedgerUnavailable, UnknownSubject, ValidationFailed
 from custos.ledger.entries import AuthorityFactsEntry, parse_bytes
@@ -416,3 +416,34 @@ def test_the_fast_path_accepts_exactly_what_the_entry_models_accept(line: str) -
     if fast is not None:
         assert fast[0] == section
         assert bulk._SPOOLED[section](fast[1]) == spooled
+
+
+def test_org_load_prune_removes_what_the_document_leaves_out(system: Custos) -> None:
+    system.directory.merge(parse_text(json.dumps(WORLD), "w.json", as_json=True))
+    smaller = json.loads(json.dumps(WORLD))
+    smaller["principals"] = [p for p in smaller["principals"] if p["id"] != "emp-3"]
+    document = parse_text(json.dumps(smaller), "s.json", as_json=True)
+    planned = plan_prune(system.directory, document, "s.json")
+    system.directory.merge(document, source="s.json")
+    assert planned.apply(system.directory, "s.json") == {
+        "principals": 1,
+        "subjects": 0,
+        "tickets": 0,
+    }
+    assert [p.id for p in system.directory.principals()] == ["emp-1", "emp-2"]
+    assert verified(system) == []
+
+
+def test_org_load_prune_refuses_a_reference_to_a_row_it_would_remove(system: Custos) -> None:
+    system.directory.merge(parse_text(json.dumps(WORLD), "w.json", as_json=True))
+    partial = {
+        "principals": [p for p in WORLD["principals"] if p["id"] != "emp-1"],
+        "tickets": WORLD["tickets"][:1],
+    }
+    document = parse_text(json.dumps(partial), "p.json", as_json=True)
+    with pytest.raises(ValidationFailed) as caught:
+        plan_prune(system.directory, document, "p.json")
+    assert caught.value.problems[0] == (
+        "p.json: principals[0] (id 'emp-2'): field 'manager': principal 'emp-1' is not in the "
+        "file, and --prune removes it"
+    )

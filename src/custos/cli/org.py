@@ -33,18 +33,27 @@ def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def load(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Directory files (YAML or JSON).")],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove stored rows of each section the files hold that they do not hold.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate directory files and merge them into the directory, all or nothing.
 
     Loading the same file twice changes nothing. Every problem is reported with its file,
-    entry and field, and then nothing is loaded. What it adds or changes is ledgered first,
+    entry and field, and then nothing is loaded. With --prune, the files are the whole
+    directory (each section they hold): stored rows they leave out are removed, each
+    ledgered first as a removal. What it adds or changes is ledgered first,
     naming who loaded it (with ``[service] operator_auth``: an admin's token in
     ``$CUSTOS_TOKEN``), and only then written.
     """
     from custos.access import Custos
     from custos.accounts import need_roles
-    from custos.directory import merge_documents, read_directory_file
+    from custos.directory import merge_documents, plan_prune, read_directory_file
     from custos.vocabulary import KNOWN_ROLES, unknown_word
 
     document = merge_documents(read_directory_file(path) for path in files)
@@ -54,7 +63,9 @@ def load(
         if who.authenticated:
             # The directory is authority: loading it is the admin plane's job.
             need_roles(who.roles, "admin")
+        planned = plan_prune(system.directory, document, source) if prune else None
         report = system.directory.merge(document, source=source, by=who.entry())
+        removed = planned.apply(system.directory, source, who.entry()) if planned else None
     # A role the default pack does not know is allowed (a pack may add roles) but gets
     # nothing from the default pack: say so, since it is most often a typo.
     for role in sorted({p.role for p in document.principals} - KNOWN_ROLES):
@@ -67,14 +78,14 @@ def load(
             soft_wrap=True,
         )
     if as_json:
-        print_json(
-            {"added": report.added, "changed": report.changed, "unchanged": report.unchanged}
-        )
+        body = {"added": report.added, "changed": report.changed, "unchanged": report.unchanged}
+        print_json({**body, "removed": removed} if removed is not None else body)
         return
     for section in ("principals", "subjects", "tickets"):
+        gone = f", {removed[section]} removed" if removed is not None else ""
         console.print(
             f"{section}: {report.added[section]} added, {report.changed[section]} changed, "
-            f"{report.unchanged[section]} unchanged"
+            f"{report.unchanged[section]} unchanged{gone}"
         )
 
 

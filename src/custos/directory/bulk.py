@@ -66,7 +66,7 @@ from custos.directory.files import (
     TicketEntry,
     _describe_error,
 )
-from custos.directory.model import Principal, Subject, Ticket
+from custos.directory.model import DirectoryDocument, Principal, Subject, Ticket
 from custos.directory.store import _UNSTAMPED, DirectoryStore, _components
 from custos.errors import InvalidInput, StoreConflict, ValidationFailed
 from custos.store import HotCursor
@@ -831,6 +831,68 @@ def _prune(
                 cursor.executemany(f"DELETE FROM {table.name} WHERE id = ?", [(k,) for k in chunk])  # noqa: S608
                 _bump(cursor)
             report.removed[section] += len(chunk)
+
+
+def plan_prune(store: DirectoryStore, document: DirectoryDocument, source: str) -> PrunePlan:
+    """What ``custos org load --prune`` removes: in each section ``document`` holds, the
+    stored rows it does not hold. Raises :class:`ValidationFailed` (nothing planned) when
+    the document names a row of such a section that only the store holds (it would be
+    removed), or a kept row would name a removed one; :class:`StoreUnavailable`."""
+    plan = _Plan()
+    for section in SECTIONS:
+        plan.ids[section] = {value.id: n for n, value in enumerate(getattr(document, section))}
+    pruned = {section for section in SECTIONS if plan.ids[section]}
+    problems: list[str] = []
+    references = [
+        *(("principals", "principals", n, p.id, "manager", p.manager)
+          for n, p in enumerate(document.principals)),
+        *(("subjects", "principals", n, s.id, "employee", s.employee)
+          for n, s in enumerate(document.subjects)),
+        *(("subjects", "subjects", n, s.id, "linked", other)
+          for n, s in enumerate(document.subjects) for other in s.linked),
+        *(("tickets", "principals", n, t.id, "assignee", t.assignee)
+          for n, t in enumerate(document.tickets)),
+        *(("tickets", "subjects", n, t.id, "subject", t.subject)
+          for n, t in enumerate(document.tickets)),
+    ]  # fmt: skip
+    for section, target, position, key, name, other in references:
+        if other is not None and target in pruned and other not in plan.ids[target]:
+            problems.append(
+                f"{source}: {section}[{position}] (id {key!r}): field '{name}': "
+                f"{_KINDS[target]} {other!r} is not in the file, and --prune removes it"
+            )
+    with store.db.session() as session:
+        _plan_removals(session, plan, pruned, source, problems.append)
+    if problems:
+        raise ValidationFailed(
+            f"{source}: {len(problems)} problem(s); nothing was loaded", problems
+        )
+    return PrunePlan(plan)
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """The rows :func:`plan_prune` found to remove; :meth:`apply` removes them."""
+
+    _plan: _Plan
+
+    @property
+    def removals(self) -> dict[str, list[str]]:
+        return self._plan.removals
+
+    def apply(
+        self, store: DirectoryStore, source: str, by: Mapping[str, Any] | None = None
+    ) -> dict[str, int]:
+        """Remove the planned rows, each ledgered first as a removal; the count per section.
+        Raises :class:`LedgerUnavailable` and :class:`StoreUnavailable` (the chunks removed
+        so far stay removed, each ledgered)."""
+        report = ImportReport(lines=0)
+        with store._write_lock:
+            try:
+                _prune(store, self._plan, f"org load --prune: {source}", by, report)
+            finally:
+                store.invalidate()
+        return report.removed
 
 
 def write_lines(path: Path, entries: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
