@@ -332,28 +332,30 @@ def _check(store: DirectoryStore, path: Path, source: str, plan: _Plan, prune: b
         number = 0
         try:
             for number, raw in enumerate(handle, start=1):
-                line = raw.rstrip("\n").removesuffix("\r")
+                line = (raw[:-1] if raw.endswith("\n") else raw).removesuffix("\r")
                 if number == 1:
                     line = line.removeprefix("\ufeff")
-                if not line.strip():
+                if not line or line.isspace():
                     continue
                 plan.lines += 1
-                where = f"{source}:{number}"
                 if len(line) > MAX_LINE_CHARS:
-                    problem(f"{where}: line longer than {MAX_LINE_CHARS} characters")
+                    problem(f"{source}:{number}: line longer than {MAX_LINE_CHARS} characters")
                     continue
                 parsed = _fast(line)
                 if parsed is None:
-                    parsed = _slow(line, where, problem)
+                    parsed = _slow(line, f"{source}:{number}", problem)
                     if parsed is None:
                         continue
                 section, fields = parsed
                 key = fields["id"]
-                first = plan.ids[section].get(key)
+                ids = plan.ids[section]
+                first = ids.get(key)
                 if first is not None:
-                    problem(f"{where}{_id_label(key)}: duplicate id (first at line {first})")
+                    problem(
+                        f"{source}:{number}{_id_label(key)}: duplicate id (first at line {first})"
+                    )
                     continue
-                plan.ids[section][key] = number
+                ids[key] = number
                 _note_references(section, fields, number, wanted)
                 row = _SPOOLED[section](fields)
                 if section == "subjects" and row[5]:
@@ -450,18 +452,24 @@ def _note_references(
     number: int,
     wanted: dict[str, dict[str, tuple[int, str]]],
 ) -> None:
-    refs: list[tuple[str, str | None, str]] = []
-    if section == "principals":
-        refs.append(("principals", fields.get("manager"), "manager"))
-    elif section == "subjects":
-        refs.append(("principals", fields.get("employee"), "employee"))
-        refs.extend(("subjects", other, "linked") for other in fields.get("linked") or ())
+    """Remember the first line naming each id the entry refers to (checked after the file)."""
+    principals, subjects = wanted["principals"], wanted["subjects"]
+    if section == "subjects":
+        employee = fields.get("employee")
+        if employee is not None and employee not in principals:
+            principals[employee] = (number, "employee")
+        for other in fields.get("linked") or ():
+            if other not in subjects:
+                subjects[other] = (number, "linked")
+    elif section == "tickets":
+        if fields["assignee"] not in principals:
+            principals[fields["assignee"]] = (number, "assignee")
+        if fields["subject"] not in subjects:
+            subjects[fields["subject"]] = (number, "subject")
     else:
-        refs.append(("principals", fields["assignee"], "assignee"))
-        refs.append(("subjects", fields["subject"], "subject"))
-    for target, key, field_name in refs:
-        if key is not None and key not in wanted[target]:
-            wanted[target][key] = (number, field_name)
+        manager = fields.get("manager")
+        if manager is not None and manager not in principals:
+            principals[manager] = (number, "manager")
 
 
 def _iso(moment: datetime | None) -> str | None:
