@@ -17,7 +17,7 @@ from custos.access import Custos, Viewer
 from custos.detect.engine import Finding
 from custos.detect.events import EventStore, parse_event
 from custos.detect.importers import parse_mapping
-from custos.directory import parse_text
+from custos.directory import import_lines, parse_text
 from custos.feeds.scim import ScimMapping, parse_user, principal_of
 from custos.feeds.tickets import HookMapping
 from custos.feeds.tickets import parse as parse_hook
@@ -46,7 +46,8 @@ def json_lines(block: str) -> list[str]:
 
 def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> None:
     assert set(examples()) == {
-        "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
+        "directory", "directory-lines", "events", "records", "alert", "ledger", "inclusion",
+        "consistency",
         "checkpoint", "verifier-key", "report-fields", "sources", "ocsf-activity",
         "ocsf-finding", "pgaudit-mapping", "cloudtrail-mapping", "scim-user", "hook-generic",
         "hook-jira", "hook-servicenow",
@@ -107,6 +108,19 @@ def test_the_feed_examples_parse_with_the_feeds_parsers() -> None:
         assert change.ticket.status == "closed", kind
         assert change.ticket.closed is not None, kind
         assert change.ticket.closed.isoformat() == "2026-01-06T16:00:00+00:00", kind
+
+
+def test_the_directory_lines_import_as_the_directory_file_loads(
+    system: Custos, tmp_path: Path
+) -> None:
+    given = examples()
+    lines = tmp_path / "directory.jsonl"
+    lines.write_text(given["directory-lines"], encoding="utf-8")
+    report = import_lines(system.directory, lines)
+    assert report.added == {"principals": 3, "subjects": 3, "tickets": 1}
+    # The same directory as the file example: merging that one changes nothing.
+    again = system.directory.merge(parse_text(given["directory"], "formats.md"))
+    assert again.total_changes == 0
 
 
 def test_the_alert_example_has_an_alerts_fields() -> None:

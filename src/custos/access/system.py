@@ -22,13 +22,10 @@ from sqlalchemy import select
 from custos import telemetry
 from custos.access.batching import ThreadBatcher
 from custos.access.decisions import AUTHORITY_MISMATCH, DecisionMaker
-from custos.access.feed import EventFeed
 from custos.access.journal import decision_entry, new_event_id
 from custos.access.query import QueryDesk, QueryRequest, QueryResult
 from custos.access.read import ReadResult, release_entry
-from custos.access.replay import Replayed, Replayer
 from custos.accounts import Account, Accounts
-from custos.accounts.oidc import OidcClient, OidcSettings
 from custos.approvals import (
     Approvals,
     ApprovalSettings,
@@ -40,8 +37,6 @@ from custos.approvals import (
 )
 from custos.authority import AuthorityWriter, Voucher
 from custos.config import Settings, decision_settings, decision_settings_digest, load_settings
-from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, Finding, run_detection
-from custos.detect.replay import ReplayPolicy, ReplaySource
 from custos.directory import DirectoryStore
 from custos.errors import (
     AuthorityMismatch,
@@ -85,26 +80,20 @@ from custos.policy import (
     install_default_pack,
     load_pack,
 )
-from custos.reports import SUBJECT_CHAIN, SubjectIndex, build_report
-from custos.sql import DataMap
 from custos.store import Database, open_database
 from custos.store.directory import PolicyVersionRow
 from custos.times import iso
-from custos.vault import (
-    KEK_FILE,
-    GeoLookup,
-    IngestReport,
-    KeyProvider,
-    LocalKeyFile,
-    Release,
-    ShredReport,
-    Vault,
-)
 
 SHRED_LOCK_FILE = "shred.lock"
 
-if TYPE_CHECKING:  # python-pkcs11 is imported only when a token is configured
-    from custos.hsm import Token
+if TYPE_CHECKING:  # imported where used: a command pays only for the parts it needs
+    from custos.access.replay import Replayed, Replayer
+    from custos.accounts.oidc import OidcClient
+    from custos.detect import Casebook, DetectionRun, EventStore
+    from custos.hsm import Token  # python-pkcs11 is imported only when a token is configured
+    from custos.reports import SubjectIndex
+    from custos.sql import DataMap
+    from custos.vault import IngestReport, ShredReport, Vault
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -158,6 +147,8 @@ class Custos:
 
         Raises :class:`ConfigurationError` when the home cannot be created.
         """
+        from custos.vault import KEK_FILE, LocalKeyFile
+
         settings = load_settings(home)
         origin = str(settings.section("ledger").get("origin") or f"custos/{uuid.uuid4().hex[:12]}")
         check_key_name(origin)  # before anything is created
@@ -205,6 +196,8 @@ class Custos:
     def events(self) -> EventStore:
         """Access events: imported from other tools' logs, and custos's own (fed from the
         ledger by :meth:`feed_events`)."""
+        from custos.detect import EventStore
+
         return EventStore(self.db)
 
     def feed_events(self) -> int:
@@ -214,11 +207,16 @@ class Custos:
         Reading the ledger, not hooking the hot path, keeps decisions fast and means detection
         sees exactly what was logged. Idempotent (events are keyed by their ids).
         """
+        from custos.access.feed import EventFeed
+
         return follow_ledger(self.ledger, [EventFeed(self.db, self.events)])
 
     def detect(self, *, since: datetime | None = None) -> DetectionRun:
         """Feed the ledger into the events, then run every detection rule (see
         :func:`custos.detect.run_detection`)."""
+        from custos.detect import run_detection
+        from custos.detect.replay import ReplayPolicy, ReplaySource
+
         self.feed_events()
         return run_detection(
             self.db,
@@ -246,12 +244,16 @@ class Custos:
 
     @cached_property
     def casebook(self) -> Casebook:
+        from custos.detect import Casebook, DetectConfig
+
         config = DetectConfig.from_section(self.settings.section("detect"))
         return Casebook(self.db, suppress_days=config.suppress_days, window_days=config.window_days)
 
     @cached_property
     def subject_index(self) -> SubjectIndex:
         """Which ledger entries are about which subject (for transparency reports)."""
+        from custos.reports import SubjectIndex
+
         return SubjectIndex(self.db, self.ledger)
 
     def subject_report(
@@ -263,6 +265,8 @@ class Custos:
         Raises ``UnknownSubject`` (nothing logged) and :class:`StoreUnavailable` when the
         request cannot be logged (nothing shown).
         """
+        from custos.reports import build_report
+
         self.directory.subject(subject)
         self.ledger.append(
             ReportViewEntry(
@@ -350,6 +354,8 @@ class Custos:
     def oidc(self) -> OidcClient | None:
         """The OpenID Connect provider people may sign in with (``[service.oidc]``), if any.
         Raises :class:`ConfigurationError` for an incomplete configuration."""
+        from custos.accounts.oidc import OidcClient, OidcSettings
+
         service = self.settings.section("service")
         config = service.get("oidc", {})
         if not isinstance(config, dict):
@@ -398,6 +404,8 @@ class Custos:
         ``keys/log.origin``; the last tree this host signed in ``keys/log.signed``. Each
         entry about a subject links to the previous one about that subject
         (:data:`custos.reports.SUBJECT_CHAIN`)."""
+        from custos.reports import SUBJECT_CHAIN
+
         keys = self.settings.keys
         signer: NoteSigner
         if keys.provider == "pkcs11":
@@ -447,6 +455,8 @@ class Custos:
         """Sensitive records; settings from ``[vault]`` in config.toml (``geoip``, ``city``,
         ``grid_km``, ``[vault.retention_days]``); the KEK from ``keys/vault.kek`` or, with
         ``[keys] provider = "pkcs11"``, from the token."""
+        from custos.vault import KEK_FILE, GeoLookup, KeyProvider, LocalKeyFile, Vault
+
         settings = self.settings
         config = settings.section("vault")
         geoip = config.get("geoip")
@@ -756,6 +766,8 @@ class Custos:
         logged (fail closed), and :class:`RequestRefused` when a request asserts break-glass
         (see :meth:`break_glass`).
         """
+        from custos.vault import Release
+
         _refuse_asserted_break_glass(requests)
         decisions = self.decisions.decide_many(requests)
         ids = [new_event_id() for _ in decisions]
@@ -858,6 +870,8 @@ class Custos:
         start together log one shredding, not one each. Raises :class:`LedgerUnavailable`
         (and destroys nothing) when the ledger cannot record it.
         """
+        from custos.vault import ShredReport
+
         now = now or datetime.now(UTC)
         with (self.settings.home / SHRED_LOCK_FILE).open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -878,6 +892,8 @@ class Custos:
         settings (``sample``: about that many, spread over the log). ``projection.findings``
         of the result name each row (table and id) or decision (index) the ledger does not
         vouch for; ``results`` hold the replays. Raises :class:`StoreUnavailable`."""
+        from custos.access.replay import Replayer
+
         size = self.ledger.size()
         stride = max(1, size // sample) if sample else 1
         replayer = Replayer(self.settings, stride=stride)
@@ -910,6 +926,8 @@ class Custos:
         """The decision at ledger ``index`` decided again from the ledger alone (see
         :mod:`custos.access.replay`). Raises :class:`NotFound` when no decision that names
         its authority is there."""
+        from custos.access.replay import Replayer
+
         replayer = Replayer(self.settings, wanted={index})
         follow_ledger(self.ledger, [replayer], end=index + 1)
         if not replayer.results:
@@ -993,6 +1011,8 @@ class Custos:
         ]
         if not refused:
             return
+        from custos.detect import Finding  # only now: detection brings DuckDB
+
         now = datetime.now(UTC)
         findings = [
             Finding(

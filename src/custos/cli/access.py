@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from custos.access import Custos
+if TYPE_CHECKING:
+    from custos.policy import Decision
 from custos.cli.app import app, console, print_json, state
 from custos.cli.operator import asking
-from custos.policy import AccessRequest, Decision
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -42,6 +42,9 @@ def check(
     as_json: JsonFlag = False,
 ) -> None:
     """Decide one request and say why. Exit code 0 whatever the decision."""
+    from custos.access import Custos
+    from custos.policy import AccessRequest
+
     request = AccessRequest(
         principal=principal,
         subject=subject,
@@ -74,6 +77,9 @@ def read(
     as_json: JsonFlag = False,
 ) -> None:
     """The guarded read: decide, log, release what the decision allows, log the release."""
+    from custos.access import Custos
+    from custos.policy import AccessRequest
+
     request = AccessRequest(
         principal=principal,
         subject=subject,

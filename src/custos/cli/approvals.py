@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from custos.access import Custos
-from custos.approvals import RULES, Grant, Request
+if TYPE_CHECKING:
+    from custos.access import Custos
+    from custos.approvals import Grant, Request
+
 from custos.cli.app import app, console, print_json, state
 from custos.cli.operator import answering, asking, revoking
 from custos.errors import InvalidInput
@@ -48,6 +49,8 @@ Actions = Annotated[
 @contextmanager
 def _opened(ctx: typer.Context) -> Iterator[Custos]:
     """The installation, with time-outs applied first and notifications tried after."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         system.approvals.sweep()
         yield system
@@ -271,6 +274,8 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List requests (newest first), or grants with --grants."""
+    from rich.table import Table
+
     with _opened(ctx) as system:
         if grants:
             found_grants = system.approvals.grants(principal=principal)
@@ -324,6 +329,8 @@ def show(
 @approvals_app.command("rules")
 def rules(as_json: JsonFlag = False) -> None:
     """The independence rules every approval is checked against."""
+    from custos.approvals import RULES
+
     if as_json:
         print_json(RULES)
         return
@@ -334,6 +341,8 @@ def rules(as_json: JsonFlag = False) -> None:
 @approvals_app.command("notify")
 def notify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Deliver due webhook notifications now and show what is still queued."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         system.approvals.sweep()
         report = system.approvals.outbox.deliver()

@@ -22,21 +22,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+    import uvicorn
+
+    from custos.access import Custos
 import typer
-import uvicorn
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from custos.access import Custos, Viewer
-from custos.api import create_app
 from custos.cli.app import app, console, print_json, state
-from custos.directory import parse_text, read_directory_file
 from custos.errors import InvalidInput
-from custos.reports import verify_report
-from custos.sim import monday_of, simulate
-from custos.sim.run import DIRECTORY_FILE, EVENTS_FILE, LABELS_FILE
 
 Step = Callable[[str, int], None]
 
@@ -199,6 +195,16 @@ def run_demo(
 
     Raises :class:`InvalidInput` for a home that is not empty.
     """
+    import httpx
+    import uvicorn
+
+    from custos.access import Custos, Viewer
+    from custos.api import create_app
+    from custos.directory import parse_text, read_directory_file
+    from custos.reports import verify_report
+    from custos.sim import monday_of, simulate
+    from custos.sim.run import DIRECTORY_FILE, EVENTS_FILE, LABELS_FILE
+
     if home.exists() and any(home.iterdir()):
         raise InvalidInput(f"{home} is not empty; the demo needs a fresh home")
     if port:
@@ -667,6 +673,8 @@ def demo(
 
 def _start(home: Path, employees: int, days: int, seed: int, port: int, as_json: bool) -> Demo:
     """Run the demo in ``home``, with a progress display unless ``as_json``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     totals = {
         "setting up custos": 1,
         "simulating an organisation": 2,

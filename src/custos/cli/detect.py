@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from custos.access import Custos, acts
+if TYPE_CHECKING:
+    from custos.access import Custos
+    from custos.detect import Case, Casebook
 from custos.cli.app import app, console, print_json, state
 from custos.cli.operator import author, triaging
-from custos.detect import Case, Casebook, DetectConfig, EventStore
 from custos.errors import InvalidInput
-from custos.textfiles import check_rejects_path, read_lines
 
 events_app = typer.Typer(
     help="Access events (imported logs and custos's own).", no_args_is_help=True
@@ -46,6 +46,8 @@ def _time(value: str, option: str) -> datetime:
 
 
 def _casebook(system: Custos) -> Casebook:
+    from custos.detect import Casebook, DetectConfig
+
     config = DetectConfig.from_section(system.settings.section("detect"))
     return Casebook(system.db, suppress_days=config.suppress_days, window_days=config.window_days)
 
@@ -81,6 +83,10 @@ def import_events(
     Its entries that map to no access are listed by line and reason, and counted."""
     if log_format not in ("jsonl", "pgaudit", "cloudtrail"):
         raise InvalidInput(f"--format {log_format!r}: use jsonl, pgaudit or cloudtrail")
+    from custos.access import Custos
+    from custos.detect import EventStore
+    from custos.textfiles import check_rejects_path, read_lines
+
     check_rejects_path(rejects, file)
     if log_format == "jsonl":
         if mapping_file is not None:
@@ -113,6 +119,10 @@ _SHOWN_UNMAPPED = 50
 
 
 def _import_jsonl(ctx: typer.Context, file: Path, rejects: Path | None, *, as_json: bool) -> None:
+    from custos.access import Custos
+    from custos.detect import EventStore
+    from custos.textfiles import read_lines
+
     lines = read_lines(file, "an events file")
     with Custos.open(state(ctx).home) as system:
         report = EventStore(system.db).import_lines(lines, str(file), rejects=rejects)
@@ -137,6 +147,8 @@ def detect(
     as_json: JsonFlag = False,
 ) -> None:
     """Run every detection rule over the stored events; print the alerts (filed in cases)."""
+    from custos.access import Custos
+
     moment = _time(since, "--since") if since else None
     with Custos.open(state(ctx).home) as system:
         run = system.detect(since=moment)
@@ -188,6 +200,8 @@ def list_cases(
     as_json: JsonFlag = False,
 ) -> None:
     """List cases, newest first."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         cases = _casebook(system).cases(status)
     if as_json:
@@ -204,6 +218,8 @@ def show(
     ctx: typer.Context, case_id: Annotated[str, typer.Argument()], as_json: JsonFlag = False
 ) -> None:
     """Show one case: its alerts, evidence and comments."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         case = _casebook(system).case(case_id)
     if as_json:
@@ -221,6 +237,8 @@ def assign(
     as_json: JsonFlag = False,
 ) -> None:
     """Assign a case to a reviewer (logged first; nobody assigns a case about themselves)."""
+    from custos.access import Custos, acts
+
     with Custos.open(state(ctx).home) as system:
         operator, principal = triaging(system, by, needs_principal=True)
         case = acts.assign_case(system, operator, case_id, assignee, acting_as=principal)
@@ -239,6 +257,8 @@ def comment(
     as_json: JsonFlag = False,
 ) -> None:
     """Add a comment to a case (logged first, as a digest of its text)."""
+    from custos.access import Custos, acts
+
     with Custos.open(state(ctx).home) as system:
         operator, _ = triaging(system, by, needs_principal=False)
         case = acts.comment_case(system, operator, case_id, author(operator), text)
@@ -256,6 +276,8 @@ def group(
     as_json: JsonFlag = False,
 ) -> None:
     """Move alerts into one case."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         case = _casebook(system).group(alerts, into)
     if as_json:
@@ -283,6 +305,8 @@ def close(
     """Close a case; legitimate and false_positive suppress the same pattern for a while.
 
     Logged first; nobody closes a case about themselves (rule own-case)."""
+    from custos.access import Custos, acts
+
     with Custos.open(state(ctx).home) as system:
         operator, principal = triaging(system, by, needs_principal=True)
         case = acts.close_case(

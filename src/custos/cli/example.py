@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from custos import examples
 from custos.cli.app import app, console, print_json
 
 
@@ -26,6 +25,8 @@ def example(
 
     Times are in the last few days. Refuses, writing nothing, when a file exists (--force).
     """
+    from custos import examples
+
     written = examples.write(folder, datetime.now(UTC), force=force)
     if as_json:
         print_json({"files": [str(p) for p in written]})

@@ -8,10 +8,8 @@ from typing import Annotated
 
 import typer
 
-from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import IntegrityError
-from custos.ledger import TileClient, TileServer, Witness
 
 log_app = typer.Typer(
     help="The ledger: checkpoints, entries, proofs, verification.", no_args_is_help=True
@@ -29,6 +27,8 @@ SizeOption = Annotated[int | None, typer.Option("--size", help="Tree size [defau
 @app.command("keys")
 def keys(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Create the log's signing key if missing, and show its verifier key (for witnesses)."""
+    from custos.access import Custos
+
     with Custos.init(state(ctx).home) as system:
         signer = system.ledger.signer
         vkey = signer.verifier_key()
@@ -42,6 +42,8 @@ def keys(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @log_app.command("checkpoint")
 def checkpoint(ctx: typer.Context) -> None:
     """Sign a checkpoint of the log as it is now and print it (a C2SP signed note)."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         note = system.ledger.checkpoint()
     sys.stdout.write(note)
@@ -50,6 +52,8 @@ def checkpoint(ctx: typer.Context) -> None:
 @log_app.command("entry")
 def entry(ctx: typer.Context, index: Annotated[int, typer.Argument(help="Entry index.")]) -> None:
     """Print the exact stored bytes of one entry."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         data = system.ledger.entry(index)
     sys.stdout.buffer.write(data)
@@ -64,6 +68,8 @@ def proof(
     as_json: JsonFlag = False,
 ) -> None:
     """The inclusion proof of an entry: {"index", "size", "hashes"}."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         found = system.ledger.inclusion_proof(index, size)
     body = found.to_json()
@@ -83,6 +89,8 @@ def consistency(
     as_json: JsonFlag = False,
 ) -> None:
     """The consistency proof between two tree sizes: {"old_size", "new_size", "hashes"}."""
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         found = system.ledger.consistency_proof(old, size)
     body = found.to_json()
@@ -113,6 +121,8 @@ def verify(
     an authority row the ledger does not vouch for (or the index of a decision that used
     one); and naming every decision whose replay differs from what was logged.
     """
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         report = system.verify_log()
         replayed = system.verify_authority(sample=sample)
@@ -167,6 +177,8 @@ def replay(
 
     Exits non-zero when they differ or the decision cannot be replayed.
     """
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         result = system.replay(index)
     if as_json:
@@ -195,6 +207,9 @@ def serve(
     """Serve the checkpoint and hash tiles (C2SP tlog-tiles), read-only, for witnesses."""
     import uvicorn
 
+    from custos.access import Custos
+    from custos.ledger import TileServer
+
     system = Custos.open(state(ctx).home)
     uvicorn.run(TileServer(system.ledger), host=host, port=port, log_level="warning")
 
@@ -209,6 +224,8 @@ def witness_init(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a witness key and state folder; print the witness's verifier key."""
+    from custos.ledger import Witness
+
     witness = Witness.create(state_dir, name)
     vkey = witness.signer.verifier_key()
     if as_json:
@@ -239,6 +256,8 @@ def witness_check(
 
     Refuses (exit 7) on a rollback, a split view or a bad signature.
     """
+    from custos.ledger import TileClient, Witness
+
     result = Witness(state_dir).check(log_url, log_key, token=token)
     if submit:
         TileClient(log_url, 0, token=token).post("cosignatures", result.note.encode())

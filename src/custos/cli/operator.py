@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import getpass
 import os
+from typing import TYPE_CHECKING
 
-from custos.access import Custos
-from custos.accounts import (
-    Operator,
-    acting_principal,
-    approver_principal,
-    need_roles,
-    operator_from_token,
-    triager_principal,
-)
+if TYPE_CHECKING:
+    from custos.access import Custos
+    from custos.accounts import Operator
 from custos.errors import Forbidden, InvalidInput
 
 TOKEN_ENV = "CUSTOS_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -53,6 +48,8 @@ def operator(system: Custos, by: str | None = None) -> Operator:
 
     This is also what ``custos org load`` calls to name who loaded a directory.
     """
+    from custos.accounts import Operator, acting_principal, operator_from_token
+
     if not operator_auth(system):
         return Operator.claimed(login_name(), by)
     found = operator_from_token(system.accounts, os.environ.get(TOKEN_ENV))
@@ -66,6 +63,8 @@ def asking(system: Custos, principal: str) -> str:
     request`` and ``break-glass``): with operator_auth, only the token's own, and only a
     tool's token, as over the API; without, ``--principal`` as given. Raises
     :class:`AuthenticationFailed` and :class:`Forbidden` (another principal, not a tool)."""
+    from custos.accounts import acting_principal, need_roles, operator_from_token
+
     if not operator_auth(system):
         return principal
     found = operator_from_token(system.accounts, os.environ.get(TOKEN_ENV))
@@ -90,6 +89,8 @@ def answering(
     """The operator answering a request or reviewing break-glass, and the principal they
     act as. Raises :class:`AuthenticationFailed`, :class:`Forbidden` (not an approver or
     privacy officer, an admin, or ``by`` someone else) and :class:`InvalidInput`."""
+    from custos.accounts import approver_principal, need_roles
+
     found = operator(system, by)
     if not found.authenticated:
         return found, _claimed_principal(system, by, what)
@@ -101,6 +102,8 @@ def revoking(system: Custos, by: str | None) -> tuple[Operator, str]:
     """The operator revoking a grant or withdrawing a request, and the principal they act
     as: a tool only as its own principal, else an approver or the privacy office, never an
     admin. Raises as :func:`answering`."""
+    from custos.accounts import acting_principal, approver_principal, need_roles
+
     found = operator(system, by)
     if not found.authenticated:
         return found, _claimed_principal(system, by, "revoke")
@@ -117,6 +120,8 @@ def triaging(
     for an unauthenticated host operator who named nobody). ``needs_principal`` for assign
     and close: the rule must know who acts. Raises :class:`AuthenticationFailed` and
     :class:`Forbidden`."""
+    from custos.accounts import need_roles, triager_principal
+
     found = operator(system, by)
     if not found.authenticated:
         return found, by
@@ -141,6 +146,8 @@ def administering(system: Custos, *, bootstrap: bool = False) -> Operator:
     token, so the first admin account is made on the host (recorded unauthenticated).
     Raises :class:`AuthenticationFailed` and :class:`Forbidden`.
     """
+    from custos.accounts import Operator, need_roles
+
     first = bootstrap and not os.environ.get(TOKEN_ENV)
     if first and operator_auth(system) and not system.accounts.has_admin():
         return Operator.claimed(login_name(), None)

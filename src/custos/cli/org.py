@@ -7,12 +7,8 @@ from typing import Annotated
 
 import typer
 
-from custos.access import Custos
-from custos.accounts import need_roles
 from custos.cli.app import app, console, err_console, print_json, state
 from custos.cli.operator import operator
-from custos.directory import merge_documents, read_directory_file
-from custos.vocabulary import KNOWN_ROLES, unknown_word
 
 org_app = typer.Typer(help="The directory: principals, subjects and tickets.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
@@ -23,6 +19,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 @app.command("init")
 def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Create the home folder, its database and default policy pack (safe to re-run)."""
+    from custos.access import Custos
+
     with Custos.init(state(ctx).home) as system:
         home = system.settings.home
     if as_json:
@@ -35,15 +33,29 @@ def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def load(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Directory files (YAML or JSON).")],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove stored rows of each section the files hold that they do not hold.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate directory files and merge them into the directory, all or nothing.
 
     Loading the same file twice changes nothing. Every problem is reported with its file,
-    entry and field, and then nothing is loaded. What it adds or changes is ledgered first,
+    entry and field, and then nothing is loaded. With --prune, the files are the whole
+    directory (each section they hold): stored rows they leave out are removed, each
+    ledgered first as a removal. What it adds or changes is ledgered first,
     naming who loaded it (with ``[service] operator_auth``: an admin's token in
     ``$CUSTOS_TOKEN``), and only then written.
     """
+    from custos.access import Custos
+    from custos.accounts import need_roles
+    from custos.directory import merge_documents, plan_prune, read_directory_file
+    from custos.vocabulary import KNOWN_ROLES, unknown_word
+
     document = merge_documents(read_directory_file(path) for path in files)
     source = ", ".join(str(p) for p in files)
     with Custos.open(state(ctx).home) as system:
@@ -51,7 +63,9 @@ def load(
         if who.authenticated:
             # The directory is authority: loading it is the admin plane's job.
             need_roles(who.roles, "admin")
+        planned = plan_prune(system.directory, document, source) if prune else None
         report = system.directory.merge(document, source=source, by=who.entry())
+        removed = planned.apply(system.directory, source, who.entry()) if planned else None
     # A role the default pack does not know is allowed (a pack may add roles) but gets
     # nothing from the default pack: say so, since it is most often a typo.
     for role in sorted({p.role for p in document.principals} - KNOWN_ROLES):
@@ -64,12 +78,51 @@ def load(
             soft_wrap=True,
         )
     if as_json:
-        print_json(
-            {"added": report.added, "changed": report.changed, "unchanged": report.unchanged}
+        body = {"added": report.added, "changed": report.changed, "unchanged": report.unchanged}
+        print_json({**body, "removed": removed} if removed is not None else body)
+        return
+    for section in ("principals", "subjects", "tickets"):
+        gone = f", {removed[section]} removed" if removed is not None else ""
+        console.print(
+            f"{section}: {report.added[section]} added, {report.changed[section]} changed, "
+            f"{report.unchanged[section]} unchanged{gone}"
         )
+
+
+@org_app.command("import")
+def import_lines(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Directory lines (JSON Lines), one entry a line.")],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove stored rows of each section the file holds that it does not hold.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import a large directory from JSON Lines, streamed and ledgered chunk by chunk.
+
+    Each line is {"principal": {...}}, {"subject": {...}} or {"ticket": {...}} with the
+    fields of a directory file's entry. The file is checked whole first: a bad line is
+    reported by number and then nothing is loaded. What it adds, changes or (with --prune)
+    removes is ledgered before it is written, naming who imported it.
+    """
+    from custos.access import Custos
+    from custos.accounts import need_roles
+    from custos.directory import import_lines as run_import
+
+    with Custos.open(state(ctx).home) as system:
+        who = operator(system)
+        if who.authenticated:
+            need_roles(who.roles, "admin")
+        report = run_import(system.directory, file, by=who.entry(), prune=prune)
+    if as_json:
+        print_json(report.to_dict())
         return
     for section in ("principals", "subjects", "tickets"):
         console.print(
             f"{section}: {report.added[section]} added, {report.changed[section]} changed, "
-            f"{report.unchanged[section]} unchanged"
+            f"{report.unchanged[section]} unchanged, {report.removed[section]} removed"
         )

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from custos.policy import PolicyPack
 
 from custos.cli.app import app, console, print_json, state
-from custos.config import load_settings
 from custos.errors import PolicyError
-from custos.policy import PolicyEngine, PolicyPack, load_pack
-from custos.policy.cases import read_table, run_table
 
 policy_app = typer.Typer(help="The Cedar policy pack: show, validate, test.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -25,6 +24,9 @@ PackOption = Annotated[
 
 
 def _pack(ctx: typer.Context, folder: Path | None) -> PolicyPack:
+    from custos.config import load_settings
+    from custos.policy import load_pack
+
     if folder is not None:
         return load_pack(folder)
     settings = load_settings(state(ctx).home)
@@ -41,6 +43,8 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """List the active policies (id, effect, obligations), or show one policy's file."""
+    from rich.table import Table
+
     loaded = _pack(ctx, pack)
     if policy_id is not None:
         info = loaded.policies.get(policy_id)
@@ -114,6 +118,9 @@ def run_tests(
     as_json: JsonFlag = False,
 ) -> None:
     """Run a table of cases (request → expected decision); exit 1 if any case fails."""
+    from custos.policy import PolicyEngine
+    from custos.policy.cases import read_table, run_table
+
     table = read_table(table_file)
     results = run_table(table, PolicyEngine(_pack(ctx, pack)))
     failed = [r for r in results if not r.passed]

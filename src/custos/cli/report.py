@@ -8,10 +8,8 @@ from typing import Annotated
 
 import typer
 
-from custos.access import Custos, Viewer
 from custos.cli.app import app, console, print_json, state
 from custos.errors import IntegrityError, InvalidInput
-from custos.reports import render_html, verify_report
 
 report_app = typer.Typer(help="Subject transparency reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
@@ -30,6 +28,9 @@ def subject(
     ] = False,
 ) -> None:
     """Every access to a subject's data, each with an inclusion proof to a signed checkpoint."""
+    from custos.access import Custos, Viewer
+    from custos.reports import render_html
+
     if fmt not in ("json", "html"):
         raise InvalidInput("--format must be json or html")
     with Custos.open(state(ctx).home) as system:
@@ -64,6 +65,8 @@ def verify(
 ) -> None:
     """Check a report offline: signature, every proof, every row. Exit 6 naming the first
     bad entry index when anything does not match."""
+    from custos.reports import verify_report
+
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

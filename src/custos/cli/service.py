@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from custos.access import Custos, acts
-from custos.accounts import Operator
+if TYPE_CHECKING:
+    from custos.access import Custos
+    from custos.accounts import Operator
+
 from custos.cli.app import app, console, print_json, state
 from custos.cli.operator import administering, operator, operator_auth
 from custos.errors import Forbidden, InvalidInput
@@ -32,6 +33,8 @@ def serve(
 ) -> None:
     """Serve the API (/v1, OpenAPI at /v1/openapi.json) and the dashboard."""
     import uvicorn
+
+    from custos.access import Custos
 
     home = state(ctx).home
     with Custos.open(home) as system:  # fail here, clearly, if the home is not set up
@@ -81,6 +84,8 @@ def users_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a person's account (argon2-hashed password, and/or an OpenID identity)."""
+    from custos.access import Custos, acts
+
     with Custos.open(state(ctx).home) as system:
         # Who asks is settled before the password is read: a refusal should not cost one.
         by = administering(system, bootstrap="admin" in role)
@@ -97,6 +102,10 @@ def users_add(
 @users_app.command("list")
 def users_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List accounts."""
+    from rich.table import Table
+
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         accounts = system.accounts.all()
     if as_json:
@@ -113,6 +122,8 @@ def users_disable(
     ctx: typer.Context, username: Annotated[str, typer.Argument()], as_json: JsonFlag = False
 ) -> None:
     """Disable an account and end its sessions and tokens (logged first)."""
+    from custos.access import Custos, acts
+
     with Custos.open(state(ctx).home) as system:
         account = acts.disable_account(system, administering(system), username)
     if as_json:
@@ -135,6 +146,8 @@ def tokens_create(
 ) -> None:
     """Create an API token for a tool or monitor (logged first); its secret is printed once
     and stored only hashed. A person gets theirs with `custos users token`."""
+    from custos.access import Custos, acts
+
     with Custos.open(state(ctx).home) as system:
         token, secret = acts.create_token(system, administering(system), name, role, principal)
     if as_json:
@@ -147,6 +160,10 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List tokens (never their secrets)."""
+    from rich.table import Table
+
+    from custos.access import Custos
+
     with Custos.open(state(ctx).home) as system:
         tokens = system.accounts.tokens()
     if as_json:
@@ -170,6 +187,8 @@ def tokens_revoke(
     ctx: typer.Context, token_id: Annotated[str, typer.Argument()], as_json: JsonFlag = False
 ) -> None:
     """Revoke a token now (logged first): an admin's, or a person's own token."""
+    from custos.access import Custos, acts
+
     with Custos.open(state(ctx).home) as system:
         token = acts.revoke_token(system, _revoker(system, token_id), token_id)
     if as_json:
@@ -204,6 +223,9 @@ def users_token(
     """Create your own API token (put it in $CUSTOS_TOKEN): it acts as your account, with
     its roles and principal, until revoked or the account is disabled. Needs your password:
     nobody else, an admin included, can make a person's credential."""
+    from custos.access import Custos, acts
+    from custos.accounts import Operator
+
     password = _password(password_stdin)
     with Custos.open(state(ctx).home) as system:
         account = system.accounts.authenticate(username, password)

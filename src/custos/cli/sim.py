@@ -10,8 +10,24 @@ import typer
 
 from custos.cli.app import app, console, print_json
 from custos.errors import InvalidInput
-from custos.sim import SCENARIOS, evaluate, simulate
-from custos.sim.run import evaluate_seeds, parse_seeds, seeds_json, seeds_text
+
+#: The scenarios of ``custos.sim.SCENARIOS``, named here so that ``--help`` does not import
+#: the simulator (tests/cli/test_fast.py keeps the two equal).
+SCENARIO_NAMES = (
+    "journalist_2022",
+    "ex_partner_stalking",
+    "bribed_agent",
+    "foreign_state_dissidents",
+    "celebrity_convergence",
+    "minor_messages",
+    "leaving_export",
+    "pretext_tickets",
+    "purpose_shopping",
+    "colleague_snooping",
+    "approval_ring",
+    "grant_abuse",
+    "other_paths",
+)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -24,11 +40,15 @@ def simulate_command(
     seed: Annotated[int, typer.Option("--seed")] = 1,
     scenario: Annotated[
         list[str] | None,
-        typer.Option("--scenario", help=f"Misuse to inject (default all): {', '.join(SCENARIOS)}."),
+        typer.Option(
+            "--scenario", help=f"Misuse to inject (default all): {', '.join(SCENARIO_NAMES)}."
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Write directory.yaml, events.jsonl and labels.json for a simulated organisation."""
+    from custos.sim import simulate
+
     report = simulate(out, employees=employees, days=days, seed=seed, scenarios=scenario or ())
     if as_json:
         print_json(
@@ -67,6 +87,9 @@ def eval_command(
 ) -> None:
     """Run detection on a simulated world (in a private, fresh store) and score it; or, with
     --seeds, simulate and score several worlds and print the quality figures."""
+    from custos.sim import evaluate
+    from custos.sim.run import evaluate_seeds, parse_seeds, seeds_json, seeds_text
+
     if (folder is None) == (seeds is None):
         raise InvalidInput(
             "eval takes a folder or --seeds, not both or neither",

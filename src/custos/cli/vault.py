@@ -8,10 +8,8 @@ from typing import Annotated
 
 import typer
 
-from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import InvalidInput
-from custos.textfiles import check_rejects_path, read_lines
 
 vault_app = typer.Typer(help="The vault of sensitive records.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
@@ -29,6 +27,9 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Encrypt and store sensitive records, all or nothing (or with --rejects, the good ones)."""
+    from custos.access import Custos
+    from custos.textfiles import check_rejects_path, read_lines
+
     check_rejects_path(rejects, file)
     lines = read_lines(file, "a records file")
     with Custos.open(state(ctx).home) as system:
@@ -64,6 +65,8 @@ def shred(
     as_json: JsonFlag = False,
 ) -> None:
     """Destroy the data keys of records past retention; coarse derivatives remain."""
+    from custos.access import Custos
+
     moment = datetime.now(UTC)
     if now is not None:
         try:

@@ -62,7 +62,8 @@ class _Entry(BaseModel):
 
     @model_validator(mode="after")
     def _plain_extras(self) -> _Entry:
-        check_plain_json(self.model_extra or {})
+        if self.model_extra:  # most entries have none: skip encoding an empty mapping
+            check_plain_json(self.model_extra)
         return self
 
     def extras(self) -> dict[str, Any]:

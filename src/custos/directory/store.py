@@ -22,10 +22,11 @@ it runs afterwards. A reader that reads the version V first, and then the rows w
 ``seq > last``, therefore gets every row changed in (last, V]; it may get rows stamped above
 V too (committed in between), which it reads again next time from ``last = V``: duplicates,
 never a gap. Rows are deleted only by :meth:`DirectoryStore.remove_subject` and
-:meth:`DirectoryStore.remove_ticket` (a feed deleting a record), after a tombstone entry in the
-ledger; :meth:`DirectoryStore.write_changes` does not report deletions. Rows are written
-before the increment in every write (never the other way round) so that two writers always
-take their locks in the same order: rows, then the counter, and cannot deadlock.
+:meth:`DirectoryStore.remove_ticket` (a feed deleting a record) and by ``org import --prune``
+(:mod:`custos.directory.bulk`), each after a tombstone entry in the ledger, and each moving
+the counter too; :meth:`DirectoryStore.write_changes` does not report deletions. Rows are
+written before the increment in every write (never the other way round) so that two writers
+always take their locks in the same order: rows, then the counter, and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -674,7 +675,8 @@ class DirectoryStore:
         the files, and so may be some changed after it; pass it as ``after`` next time (a
         row is never missed, at worst written twice). A first copy passes ``after=-1``: rows
         stored before the directory had ``seq`` carry the version of that time, 0 when it
-        had none. Rows are never deleted, so changes are additions and updates only.
+        had none. Changes are additions and updates only: a row removed by ``org import
+        --prune`` is not named here, so a copy kept this way keeps it until made anew.
         Raises :class:`TypeError` when ``after`` is not an integer, :class:`StoreUnavailable`
         when the database fails, and :class:`OSError` when ``folder`` cannot take the files.
         """

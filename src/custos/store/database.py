@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -10,12 +12,8 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -30,7 +28,55 @@ from custos.errors import (
     UnstorableValue,
 )
 
+if TYPE_CHECKING:  # alembic is imported when migrating: opening a home does not need it
+    from alembic.config import Config as AlembicConfig
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+_CURRENT_HEADS = "SELECT version_num FROM alembic_version"
+
+
+def _migrations_key() -> str:
+    """The migrations as installed: each file's name, size and modification time."""
+    digest = hashlib.sha256()
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _heads_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "custos" / "migration-heads.json"
+
+
+def code_heads() -> set[str]:
+    """The migration heads of this code (Alembic's ``heads``), remembered per user in
+    ``~/.cache/custos`` under the migration files' names, sizes and times: Alembic imports
+    every migration to find them, which cost each command a quarter of its start-up. A
+    wrong or missing cache only makes custos ask Alembic again (or refuse to open, never
+    open a database that is behind)."""
+    key = _migrations_key()
+    cache = _heads_cache()
+    try:
+        remembered = json.loads(cache.read_text(encoding="utf-8"))
+        if remembered.get("key") == key and isinstance(remembered.get("heads"), list):
+            return {str(head) for head in remembered["heads"]}
+    except (OSError, ValueError, AttributeError):
+        pass
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"key": key, "heads": sorted(heads)}), encoding="utf-8")
+        partial.replace(cache)
+    except OSError:
+        pass  # an unwritable cache costs time, nothing else
+    return heads
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -197,6 +243,8 @@ class Database:
             hot.connection.close()
 
     def _alembic_config(self) -> AlembicConfig:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["engine"] = self.engine
@@ -205,13 +253,28 @@ class Database:
     def migrate(self, revision: str = "heads") -> None:
         """Bring the schema to ``revision``: by default the newest of every part (Alembic
         ``heads``); one part's revision brings only that part and what it builds on."""
+        from alembic import command
+
         try:
             command.upgrade(self._alembic_config(), revision)
         except (OperationalError, DBAPIError) as exc:
             raise StoreUnavailable(f"cannot migrate the database: {_describe(exc)}") from exc
 
     def is_current(self) -> bool:
-        """True when every migration head has been applied."""
+        """True when every migration head has been applied. Raises :class:`StoreUnavailable`
+        when the database cannot be read."""
+        try:
+            with self.engine.connect() as conn:
+                current = {row[0] for row in conn.exec_driver_sql(_CURRENT_HEADS)}
+        except (OperationalError, DBAPIError):
+            # No version table yet, or no database: Alembic tells which, as it always did.
+            return self._is_current_by_alembic()
+        return current == code_heads()
+
+    def _is_current_by_alembic(self) -> bool:
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         script = ScriptDirectory.from_config(self._alembic_config())
         try:
             with self.engine.connect() as conn:
