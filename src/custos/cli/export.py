@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from custos.access import Custos
 from custos.cli.app import app, console, print_json, state
 from custos.errors import ConfigurationError, ExportFailed
 
@@ -33,6 +32,7 @@ def export_run(
     """Send every destination what it has not acknowledged yet (and, without --once, keep
     doing so until interrupted). A destination that fails keeps its place and is retried;
     with --once the command then exits with code 5."""
+    from custos.access import Custos
     from custos.export import Exporter, results_text
 
     with Custos.open(state(ctx).home) as system:
@@ -72,6 +72,7 @@ def export_run(
 @export_app.command("status")
 def export_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Each destination's cursor, queue depth and counts."""
+    from custos.access import Custos
     from custos.export import Exporter
 
     with Custos.open(state(ctx).home) as system:

@@ -3,19 +3,18 @@ check`` (the data map held against the live schemas)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 
-from custos.access import Custos, QueryRequest, QueryResult
-from custos.access.query import SqlSettings, json_value
 from custos.cli.app import app, console, print_json, state
 from custos.cli.operator import asking
 from custos.errors import IntegrityError, InvalidInput
-from custos.sql.sources import check_schema
+
+if TYPE_CHECKING:
+    from custos.access import QueryResult
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 #: Where the group keeps the SELECT text it was given in place of a sub-command.
@@ -91,6 +90,8 @@ def sql(
     assert source is not None
     assert principal is not None
     assert purpose is not None
+    from custos.access import Custos, QueryRequest
+
     with Custos.open(state(ctx).home) as system:
         acting = asking(system, principal)
         result = system.query(
@@ -106,6 +107,10 @@ def sql(
 
 
 def _show(result: QueryResult) -> None:
+    from rich.table import Table
+
+    from custos.access.query import json_value
+
     table = Table(show_lines=False)
     for column in result.columns:
         label = column.name
@@ -133,6 +138,10 @@ def sources_check(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     columns and the subject column must exist; unmapped columns of mapped tables are listed
     (refused to every query) and a PostgreSQL role that can write is a warning. Exit code 6
     when a source does not match its map."""
+    from custos.access import Custos
+    from custos.access.query import SqlSettings
+    from custos.sql.sources import check_schema
+
     with Custos.open(state(ctx).home) as system:
         data_map = system.data_map()
         timeout = SqlSettings.from_settings(system.settings).statement_timeout

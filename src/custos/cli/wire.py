@@ -9,10 +9,8 @@ from typing import Annotated
 
 import typer
 
-from custos.access import Custos
 from custos.cli.app import console, state
 from custos.cli.sql import sql_app
-from custos.wire import SqlFront, WireSettings, token_authenticator
 
 
 @sql_app.command("serve")
@@ -29,6 +27,9 @@ def sql_serve(
     with a custos API token (role tool) as the password, the source as the database, and
     purpose and ticket as options: PGOPTIONS='-c custos.purpose=support -c custos.ticket=T-9'.
     """
+    from custos.access import Custos
+    from custos.wire import SqlFront, WireSettings, token_authenticator
+
     with Custos.open(state(ctx).home) as system:
         settings = WireSettings.from_settings(system.settings)
         if listen is not None:
