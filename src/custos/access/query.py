@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 from custos.access.decisions import AUTHORITY_MISMATCH
 from custos.access.journal import new_event_id
-from custos.detect import Finding
 from custos.errors import AuthorityMismatch, CustosError, QueryRefused, SqlRejected
 from custos.ledger.entries import (
     AggregateDecisionEntry,
@@ -51,9 +50,7 @@ from custos.ledger.entries import (
     SqlReleaseEntry,
 )
 from custos.policy import AccessRequest, AggregateDecision, AggregateRequest, Decision, Reason
-from custos.reports import about_subjects
-from custos.sql.datamap import MAP_FILE, DataMap, SourceMap, load_data_map, to_json
-from custos.sql.sources import run_query
+from custos.sql.datamap import MAP_FILE
 from custos.times import iso
 
 log = logging.getLogger(__name__)
@@ -62,6 +59,7 @@ if TYPE_CHECKING:
     from custos.access.system import Custos
     from custos.config import Settings
     from custos.sql.analyze import Analysis
+    from custos.sql.datamap import DataMap, SourceMap
 
 #: The home file naming every data map digest this home has ledgered (one per line). Lost,
 #: it only makes custos ledger a map again: an extra entry, never a missing one.
@@ -220,12 +218,16 @@ class DataMapHolder:
             stamp = self._stat()
             if self._map is not None and stamp == self._stamp:
                 return self._map
+            from custos.sql.datamap import load_data_map
+
             data_map = load_data_map(self.home / MAP_FILE)
             self._ledger(system, data_map)
             self._map, self._stamp = data_map, stamp
             return data_map
 
     def _ledger(self, system: Custos, data_map: DataMap) -> None:
+        from custos.sql.datamap import to_json
+
         marker = self.home / MAP_MARKER
         try:
             known = set(marker.read_text(encoding="ascii").split())
@@ -384,6 +386,8 @@ class QueryDesk:
         sql = analysis.rewrite(precision)
         digest = hashlib.sha256(sql.encode()).hexdigest()
         try:
+            from custos.sql.sources import run_query  # psycopg and DuckDB: on first use
+
             fetched = run_query(
                 analysis.source,
                 system.settings.home,
@@ -476,6 +480,8 @@ class QueryDesk:
         digest = hashlib.sha256(sql.encode()).hexdigest()
         k = self.settings.k
         try:
+            from custos.sql.sources import run_query  # psycopg and DuckDB: on first use
+
             fetched = run_query(
                 analysis.source,
                 system.settings.home,
@@ -611,6 +617,8 @@ class QueryDesk:
         return receipts
 
     def _alert_aggregates(self, logged: Sequence[tuple[AggregateDecision, str]]) -> None:
+        from custos.detect import Finding
+
         """A critical alert for an aggregate refused for ``authority-mismatch`` (a
         principal's row changed outside custos), as for any other decision. The refusal
         stands even if the alert cannot be filed."""
@@ -649,5 +657,7 @@ class QueryDesk:
 
 def _about(subjects: Sequence[str]) -> dict[str, Any]:
     """``subjects`` and ``subjects_reported`` of a release about ``subjects``."""
+    from custos.reports import about_subjects
+
     found = about_subjects(subjects)
     return {"subjects": tuple(found.get("subjects", ())), "subjects_reported": bool(found)}

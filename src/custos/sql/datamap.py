@@ -21,10 +21,7 @@ from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 import rfc8785
-import sqlglot
 import yaml
-from sqlglot import exp
-from sqlglot.errors import SqlglotError
 
 from custos.errors import DataMapError, InvalidInput, shown_id
 from custos.textfiles import _StrictLoader, read_text
@@ -336,6 +333,11 @@ def _dialect_of(url: str) -> Dialect | None:
 
 def _check_template(sql: str, dialect: Dialect) -> str | None:
     """What is wrong with the coarse template ``sql`` in ``dialect``, or None."""
+    # sqlglot only for custom templates: reading a map of built-in forms stays light.
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+
     probe = sql.replace(COLUMN_PLACEHOLDER, _PROBE_COLUMN)
     try:
         parsed = sqlglot.parse(probe, read=dialect)
