@@ -68,4 +68,5 @@ def decision_entry(
         # The ledger entries that set the facts it used: `custos log verify` checks each was
         # still the latest for its row, and replays the decision on them.
         authority=dict(decision.authority) if decision.authority else None,
+        via=request.via,
     ).to_json()

@@ -27,6 +27,7 @@ from custos.access.read import ReadResult, release_entry
 from custos.access.replay import Replayed, Replayer
 from custos.accounts import Account, Accounts
 from custos.accounts.oidc import OidcClient, OidcSettings
+from custos.accounts.onbehalf import OnBehalf, OnBehalfSettings
 from custos.approvals import (
     Approvals,
     ApprovalSettings,
@@ -80,6 +81,7 @@ from custos.policy import (
     Decision,
     PolicyEngine,
     PolicyPack,
+    check_words,
     install_default_pack,
     load_pack,
 )
@@ -104,6 +106,8 @@ if TYPE_CHECKING:  # python-pkcs11 is imported only when a token is configured
     from custos.hsm import Token
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
+#: Signs the short-lived tokens given for an on-behalf-of assertion (RFC 8693 exchange).
+EXCHANGE_KEY_FILE = "exchange.key"
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
 
 
@@ -201,8 +205,8 @@ class Custos:
     @cached_property
     def events(self) -> EventStore:
         """Access events: imported from other tools' logs, and custos's own (fed from the
-        ledger by :meth:`feed_events`)."""
-        return EventStore(self.db)
+        ledger by :meth:`feed_events`); imported ones must use the active pack's words."""
+        return EventStore(self.db, vocabulary=lambda: self.policy_pack.vocabulary)
 
     def feed_events(self) -> int:
         """Copy custos's own decisions and releases from the ledger into the access events,
@@ -357,6 +361,22 @@ class Custos:
         path = self.settings.keys_dir / "session.key"
         _create_secret(path)
         return OidcClient(settings, path.read_bytes().strip())
+
+    @cached_property
+    def on_behalf(self) -> OnBehalf | None:
+        """Tools acting for staff members who prove it with their own assertion
+        (``[on_behalf]``), if configured. Raises :class:`ConfigurationError`."""
+        settings = OnBehalfSettings.from_config(self.settings.section("on_behalf"))
+        if settings is None:
+            return None
+        path = self.settings.keys_dir / EXCHANGE_KEY_FILE
+        _create_secret(path)
+        return OnBehalf(
+            settings,
+            self.accounts,
+            lambda principal: self.directory.principal(principal).status,
+            path.read_bytes().strip(),
+        )
 
     @cached_property
     def accounts(self) -> Accounts:
@@ -522,6 +542,7 @@ class Custos:
             Outbox(self.db, notifier),
             ApprovalSettings.from_config(config),
             vouch=self.voucher.check,
+            vocabulary=lambda: self.policy_pack.vocabulary,
         )
 
     def request_access(
@@ -538,6 +559,7 @@ class Custos:
         actions: Sequence[str] = ("read",),
         source: str = "custos",
         now: datetime | None = None,
+        via: str | None = None,
     ) -> Request:
         """Ask for access that the policies say needs approval, and open the request.
 
@@ -559,6 +581,7 @@ class Custos:
                 precision=precision,
                 reason=reason,
                 time=now,
+                via=via,
             )
             for category in dict.fromkeys(categories)
             for action in acts
@@ -608,6 +631,7 @@ class Custos:
         actions: Sequence[str] = ("read",),
         source: str = "custos",
         now: datetime | None = None,
+        via: str | None = None,
     ) -> Grant:
         """Take an immediate break-glass grant, if the policies allow break-glass here
         for every category and action asked (the grant covers those only).
@@ -628,6 +652,7 @@ class Custos:
                 break_glass=True,
                 reason=reason,
                 time=now,
+                via=via,
             )
             for category in dict.fromkeys(categories)
             for action in acts
@@ -705,6 +730,13 @@ class Custos:
             marker.write_text(digest + "\n", encoding="ascii")
         return True
 
+    def _admissible(self, requests: Sequence[AccessRequest]) -> None:
+        """Refuse, before anything is batched or decided, a request asserting break-glass
+        (:class:`RequestRefused`) or using a word the active pack does not know
+        (:class:`InvalidInput`): one caller's bad request must not fail a batch of others'."""
+        _refuse_asserted_break_glass(requests)
+        check_words(requests, self.policy_pack.vocabulary)
+
     def decide(self, request: AccessRequest, *, source: str = "custos") -> Decision:
         """Decide ``request`` and durably log the decision before returning it.
 
@@ -712,7 +744,7 @@ class Custos:
         logged: then nothing was decided (fail closed). Calls from several threads at once
         are decided and logged together.
         """
-        _refuse_asserted_break_glass([request])
+        self._admissible([request])
         return self._checks.run(request, source)
 
     def decide_many(
@@ -723,7 +755,7 @@ class Custos:
         Raises :class:`RequestRefused` when a request asserts break-glass (see
         :meth:`break_glass`), with nothing decided.
         """
-        _refuse_asserted_break_glass(requests)
+        self._admissible(requests)
         return self.log_decisions(self.decisions.decide_many(requests), source)
 
     def read(self, request: AccessRequest, *, source: str = "custos") -> ReadResult:
@@ -736,7 +768,7 @@ class Custos:
         a ciphertext does not belong to its row. Calls from several threads at once run
         together (:meth:`read_many`).
         """
-        _refuse_asserted_break_glass([request])
+        self._admissible([request])
         return self._reads.run(request, source)
 
     def read_many(
@@ -753,7 +785,7 @@ class Custos:
         logged (fail closed), and :class:`RequestRefused` when a request asserts break-glass
         (see :meth:`break_glass`).
         """
-        _refuse_asserted_break_glass(requests)
+        self._admissible(requests)
         decisions = self.decisions.decide_many(requests)
         ids = [new_event_id() for _ in decisions]
         batch = self._decision_entries(decisions, ids, source)

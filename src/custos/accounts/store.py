@@ -93,6 +93,8 @@ class ApiToken:
     created: datetime
     revoked: datetime | None
     account: str | None = None
+    #: A tool's token that may act on behalf of staff members (custos.accounts.onbehalf).
+    on_behalf: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,7 @@ class ApiToken:
             "created": self.created.isoformat(),
             "revoked": self.revoked.isoformat() if self.revoked else None,
             "account": self.account,
+            "on_behalf": self.on_behalf,
         }
 
 
@@ -131,7 +134,14 @@ def _token(row: ApiTokenRow, owner: AccountRow | None = None) -> ApiToken:
             owner.username,
         )
     return ApiToken(
-        row.id, row.name, row.principal, tuple(row.roles), row.created, row.revoked, row.account
+        row.id,
+        row.name,
+        row.principal,
+        tuple(row.roles),
+        row.created,
+        row.revoked,
+        row.account,
+        bool(row.on_behalf),
     )
 
 
@@ -151,8 +161,9 @@ def _account_facts(row: AccountRow) -> dict[str, Any]:
 
 def _token_facts(row: ApiTokenRow) -> dict[str, Any]:
     """What of a token decides whom it acts for, as ledgered (its secret only as stored: a
-    SHA-256 of 256 random bits)."""
-    return {
+    SHA-256 of 256 random bits). ``on_behalf`` only when true, so that the entries of tokens
+    made before it existed still equal their rows."""
+    facts: dict[str, Any] = {
         "id": row.id,
         "secret_hash": row.secret_hash,
         "name": row.name,
@@ -161,6 +172,9 @@ def _token_facts(row: ApiTokenRow) -> dict[str, Any]:
         "account": row.account,
         "revoked": row.revoked is not None,
     }
+    if row.on_behalf:
+        facts["on_behalf"] = True
+    return facts
 
 
 def _session_facts(row: SessionRow) -> dict[str, Any]:
@@ -440,6 +454,7 @@ class Accounts:
         principal: str | None = None,
         *,
         account: str | None = None,
+        on_behalf: bool = False,
     ) -> None:
         """Raise what :meth:`create_token` would raise for these values, changing nothing.
 
@@ -461,6 +476,8 @@ class Accounts:
             if "tool" in roles and len(set(roles)) > 1:
                 # Whoever reads personal data must not also oversee the reading (or its alerts).
                 problems.append("a tool token may hold no other role")
+        if on_behalf and (account is not None or "tool" not in roles):
+            problems.append("only a tool's token may act on behalf of others")
         if not name.strip():
             problems.append("a token needs a name")
         if problems:
@@ -475,15 +492,19 @@ class Accounts:
         principal: str | None = None,
         *,
         account: str | None = None,
+        on_behalf: bool = False,
         by: Mapping[str, Any] | None = None,
     ) -> tuple[ApiToken, str]:
         """A new token; returns it and its secret string (shown once, stored hashed).
 
-        With ``account`` it is that person's token (no roles or principal of its own).
+        With ``account`` it is that person's token (no roles or principal of its own); with
+        ``on_behalf`` a tool's token that may act for staff members who prove it.
         Raises :class:`InvalidInput`: unknown roles, ``tool`` without a principal or with
         another role, a person's token given roles; :class:`UnknownAccount`.
         """
-        token, secret = self.prepare_token(name, roles, principal, account=account)
+        token, secret = self.prepare_token(
+            name, roles, principal, account=account, on_behalf=on_behalf
+        )
         return self.store_token(token, secret, by=by), secret
 
     def prepare_token(
@@ -493,10 +514,11 @@ class Accounts:
         principal: str | None = None,
         *,
         account: str | None = None,
+        on_behalf: bool = False,
     ) -> tuple[ApiToken, str]:
         """A new token and its secret string, not yet stored (so that it can be logged
         first): :meth:`store_token` makes it work. Raises as :meth:`create_token`."""
-        self.check_new_token(name, roles, principal, account=account)
+        self.check_new_token(name, roles, principal, account=account, on_behalf=on_behalf)
         owner = self.get(account) if account is not None else None
         token = ApiToken(
             id=secrets.token_hex(8),
@@ -506,6 +528,7 @@ class Accounts:
             created=datetime.now(UTC),
             revoked=None,
             account=account,
+            on_behalf=on_behalf,
         )
         return token, f"cst_{token.id}_{secrets.token_urlsafe(32)}"
 
@@ -528,6 +551,7 @@ class Accounts:
             created=token.created,
             revoked=None,
             account=token.account,
+            on_behalf=token.on_behalf,
         )
         row.auth_idx = self._ledgered("token", _token_facts(row), "token created", by)
         with self.db.session() as session:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,12 @@ from prometheus_client import generate_latest
 
 from custos.access import Custos, ReadResult
 from custos.access.batching import RequestBatcher
+from custos.accounts.onbehalf import (
+    ACCESS_TOKEN_TYPE,
+    ASSERTION_TYPES,
+    EXCHANGED_PREFIX,
+    TOKEN_EXCHANGE,
+)
 from custos.api.auth import (
     Caller,
     acting_principal,
@@ -38,9 +45,9 @@ from custos.api.schemas import (
     json_body,
     parsed_body,
 )
-from custos.errors import CustosError, InvalidInput
+from custos.errors import AuthenticationFailed, CustosError, Forbidden, InvalidInput
 from custos.ledger import TileServer
-from custos.policy import AccessRequest, Decision
+from custos.policy import AccessRequest, Decision, check_words
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
@@ -64,9 +71,13 @@ def _system(request: Request) -> Custos:
     return system_of(request)
 
 
-def _access_request(body: CheckBody, principal: str) -> AccessRequest:
-    return AccessRequest(
-        principal=principal,
+def _access_request(body: CheckBody, who: Caller, request: Request) -> AccessRequest:
+    """The access request ``who`` makes with ``body`` (as :func:`acting_principal` allows),
+    its words checked against the active pack here, so
+    that one caller's unknown word never fails a batch of others'. Raises
+    :class:`InvalidInput`, :class:`Forbidden`."""
+    access = AccessRequest(
+        principal=acting_principal(who, body.principal),
         subject=body.subject,
         category=body.category,
         purpose=body.purpose,
@@ -75,7 +86,10 @@ def _access_request(body: CheckBody, principal: str) -> AccessRequest:
         precision=body.precision,
         break_glass=body.break_glass,
         reason=body.reason,
+        via=who.via,
     )
+    check_words([access], _system(request).policy_pack.vocabulary)
+    return access
 
 
 def _hours(value: float | None) -> timedelta | None:
@@ -103,9 +117,79 @@ async def check(request: Request) -> Response:
     who = await TOOL(request)
     body = await parsed_body(request, CheckBody)
     checks: RequestBatcher[Decision] = request.app.state.checks
-    access = _access_request(body, acting_principal(who, body.principal))
+    access = _access_request(body, who, request)
     decision = await checks.submit(access, f"api:{who.name}")
     return JSONResponse(decision.to_dict())
+
+
+@router.post(
+    "/token",
+    tags=["access"],
+    summary="Exchange a staff member's assertion for a short-lived token (RFC 8693)",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type", "subject_token"],
+                        "properties": {
+                            "grant_type": {"type": "string", "enum": [TOKEN_EXCHANGE]},
+                            "subject_token": {"type": "string"},
+                            "subject_token_type": {"type": "string"},
+                            "actor_token": {"type": "string"},
+                            "actor_token_type": {"type": "string"},
+                        },
+                    }
+                }
+            }
+        }
+    },
+)
+async def token_exchange(request: Request) -> Response:
+    """RFC 8693 token exchange: a tool (its custos token as ``actor_token`` or the bearer)
+    trades a staff member's assertion (``subject_token``, a JWT) for a custos token acting
+    for that member through that tool, living minutes. Refused (401/403, nothing issued) as
+    an ``X-Custos-On-Behalf-Of`` assertion would be."""
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if fields.get("grant_type") != TOKEN_EXCHANGE:
+        raise InvalidInput(f"grant_type must be {TOKEN_EXCHANGE}")
+    assertion = fields.get("subject_token", "")
+    if not assertion:
+        raise InvalidInput("subject_token (the staff member's assertion) is missing")
+    kind = fields.get("subject_token_type")
+    if kind is not None and kind not in ASSERTION_TYPES:
+        raise InvalidInput(
+            f"subject_token_type must be one of {', '.join(sorted(ASSERTION_TYPES))}"
+        )
+    actor = fields.get("actor_token", "")
+    header = request.headers.get("authorization", "")
+    scheme, _, bearer = header.partition(" ")
+    bearer = bearer.strip() if scheme.lower() == "bearer" else ""
+    if actor and bearer and actor != bearer:
+        raise InvalidInput("actor_token and the bearer token differ")
+    presented = actor or bearer
+    if not presented or presented.startswith(EXCHANGED_PREFIX):
+        raise AuthenticationFailed("present the tool's own token as actor_token")
+    system = _system(request)
+    token = await asyncio.to_thread(system.accounts.verify_token, presented)
+    request.app.state.rate_limiter.take(f"token:{token.id}")
+    resolver = system.on_behalf
+    if resolver is None:
+        raise Forbidden("acting on behalf of someone is not configured here")
+    issued, acting = await asyncio.to_thread(resolver.exchange, token, assertion)
+    expires_in = max(0, int((acting.expires or 0) - time.time()))
+    return JSONResponse(
+        {
+            "access_token": issued,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.post("/check/batch", tags=["access"], summary="Decide many requests (logged)")
@@ -113,7 +197,7 @@ def check_batch(
     body: BatchBody, request: Request, who: Caller = Depends(TOOL)
 ) -> list[dict[str, Any]]:
     """Decide up to 1,000 requests in one policy batch and one durable ledger batch."""
-    requests = [_access_request(b, acting_principal(who, b.principal)) for b in body.requests]
+    requests = [_access_request(b, who, request) for b in body.requests]
     return [d.to_dict() for d in _system(request).decide_many(requests, source=f"api:{who.name}")]
 
 
@@ -134,7 +218,7 @@ async def read(request: Request) -> Response:
     who = await TOOL(request)
     body = await parsed_body(request, CheckBody)
     reads: RequestBatcher[ReadResult] = request.app.state.reads
-    access = _access_request(body, acting_principal(who, body.principal))
+    access = _access_request(body, who, request)
     result = await reads.submit(access, f"api:{who.name}")
     return JSONResponse(result.to_dict())
 
@@ -160,6 +244,7 @@ def open_request(
         duration=_hours(body.hours),
         actions=list(body.actions),
         source=f"api:{who.name}",
+        via=who.via,
     )
     return opened.to_dict()
 
@@ -262,6 +347,7 @@ def break_glass(
         duration=_hours(body.hours),
         actions=list(body.actions),
         source=f"api:{who.name}",
+        via=who.via,
     )
     return grant.to_dict()
 

@@ -12,7 +12,6 @@ from custos.accounts import need_roles
 from custos.cli.app import app, console, err_console, print_json, state
 from custos.cli.operator import operator
 from custos.directory import merge_documents, read_directory_file
-from custos.vocabulary import KNOWN_ROLES, unknown_word
 
 org_app = typer.Typer(help="The directory: principals, subjects and tickets.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
@@ -44,21 +43,23 @@ def load(
     naming who loaded it (with ``[service] operator_auth``: an admin's token in
     ``$CUSTOS_TOKEN``), and only then written.
     """
-    document = merge_documents(read_directory_file(path) for path in files)
     source = ", ".join(str(p) for p in files)
     with Custos.open(state(ctx).home) as system:
+        # Protected flags and ticket kinds are the active pack's words.
+        words = system.policy_pack.vocabulary
+        document = merge_documents(read_directory_file(path, words) for path in files)
         who = operator(system)
         if who.authenticated:
             # The directory is authority: loading it is the admin plane's job.
             need_roles(who.roles, "admin")
         report = system.directory.merge(document, source=source, by=who.entry())
-    # A role the default pack does not know is allowed (a pack may add roles) but gets
-    # nothing from the default pack: say so, since it is most often a typo.
-    for role in sorted({p.role for p in document.principals} - KNOWN_ROLES):
+    # A role the pack does not declare is allowed but gets nothing from its policies: say
+    # so, since it is most often a typo.
+    for role in sorted({p.role for p in document.principals} - set(words.roles)):
         holders = sorted(p.id for p in document.principals if p.role == role)
         err_console.print(
-            f"note: {unknown_word('role', role)}: {', '.join(holders[:5])}"
-            f"{' …' if len(holders) > 5 else ''} get nothing from the default policy pack",
+            f"note: {words.unknown('role', role)}: {', '.join(holders[:5])}"
+            f"{' …' if len(holders) > 5 else ''} get nothing from the policy pack",
             highlight=False,
             markup=False,
             soft_wrap=True,

@@ -114,8 +114,9 @@ def run_tests(
     as_json: JsonFlag = False,
 ) -> None:
     """Run a table of cases (request → expected decision); exit 1 if any case fails."""
-    table = read_table(table_file)
-    results = run_table(table, PolicyEngine(_pack(ctx, pack)))
+    loaded = _pack(ctx, pack)
+    table = read_table(table_file, loaded.vocabulary)
+    results = run_table(table, PolicyEngine(loaded))
     failed = [r for r in results if not r.passed]
     if as_json:
         print_json(

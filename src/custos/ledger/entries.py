@@ -365,6 +365,9 @@ class DecisionEntry(Entry):
     #: Kind → index of the entry that set the fact; ``linked``: subject id → index for
     #: the other accounts of the subject's link group.
     authority: Mapping[str, Any] | None = optional(default=None)
+    #: The tool (its principal id) that asked on ``principal``'s behalf, proved by the
+    #: person's own assertion; absent when the principal asked itself.
+    via: str | None = optional(default=None)
 
 
 @entry_type("release", writer="access/read.py")
@@ -510,6 +513,8 @@ class TokenCreatedEntry(Entry):
     principal: str | None = None
     account: str | None = None
     operator: Mapping[str, Any]
+    #: A tool's token that may act on behalf of staff members.
+    on_behalf: bool = optional(default=False)
 
 
 @entry_type("token_revoked", writer=_ACTS)

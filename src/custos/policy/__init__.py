@@ -13,6 +13,7 @@ from custos.policy.model import (
     Facts,
     GrantFacts,
     Reason,
+    check_words,
 )
 from custos.policy.pack import PolicyInfo, PolicyPack, install_default_pack, load_pack
 
@@ -26,6 +27,7 @@ __all__ = [
     "PolicyInfo",
     "PolicyPack",
     "Reason",
+    "check_words",
     "install_default_pack",
     "load_pack",
 ]
