@@ -21,6 +21,7 @@ from tests.api.conftest import PASSWORD, Service
 WRONG_ROLE = {
     ("post", "/v1/check"): "monitor",
     ("post", "/v1/check/batch"): "monitor",
+    ("post", "/v1/token"): "monitor",
     ("post", "/v1/read"): "siem",
     ("post", "/v1/approvals/requests"): "monitor",
     ("get", "/v1/approvals/requests"): "ts-tool",

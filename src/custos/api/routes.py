@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 #: The one API path whose body is not JSON: a witness's cosigned note, as text/plain.
 COSIGNATURES_PATH = "/v1/ledger/cosignatures"
+#: The one path taking a form (RFC 8693 token exchange, as OAuth clients send it).
+TOKEN_PATH = "/v1/token"  # noqa: S105 - a path, not a secret
 ops = APIRouter()
 
 TOOL = requires("tool")
@@ -153,7 +155,27 @@ async def token_exchange(request: Request) -> Response:
     for that member through that tool, living minutes. Refused (401/403, nothing issued) as
     an ``X-Custos-On-Behalf-Of`` assertion would be."""
     form = await request.form()
+    names = [k for k, _ in form.multi_items()]
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    # Who asks first: without a tool's token, nothing about the request is answered.
+    actor = fields.get("actor_token", "")
+    header = request.headers.get("authorization", "")
+    scheme, _, bearer = header.partition(" ")
+    bearer = bearer.strip() if scheme.lower() == "bearer" else ""
+    presented = actor or bearer
+    if not presented or presented.startswith(EXCHANGED_PREFIX):
+        raise AuthenticationFailed("present the tool's own token as actor_token")
+    if actor and bearer and actor != bearer:
+        raise AuthenticationFailed("actor_token and the bearer token differ")
+    system = _system(request)
+    token = await asyncio.to_thread(system.accounts.verify_token, presented)
+    request.app.state.rate_limiter.take(f"token:{token.id}")
+    if "tool" not in token.roles:
+        raise Forbidden("this needs one of the roles: tool")
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        # RFC 6749 3.2: a parameter must not be sent twice (which one would count?).
+        raise InvalidInput(f"{', '.join(twice)} sent more than once")
     if fields.get("grant_type") != TOKEN_EXCHANGE:
         raise InvalidInput(f"grant_type must be {TOKEN_EXCHANGE}")
     assertion = fields.get("subject_token", "")
@@ -164,18 +186,6 @@ async def token_exchange(request: Request) -> Response:
         raise InvalidInput(
             f"subject_token_type must be one of {', '.join(sorted(ASSERTION_TYPES))}"
         )
-    actor = fields.get("actor_token", "")
-    header = request.headers.get("authorization", "")
-    scheme, _, bearer = header.partition(" ")
-    bearer = bearer.strip() if scheme.lower() == "bearer" else ""
-    if actor and bearer and actor != bearer:
-        raise InvalidInput("actor_token and the bearer token differ")
-    presented = actor or bearer
-    if not presented or presented.startswith(EXCHANGED_PREFIX):
-        raise AuthenticationFailed("present the tool's own token as actor_token")
-    system = _system(request)
-    token = await asyncio.to_thread(system.accounts.verify_token, presented)
-    request.app.state.rate_limiter.take(f"token:{token.id}")
     resolver = system.on_behalf
     if resolver is None:
         raise Forbidden("acting on behalf of someone is not configured here")
