@@ -19,7 +19,8 @@ from custos.directory import parse_text
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import NoteVerifier, open_checkpoint
 from custos.ledger.tree import verify_consistency, verify_inclusion
-from custos.policy import AccessRequest
+from custos.policy import AccessRequest, load_pack
+from custos.policy.pack import parse_vocabulary
 from custos.vocabulary import CATEGORIES, KNOWN_ROLES, PROTECTED_FLAGS, PURPOSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def json_lines(block: str) -> list[str]:
 def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> None:
     assert set(examples()) == {
         "directory", "events", "records", "alert", "ledger", "inclusion", "consistency",
-        "checkpoint", "verifier-key", "report-fields",
+        "checkpoint", "verifier-key", "report-fields", "vocabulary",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -127,3 +128,11 @@ def test_the_words_are_the_vocabularys(heading: str, words: frozenset[str]) -> N
     text = FORMATS.read_text(encoding="utf-8").split("## Words", 1)[1]
     item = text.split(f"- {heading}:", 1)[1].split("\n- ", 1)[0]
     assert set(re.findall(r"`([a-z_]+)`", item)) == words
+
+
+def test_the_vocabulary_example_is_a_valid_vocabulary() -> None:
+    words = parse_vocabulary(examples()["vocabulary"], "formats.md")
+    assert "hr_investigation" in words.purposes
+    assert "health" in words.categories
+    default = load_pack().vocabulary
+    assert set(words.categories) == set(default.categories) | {"health"}
