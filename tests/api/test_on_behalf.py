@@ -172,6 +172,11 @@ def test_a_console_acts_for_the_person_with_their_role_and_names_itself(
         )
     assert reply.status_code == 200, reply.text
     assert _last_decision(console.system).via == "emp-2001"
+    with console.client(console.tokens["console"]) as client:
+        who = client.get(
+            "/v1/whoami", headers={"X-Custos-On-Behalf-Of": provider.assertion("emp-3002")}
+        ).json()
+    assert (who["principal"], who["via"], who["roles"]) == ("emp-3002", "emp-2001", ["tool"])
 
 
 def test_the_person_named_in_the_body_must_be_the_assertions(

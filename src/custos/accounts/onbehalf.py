@@ -40,7 +40,13 @@ import httpx
 import jwt
 
 from custos.accounts.store import Accounts, ApiToken
-from custos.errors import AssertionRefused, ConfigurationError, Forbidden, NotFound
+from custos.errors import (
+    AssertionRefused,
+    AuthenticationFailed,
+    ConfigurationError,
+    Forbidden,
+    NotFound,
+)
 
 #: The only signatures an assertion may carry: asymmetric, so custos holds no secret of the
 #: provider's, and never ``none`` or HS*.
@@ -355,9 +361,10 @@ class OnBehalf:
             raise AssertionRefused("invalid exchanged token") from None
         if time.time() >= expires:
             raise AssertionRefused("the exchanged token has expired; exchange a new assertion")
-        token = self.accounts.token(str(token_id))
-        if token.revoked is not None:
-            raise AssertionRefused("the tool token this was exchanged with is revoked")
+        try:
+            token = self.accounts.live_token(str(token_id))
+        except AuthenticationFailed as exc:
+            raise AssertionRefused(exc.message) from None
         self._check_tool(token)
         self._check_principal(str(principal))
         return Acting(token, str(principal), expires)

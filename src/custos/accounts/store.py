@@ -568,6 +568,30 @@ class Accounts:
             owner = session.get(AccountRow, row.account) if row.account else None
             return _token(row, self._checked(owner) if owner is not None else None)
 
+    def live_token(self, token_id: str) -> ApiToken:
+        """The live tool token ``token_id`` (by id, for a credential derived from it such as
+        an exchanged on-behalf-of token), cached like :meth:`verify_token`: a revocation
+        elsewhere takes effect within two seconds, here at once. Raises
+        :class:`AuthenticationFailed` for an unknown or revoked token and
+        :class:`AuthorityMismatch` for a row the ledger does not vouch for."""
+        key = f"id:{token_id}"
+        with self._lock:
+            cached = self._tokens.get(key)
+        if cached is not None and time.monotonic() - cached[0] < _TOKEN_CACHE_SECONDS:
+            return cached[1]
+        now = time.monotonic()
+        try:
+            token = self.token(token_id)
+        except UnknownAccount:
+            raise AuthenticationFailed("invalid API token") from None
+        if token.revoked is not None or token.account is not None:
+            raise AuthenticationFailed("the tool token this was exchanged with is revoked")
+        with self._lock:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[key] = (now, token)
+        return token
+
     def cached_token(self, presented: str) -> ApiToken | None:
         """The token behind ``presented`` if it was verified here within two seconds."""
         match = _TOKEN.match(presented)

@@ -461,12 +461,15 @@ def openapi_schema(request: Request, who: Caller = Depends(caller)) -> dict[str,
 
 @router.get("/whoami", tags=["ops"])
 def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
-    return {
+    found: dict[str, Any] = {
         "kind": who.kind,
         "name": who.name,
         "roles": sorted(who.roles),
         "principal": who.principal,
     }
+    if who.via is not None:
+        found["via"] = who.via  # a tool acting on the principal's behalf
+    return found
 
 
 # The two probes are the only operations without credentials: a load balancer or an
