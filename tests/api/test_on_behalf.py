@@ -22,9 +22,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
-from custos.access import Custos
+from custos.access import Custos, Viewer
 from custos.accounts.onbehalf import TOKEN_EXCHANGE, KeySet
+from custos.cli import app
 from custos.ledger.entries import DecisionEntry, parse_bytes
 from custos.store.ledger import LedgerEntryRow
 from tests.api.conftest import Service, populate, run_service
@@ -177,6 +179,28 @@ def test_a_console_acts_for_the_person_with_their_role_and_names_itself(
             "/v1/whoami", headers={"X-Custos-On-Behalf-Of": provider.assertion("emp-3002")}
         ).json()
     assert (who["principal"], who["via"], who["roles"]) == ("emp-3002", "emp-2001", ["tool"])
+
+
+def test_the_subject_report_and_custos_log_name_the_tool(
+    console: Service, provider: Provider
+) -> None:
+    with console.client(console.tokens["console"]) as client:
+        reply = client.post(
+            "/v1/check", json=CHECK, headers={"X-Custos-On-Behalf-Of": provider.assertion()}
+        )
+    assert reply.status_code == 200, reply.text
+    index = reply.json()["ledger_index"]
+    seen = console.system.subject_report("user-1", viewer=Viewer("test"))
+    assert seen["accesses"][-1]["via"] == "a tool"  # the subject learns a tool asked
+    assert seen["accesses"][-1]["role"] == "trust_safety_investigator"
+    named = console.system.subject_report("user-1", viewer=Viewer("test"), names=True)
+    assert (named["accesses"][-1]["principal"], named["accesses"][-1]["via"]) == (
+        "emp-3001",
+        "emp-2001",
+    )
+    shown = CliRunner().invoke(app, ["log", "replay", str(index)])
+    assert shown.exit_code == 0, shown.output
+    assert "for:      emp-3001 (asked by tool emp-2001 on their behalf)" in shown.output
 
 
 def test_the_person_named_in_the_body_must_be_the_assertions(

@@ -176,7 +176,8 @@ class KeySet:
             ) from None
         self.fetches += 1
         self._fetched = now
-        self._keys = {k.key_id: k for k in keys if k.key_id}
+        # Only signing keys with an id: an encryption key never verifies an assertion.
+        self._keys = {k.key_id: k for k in keys if k.key_id and k.public_key_use in (None, "sig")}
 
 
 class AssertionVerifier:

@@ -68,6 +68,7 @@ def show(
                     {"id": i.id, "effect": i.effect, "file": i.file, "annotations": i.annotations}
                     for i in loaded.policies.values()
                 ],
+                "vocabulary": loaded.vocabulary.to_dict(),
             }
         )
         return
@@ -83,6 +84,8 @@ def show(
             obligations.append("mandatory review")
         table.add_row(info.id, info.effect, info.file, "; ".join(obligations), info.explanation)
     console.print(table)
+    for key, words in loaded.vocabulary.to_dict().items():
+        console.print(f"{key.replace('_', ' ')}: {', '.join(words)}", highlight=False)
 
 
 @policy_app.command("validate")
