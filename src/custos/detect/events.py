@@ -35,7 +35,7 @@ from custos.store.events import AccessEventRow, EventSequenceRow
 # Ids follow the directory's rule: an event names its principal, subject and ticket by them.
 from custos.textfiles import check_plain_json, strict_json, write_rejects
 from custos.times import UtcTime, iso
-from custos.vocabulary import Action, Outcome, Precision, Vocabulary
+from custos.vocabulary import DEFAULT_VOCABULARY, Action, Outcome, Precision, Vocabulary
 
 MAX_LINE = 64 * 1024
 _CHUNK = 500
@@ -257,9 +257,9 @@ class EventStore:
 
     def __init__(self, db: Database, *, vocabulary: Callable[[], Vocabulary] | None = None) -> None:
         """``vocabulary`` gives the active pack's words, which imported events must use
-        (without it any word is taken: the events are checked elsewhere)."""
+        (default: the shipped pack's)."""
         self.db = db
-        self.vocabulary = vocabulary
+        self.vocabulary = vocabulary or (lambda: DEFAULT_VOCABULARY)
 
     def append(
         self, events: Iterable[AccessEvent | Mapping[str, Any]], *, from_ledger: bool = False
@@ -285,7 +285,7 @@ class EventStore:
         parsed: list[AccessEvent] = []
         problems: list[str] = []
         # The guarded path's own entries were checked against the pack when decided.
-        words = self.vocabulary() if self.vocabulary is not None and not from_ledger else None
+        words = None if from_ledger else self.vocabulary()
         for position, item in enumerate(events):
             if isinstance(item, AccessEvent):
                 parsed.append(item)
@@ -307,9 +307,7 @@ class EventStore:
         Raises :class:`ValidationFailed` listing every bad line unless ``rejects`` is given;
         then bad lines are written there (mode 0600) and the rest stored.
         """
-        parsed = parse_lines(
-            lines, source, self.vocabulary() if self.vocabulary is not None else None
-        )
+        parsed = parse_lines(lines, source, self.vocabulary())
         if parsed.rejected and rejects is None:
             raise ValidationFailed(
                 f"{source}: {len(parsed.rejected)} bad line(s); nothing was stored",
