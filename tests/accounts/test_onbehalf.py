@@ -64,7 +64,9 @@ def test_any_assertion_is_refused_with_a_reason(text: str) -> None:
 )
 @given(st.one_of(st.text(max_size=200), st.builds(lambda t: EXCHANGED_PREFIX + t, st.text())))
 def test_any_exchanged_token_but_custos_own_is_refused(module_system: Custos, text: str) -> None:
-    resolver = OnBehalf(SETTINGS, module_system.accounts, lambda _: "active", b"k" * 32)
+    resolver = OnBehalf(
+        SETTINGS, module_system.accounts, lambda _: ("active", "employee"), b"k" * 32
+    )
     with pytest.raises(AssertionRefused, match="invalid exchanged token"):
         resolver.exchanged(EXCHANGED_PREFIX + text)
 

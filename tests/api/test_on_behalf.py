@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from custos.access import Custos, Viewer
 from custos.accounts.onbehalf import TOKEN_EXCHANGE, KeySet
 from custos.cli import app
+from custos.directory import parse_text
 from custos.ledger.entries import DecisionEntry, parse_bytes
 from custos.store.ledger import LedgerEntryRow
 from tests.api.conftest import Service, populate, run_service
@@ -116,6 +117,14 @@ def console(home: Path, provider: Provider) -> Iterator[Service]:
     )
     with Custos.init(home) as system:
         tokens = populate(system)
+        system.directory.merge(
+            parse_text(
+                "principals:\n  - {id: svc-batch, name: B, kind: service, role: engineer,"
+                " team: data, country: US}\n",
+                "services",
+            ),
+            source="services",
+        )
         _, tokens["console"] = system.accounts.create_token(
             "support-console", ["tool"], "emp-2001", on_behalf=True
         )
@@ -256,6 +265,7 @@ def _unsigned(provider: Provider) -> str:
         (lambda p: p.assertion(kid="ec-1", alg="RS256"), 401, "not its key's"),
         (lambda p: p.assertion("emp-1004"), 403, "no principal of the directory"),
         (lambda p: p.assertion("emp-9999"), 403, "no principal of the directory"),
+        (lambda p: p.assertion("svc-batch"), 403, "svc-batch is a service"),
         (lambda p: "not-a-jwt", 401, "not a signed JWT"),
     ],
 )
@@ -274,7 +284,7 @@ def test_a_bad_assertion_is_refused_and_nothing_is_decided(
 
 def test_a_terminated_principal_cannot_be_acted_for(console: Service, provider: Provider) -> None:
     console.system.directory.merge(
-        __import__("custos.directory", fromlist=["parse_text"]).parse_text(
+        parse_text(
             "principals:\n  - {id: emp-3001, name: T, role: trust_safety_investigator,"
             " team: trust-safety, country: US, status: terminated}\n",
             "hr feed",

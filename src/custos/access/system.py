@@ -41,7 +41,7 @@ from custos.authority import AuthorityWriter, Voucher
 from custos.config import Settings, decision_settings, decision_settings_digest, load_settings
 from custos.detect import Casebook, DetectConfig, DetectionRun, EventStore, Finding, run_detection
 from custos.detect.replay import ReplayPolicy, ReplaySource
-from custos.directory import DirectoryStore
+from custos.directory import DirectoryStore, Principal
 from custos.errors import (
     AuthorityMismatch,
     ConfigurationError,
@@ -127,6 +127,10 @@ class Viewer:
     source: str
     principal: str | None = None
     roles: tuple[str, ...] = ()
+
+
+def _status_and_kind(principal: Principal) -> tuple[str, str]:
+    return principal.status, principal.kind
 
 
 def _create_secret(path: Path) -> None:
@@ -374,7 +378,7 @@ class Custos:
         return OnBehalf(
             settings,
             self.accounts,
-            lambda principal: self.directory.principal(principal).status,
+            lambda principal: _status_and_kind(self.directory.principal(principal)),
             path.read_bytes().strip(),
         )
 

@@ -14,7 +14,7 @@ The assertion is honoured only when:
 - the token presenting it is a live tool token allowed to act on behalf (a fact of the token,
   ledgered when it was made: ``custos tokens create --on-behalf``);
 - its claim (``claim``: ``sub`` by default, or ``email`` or any other) names an active
-  directory principal.
+  employee or contractor of the directory (never a service).
 
 Then the caller acts as that principal, with the principal's role, never the tool's; each
 decision names the tool too (``via``). The JWKS is cached: fetched again when older than
@@ -275,14 +275,15 @@ class Acting:
 
 class OnBehalf:
     """Resolves who a tool acts for: its token plus an assertion (the header) or an
-    exchanged token. ``principal_status(id)`` is the directory's status of a principal
-    (raising the directory's error for an unknown one)."""
+    exchanged token. ``principal_status(id)`` is the directory's ``(status, kind)`` of a
+    principal (raising the directory's error for an unknown one): a tool acts only for an
+    active employee or contractor, never for a service."""
 
     def __init__(
         self,
         settings: OnBehalfSettings,
         accounts: Accounts,
-        principal_status: Callable[[str], str],
+        principal_status: Callable[[str], tuple[str, str]],
         exchange_key: bytes,
         *,
         keys: KeySet | None = None,
@@ -313,11 +314,13 @@ class OnBehalf:
 
     def _check_principal(self, principal: str) -> None:
         try:
-            status = self.principal_status(principal)
+            status, kind = self.principal_status(principal)
         except NotFound:
             raise Forbidden(
                 "the assertion names no principal of the directory; no tool may act for it"
             ) from None
+        if kind == "service":
+            raise Forbidden(f"{principal} is a service: a tool acts only for staff members")
         if status != "active":
             raise Forbidden(f"{principal} is {status}: no tool may act on their behalf")
 
