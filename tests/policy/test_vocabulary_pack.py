@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -249,3 +250,32 @@ def test_declared_words_round_trip_in_order(
     }
     for word in purposes:
         assert words.knows("purpose", word)
+
+
+def test_the_api_takes_the_packs_words(home: Path, tmp_path: Path) -> None:
+    from tests.api.conftest import run_service
+
+    with Custos.init(home) as system:
+        shutil.rmtree(home / "policies")
+        custom_pack(home / "policies")
+        system.activate_policies()
+        system.directory.merge(
+            read_directory_file(
+                write_org(tmp_path / "hr.yaml", HR_WORLD), system.policy_pack.vocabulary
+            ),
+            source="hr",
+        )
+        _, secret = system.accounts.create_token("hr-tool", ["tool"], "emp-7001")
+        for url, _app in run_service(system):
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"}) as api:
+                body = {"subject": "user-5", "category": "health",
+                        "purpose": "hr_investigation", "ticket": "HR-1"}  # fmt: skip
+                allowed = api.post("/v1/check", json=body)
+                assert allowed.status_code == 200, allowed.text
+                assert allowed.json()["decision"] == "allow"
+                size = system.ledger.size()
+                refused = api.post("/v1/check", json={**body, "category": "helth"})
+                assert refused.status_code == 422
+                message = refused.json()["error"]["message"]
+                assert "unknown category 'helth' (did you mean 'health'?" in message
+                assert system.ledger.size() == size
