@@ -393,6 +393,16 @@ def test_the_allow_list_is_authority(console: Service, provider: Provider) -> No
     equals the ledger entry that set it."""
     from custos.store.accounts import ApiTokenRow
 
+    # A decision made on behalf of someone replays, and the log verifies, before the edit.
+    with console.client(console.tokens["console"]) as client:
+        made = client.post(
+            "/v1/check", json=CHECK, headers={"X-Custos-On-Behalf-Of": provider.assertion()}
+        )
+    assert made.status_code == 200, made.text
+    clean = console.system.verify_authority()
+    assert clean.projection.findings == []
+    assert [r for r in clean.results if not r.same] == []
+    assert any(r.logged.get("via") == "emp-2001" for r in clean.results)
     token_id = console.tokens["ts-tool"].split("_")[1]
     with console.system.db.session() as session:
         row = session.get(ApiTokenRow, token_id)
@@ -407,6 +417,9 @@ def test_the_allow_list_is_authority(console: Service, provider: Provider) -> No
     assert reply.status_code == 503, reply.text
     assert reply.json()["error"]["code"] == "authority_mismatch"
     assert _decisions(console.system) == before
+    # And `custos log verify` names the row.
+    found = console.system.verify_authority().projection.findings
+    assert [(f.table, f.key) for f in found] == [("api_tokens", token_id)]
 
 
 def test_keys_are_fetched_again_only_within_bounds(provider: Provider) -> None:
