@@ -77,6 +77,7 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
             "issuer",
             "audience",
             "claim",
+            "claim_pattern",
             "leeway",
             "max_lifetime",
             "jwks_refresh",

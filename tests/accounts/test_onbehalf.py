@@ -94,6 +94,24 @@ def test_a_bad_configuration_is_named(config: dict[str, Any], message: str) -> N
         OnBehalfSettings.from_config(config)
 
 
+def test_a_claim_pattern_maps_an_email_to_a_principal_id() -> None:
+    found = OnBehalfSettings.from_config(
+        {"jwks_url": "https://idp.example.test/k", "issuer": "i", "audience": "a",
+         "claim": "email", "claim_pattern": r"(?P<id>[a-z0-9-]+)@corp\.example"}
+    )  # fmt: skip
+    assert found is not None
+    assert found.claim_pattern is not None
+    matched = found.claim_pattern.fullmatch("emp-1@corp.example")
+    assert matched is not None
+    assert matched.group("id") == "emp-1"
+    for bad, message in (("(", "not a regular expression"), ("[a-z]+", "named group id")):
+        with pytest.raises(ConfigurationError, match=message):
+            OnBehalfSettings.from_config(
+                {"jwks_url": "https://idp.example.test/k", "issuer": "i", "audience": "a",
+                 "claim_pattern": bad}
+            )  # fmt: skip
+
+
 def test_no_configuration_is_no_on_behalf() -> None:
     assert OnBehalfSettings.from_config({}) is None
     found = OnBehalfSettings.from_config(

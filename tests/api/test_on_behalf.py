@@ -25,9 +25,10 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from custos.access import Custos, Viewer
-from custos.accounts.onbehalf import TOKEN_EXCHANGE, KeySet
+from custos.accounts.onbehalf import TOKEN_EXCHANGE, AssertionVerifier, KeySet, OnBehalfSettings
 from custos.cli import app
 from custos.directory import parse_text
+from custos.errors import AssertionRefused
 from custos.ledger.entries import DecisionEntry, parse_bytes
 from custos.store.ledger import LedgerEntryRow
 from tests.api.conftest import Service, populate, run_service
@@ -454,3 +455,19 @@ def test_without_configuration_no_one_acts_on_behalf(service: Service, tmp_path:
         )
     assert reply.status_code == 403
     assert "not configured" in reply.json()["error"]["message"]
+
+
+def test_an_email_claim_maps_to_a_principal_through_claim_pattern(provider: Provider) -> None:
+    settings = OnBehalfSettings.from_config(
+        {"jwks_url": provider.url, "issuer": ISSUER, "audience": AUDIENCE, "claim": "email",
+         "claim_pattern": r"(?P<id>emp-[0-9]+)@corp[.]example"}
+    )  # fmt: skip
+    assert settings is not None
+    verifier = AssertionVerifier(settings, KeySet(provider.url))
+    assert verifier.principal(provider.assertion(email="emp-3001@corp.example")) == "emp-3001"
+    with pytest.raises(AssertionRefused) as refused:
+        verifier.principal(provider.assertion(email="dana.reyes@elsewhere.example"))
+    assert "does not have the configured form" in refused.value.message
+    assert "dana" not in refused.value.message
+    with pytest.raises(AssertionRefused, match="lacks the 'email' claim"):
+        verifier.principal(provider.assertion())

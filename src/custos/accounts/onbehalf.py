@@ -14,7 +14,10 @@ The assertion is honoured only when:
 - the token presenting it is a live tool token allowed to act on behalf (a fact of the token,
   ledgered when it was made: ``custos tokens create --on-behalf``);
 - its claim (``claim``: ``sub`` by default, or ``email`` or any other) names an active
-  employee or contractor of the directory (never a service).
+  employee or contractor of the directory (never a service): the claim is the principal id,
+  or with ``claim_pattern`` (a regular expression the whole claim must match) its named
+  group ``id`` is (``^(?P<id>[^@]+)@corp[.]example$`` maps ``emp-1@corp.example`` to
+  ``emp-1``).
 
 Then the caller acts as that principal, with the principal's role, never the tool's; each
 decision names the tool too (``via``). The JWKS is cached: fetched again when older than
@@ -29,6 +32,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -71,6 +75,7 @@ class OnBehalfSettings:
     issuer: str
     audience: str
     claim: str = "sub"
+    claim_pattern: re.Pattern[str] | None = None
     leeway: float = 30.0
     max_lifetime: float = 3600.0
     jwks_refresh: float = 300.0
@@ -110,11 +115,24 @@ class OnBehalfSettings:
         claim = str(config.get("claim", "sub"))
         if not claim:
             raise ConfigurationError("[on_behalf] claim must name a claim (sub, email, …)")
+        pattern = None
+        if "claim_pattern" in config:
+            try:
+                pattern = re.compile(str(config["claim_pattern"]))
+            except re.error as exc:
+                raise ConfigurationError(
+                    f"[on_behalf] claim_pattern is not a regular expression ({exc})"
+                ) from None
+            if "id" not in pattern.groupindex:
+                raise ConfigurationError(
+                    "[on_behalf] claim_pattern needs a named group id: (?P<id>…)"
+                )
         return cls(
             jwks_url=url,
             issuer=str(config["issuer"]),
             audience=str(config["audience"]),
             claim=claim,
+            claim_pattern=pattern,
             **numbers,
         )
 
@@ -247,6 +265,15 @@ class AssertionVerifier:
         principal = claims.get(settings.claim)
         if not isinstance(principal, str) or not principal:
             raise AssertionRefused(f"the assertion lacks the {settings.claim!r} claim")
+        if settings.claim_pattern is not None:
+            matched = settings.claim_pattern.fullmatch(principal)
+            if matched is None or not matched.group("id"):
+                # The claim (an email, say) is personal data: not repeated.
+                raise AssertionRefused(
+                    f"the assertion's {settings.claim!r} claim does not have the configured "
+                    "form (claim_pattern)"
+                )
+            principal = matched.group("id")
         return principal
 
 
