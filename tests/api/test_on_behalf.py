@@ -30,6 +30,7 @@ from custos.cli import app
 from custos.directory import parse_text
 from custos.errors import AssertionRefused
 from custos.ledger.entries import DecisionEntry, parse_bytes
+from custos.reports.report import verify_report
 from custos.store.ledger import LedgerEntryRow
 from tests.api.conftest import Service, populate, run_service
 
@@ -208,6 +209,12 @@ def test_the_subject_report_and_custos_log_name_the_tool(
         "emp-3001",
         "emp-2001",
     )
+    # Both reports verify offline: the row with `via` is derived again from the entries.
+    for report in (seen, named):
+        check = verify_report(
+            json.dumps(report), trusted_key=console.system.ledger.signer.verifier_key()
+        )
+        assert check.problems == [], check.problems
     shown = CliRunner().invoke(app, ["log", "replay", str(index)])
     assert shown.exit_code == 0, shown.output
     assert "for:      emp-3001 (asked by tool emp-2001 on their behalf)" in shown.output
