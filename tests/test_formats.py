@@ -24,7 +24,8 @@ from custos.feeds.tickets import parse as parse_hook
 from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import NoteVerifier, open_checkpoint
 from custos.ledger.tree import verify_consistency, verify_inclusion
-from custos.policy import AccessRequest
+from custos.policy import AccessRequest, load_pack
+from custos.policy.pack import parse_vocabulary
 from custos.sql import BUILTIN_COARSE, parse_data_map
 from custos.vocabulary import CATEGORIES, KNOWN_ROLES, PROTECTED_FLAGS, PURPOSES
 
@@ -50,7 +51,7 @@ def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> 
         "consistency",
         "checkpoint", "verifier-key", "report-fields", "sources", "ocsf-activity",
         "ocsf-finding", "pgaudit-mapping", "cloudtrail-mapping", "scim-user", "hook-generic",
-        "hook-jira", "hook-servicenow",
+        "hook-jira", "hook-servicenow", "vocabulary",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -209,3 +210,11 @@ def test_the_ocsf_examples_are_valid_and_shaped_as_custos_makes_them(system: Cus
         assert problems(example) == []
         assert set(example) - {"status_detail"} == set(real) - {"status_detail"}
         assert set(example["metadata"]) - {"sequence"} == set(real["metadata"]) - {"sequence"}
+
+
+def test_the_vocabulary_example_is_a_valid_vocabulary() -> None:
+    words = parse_vocabulary(examples()["vocabulary"], "formats.md")
+    assert "hr_investigation" in words.purposes
+    assert "health" in words.categories
+    default = load_pack().vocabulary
+    assert set(words.categories) == set(default.categories) | {"health"}

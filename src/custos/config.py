@@ -86,6 +86,21 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "service.oidc": frozenset(
         {"issuer", "client_id", "client_secret", "redirect_uri", "name", "scopes"}
     ),
+    "on_behalf": frozenset(
+        {
+            "jwks_url",
+            "issuer",
+            "audience",
+            "claim",
+            "claim_pattern",
+            "leeway",
+            "max_lifetime",
+            "jwks_refresh",
+            "jwks_min_refresh",
+            "exchange_seconds",
+            "timeout",
+        }
+    ),
     "approvals": frozenset(
         {
             "request_ttl_hours",

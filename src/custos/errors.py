@@ -241,6 +241,16 @@ class AuthenticationFailed(CustosError):
     exit_code = 9
 
 
+class AssertionRefused(CustosError):
+    """A staff member's assertion (or a token exchanged for one) presented by a tool acting
+    on their behalf does not hold: the message says why (expired, another audience, …),
+    naming nothing of the assertion's contents."""
+
+    code = "assertion_refused"
+    http_status = 401
+    exit_code = 9
+
+
 class Forbidden(CustosError):
     """Valid credentials, but the role or principal does not allow this."""
 

@@ -108,9 +108,19 @@ def test_unknown_ids_are_errors_not_decisions(
         world.decide(AccessRequest(**{**base, **fields}))  # type: ignore[arg-type]
 
 
-def test_unknown_vocabulary_is_invalid_input() -> None:
+def test_unknown_vocabulary_is_invalid_input(world: Custos) -> None:
+    # The words are the active pack's: refused before anything is decided or logged.
+    size = world.ledger.size()
     with pytest.raises(InvalidInput, match=r"unknown category 'ssn'.*unknown purpose 'curiosity'"):
-        AccessRequest("emp-1", "user-1", "ssn", "curiosity")
+        world.decide(AccessRequest("emp-1001", "user-1", "ssn", "curiosity"))
+    with pytest.raises(InvalidInput, match=r"unknown category 'ssn'"):
+        world.decide_many(
+            [
+                AccessRequest("emp-1001", "user-1", "profile", "support", ticket="T-1"),
+                AccessRequest("emp-1001", "user-1", "ssn", "support", ticket="T-1"),
+            ]
+        )
+    assert world.ledger.size() == size
 
 
 def test_batch_decisions_match_single_ones(world: Custos) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from custos.accounts.onbehalf import TOKEN_EXCHANGE
 from tests.api.conftest import PASSWORD, Service
 
 # Every operation of the OpenAPI schema with a credential that holds the wrong role. The test
@@ -21,6 +22,7 @@ from tests.api.conftest import PASSWORD, Service
 WRONG_ROLE = {
     ("post", "/v1/check"): "monitor",
     ("post", "/v1/check/batch"): "monitor",
+    ("post", "/v1/token"): "monitor",
     ("post", "/v1/read"): "siem",
     ("post", "/v1/query"): "siem",
     ("post", "/v1/approvals/requests"): "monitor",
@@ -99,6 +101,8 @@ def sent(path: str) -> dict[str, Any]:
     if path == "/v1/ledger/cosignatures":
         note = "custos/test\n1\n" + "A" * 43 + "=\n\n\u2014 w AAAAAAAA\n"
         return {"content": note.encode(), "headers": {"Content-Type": "text/plain"}}
+    if path == "/v1/token":  # RFC 8693 token exchange: a form, as OAuth clients send it
+        return {"data": {"grant_type": TOKEN_EXCHANGE, "subject_token": "x.y.z"}}
     return {"json": body_for(path)}
 
 

@@ -158,6 +158,7 @@ def test_policy_validate_show_and_test(loaded: Path, tmp_path: Path) -> None:
     assert "valid: 21 policies" in run(loaded, "policy", "validate").stdout
     shown = json.loads(run(loaded, "policy", "show", "--json").stdout)
     assert {p["id"] for p in shown["policies"]} >= {"source-protection", "protected-two-person"}
+    assert "internal_investigation" in shown["vocabulary"]["purposes"]
     table = loaded / "policies" / "cases.yaml"
     result = run(loaded, "policy", "test", str(table))
     assert result.returncode == 0, result.stdout

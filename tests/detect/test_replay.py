@@ -326,3 +326,53 @@ def test_a_fixed_directory_and_its_grants_without_a_ledger() -> None:
         assert found == {"after": "protected-two-person"}
     finally:
         con.close()
+
+
+def test_an_event_with_a_word_the_pack_dropped_is_a_finding_not_a_failure() -> None:
+    """An access imported under a pack that knew ``health``, replayed under one that does
+    not: refused by name (policy ``vocabulary``), and the rest of its batch decided."""
+    engine = PolicyEngine(load_pack(Path(str(DEFAULT_PACK))))
+    con = connect(1)
+    try:
+        con.execute(
+            """CREATE TABLE principals AS SELECT * FROM (VALUES
+               ('emp-1', 'employee', 'trust_safety_investigator', 'ts', NULL, 'US', 'active',
+                NULL::TIMESTAMP))
+               t(id, kind, role, team, manager, country, status, role_since)"""
+        )
+        con.execute(
+            """CREATE TABLE subjects AS SELECT * FROM (VALUES ('user-1', '', NULL))
+               t(id, protected, employee)"""
+        )
+        con.execute(
+            """CREATE TABLE tickets AS SELECT * FROM (VALUES
+               ('T-1', 'trust_safety', 'user-1', 'emp-1', 'open', NULL::TIMESTAMP,
+                NULL::TIMESTAMP, 'system'))
+               t(id, kind, subject, assignee, status, opened, closed, opened_by)"""
+        )
+        con.execute(
+            """CREATE TABLE grants (id VARCHAR, principal VARCHAR, subject VARCHAR,
+               purpose VARCHAR, precision VARCHAR, approvers VARCHAR, approver_groups VARCHAR,
+               starts TIMESTAMP, ends TIMESTAMP, break_glass BOOLEAN)"""
+        )
+        con.execute(
+            """CREATE TABLE events AS SELECT * FROM (VALUES
+               ('known', TIMESTAMP '2026-01-05 10:00', 'emp-1', 'read', 'user-1', 'content',
+                'trust_safety', 'T-1', 'allow', 'coarse', NULL, 'x', false),
+               ('dropped', TIMESTAMP '2026-01-05 11:00', 'emp-1', 'read', 'user-1', 'health',
+                'trust_safety', 'T-1', 'allow', 'coarse', NULL, 'x', false))
+               t(id, time, principal, action, subject, category, purpose, ticket, decision,
+                 precision, records, source, break_glass)"""
+        )
+        replay = PolicyReplay(con, ReplayPolicy(engine, lambda j: (j,)), DetectConfig())
+        replay.history_from_directory()
+        run = replay.replay("SELECT * FROM events")
+        assert run.events == 2
+        found = dict(
+            con.execute(
+                "SELECT f.id, k.policy FROM rp_found f JOIN rp_keys k USING (kid)"
+            ).fetchall()
+        )
+        assert found == {"dropped": "vocabulary"}
+    finally:
+        con.close()

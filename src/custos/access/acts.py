@@ -115,6 +115,7 @@ def create_token(
     principal: str | None = None,
     *,
     account: str | None = None,
+    on_behalf: bool = False,
 ) -> tuple[ApiToken, str]:
     """Create a token (see :meth:`Accounts.create_token`) after logging ``token_created``
     (its id, name, roles, principal or account; never its secret). Returns the token and
@@ -122,9 +123,11 @@ def create_token(
     errors (no token)."""
     if principal is not None:
         system.directory.principal(principal)  # must exist
-    system.accounts.check_new_token(name, roles, principal, account=account)
+    system.accounts.check_new_token(name, roles, principal, account=account, on_behalf=on_behalf)
     # The id is chosen here so that the entry names the token it vouches for.
-    token, secret = system.accounts.prepare_token(name, roles, principal, account=account)
+    token, secret = system.accounts.prepare_token(
+        name, roles, principal, account=account, on_behalf=on_behalf
+    )
     _log(
         system,
         TokenCreatedEntry(
@@ -135,6 +138,7 @@ def create_token(
             principal=None if account else principal,
             account=account,
             operator=operator.entry(),
+            on_behalf=on_behalf,
         ),
     )
     system.accounts.store_token(token, secret, by=operator.entry())

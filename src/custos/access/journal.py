@@ -71,4 +71,5 @@ def decision_entry(
         # still the latest for its row, and replays the decision on them.
         authority=dict(decision.authority) if decision.authority else None,
         data_map=data_map,
+        via=request.via,
     ).to_json()

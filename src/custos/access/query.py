@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from custos.access.decisions import AUTHORITY_MISMATCH
 from custos.access.journal import new_event_id
-from custos.errors import AuthorityMismatch, CustosError, QueryRefused, SqlRejected
+from custos.errors import AuthorityMismatch, CustosError, InvalidInput, QueryRefused, SqlRejected
 from custos.ledger.entries import (
     AggregateDecisionEntry,
     DataMapEntry,
@@ -292,6 +292,9 @@ class QueryDesk:
     def query(self, request: QueryRequest, *, source_tag: str = "sql") -> QueryResult:
         """See :meth:`Custos.query`."""
         system = self.system
+        problems = system.policy_pack.vocabulary.problems([("purpose", request.purpose)])
+        if problems:
+            raise InvalidInput("invalid query: " + "; ".join(problems))
         data_map = self.maps.current(system)
         source = data_map.source(request.source)
         # UnknownPrincipal before any parsing; a row the ledger does not vouch for is decided

@@ -37,7 +37,7 @@ from custos.ledger.entries import (
 )
 from custos.policy import AccessRequest, AggregateRequest, Facts, GrantFacts, PolicyEngine
 from custos.policy.model import strictest
-from custos.policy.pack import build_pack
+from custos.policy.pack import pack_from_files
 from custos.times import utc_instant
 
 
@@ -127,11 +127,17 @@ def grant_of(facts: Mapping[str, Any], revoked: bool) -> GrantFacts:
 
 
 def _outcome(decision: DecisionEntry | AggregateDecisionEntry) -> dict[str, Any]:
-    return {
+    """What was logged: the outcome, and for whom (and through which tool, if one asked on
+    the principal's behalf)."""
+    found: dict[str, Any] = {
         "decision": decision.decision,
         "precision": decision.precision if isinstance(decision, DecisionEntry) else None,
         "reasons": list(decision.reasons),
+        "principal": decision.principal,
     }
+    if isinstance(decision, DecisionEntry) and decision.via is not None:
+        found["via"] = decision.via
+    return found
 
 
 class Replayer:
@@ -208,10 +214,7 @@ class Replayer:
             schemas = [name for name in files if name.endswith(".cedarschema")]
             if len(schemas) != 1:
                 raise LookupError(f"policy version {digest[:12]} has no single schema file")
-            policies = {n: t for n, t in files.items() if n != schemas[0]}
-            pack = build_pack(
-                f"policy version {digest[:12]}", schemas[0], files[schemas[0]], policies
-            )
+            pack = pack_from_files(f"policy version {digest[:12]}", files)
             if pack.digest != digest:
                 raise LookupError(f"policy version {digest[:12]}: its files do not hash to it")
             engine = self._engines[digest] = PolicyEngine(pack)

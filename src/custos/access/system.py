@@ -37,7 +37,7 @@ from custos.approvals import (
 )
 from custos.authority import AuthorityWriter, Voucher
 from custos.config import Settings, decision_settings, decision_settings_digest, load_settings
-from custos.directory import DirectoryStore
+from custos.directory import DirectoryStore, Principal
 from custos.errors import (
     AuthorityMismatch,
     ConfigurationError,
@@ -77,6 +77,7 @@ from custos.policy import (
     Decision,
     PolicyEngine,
     PolicyPack,
+    check_words,
     install_default_pack,
     load_pack,
 )
@@ -89,6 +90,7 @@ SHRED_LOCK_FILE = "shred.lock"
 if TYPE_CHECKING:  # imported where used: a command pays only for the parts it needs
     from custos.access.replay import Replayed, Replayer
     from custos.accounts.oidc import OidcClient
+    from custos.accounts.onbehalf import OnBehalf
     from custos.detect import Casebook, DetectionRun, EventStore
     from custos.hsm import Token  # python-pkcs11 is imported only when a token is configured
     from custos.reports import SubjectIndex
@@ -96,6 +98,8 @@ if TYPE_CHECKING:  # imported where used: a command pays only for the parts it n
     from custos.vault import IngestReport, ShredReport, Vault
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
+#: Signs the short-lived tokens given for an on-behalf-of assertion (RFC 8693 exchange).
+EXCHANGE_KEY_FILE = "exchange.key"
 WEBHOOK_SECRET_ENV = "CUSTOS_WEBHOOK_SECRET"  # noqa: S105 - a variable name, not a secret
 
 
@@ -115,6 +119,10 @@ class Viewer:
     source: str
     principal: str | None = None
     roles: tuple[str, ...] = ()
+
+
+def _status_and_kind(principal: Principal) -> tuple[str, str]:
+    return principal.status, principal.kind
 
 
 def _create_secret(path: Path) -> None:
@@ -195,10 +203,10 @@ class Custos:
     @cached_property
     def events(self) -> EventStore:
         """Access events: imported from other tools' logs, and custos's own (fed from the
-        ledger by :meth:`feed_events`)."""
+        ledger by :meth:`feed_events`); imported ones must use the active pack's words."""
         from custos.detect import EventStore
 
-        return EventStore(self.db)
+        return EventStore(self.db, vocabulary=lambda: self.policy_pack.vocabulary)
 
     def feed_events(self) -> int:
         """Copy custos's own decisions and releases from the ledger into the access events,
@@ -368,6 +376,24 @@ class Custos:
         return OidcClient(settings, path.read_bytes().strip())
 
     @cached_property
+    def on_behalf(self) -> OnBehalf | None:
+        """Tools acting for staff members who prove it with their own assertion
+        (``[on_behalf]``), if configured. Raises :class:`ConfigurationError`."""
+        from custos.accounts.onbehalf import OnBehalf, OnBehalfSettings
+
+        settings = OnBehalfSettings.from_config(self.settings.section("on_behalf"))
+        if settings is None:
+            return None
+        path = self.settings.keys_dir / EXCHANGE_KEY_FILE
+        _create_secret(path)
+        return OnBehalf(
+            settings,
+            self.accounts,
+            lambda principal: _status_and_kind(self.directory.principal(principal)),
+            path.read_bytes().strip(),
+        )
+
+    @cached_property
     def accounts(self) -> Accounts:
         """People, tokens and sessions of the service: each ledgered before it is written,
         and honoured only while it equals its entry (docs/design/authority.md)."""
@@ -535,6 +561,7 @@ class Custos:
             Outbox(self.db, notifier),
             ApprovalSettings.from_config(config),
             vouch=self.voucher.check,
+            vocabulary=lambda: self.policy_pack.vocabulary,
         )
 
     def request_access(
@@ -551,6 +578,7 @@ class Custos:
         actions: Sequence[str] = ("read",),
         source: str = "custos",
         now: datetime | None = None,
+        via: str | None = None,
     ) -> Request:
         """Ask for access that the policies say needs approval, and open the request.
 
@@ -572,6 +600,7 @@ class Custos:
                 precision=precision,
                 reason=reason,
                 time=now,
+                via=via,
             )
             for category in dict.fromkeys(categories)
             for action in acts
@@ -621,6 +650,7 @@ class Custos:
         actions: Sequence[str] = ("read",),
         source: str = "custos",
         now: datetime | None = None,
+        via: str | None = None,
     ) -> Grant:
         """Take an immediate break-glass grant, if the policies allow break-glass here
         for every category and action asked (the grant covers those only).
@@ -641,6 +671,7 @@ class Custos:
                 break_glass=True,
                 reason=reason,
                 time=now,
+                via=via,
             )
             for category in dict.fromkeys(categories)
             for action in acts
@@ -718,6 +749,13 @@ class Custos:
             marker.write_text(digest + "\n", encoding="ascii")
         return True
 
+    def _admissible(self, requests: Sequence[AccessRequest]) -> None:
+        """Refuse, before anything is batched or decided, a request asserting break-glass
+        (:class:`RequestRefused`) or using a word the active pack does not know
+        (:class:`InvalidInput`): one caller's bad request must not fail a batch of others'."""
+        _refuse_asserted_break_glass(requests)
+        check_words(requests, self.policy_pack.vocabulary)
+
     def decide(self, request: AccessRequest, *, source: str = "custos") -> Decision:
         """Decide ``request`` and durably log the decision before returning it.
 
@@ -725,7 +763,7 @@ class Custos:
         logged: then nothing was decided (fail closed). Calls from several threads at once
         are decided and logged together.
         """
-        _refuse_asserted_break_glass([request])
+        self._admissible([request])
         return self._checks.run(request, source)
 
     def decide_many(
@@ -736,7 +774,7 @@ class Custos:
         Raises :class:`RequestRefused` when a request asserts break-glass (see
         :meth:`break_glass`), with nothing decided.
         """
-        _refuse_asserted_break_glass(requests)
+        self._admissible(requests)
         return self.log_decisions(self.decisions.decide_many(requests), source)
 
     def read(self, request: AccessRequest, *, source: str = "custos") -> ReadResult:
@@ -749,7 +787,7 @@ class Custos:
         a ciphertext does not belong to its row. Calls from several threads at once run
         together (:meth:`read_many`).
         """
-        _refuse_asserted_break_glass([request])
+        self._admissible([request])
         return self._reads.run(request, source)
 
     def read_many(
@@ -768,7 +806,7 @@ class Custos:
         """
         from custos.vault import Release
 
-        _refuse_asserted_break_glass(requests)
+        self._admissible(requests)
         decisions = self.decisions.decide_many(requests)
         ids = [new_event_id() for _ in decisions]
         batch = self._decision_entries(decisions, ids, source)

@@ -98,6 +98,8 @@ class ApiToken:
     created: datetime
     revoked: datetime | None
     account: str | None = None
+    #: A tool's token that may act on behalf of staff members (custos.accounts.onbehalf).
+    on_behalf: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class ApiToken:
             "created": self.created.isoformat(),
             "revoked": self.revoked.isoformat() if self.revoked else None,
             "account": self.account,
+            "on_behalf": self.on_behalf,
         }
 
 
@@ -136,7 +139,14 @@ def _token(row: ApiTokenRow, owner: AccountRow | None = None) -> ApiToken:
             owner.username,
         )
     return ApiToken(
-        row.id, row.name, row.principal, tuple(row.roles), row.created, row.revoked, row.account
+        row.id,
+        row.name,
+        row.principal,
+        tuple(row.roles),
+        row.created,
+        row.revoked,
+        row.account,
+        bool(row.on_behalf),
     )
 
 
@@ -156,8 +166,9 @@ def _account_facts(row: AccountRow) -> dict[str, Any]:
 
 def _token_facts(row: ApiTokenRow) -> dict[str, Any]:
     """What of a token decides whom it acts for, as ledgered (its secret only as stored: a
-    SHA-256 of 256 random bits)."""
-    return {
+    SHA-256 of 256 random bits). ``on_behalf`` only when true, so that the entries of tokens
+    made before it existed still equal their rows."""
+    facts: dict[str, Any] = {
         "id": row.id,
         "secret_hash": row.secret_hash,
         "name": row.name,
@@ -166,6 +177,9 @@ def _token_facts(row: ApiTokenRow) -> dict[str, Any]:
         "account": row.account,
         "revoked": row.revoked is not None,
     }
+    if row.on_behalf:
+        facts["on_behalf"] = True
+    return facts
 
 
 def _session_facts(row: SessionRow) -> dict[str, Any]:
@@ -445,6 +459,7 @@ class Accounts:
         principal: str | None = None,
         *,
         account: str | None = None,
+        on_behalf: bool = False,
     ) -> None:
         """Raise what :meth:`create_token` would raise for these values, changing nothing.
 
@@ -470,6 +485,8 @@ class Accounts:
                 # It writes the directory for a system (the IdP, the ticket system), never
                 # acts as anyone in it.
                 problems.append("a provisioner token acts as no principal: drop --principal")
+        if on_behalf and (account is not None or "tool" not in roles):
+            problems.append("only a tool's token may act on behalf of others")
         if not name.strip():
             problems.append("a token needs a name")
         if problems:
@@ -484,15 +501,19 @@ class Accounts:
         principal: str | None = None,
         *,
         account: str | None = None,
+        on_behalf: bool = False,
         by: Mapping[str, Any] | None = None,
     ) -> tuple[ApiToken, str]:
         """A new token; returns it and its secret string (shown once, stored hashed).
 
-        With ``account`` it is that person's token (no roles or principal of its own).
+        With ``account`` it is that person's token (no roles or principal of its own); with
+        ``on_behalf`` a tool's token that may act for staff members who prove it.
         Raises :class:`InvalidInput`: unknown roles, ``tool`` without a principal or with
         another role, a person's token given roles; :class:`UnknownAccount`.
         """
-        token, secret = self.prepare_token(name, roles, principal, account=account)
+        token, secret = self.prepare_token(
+            name, roles, principal, account=account, on_behalf=on_behalf
+        )
         return self.store_token(token, secret, by=by), secret
 
     def prepare_token(
@@ -502,10 +523,11 @@ class Accounts:
         principal: str | None = None,
         *,
         account: str | None = None,
+        on_behalf: bool = False,
     ) -> tuple[ApiToken, str]:
         """A new token and its secret string, not yet stored (so that it can be logged
         first): :meth:`store_token` makes it work. Raises as :meth:`create_token`."""
-        self.check_new_token(name, roles, principal, account=account)
+        self.check_new_token(name, roles, principal, account=account, on_behalf=on_behalf)
         owner = self.get(account) if account is not None else None
         token = ApiToken(
             id=secrets.token_hex(8),
@@ -515,6 +537,7 @@ class Accounts:
             created=datetime.now(UTC),
             revoked=None,
             account=account,
+            on_behalf=on_behalf,
         )
         return token, f"cst_{token.id}_{secrets.token_urlsafe(32)}"
 
@@ -537,6 +560,7 @@ class Accounts:
             created=token.created,
             revoked=None,
             account=token.account,
+            on_behalf=token.on_behalf,
         )
         row.auth_idx = self._ledgered("token", _token_facts(row), "token created", by)
         with self.db.session() as session:
@@ -552,6 +576,30 @@ class Accounts:
             self._check("token", row.id, row.auth_idx, _token_facts(row))
             owner = session.get(AccountRow, row.account) if row.account else None
             return _token(row, self._checked(owner) if owner is not None else None)
+
+    def live_token(self, token_id: str) -> ApiToken:
+        """The live tool token ``token_id`` (by id, for a credential derived from it such as
+        an exchanged on-behalf-of token), cached like :meth:`verify_token`: a revocation
+        elsewhere takes effect within two seconds, here at once. Raises
+        :class:`AuthenticationFailed` for an unknown or revoked token and
+        :class:`AuthorityMismatch` for a row the ledger does not vouch for."""
+        key = f"id:{token_id}"
+        with self._lock:
+            cached = self._tokens.get(key)
+        if cached is not None and time.monotonic() - cached[0] < _TOKEN_CACHE_SECONDS:
+            return cached[1]
+        now = time.monotonic()
+        try:
+            token = self.token(token_id)
+        except UnknownAccount:
+            raise AuthenticationFailed("invalid API token") from None
+        if token.revoked is not None or token.account is not None:
+            raise AuthenticationFailed("the tool token this was exchanged with is revoked")
+        with self._lock:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[key] = (now, token)
+        return token
 
     def cached_token(self, presented: str) -> ApiToken | None:
         """The token behind ``presented`` if it was verified here within two seconds."""

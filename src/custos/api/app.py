@@ -26,7 +26,7 @@ from custos.api import errors
 from custos.api.auth import RateLimiter
 from custos.api.detection import ContinuousDetection
 from custos.api.middleware import BodyLimit, Metrics, SecurityHeaders, StrictRequests
-from custos.api.routes import COSIGNATURES_PATH, ops, router
+from custos.api.routes import COSIGNATURES_PATH, TOKEN_PATH, ops, router
 from custos.api.routes_detect import router as detect_router
 from custos.api.routes_feeds import directory_router, scim_router
 from custos.config import Settings
@@ -141,7 +141,11 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
     from custos.web import install as install_dashboard
 
     install_dashboard(app)
-    app.add_middleware(StrictRequests, text_paths=frozenset({COSIGNATURES_PATH}))
+    app.add_middleware(
+        StrictRequests,
+        text_paths=frozenset({COSIGNATURES_PATH}),
+        form_paths=frozenset({TOKEN_PATH}),
+    )
     app.add_middleware(StrictRequests, prefix="/scim/")
     app.add_middleware(Metrics, registry=registry)
     app.add_middleware(

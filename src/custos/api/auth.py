@@ -18,6 +18,8 @@ from fastapi import Request
 from custos.access import Custos, Viewer
 from custos.accounts import Operator, same_secret
 from custos.accounts import operator as rules
+from custos.accounts.onbehalf import EXCHANGED_PREFIX, Acting, OnBehalf
+from custos.accounts.onbehalf import HEADER as ON_BEHALF_HEADER
 from custos.errors import AuthenticationFailed, Forbidden, RateLimited
 
 SESSION_COOKIE = "custos_session"
@@ -36,6 +38,9 @@ class Caller:
     csrf: str | None = None
     #: The person a token belongs to (None for a tool's token; a session's is ``name``).
     account: str | None = None
+    #: The tool's own principal when it acts on behalf of ``principal`` (a person, proved
+    #: by their assertion); None when the caller acts as itself.
+    via: str | None = None
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
@@ -95,10 +100,18 @@ async def caller(request: Request) -> Caller:
         if scheme.lower() != "bearer" or not value:
             raise AuthenticationFailed("use 'Authorization: Bearer <token>'")
         presented = value.strip()
+        if presented.startswith(EXCHANGED_PREFIX):
+            acting = await asyncio.to_thread(_on_behalf(system).exchanged, presented)
+            limiter.take(f"token:{acting.token.id}")
+            return _acting_caller(acting)
         token = system.accounts.cached_token(presented)
         if token is None:
             token = await asyncio.to_thread(system.accounts.verify_token, presented)
         limiter.take(f"token:{token.id}")
+        assertion = request.headers.get(ON_BEHALF_HEADER)
+        if assertion is not None:
+            acting = await asyncio.to_thread(_on_behalf(system).act_for, token, assertion)
+            return _acting_caller(acting)
         return Caller(
             "token", token.id, frozenset(token.roles), token.principal, account=token.account
         )
@@ -118,6 +131,24 @@ async def caller(request: Request) -> Caller:
                 signed.csrf,
             )
     raise AuthenticationFailed("sign in, or present an API token")
+
+
+def _on_behalf(system: Custos) -> OnBehalf:
+    """The on-behalf-of resolver. Raises :class:`Forbidden` when it is not configured."""
+    found = system.on_behalf
+    if found is None:
+        raise Forbidden(
+            "acting on behalf of someone is not configured here",
+            hint="set [on_behalf] jwks_url, issuer and audience in config.toml",
+        )
+    return found
+
+
+def _acting_caller(acting: Acting) -> Caller:
+    """A tool acting for a person: the tool's token and roles, the person's principal, and
+    the tool's own principal as ``via``."""
+    token = acting.token
+    return Caller("token", token.id, frozenset(token.roles), acting.principal, via=token.principal)
 
 
 def check_origin(request: Request) -> None:

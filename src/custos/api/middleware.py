@@ -183,15 +183,23 @@ class StrictRequests:
 
     Bodies are read whole (``BodyLimit``, outside this, bounds them) and passed on unchanged.
     A body that is not JSON at all is left to the routes, which answer it in the usual shape.
-    The paths in ``text_paths`` take ``text/plain`` instead (signed notes), and only that.
+    The paths in ``text_paths`` take ``text/plain`` instead (signed notes), and only that;
+    those in ``form_paths`` ``application/x-www-form-urlencoded`` (OAuth's token endpoint,
+    RFC 8693), and only that.
     """
 
     def __init__(
-        self, app: ASGIApp, *, prefix: str = "/v1/", text_paths: frozenset[str] = frozenset()
+        self,
+        app: ASGIApp,
+        *,
+        prefix: str = "/v1/",
+        text_paths: frozenset[str] = frozenset(),
+        form_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.prefix = prefix
         self.text_paths = text_paths
+        self.form_paths = form_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefix):
@@ -219,6 +227,15 @@ class StrictRequests:
             if media != b"text/plain":
                 await self._refuse(
                     send, 415, "unsupported_media_type", "send Content-Type: text/plain"
+                )
+                return
+        elif body and scope.get("path") in self.form_paths:
+            if media != b"application/x-www-form-urlencoded":
+                await self._refuse(
+                    send,
+                    415,
+                    "unsupported_media_type",
+                    "send Content-Type: application/x-www-form-urlencoded",
                 )
                 return
         elif body:

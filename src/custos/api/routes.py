@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,12 @@ from prometheus_client import generate_latest
 
 from custos.access import Custos, QueryRequest, ReadResult
 from custos.access.batching import RequestBatcher
+from custos.accounts.onbehalf import (
+    ACCESS_TOKEN_TYPE,
+    ASSERTION_TYPES,
+    EXCHANGED_PREFIX,
+    TOKEN_EXCHANGE,
+)
 from custos.api.auth import (
     Caller,
     acting_principal,
@@ -39,14 +46,16 @@ from custos.api.schemas import (
     json_body,
     parsed_body,
 )
-from custos.errors import CustosError, InvalidInput
+from custos.errors import AuthenticationFailed, CustosError, Forbidden, InvalidInput
 from custos.ledger import TileServer
-from custos.policy import AccessRequest, Decision
+from custos.policy import AccessRequest, Decision, check_words
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 #: The one API path whose body is not JSON: a witness's cosigned note, as text/plain.
 COSIGNATURES_PATH = "/v1/ledger/cosignatures"
+#: The one path taking a form (RFC 8693 token exchange, as OAuth clients send it).
+TOKEN_PATH = "/v1/token"  # noqa: S105 - a path, not a secret
 ops = APIRouter()
 
 TOOL = requires("tool")
@@ -65,9 +74,13 @@ def _system(request: Request) -> Custos:
     return system_of(request)
 
 
-def _access_request(body: CheckBody, principal: str) -> AccessRequest:
-    return AccessRequest(
-        principal=principal,
+def _access_request(body: CheckBody, who: Caller, request: Request) -> AccessRequest:
+    """The access request ``who`` makes with ``body`` (as :func:`acting_principal` allows),
+    its words checked against the active pack here, so
+    that one caller's unknown word never fails a batch of others'. Raises
+    :class:`InvalidInput`, :class:`Forbidden`."""
+    access = AccessRequest(
+        principal=acting_principal(who, body.principal),
         subject=body.subject,
         category=body.category,
         purpose=body.purpose,
@@ -76,7 +89,10 @@ def _access_request(body: CheckBody, principal: str) -> AccessRequest:
         precision=body.precision,
         break_glass=body.break_glass,
         reason=body.reason,
+        via=who.via,
     )
+    check_words([access], _system(request).policy_pack.vocabulary)
+    return access
 
 
 def _hours(value: float | None) -> timedelta | None:
@@ -104,9 +120,87 @@ async def check(request: Request) -> Response:
     who = await TOOL(request)
     body = await parsed_body(request, CheckBody)
     checks: RequestBatcher[Decision] = request.app.state.checks
-    access = _access_request(body, acting_principal(who, body.principal))
+    access = _access_request(body, who, request)
     decision = await checks.submit(access, f"api:{who.name}")
     return JSONResponse(decision.to_dict())
+
+
+@router.post(
+    "/token",
+    tags=["access"],
+    summary="Exchange a staff member's assertion for a short-lived token (RFC 8693)",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type", "subject_token"],
+                        "properties": {
+                            "grant_type": {"type": "string", "enum": [TOKEN_EXCHANGE]},
+                            "subject_token": {"type": "string"},
+                            "subject_token_type": {"type": "string"},
+                            "actor_token": {"type": "string"},
+                            "actor_token_type": {"type": "string"},
+                        },
+                    }
+                }
+            }
+        }
+    },
+)
+async def token_exchange(request: Request) -> Response:
+    """RFC 8693 token exchange: a tool (its custos token as ``actor_token`` or the bearer)
+    trades a staff member's assertion (``subject_token``, a JWT) for a custos token acting
+    for that member through that tool, living minutes. Refused (401/403, nothing issued) as
+    an ``X-Custos-On-Behalf-Of`` assertion would be."""
+    form = await request.form()
+    names = [k for k, _ in form.multi_items()]
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    # Who asks first: without a tool's token, nothing about the request is answered.
+    actor = fields.get("actor_token", "")
+    header = request.headers.get("authorization", "")
+    scheme, _, bearer = header.partition(" ")
+    bearer = bearer.strip() if scheme.lower() == "bearer" else ""
+    presented = actor or bearer
+    if not presented or presented.startswith(EXCHANGED_PREFIX):
+        raise AuthenticationFailed("present the tool's own token as actor_token")
+    if actor and bearer and actor != bearer:
+        raise AuthenticationFailed("actor_token and the bearer token differ")
+    system = _system(request)
+    token = await asyncio.to_thread(system.accounts.verify_token, presented)
+    request.app.state.rate_limiter.take(f"token:{token.id}")
+    if "tool" not in token.roles:
+        raise Forbidden("this needs one of the roles: tool")
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        # RFC 6749 3.2: a parameter must not be sent twice (which one would count?).
+        raise InvalidInput(f"{', '.join(twice)} sent more than once")
+    if fields.get("grant_type") != TOKEN_EXCHANGE:
+        raise InvalidInput(f"grant_type must be {TOKEN_EXCHANGE}")
+    assertion = fields.get("subject_token", "")
+    if not assertion:
+        raise InvalidInput("subject_token (the staff member's assertion) is missing")
+    kind = fields.get("subject_token_type")
+    if kind is not None and kind not in ASSERTION_TYPES:
+        raise InvalidInput(
+            f"subject_token_type must be one of {', '.join(sorted(ASSERTION_TYPES))}"
+        )
+    resolver = system.on_behalf
+    if resolver is None:
+        raise Forbidden("acting on behalf of someone is not configured here")
+    issued, acting = await asyncio.to_thread(resolver.exchange, token, assertion)
+    expires_in = max(0, int((acting.expires or 0) - time.time()))
+    return JSONResponse(
+        {
+            "access_token": issued,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.post("/check/batch", tags=["access"], summary="Decide many requests (logged)")
@@ -114,7 +208,7 @@ def check_batch(
     body: BatchBody, request: Request, who: Caller = Depends(TOOL)
 ) -> list[dict[str, Any]]:
     """Decide up to 1,000 requests in one policy batch and one durable ledger batch."""
-    requests = [_access_request(b, acting_principal(who, b.principal)) for b in body.requests]
+    requests = [_access_request(b, who, request) for b in body.requests]
     return [d.to_dict() for d in _system(request).decide_many(requests, source=f"api:{who.name}")]
 
 
@@ -135,7 +229,7 @@ async def read(request: Request) -> Response:
     who = await TOOL(request)
     body = await parsed_body(request, CheckBody)
     reads: RequestBatcher[ReadResult] = request.app.state.reads
-    access = _access_request(body, acting_principal(who, body.principal))
+    access = _access_request(body, who, request)
     result = await reads.submit(access, f"api:{who.name}")
     return JSONResponse(result.to_dict())
 
@@ -184,6 +278,7 @@ def open_request(
         duration=_hours(body.hours),
         actions=list(body.actions),
         source=f"api:{who.name}",
+        via=who.via,
     )
     return opened.to_dict()
 
@@ -286,6 +381,7 @@ def break_glass(
         duration=_hours(body.hours),
         actions=list(body.actions),
         source=f"api:{who.name}",
+        via=who.via,
     )
     return grant.to_dict()
 
@@ -389,12 +485,15 @@ def openapi_schema(request: Request, who: Caller = Depends(caller)) -> dict[str,
 
 @router.get("/whoami", tags=["ops"])
 def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
-    return {
+    found: dict[str, Any] = {
         "kind": who.kind,
         "name": who.name,
         "roles": sorted(who.roles),
         "principal": who.principal,
     }
+    if who.via is not None:
+        found["via"] = who.via  # a tool acting on the principal's behalf
+    return found
 
 
 # The two probes are the only operations without credentials: a load balancer or an

@@ -8,10 +8,15 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from custos.vocabulary import Action, Category, Precision, Purpose
+from custos.vocabulary import Action, Precision
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
+#: A category or purpose: a word of the active pack's vocabulary, which the guarded path
+#: checks (the words are the pack's, not the code's, so they are no enum here).
+Word = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+Category = Word
+Purpose = Word
 
 
 BodyT = TypeVar("BodyT", bound=BaseModel)

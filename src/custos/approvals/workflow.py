@@ -14,7 +14,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -69,7 +69,7 @@ from custos.store.approvals import (
     NotificationRow,
 )
 from custos.times import iso
-from custos.vocabulary import CATEGORIES, PRECISIONS, PURPOSES, unknown_word
+from custos.vocabulary import DEFAULT_VOCABULARY, PRECISIONS, Vocabulary, unknown_word
 
 MAX_REASON = 2000
 #: The approval graph's PostgreSQL advisory lock (first key; the second is the schema's).
@@ -222,8 +222,12 @@ class Approvals:
         *,
         max_staleness: float = 1.0,
         vouch: Vouch | None = None,
+        vocabulary: Callable[[], Vocabulary] | None = None,
     ) -> None:
+        """``vocabulary`` gives the active pack's words when a request is opened (default:
+        the shipped pack's)."""
         self.db = db
+        self.vocabulary = vocabulary or (lambda: DEFAULT_VOCABULARY)
         self.directory = directory
         self.journal = journal
         #: Checks a grant against the ledger entry that set it before it is honoured.
@@ -266,11 +270,10 @@ class Approvals:
         reason = _reason(reason, "request")
         cats = tuple(dict.fromkeys(categories))
         acts = covered_actions(actions)
-        problems = [unknown_word("category", c) for c in cats if c not in CATEGORIES]
+        words = self.vocabulary()
+        problems = words.problems([*(("category", c) for c in cats), ("purpose", purpose)])
         if not cats:
             problems.append("at least one category is needed")
-        if purpose not in PURPOSES:
-            problems.append(unknown_word("purpose", purpose))
         if precision not in PRECISIONS:
             problems.append(unknown_word("precision", precision))
         if problems:

@@ -185,7 +185,11 @@ def replay(
         print_json(result.to_dict())
     else:
         again = result.replayed or {}
+        via = result.logged.get("via")
         console.print(
+            f"for:      {result.logged.get('principal')}"
+            + (f" (asked by tool {via} on their behalf)" if via else "")
+            + "\n"
             f"logged:   {result.logged['decision']}/{result.logged['precision']} "
             f"({', '.join(result.logged['reasons']) or 'no policy'})\n"
             f"replayed: {again.get('decision')}/{again.get('precision')} "

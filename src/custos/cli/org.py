@@ -54,11 +54,12 @@ def load(
     from custos.access import Custos
     from custos.accounts import need_roles
     from custos.directory import merge_documents, plan_prune, read_directory_file
-    from custos.vocabulary import KNOWN_ROLES, unknown_word
 
-    document = merge_documents(read_directory_file(path) for path in files)
     source = ", ".join(str(p) for p in files)
     with Custos.open(state(ctx).home) as system:
+        # Protected flags and ticket kinds are the active pack's words.
+        words = system.policy_pack.vocabulary
+        document = merge_documents(read_directory_file(path, words) for path in files)
         who = operator(system)
         if who.authenticated:
             # The directory is authority: loading it is the admin plane's job.
@@ -66,13 +67,13 @@ def load(
         planned = plan_prune(system.directory, document, source) if prune else None
         report = system.directory.merge(document, source=source, by=who.entry())
         removed = planned.apply(system.directory, source, who.entry()) if planned else None
-    # A role the default pack does not know is allowed (a pack may add roles) but gets
-    # nothing from the default pack: say so, since it is most often a typo.
-    for role in sorted({p.role for p in document.principals} - KNOWN_ROLES):
+    # A role the pack does not declare is allowed but gets nothing from its policies: say
+    # so, since it is most often a typo.
+    for role in sorted({p.role for p in document.principals} - set(words.roles)):
         holders = sorted(p.id for p in document.principals if p.role == role)
         err_console.print(
-            f"note: {unknown_word('role', role)}: {', '.join(holders[:5])}"
-            f"{' …' if len(holders) > 5 else ''} get nothing from the default policy pack",
+            f"note: {words.unknown('role', role)}: {', '.join(holders[:5])}"
+            f"{' …' if len(holders) > 5 else ''} get nothing from the policy pack",
             highlight=False,
             markup=False,
             soft_wrap=True,

@@ -72,6 +72,7 @@ def show(
                     {"id": i.id, "effect": i.effect, "file": i.file, "annotations": i.annotations}
                     for i in loaded.policies.values()
                 ],
+                "vocabulary": loaded.vocabulary.to_dict(),
             }
         )
         return
@@ -87,6 +88,8 @@ def show(
             obligations.append("mandatory review")
         table.add_row(info.id, info.effect, info.file, "; ".join(obligations), info.explanation)
     console.print(table)
+    for key, words in loaded.vocabulary.to_dict().items():
+        console.print(f"{key.replace('_', ' ')}: {', '.join(words)}", highlight=False)
 
 
 @policy_app.command("validate")
@@ -121,8 +124,9 @@ def run_tests(
     from custos.policy import PolicyEngine
     from custos.policy.cases import read_table, run_table
 
-    table = read_table(table_file)
-    results = run_table(table, PolicyEngine(_pack(ctx, pack)))
+    loaded = _pack(ctx, pack)
+    table = read_table(table_file, loaded.vocabulary)
+    results = run_table(table, PolicyEngine(loaded))
     failed = [r for r in results if not r.passed]
     if as_json:
         print_json(

@@ -142,6 +142,14 @@ def tokens_create(
     principal: Annotated[
         str | None, typer.Option("--principal", help="The principal a tool acts as.")
     ] = None,
+    on_behalf: Annotated[
+        bool,
+        typer.Option(
+            "--on-behalf",
+            help="A tool that may act for staff members who prove it with their own "
+            "assertion ([on_behalf] in config.toml).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API token for a tool or monitor (logged first); its secret is printed once
@@ -149,7 +157,9 @@ def tokens_create(
     from custos.access import Custos, acts
 
     with Custos.open(state(ctx).home) as system:
-        token, secret = acts.create_token(system, administering(system), name, role, principal)
+        token, secret = acts.create_token(
+            system, administering(system), name, role, principal, on_behalf=on_behalf
+        )
     if as_json:
         print_json({**token.to_dict(), "token": secret})
     else:
@@ -175,7 +185,7 @@ def tokens_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             t.id,
             t.name,
             t.account or "",
-            ", ".join(t.roles),
+            ", ".join(t.roles) + (" (on behalf)" if t.on_behalf else ""),
             t.principal or "",
             str(t.revoked or ""),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from custos.store.events import AccessEventRow, EventSequenceRow
 # Ids follow the directory's rule: an event names its principal, subject and ticket by them.
 from custos.textfiles import check_plain_json, strict_json, write_rejects
 from custos.times import UtcTime, iso
-from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
+from custos.vocabulary import DEFAULT_VOCABULARY, Action, Outcome, Precision, Vocabulary
 
 MAX_LINE = 64 * 1024
 _CHUNK = 500
@@ -56,6 +56,9 @@ FIELDS = (
 
 
 Time = UtcTime
+#: A category or purpose: a word of the active pack's vocabulary (checked on import, by
+#: :func:`parse_event`; an event stored under an earlier pack stays readable).
+Word = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class AccessEvent(BaseModel):
@@ -68,8 +71,8 @@ class AccessEvent(BaseModel):
     principal: Id
     action: Action
     subject: Id
-    category: Category
-    purpose: Purpose
+    category: Word
+    purpose: Word
     ticket: Id | None = None
     decision: Outcome
     # Custos's own deny decisions carry no precision, so null is accepted.
@@ -123,19 +126,32 @@ class ParsedEvents:
     rejected: list[tuple[int, str]]
 
 
-def parse_event(data: Any) -> AccessEvent:
-    """Validate one decoded event. Raises :class:`ValidationFailed` naming every bad field."""
+def parse_event(data: Any, vocabulary: Vocabulary | None = None) -> AccessEvent:
+    """Validate one decoded event; with ``vocabulary``, its category and purpose must be
+    words of it. Raises :class:`ValidationFailed` naming every bad field."""
     if not isinstance(data, Mapping):
         raise ValidationFailed("not an access event", ["must be a JSON object"])
     try:
-        return AccessEvent.model_validate(dict(data))
+        event = AccessEvent.model_validate(dict(data))
     except ValidationError as exc:
         problems = [_describe(e) for e in exc.errors()]
         raise ValidationFailed("not a valid access event", problems) from None
+    if vocabulary is not None:
+        problems = [
+            f"field '{name}': {vocabulary.unknown(name, getattr(event, name))}"
+            for name in ("category", "purpose")
+            if not vocabulary.knows(name, getattr(event, name))
+        ]
+        if problems:
+            raise ValidationFailed("not a valid access event", problems)
+    return event
 
 
-def parse_lines(lines: Sequence[str], source: str) -> ParsedEvents:
-    """Validate every line of a JSON Lines file; blank lines are skipped.
+def parse_lines(
+    lines: Sequence[str], source: str, vocabulary: Vocabulary | None = None
+) -> ParsedEvents:
+    """Validate every line of a JSON Lines file (against ``vocabulary``, when given, the
+    active pack's words); blank lines are skipped.
 
     Never raises for bad content: each bad line becomes ``(number, "SOURCE: line N: …")``.
     """
@@ -156,7 +172,7 @@ def parse_lines(lines: Sequence[str], source: str) -> ParsedEvents:
             rejected.append((number, f"{where}: not valid JSON"))
             continue
         try:
-            event = parse_event(data)
+            event = parse_event(data, vocabulary)
         except ValidationFailed as exc:
             rejected.append((number, f"{where}: {'; '.join(exc.problems)}"))
             continue
@@ -239,8 +255,11 @@ def _row(event: AccessEvent, *, from_ledger: bool = False) -> dict[str, Any]:
 class EventStore:
     """The access events custos knows: imported from other tools' logs and its own."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, vocabulary: Callable[[], Vocabulary] | None = None) -> None:
+        """``vocabulary`` gives the active pack's words, which imported events must use
+        (default: the shipped pack's)."""
         self.db = db
+        self.vocabulary = vocabulary or (lambda: DEFAULT_VOCABULARY)
 
     def append(
         self, events: Iterable[AccessEvent | Mapping[str, Any]], *, from_ledger: bool = False
@@ -265,12 +284,14 @@ class EventStore:
         """
         parsed: list[AccessEvent] = []
         problems: list[str] = []
+        # The guarded path's own entries were checked against the pack when decided.
+        words = None if from_ledger else self.vocabulary()
         for position, item in enumerate(events):
             if isinstance(item, AccessEvent):
                 parsed.append(item)
                 continue
             try:
-                parsed.append(parse_event(item))
+                parsed.append(parse_event(item, words))
             except ValidationFailed as exc:
                 problems.extend(f"event {position}: {p}" for p in exc.problems)
         if problems:
@@ -286,7 +307,7 @@ class EventStore:
         Raises :class:`ValidationFailed` listing every bad line unless ``rejects`` is given;
         then bad lines are written there (mode 0600) and the rest stored.
         """
-        parsed = parse_lines(lines, source)
+        parsed = parse_lines(lines, source, self.vocabulary())
         if parsed.rejected and rejects is None:
             raise ValidationFailed(
                 f"{source}: {len(parsed.rejected)} bad line(s); nothing was stored",

@@ -57,7 +57,7 @@ from custos.detect.config import DetectConfig
 from custos.detect.engine import Finding
 from custos.detect.loading import literal, working_folder
 from custos.directory import Principal, Subject, Ticket
-from custos.policy import AccessRequest, Decision, Facts, GrantFacts, PolicyEngine
+from custos.policy import AccessRequest, Decision, Facts, GrantFacts, PolicyEngine, Reason
 
 #: The rule id of replay's findings.
 RULE = "policy_replay"
@@ -944,7 +944,40 @@ class PolicyReplay:
             # The placeholders are numbered per key so that two keys' principals (or
             # subjects) never merge.
             items = [self._request(dict(zip(_KEY, k, strict=True)), n) for n, k in enumerate(chunk)]
-            out.extend(self.policy.engine.decide_many(items) if items else [])
+            out.extend(self._decide_known(items))
+        return out
+
+    def _decide_known(self, items: list[tuple[AccessRequest, Facts]]) -> list[Decision]:
+        """Decide ``items``; an event using a word the active pack no longer knows (imported
+        under an earlier pack) is refused by name rather than failing the whole batch."""
+        pack = self.policy.engine.pack
+        words = pack.vocabulary
+        known = [
+            (r, f)
+            for r, f in items
+            if words.knows("category", r.category) and words.knows("purpose", r.purpose)
+        ]
+        decided = iter(self.policy.engine.decide_many(known) if known else [])
+        out: list[Decision] = []
+        for request, _ in items:
+            if words.knows("category", request.category) and words.knows(
+                "purpose", request.purpose
+            ):
+                out.append(next(decided))
+                continue
+            message = "; ".join(
+                words.problems([("category", request.category), ("purpose", request.purpose)])
+            )
+            out.append(
+                Decision(
+                    request=request,
+                    outcome="deny",
+                    precision=None,
+                    reasons=(Reason(policy="vocabulary", effect="forbid", explanation=message),),
+                    explanation=f"Denied: {message}.",
+                    policy_version=pack.digest,
+                )
+            )
         return out
 
     def _request(self, key: Mapping[str, str], n: int) -> tuple[AccessRequest, Facts]:

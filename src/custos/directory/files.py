@@ -31,11 +31,11 @@ from custos.errors import InvalidInput, ValidationFailed
 from custos.textfiles import check_plain_json, read_text, strict_json, strict_yaml
 from custos.times import UtcTime
 from custos.vocabulary import (
+    DEFAULT_VOCABULARY,
     PrincipalKind,
     PrincipalStatus,
-    ProtectedFlag,
-    Purpose,
     TicketStatus,
+    Vocabulary,
 )
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
@@ -55,6 +55,9 @@ def _check_id(value: str) -> str:
 Id = Annotated[str, AfterValidator(_check_id)]
 Time = UtcTime
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2,3}$")]
+#: A word of the policy pack's vocabulary (a protected flag, a ticket kind): its shape here,
+#: whether the pack knows it in :func:`parse_document`.
+Word = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Entry(BaseModel):
@@ -102,7 +105,7 @@ class SubjectEntry(_Entry):
     id: Id
     handle: Annotated[str, Field(max_length=256)] | None = None
     jurisdiction: Country
-    protected: list[ProtectedFlag] = []
+    protected: list[Word] = []
     employee: Id | None = None
     #: Other accounts of the same person (ids of subjects in this file or already stored).
     linked: list[Id] = []
@@ -130,7 +133,7 @@ class SubjectEntry(_Entry):
 
 class TicketEntry(_Entry):
     id: Id
-    kind: Purpose
+    kind: Word
     subject: Id
     assignee: Id
     status: TicketStatus
@@ -173,8 +176,24 @@ def _describe_error(err: Mapping[str, Any]) -> str:
     return f"field '{field}': {message}"
 
 
-def parse_document(data: Any, source: str) -> DirectoryDocument:
-    """Validate already-decoded directory ``data`` from ``source`` (a name for messages).
+def _unknown_words(entry: _Entry, vocabulary: Vocabulary) -> list[str]:
+    """``field '…': unknown …`` for each protected flag or ticket kind ``vocabulary`` lacks."""
+    if isinstance(entry, SubjectEntry):
+        return [
+            f"field 'protected.{i}': {vocabulary.unknown('protected flag', flag)}"
+            for i, flag in enumerate(entry.protected)
+            if not vocabulary.knows("protected flag", flag)
+        ]
+    if isinstance(entry, TicketEntry) and not vocabulary.knows("purpose", entry.kind):
+        return [f"field 'kind': {vocabulary.unknown('ticket kind', entry.kind)}"]
+    return []
+
+
+def parse_document(
+    data: Any, source: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY
+) -> DirectoryDocument:
+    """Validate already-decoded directory ``data`` from ``source`` (a name for messages);
+    protected flags and ticket kinds must be words of ``vocabulary`` (the active pack's).
 
     Raises :class:`ValidationFailed` listing every problem found.
     """
@@ -205,6 +224,10 @@ def parse_document(data: Any, source: str) -> DirectoryDocument:
             except ValidationError as exc:
                 problems.extend(f"{label}: {_describe_error(e)}" for e in exc.errors())
                 continue
+            unknown = _unknown_words(entry, vocabulary)
+            if unknown:
+                problems.extend(f"{label}: {message}" for message in unknown)
+                continue
             entry_id = entry.id  # type: ignore[attr-defined]
             if entry_id in seen:
                 problems.append(f"{label}: duplicate id (first at {section}[{seen[entry_id]}])")
@@ -228,17 +251,28 @@ def _entry_label(source: str, section: str, position: int, raw: Any) -> str:
     return f"{source}: {section}[{position}]{suffix}"
 
 
-def read_directory_file(path: Path) -> DirectoryDocument:
-    """Read and validate one directory file (``.json``, ``.yaml``/``.yml``; else YAML).
+def read_directory_file(
+    path: Path, vocabulary: Vocabulary = DEFAULT_VOCABULARY
+) -> DirectoryDocument:
+    """Read and validate one directory file (``.json``, ``.yaml``/``.yml``; else YAML)
+    against ``vocabulary`` (the active pack's words).
 
     Raises :class:`InvalidInput` when the file cannot be read or decoded and
     :class:`ValidationFailed` when its content is invalid.
     """
     text = read_text(path, "a directory file", max_bytes=MAX_FILE_BYTES)
-    return parse_text(text, str(path), as_json=path.suffix.lower() == ".json")
+    return parse_text(
+        text, str(path), as_json=path.suffix.lower() == ".json", vocabulary=vocabulary
+    )
 
 
-def parse_text(text: str, source: str, *, as_json: bool = False) -> DirectoryDocument:
+def parse_text(
+    text: str,
+    source: str,
+    *,
+    as_json: bool = False,
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY,
+) -> DirectoryDocument:
     """Decode ``text`` as JSON or YAML and validate it. Raises as :func:`read_directory_file`."""
     try:
         data = strict_json(text) if as_json else strict_yaml(text)
@@ -257,7 +291,7 @@ def parse_text(text: str, source: str, *, as_json: bool = False) -> DirectoryDoc
         raise InvalidInput(f"{source}: not valid JSON: {exc}") from None
     if data is None:
         data = {}
-    return parse_document(data, source)
+    return parse_document(data, source, vocabulary)
 
 
 def merge_documents(documents: Iterable[DirectoryDocument]) -> DirectoryDocument:

@@ -368,6 +368,9 @@ class DecisionEntry(Entry):
     #: The digest of the data map a guarded SQL query was decided under (its ``data_map``
     #: entry has the same digest); absent for every other decision.
     data_map: str | None = optional(default=None)
+    #: The tool (its principal id) that asked on ``principal``'s behalf, proved by the
+    #: person's own assertion; absent when the principal asked itself.
+    via: str | None = optional(default=None)
 
 
 @entry_type("release", writer="access/read.py")
@@ -594,6 +597,8 @@ class TokenCreatedEntry(Entry):
     principal: str | None = None
     account: str | None = None
     operator: Mapping[str, Any]
+    #: A tool's token that may act on behalf of staff members.
+    on_behalf: bool = optional(default=False)
 
 
 @entry_type("token_revoked", writer=_ACTS)

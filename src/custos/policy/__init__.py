@@ -16,6 +16,7 @@ from custos.policy.model import (
     Facts,
     GrantFacts,
     Reason,
+    check_words,
 )
 from custos.policy.pack import PolicyInfo, PolicyPack, install_default_pack, load_pack
 
@@ -32,6 +33,7 @@ __all__ = [
     "PolicyInfo",
     "PolicyPack",
     "Reason",
+    "check_words",
     "install_default_pack",
     "load_pack",
 ]

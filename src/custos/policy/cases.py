@@ -56,9 +56,11 @@ from custos.policy.model import (
 )
 from custos.textfiles import strict_yaml
 from custos.times import UtcTime
-from custos.vocabulary import Action, Category, Outcome, Precision, Purpose
+from custos.vocabulary import DEFAULT_VOCABULARY, Action, Outcome, Precision, Vocabulary
 
 Time = UtcTime
+#: A category or purpose: a word of the pack's vocabulary, checked in :func:`parse_table`.
+Word = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Strict(BaseModel):
@@ -69,8 +71,8 @@ class RequestSpec(_Strict):
     principal: str
     #: Required, except for ``aggregate`` (counting over many subjects names none).
     subject: str | None = None
-    category: Category
-    purpose: Purpose
+    category: Word
+    purpose: Word
     action: Action | Literal["aggregate"] = "read"
     ticket: str | None = None
     precision: Precision | None = None
@@ -106,8 +108,8 @@ class GrantSpec(_Strict):
     id: str
     principal: str
     subject: str
-    categories: list[Category]
-    purpose: Purpose
+    categories: list[Word]
+    purpose: Word
     precision: Precision
     approvals: int = 0
     approver_groups: list[str] = []
@@ -190,9 +192,10 @@ class PolicyTable:
         )
 
 
-def parse_table(text: str, source: str) -> PolicyTable:
-    """Parse a policy test table. Raises :class:`InvalidInput` / :class:`ValidationFailed`
-    naming the file, the case and the field."""
+def parse_table(text: str, source: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> PolicyTable:
+    """Parse a policy test table whose words are ``vocabulary``'s (the pack's it tests).
+    Raises :class:`InvalidInput` / :class:`ValidationFailed` naming the file, the case and
+    the field."""
     try:
         data = strict_yaml(text)
     except yaml.YAMLError as exc:
@@ -214,8 +217,30 @@ def parse_table(text: str, source: str) -> PolicyTable:
             for err in exc.errors()
         ]
         raise ValidationFailed(f"{source}: invalid policy test table", problems) from None
-    world = parse_document(spec.directory, f"{source}: directory")
+    problems = _unknown_words(spec, data, source, vocabulary)
+    if problems:
+        raise ValidationFailed(f"{source}: invalid policy test table", problems)
+    world = parse_document(spec.directory, f"{source}: directory", vocabulary)
     return PolicyTable(source, spec, world)
+
+
+def _unknown_words(
+    spec: TableSpec, data: Mapping[str, Any], source: str, vocabulary: Vocabulary
+) -> list[str]:
+    """Where a case or grant uses a category or purpose ``vocabulary`` does not know."""
+    found: list[str] = []
+    for i, case in enumerate(spec.cases):
+        for name in ("category", "purpose"):
+            value = getattr(case.request, name)
+            if not vocabulary.knows(name, value):
+                where = _where(("cases", i, "request", name), data)
+                found.append(f"{source}: {where}: {vocabulary.unknown(name, value)}")
+    for i, grant in enumerate(spec.grants):
+        checks = [*(("category", c) for c in grant.categories), ("purpose", grant.purpose)]
+        found.extend(
+            f"{source}: field 'grants.{i}': {message}" for message in vocabulary.problems(checks)
+        )
+    return found
 
 
 def _where(loc: Sequence[Any], data: Mapping[str, Any]) -> str:
@@ -232,15 +257,16 @@ def _where(loc: Sequence[Any], data: Mapping[str, Any]) -> str:
     return f"field '{'.'.join(parts)}'"
 
 
-def read_table(path: Path) -> PolicyTable:
-    """Read and parse a table file. Raises :class:`InvalidInput` when it cannot be read."""
+def read_table(path: Path, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> PolicyTable:
+    """Read and parse a table file (see :func:`parse_table`). Raises :class:`InvalidInput`
+    when it cannot be read."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInput(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path}: cannot read ({exc})") from None
-    return parse_table(text, str(path))
+    return parse_table(text, str(path), vocabulary)
 
 
 def run_table(table: PolicyTable, engine: PolicyEngine) -> list[CaseResult]:

@@ -35,6 +35,7 @@ from custos.policy.model import (
     Facts,
     GrantFacts,
     Reason,
+    check_words,
     ticket_explanation,
 )
 from custos.policy.pack import PolicyInfo, PolicyPack
@@ -123,7 +124,11 @@ class PolicyEngine:
         return self.decide_many([(request, facts)])[0]
 
     def decide_many(self, items: Sequence[tuple[AccessRequest, Facts]]) -> list[Decision]:
-        """Decide many requests with as few Cedar calls as possible (at most three batches)."""
+        """Decide many requests with as few Cedar calls as possible (at most three batches).
+
+        Raises :class:`InvalidInput`, deciding nothing, when a request's category or purpose
+        is not a word of the pack's vocabulary."""
+        check_words((request for request, _ in items), self.pack.vocabulary)
         first = [self._ask(req, facts, self._first_precision(req, facts)) for req, facts in items]
         self._evaluate(first)
         decisions: list[Decision | None] = [None] * len(items)

@@ -10,7 +10,7 @@ from typing import Any
 
 from custos.directory.model import Principal, Subject, Ticket
 from custos.errors import InvalidInput
-from custos.vocabulary import ACTIONS, CATEGORIES, PRECISIONS, PURPOSES, unknown_word
+from custos.vocabulary import ACTIONS, PRECISIONS, Vocabulary, unknown_word
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,9 @@ class AccessRequest:
     """One request for one category of one subject's data.
 
     ``precision`` None means "the best the policies allow": custos asks coarse first for the
-    pack's coarse-by-default categories unless a grant covers the request.
+    pack's coarse-by-default categories unless a grant covers the request. ``category`` and
+    ``purpose`` are words of the deciding pack's vocabulary (:func:`check_words`). ``via``
+    names the tool that asks on ``principal``'s behalf (its principal id), if one does.
     """
 
     principal: str
@@ -31,13 +33,14 @@ class AccessRequest:
     break_glass: bool = False
     reason: str | None = None
     time: datetime | None = None
+    via: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
-        if self.category not in CATEGORIES:
-            problems.append(unknown_word("category", self.category))
-        if self.purpose not in PURPOSES:
-            problems.append(unknown_word("purpose", self.purpose))
+        # Category and purpose are the pack's words, checked against it (check_words).
+        for name in ("category", "purpose"):
+            if not isinstance(getattr(self, name), str):
+                problems.append(f"{name} must be a string")
         if self.action not in ACTIONS:
             problems.append(unknown_word("action", self.action))
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -58,7 +61,7 @@ class AccessRequest:
             "purpose": self.purpose,
             "action": self.action,
         }
-        for key in ("ticket", "precision", "reason"):
+        for key in ("ticket", "precision", "reason", "via"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
         if self.break_glass:
@@ -66,6 +69,17 @@ class AccessRequest:
         if self.time is not None:
             body["time"] = self.time.isoformat().replace("+00:00", "Z")
         return body
+
+
+def check_words(requests: Iterable[AccessRequest], vocabulary: Vocabulary) -> None:
+    """Refuse requests whose category or purpose ``vocabulary`` does not know, before
+    anything is decided. Raises :class:`InvalidInput` naming the valid words."""
+    for request in requests:
+        problems = vocabulary.problems(
+            [("category", request.category), ("purpose", request.purpose)]
+        )
+        if problems:
+            raise InvalidInput("invalid access request: " + "; ".join(problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,11 +243,8 @@ class AggregateRequest:
     action: str = AGGREGATE
 
     def __post_init__(self) -> None:
+        # Words are the active pack's: the caller checks them (as for AccessRequest).
         problems = []
-        if self.category not in CATEGORIES:
-            problems.append(unknown_word("category", self.category))
-        if self.purpose not in PURPOSES:
-            problems.append(unknown_word("purpose", self.purpose))
         if self.action != AGGREGATE:
             problems.append(f"an aggregate request's action is {AGGREGATE}")
         if self.time is not None and self.time.tzinfo is None:

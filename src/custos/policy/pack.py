@@ -8,6 +8,13 @@ files (read in name order). Every policy must carry ``@id`` (unique in the pack)
   that an approved grant can lift, and what approval it takes;
 - ``@review("mandatory")``: a permit whose use must be reviewed afterwards (break-glass);
 - ``@coarse_by_default("cat1 cat2")``: categories for which custos asks coarse precision first.
+
+A pack may also hold ``vocabulary.yaml``: the purposes, categories, protected flags and roles
+it knows (:class:`custos.vocabulary.Vocabulary`), validated against :class:`VocabularyFile`.
+It is part of the pack's version (its digest and the files ledgered with it). A pack without
+one knows the words of the pack shipped with custos. Every string a policy compares with the
+purpose, a category or a protected flag must be a word of the vocabulary: a misspelt word
+would otherwise make a policy silently never apply.
 """
 
 from __future__ import annotations
@@ -17,18 +24,26 @@ import json
 import re
 import shutil
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cedarpy
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from custos.errors import PolicyError
-from custos.vocabulary import CATEGORIES
+from custos.textfiles import strict_yaml
+from custos.vocabulary import DEFAULT_VOCABULARY, PACK_WORDS, Vocabulary
 
 DEFAULT_PACK = resources.files("custos.policy") / "pack"
+VOCABULARY_FILE = "vocabulary.yaml"
+#: A word of a vocabulary: what Cedar string literals, config keys and messages carry
+#: without quoting trouble.
+WORD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_WORDS = 256
 REQUIRED_ANNOTATIONS = ("id", "explanation")
 KNOWN_ANNOTATIONS = frozenset(
     {
@@ -92,13 +107,15 @@ class PolicyPack:
     coarse_by_default: frozenset[str]
     schema: Any = field(repr=False)
     policy_set: Any = field(repr=False)
+    #: The words this pack knows (its vocabulary.yaml, else the shipped pack's).
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY
 
     @property
     def text(self) -> str:
         return "\n".join(self.files[name] for name in sorted(self.files))
 
 
-def _read_folder(folder: Path) -> tuple[str, str, dict[str, str]]:
+def _read_folder(folder: Path) -> tuple[str, str, dict[str, str], str | None]:
     if not folder.is_dir():
         raise PolicyError(f"{folder}: no policy pack folder here")
     schemas = sorted(folder.glob("*.cedarschema"))
@@ -118,7 +135,14 @@ def _read_folder(folder: Path) -> tuple[str, str, dict[str, str]]:
         schema_text = schemas[0].read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{schemas[0]}: cannot read schema ({exc})") from None
-    return schemas[0].name, schema_text, files
+    vocabulary: str | None = None
+    path = folder / VOCABULARY_FILE
+    if path.exists():
+        try:
+            vocabulary = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"{path}: cannot read the vocabulary ({exc})") from None
+    return schemas[0].name, schema_text, files, vocabulary
 
 
 def load_pack(folder: Path | None = None) -> PolicyPack:
@@ -131,8 +155,105 @@ def load_pack(folder: Path | None = None) -> PolicyPack:
     if folder is None:
         with resources.as_file(DEFAULT_PACK) as path:
             return load_pack(Path(path))
-    schema_name, schema_text, files = _read_folder(folder)
-    return build_pack(str(folder), schema_name, schema_text, files)
+    schema_name, schema_text, files, vocabulary = _read_folder(folder)
+    return build_pack(str(folder), schema_name, schema_text, files, vocabulary=vocabulary)
+
+
+def pack_from_files(source: str, files: Mapping[str, str]) -> PolicyPack:
+    """Rebuild a pack from its files as :attr:`PolicyPack.files` holds them (and the ledger
+    keeps them): one schema, the policies and perhaps ``vocabulary.yaml``. Raises
+    :class:`PolicyError`."""
+    schemas = [name for name in files if name.endswith(".cedarschema")]
+    if len(schemas) != 1:
+        raise PolicyError(f"{source}: a policy pack needs exactly one .cedarschema file")
+    policies = {n: t for n, t in files.items() if n.endswith(".cedar")}
+    return build_pack(
+        source, schemas[0], files[schemas[0]], policies, vocabulary=files.get(VOCABULARY_FILE)
+    )
+
+
+Word = Annotated[str, Field(pattern=WORD_PATTERN)]
+
+
+class VocabularyFile(BaseModel):
+    """The schema of a pack's ``vocabulary.yaml``: four lists of distinct words."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    purposes: Annotated[list[Word], Field(min_length=1, max_length=MAX_WORDS)]
+    categories: Annotated[list[Word], Field(min_length=1, max_length=MAX_WORDS)]
+    protected_flags: Annotated[list[Word], Field(max_length=MAX_WORDS)]
+    roles: Annotated[list[Word], Field(max_length=MAX_WORDS)]
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (keys and list positions), or of the
+    deepest node on the way that exists."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for step in loc:
+        found: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if k.value == step), None)
+            if found is None:  # an unknown key: where the key is
+                found = next((k for k, _ in node.value if k.value == step), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            found = node.value[step] if 0 <= step < len(node.value) else None
+        if found is None:
+            break
+        node, line = found, found.start_mark.line + 1
+    return line
+
+
+def parse_vocabulary(text: str, where: str) -> Vocabulary:
+    """Validate a pack's ``vocabulary.yaml`` (``where`` names it in messages) against
+    :class:`VocabularyFile`: each list present, of words matching :data:`WORD_PATTERN`, no
+    word twice in a list. Raises :class:`PolicyError` naming the line and field of every
+    problem."""
+    try:
+        data = strict_yaml(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark else ""
+        raise PolicyError(f"{where}: {at}not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise PolicyError(f"{where}: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise PolicyError(
+            f"{where}: must be a mapping of {', '.join(PACK_WORDS)} to lists of words"
+        )
+    problems: list[str] = []
+    try:
+        model = VocabularyFile.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            field = ".".join(str(part) for part in loc)
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            if error["type"] == "string_pattern_mismatch":
+                message = "a word is a lowercase letter, then up to 63 of a-z, 0-9 and _"
+            line = _node_line(root, loc)
+            problems.append(f"line {line}: field '{field}': {message}")
+    else:
+        for key in PACK_WORDS:
+            seen: set[str] = set()
+            for position, word in enumerate(getattr(model, key)):
+                if word in seen:
+                    line = _node_line(root, (key, position))
+                    problems.append(f"line {line}: field '{key}.{position}': {word!r} twice")
+                seen.add(word)
+    if problems:
+        raise PolicyError(
+            f"{where}: the vocabulary is invalid ({len(problems)} problem(s)):\n  - "
+            + "\n  - ".join(problems)
+        )
+    return Vocabulary(
+        purposes=tuple(model.purposes),
+        categories=tuple(model.categories),
+        protected_flags=tuple(model.protected_flags),
+        roles=tuple(model.roles),
+    )
 
 
 # Cedar's parser recurses per bracket and takes the process down (a stack overflow, no
@@ -297,9 +418,20 @@ def _template_problem(text: str) -> str | None:
 
 
 def build_pack(
-    source: str, schema_name: str, schema_text: str, files: dict[str, str]
+    source: str,
+    schema_name: str,
+    schema_text: str,
+    files: dict[str, str],
+    *,
+    vocabulary: str | None = None,
 ) -> PolicyPack:
-    """Validate a pack given as texts. Raises :class:`PolicyError` (see :func:`load_pack`)."""
+    """Validate a pack given as texts (``vocabulary``: its vocabulary.yaml, if it has one).
+    Raises :class:`PolicyError` (see :func:`load_pack`)."""
+    words = (
+        parse_vocabulary(vocabulary, f"{source}/{VOCABULARY_FILE}")
+        if vocabulary is not None
+        else DEFAULT_VOCABULARY
+    )
     _check_nesting(schema_text, f"{source}/{schema_name}")
     for name in sorted(files):
         _check_nesting(files[name], f"{source}/{name}")
@@ -365,7 +497,9 @@ def build_pack(
             template = _template_problem(annotations.get("explanation", ""))
             if template:
                 problems.append(f"{label} ({pid}): @explanation {template}")
-            strange = sorted(set(annotations.get("coarse_by_default", "").split()) - CATEGORIES)
+            strange = sorted(
+                set(annotations.get("coarse_by_default", "").split()) - set(words.categories)
+            )
             if strange:
                 problems.append(
                     f"{label} ({pid}): @coarse_by_default names unknown categories "
@@ -374,6 +508,9 @@ def build_pack(
             priority = annotations.get("priority")
             if priority is not None and not _is_integer(priority):
                 problems.append(f"{label} ({pid}): @priority must be a whole number")
+            problems.extend(
+                f"{label} ({pid}): {message}" for message in _unknown_literals(body, words)
+            )
             info = PolicyInfo(pid or f"{name}#{local + 1}", body["effect"], name, annotations)
             policies[info.id] = info
             by_cedar_id[f"policy{position}"] = info.id
@@ -388,9 +525,11 @@ def build_pack(
         policy_set = cedarpy.PolicySet.from_str(combined)
     except ValueError as exc:
         raise PolicyError(f"{source}: the policies do not parse together: {exc}") from None
-    digest = hashlib.sha256(
-        json.dumps({"schema": schema_text, "files": files}, sort_keys=True).encode()
-    ).hexdigest()
+    hashed: dict[str, Any] = {"schema": schema_text, "files": files}
+    if vocabulary is not None:
+        # Only when present: a pack without one keeps the digest it had before vocabularies.
+        hashed["vocabulary"] = vocabulary
+    digest = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
     coarse = frozenset(
         category
         for info in policies.values()
@@ -399,14 +538,87 @@ def build_pack(
     return PolicyPack(
         source=source,
         schema_text=schema_text,
-        files={schema_name: schema_text, **files},
+        files={
+            schema_name: schema_text,
+            **({VOCABULARY_FILE: vocabulary} if vocabulary is not None else {}),
+            **files,
+        },
         policies=policies,
         by_cedar_id=by_cedar_id,
         digest=digest,
         coarse_by_default=coarse,
         schema=schema,
         policy_set=policy_set,
+        vocabulary=words,
     )
+
+
+#: Attributes whose values are words of the vocabulary: a single word, or a set of words.
+_WORD_OF = {
+    "context.purpose": "purpose",
+    "context.ticket.kind": "purpose",
+    "context.grant.purpose": "purpose",
+    "resource.category": "category",
+    "principal.role": "role",
+}
+_WORDS_OF = {
+    "resource.subject.protected": "protected flag",
+    "context.grant.categories": "category",
+}
+
+
+def _attribute_path(expr: Any) -> str | None:
+    """``context.purpose`` for Cedar's JSON of that expression; None for anything else."""
+    parts: list[str] = []
+    while isinstance(expr, dict) and "." in expr:
+        parts.append(expr["."]["attr"])
+        expr = expr["."]["left"]
+    if isinstance(expr, dict) and "Var" in expr and parts:
+        return ".".join([expr["Var"], *reversed(parts)])
+    return None
+
+
+def _literals(expr: Any) -> list[str]:
+    """The string literals of ``expr`` if it is one, or a set of them."""
+    if isinstance(expr, dict) and isinstance(expr.get("Value"), str):
+        return [expr["Value"]]
+    if isinstance(expr, dict) and isinstance(expr.get("Set"), list):
+        return [w for item in expr["Set"] for w in _literals(item)]
+    return []
+
+
+def _unknown_literals(body: Any, words: Vocabulary) -> list[str]:
+    """A message per string a policy compares with a word attribute (the purpose, a
+    category, a protected flag, a role) that is not a word of ``words``."""
+    found: list[str] = []
+
+    def check(kind: str | None, values: list[str]) -> None:
+        if kind is not None:
+            found.extend(
+                f"compares {words.unknown(kind, v)}" for v in values if not words.knows(kind, v)
+            )
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        for op, args in node.items():
+            if isinstance(args, dict) and "left" in args and "right" in args:
+                left, right = args["left"], args["right"]
+                if op in ("==", "!="):
+                    check(_WORD_OF.get(_attribute_path(left) or ""), _literals(right))
+                    check(_WORD_OF.get(_attribute_path(right) or ""), _literals(left))
+                elif op in ("contains", "containsAll", "containsAny"):
+                    # A set attribute holding a literal, or a literal set holding an attribute.
+                    check(_WORDS_OF.get(_attribute_path(left) or ""), _literals(right))
+                    check(_WORD_OF.get(_attribute_path(right) or ""), _literals(left))
+            walk(args)
+
+    walk(body.get("conditions", []))
+    return list(dict.fromkeys(found))
 
 
 def install_default_pack(target: Path) -> bool:

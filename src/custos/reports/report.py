@@ -326,6 +326,11 @@ def rows_from_entries(
                     "grant": decision.grant,
                     "break_glass": decision.break_glass,
                 }
+                if decision.via is not None:
+                    # A tool that asked on the person's behalf: named to whoever may see
+                    # staff ids, only said to the subject. Absent otherwise, so reports made
+                    # before on-behalf-of existed still verify.
+                    row["via"] = decision.via if names else "a tool"
                 if names:
                     row["principal"] = decision.principal
                 accesses.append(row)

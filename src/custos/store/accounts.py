@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, String
+from sqlalchemy import JSON, BigInteger, Boolean, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -51,6 +51,9 @@ class ApiTokenRow(Base):
     account: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: The ledger index of the authority entry that set this token (custos.authority).
     auth_idx: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: A tool's token that may act on behalf of staff members who prove it with their own
+    #: assertion (custos.accounts.onbehalf).
+    on_behalf: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SessionRow(Base):
