@@ -48,7 +48,7 @@ when {
 @id("whistleblower-shield")
 @priority("10")
 @explanation("a whistleblower's data may never serve an HR investigation")
-forbid (principal, action, resource)
+forbid (principal, action, resource is Custos::Data)
 when {
   resource.subject.protected.contains("whistleblower") &&
   context.purpose == "hr_investigation"
@@ -279,3 +279,47 @@ def test_the_api_takes_the_packs_words(home: Path, tmp_path: Path) -> None:
                 message = refused.json()["error"]["message"]
                 assert "unknown category 'helth' (did you mean 'health'?" in message
                 assert system.ledger.size() == size
+
+
+def test_guarded_sql_takes_the_packs_categories(home: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    import duckdb
+
+    from custos.access import QueryRequest
+    from custos.errors import DataMapError
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    with duckdb.connect(str(home / "hr.duckdb")) as con:
+        con.execute("CREATE TABLE notes (user_id VARCHAR, seen TIMESTAMP, diagnosis VARCHAR)")
+        con.execute("INSERT INTO notes VALUES ('user-5', '2026-01-05 10:00', 'flu')")
+    (home / "sources.yaml").write_text(
+        "sources:\n  hr:\n    url: duckdb:hr.duckdb\n    tables:\n      notes:\n"
+        "        subject: user_id\n        columns:\n          seen: plain\n"
+        "          diagnosis: {category: health, coarse: none}\n",
+        encoding="utf-8",
+    )
+    sql = "SELECT seen, diagnosis FROM notes WHERE user_id = 'user-5'"
+    asked = QueryRequest("emp-7001", "hr", sql, "hr_investigation", ticket="HR-1")
+    # The shipped words have no `health`: the map is refused where it names it.
+    with Custos.open(home) as system:
+        # Nor has it the purpose, which is checked first.
+        with pytest.raises(InvalidInput, match="unknown purpose 'hr_investigation'"):
+            system.query(asked)
+        with pytest.raises(DataMapError) as refused:
+            system.query(dataclasses.replace(asked, purpose="support"))
+    assert "sources.yaml:9: " in refused.value.problems[0]
+    assert "unknown category 'health'" in refused.value.problems[0]
+    # With the custom pack the same map and query work, precise as the HR policy allows.
+    shutil.rmtree(home / "policies")
+    custom_pack(home / "policies")
+    loaded = runner.invoke(app, ["org", "load", str(write_org(tmp_path / "hr.yaml", HR_WORLD))])
+    assert loaded.exit_code == 0, loaded.output
+    with Custos.open(home) as system:
+        result = system.query(asked)
+        assert [(c.category, c.precision) for c in result.columns] == [
+            (None, None),
+            ("health", "precise"),
+        ]
+        assert result.rows[0][1] == "flu"

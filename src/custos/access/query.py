@@ -194,33 +194,35 @@ class QueryResult:
 
 
 class DataMapHolder:
-    """The home's data map, re-read when ``sources.yaml`` changes and ledgered (a
-    ``data_map`` entry) before it is first used. Thread-safe."""
+    """The home's data map, re-read when ``sources.yaml`` or the active policy pack (whose
+    words the map's categories must be) changes, and ledgered (a ``data_map`` entry) before
+    it is first used. Thread-safe."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int, str] | None = None
         self._map: DataMap | None = None
 
-    def _stat(self) -> tuple[int, int, int]:
+    def _stat(self, pack: str) -> tuple[int, int, int, str]:
         try:
             found = (self.home / MAP_FILE).stat()
         except OSError:
-            return (0, 0, 0)
-        return (found.st_ino, found.st_size, found.st_mtime_ns)
+            return (0, 0, 0, pack)
+        return (found.st_ino, found.st_size, found.st_mtime_ns, pack)
 
     def current(self, system: Custos) -> DataMap:
         """The map in force, ledgered. Raises :class:`DataMapError` (the file is invalid:
         nothing of it is used), :class:`InvalidInput` (unreadable) and
         :class:`LedgerUnavailable` (the map is not used until it is ledgered)."""
         with self._lock:
-            stamp = self._stat()
+            pack = system.policy_pack
+            stamp = self._stat(pack.digest)
             if self._map is not None and stamp == self._stamp:
                 return self._map
             from custos.sql.datamap import load_data_map
 
-            data_map = load_data_map(self.home / MAP_FILE)
+            data_map = load_data_map(self.home / MAP_FILE, words=pack.vocabulary)
             self._ledger(system, data_map)
             self._map, self._stamp = data_map, stamp
             return data_map

@@ -25,7 +25,7 @@ import yaml
 
 from custos.errors import DataMapError, InvalidInput, shown_id
 from custos.textfiles import _StrictLoader, read_text
-from custos.vocabulary import CATEGORIES, unknown_word
+from custos.vocabulary import DEFAULT_VOCABULARY, Vocabulary
 
 Dialect = Literal["duckdb", "postgres"]
 DIALECTS: Final[tuple[Dialect, ...]] = ("duckdb", "postgres")
@@ -240,8 +240,11 @@ class _Y:
 
 
 class _Problems:
-    def __init__(self, where: str) -> None:
+    """The problems found so far, and the words (the active pack's) the map may use."""
+
+    def __init__(self, where: str, words: Vocabulary = DEFAULT_VOCABULARY) -> None:
         self.where = where
+        self.words = words
         self._found: list[tuple[int, str]] = []
 
     def add(self, line: int, message: str) -> None:
@@ -429,8 +432,8 @@ def _column(
         return None
     if category == "plain":
         return ColumnMap(name, None, None)
-    if category is None or category not in CATEGORIES:
-        problems.add(node.line, f"{what}: {unknown_word('category', category)}")
+    if category is None or not problems.words.knows("category", category):
+        problems.add(node.line, f"{what}: {problems.words.unknown('category', category)}")
         return None
     coarse = _coarse(coarse_node, category, dialect, what, problems)
     return None if coarse is None else ColumnMap(name, category, coarse)
@@ -532,13 +535,16 @@ def _source(name: str, node: _Y, problems: _Problems) -> SourceMap | None:
     return SourceMap(name, url, dialect, MappingProxyType(tables), password_env)
 
 
-def parse_data_map(text: str, where: str = MAP_FILE) -> DataMap:
-    """Parse and validate the text of a data map; ``where`` names it in messages.
+def parse_data_map(
+    text: str, where: str = MAP_FILE, *, words: Vocabulary = DEFAULT_VOCABULARY
+) -> DataMap:
+    """Parse and validate the text of a data map; ``where`` names it in messages, and its
+    categories are ``words``' (the active policy pack's).
 
     Raises :class:`DataMapError` listing every problem as ``where:line: what`` (never a
     password, never a value that looks personal).
     """
-    problems = _Problems(where)
+    problems = _Problems(where, words)
     root = _load_yaml(text.removeprefix("\ufeff"), where)
     if root is None:
         return build_data_map({})
@@ -561,11 +567,12 @@ def parse_data_map(text: str, where: str = MAP_FILE) -> DataMap:
     return build_data_map(sources)
 
 
-def load_data_map(path: Path) -> DataMap:
+def load_data_map(path: Path, *, words: Vocabulary = DEFAULT_VOCABULARY) -> DataMap:
     """Read and parse the data map at ``path``; an absent file is an empty map.
 
     Raises :class:`InvalidInput` when it cannot be read and :class:`DataMapError` when invalid.
     """
     if not path.exists():
         return build_data_map({})
-    return parse_data_map(read_text(path, "a data map", max_bytes=MAX_MAP_BYTES), str(path))
+    text = read_text(path, "a data map", max_bytes=MAX_MAP_BYTES)
+    return parse_data_map(text, str(path), words=words)
