@@ -97,6 +97,14 @@ class DetectConfig:
     #: Fewest grants a principal must receive in a period (also beyond peer and own
     #: baselines) for a grant-volume alert.
     grant_volume_min: int = 6
+    #: Guarded SQL refused this many times (queries the analyzer would not run, or
+    #: aggregates the policies refused) within ``sql_probing_minutes`` alerts: someone
+    #: probing the analyzer's edges (``sql_probing``).
+    sql_probing_refusals: int = 5
+    sql_probing_minutes: int = 60
+    #: An aggregate refused for one of these purposes alerts on its own, as critical: counting
+    #: people's logins by network for an internal investigation is how sources are hunted.
+    sql_hunt_purposes: tuple[str, ...] = ("internal_investigation",)
     #: Evidence event ids kept per alert (the count is always in the explanation).
     max_evidence: int = 200
     #: Days a ``legitimate`` / ``false_positive`` disposition suppresses the same pattern.
@@ -139,8 +147,9 @@ class DetectConfig:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ConfigurationError(f"{source}: {key} must be a non-negative integer")
                 changes[key] = value
-        if changes.get("window_days", 1) == 0:
-            raise ConfigurationError(f"{source}: window_days must be at least 1")
+        for key in ("window_days", "sql_probing_refusals", "sql_probing_minutes"):
+            if changes.get(key, 1) == 0:
+                raise ConfigurationError(f"{source}: {key} must be at least 1")
         for key in ("interval", "lease_seconds", "burst_events"):
             if changes.get(key, 1) == 0:
                 raise ConfigurationError(f"{source}: {key} must be more than 0")

@@ -63,6 +63,7 @@ from custos.detect.kept import (
     first_pass,
     mostly_decided,
 )
+from custos.detect.sql_events import create_sql_events
 from custos.times import iso
 
 #: Flags that mark a person whom insiders have historically hunted: their data always
@@ -226,6 +227,7 @@ class Detector:
         # by side (one thread each) the short one would leave a core idle for most of the
         # long one.
         self._facts()
+        create_sql_events(self.con)
         grants.prepare(self)
         self._classify(kept)
         self._activity(kept)
@@ -527,6 +529,7 @@ class Detector:
             self.new_role_access,
             self.protected_subject_attempt,
             self.rare_category_access,
+            self.sql_probing,
             *(lambda rule=rule: rule(self) for rule in grants.RULES),
         ]
         findings = [f for found in self._side_by_side(rules) for f in found]
@@ -994,6 +997,104 @@ class Detector:
                     f"{self._who(row['principal'])} reached "
                     f"{row['n_subjects']} subjects with no ticket explaining them at hours they "
                     f"do not usually work (UTC {hours}) {_span(row['first'], row['last'])}.",
+                    f"{row['principal']}|{row['bucket']}",
+                )
+            )
+        return out
+
+    def sql_probing(self) -> list[Finding]:
+        """Guarded SQL refused again and again (``sql_probing_refusals`` queries within
+        ``sql_probing_minutes``): someone feeling for the edges of the analyzer and the
+        policies. An aggregate refused for one of ``sql_hunt_purposes`` alerts on its own,
+        as critical (see :mod:`custos.detect.sql_events`)."""
+        c = self.config
+        n = c.max_evidence
+        hunt = _quote(c.sql_hunt_purposes)
+        rows = self._rows(
+            f"""
+            WITH r AS (SELECT * FROM sql_events WHERE decision <> 'allow'),
+            -- One refused query is one attempt, however many categories it was refused on.
+            q AS (SELECT principal, query, min(time) AS time FROM r GROUP BY ALL),
+            w AS (
+                SELECT *, count(*) OVER (
+                           PARTITION BY principal ORDER BY time
+                           RANGE BETWEEN CURRENT ROW
+                                 AND to_minutes({c.sql_probing_minutes}) FOLLOWING) AS n
+                FROM q
+            ),
+            -- Attempts inside a window that opened at least the threshold's number of them.
+            burst AS (
+                SELECT principal, query FROM (
+                    SELECT principal, query, max(CASE WHEN n >= {c.sql_probing_refusals}
+                                                      THEN 1 ELSE 0 END) OVER (
+                               PARTITION BY principal ORDER BY time
+                               RANGE BETWEEN to_minutes({c.sql_probing_minutes}) PRECEDING
+                                     AND CURRENT ROW) AS inside
+                    FROM w)
+                WHERE inside = 1
+            ),
+            flagged AS (
+                SELECT * FROM (
+                    SELECT r.*, r.kind = 'aggregate' AND r.purpose IN ({hunt}) AS hunting,
+                           (r.principal, r.query) IN (SELECT (principal, query) FROM burst)
+                             AS probing,
+                           {bucket(c, "r.time")} AS bucket
+                    FROM r)
+                WHERE hunting OR probing
+            )
+            SELECT principal, bucket, list(id ORDER BY time, id)[1:{n}] AS ids,
+                   count(DISTINCT query) AS n, min(time) AS first, max(time) AS last,
+                   count(DISTINCT query) FILTER (WHERE kind = 'refused') AS n_refused,
+                   count(DISTINCT query) FILTER (WHERE kind = 'aggregate') AS n_aggregate,
+                   count(DISTINCT query) FILTER (WHERE hunting) AS n_hunting,
+                   count(DISTINCT query) FILTER (WHERE probing) AS n_probing,
+                   list(DISTINCT code ORDER BY code) FILTER (WHERE code IS NOT NULL) AS codes,
+                   list(DISTINCT dataset ORDER BY dataset)
+                     FILTER (WHERE dataset IS NOT NULL) AS datasets,
+                   list(DISTINCT category ORDER BY category)
+                     FILTER (WHERE hunting AND category IS NOT NULL) AS hunted,
+                   list(DISTINCT purpose ORDER BY purpose)
+                     FILTER (WHERE hunting) AS hunt_purposes
+            FROM flagged GROUP BY principal, bucket
+            """
+        )
+        out = []
+        for row in rows:
+            parts = []
+            if row["n_refused"]:
+                codes = ", ".join(row["codes"] or [])
+                queries = "query" if row["n_refused"] == 1 else "queries"
+                parts.append(
+                    f"{row['n_refused']} {queries} custos's SQL analyzer would not run ({codes})"
+                )
+            if row["n_aggregate"]:
+                parts.append(f"{_plural(row['n_aggregate'], 'count')} the policies refused")
+            datasets = ", ".join(row["datasets"] or []) or "its sources"
+            text = (
+                f"{self._who(row['principal'])} had {' and '.join(parts)} on {datasets} "
+                f"{_span(row['first'], row['last'])}."
+            )
+            if row["n_probing"]:
+                text += (
+                    f" {row['n_probing']} of them came at least {c.sql_probing_refusals} to a "
+                    f"{c.sql_probing_minutes}-minute window: trying query after query for one the "
+                    "analyzer lets through (joins, searches on people's columns, patterns on "
+                    "addresses) is how someone looks for a way around it."
+                )
+            if row["n_hunting"]:
+                hunted = ", ".join(row["hunted"] or []) or "personal data"
+                text += (
+                    f" {_plural(row['n_hunting'], 'count')} of {hunted} over many people was "
+                    f"asked for {' or '.join(row['hunt_purposes'])}: counting people's logins "
+                    "by network or place is how a reporter's sources are hunted among staff."
+                )
+            row["subjects"] = []
+            out.append(
+                self._finding(
+                    "sql_probing",
+                    "critical" if row["n_hunting"] else "high",
+                    row,
+                    text,
                     f"{row['principal']}|{row['bucket']}",
                 )
             )

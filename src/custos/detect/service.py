@@ -15,6 +15,7 @@ from custos.detect.events import EventStore
 from custos.detect.loading import load_store
 from custos.detect.mirror import CATALOG, open_mirror
 from custos.detect.replay import ReplayRun, ReplaySource, replay_reported, run_replay
+from custos.detect.sql_events import load_sql_events
 from custos.directory import DirectoryStore
 from custos.store import Database
 
@@ -73,6 +74,7 @@ def run_detection(
     try:
         if home is None:
             count = load_store(con, EventStore(db), directory)
+            load_sql_events(con, db)
             findings = Detector(con, config).run()
             if replay is not None:
                 more, replayed = run_replay(con, config, replay)
@@ -81,6 +83,7 @@ def run_detection(
         else:
             with open_mirror(home, con, config) as mirror:
                 count = mirror.refresh(EventStore(db), directory).events
+                load_sql_events(con, db)
                 findings = Detector(con, config).run(mirror.kept)
                 if replay is not None:
                     row = con.execute(
