@@ -164,8 +164,8 @@ class Classification:
     - ``det_meta``, the settings they were kept for.
 
     ``told`` says that whoever keeps ``tickets`` tells :meth:`follow_tickets` which tickets
-    it wrote since the last run (as the custos directory does); otherwise every ticket is
-    compared with the snapshot on each run.
+    it wrote and removed since the last run (as the mirror of the custos directory does);
+    otherwise every ticket is compared with the snapshot on each run.
 
     Its contract with whoever keeps ``events``: every event in ``events`` has been passed to
     :meth:`add` exactly once since it was last passed to :meth:`remove` (or since

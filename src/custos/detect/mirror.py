@@ -56,8 +56,9 @@ from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError
 
 #: Format of the mirror's own tables: another value makes a run copy everything again.
-#: 2: grants are copied; 3: subjects carry ``link_group``.
-FORMAT = "3"
+#: 2: grants are copied; 3: subjects carry ``link_group``; 4: rows the directory removed are
+#: dropped (a mirror of an earlier format may still hold some, so it is copied again once).
+FORMAT = "4"
 #: The catalog the mirror's file is attached as.
 CATALOG = "mirror"
 #: What the change export writes per event: the columns the rules read, its number in the
