@@ -277,6 +277,78 @@ def test_a_reader_tailing_concurrent_writers_never_misses_a_row(
         assert names <= covering[0], (stamp, names - covering[0])
 
 
+def test_a_copy_reading_every_id_after_its_changes_drops_every_removed_row(
+    system: Custos, tmp_path: Path
+) -> None:
+    """A writer adds tickets and removes older ones while a reader copies the changes after
+    the version it last read and, whenever that version moved, drops every row the ids
+    (:meth:`DirectoryStore.write_ids`, read after the changes) do not name. Each copy at
+    version V holds no ticket removed at V or before, and the last equals the directory."""
+    rounds = 30
+
+    def ticket(name: str) -> dict[str, str]:
+        return {
+            "id": name,
+            "kind": "support",
+            "subject": "user-1",
+            "assignee": "emp-1",
+            "status": "open",
+            "opened_by": "subject",
+        }
+
+    load_org(
+        system,
+        org(
+            principals=[{"id": "emp-1", "role": "support_agent"}],
+            subjects=[{"id": "user-1", "jurisdiction": "US"}],
+        ),
+    )
+    removed: list[tuple[int, str]] = []  # (the version its removal made, ticket id)
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        store = DirectoryStore(system.db)  # the only writer: its version is its own
+        try:
+            for n in range(rounds):
+                store.merge(_document(org(tickets=[ticket(f"T-{n}-{k}") for k in range(3)])))
+                if n >= 2:
+                    store.remove_ticket(f"T-{n - 2}-{n % 3}", "test")
+                    removed.append((store.version(), f"T-{n - 2}-{n % 3}"))
+        except Exception as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
+
+    mirror: dict[str, dict[str, tuple[str | None, ...]]] = {table: {} for table in TABLES}
+    copies: list[tuple[int, set[str]]] = []  # (version, ticket ids held)
+
+    def copy(after: int) -> int:
+        changes = system.directory.write_changes(tmp_path / "tail", after=after)
+        for table, rows in read_changes(changes).items():
+            mirror[table].update(rows)
+        if changes.version != after:
+            present = system.directory.write_ids(tmp_path / "tail")
+            for table in TABLES:
+                named = set(read_rows(present[table]))
+                mirror[table] = {k: v for k, v in mirror[table].items() if k in named}
+        copies.append((changes.version, set(mirror["tickets"])))
+        return changes.version
+
+    (tmp_path / "tail").mkdir()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    last = -1
+    while thread.is_alive():
+        last = copy(last)
+    thread.join()
+    assert not failures, failures
+    copy(last)
+
+    assert mirror == everything(system.db, tmp_path / "full")
+    assert len(removed) == rounds - 2
+    assert len(copies) > 2
+    for version, held in copies:
+        assert not {name for stamp, name in removed if stamp <= version} & held, version
+
+
 def _document(data: dict[str, Any]) -> Any:
     import yaml
 

@@ -164,8 +164,8 @@ class Classification:
     - ``det_meta``, the settings they were kept for.
 
     ``told`` says that whoever keeps ``tickets`` tells :meth:`follow_tickets` which tickets
-    it wrote since the last run (as the custos directory does); otherwise every ticket is
-    compared with the snapshot on each run.
+    it wrote and removed since the last run (as the mirror of the custos directory does);
+    otherwise every ticket is compared with the snapshot on each run.
 
     Its contract with whoever keeps ``events``: every event in ``events`` has been passed to
     :meth:`add` exactly once since it was last passed to :meth:`remove` (or since
@@ -273,26 +273,29 @@ class Classification:
             con.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {source})")
         self._count(source, -1)
 
-    def follow_tickets(self, written: str | None = None) -> int:
+    def follow_tickets(self, written: str | None = None, *, removed: str | None = None) -> int:
         """Classify again the events (those not explained as decided) citing a ticket that
         arrived, changed (in a column the first pass reads) or went since the last run;
         returns how many tickets were looked at again.
 
         When ``told``, ``written`` is a relation of the tickets written since the last run
         (what the directory says: every column of :data:`TICKET_FACTS`, as each ticket is
-        now; a told directory never deletes one), and the events citing any of them are
-        classified again. Otherwise the tickets are compared with the snapshot, which is
-        brought up to date: only those of ``written`` (a relation with their ids) when it is
-        given, else all of them.
+        now), ``removed`` a relation of the ids of the tickets it removed since (None: none),
+        and the events citing any of them are classified again. Otherwise the tickets are
+        compared with the snapshot, which is brought up to date: only those of ``written``
+        (a relation with their ids) when it is given, else all of them.
         """
         con = self.con
         facts = ", ".join(TICKET_FACTS)
         if self.told:
             if written is None:
                 raise ValueError("a classification told of ticket changes needs them")
+            gone = removed or "(SELECT NULL::VARCHAR AS id WHERE false)"
+            # A ticket both written and removed since is gone: it is not in ``tickets``.
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE det_changed AS SELECT {facts}, true AS present "
-                f"FROM {written}"
+                f"FROM {written} WHERE id NOT IN (SELECT id FROM {gone}) "
+                f"UNION ALL BY NAME SELECT id, false AS present FROM {gone}"
             )
         else:
             self._compare(written)

@@ -18,6 +18,13 @@ many events as the store, up to the same number; an identity that differs (anoth
 marks that went backwards (a restored backup), or a count that disagrees make it copy
 everything again, so that a copy that is not the store's is never taken for one.
 
+Rows removed from the directory (a feed deleting a record, ``org import --prune``) stamp
+nothing, but move the directory version: whenever it moved, a run also reads the ids of every
+directory row (:meth:`DirectoryStore.write_ids`) and drops from the copy each row they do not
+name, and the kept classification classifies again the events citing a ticket that went. A
+ticket deleted in the ticket system thus stops explaining accesses on the next run, as it
+does in a fresh copy.
+
 Everything a run changes in the file is one DuckDB transaction: a run that fails leaves the
 mirror as the last run left it. Runs on one home take turns (a lock file beside the mirror).
 """
@@ -49,8 +56,9 @@ from custos.directory import DirectoryStore
 from custos.errors import ConfigurationError
 
 #: Format of the mirror's own tables: another value makes a run copy everything again.
-#: 2: grants are copied; 3: subjects carry ``link_group``.
-FORMAT = "3"
+#: 2: grants are copied; 3: subjects carry ``link_group``; 4: rows the directory removed are
+#: dropped (a mirror of an earlier format may still hold some, so it is copied again once).
+FORMAT = "4"
 #: The catalog the mirror's file is attached as.
 CATALOG = "mirror"
 #: What the change export writes per event: the columns the rules read, its number in the
@@ -66,11 +74,13 @@ _DIRECTORY = {
 @dataclass(frozen=True, slots=True)
 class MirrorUpdate:
     """What one run did to the mirror: how many events detection sees in it, how many
-    event rows and directory rows it copied, and whether it copied everything."""
+    event rows and directory rows it copied, how many directory rows it dropped because
+    the directory no longer holds them, and whether it copied everything."""
 
     events: int
     copied_events: int
     copied_directory: int
+    removed_directory: int
     rebuilt: bool
 
 
@@ -171,11 +181,18 @@ class Mirror:
         written = directory.write_changes(folder, -1 if whole else int(meta["version"]))
         if not whole and written.version < int(meta["version"]):
             return None
+        # Removals stamp no row but move the version: then every id, read after the changes
+        # (see DirectoryStore.write_ids), names what the copy may keep.
+        present = None
+        if not whole and written.version != int(meta["version"]):
+            present = directory.write_ids(folder)
         # Read into temporary tables first: a transaction writes to one database only, and
         # temporary tables do not count.
         read_rows(con, "incoming", CHANGED_EVENT_COLUMNS, changes.rows, temporary=True)
         for table, columns in _DIRECTORY.items():
             read_rows(con, f"new_{table}", columns, getattr(written, table), temporary=True)
+            if present is not None:
+                read_rows(con, f"ids_{table}", {"id": "VARCHAR"}, present[table], temporary=True)
         # Grants are copied whole on every run: they are a few per thousand events, and a
         # grant row changes after it is made (revoked), which no change stamp tells yet.
         grants = write_grants(events.db, folder / "grants")
@@ -198,6 +215,13 @@ class Mirror:
             for table in _DIRECTORY:
                 con.execute(f"DELETE FROM {cat}.{table} WHERE id IN (SELECT id FROM new_{table})")
                 con.execute(f"INSERT INTO {cat}.{table} BY NAME SELECT * FROM new_{table}")
+                gone = "SELECT NULL::VARCHAR AS id WHERE false"
+                if present is not None:
+                    gone = (
+                        f"SELECT id FROM {cat}.{table} WHERE id NOT IN (SELECT id FROM ids_{table})"
+                    )
+                con.execute(f"CREATE OR REPLACE TEMP TABLE gone_{table} AS {gone}")
+                con.execute(f"DELETE FROM {cat}.{table} WHERE id IN (SELECT id FROM gone_{table})")
             con.execute(f"DELETE FROM {cat}.grants")
             con.execute(f"INSERT INTO {cat}.grants BY NAME SELECT * FROM new_grants")
             row = con.execute(
@@ -210,7 +234,7 @@ class Mirror:
                 self.kept.start()
             else:
                 self.kept.remove("replaced")
-                self.kept.follow_tickets("new_tickets")
+                self.kept.follow_tickets("new_tickets", removed="gone_tickets")
                 self.kept.add(f"(SELECT {', '.join(EVENT_COLUMNS)} FROM incoming WHERE NOT folded)")
             con.execute(f"DELETE FROM {cat}.meta")
             con.execute(
@@ -219,6 +243,10 @@ class Mirror:
                 [FORMAT, changes.store, str(changes.high), str(written.version)],
             )
             seen = con.execute("SELECT count(*) FROM events").fetchone()
+            removed = con.execute(
+                "SELECT "
+                + " + ".join(f"(SELECT count(*) FROM gone_{table})" for table in _DIRECTORY)
+            ).fetchone()
             con.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
@@ -231,13 +259,19 @@ class Mirror:
                 hint="it is built from the database: remove it and run detection again",
             ) from None
         finally:
-            for name in ("incoming", "replaced", "new_grants", *(f"new_{t}" for t in _DIRECTORY)):
+            for name in (
+                "incoming",
+                "replaced",
+                "new_grants",
+                *(f"{kind}_{t}" for kind in ("new", "ids", "gone") for t in _DIRECTORY),
+            ):
                 con.execute(f"DROP TABLE IF EXISTS temp.{name}")
         copied = sum(getattr(written, table).count for table in _DIRECTORY)
         return MirrorUpdate(
             events=int(seen[0]) if seen else 0,
             copied_events=changes.rows.count,
             copied_directory=copied,
+            removed_directory=int(removed[0]) if removed else 0,
             rebuilt=whole,
         )
 

@@ -24,7 +24,9 @@ V too (committed in between), which it reads again next time from ``last = V``: 
 never a gap. Rows are deleted only by :meth:`DirectoryStore.remove_subject` and
 :meth:`DirectoryStore.remove_ticket` (a feed deleting a record) and by ``org import --prune``
 (:mod:`custos.directory.bulk`), each after a tombstone entry in the ledger, and each moving
-the counter too; :meth:`DirectoryStore.write_changes` does not report deletions. Rows are
+the counter too; :meth:`DirectoryStore.write_changes` does not report deletions, but a copy
+that reads :meth:`DirectoryStore.write_ids` after it drops every row removed up to the version
+it read (a removal that moved the counter to V committed before V was visible). Rows are
 written before the increment in every write (never the other way round) so that two writers
 always take their locks in the same order: rows, then the counter, and cannot deadlock.
 """
@@ -675,8 +677,9 @@ class DirectoryStore:
         the files, and so may be some changed after it; pass it as ``after`` next time (a
         row is never missed, at worst written twice). A first copy passes ``after=-1``: rows
         stored before the directory had ``seq`` carry the version of that time, 0 when it
-        had none. Changes are additions and updates only: a row removed by ``org import
-        --prune`` is not named here, so a copy kept this way keeps it until made anew.
+        had none. Changes are additions and updates only: a row removed (by a feed, or by
+        ``org import --prune``) is not named here; a copy finds its removals with
+        :meth:`write_ids`, read after this call, whenever ``version`` moved.
         Raises :class:`TypeError` when ``after`` is not an integer, :class:`StoreUnavailable`
         when the database fails, and :class:`OSError` when ``folder`` cannot take the files.
         """
@@ -692,6 +695,27 @@ class DirectoryStore:
                 postgresql=postgresql.format(where=where),
             )
         return DirectoryChanges(version=version, **written)
+
+    def write_ids(self, folder: Path) -> dict[str, WrittenRows]:
+        """Write the ids of every principal, subject and ticket stored into ``folder``
+        (files ``principals.ids``, ``subjects.ids``, ``tickets.ids``, replaced if present),
+        one column ``id`` in the formats of :meth:`Database.write_rows`; returns the files
+        by table name.
+
+        Called after :meth:`write_changes` returned version V, the files name no row removed
+        at a version up to V (each removal commits with its move of the counter), so a copy
+        that holds the changes up to V and drops every row these files do not name holds
+        the directory as of V or later; a row added meanwhile is named but may be missing
+        from the copy (it is in the next changes). Raises :class:`StoreUnavailable` when the
+        database fails, and :class:`OSError` when ``folder`` cannot take the files."""
+        return {
+            table: self.db.write_rows(
+                folder / f"{table}.ids",
+                sqlite=f"SELECT json_array(id) FROM {table}",  # noqa: S608 - fixed names
+                postgresql=f"SELECT id FROM {table}",  # noqa: S608 - fixed names
+            )
+            for table in _MODELS
+        }
 
     # -- reading -----------------------------------------------------------------------
 
