@@ -51,11 +51,35 @@ def test_sql_serve_answers_psql_until_stopped(system: Custos) -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "198.51.100.0/24"
     finally:
-        server.send_signal(signal.SIGINT)
+        # SIGTERM, as a service manager stops it: a SIGINT may be inherited as ignored (the
+        # test process may run under a shell's background job), and then stops nothing.
+        server.send_signal(signal.SIGTERM)
         started = time.monotonic()
         code = server.wait(timeout=30)
     assert code == 0, server.stderr.read() if server.stderr else ""
     assert time.monotonic() - started < 30
+
+
+def test_sql_serve_stops_on_ctrl_c(system: Custos) -> None:
+    home = sql_home(system)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "CUSTOS_HOME": str(home)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "custos", "sql", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as a terminal sends it, whatever this test process inherited.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert server.stdout is not None
+        assert f"custos SQL front on 127.0.0.1:{port}" in server.stdout.readline()
+    finally:
+        server.send_signal(signal.SIGINT)
+        code = server.wait(timeout=30)
+    assert code == 0, server.stderr.read() if server.stderr else ""
 
 
 def test_wire_settings_from_config(home: Path) -> None:

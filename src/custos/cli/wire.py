@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
 from typing import Annotated
 
 import typer
@@ -39,6 +40,11 @@ def sql_serve(
         front = SqlFront(system, token_authenticator(system.accounts), settings)
 
         async def run() -> None:
+            # SIGTERM (a service manager's stop) ends the front as Ctrl-C does: connections
+            # closed, custos closed; a SIGINT inherited as ignored (a background job) stays so.
+            main = asyncio.current_task()
+            assert main is not None
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
             await front.start()
             console.print(
                 f"custos SQL front on {settings.listen}:{front.port} (Ctrl-C stops it)",
@@ -49,5 +55,5 @@ def sql_serve(
             finally:
                 await front.close()
 
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
             asyncio.run(run())

@@ -189,6 +189,24 @@ def _unknown_words(entry: _Entry, vocabulary: Vocabulary) -> list[str]:
     return []
 
 
+def _unknown_raw_words(
+    section: str, raw: Mapping[str, Any], vocabulary: Vocabulary, faulty: set[str]
+) -> list[str]:
+    """:func:`_unknown_words` of an entry that did not validate, for the fields that did."""
+    kind = raw.get("kind")
+    known = isinstance(kind, str) and vocabulary.knows("purpose", kind)
+    if section == "tickets" and "kind" not in faulty and isinstance(kind, str) and not known:
+        return [f"field 'kind': {vocabulary.unknown('ticket kind', kind)}"]
+    flags = raw.get("protected")
+    if section == "subjects" and "protected" not in faulty and isinstance(flags, list):
+        return [
+            f"field 'protected.{i}': {vocabulary.unknown('protected flag', flag)}"
+            for i, flag in enumerate(flags)
+            if isinstance(flag, str) and not vocabulary.knows("protected flag", flag)
+        ]
+    return []
+
+
 def parse_document(
     data: Any, source: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY
 ) -> DirectoryDocument:
@@ -222,7 +240,14 @@ def parse_document(
             try:
                 entry = model.model_validate(dict(raw))
             except ValidationError as exc:
-                problems.extend(f"{label}: {_describe_error(e)}" for e in exc.errors())
+                errors = exc.errors()
+                problems.extend(f"{label}: {_describe_error(e)}" for e in errors)
+                # Every problem at once: the words too, though the entry has others.
+                faulty = {str(e["loc"][0]) for e in errors if e.get("loc")}
+                problems.extend(
+                    f"{label}: {message}"
+                    for message in _unknown_raw_words(section, raw, vocabulary, faulty)
+                )
                 continue
             unknown = _unknown_words(entry, vocabulary)
             if unknown:
