@@ -144,3 +144,29 @@ def test_a_payload_whose_change_failed_may_be_sent_again() -> None:
     check.check(good, "1800000000", b"{}", now=1800000001)
     with pytest.raises(SignatureRefused, match="replay"):
         check.check(good, "1800000000", b"{}", now=1800000002)
+
+
+def test_ticket_kinds_are_the_active_packs_words() -> None:
+    import dataclasses
+
+    from custos.vocabulary import DEFAULT_VOCABULARY
+
+    payload = {
+        "event": "upsert",
+        "ticket": {
+            "id": "HR-1",
+            "kind": "hr_investigation",
+            "subject": "user-5",
+            "assignee": "emp-7001",
+            "status": "open",
+        },
+    }
+    with pytest.raises(InvalidPayload) as refused:
+        parse("generic", payload, {})
+    assert "unknown ticket kind 'hr_investigation'" in " ".join(refused.value.problems)
+    words = dataclasses.replace(
+        DEFAULT_VOCABULARY, purposes=(*DEFAULT_VOCABULARY.purposes, "hr_investigation")
+    )
+    change = parse("generic", payload, {}, words)
+    assert change.ticket is not None
+    assert change.ticket.kind == "hr_investigation"

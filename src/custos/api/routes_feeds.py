@@ -59,6 +59,7 @@ from custos.feeds.tickets import (
     SignatureCheck,
     parse,
 )
+from custos.vocabulary import Vocabulary
 
 #: Where the ticket hooks' shared secret is read when ``$CUSTOS_HOOKS_SECRET`` is not set.
 HOOKS_SECRET_FILE = "hooks.secret"  # noqa: S105 - a file name, not a secret
@@ -548,10 +549,12 @@ def _ticket_json(ticket: Ticket) -> dict[str, Any]:
     return {**ticket.facts(), "authority": ticket.authority}
 
 
-def _one(section: str, body: Any, where: str) -> Any:
+def _one(section: str, body: Any, where: str, words: Vocabulary) -> Any:
+    """The one entry of ``section`` that ``body`` is, checked as a directory file's entries
+    are, with ``words`` (the active pack's) for protected flags and ticket kinds."""
     if not isinstance(body, dict):
         raise ValidationFailed(f"{where}: the body must be a JSON object", [f"{where}: (body)"])
-    return getattr(parse_document({section: [body]}, where), section)[0]
+    return getattr(parse_document({section: [body]}, where, words), section)[0]
 
 
 def _path_id(body: dict[str, Any], key: str, where: str) -> None:
@@ -571,7 +574,7 @@ def get_subject(
 def _put_subject(system: Custos, body: Any, key: str, who: Caller, where: str) -> dict[str, Any]:
     if isinstance(body, dict):
         _path_id(body, key, where)
-    subject = _one("subjects", body, where)
+    subject = _one("subjects", body, where, system.policy_pack.vocabulary)
     system.directory.merge(
         DirectoryDocument(subjects=(subject,)), source=where, by=_by(who), feed=True
     )
@@ -639,7 +642,7 @@ def _put_ticket(
 ) -> dict[str, Any]:
     if isinstance(body, dict):
         _path_id(body, key, where)
-    ticket = _one("tickets", body, where)
+    ticket = _one("tickets", body, where, system.policy_pack.vocabulary)
     system.directory.merge(DirectoryDocument(tickets=(ticket,)), source=where, by=by, feed=True)
     return _ticket_json(system.directory.ticket(key))
 
@@ -756,8 +759,8 @@ async def _apply_hook(
         payload = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidInput("the request body is not valid JSON") from None
-    change = parse(kind, payload, mappings)
     system = system_of(request)
+    change = parse(kind, payload, mappings, system.policy_pack.vocabulary)
     by = {"hook": kind}
     where = f"hook {kind}"
 

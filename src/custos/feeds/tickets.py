@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from custos.directory import Ticket
 from custos.directory.files import parse_document
 from custos.errors import InvalidPayload, SignatureRefused, ValidationFailed
+from custos.vocabulary import DEFAULT_VOCABULARY, Vocabulary
 
 KINDS = ("generic", "jira", "servicenow")
 SIGNATURE_HEADER = "X-Custos-Signature"
@@ -188,9 +189,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _ticket(raw: Mapping[str, Any], where: str) -> Ticket:
+def _ticket(raw: Mapping[str, Any], where: str, words: Vocabulary) -> Ticket:
     try:
-        document = parse_document({"tickets": [dict(raw)]}, where)
+        document = parse_document({"tickets": [dict(raw)]}, where, words)
     except ValidationFailed as exc:
         problems = [p.removeprefix(f"{where}: tickets[0] ") for p in exc.problems]
         raise InvalidPayload(
@@ -228,7 +229,7 @@ def _time(value: Any) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_generic(payload: Any) -> TicketChange:
+def parse_generic(payload: Any, words: Vocabulary = DEFAULT_VOCABULARY) -> TicketChange:
     """A generic payload as a change. Raises :class:`InvalidPayload` naming each field."""
     if not isinstance(payload, Mapping):
         raise InvalidPayload("generic: not a JSON object", ["(body): must be an object"])
@@ -247,14 +248,16 @@ def parse_generic(payload: Any) -> TicketChange:
         if key is None:
             raise InvalidPayload("generic: no ticket id", ["ticket.id: a string is needed"])
         return TicketChange("delete", key)
-    ticket = _ticket(raw, "generic")
+    ticket = _ticket(raw, "generic", words)
     return TicketChange("upsert", ticket.id, ticket)
 
 
 _JIRA_EVENTS = {"issue_created": "upsert", "issue_updated": "upsert", "issue_deleted": "delete"}
 
 
-def parse_jira(payload: Any, mapping: HookMapping) -> TicketChange:
+def parse_jira(
+    payload: Any, mapping: HookMapping, words: Vocabulary = DEFAULT_VOCABULARY
+) -> TicketChange:
     """A Jira issue webhook as a change. Raises :class:`InvalidPayload` naming each field."""
     if not isinstance(payload, Mapping):
         raise InvalidPayload("jira: not a JSON object", ["(body): must be an object"])
@@ -282,10 +285,12 @@ def parse_jira(payload: Any, mapping: HookMapping) -> TicketChange:
         "closed": _time(_get(fields, "resolutiondate")) if done else None,
         "opened_by": "system",
     }
-    return TicketChange("upsert", key, _ticket(_present(raw), "jira"))
+    return TicketChange("upsert", key, _ticket(_present(raw), "jira", words))
 
 
-def parse_servicenow(payload: Any, mapping: HookMapping) -> TicketChange:
+def parse_servicenow(
+    payload: Any, mapping: HookMapping, words: Vocabulary = DEFAULT_VOCABULARY
+) -> TicketChange:
     """A ServiceNow record as a change. Raises :class:`InvalidPayload` naming each field."""
     if not isinstance(payload, Mapping):
         raise InvalidPayload("servicenow: not a JSON object", ["(body): must be an object"])
@@ -311,7 +316,7 @@ def parse_servicenow(payload: Any, mapping: HookMapping) -> TicketChange:
         "opened_by": "system",
         "sys_id": _text(payload.get("sys_id")),
     }
-    return TicketChange("upsert", key, _ticket(_present(raw), "servicenow"))
+    return TicketChange("upsert", key, _ticket(_present(raw), "servicenow", words))
 
 
 def _present(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,14 +325,20 @@ def _present(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if v is not None or k in required}
 
 
-def parse(kind: str, payload: Any, mappings: Mapping[str, HookMapping]) -> TicketChange:
-    """The change a ``kind`` payload asks for. Raises :class:`InvalidPayload`."""
+def parse(
+    kind: str,
+    payload: Any,
+    mappings: Mapping[str, HookMapping],
+    words: Vocabulary = DEFAULT_VOCABULARY,
+) -> TicketChange:
+    """The change a ``kind`` payload asks for; ticket kinds are ``words``' (the active pack's).
+    Raises :class:`InvalidPayload`."""
     if kind == "generic":
-        return parse_generic(payload)
+        return parse_generic(payload, words)
     if kind == "jira":
-        return parse_jira(payload, mappings.get("jira", HookMapping()))
+        return parse_jira(payload, mappings.get("jira", HookMapping()), words)
     if kind == "servicenow":
-        return parse_servicenow(payload, mappings.get("servicenow", HookMapping()))
+        return parse_servicenow(payload, mappings.get("servicenow", HookMapping()), words)
     raise InvalidPayload(f"unknown hook kind {kind!r}", [f"kind: one of {', '.join(KINDS)}"])
 
 
