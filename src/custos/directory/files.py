@@ -176,29 +176,12 @@ def _describe_error(err: Mapping[str, Any]) -> str:
     return f"field '{field}': {message}"
 
 
-def _unknown_words(entry: _Entry, vocabulary: Vocabulary) -> list[str]:
-    """``field '…': unknown …`` for each protected flag or ticket kind ``vocabulary`` lacks."""
-    if isinstance(entry, SubjectEntry):
-        return [
-            f"field 'protected.{i}': {vocabulary.unknown('protected flag', flag)}"
-            for i, flag in enumerate(entry.protected)
-            if not vocabulary.knows("protected flag", flag)
-        ]
-    if isinstance(entry, TicketEntry) and not vocabulary.knows("purpose", entry.kind):
-        return [f"field 'kind': {vocabulary.unknown('ticket kind', entry.kind)}"]
-    return []
-
-
-def _unknown_raw_words(
-    section: str, raw: Mapping[str, Any], vocabulary: Vocabulary, faulty: set[str]
-) -> list[str]:
-    """:func:`_unknown_words` of an entry that did not validate, for the fields that did."""
-    kind = raw.get("kind")
-    known = isinstance(kind, str) and vocabulary.knows("purpose", kind)
-    if section == "tickets" and "kind" not in faulty and isinstance(kind, str) and not known:
+def _unknown_words(section: str, kind: object, flags: object, vocabulary: Vocabulary) -> list[str]:
+    """``field '…': unknown …`` for a ticket ``kind`` or each subject's protected flag in
+    ``flags`` that ``vocabulary`` lacks (values of another type are the model's to refuse)."""
+    if section == "tickets" and isinstance(kind, str) and not vocabulary.knows("purpose", kind):
         return [f"field 'kind': {vocabulary.unknown('ticket kind', kind)}"]
-    flags = raw.get("protected")
-    if section == "subjects" and "protected" not in faulty and isinstance(flags, list):
+    if section == "subjects" and isinstance(flags, list | tuple):
         return [
             f"field 'protected.{i}': {vocabulary.unknown('protected flag', flag)}"
             for i, flag in enumerate(flags)
@@ -244,12 +227,16 @@ def parse_document(
                 problems.extend(f"{label}: {_describe_error(e)}" for e in errors)
                 # Every problem at once: the words too, though the entry has others.
                 faulty = {str(e["loc"][0]) for e in errors if e.get("loc")}
+                kind = None if "kind" in faulty else raw.get("kind")
+                flags = None if "protected" in faulty else raw.get("protected")
                 problems.extend(
                     f"{label}: {message}"
-                    for message in _unknown_raw_words(section, raw, vocabulary, faulty)
+                    for message in _unknown_words(section, kind, flags, vocabulary)
                 )
                 continue
-            unknown = _unknown_words(entry, vocabulary)
+            unknown = _unknown_words(
+                section, getattr(entry, "kind", None), getattr(entry, "protected", None), vocabulary
+            )
             if unknown:
                 problems.extend(f"{label}: {message}" for message in unknown)
                 continue
