@@ -202,7 +202,7 @@ def _stored(draw: st.DrawFn) -> dict[str, Any]:
     cls = REGISTRY[name]
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {"type": name}
-    for member in cls._members:
+    for member in entries.members_of(cls):
         if not member.required and not draw(st.booleans()):
             continue
         value = draw(_value(hints[member.attr]))
@@ -256,5 +256,5 @@ def test_the_design_note_lists_every_type_as_the_registry_declares_it() -> None:
             rows[cells[0].strip("`")] = (cells[1], cells[2].strip("`"))
     assert set(rows) == set(REGISTRY)
     for name, cls in REGISTRY.items():
-        members = ", ".join(m.json + ("?" if m.omit else "") for m in cls._members)
+        members = ", ".join(m.json + ("?" if m.omit else "") for m in entries.members_of(cls))
         assert rows[name] == (members, entries.WRITERS[name]), name

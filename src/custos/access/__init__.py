@@ -4,17 +4,39 @@
 ``Custos.read`` / ``read_many`` are guarded reads returning :class:`ReadResult`.
 """
 
-from custos.access.decisions import DecisionMaker
-from custos.access.query import QueryColumn, QueryRequest, QueryResult
-from custos.access.read import ReadResult
-from custos.access.system import Custos, Viewer
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "Custos",
-    "DecisionMaker",
-    "QueryColumn",
-    "QueryRequest",
-    "QueryResult",
-    "ReadResult",
-    "Viewer",
-]
+from custos.lazyface import lazy_face
+
+if TYPE_CHECKING:
+    from custos.access.decisions import (
+        DecisionMaker as DecisionMaker,
+    )
+    from custos.access.query import (
+        QueryColumn as QueryColumn,
+    )
+    from custos.access.query import (
+        QueryRequest as QueryRequest,
+    )
+    from custos.access.query import (
+        QueryResult as QueryResult,
+    )
+    from custos.access.read import (
+        ReadResult as ReadResult,
+    )
+    from custos.access.system import (
+        Custos as Custos,
+    )
+    from custos.access.system import (
+        Viewer as Viewer,
+    )
+
+__getattr__, __dir__, __all__ = lazy_face(
+    __name__,
+    {
+        "decisions": ("DecisionMaker",),
+        "query": ("QueryColumn", "QueryRequest", "QueryResult"),
+        "read": ("ReadResult",),
+        "system": ("Custos", "Viewer"),
+    },
+)

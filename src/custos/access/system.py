@@ -23,16 +23,11 @@ from custos import telemetry
 from custos.access.batching import ThreadBatcher
 from custos.access.decisions import AUTHORITY_MISMATCH, DecisionMaker
 from custos.access.journal import decision_entry, new_event_id
-from custos.access.query import QueryDesk, QueryRequest, QueryResult
-from custos.access.read import ReadResult, release_entry
-from custos.accounts import Account, Accounts
 from custos.approvals import (
     Approvals,
     ApprovalSettings,
     Grant,
-    Outbox,
     Request,
-    WebhookNotifier,
     covered_actions,
 )
 from custos.authority import AuthorityWriter, Voucher
@@ -54,10 +49,8 @@ from custos.ledger import (
     Ledger,
     NoteSigner,
     NoteVerifier,
-    VerifyReport,
     check_key_name,
     read_key,
-    verify_log,
     write_new_key,
     write_origin,
 )
@@ -70,7 +63,6 @@ from custos.ledger.entries import (
     ShredEntry,
     SignInEntry,
 )
-from custos.ledger.follow import follow_ledger
 from custos.policy import (
     AccessRequest,
     ApprovalsNeeded,
@@ -88,11 +80,15 @@ from custos.times import iso
 SHRED_LOCK_FILE = "shred.lock"
 
 if TYPE_CHECKING:  # imported where used: a command pays only for the parts it needs
+    from custos.access.query import QueryDesk, QueryRequest, QueryResult
+    from custos.access.read import ReadResult
     from custos.access.replay import Replayed, Replayer
+    from custos.accounts import Account, Accounts
     from custos.accounts.oidc import OidcClient
     from custos.accounts.onbehalf import OnBehalf
     from custos.detect import Casebook, DetectionRun, EventStore
     from custos.hsm import Token  # python-pkcs11 is imported only when a token is configured
+    from custos.ledger import VerifyReport
     from custos.reports import SubjectIndex
     from custos.sql import DataMap
     from custos.vault import IngestReport, ShredReport, Vault
@@ -216,6 +212,7 @@ class Custos:
         sees exactly what was logged. Idempotent (events are keyed by their ids).
         """
         from custos.access.feed import EventFeed
+        from custos.ledger.follow import follow_ledger
 
         return follow_ledger(self.ledger, [EventFeed(self.db, self.events)])
 
@@ -397,6 +394,8 @@ class Custos:
     def accounts(self) -> Accounts:
         """People, tokens and sessions of the service: each ledgered before it is written,
         and honoured only while it equals its entry (docs/design/authority.md)."""
+        from custos.accounts import Accounts
+
         return Accounts(
             self.db, vouch=self.voucher.check, record=AuthorityWriter(self.ledger).record
         )
@@ -454,6 +453,8 @@ class Custos:
         """``custos log verify``: recompute the log, its links and checkpoints
         (:func:`custos.ledger.verify_log`), and check the subject index against the entries
         it is derived from. Mismatches are reported, not raised."""
+        from custos.ledger import verify_log
+
         report = verify_log(self.ledger, self.log_verifier)
         for index, problem in self.subject_index.verify():
             report.fail(index, problem)
@@ -537,6 +538,8 @@ class Custos:
         """Requests and grants; settings from ``[approvals]`` in config.toml (durations,
         groups, and ``webhook_url`` with its secret from ``$CUSTOS_WEBHOOK_SECRET`` or
         ``keys/webhook.secret``). Raises :class:`ConfigurationError`."""
+        from custos.approvals import Outbox, WebhookNotifier
+
         config = dict(self.settings.section("approvals"))
         url = config.get("webhook_url")
         notifier = None
@@ -804,6 +807,7 @@ class Custos:
         logged (fail closed), and :class:`RequestRefused` when a request asserts break-glass
         (see :meth:`break_glass`).
         """
+        from custos.access.read import ReadResult, release_entry
         from custos.vault import Release
 
         self._admissible(requests)
@@ -855,6 +859,8 @@ class Custos:
     def query_desk(self) -> QueryDesk:
         """Guarded SQL (see :mod:`custos.access.query`); ``[sql]`` settings from config.toml.
         Raises :class:`ConfigurationError` for a bad ``[sql]`` value."""
+        from custos.access.query import QueryDesk
+
         return QueryDesk(self)
 
     def data_map(self) -> DataMap:
@@ -931,6 +937,7 @@ class Custos:
         of the result name each row (table and id) or decision (index) the ledger does not
         vouch for; ``results`` hold the replays. Raises :class:`StoreUnavailable`."""
         from custos.access.replay import Replayer
+        from custos.ledger.follow import follow_ledger
 
         size = self.ledger.size()
         stride = max(1, size // sample) if sample else 1
@@ -965,6 +972,7 @@ class Custos:
         :mod:`custos.access.replay`). Raises :class:`NotFound` when no decision that names
         its authority is there."""
         from custos.access.replay import Replayer
+        from custos.ledger.follow import follow_ledger
 
         replayer = Replayer(self.settings, wanted={index})
         follow_ledger(self.ledger, [replayer], end=index + 1)

@@ -11,36 +11,63 @@ custos honours a row only when it equals the ledger entry that set it.
 Design and threat model: docs/design/authority.md.
 """
 
-from custos.authority.entries import (
-    BATCH,
-    KINDS,
-    REMOVED,
-    AuthorityEntry,
-    facts_set,
-    is_removed,
-    tombstone,
-)
-from custos.authority.vouch import (
-    AuthorityWriter,
-    EntryReader,
-    EntryWriter,
-    Record,
-    Vouch,
-    Voucher,
-)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "BATCH",
-    "KINDS",
-    "REMOVED",
-    "AuthorityEntry",
-    "AuthorityWriter",
-    "EntryReader",
-    "EntryWriter",
-    "Record",
-    "Vouch",
-    "Voucher",
-    "facts_set",
-    "is_removed",
-    "tombstone",
-]
+from custos.lazyface import lazy_face
+
+if TYPE_CHECKING:
+    from custos.authority.entries import (
+        BATCH as BATCH,
+    )
+    from custos.authority.entries import (
+        KINDS as KINDS,
+    )
+    from custos.authority.entries import (
+        REMOVED as REMOVED,
+    )
+    from custos.authority.entries import (
+        AuthorityEntry as AuthorityEntry,
+    )
+    from custos.authority.entries import (
+        facts_set as facts_set,
+    )
+    from custos.authority.entries import (
+        is_removed as is_removed,
+    )
+    from custos.authority.entries import (
+        tombstone as tombstone,
+    )
+    from custos.authority.vouch import (
+        AuthorityWriter as AuthorityWriter,
+    )
+    from custos.authority.vouch import (
+        EntryReader as EntryReader,
+    )
+    from custos.authority.vouch import (
+        EntryWriter as EntryWriter,
+    )
+    from custos.authority.vouch import (
+        Record as Record,
+    )
+    from custos.authority.vouch import (
+        Vouch as Vouch,
+    )
+    from custos.authority.vouch import (
+        Voucher as Voucher,
+    )
+
+__getattr__, __dir__, __all__ = lazy_face(
+    __name__,
+    {
+        "entries": (
+            "BATCH",
+            "KINDS",
+            "REMOVED",
+            "AuthorityEntry",
+            "facts_set",
+            "is_removed",
+            "tombstone",
+        ),
+        "vouch": ("AuthorityWriter", "EntryReader", "EntryWriter", "Record", "Vouch", "Voucher"),
+    },
+)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import signal
@@ -28,6 +27,8 @@ def sql_serve(
     with a custos API token (role tool) as the password, the source as the database, and
     purpose and ticket as options: PGOPTIONS='-c custos.purpose=support -c custos.ticket=T-9'.
     """
+    import asyncio
+
     from custos.access import Custos
     from custos.wire import SqlFront, WireSettings, token_authenticator
 

@@ -123,8 +123,7 @@ class Entry:
     """One ledger entry. Subclasses set ``TYPE`` and declare the members after ``type``."""
 
     TYPE: ClassVar[str] = ""
-    _members: ClassVar[tuple[_Member, ...]] = ()
-    _by_json: ClassVar[dict[str, _Member]] = {}
+    _LAYOUT: ClassVar[_Layout | None] = None
 
     #: Members this class does not declare, kept as read (a newer writer's).
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -141,7 +140,7 @@ class Entry:
     def get(self, name: str, default: Any = None) -> Any:
         """The member ``name`` as the stored JSON has it (lists as tuples), or ``default``
         when the JSON has none: ``dict.get`` without building the dict."""
-        member = self._by_json.get(name)
+        member = _layout(type(self)).by_json.get(name)
         if member is None:
             if name == "type":
                 return self.type
@@ -157,7 +156,7 @@ class Entry:
         """The entry as the ledger stores it: ``type``, the declared members in order
         (optional ones only when set), then any ``extra``, ``prev`` and ``salt``."""
         out: dict[str, Any] = {"type": self.TYPE}
-        for m in self._members:
+        for m in _layout(type(self)).members:
             value = getattr(self, m.attr)
             if m.omit and value == m.default:
                 continue
@@ -213,34 +212,6 @@ def entry_type(name: str, *, writer: str) -> Callable[[_E], _E]:
         dataclass(frozen=True, kw_only=True)(cls)
         made = cls
         made.TYPE = name
-        hints = typing.get_type_hints(made)
-        own: list[_Member] = []
-        for f in fields(made):
-            if f.name in ("extra", "prev", "salt"):
-                continue
-            check, expected = _checker(hints[f.name])
-            default = f.default
-            if default is MISSING and f.default_factory is not MISSING:
-                default = f.default_factory()
-            origin = typing.get_origin(hints[f.name])
-            sequence = origin is tuple or (
-                origin in (Union, types.UnionType)
-                and any(typing.get_origin(a) is tuple for a in typing.get_args(hints[f.name]))
-            )
-            own.append(
-                _Member(
-                    attr=f.name,
-                    json=f.metadata.get("json", f.name),
-                    omit=bool(f.metadata.get("omit")),
-                    default=None if default is MISSING else default,
-                    required=default is MISSING,
-                    check=check,
-                    expected=expected,
-                    sequence=sequence,
-                )
-            )
-        made._members = tuple(own)
-        made._by_json = {m.json: m for m in own}
         if name in REGISTRY:
             raise TypeError(f"entry type {name!r} declared twice")  # pragma: no cover
         REGISTRY[name] = made
@@ -248,6 +219,64 @@ def entry_type(name: str, *, writer: str) -> Callable[[_E], _E]:
         return made
 
     return register
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A registered type's members in order, and by JSON name."""
+
+    members: tuple[_Member, ...]
+    by_json: dict[str, _Member]
+
+
+_NO_MEMBERS = _Layout(members=(), by_json={})
+
+
+def _layout(cls: type[Entry]) -> _Layout:
+    """The members of entry class ``cls`` (none for a class not registered).
+
+    Worked out on first use, not at registration: resolving every type's hints costs tens
+    of milliseconds at import, and a command reads or writes only a few types."""
+    found = cls.__dict__.get("_LAYOUT")
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    if REGISTRY.get(cls.TYPE) is not cls:
+        return _NO_MEMBERS
+    hints = typing.get_type_hints(cls)
+    own: list[_Member] = []
+    for f in fields(cls):
+        if f.name in ("extra", "prev", "salt"):
+            continue
+        check, expected = _checker(hints[f.name])
+        default = f.default
+        if default is MISSING and f.default_factory is not MISSING:
+            default = f.default_factory()
+        origin = typing.get_origin(hints[f.name])
+        sequence = origin is tuple or (
+            origin in (Union, types.UnionType)
+            and any(typing.get_origin(a) is tuple for a in typing.get_args(hints[f.name]))
+        )
+        own.append(
+            _Member(
+                attr=f.name,
+                json=f.metadata.get("json", f.name),
+                omit=bool(f.metadata.get("omit")),
+                default=None if default is MISSING else default,
+                required=default is MISSING,
+                check=check,
+                expected=expected,
+                sequence=sequence,
+            )
+        )
+    found = _Layout(members=tuple(own), by_json={m.json: m for m in own})
+    # Two threads may both work it out: they store equal layouts.
+    type.__setattr__(cls, "_LAYOUT", found)
+    return found
+
+
+def members_of(cls: type[Entry]) -> tuple[_Member, ...]:
+    """The declared members of registered entry class ``cls``, in written order."""
+    return _layout(cls).members
 
 
 def parse(entry: Any) -> Entry:
@@ -263,7 +292,7 @@ def parse(entry: Any) -> Entry:
         return UnknownEntry(raw=dict(entry))
     values: dict[str, Any] = {}
     known = {"type", SALT, LINKS}
-    for m in cls._members:
+    for m in _layout(cls).members:
         known.add(m.json)
         raw = entry.get(m.json, _MISSING_VALUE)
         if raw is _MISSING_VALUE:

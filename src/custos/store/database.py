@@ -44,9 +44,11 @@ def _migrations_key() -> str:
     return digest.hexdigest()
 
 
-def _heads_cache() -> Path:
+def _heads_cache(key: str) -> Path:
+    # One file per set of migrations: several checkouts (or versions) of custos used by one
+    # user each keep their own instead of evicting each other's.
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "custos" / "migration-heads.json"
+    return Path(base) / "custos" / f"migration-heads-{key[:32]}.json"
 
 
 def code_heads() -> set[str]:
@@ -56,7 +58,7 @@ def code_heads() -> set[str]:
     wrong or missing cache only makes custos ask Alembic again (or refuse to open, never
     open a database that is behind)."""
     key = _migrations_key()
-    cache = _heads_cache()
+    cache = _heads_cache(key)
     try:
         remembered = json.loads(cache.read_text(encoding="utf-8"))
         if remembered.get("key") == key and isinstance(remembered.get("heads"), list):
