@@ -74,6 +74,9 @@ class CursorState:
     last_delivery: datetime | None = None
     last_failure: datetime | None = None
     last_error: str | None = None
+    #: The ledger index of the last event the destination acknowledged (None: none yet, or
+    #: none since a reset): each ledger event names its predecessor with it.
+    ledger_last: int | None = None
     verified: bool = True
     problem: str | None = None
 
@@ -116,7 +119,12 @@ class Cursors:
 
     def _mac(self, state: CursorState) -> str:
         return self._sealer().seal(
-            state.name, state.ledger, state.alert, state.ledger_inflight, state.alert_inflight
+            state.name,
+            state.ledger,
+            state.alert,
+            state.ledger_inflight,
+            state.alert_inflight,
+            state.ledger_last,
         )
 
     def ensure(self, name: str) -> None:
@@ -141,7 +149,13 @@ class Cursors:
             row = session.get_one(ExportCursorRow, name)
             state, mac = _state(row), row.mac
         why = self._sealer().problem(
-            mac, name, state.ledger, state.alert, state.ledger_inflight, state.alert_inflight
+            mac,
+            name,
+            state.ledger,
+            state.alert,
+            state.ledger_inflight,
+            state.alert_inflight,
+            state.ledger_last,
         )
         if why is not None or mac is None:
             self._known.pop(name, None)
@@ -166,6 +180,7 @@ class Cursors:
                     state.alert,
                     state.ledger_inflight,
                     state.alert_inflight,
+                    state.ledger_last,
                 )
             )
             states.append(replace(state, verified=why is None, problem=why))
@@ -192,6 +207,7 @@ class Cursors:
             & (row.alert == state.alert)
             & _equal(row.ledger_inflight, state.ledger_inflight)
             & _equal(row.alert_inflight, state.alert_inflight)
+            & _equal(row.ledger_last, state.ledger_last)
         )
         return self._update(state.name, same, mac=self._mac(state))
 
@@ -207,6 +223,7 @@ class Cursors:
             alert=state.alert,
             ledger_inflight=state.ledger_inflight,
             alert_inflight=state.alert_inflight,
+            ledger_last=state.ledger_last,
             last_error=None,
             mac=mac,
         )
@@ -261,12 +278,16 @@ class Cursors:
         *,
         ledger: int | None = None,
         alert: int | None = None,
+        last: int | None = None,
         delivered: int,
         redelivered: int,
     ) -> None:
-        """The destination acknowledged everything below ``ledger`` / up to ``alert``: move
-        the cursor there, clear the in-flight mark and count. Raises as :meth:`mark`."""
+        """The destination acknowledged everything below ``ledger`` / up to ``alert`` (and
+        the last ledger event it was sent is at index ``last``, when the batch had one):
+        move the cursor there, clear the in-flight mark and count. Raises as :meth:`mark`."""
         state, mac = self._current(name)
+        if last is not None:
+            state = replace(state, ledger_last=last)
         # The mark is cleared once the cursor reaches it (not before: see :meth:`mark`).
         if ledger is not None:
             mark = state.ledger_inflight
@@ -320,6 +341,7 @@ class Cursors:
             alert=state.alert,
             ledger_inflight=state.ledger_inflight,
             alert_inflight=state.alert_inflight,
+            ledger_last=state.ledger_last,
             mac=sealed,
             **values,
         ):
@@ -380,6 +402,7 @@ def _state(row: ExportCursorRow) -> CursorState:
         row.last_delivery,
         row.last_failure,
         row.last_error,
+        None if row.ledger_last is None else int(row.ledger_last),
     )
 
 
@@ -406,6 +429,8 @@ class LedgerExport:
         #: Below this index, what is sent may have been delivered before (a crash between
         #: a send and its acknowledgement being recorded).
         self._maybe_sent = state.ledger_inflight or 0
+        #: The index of the event taken last (sent or pending): the next one names it.
+        self._previous = state.ledger_last
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self.sent = 0
         self.redelivered = 0
@@ -419,6 +444,10 @@ class LedgerExport:
             return
         event = from_entry(index, entry, self.origin)
         if event is not None:
+            # Its predecessor in what this destination is sent: a receiver missing that one
+            # sees a gap by itself, whatever the filter drops in between.
+            event["unmapped"]["custos"]["previous_index"] = self._previous
+            self._previous = index
             self._pending.append((index, event))
 
     def persist(self, end: int) -> None:
@@ -433,6 +462,7 @@ class LedgerExport:
             self.config.name,
             self.holder,
             ledger=end,
+            last=pending[-1][0] if pending else None,
             delivered=len(pending),
             redelivered=again,
         )
@@ -637,7 +667,14 @@ class Exporter:
                 return sent, again
             upto = records[-1].id
             self.cursors.mark(config.name, self.holder, ledger=None, alert=upto)
-            destination.send([from_alert(r, self.origin) for r in records])
+            events = []
+            for record in records:
+                event = from_alert(record, self.origin)
+                # Alerts go out in id order, every one: its predecessor is the cursor.
+                event["unmapped"]["custos"]["previous_alert_id"] = position or None
+                position = record.id
+                events.append(event)
+            destination.send(events)
             repeats = sum(1 for r in records if r.id <= maybe_sent)
             self.cursors.advance(
                 config.name,
@@ -646,7 +683,7 @@ class Exporter:
                 delivered=len(records),
                 redelivered=repeats,
             )
-            sent, again, position = sent + len(records), again + repeats, upto
+            sent, again = sent + len(records), again + repeats
 
     def queue_depth(self) -> dict[str, int]:
         """Per destination: ledger entries past its cursor plus alerts past its alert

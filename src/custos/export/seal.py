@@ -1,6 +1,7 @@
 """Tamper-evident export cursors: each ``export_cursors`` row carries an HMAC-SHA256 over a
 canonical encoding of what decides what its destination is sent next (its name, the ledger
-and alert cursors, the two in-flight marks), under a key the database does not hold.
+and alert cursors, the two in-flight marks, the last ledger index sent), under a key the
+database does not hold.
 
 The key (:class:`CursorKey`) is 32 random bytes made once per home and kept in
 ``keys/export.key`` *wrapped by the vault's key-encryption key* (the
@@ -42,13 +43,20 @@ _VERSION: Final = "v1"
 
 
 def encode(
-    name: str, ledger: int, alert: int, ledger_inflight: int | None, alert_inflight: int | None
+    name: str,
+    ledger: int,
+    alert: int,
+    ledger_inflight: int | None,
+    alert_inflight: int | None,
+    ledger_last: int | None,
 ) -> bytes:
     """The canonical bytes a cursor's MAC is over: a JSON array (compact, ASCII) of a label,
-    the destination's name, the two cursors and the two marks (``null`` when clear). JSON
-    strings and integers cannot run into each other, so distinct rows never encode alike."""
+    the destination's name, the two cursors, the two marks and the index of the last ledger
+    event sent (each ``null`` when clear): everything that decides what is sent next and
+    how. JSON strings and integers cannot run into each other, so distinct rows never encode
+    alike."""
     return json.dumps(
-        ["custos export cursor", name, ledger, alert, ledger_inflight, alert_inflight],
+        ["custos export cursor", name, ledger, alert, ledger_inflight, alert_inflight, ledger_last],
         separators=(",", ":"),
         ensure_ascii=True,
     ).encode("ascii")
@@ -71,9 +79,10 @@ class CursorKey:
         alert: int,
         ledger_inflight: int | None,
         alert_inflight: int | None,
+        ledger_last: int | None,
     ) -> str:
         """The MAC to store with these values."""
-        body = encode(name, ledger, alert, ledger_inflight, alert_inflight)
+        body = encode(name, ledger, alert, ledger_inflight, alert_inflight, ledger_last)
         digest = hmac.new(self._key, body, hashlib.sha256).hexdigest()
         return f"{_VERSION}:{self.id}:{digest}"
 
@@ -85,6 +94,7 @@ class CursorKey:
         alert: int,
         ledger_inflight: int | None,
         alert_inflight: int | None,
+        ledger_last: int | None,
     ) -> str | None:
         """None when ``mac`` seals these values under this key; else why not, in words
         that name no value (the row itself is the evidence)."""
@@ -97,7 +107,7 @@ class CursorKey:
             return (
                 f"sealed under another export key ({parts[1][:16]!r}, this home's is {self.id!r})"
             )
-        expected = self.seal(name, ledger, alert, ledger_inflight, alert_inflight)
+        expected = self.seal(name, ledger, alert, ledger_inflight, alert_inflight, ledger_last)
         if not hmac.compare_digest(mac.encode("ascii", "replace"), expected.encode("ascii")):
             return "its positions or name are not those it was sealed with"
         return None

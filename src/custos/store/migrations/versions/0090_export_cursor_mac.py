@@ -1,4 +1,5 @@
-"""Export: a MAC on each cursor row, so that a cursor moved in the database is seen.
+"""Export: a MAC on each cursor row, so that a cursor moved in the database is seen, and the
+index of the last ledger event sent (each event names its predecessor).
 
 Existing rows get NULL: they are sealed by the exporter in the step that creates the home's
 ``keys/export.key`` (see docs/design/export.md, *Hostile insider*); after that a NULL MAC
@@ -22,9 +23,11 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("export_cursors") as batch:
+        batch.add_column(sa.Column("ledger_last", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("mac", sa.String(128), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("export_cursors") as batch:
         batch.drop_column("mac")
+        batch.drop_column("ledger_last")
