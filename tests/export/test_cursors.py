@@ -151,13 +151,33 @@ def test_a_cursor_moved_forward_stops_its_destination_and_nothing_else(
     stopped(system, "a", files["a"])
 
 
-def test_a_mark_moved_or_an_alert_cursor_moved_stops_too(
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("ledger", 2),
+        ("ledger_inflight", 3),
+        ("alert", 1000),
+        ("alert_inflight", 9),
+        ("ledger_last", 4),
+    ],
+)
+def test_any_sealed_column_changed_stops_too(
+    system: Custos, files: dict[str, Path], column: str, value: int
+) -> None:
+    """Back as well as forward: a value the row was never sealed with is not trusted."""
+    sql(system, f"UPDATE export_cursors SET {column} = :v WHERE name = 'a'", v=value)
+    stopped(system, "a", files["a"])
+
+
+def test_a_deleted_row_is_made_again_at_zero_and_only_sends_again(
     system: Custos, files: dict[str, Path]
 ) -> None:
-    sql(system, "UPDATE export_cursors SET ledger_inflight = 3 WHERE name = 'a'")
-    sql(system, "UPDATE export_cursors SET alert = 1000 WHERE name = 'b'")
-    stopped(system, "a", files["a"])
-    stopped(system, "b", files["b"])
+    sql(system, "DELETE FROM export_cursors WHERE name = 'a'")
+    exporter = exporter_for(system)
+    results = {r.name: r for r in exporter.run_once()}
+    exporter.close()
+    assert results["a"].error is None
+    assert sequences(files["a"]) == decision_indexes(system) * 2
 
 
 def test_an_inserted_cursor_row_stops_the_destination_it_names(
@@ -200,11 +220,13 @@ def test_a_row_copied_from_another_destination_stops(
     assert not results["b"].error
     sql(
         system,
-        "UPDATE export_cursors SET (ledger, alert, ledger_inflight, alert_inflight, ledger_last, mac) = "
-        "(SELECT ledger, alert, ledger_inflight, alert_inflight, ledger_last, mac FROM export_cursors "
-        " WHERE name = 'b') WHERE name = 'a'",
+        f"UPDATE export_cursors SET ({SEALED}) = "
+        f"(SELECT {SEALED} FROM export_cursors WHERE name = 'b') WHERE name = 'a'",
     )
     assert "not those it was sealed with" in stopped(system, "a", files["a"])
+
+
+SEALED = "ledger, alert, ledger_inflight, alert_inflight, ledger_last, mac"
 
 
 class _Broken:
