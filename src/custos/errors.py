@@ -322,6 +322,25 @@ class ExportFailed(CustosError):
     exit_code = 5
 
 
+class CursorTampered(ExportFailed):
+    """An export destination's cursor row does not verify against the home's export key: it
+    was moved, inserted, copied from another destination or its MAC removed in the
+    database. The destination stops (nothing more is sent to it) until an operator runs
+    ``custos export reset``, which is ledgered."""
+
+    code = "export_cursor_tampered"
+    http_status = 500
+
+    def __init__(self, destination: str, why: str) -> None:
+        super().__init__(
+            f"export {destination!r}: its cursor does not verify ({why}); nothing more is "
+            "sent to it",
+            hint=f"find out who changed it, then `custos export reset {destination} --from "
+            "<ledger index>` from a point the destination is known to hold",
+        )
+        self.destination = destination
+
+
 class ScimRefused(InvalidInput):
     """A SCIM request refused (RFC 7644 §3.12): ``scim_type`` is the RFC's ``scimType``
     (``invalidValue``, ``invalidSyntax``, ``invalidFilter``, ``uniqueness``, ``mutability``,

@@ -22,7 +22,7 @@ from custos.access import Custos
 from custos.api import create_app
 from custos.config import load_settings
 from custos.errors import ExportFailed
-from custos.export import Cursors, Exporter, problems
+from custos.export import Cursors, Exporter, load_key, problems
 from custos.policy import AccessRequest
 from tests.export.conftest import (
     WEBHOOK_SECRET,
@@ -337,7 +337,7 @@ def test_killed_at_any_moment_by_a_signal_loses_nothing(world: Custos, tmp_path:
 
 
 def test_a_mark_left_by_a_crash_is_kept_until_the_cursor_passes_it(system: Custos) -> None:
-    cursors = Cursors(system.db)
+    cursors = Cursors(system.db, load_key(system.settings)[0])
     assert cursors.acquire("d", "host:1:a")
     cursors.mark("d", "host:1:a", ledger=50, alert=None)  # then the process died
     assert cursors.acquire("d", "host:1:a")
@@ -350,7 +350,7 @@ def test_a_mark_left_by_a_crash_is_kept_until_the_cursor_passes_it(system: Custo
 
 
 def test_one_sender_per_destination(system: Custos) -> None:
-    cursors = Cursors(system.db)
+    cursors = Cursors(system.db, load_key(system.settings)[0])
     here = socket.gethostname()[:80]
     assert cursors.acquire("d", f"{here}:{os.getpid()}:a")
     assert not cursors.acquire("d", "elsewhere:1:b")  # held, and not ours to judge

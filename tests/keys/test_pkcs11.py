@@ -449,3 +449,23 @@ def test_errors_reach_the_top_as_custos_errors(token_system: Custos) -> None:
 
     with pytest.raises(CustosError, match="failed"):
         token_system.token.run("a bad call", fail)
+
+
+def test_the_export_key_is_wrapped_in_the_token_and_useless_without_it(
+    token_system: Custos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from custos.export import Cursors, load_key
+    from custos.export.seal import KEY_FILE
+
+    key, made = load_key(token_system.settings)
+    assert made
+    cursors = Cursors(token_system.db, key)
+    cursors.get("siem")  # made and sealed under the token-wrapped key
+    assert load_key(token_system.settings)[0].id == key.id
+    # The home's copy switched to local keys (a new KEK) cannot unwrap it.
+    stolen = copy_home(token_system, tmp_path)
+    monkeypatch.delenv("CUSTOS_PKCS11_PIN")
+    (stolen / "config.toml").write_text("", encoding="utf-8")
+    assert (stolen / "keys" / KEY_FILE).exists()
+    with Custos.init(stolen) as copy, pytest.raises(ConfigurationError, match="vault key"):
+        load_key(copy.settings)

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from custos.access import Custos, QueryRequest, Viewer, acts
 from custos.accounts import Operator
+from custos.config import load_settings
 from custos.errors import ApprovalRefused, SqlRejected
+from custos.export import Exporter
 from custos.ledger import entries
 from custos.ledger.entries import REGISTRY, Entry, MalformedEntry, UnknownEntry, parse
 from custos.ledger.hashing import canonical_json
@@ -116,6 +118,14 @@ def _every_kind_of_entry(world: Custos) -> None:
         world, who, case.id, "legitimate", author="emp-4001", acting_as="emp-4001", comment="ok"
     )
     world.shred(datetime.now(UTC) + timedelta(days=3650))
+
+    # An operator sends an export destination everything again (a reset is ledgered).
+    world.settings.config_path.write_text(
+        '[[export]]\nname = "siem"\nkind = "file"\npath = "out.jsonl"\n', encoding="utf-8"
+    )
+    exporter = Exporter(load_settings(world.settings.home), world.db, world.ledger)
+    exporter.reset("siem", ledger=0, by="cli")
+    exporter.close()
 
 
 def test_every_type_written_round_trips_to_the_same_dict_and_bytes(system: Custos) -> None:

@@ -281,6 +281,12 @@ class PushMetrics(Collector):
             "Export rounds that failed (the cursor stayed).",
             labels=["destination"],
         )
+        verified = GaugeMetricFamily(
+            "custos_export_cursor_verified",
+            "1 when a destination's cursor verifies against the export key; 0 when it was "
+            "changed in the database (the destination is stopped until reset).",
+            labels=["destination"],
+        )
         if self.exporter.configs:
             try:
                 depths = self.exporter.queue_depth()
@@ -293,7 +299,9 @@ class PushMetrics(Collector):
                 delivered.add_metric([config.name], float(state.delivered if state else 0))
                 redelivered.add_metric([config.name], float(state.redelivered if state else 0))
                 failures.add_metric([config.name], float(state.failures if state else 0))
+                verified.add_metric([config.name], float(state.verified if state else 1))
         yield depth
+        yield verified
         yield delivered
         yield redelivered
         yield failures

@@ -88,11 +88,14 @@ def export_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
                     "kind": config.kind,
                     "ledger": s.ledger if s else 0,
                     "alert": s.alert if s else 0,
-                    "queue_depth": depth[config.name],
+                    # None: the cursor does not verify, so how far behind it is is unknown.
+                    "queue_depth": depth.get(config.name),
                     "delivered": s.delivered if s else 0,
                     "redelivered": s.redelivered if s else 0,
                     "failures": s.failures if s else 0,
                     "last_error": s.last_error if s else None,
+                    "verified": s.verified if s else True,
+                    "problem": s.problem if s else None,
                 }
             )
         exporter.close()
@@ -102,6 +105,16 @@ def export_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if not rows:
         console.print("no [[export]] destinations configured", highlight=False, markup=False)
     for r in rows:
+        if not r["verified"]:
+            console.print(
+                escape(
+                    f"{r['name']} ({r['kind']}): STOPPED, its cursor does not verify "
+                    f"({r['problem']}); {r['failures']} failed round(s). Find out who "
+                    f"changed it, then `custos export reset {r['name']} --from <index>`"
+                ),
+                highlight=False,
+            )
+            continue
         console.print(
             escape(
                 f"{r['name']} ({r['kind']}): {r['queue_depth']} waiting, {r['delivered']} "
@@ -110,3 +123,45 @@ def export_status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             ),
             highlight=False,
         )
+
+
+@export_app.command("reset")
+def export_reset(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The destination, as named in [[export]].")],
+    start: Annotated[
+        int,
+        typer.Option(
+            "--from",
+            help="Send again every event from this ledger index on (0: the whole ledger). "
+            "Choose one the destination is known to hold, or lower.",
+        ),
+    ],
+    alerts_from: Annotated[
+        int,
+        typer.Option("--alerts-from", help="Send again every alert above this id (default: all)."),
+    ] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set a destination's cursor back (after `export status` showed it does not verify, or
+    to send a range again). The act and the row as found are ledgered first; a cursor that
+    verifies may only be moved back. Duplicates are counted as sent again."""
+    from custos.access import Custos
+    from custos.export import Exporter
+
+    with Custos.open(state(ctx).home) as system:
+        exporter = Exporter(system.settings, system.db, system.ledger)
+        try:
+            done = exporter.reset(name, ledger=start, alert=alerts_from, by="cli")
+        finally:
+            exporter.close()
+    if as_json:
+        print_json({"name": done.name, "ledger": done.ledger, "alert": done.alert})
+        return
+    console.print(
+        escape(
+            f"{done.name}: cursor reset to ledger {done.ledger}, alert {done.alert} (ledgered); "
+            "the next round sends from there"
+        ),
+        highlight=False,
+    )

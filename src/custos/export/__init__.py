@@ -28,12 +28,14 @@ from custos.export.ocsf import (
     from_entry,
     problems,
 )
+from custos.export.seal import CursorKey, load_key
 
 __all__ = [
     "API_ACTIVITY",
     "DETECTION_FINDING",
     "REQUIRED",
     "AlertRecord",
+    "CursorKey",
     "CursorState",
     "Cursors",
     "Destination",
@@ -47,6 +49,7 @@ __all__ = [
     "destination_configs",
     "from_alert",
     "from_entry",
+    "load_key",
     "octet_counted",
     "problems",
     "results_text",

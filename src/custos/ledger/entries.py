@@ -897,6 +897,26 @@ class AuthorityFactsEntry(Entry):
     rows: tuple[Mapping[str, Any], ...] = renamed("set")
 
 
+# == export (export/exporter.py) ==========================================================
+
+
+@entry_type("export_cursor", writer="export/exporter.py")
+class ExportCursorEntry(Entry):
+    """An export destination's cursor was set outside a send, before the row was written:
+    ``act`` ``sealed`` (a row the migration left without a MAC, sealed as it stood when the
+    home's export key was made) or ``reset`` (an operator's ``custos export reset``).
+    ``ledger`` / ``alert`` are where it now stands; ``found`` the row as it was read
+    (``ledger``, ``alert``, ``verified``), so an auditor sees what a reset moved from."""
+
+    time: str
+    destination: str
+    act: str
+    ledger: int
+    alert: int
+    found: Mapping[str, Any] = field(default_factory=dict)
+    by: str | None = optional(default=None)
+
+
 __all__ = [
     "LINKS",
     "REGISTRY",

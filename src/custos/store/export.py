@@ -19,7 +19,11 @@ class ExportCursorRow(Base):
     cleared with the advance: when a process dies between the two, the next one knows that
     the range up to them may have arrived already and counts what it sends again as
     ``redelivered``. ``holder`` / ``expires`` are a lease, so that one worker at a time
-    sends to a destination (several would interleave and repeat).
+    sends to a destination (several would interleave and repeat). ``ledger_last`` is the
+    index of the last ledger event acknowledged (each event names its predecessor).
+    ``mac`` seals the positions, marks, ``ledger_last`` and the name with a key the
+    database does not hold (:mod:`custos.export.seal`): a row it does not verify stops its
+    destination.
     """
 
     __tablename__ = "export_cursors"
@@ -37,3 +41,5 @@ class ExportCursorRow(Base):
     last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
     expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ledger_last: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mac: Mapped[str | None] = mapped_column(String(128), nullable=True)
