@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -320,6 +321,24 @@ class ExportFailed(CustosError):
     code = "export_failed"
     http_status = 502
     exit_code = 5
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        destinations: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        super().__init__(message, hint=hint)
+        #: Each destination's outcome of the round that failed (``--json`` shows them in
+        #: the one error document, so a script reads one JSON value whatever happened).
+        self.destinations = [dict(d) for d in destinations]
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        if self.destinations:
+            body["destinations"] = self.destinations
+        return body
 
 
 class CursorTampered(ExportFailed):

@@ -373,9 +373,10 @@ def test_status_metrics_and_the_reset_command_show_a_stopped_destination(
     sql(system, "UPDATE export_cursors SET mac = NULL WHERE name = 'b'")
     done = _cli("export", "run", "--once", "--json")
     assert done.returncode == 5, done.stderr
-    # The results, then the error (exit code 5) as its own JSON document.
-    results, _ = json.JSONDecoder().raw_decode(done.stdout)
-    by_name = {r["name"]: r for r in results}
+    # One JSON document: the error (exit code 5), each destination's outcome in it.
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "export_failed"
+    by_name = {r["name"]: r for r in error["destinations"]}
     assert "its cursor does not verify" in by_name["b"]["error"]
     assert by_name["a"]["error"] is None
 

@@ -54,19 +54,21 @@ def export_run(
                     time.sleep(0.2)
         finally:
             exporter.close()
-    if as_json:
-        print_json(
-            [
-                {"name": r.name, "sent": r.sent, "redelivered": r.redelivered, "error": r.error}
-                for r in results
-            ]
-        )
-    else:
+    outcomes = [
+        {"name": r.name, "sent": r.sent, "redelivered": r.redelivered, "error": r.error}
+        for r in results
+    ]
+    failed = [r.name for r in results if r.error]
+    if not as_json:
         for line in results_text(results):
             console.print(escape(line), highlight=False)
-    failed = [r.name for r in results if r.error]
+    elif not failed:
+        print_json(outcomes)
     if failed:
-        raise ExportFailed(f"export failed for {', '.join(failed)}; each keeps its place")
+        raise ExportFailed(
+            f"export failed for {', '.join(failed)}; each keeps its place",
+            destinations=outcomes if as_json else (),
+        )
 
 
 @export_app.command("status")
