@@ -385,8 +385,13 @@ def _endpoint(raw: Any, source: str, *, add_path: bool) -> str:
             f"{source} must not hold a user or password",
             hint="send credentials as headers, from headers_file or headers_env",
         )
-    if parts.fragment:
-        raise ConfigurationError(f"{source} must not have a #fragment")
+    if parts.query or parts.fragment:
+        # The exporter's log lines name the URL it failed to reach: a key in a query would
+        # be written to the log.
+        raise ConfigurationError(
+            f"{source} must not have a ?query or #fragment",
+            hint="send credentials as headers, from headers_file or headers_env",
+        )
     if add_path and parts.path in ("", "/"):
         parts = parts._replace(path=OTLP_TRACES_PATH)
     return urllib.parse.urlunsplit(parts._replace(scheme=parts.scheme.lower()))

@@ -130,7 +130,12 @@ def build(settings: TraceSettings, where: str) -> Built:
     else:
         exporter = ConsoleSpanExporter(out=sys.stderr)
     counted = CountedExporter(exporter, SpanTally(QUEUE_SPANS))
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    # Not the SDK's own exit hook: it waits 30 s and more on a collector that is down;
+    # custos.telemetry.shutdown (at exit too) bounds the wait by the timeout.
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        shutdown_on_exit=False,
+    )
     provider.add_span_processor(CountedBatchProcessor(counted))
     # Shutting the exporter down ends its retries at once (the processor's own shutdown
     # then finds it stopped and does not call it twice).

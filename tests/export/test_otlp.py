@@ -364,6 +364,28 @@ def test_an_exit_waits_for_a_stalled_collector_no_longer_than_its_timeout(
     assert counted["export_failed"] + counted["unsent_at_exit"] == 5
 
 
+def test_a_process_that_exits_without_shutting_down_still_sends_its_spans(
+    collector: Collector, tmp_path: Path
+) -> None:
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from custos import telemetry\n"
+        "telemetry.configure({'traces': 'otlp', 'endpoint': sys.argv[1]}, Path(sys.argv[2]), 'c')\n"
+        "with telemetry.span('custos.decide', **{'custos.requests': 7}):\n"
+        "    pass\n"
+    )  # no shutdown: the exit hook sends what the 5 s schedule has not sent yet
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run(
+        [sys.executable, "-c", probe, collector.base, str(tmp_path)],
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    (decide,) = collector.named("custos.decide")
+    assert decide.attributes == {"custos.requests": 7}
+
+
 def test_only_otlp_imports_the_exporter(tmp_path: Path) -> None:
     probe = (
         "import json, sys\n"
@@ -403,7 +425,8 @@ def test_only_otlp_imports_the_exporter(tmp_path: Path) -> None:
         (otlp("https://"), "with a host"),
         (otlp("https://collector:99999"), "has a bad port"),
         (otlp("https://user:hunter2@collector"), "must not hold a user or password"),
-        (otlp("https://collector/#x"), "must not have a #fragment"),
+        (otlp("https://collector/#x"), r"must not have a \?query or #fragment"),
+        (otlp("https://collector/v1/traces?key=hunter2"), r"must not have a \?query"),
         (otlp("https://collector", timeout=0), "timeout must be a number of seconds"),
         (otlp("https://collector", timeout="5"), "timeout must be a number of seconds"),
         (otlp("https://collector", timeout=True), "timeout must be a number of seconds"),
