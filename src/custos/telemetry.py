@@ -29,7 +29,7 @@ import re
 import threading
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -149,7 +149,7 @@ class _Owned:
     provider: TracerProvider
     tally: SpanTally
     wait: float
-    abort: Any  # stops the exporter's retries when the wait is over
+    abort: Callable[[], None]  # stops the exporter's retries when the wait is over
 
 
 def _close_owned() -> None:
@@ -173,7 +173,7 @@ def _close_owned() -> None:
         _log.warning("traces: %d spans were not sent before exit and are dropped", left)
 
 
-def _quietly(call: Any) -> None:
+def _quietly(call: Callable[[], object]) -> None:
     try:
         call()
     except Exception:  # noqa: BLE001 - telemetry never fails an exit; the counts tell

@@ -308,8 +308,8 @@ def test_a_stalled_collector_holds_no_decision_and_a_full_queue_drops_spans(
     load_org(system, APPROVALS_WORLD)
     before = telemetry.span_counts()
     assert telemetry.configure(otlp(collector.base, timeout=120), system.settings.home, "c")
+    collector.release.clear()  # from the first request on, whoever sends it
     system.decide(AccessRequest("emp-6001", "user-42", "ip_history", "support"))
-    collector.release.clear()
     flushing = threading.Thread(target=telemetry.flush, daemon=True)
     flushing.start()  # the exporter's thread of work now waits on the collector
     assert collector.arrived.wait(60)
