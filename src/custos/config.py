@@ -194,7 +194,8 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
 #: Sections whose keys are names of the user's own (jurisdiction codes), not settings.
 OPEN_SECTIONS: Final = frozenset({"residency", "scim.role_groups"})
 #: Keys refused by their own reader with a message of their own (a secret written down:
-#: :meth:`KeysConfig.from_section` says where it belongs instead).
+#: :meth:`KeysConfig.from_section` and :func:`custos.telemetry.read_settings` say where it
+#: belongs instead).
 _REFUSED_ELSEWHERE: Final = {
     "keys": frozenset({"pin", "so_pin"}),
     "telemetry": frozenset({"headers"}),

@@ -34,11 +34,10 @@ def serve(
     """Serve the API (/v1, OpenAPI at /v1/openapi.json) and the dashboard."""
     import uvicorn
 
+    from custos import telemetry
     from custos.access import Custos
 
     home = state(ctx).home
-    from custos import telemetry
-
     with Custos.open(home) as system:  # fail here, clearly, if the home is not set up
         system.ledger.size()
         resolved = system.settings.home
