@@ -10,6 +10,11 @@ Also what traces cost on the guarded path: ``decide_many`` with traces off again
 with an SDK tracer provider whose processor drops every span (so only custos's span code
 and the SDK's span objects are measured, not an exporter).
 
+And what sending them costs: ``decide`` one request at a time (two spans each) with traces
+off, sent over OTLP/HTTP to a receiver on loopback that answers at once, and sent to an
+endpoint where nothing listens (every export fails): the guarded path must not wait for
+the collector, so both ratios to off should stay near 1. Prints the spans sent and dropped.
+
 Builds a home (SQLite, or PostgreSQL when ``CUSTOS_DATABASE_URL`` is set) with ``--decisions``
 logged decisions (default 20,000). Prints events per second and the ratios; asserts nothing.
 ``--quick`` for a short run.
@@ -22,6 +27,7 @@ import socket
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -74,6 +80,52 @@ def sink() -> int:
 
     threading.Thread(target=drain, daemon=True).start()
     return int(server.getsockname()[1])
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that takes every request and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def otlp_costs(system: Custos, home: Path, request: AccessRequest, rounds: int) -> None:
+    """``decide`` x50 per round with traces off, to a live receiver, to a dead endpoint."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = int(unused.getsockname()[1])
+    endpoints = {
+        "live": f"http://127.0.0.1:{server.server_address[1]}",
+        "dead": f"http://127.0.0.1:{dead}",
+    }
+    took = {"off": 0.0, "live": 0.0, "dead": 0.0}
+    before = telemetry.span_counts()
+    for _ in range(rounds):
+        for mode, endpoint in (("off", None), *endpoints.items()):
+            section = {} if endpoint is None else {"traces": "otlp", "endpoint": endpoint}
+            telemetry.configure({**section, "timeout": 1} if section else {}, home, "bench")
+            start = time.perf_counter()
+            for _ in range(50):
+                system.decide(request)
+            took[mode] += time.perf_counter() - start
+            telemetry.shutdown()  # not timed: at most the timeout, for the dead endpoint
+    after = telemetry.span_counts()
+    counts = {k: after[k] - before[k] for k in after}
+    server.shutdown()
+    print(
+        f"decide x{50 * rounds}, traces to a live OTLP receiver / off: "
+        f"{took['live'] / took['off']:.3f}; to a dead endpoint / off: "
+        f"{took['dead'] / took['off']:.3f}"
+    )
+    print(f"spans: {counts}")
 
 
 def main() -> None:
@@ -152,6 +204,7 @@ def main() -> None:
             on += time.perf_counter() - start
         telemetry.install(None)
         print(f"decide_many x100, traces on / off: {on / off:.3f}")
+        otlp_costs(system, home, request, rounds)
         system.close()
 
 

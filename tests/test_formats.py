@@ -51,7 +51,7 @@ def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> 
         "consistency",
         "checkpoint", "verifier-key", "report-fields", "sources", "ocsf-activity",
         "ocsf-finding", "pgaudit-mapping", "cloudtrail-mapping", "scim-user", "hook-generic",
-        "hook-jira", "hook-servicenow", "vocabulary",
+        "hook-jira", "hook-servicenow", "vocabulary", "telemetry-config", "otlp-headers",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -218,3 +218,26 @@ def test_the_vocabulary_example_is_a_valid_vocabulary() -> None:
     assert "health" in words.categories
     default = load_pack().vocabulary
     assert set(words.categories) == set(default.categories) | {"health"}
+
+
+def test_the_otlp_examples_are_settings_custos_takes(tmp_path: Path) -> None:
+    import tomllib
+
+    from custos import telemetry
+    from custos.config import check_known_keys
+
+    config = tomllib.loads(examples()["telemetry-config"])
+    check_known_keys(config, tmp_path / "config.toml")
+    (tmp_path / "keys").mkdir()
+    headers = tmp_path / "keys" / "otlp.headers"
+    headers.write_text(examples()["otlp-headers"], encoding="utf-8")
+    headers.chmod(0o600)
+    settings = telemetry.read_settings(config["telemetry"], tmp_path, "config.toml", env={})
+    assert settings.service_name == "custos-prod"
+    assert settings.otlp is not None
+    assert settings.otlp.endpoint == "https://otel-collector.internal:4318/v1/traces"
+    assert settings.otlp.timeout == 10
+    assert settings.otlp.headers == {
+        "x-honeycomb-team": "hcaik_01hexample",
+        "authorization": "Bearer abc123",
+    }

@@ -136,7 +136,9 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
             "backoff",
         }
     ),
-    "telemetry": frozenset({"traces", "path", "service_name"}),
+    "telemetry": frozenset(
+        {"traces", "path", "service_name", "endpoint", "headers_file", "headers_env", "timeout"}
+    ),
     # Directory feeds (custos.feeds): the SCIM mapping and the ticket webhooks.
     "scim": frozenset({"role_attribute"}),
     "hooks": frozenset({"window_seconds"}),
@@ -192,8 +194,12 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
 #: Sections whose keys are names of the user's own (jurisdiction codes), not settings.
 OPEN_SECTIONS: Final = frozenset({"residency", "scim.role_groups"})
 #: Keys refused by their own reader with a message of their own (a secret written down:
-#: :meth:`KeysConfig.from_section` says where it belongs instead).
-_REFUSED_ELSEWHERE: Final = {"keys": frozenset({"pin", "so_pin"})}
+#: :meth:`KeysConfig.from_section` and :func:`custos.telemetry.read_settings` say where it
+#: belongs instead).
+_REFUSED_ELSEWHERE: Final = {
+    "keys": frozenset({"pin", "so_pin"}),
+    "telemetry": frozenset({"headers"}),
+}
 
 
 def check_known_keys(config: Mapping[str, Any], path: Path) -> None:

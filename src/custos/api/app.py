@@ -96,7 +96,8 @@ def create_app(system: Custos, *, housekeeping_seconds: float = 30.0) -> FastAPI
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             exporter.close()
-            telemetry.flush()
+            # Bounded: a collector that is down delays the exit by its timeout at most.
+            telemetry.shutdown()
 
     app = FastAPI(
         title="custos",
@@ -229,9 +230,10 @@ def _detection_gauges(registry: CollectorRegistry, detection: ContinuousDetectio
 
 
 class PushMetrics(Collector):
-    """Decisions by outcome (this process's, since it started), the ages of the newest
-    checkpoint and witness cosignature, and per export destination its queue depth and
-    counts (read from the database at each scrape, so every worker reports the same)."""
+    """Decisions by outcome and trace spans by fate (this process's, since it started), the
+    ages of the newest checkpoint and witness cosignature, and per export destination its
+    queue depth and counts (read from the database at each scrape, so every worker reports
+    the same)."""
 
     def __init__(self, system: Custos, exporter: Exporter) -> None:
         self.system = system
@@ -247,6 +249,15 @@ class PushMetrics(Collector):
         for outcome in sorted({"allow", "deny", "approval_required", *counts}):
             decisions.add_metric([outcome], float(counts.get(outcome, 0)))
         yield decisions
+        spans = CounterMetricFamily(
+            "custos_trace_spans",
+            "Spans of this process's traces: sent, or dropped (export_failed, queue_full, "
+            "unsent_at_exit); traces are not the audit trail.",
+            labels=["outcome"],
+        )
+        for outcome, count in telemetry.span_counts().items():
+            spans.add_metric([outcome], float(count))
+        yield spans
         now = datetime.now(UTC)
         for name, text, moment in (
             (

@@ -34,12 +34,16 @@ def serve(
     """Serve the API (/v1, OpenAPI at /v1/openapi.json) and the dashboard."""
     import uvicorn
 
+    from custos import telemetry
     from custos.access import Custos
 
     home = state(ctx).home
     with Custos.open(home) as system:  # fail here, clearly, if the home is not set up
         system.ledger.size()
         resolved = system.settings.home
+        settings = system.settings
+        # Checked here too, so that a bad [telemetry] stops `serve` before the workers start.
+        telemetry.read_settings(settings.section("telemetry"), resolved, str(settings.config_path))
     if workers < 1:
         raise InvalidInput("--workers must be at least 1")
     os.environ["CUSTOS_HOME"] = str(resolved)
