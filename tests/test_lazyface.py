@@ -31,7 +31,8 @@ def _checked_imports(package: str) -> dict[str, str]:
     for node in tree.body:
         if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
             for inner in node.body:
-                assert isinstance(inner, ast.ImportFrom) and inner.module
+                assert isinstance(inner, ast.ImportFrom)
+                assert inner.module
                 for alias in inner.names:
                     assert alias.asname == alias.name, f"{package}: re-export {alias.name}"
                     found[alias.name] = inner.module
