@@ -65,6 +65,7 @@ log = logging.getLogger("custos.wire")
 _STARTUP_CAP = 10_000  # PostgreSQL's own limit on a startup packet
 _MAX_NAMED = 1_000  # prepared statements or portals one connection may hold
 _FAILED_AUTH_DELAY = 1.0  # seconds before a wrong password is answered: slows guessing
+_CLOSE_GRACE = 5.0  # seconds a closing connection may take to flush before it is dropped
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,19 @@ class _Opened:
     direct: bool = False
 
 
+async def _shut(writer: asyncio.StreamWriter, grace: float) -> None:
+    """Close gracefully (what is buffered sent, TLS's close_notify), but drop a connection
+    whose client stopped reading rather than hold its slot until the client goes away."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), grace)
+    except Exception:  # noqa: BLE001 - timed out or reset: nothing more to say to it
+        writer.transport.abort()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -443,9 +457,7 @@ class SqlFront:
             if writer is None:
                 sock.close()
             else:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                await _shut(writer, min(self.settings.idle_timeout, _CLOSE_GRACE))
 
     async def _open(self, sock: socket.socket) -> _Opened:
         """Answer SSLRequest/GSSENCRequest on the raw socket and put TLS on it when asked
