@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as s
 
 from custos.access import Custos
@@ -225,6 +225,31 @@ def test_tls_inside_tls_is_a_protocol_violation(front: Running, ca: Authority) -
             tls.sendall(SSL_REQUEST)
             reply = _until_closed(tls)
     assert error_fields(reply[5:])["C"] == "08P01"
+
+
+ASK_PASSWORD = b"R" + struct.pack("!ii", 8, 3)  # AuthenticationCleartextPassword
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    noise=s.one_of(
+        s.binary(min_size=1, max_size=120),
+        s.binary(max_size=60).map(lambda tail: SSL_REQUEST + tail),
+        s.binary(max_size=60).map(lambda tail: b"\x16\x03\x01" + tail),
+        s.dictionaries(s.sampled_from(["user", "database", "options"]), s.text(max_size=20)).map(
+            lambda params: startup_packet({k: v.replace("\x00", "") for k, v in params.items()})
+        ),
+    )
+)
+def test_nothing_sent_in_clear_gets_a_password_prompt(front: Running, noise: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", front.port), timeout=20) as raw:
+        raw.sendall(noise)
+        raw.shutdown(socket.SHUT_WR)
+        reply = _until_closed(raw)
+    assert ASK_PASSWORD not in reply
+    assert front.front.connections <= 1
 
 
 def test_client_certificates_when_a_client_ca_is_set(
