@@ -246,8 +246,8 @@ class _Portal:
 @dataclass
 class _Opened:
     """A connection past the negotiation that happens before the protocol: its streams, the
-    8 bytes of the startup packet already read (none after TLS), whether it is encrypted, and
-    whether it came as direct TLS (no SSLRequest)."""
+    first 4 or 8 bytes of the startup packet already read (none after TLS), whether it is
+    encrypted, and whether it came as direct TLS (no SSLRequest)."""
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
