@@ -52,6 +52,7 @@ def test_the_docs_refer_to_formats_md_not_to_a_file_outside_the_repository() -> 
         "checkpoint", "verifier-key", "report-fields", "sources", "ocsf-activity",
         "ocsf-finding", "pgaudit-mapping", "cloudtrail-mapping", "scim-user", "hook-generic",
         "hook-jira", "hook-servicenow", "vocabulary", "telemetry-config", "otlp-headers",
+        "sql-tls",
     }  # fmt: skip
     for path in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("src/**/*.py")]:
         assert "shared/DESIGN.md" not in path.read_text(encoding="utf-8"), path
@@ -241,3 +242,22 @@ def test_the_otlp_examples_are_settings_custos_takes(tmp_path: Path) -> None:
         "x-honeycomb-team": "hcaik_01hexample",
         "authorization": "Bearer abc123",
     }
+
+
+def test_the_sql_tls_example_opens_a_tls_front(system: Custos, home: Path) -> None:
+    from custos.config import load_settings
+    from custos.wire import SqlFront, WireSettings, token_authenticator
+    from custos.wire.tls import check_exposure
+    from tests.wire.certs import Authority
+
+    (home / "config.toml").write_text(examples()["sql-tls"], encoding="utf-8")
+    settings = WireSettings.from_settings(load_settings(home))
+    assert settings.tls_cert == home.resolve() / "tls/sql-front.pem"
+    ca = Authority(home / "tls")
+    issued = ca.issue("sql-front")
+    assert (issued.cert, issued.key) == (settings.tls_cert, settings.tls_key)
+    clients = Authority(home / "tls", "analyst laptops ca")
+    assert clients.path == settings.tls_client_ca
+    front = SqlFront(system, token_authenticator(system.accounts), settings)
+    assert front.tls is not None
+    check_exposure(["0.0.0.0"], tls=True, allow_cleartext=False, origin="x")  # noqa: S104

@@ -69,7 +69,7 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
         {"rate_limit", "burst", "max_body_bytes", "https", "operator_auth", "public_origin"}
     ),
     # Guarded SQL: the analyzer's k and the runner's limits (custos.access.query), and the
-    # wire front's listening address and limits (custos.wire.WireSettings).
+    # wire front's listening address, limits and TLS (custos.wire.WireSettings).
     "sql": frozenset(
         {
             "k",
@@ -81,6 +81,10 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
             "max_message_bytes",
             "idle_timeout",
             "auth_timeout",
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
+            "allow_cleartext",
         }
     ),
     "service.oidc": frozenset(

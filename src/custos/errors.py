@@ -242,6 +242,13 @@ class AuthenticationFailed(CustosError):
     exit_code = 9
 
 
+class TlsRequired(AuthenticationFailed):
+    """A client began signing in to the SQL front in clear while the front requires TLS: it
+    is refused before any password is asked for (SQLSTATE 28000)."""
+
+    code = "tls_required"
+
+
 class AssertionRefused(CustosError):
     """A staff member's assertion (or a token exchanged for one) presented by a tool acting
     on their behalf does not hold: the message says why (expired, another audience, …),

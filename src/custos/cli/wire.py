@@ -26,6 +26,8 @@ def sql_serve(
     """Serve guarded SQL over the PostgreSQL wire protocol: psql, psycopg, DBeaver connect
     with a custos API token (role tool) as the password, the source as the database, and
     purpose and ticket as options: PGOPTIONS='-c custos.purpose=support -c custos.ticket=T-9'.
+    With [sql] tls_cert and tls_key, TLS only; without, loopback only (unless [sql]
+    allow_cleartext = true: TLS is terminated in front).
     """
     import asyncio
 
@@ -47,8 +49,9 @@ def sql_serve(
             assert main is not None
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
             await front.start()
+            secured = "TLS only" if front.tls is not None else "no TLS"
             console.print(
-                f"custos SQL front on {settings.listen}:{front.port} (Ctrl-C stops it)",
+                f"custos SQL front on {settings.listen}:{front.port} ({secured}; Ctrl-C stops it)",
                 highlight=False,
             )
             try:

@@ -12,7 +12,15 @@ emulation layer that would answer probes custos must refuse, and calls Python fr
 threads; buenavista is synchronous (socketserver) and proxies whole statements to a backend.
 Neither authenticates with a custom check over SCRAM against a hashed secret either (custos
 keeps only a token's SHA-256, from which no SCRAM verifier can be derived), so the front asks
-for a cleartext password and, having no TLS of its own, listens on loopback by default.
+for a cleartext password: with ``[sql] tls_cert``/``tls_key`` it is asked only inside TLS (a
+client's SSLRequest answered ``S``, or PostgreSQL 17's direct TLS with ALPN ``postgresql``),
+and a startup in clear is refused; without them the front listens on loopback only, unless
+``[sql] allow_cleartext`` says TLS is terminated in front of it (:mod:`custos.wire.tls`).
+
+Connections are accepted on plain sockets and the first bytes read from the socket itself
+(peeked, for direct TLS): a TLS layer is put on a socket whose kernel buffer still holds
+whatever the client sent after its SSLRequest, so no byte sent in clear before the handshake
+can be read as if it came through TLS (CVE-2021-23214's buffered-data injection).
 """
 
 from __future__ import annotations
@@ -21,10 +29,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from custos.access import QueryRequest, QueryResult
@@ -40,11 +51,13 @@ from custos.errors import (
     RateLimited,
     Refused,
     StoreUnavailable,
+    TlsRequired,
     TransactionAborted,
     UnknownSetting,
 )
 from custos.wire import messages as m
 from custos.wire import statements as st
+from custos.wire import tls
 from custos.wire.guarded import GuardedQueries
 
 log = logging.getLogger("custos.wire")
@@ -52,13 +65,18 @@ log = logging.getLogger("custos.wire")
 _STARTUP_CAP = 10_000  # PostgreSQL's own limit on a startup packet
 _MAX_NAMED = 1_000  # prepared statements or portals one connection may hold
 _FAILED_AUTH_DELAY = 1.0  # seconds before a wrong password is answered: slows guessing
+_CLOSE_GRACE = 5.0  # seconds a closing connection may take to flush before it is dropped
 
 
 @dataclass(frozen=True)
 class WireSettings:
     """``[sql]`` keys of config.toml for the front: ``listen`` (address, default loopback),
     ``port``, ``max_connections``, ``max_message_bytes``, ``idle_timeout`` (seconds a client
-    may stay silent) and ``auth_timeout`` (seconds to finish signing in)."""
+    may stay silent), ``auth_timeout`` (seconds to finish signing in, TLS handshake included),
+    ``tls_cert``/``tls_key`` (PEM files: TLS, and then only TLS), ``tls_client_ca`` (PEM CAs
+    whose client certificates are required) and ``allow_cleartext`` (listen beyond loopback
+    without TLS: TLS is terminated in front). ``origin`` is the file they came from, for
+    messages."""
 
     listen: str = "127.0.0.1"
     port: int = 5480
@@ -66,24 +84,64 @@ class WireSettings:
     max_message_bytes: int = 1 << 20
     idle_timeout: float = 600.0
     auth_timeout: float = 15.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    allow_cleartext: bool = False
+    origin: str = "config.toml"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WireSettings:
-        """Read ``[sql]``. Raises :class:`ConfigurationError` for a mistyped key."""
-        listen = settings.section("sql").get("listen", cls.listen)
+        """Read ``[sql]`` (paths relative to the home folder). Raises
+        :class:`ConfigurationError` for a mistyped key or contradictory TLS keys; the files
+        themselves are checked when the front is made (:class:`SqlFront`)."""
+        origin = str(settings.config_path)
+        section = settings.section("sql")
+        listen = section.get("listen", cls.listen)
         if not isinstance(listen, str) or not listen.strip():
-            raise ConfigurationError(f"{settings.config_path}: [sql] listen must be an address")
+            raise ConfigurationError(f"{origin}: [sql] listen must be an address")
         port = settings.whole("sql", "port", cls.port)
         if port > 65535:
-            raise ConfigurationError(f"{settings.config_path}: [sql] port must be at most 65535")
-        return cls(
+            raise ConfigurationError(f"{origin}: [sql] port must be at most 65535")
+        paths = {
+            key: tls.resolve_path(section.get(key), key, settings.home, origin)
+            for key in ("tls_cert", "tls_key", "tls_client_ca")
+        }
+        found = cls(
             listen=listen.strip(),
             port=port,
             max_connections=settings.whole("sql", "max_connections", cls.max_connections),
             max_message_bytes=settings.whole("sql", "max_message_bytes", cls.max_message_bytes),
             idle_timeout=settings.number("sql", "idle_timeout", cls.idle_timeout),
             auth_timeout=settings.number("sql", "auth_timeout", cls.auth_timeout),
+            tls_cert=paths["tls_cert"],
+            tls_key=paths["tls_key"],
+            tls_client_ca=paths["tls_client_ca"],
+            allow_cleartext=settings.flag("sql", "allow_cleartext", cls.allow_cleartext),
+            origin=origin,
         )
+        found.check()
+        return found
+
+    def check(self) -> None:
+        """Refuse contradictory TLS keys. Raises :class:`ConfigurationError`."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigurationError(
+                f"{self.origin}: [sql] tls_cert and tls_key go together: set both or neither"
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigurationError(
+                f"{self.origin}: [sql] tls_client_ca needs tls_cert and tls_key (client "
+                "certificates are asked for inside TLS)"
+            )
+        if self.allow_cleartext and self.tls_cert is not None:
+            # Fail closed on an ambiguous intent: with TLS set, clear startups are refused.
+            raise ConfigurationError(
+                f"{self.origin}: [sql] allow_cleartext = true contradicts tls_cert: with TLS "
+                "configured the front accepts TLS only",
+                hint="remove allow_cleartext, or tls_cert and tls_key if TLS is terminated "
+                "in front of custos",
+            )
 
 
 @dataclass(frozen=True)
@@ -119,6 +177,8 @@ def sqlstate(exc: CustosError) -> str:
         return "58000"  # the source failed on the query; its own words are not passed on
     if isinstance(exc, ProtocolViolation):
         return "08P01"
+    if isinstance(exc, TlsRequired):
+        return "28000"  # invalid_authorization_specification, as pg_hba's "SSL off" refusal
     if isinstance(exc, AuthenticationFailed):
         return "28P01"
     if isinstance(exc, RateLimited):
@@ -183,12 +243,73 @@ class _Portal:
     sent: int = 0
 
 
+@dataclass
+class _Opened:
+    """A connection past the negotiation that happens before the protocol: its streams, the
+    first 4 or 8 bytes of the startup packet already read (none after TLS), whether it is
+    encrypted, and whether it came as direct TLS (no SSLRequest)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    head: bytes
+    encrypted: bool
+    direct: bool = False
+
+
+async def _shut(writer: asyncio.StreamWriter, grace: float) -> None:
+    """Close gracefully (what is buffered sent, TLS's close_notify), but drop a connection
+    whose client stopped reading rather than hold its slot until the client goes away."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), grace)
+    except Exception:  # noqa: BLE001 - timed out or reset: nothing more to say to it
+        writer.transport.abort()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _peek(sock: socket.socket) -> bytes:
+    """The first byte waiting on ``sock``, left there (b"" at end of stream)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            pass
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(sock.fileno(), _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(sock.fileno())
+
+
+async def _receive(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``sock`` and not one more: what follows stays in the kernel."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while len(data) < n:
+        chunk = await loop.sock_recv(sock, n - len(data))
+        if not chunk:
+            raise _Closed
+        data += chunk
+    return data
+
+
 class SqlFront:
     """The wire front: accepts connections, authenticates, answers statements.
 
     ``queries`` is the guarded path (``Custos``), ``authenticate`` turns a token into the
-    principal it acts as. :meth:`start` binds; :meth:`close` stops accepting and ends every
-    connection. Malformed input ends only its own connection, with an ErrorResponse.
+    principal it acts as. Made with ``tls_cert``/``tls_key`` set, it reads and checks them
+    (raising :class:`ConfigurationError`) and then speaks TLS only. :meth:`start` binds;
+    :meth:`close` stops accepting and ends every connection. Malformed input ends only its
+    own connection, with an ErrorResponse. Needs a selector event loop (Linux's default).
     """
 
     def __init__(
@@ -200,15 +321,24 @@ class SqlFront:
         self.queries = queries
         self.authenticate = authenticate
         self.settings = settings or WireSettings()
-        self._server: asyncio.Server | None = None
+        self.settings.check()
+        self.tls: ssl.SSLContext | None = None
+        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+            self.tls = tls.server_context(
+                self.settings.tls_cert,
+                self.settings.tls_key,
+                self.settings.tls_client_ca,
+                origin=self.settings.origin,
+            )
+        self._listeners: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
         """The port bound (useful after ``port=0``)."""
-        assert self._server is not None
-        assert self._server.sockets
-        port: int = self._server.sockets[0].getsockname()[1]
+        assert self._listeners
+        port: int = self._listeners[0].getsockname()[1]
         return port
 
     @property
@@ -217,71 +347,172 @@ class SqlFront:
 
     async def start(self) -> None:
         """Bind and start accepting. Raises :class:`ConfigurationError` when the address
-        cannot be bound (in use, not ours)."""
+        cannot be bound (in use, not ours) or reaches beyond loopback in clear
+        (:func:`custos.wire.tls.check_exposure`)."""
+        loop = asyncio.get_running_loop()
+        host, port = self.settings.listen, self.settings.port
         try:
-            self._server = await asyncio.start_server(
-                self._accept, self.settings.listen, self.settings.port, limit=1 << 16
+            infos = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
         except OSError as exc:
             raise ConfigurationError(
-                f"cannot listen on {self.settings.listen}:{self.settings.port}: {exc.strerror}"
+                f"{self.settings.origin}: [sql] listen: cannot resolve it ({exc.strerror})"
             ) from None
+        addresses = list(dict.fromkeys((info[0], info[4]) for info in infos))
+        tls.check_exposure(
+            [str(sockaddr[0]) for _, sockaddr in addresses],
+            tls=self.tls is not None,
+            allow_cleartext=self.settings.allow_cleartext,
+            origin=self.settings.origin,
+        )
+        try:
+            for family, sockaddr in addresses:
+                listener = socket.socket(family, socket.SOCK_STREAM)
+                self._listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(sockaddr)
+                listener.listen(128)
+                listener.setblocking(False)
+        except OSError as exc:
+            for listener in self._listeners:
+                listener.close()
+            self._listeners = []
+            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._acceptors = [loop.create_task(self._accepting(s)) for s in self._listeners]
 
     async def serve_forever(self) -> None:
-        assert self._server is not None
-        await self._server.serve_forever()
+        """Serve until cancelled (or closed)."""
+        assert self._acceptors
+        await asyncio.gather(*self._acceptors)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        if self._acceptors:
+            await asyncio.gather(*self._acceptors, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
         for task in list(self._connections):
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if len(self._connections) >= self.settings.max_connections:
-            with contextlib.suppress(Exception):
-                # Answered before reading anything: libpq shows it as the connection's error.
-                writer.write(
-                    m.error_response(
-                        "53300", "too many connections to the custos SQL front", fatal=True
+    async def _accepting(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors, a connection reset while queued…
+                log.warning("the SQL front could not accept a connection: %s", exc.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            if len(self._connections) >= self.settings.max_connections:
+                with contextlib.suppress(OSError):
+                    # Answered before reading anything: libpq shows it as the error.
+                    sock.send(
+                        m.error_response(
+                            "53300", "too many connections to the custos SQL front", fatal=True
+                        )
                     )
-                )
-                await writer.drain()
-            writer.close()
-            return
-        self._connections.add(task)
-        connection = _Connection(self, reader, writer)
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._accept(sock))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
+    async def _accept(self, sock: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
+        # One deadline for everything before ReadyForQuery: negotiation, handshake, sign-in.
+        deadline = asyncio.get_running_loop().time() + self.settings.auth_timeout
         try:
-            await connection.run()
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    opened = await self._open(sock)
+            except ssl.SSLError as exc:
+                # The reason is OpenSSL's name for what failed (unknown CA, no shared cipher…).
+                log.info("SQL front: a TLS handshake failed (%s)", exc.reason or "unknown")
+                raise _Closed from None
+            writer = opened.writer
+            connection = _Connection(self, opened.reader, opened.writer, deadline)
+            await connection.run(opened)
+        except (_Closed, OSError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except asyncio.CancelledError:
             pass
         except Exception:  # a bug must end this connection, never the server
             log.exception("the SQL front dropped a connection after an unexpected error")
-            with contextlib.suppress(Exception):
-                writer.write(
-                    m.error_response("XX000", "internal error in the custos SQL front", fatal=True)
-                )
-                await writer.drain()
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.write(
+                        m.error_response(
+                            "XX000", "internal error in the custos SQL front", fatal=True
+                        )
+                    )
+                    await writer.drain()
         finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if writer is None:
+                sock.close()
+            else:
+                await _shut(writer, min(self.settings.idle_timeout, _CLOSE_GRACE))
+
+    async def _open(self, sock: socket.socket) -> _Opened:
+        """Answer SSLRequest/GSSENCRequest on the raw socket and put TLS on it when asked
+        (or when a direct TLS handshake begins): bytes are taken from the socket only as the
+        protocol defines them, so nothing sent in clear is ever read as encrypted."""
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await _peek(sock)
+            if not first:
+                raise _Closed
+            if first == b"\x16":  # a TLS handshake record: PostgreSQL 17's direct TLS
+                if self.tls is None:
+                    raise _Closed  # no protocol to answer in: PostgreSQL closes too
+                reader, writer = await self._streams(sock, self.tls)
+                return _Opened(reader, writer, b"", encrypted=True, direct=True)
+            head = await _receive(sock, 4)
+            if struct.unpack("!i", head)[0] == 8:  # the length of an SSLRequest and the like
+                head += await _receive(sock, 4)
+                code = struct.unpack("!i", head[4:])[0]
+                if code == m.SSL_REQUEST and self.tls is not None:
+                    await loop.sock_sendall(sock, b"S")
+                    reader, writer = await self._streams(sock, self.tls)
+                    return _Opened(reader, writer, b"", encrypted=True)
+                if code in (m.SSL_REQUEST, m.GSSENC_REQUEST):
+                    await loop.sock_sendall(sock, b"N")
+                    continue
+            # The startup packet (or garbage) begins: its first bytes are handed on.
+            reader, writer = await self._streams(sock, None)
+            return _Opened(reader, writer, head, encrypted=False)
+
+    async def _streams(
+        self, sock: socket.socket, context: ssl.SSLContext | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 16)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol,
+            sock,
+            ssl=context,
+            ssl_handshake_timeout=self.settings.auth_timeout if context else None,
+        )
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class _Connection:
     def __init__(
-        self, front: SqlFront, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        front: SqlFront,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        deadline: float,
     ) -> None:
         self.front, self.reader, self.writer = front, reader, writer
+        self.deadline = deadline  # loop time by which signing in must be done
         self.limits = front.settings
         self.principal = ""
         self.credential = ""
@@ -322,9 +553,10 @@ class _Connection:
 
     # --- startup ----------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, opened: _Opened) -> None:
         try:
-            await asyncio.wait_for(self._startup(), self.limits.auth_timeout)
+            async with asyncio.timeout_at(self.deadline):
+                await self._startup(opened)
         except TimeoutError:
             await self._fatal(ProtocolViolation("signing in took too long"))
         except ProtocolViolation as exc:
@@ -350,28 +582,40 @@ class _Connection:
             except ProtocolViolation as exc:
                 await self._fatal(exc)
 
-    async def _startup(self) -> None:
-        body = b""
-        while True:
-            head = await self.reader.readexactly(4)
-            length = struct.unpack("!i", head)[0]
-            if not 8 <= length <= _STARTUP_CAP:
-                raise ProtocolViolation(f"a startup packet's length ({length}) is out of range")
-            body = await self.reader.readexactly(length - 4)
-            code = struct.unpack("!i", body[:4])[0]
-            if code in (m.SSL_REQUEST, m.GSSENC_REQUEST) and length == 8:
-                self.writer.write(b"N")  # no TLS here: loopback by default (see module doc)
-                await self._flush()
-                continue
-            if code == m.CANCEL_REQUEST:
-                raise _Closed  # nothing runs long enough here to be worth cancelling
-            if code != m.PROTOCOL_3:
+    async def _startup(self, opened: _Opened) -> None:
+        if opened.direct:
+            ssl_object = self.writer.get_extra_info("ssl_object")
+            if ssl_object is None or ssl_object.selected_alpn_protocol() != tls.ALPN:
+                # As PostgreSQL 17: direct TLS is for clients that say they speak PostgreSQL.
                 raise ProtocolViolation(
-                    f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
-                    "the custos SQL front speaks 3.0"
+                    f"a direct TLS connection must negotiate ALPN protocol {tls.ALPN!r}"
                 )
-            break
-        startup = m.parse_startup(body[4:])
+        # The SSLRequest was answered before TLS (custos.wire.server._open): here, only the
+        # startup packet (or a cancel request) may come.
+        head = opened.head or await self.reader.readexactly(4)
+        length = struct.unpack("!i", head[:4])[0]
+        if not 8 <= length <= _STARTUP_CAP:
+            raise ProtocolViolation(f"a startup packet's length ({length}) is out of range")
+        rest = head[4:] + await self.reader.readexactly(length - len(head))
+        code, body = struct.unpack("!i", rest[:4])[0], rest[4:]
+        if code in (m.SSL_REQUEST, m.GSSENC_REQUEST):
+            raise ProtocolViolation("encryption was requested twice")
+        if code == m.CANCEL_REQUEST:
+            raise _Closed  # nothing runs long enough here to be worth cancelling
+        if code != m.PROTOCOL_3:
+            raise ProtocolViolation(
+                f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
+                "the custos SQL front speaks 3.0"
+            )
+        if self.front.tls is not None and not opened.encrypted:
+            # Refused before the password is asked for: the token never leaves the client.
+            await self._fatal(
+                TlsRequired(
+                    "the custos SQL front requires TLS: connect with sslmode=require or "
+                    "stricter (verify-full with the server's CA as sslrootcert)",
+                )
+            )
+        startup = m.parse_startup(body)
         user = startup.parameters.get("user", "")
         self.source = startup.parameters.get("database") or user
         try:
