@@ -603,22 +603,17 @@ def load_map_changes(
     found, last = follow_ledger(history, db, position, upto)
     anchor = _mark(db, last[0]) if last else (meta.get("anchor", "") if position >= 0 else "")
     tip = _mark(db, upto) if upto >= 0 else ""
+    marks = [["position", str(max(upto, position))], ["tip", tip]]
+    if position < 0 or last is not None or "state" not in meta:
+        # The state is written only when a map was read: a run without one writes two marks.
+        marks += [["format", FORMAT], ["anchor", anchor], ["state", history.dump()]]
     con.execute("BEGIN")
     try:
         if position < 0:
             con.execute(f"DELETE FROM {kept}")  # noqa: S608 - fixed names
         _insert(con, kept, found)
-        con.execute(f"DELETE FROM {meta_table}")  # noqa: S608 - fixed names
-        con.executemany(
-            f"INSERT INTO {meta_table} VALUES (?, ?)",  # noqa: S608 - fixed names
-            [
-                ["format", FORMAT],
-                ["position", str(max(upto, position))],
-                ["anchor", anchor],
-                ["tip", tip],
-                ["state", history.dump()],
-            ],
-        )
+        con.executemany(f"DELETE FROM {meta_table} WHERE key = ?", [[k] for k, _ in marks])  # noqa: S608
+        con.executemany(f"INSERT INTO {meta_table} VALUES (?, ?)", marks)  # noqa: S608
         con.execute("COMMIT")
     except duckdb.Error as exc:
         with contextlib.suppress(duckdb.Error):
