@@ -208,6 +208,20 @@ def test_strengthening_raises_nothing(system: Custos, first: int) -> None:
     assert alerts(system) == []
 
 
+def test_a_ledgered_body_that_is_no_map_alerts_and_changes_nothing(
+    system: Custos, first: int
+) -> None:
+    entry = system.ledger.append(
+        {"type": "data_map", "time": "2026-12-07T09:00:00Z", "digest": "0" * 64, "body": []}
+    ).index
+    alert = one(system, entry)
+    assert alert["severity"] == "high"
+    assert "not a data map's body" in alert["explanation"]
+    # The maps after it are held against the last one custos could read.
+    weak = use(system, source(ip="plain"))
+    assert f"-> plain (ledger entry {first})" in one(system, weak)["explanation"]
+
+
 def test_continuous_detection_reads_only_new_map_entries(system: Custos, first: int) -> None:
     home = system.settings.home
     weak = use(system, source(ip="plain"))

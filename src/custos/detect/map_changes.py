@@ -65,7 +65,7 @@ from custos.store import Database
 from custos.times import utc_instant
 
 #: Kinds of weakening, one per row of ``map_changes``.
-KINDS: Final = ("column_plain", "category", "coarse", "subject_key", "role")
+KINDS: Final = ("column_plain", "category", "coarse", "subject_key", "role", "unreadable")
 SEVERITIES: Final = ("low", "medium", "high", "critical")
 MAP_CHANGE_COLUMNS: Final = {
     "id": "VARCHAR",
@@ -80,7 +80,6 @@ MAP_CHANGE_COLUMNS: Final = {
 #: Format of the state kept in the mirror: another value makes it start again.
 FORMAT: Final = "1"
 _MARK: Final = b'"type":"data_map"'
-_BATCH: Final = 200
 
 
 # --- what one map says, per piece of data ----------------------------------------------
@@ -168,6 +167,24 @@ def _role(url: str) -> str | None:
         return urlsplit(url).username
     except ValueError:
         return None
+
+
+def _readable(body: Any) -> bool:
+    """Whether ``body`` has a map's shape down to its columns (the parts :func:`_read` takes)."""
+    sources = body.get("sources") if isinstance(body, dict) else None
+    if not isinstance(sources, dict):
+        return False
+    for source in sources.values():
+        tables = source.get("tables") if isinstance(source, dict) else None
+        if not isinstance(tables, dict) or not isinstance(source.get("url"), str):
+            return False
+        for table in tables.values():
+            columns = table.get("columns") if isinstance(table, dict) else None
+            if not isinstance(columns, dict) or not all(
+                isinstance(c, dict) for c in columns.values()
+            ):
+                return False
+    return True
 
 
 def _read(body: Any, entry: int) -> _Map:
@@ -385,7 +402,21 @@ class MapHistory:
 
     def follow(self, entry: int, time: datetime, digest: str, body: Any) -> list[MapChange]:
         """Take the map ledgered at ``entry``; return how it weakens protection (most severe
-        first). Never raises."""
+        first). A body that is not a map's (only a writer with custos's keys can ledger one)
+        is itself a weakening: what it changed cannot be told. Never raises."""
+        if not _readable(body):
+            return [
+                MapChange(
+                    entry,
+                    time,
+                    digest,
+                    "unreadable",
+                    "high",
+                    "the ledgered map is not a data map's body",
+                    "custos cannot tell what it changed, so it cannot vouch that it "
+                    "weakens nothing; the maps after it are held against the one before it",
+                )
+            ]
         now = _read(body, entry)
         out: list[MapChange] = []
 
