@@ -4,7 +4,10 @@ sources check`` call), ledgered, then read back from the ledger by detection."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from custos.access import Custos
+from custos.access import Custos, QueryRequest
 from custos.detect import run_detection
 from custos.detect.map_changes import KINDS, MapHistory
+from tests.sql.world import make_duckdb, source_yaml, sql_home
 
 APP = "postgresql://reader@127.0.0.1:5432/app"
 COLUMNS = {
@@ -317,3 +321,68 @@ def test_the_fold_kept_between_runs_finds_what_one_fold_finds(
     assert {c.kind for c in found} <= set(KINDS)
     # The same map twice in a row changes nothing the second time.
     assert whole.follow(len(maps), when, "d", maps[-1]) == []
+
+
+def test_through_the_cli(home: Path) -> None:
+    """``custos sources check`` takes each map in (and ledgers it); ``custos detect`` alerts."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "CUSTOS_HOME": str(home), "COLUMNS": "200"}
+        return subprocess.run(
+            [sys.executable, "-m", "custos", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+
+    assert run("init").returncode == 0
+    make_duckdb(home / "data" / "app.duckdb")
+    columns = {"city": COLUMNS["city"], "lat": COLUMNS["lat"], "note": None}
+    for ip in ("ip_history", "plain"):
+        lines = source("app", "duckdb:data/app.duckdb", "logins", **columns, ip=ip)
+        (home / "sources.yaml").write_text("sources:\n" + "\n".join(lines) + "\n")
+        checked = run("sources", "check", "--json")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    found = run("detect", "--json")
+    assert found.returncode == 0, found.stderr
+    (alert,) = [a for a in json.loads(found.stdout) if a["rule"] == "data_map_weakened"]
+    assert alert["severity"] == "critical"
+    assert "main.logins" not in alert["explanation"]  # named as the map writes it
+    assert (
+        "logins.ip in source app: ip_history (coarse ip_prefix) -> plain" in (alert["explanation"])
+    )
+
+
+def test_the_alert_names_who_first_queried_under_the_weaker_map(system: Custos) -> None:
+    """A real DuckDB source and Custos.query: the first query decided under the weakened
+    map is named, found by a later continuous run (the same alert, now saying who)."""
+
+    home = sql_home(system)
+    use_text = source_yaml("app", "duckdb:data/app.duckdb", "logins")
+    pinned = "SELECT login_at, ip FROM logins WHERE user_id = 'user-1'"
+    system.query(QueryRequest("emp-1001", "app", pinned, "support", "T-1"))  # map v1
+    assert alerts(system) == []
+    new = home / "sources.yaml.new"
+    new.write_text(use_text.replace("ip: ip_history", "ip: plain"), encoding="utf-8")
+    os.replace(new, home / "sources.yaml")
+    weak = system.ledger.size()
+    system.data_map()
+    (alert,) = alerts(system)
+    assert alert["events"] == [f"ledger-{weak}"]
+    assert "No guarded SQL query has been decided under it yet" in alert["explanation"]
+    # Now the precise addresses leave on the same query: ip is plain data.
+    result = system.query(QueryRequest("emp-1002", "app", pinned, "support", "T-2"))
+    assert any(str(v).startswith("198.51.100.1") for row in result.rows for v in row)
+    (again,) = alerts(system)
+    assert again["id"] == alert["id"]  # the same alert, its words brought up to date
+    text = again["explanation"]
+    assert "The first guarded SQL query decided under it was emp-1002 (" in text
+    first_use = next(
+        i
+        for i, raw in system.ledger.entries(weak + 1, system.ledger.size())
+        if b'"data_map":"' in raw
+    )
+    assert f"(ledger entry {first_use}): the first person to ask" in text
+    assert "No guarded SQL query" not in text

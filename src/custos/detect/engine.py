@@ -1108,9 +1108,13 @@ class Detector:
         maps before it (see :mod:`custos.detect.map_changes`): one alert per map, naming
         every weakening, as severe as the worst of them."""
         rows = self._rows(
-            "SELECT entry, any_value(time) AS time, any_value(digest) AS digest,"
+            "SELECT c.*, u.used, u.principal AS used_by, u.time AS used_at FROM ("
+            " SELECT entry, any_value(time) AS time, any_value(digest) AS digest,"
             " list(struct_pack(kind, severity, change, why) ORDER BY change) AS items"
-            " FROM map_changes GROUP BY entry ORDER BY entry"
+            " FROM map_changes GROUP BY entry) c"
+            " LEFT JOIN (SELECT entry, min_by(used, used) AS used,"
+            " min_by(principal, used) AS principal, min_by(time, used) AS time"
+            " FROM map_uses GROUP BY entry) u ON u.entry = c.entry ORDER BY c.entry"
         )
         n = self.config.max_evidence
         out = []
@@ -1128,8 +1132,20 @@ class Detector:
                 f"before: {_plural(len(items), 'change')}: {listed}{more}. The entry names no "
                 "author: the map is the file sources.yaml in custos's home, so whoever can "
                 "write that file made the change, and it took effect the first time a query "
-                "or `custos sources check` read it. Find out who edited it and why; restore "
-                "the earlier mapping unless the change was meant."
+                "or `custos sources check` read it."
+            )
+            if row["used"] is not None:
+                used_at = _utc(row["used_at"]).strftime("%Y-%m-%d %H:%M UTC")
+                who = self._who(row["used_by"])
+                text += (
+                    f" The first guarded SQL query decided under it was {who}'s at {used_at} "
+                    f"(ledger entry {row['used']}): the first person to ask about the change."
+                )
+            else:
+                text += " No guarded SQL query has been decided under it yet."
+            text += (
+                " Find out who edited it and why; restore the earlier mapping unless the change "
+                "was meant."
             )
             row.update(subjects=[], ids=[f"ledger-{row['entry']}"], first=row["time"])
             row["last"] = row["time"]

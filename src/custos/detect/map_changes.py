@@ -32,8 +32,8 @@ weaker is caught. A column mapped for the first time is not judged: nothing says
 holds.
 
 Continuous detection reads only the entries appended since the last run: with a home, the
-position, the remembered mappings and the weakenings found are kept in the detection mirror
-(``map_meta``, ``map_changes``), checked on every run against the ledger (the last map it
+position, the remembered mappings, the weakenings found and who first queried under each
+weakening map are kept in the detection mirror (``map_meta``, ``map_changes``, ``map_uses``), checked on every run against the ledger (the last map it
 read must still be there, with the same digest) and rebuilt from the ledger otherwise.
 
 ``map_changes(id, entry, time, digest, kind, severity, change, why)`` — one row per
@@ -41,6 +41,8 @@ weakening: ``id`` ``ledger-<index>`` of the ``data_map`` entry, ``kind`` one of
 :data:`KINDS`, ``severity`` as alerts have it, ``change`` what changed in plain words
 (``public.logins.ip in source app: ip_history (coarse ip_prefix) -> plain``), ``why`` why it
 matters. Never a value of the data: only names from the map.
+``map_uses(entry, used, principal, time)`` — the first guarded SQL entry (``used``, its
+index) naming a weakening map's digest as the map it was decided under.
 """
 
 from __future__ import annotations
@@ -77,8 +79,16 @@ MAP_CHANGE_COLUMNS: Final = {
     "change": "VARCHAR",
     "why": "VARCHAR",
 }
+#: The first guarded SQL entry (a decision, refusal or release) decided under each
+#: weakening map: who queried under it first, and when.
+MAP_USE_COLUMNS: Final = {
+    "entry": "BIGINT",
+    "used": "BIGINT",
+    "principal": "VARCHAR",
+    "time": "TIMESTAMP",
+}
 #: Format of the state kept in the mirror: another value makes it start again.
-FORMAT: Final = "1"
+FORMAT: Final = "2"
 _MARK: Final = b'"type":"data_map"'
 
 
@@ -581,11 +591,77 @@ def follow_ledger(
     return found, last
 
 
-def create_map_changes(con: duckdb.DuckDBPyConnection, name: str = "map_changes") -> None:
-    """Make an empty ``map_changes`` table in ``con`` unless there is one (sources without a
-    ledger have no data map changes)."""
-    columns = ", ".join(f"{c} {kind}" for c, kind in MAP_CHANGE_COLUMNS.items())
-    con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+def create_map_changes(con: duckdb.DuckDBPyConnection, schema: str | None = None) -> None:
+    """Make empty ``map_changes`` and ``map_uses`` tables in ``con`` (in ``schema``) unless
+    there are (sources without a ledger have no data map changes)."""
+    prefix = f"{schema}." if schema else ""
+    for name, table in (("map_changes", MAP_CHANGE_COLUMNS), ("map_uses", MAP_USE_COLUMNS)):
+        columns = ", ".join(f"{c} {kind}" for c, kind in table.items())
+        con.execute(f"CREATE TABLE IF NOT EXISTS {prefix}{name} ({columns})")
+
+
+def _first_uses(
+    db: Database, digests: Mapping[str, list[int]], after: int, upto: int
+) -> list[list[Any]]:
+    """The first entry after ``after`` up to ``upto`` naming each of ``digests`` as the map
+    it was decided under (``"data_map":"<digest>"``), as ``map_uses`` rows for every weakening
+    entry of that digest that it follows. One pass over the range, bytes searched."""
+    if not digests:
+        return []
+    marks = {f"d{n}": f'"data_map":"{d}"'.encode() for n, d in enumerate(digests)}
+    test = "instr(entry, :{0}) > 0" if db.is_sqlite else "position(:{0} in entry) > 0"
+    where = " OR ".join(test.format(name) for name in marks)
+    query = text(
+        f"SELECT idx, entry FROM ledger_entries WHERE idx > :after AND idx <= :upto "  # noqa: S608
+        f"AND ({where}) ORDER BY idx"
+    )
+    # Mark -> the weakening entries of that digest still without a first use.
+    pending = {m: sorted(digests[d]) for m, d in zip(marks.values(), digests, strict=True)}
+    rows: list[list[Any]] = []
+    with db.session() as session:
+        for idx, raw in session.execute(query, {**marks, "after": after, "upto": upto}):
+            data = bytes(raw)
+            for mark in [m for m in pending if m in data]:
+                resolved = [w for w in pending[mark] if w < int(idx)]
+                if not resolved:
+                    continue
+                try:
+                    entry = json.loads(data)
+                    when = utc_instant(entry["time"]).replace(tzinfo=None)
+                    principal = str(entry["principal"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                rows += [[w, int(idx), principal, when] for w in resolved]
+                pending[mark] = [w for w in pending[mark] if w >= int(idx)]
+                if not pending[mark]:
+                    del pending[mark]
+            if not pending:
+                break
+    return rows
+
+
+def _by_digest(changes: Iterable[MapChange | tuple[int, str]]) -> dict[str, list[int]]:
+    """Weakening map entries by digest (a map ledgered twice is two entries)."""
+    out: dict[str, list[int]] = {}
+    for change in changes:
+        entry, digest = (change.entry, change.digest) if isinstance(change, MapChange) else change
+        if entry not in out.setdefault(digest, []):
+            out[digest].append(entry)
+    return out
+
+
+def _unused(con: duckdb.DuckDBPyConnection, kept: str, uses: str) -> list[tuple[int, str]]:
+    """The weakening maps kept so far that no guarded SQL entry named yet."""
+    rows = con.execute(
+        f"SELECT DISTINCT entry, digest FROM {kept} "  # noqa: S608 - fixed names
+        f"WHERE entry NOT IN (SELECT entry FROM {uses})"
+    ).fetchall()
+    return [(int(e), str(d)) for e, d in rows]
+
+
+def _insert_uses(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]]) -> None:
+    if rows:
+        con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", rows)  # noqa: S608
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, changes: list[MapChange]) -> None:
@@ -609,16 +685,19 @@ def load_map_changes(
     it)."""
     grave = (*config.locating_categories, *config.sensitive_categories)
     con.execute("DROP TABLE IF EXISTS map_changes")
+    con.execute("DROP TABLE IF EXISTS map_uses")
     create_map_changes(con)
     upto = _last_index(db)
     history = MapHistory(grave)
     if catalog is None:
         found, _ = follow_ledger(history, db, -1, upto)
         _insert(con, "map_changes", found)
+        _insert_uses(con, "map_uses", _first_uses(db, _by_digest(found), -1, upto))
         return len(found)
     meta_table, kept = f"{catalog}.map_meta", f"{catalog}.map_changes"
+    uses = f"{catalog}.map_uses"
     con.execute(f"CREATE TABLE IF NOT EXISTS {meta_table} (key VARCHAR, value VARCHAR)")
-    create_map_changes(con, kept)
+    create_map_changes(con, catalog)
     meta = dict(con.execute(f"SELECT key, value FROM {meta_table}").fetchall())  # noqa: S608
     position = -1
     # The state counts only if the ledger still holds what it was read from: the last entry
@@ -632,6 +711,10 @@ def load_map_changes(
     if position >= 0 and not _holds(db, meta.get("anchor", ""), upto):
         history, position = MapHistory(grave), -1
     found, last = follow_ledger(history, db, position, upto)
+    # Who first queried under a weakening map: looked for only in what is new, and only
+    # for the maps no one has queried under yet.
+    waiting = [] if position < 0 else _unused(con, kept, uses)
+    first = _first_uses(db, _by_digest([*waiting, *found]), position, upto)
     anchor = _mark(db, last[0]) if last else (meta.get("anchor", "") if position >= 0 else "")
     tip = _mark(db, upto) if upto >= 0 else ""
     marks = [["position", str(max(upto, position))], ["tip", tip]]
@@ -642,7 +725,9 @@ def load_map_changes(
     try:
         if position < 0:
             con.execute(f"DELETE FROM {kept}")  # noqa: S608 - fixed names
+            con.execute(f"DELETE FROM {uses}")  # noqa: S608 - fixed names
         _insert(con, kept, found)
+        _insert_uses(con, uses, first)
         con.executemany(f"DELETE FROM {meta_table} WHERE key = ?", [[k] for k, _ in marks])  # noqa: S608
         con.executemany(f"INSERT INTO {meta_table} VALUES (?, ?)", marks)  # noqa: S608
         con.execute("COMMIT")
@@ -654,6 +739,7 @@ def load_map_changes(
             hint="the mirror is built from the database: remove it and run detection again",
         ) from None
     con.execute(f"INSERT INTO map_changes SELECT * FROM {kept}")  # noqa: S608 - fixed names
+    con.execute(f"INSERT INTO map_uses SELECT * FROM {uses}")  # noqa: S608 - fixed names
     row = con.execute("SELECT count(*) FROM map_changes").fetchone()
     return int(row[0]) if row else 0
 
