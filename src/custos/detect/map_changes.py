@@ -33,8 +33,9 @@ holds.
 
 Continuous detection reads only the entries appended since the last run: with a home, the
 position, the remembered mappings, the weakenings found and who first queried under each
-weakening map are kept in the detection mirror (``map_meta``, ``map_changes``, ``map_uses``), checked on every run against the ledger (the last map it
-read must still be there, with the same digest) and rebuilt from the ledger otherwise.
+weakening map are kept in the detection mirror (``map_meta``, ``map_changes``,
+``map_uses``), checked on every run against the ledger (the last entry read and the last map
+read must still be there, the same bytes) and rebuilt from the ledger otherwise.
 
 ``map_changes(id, entry, time, digest, kind, severity, change, why)`` — one row per
 weakening: ``id`` ``ledger-<index>`` of the ``data_map`` entry, ``kind`` one of
