@@ -102,6 +102,9 @@ def test_a_category_column_made_plain_is_critical(system: Custos, first: int) ->
     assert "no decision" in text
     assert "sources.yaml" in text
     assert "names no author" in text
+    # Its own case, titled by the rule: it names nobody.
+    case = system.casebook.case(alert["case"])
+    assert (case.title, case.principal) == ("data map weakened", "(none)")
     # A plain content column is high, not critical: content neither locates nor is sensitive.
     entry = use(system, source(ip="plain", note="plain"))
     alert = one(system, entry)

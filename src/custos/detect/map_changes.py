@@ -601,41 +601,47 @@ def create_map_changes(con: duckdb.DuckDBPyConnection, schema: str | None = None
         con.execute(f"CREATE TABLE IF NOT EXISTS {prefix}{name} ({columns})")
 
 
+_USE_MARK: Final = b'"data_map":"'
+
+
 def _first_uses(
     db: Database, digests: Mapping[str, list[int]], after: int, upto: int
 ) -> list[list[Any]]:
     """The first entry after ``after`` up to ``upto`` naming each of ``digests`` as the map
     it was decided under (``"data_map":"<digest>"``), as ``map_uses`` rows for every weakening
-    entry of that digest that it follows. One pass over the range, bytes searched."""
+    entry of that digest that it follows. One pass over the range: the database finds the
+    guarded SQL entries by one byte search, and only those are looked at here."""
     if not digests:
         return []
-    marks = {f"d{n}": f'"data_map":"{d}"'.encode() for n, d in enumerate(digests)}
-    test = "instr(entry, :{0}) > 0" if db.is_sqlite else "position(:{0} in entry) > 0"
-    where = " OR ".join(test.format(name) for name in marks)
+    test = "instr(entry, :mark) > 0" if db.is_sqlite else "position(:mark in entry) > 0"
     query = text(
         f"SELECT idx, entry FROM ledger_entries WHERE idx > :after AND idx <= :upto "  # noqa: S608
-        f"AND ({where}) ORDER BY idx"
+        f"AND {test} ORDER BY idx"
     )
-    # Mark -> the weakening entries of that digest still without a first use.
-    pending = {m: sorted(digests[d]) for m, d in zip(marks.values(), digests, strict=True)}
+    # Digest -> the weakening entries of that digest still without a first use.
+    pending = {d: sorted(entries) for d, entries in digests.items()}
     rows: list[list[Any]] = []
     with db.session() as session:
-        for idx, raw in session.execute(query, {**marks, "after": after, "upto": upto}):
+        found = session.execute(query, {"mark": _USE_MARK, "after": after, "upto": upto})
+        for idx, raw in found:
             data = bytes(raw)
-            for mark in [m for m in pending if m in data]:
-                resolved = [w for w in pending[mark] if w < int(idx)]
-                if not resolved:
-                    continue
-                try:
-                    entry = json.loads(data)
-                    when = utc_instant(entry["time"]).replace(tzinfo=None)
-                    principal = str(entry["principal"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                rows += [[w, int(idx), principal, when] for w in resolved]
-                pending[mark] = [w for w in pending[mark] if w >= int(idx)]
-                if not pending[mark]:
-                    del pending[mark]
+            start = data.find(_USE_MARK) + len(_USE_MARK)
+            digest = data[start : data.find(b'"', start)].decode("ascii", "replace")
+            resolved = [w for w in pending.get(digest, ()) if w < int(idx)]
+            if not resolved:
+                continue
+            try:
+                entry = json.loads(data)
+                when = utc_instant(entry["time"]).replace(tzinfo=None)
+                principal = str(entry["principal"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if entry.get("data_map") != digest:
+                continue  # the bytes were inside another field's text
+            rows += [[w, int(idx), principal, when] for w in resolved]
+            pending[digest] = [w for w in pending[digest] if w >= int(idx)]
+            if not pending[digest]:
+                del pending[digest]
             if not pending:
                 break
     return rows
