@@ -413,8 +413,8 @@ class MapHistory:
 
     def follow(self, entry: int, time: datetime, digest: str, body: Any) -> list[MapChange]:
         """Take the map ledgered at ``entry``; return how it weakens protection (most severe
-        first). A body that is not a map's (only a writer with custos's keys can ledger one)
-        is itself a weakening: what it changed cannot be told. Never raises."""
+        first). A body that is not a map's (custos never writes one) is itself a weakening:
+        what it changed cannot be told. Never raises."""
         if not _readable(body):
             return [
                 MapChange(
