@@ -296,14 +296,18 @@ class Casebook:
         if case is None:
             single = len(finding.principals) == 1
             principal = finding.principals[0] if finding.principals else "(none)"
-            title = (
-                f"{principal}: {finding.rule.replace('_', ' ')}"
-                if single
-                else f"{len(finding.principals)} people: {finding.rule.replace('_', ' ')}"
-            )
+            rule = finding.rule.replace("_", " ")
+            # A finding naming nobody (a data map weakened: a file has no author) is its own
+            # case, titled by its rule alone rather than "0 people".
+            if not finding.principals:
+                title = rule
+            elif single:
+                title = f"{principal}: {rule}"
+            else:
+                title = f"{len(finding.principals)} people: {rule}"
             row = CaseRow(
                 title=title[:512],
-                principal=principal if single else "(several)",
+                principal=principal if len(finding.principals) <= 1 else "(several)",
                 status="open",
                 opened=now,
             )

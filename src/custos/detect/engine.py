@@ -63,6 +63,7 @@ from custos.detect.kept import (
     first_pass,
     mostly_decided,
 )
+from custos.detect.map_changes import SEVERITIES, create_map_changes
 from custos.detect.sql_events import create_sql_events
 from custos.times import iso
 
@@ -228,6 +229,7 @@ class Detector:
         # long one.
         self._facts()
         create_sql_events(self.con)
+        create_map_changes(self.con)
         grants.prepare(self)
         self._classify(kept)
         self._activity(kept)
@@ -530,6 +532,7 @@ class Detector:
             self.protected_subject_attempt,
             self.rare_category_access,
             self.sql_probing,
+            self.data_map_weakened,
             *(lambda rule=rule: rule(self) for rule in grants.RULES),
         ]
         findings = [f for found in self._side_by_side(rules) for f in found]
@@ -1097,6 +1100,57 @@ class Detector:
                     text,
                     f"{row['principal']}|{row['bucket']}",
                 )
+            )
+        return out
+
+    def data_map_weakened(self) -> list[Finding]:
+        """A ledgered data map that weakens how guarded SQL protects some data, against the
+        maps before it (see :mod:`custos.detect.map_changes`): one alert per map, naming
+        every weakening, as severe as the worst of them."""
+        rows = self._rows(
+            "SELECT c.*, u.used, u.principal AS used_by, u.time AS used_at FROM ("
+            " SELECT entry, any_value(time) AS time, any_value(digest) AS digest,"
+            " list(struct_pack(kind, severity, change, why) ORDER BY change) AS items"
+            " FROM map_changes GROUP BY entry) c"
+            " LEFT JOIN (SELECT entry, min_by(used, used) AS used,"
+            " min_by(principal, used) AS principal, min_by(time, used) AS time"
+            " FROM map_uses GROUP BY entry) u ON u.entry = c.entry ORDER BY c.entry"
+        )
+        n = self.config.max_evidence
+        out = []
+        for row in rows:
+            items = sorted(
+                row["items"], key=lambda i: (-SEVERITIES.index(i["severity"]), i["change"])
+            )
+            worst = items[0]["severity"]
+            listed = "; ".join(f"{i['change']} ({i['severity']}: {i['why']})" for i in items[:n])
+            more = f"; and {len(items) - n} more" if len(items) > n else ""
+            when = _utc(row["time"]).strftime("%Y-%m-%d %H:%M UTC")
+            text = (
+                f"The data map custos started using at {when} (ledger entry {row['entry']}, "
+                f"digest {row['digest'][:12]}) weakens how guarded SQL protects data it mapped "
+                f"before: {_plural(len(items), 'change')}: {listed}{more}. The entry names no "
+                "author: the map is the file sources.yaml in custos's home, so whoever can "
+                "write that file made the change, and it took effect the first time a query "
+                "or `custos sources check` read it."
+            )
+            if row["used"] is not None:
+                used_at = _utc(row["used_at"]).strftime("%Y-%m-%d %H:%M UTC")
+                who = self._who(row["used_by"])
+                text += (
+                    f" The first guarded SQL query decided under it was {who}'s at {used_at} "
+                    f"(ledger entry {row['used']}): the first person to ask about the change."
+                )
+            else:
+                text += " No guarded SQL query has been decided under it yet."
+            text += (
+                " Find out who edited it and why; restore the earlier mapping unless the change "
+                "was meant."
+            )
+            row.update(subjects=[], ids=[f"ledger-{row['entry']}"], first=row["time"])
+            row["last"] = row["time"]
+            out.append(
+                self._finding("data_map_weakened", worst, row, text, f"ledger-{row['entry']}", [])
             )
         return out
 

@@ -13,6 +13,7 @@ from custos.detect.config import DetectConfig
 from custos.detect.engine import Detector, Finding, connect
 from custos.detect.events import EventStore
 from custos.detect.loading import load_store
+from custos.detect.map_changes import load_map_changes
 from custos.detect.mirror import CATALOG, open_mirror
 from custos.detect.replay import ReplayRun, ReplaySource, replay_reported, run_replay
 from custos.detect.sql_events import load_sql_events
@@ -75,6 +76,7 @@ def run_detection(
         if home is None:
             count = load_store(con, EventStore(db), directory)
             load_sql_events(con, db)
+            load_map_changes(con, db, config)
             findings = Detector(con, config).run()
             if replay is not None:
                 more, replayed = run_replay(con, config, replay)
@@ -84,6 +86,7 @@ def run_detection(
             with open_mirror(home, con, config) as mirror:
                 count = mirror.refresh(EventStore(db), directory).events
                 load_sql_events(con, db)
+                load_map_changes(con, db, config, catalog=CATALOG)
                 findings = Detector(con, config).run(mirror.kept)
                 if replay is not None:
                     row = con.execute(
