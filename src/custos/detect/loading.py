@@ -60,7 +60,7 @@ def write_grants(db: Database, path: Path) -> WrittenRows:
 
 #: How both readers parse the times the database writes (what SQLite stores, and what the
 #: exports of :data:`custos.directory.DIRECTORY_EXPORTS` write on PostgreSQL).
-_STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"
+STORED_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _read_csv(
@@ -70,7 +70,7 @@ def _read_csv(
     con.execute(
         f"{create} AS SELECT * FROM read_csv(?, header = false, "
         f"auto_detect = false, columns = {{{columns}}}, nullstr = '', quote = '\"', "
-        f"escape = '\"', timestampformat = '{_STORED_TIME}')",
+        f"escape = '\"', timestampformat = '{STORED_TIME}')",
         [str(path)],
     )
 
@@ -84,7 +84,7 @@ def _read_json_arrays(
         if kind == "VARCHAR":
             columns.append(f"c[{n}] AS {name}")
         elif kind == "TIMESTAMP":
-            columns.append(f"strptime(c[{n}], '{_STORED_TIME}') AS {name}")
+            columns.append(f"strptime(c[{n}], '{STORED_TIME}') AS {name}")
         else:
             columns.append(f"c[{n}]::{kind} AS {name}")
     con.execute(
