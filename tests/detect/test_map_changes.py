@@ -389,3 +389,22 @@ def test_the_alert_names_who_first_queried_under_the_weaker_map(system: Custos) 
     )
     assert f"(ledger entry {first_use}): the first person to ask" in text
     assert "No guarded SQL query" not in text
+
+
+def test_a_weakened_map_put_back_after_a_fix_is_ledgered_and_alerts_again(
+    system: Custos, first: int
+) -> None:
+    """v1 -> v2 (weaker) -> v1 (the fix) -> v2 again: each change of the map in force is a
+    new ``data_map`` entry (``use`` asserts one each time), and the weakening put back is
+    alerted again, under its own entry."""
+    weak = use(system, source(ip="plain"))
+    fixed = use(system, source())
+    again = use(system, source(ip="plain"))
+    assert first < weak < fixed < again
+    assert one(system, weak)["severity"] == "critical"
+    assert one(system, again)["severity"] == "critical"
+    assert "public.logins.ip in source app" in one(system, again)["explanation"]
+    # The same map again, unchanged: nothing new is ledgered.
+    before = system.ledger.size()
+    system.data_map()
+    assert system.ledger.size() == before

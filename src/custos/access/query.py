@@ -1,8 +1,9 @@
 """Guarded SQL: one read-only SELECT on a source of the data map, decided, run, logged, and
 only then returned (``Custos.query``).
 
-1. The data map (``sources.yaml`` in the home) is loaded and, if its digest is new, ledgered
-   (a ``data_map`` entry) before anything rests on it; every decision names the digest.
+1. The data map (``sources.yaml`` in the home) is loaded and, when it is not the map last
+   ledgered (it changed, back to an earlier map included), ledgered (a ``data_map`` entry)
+   before anything rests on it; every decision names the digest.
 2. The SELECT is analysed against its source's map (:func:`custos.sql.analyze.analyze`):
    anything but one understood SELECT is :class:`SqlRejected`, a shape custos will not run
    is :class:`QueryRefused`; either is logged (a ``sql_refused`` entry: who, the refusal's
@@ -32,6 +33,7 @@ import decimal
 import hashlib
 import ipaddress
 import logging
+import os
 import threading
 import uuid
 from collections import OrderedDict
@@ -61,8 +63,10 @@ if TYPE_CHECKING:
     from custos.sql.analyze import Analysis
     from custos.sql.datamap import DataMap, SourceMap
 
-#: The home file naming every data map digest this home has ledgered (one per line). Lost,
-#: it only makes custos ledger a map again: an extra entry, never a missing one.
+#: The home file naming the digest of the data map last ledgered (the one in force). A map is
+#: ledgered whenever the one in force changes, back to an earlier one included: a weakened
+#: map put back after it was "fixed" is a change detection must see again. Lost, the file
+#: only makes custos ledger the map again: an extra entry, never a missing one.
 MAP_MARKER = "datamap.ledgered"
 #: The extra last column of an aggregate's rewritten SQL: distinct subjects per group.
 K_COLUMN = "custos_k"
@@ -232,10 +236,12 @@ class DataMapHolder:
 
         marker = self.home / MAP_MARKER
         try:
-            known = set(marker.read_text(encoding="ascii").split())
+            known = marker.read_text(encoding="ascii").split()
         except (OSError, UnicodeDecodeError):
-            known = set()
-        if data_map.digest in known:
+            known = []
+        # (Older homes' marker lists every digest ever ledgered, oldest first: its last line
+        # is the map last ledgered too.)
+        if known and known[-1] == data_map.digest:
             return
         # In the ledger first: a map that cannot be logged is not used.
         system.ledger.append(
@@ -243,8 +249,10 @@ class DataMapHolder:
                 time=iso(dt.datetime.now(dt.UTC)), digest=data_map.digest, body=to_json(data_map)
             ).to_json()
         )
-        with contextlib.suppress(OSError), marker.open("a", encoding="ascii") as handle:
-            handle.write(data_map.digest + "\n")
+        with contextlib.suppress(OSError):
+            partial = marker.with_name(f"{marker.name}.{os.getpid()}")
+            partial.write_text(data_map.digest + "\n", encoding="ascii")
+            partial.replace(marker)
 
 
 def _least_precise(precisions: Sequence[str | None]) -> str:
