@@ -46,6 +46,7 @@ from custos.errors import (
     NotFound,
     NotInitialised,
     RequestRefused,
+    VocabularyInUse,
 )
 from custos.ledger import (
     LOG_KEY_FILE,
@@ -96,6 +97,7 @@ if TYPE_CHECKING:  # imported where used: a command pays only for the parts it n
     from custos.reports import SubjectIndex
     from custos.sql import DataMap
     from custos.vault import IngestReport, ShredReport, Vault
+    from custos.vocabulary import Vocabulary
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 #: Signs the short-lived tokens given for an on-behalf-of assertion (RFC 8693 exchange).
@@ -107,6 +109,9 @@ log = logging.getLogger(__name__)
 
 #: The digest of the decision settings this home last ledgered (see record_settings).
 SETTINGS_MARKER = "settings.ledgered"
+#: The digest of the last policy pack whose words this home checked against the data, the
+#: directory and the configuration (see Custos._check_words_in_use).
+WORDS_MARKER = "policies.checked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -486,18 +491,7 @@ class Custos:
         settings = self.settings
         config = settings.section("vault")
         geoip = config.get("geoip")
-        retention = dict(Vault.default_retention())
-        asked = config.get("retention_days", {})
-        if not isinstance(asked, dict):
-            raise ConfigurationError(
-                f"{settings.config_path}: [vault.retention_days] must be a table"
-            )
-        retention.update(
-            {
-                str(k): settings.positive_whole(v, f"[vault.retention_days] {k}")
-                for k, v in asked.items()
-            }
-        )
+        retention = self.retention_days()
         keys = settings.keys
         provider: KeyProvider
         if keys.provider == "pkcs11":
@@ -514,7 +508,43 @@ class Custos:
             geo=GeoLookup(Path(str(geoip)), with_city=settings.flag("vault", "city", False))
             if geoip
             else None,
+            vocabulary=lambda: self.policy_pack.vocabulary,
         )
+
+    def retention_days(self, words: Vocabulary | None = None) -> dict[str, int]:
+        """Days the vault keeps precise values, per category: the defaults overridden by
+        ``[vault.retention_days]``, whose every key must be a category of ``words`` (default:
+        the active pack's) — a retention for a word the pack lacks would never apply to
+        anything, and a misspelt one would leave the real category's data unshredded.
+
+        Raises :class:`ConfigurationError` naming the file, the key and the pack's
+        categories, and for a value that is not a positive whole number or not a table.
+        """
+        from custos.vault import Vault
+
+        settings = self.settings
+        asked = settings.section("vault").get("retention_days", {})
+        if not isinstance(asked, dict):
+            raise ConfigurationError(
+                f"{settings.config_path}: [vault.retention_days] must be a table"
+            )
+        words = words or self.policy_pack.vocabulary
+        for key in asked:
+            if not words.knows("category", key):
+                raise ConfigurationError(
+                    f"{settings.config_path}: [vault.retention_days] "
+                    f"{words.unknown('category', key)}",
+                    hint=f"retention is per category of the policy pack ({settings.policy_dir}"
+                    "/vocabulary.yaml): fix the key, or declare the category there",
+                )
+        retention = dict(Vault.default_retention())
+        retention.update(
+            {
+                str(k): settings.positive_whole(v, f"[vault.retention_days] {k}")
+                for k, v in asked.items()
+            }
+        )
+        return retention
 
     @cached_property
     def policy_pack(self) -> PolicyPack:
@@ -698,6 +728,7 @@ class Custos:
         Returns the pack. Raises ``PolicyError`` (and records nothing) when it is invalid.
         """
         pack = load_pack(self.settings.policy_dir)
+        checked = self._check_words_in_use(pack)
         with self.db.session() as session:
             known = session.scalar(
                 select(PolicyVersionRow.id).where(PolicyVersionRow.digest == pack.digest)
@@ -714,11 +745,46 @@ class Custos:
                         digest=pack.digest, activated=datetime.now(UTC), files=pack.files
                     )
                 )
+        if not checked:
+            # Not written: the words are checked again next time (a few queries).
+            with contextlib.suppress(OSError):
+                (self.settings.home / WORDS_MARKER).write_text(pack.digest + "\n", "ascii")
         self.__dict__["policy_pack"] = pack
         self.__dict__.pop("policy", None)
         self.__dict__.pop("decisions", None)
         self.record_settings()
         return pack
+
+    def _check_words_in_use(self, pack: PolicyPack) -> bool:
+        """Refuse ``pack`` when it drops a word still in use (:func:`words_in_use`), unless
+        this home checked this very pack already (``policies.checked`` holds its digest);
+        and refuse a ``[vault.retention_days]`` key the pack does not declare (a changed
+        config.toml), every time. True when the check was skipped as done before.
+
+        Raises :class:`VocabularyInUse` listing every use, and :class:`ConfigurationError`.
+        """
+        marker = self.settings.home / WORDS_MARKER
+        try:
+            checked = marker.read_text(encoding="ascii").strip() == pack.digest
+        except OSError:
+            checked = False
+        if not checked:
+            from custos.access.words import words_in_use
+
+            problems = words_in_use(self, pack.vocabulary)
+            if problems:
+                raise VocabularyInUse(
+                    f"{self.settings.policy_dir}: the policy pack lacks {len(problems)} "
+                    "word(s) in use; it was not activated, and nothing is decided until it "
+                    "has them",
+                    problems,
+                    hint="keep the words in vocabulary.yaml (a word no policy permits gives "
+                    "nobody access: deny by default, while retention still shreds its "
+                    "data); drop one only once its data is shredded, its retention removed "
+                    "and nobody carries the flag",
+                )
+        self.retention_days(pack.vocabulary)
+        return checked
 
     def record_settings(self) -> bool:
         """Ledger the settings that change decisions (``[residency]``, ``[approvals]``) when
