@@ -28,14 +28,16 @@ import pytest
 import sqlalchemy as sa
 
 from custos.access import Custos, Viewer
+from custos.directory import read_directory_file
 from custos.errors import ConfigurationError, InvalidInput, ValidationFailed, VocabularyInUse
 from custos.feeds.tickets import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from custos.policy import AccessRequest
 from custos.policy.pack import DEFAULT_PACK, VOCABULARY_FILE
+from custos.reports import render_html
 from custos.store.directory import PolicyVersionRow
 from tests.api.conftest import PASSWORD, Service, run_service
 from tests.factories import write_org
-from tests.policy.test_vocabulary_pack import HR_WORLD, custom_pack
+from tests.policy.test_vocabulary_pack import HR_POLICY, HR_WORLD, custom_pack
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)  # a Monday: its week's data key ends 2026-01-12
 
@@ -121,6 +123,8 @@ def test_a_pack_category_is_kept_read_reported_and_shredded(home: Path, tmp_path
         shown = system.subject_report("user-5", viewer=Viewer("cli"))
         rows = [(a["category"], a["purpose"]) for a in shown["accesses"]]
         assert rows == [("health", "hr_investigation")] * 2
+        page = render_html(shown)
+        assert "<td>hr_investigation</td><td>read health</td>" in page
         # Retention: 30 days after h-1's week ended its key is destroyed, h-2's is not.
         shredded = system.shred(now=datetime(2026, 2, 12, tzinfo=UTC))
         assert (shredded.categories, shredded.records) == ({"health": 1}, 1)
@@ -378,19 +382,34 @@ def test_a_pack_that_drops_words_in_use_is_not_activated(home: Path, tmp_path: P
         versions = _versions(system)
         size = system.ledger.size()
     # The shipped pack drops health (retention set, precise values held) and whistleblower.
+    # `custos policy validate --pack` says so before the pack is put in place.
+    checked = cli("policy", "validate", "--pack", str(DEFAULT_PACK), "--json")
+    assert checked.exit_code == 4
+    error = json.loads(checked.output)["error"]
+    assert error["code"] == "vocabulary_in_use"
+    assert "the policy pack lacks 3 word(s) this home uses" in error["message"]
+    problems = error["problems"]
+    assert problems == [
+        f"category 'health': {home / 'config.toml'} [vault.retention_days] sets a "
+        "retention for it, which would apply to nothing",
+        "category 'health': the vault holds precise values under 1 data key(s) not yet "
+        "shredded, which no read and no retention could name",
+        "protected flag 'whistleblower': 1 subject(s) carry it, and would lose its "
+        "protection",
+    ]
     shutil.rmtree(home / "policies")
     shutil.copytree(Path(str(DEFAULT_PACK)), home / "policies")
+    # Activating it: the retention is named first, as config.toml's (whatever else).
+    with Custos.open(home) as system, pytest.raises(ConfigurationError) as named:
+        _ = system.policy_pack
+    assert named.value.message.startswith(
+        f"{home / 'config.toml'}: [vault.retention_days] unknown category 'health' (valid: "
+    )
+    (home / "config.toml").write_text("", encoding="utf-8")
     with Custos.open(home) as system:
         with pytest.raises(VocabularyInUse) as refused:
             _ = system.policy_pack
-        problems = refused.value.problems
-        assert problems == [
-            f"category 'health': {home / 'config.toml'} [vault.retention_days] sets a "
-            "retention for it, which would apply to nothing",
-            "category 'health': the vault holds precise values under 1 data key(s) not yet "
-            "shredded, which no read and no retention could name",
-            "protected flag 'whistleblower': 1 subject(s) carry it, and would lose its protection",
-        ]
+        assert refused.value.problems == problems[1:]
         assert "keep the words in vocabulary.yaml" in (refused.value.hint or "")
         # Fail closed: nothing is decided, nothing ledgered, no version recorded.
         with pytest.raises(VocabularyInUse):
@@ -401,11 +420,12 @@ def test_a_pack_that_drops_words_in_use_is_not_activated(home: Path, tmp_path: P
     result = cli("check", "--principal", "emp-7001", "--subject", "user-5",
                  "--category", "profile", "--purpose", "support")  # fmt: skip
     assert result.exit_code == 4
-    assert "the policy pack lacks 3 word(s) in use" in result.output
+    assert "the policy pack lacks 2 word(s) in use" in result.output
     assert "protected flag 'whistleblower'" in result.output
-    # The HR pack back: everything works as before.
+    # The HR pack and its retention back: everything works as before.
     shutil.rmtree(home / "policies")
     custom_pack(home / "policies")
+    (home / "config.toml").write_text("[vault.retention_days]\nhealth = 30\n", "utf-8")
     with Custos.open(home) as system:
         assert hr_read(system).records[0]["diagnosis"] == "note h-1"
         # Once the data is shredded, the retention removed and nobody carries the flag, the
@@ -418,6 +438,41 @@ def test_a_pack_that_drops_words_in_use_is_not_activated(home: Path, tmp_path: P
     with Custos.open(home) as system:
         assert "health" not in system.policy_pack.vocabulary.categories
         assert _versions(system) == versions  # the shipped pack was recorded at init
+
+
+def test_a_flag_given_by_a_process_still_on_the_old_pack_is_caught(
+    home: Path, tmp_path: Path
+) -> None:
+    """A service started under the old pack keeps it until restarted, and may give a subject
+    a flag the new pack lacks after the new pack was checked: the check runs again whenever
+    the directory moved since, so the next process refuses the new pack."""
+    hr_home(home, tmp_path)
+    with Custos.open(home) as old:  # a long-running service under the HR pack
+        assert "whistleblower" in old.policy_pack.vocabulary.protected_flags
+        old.directory.remove_subject("user-6", "test")
+        # The HR pack without the whistleblower flag (and its policy) replaces it.
+        words = home / "policies" / VOCABULARY_FILE
+        words.write_text(
+            words.read_text(encoding="utf-8").replace("- whistleblower\n", ""), "utf-8"
+        )
+        (home / "policies" / "60-hr.cedar").write_text(
+            HR_POLICY.split('@id("whistleblower-shield")')[0], encoding="utf-8"
+        )
+        with Custos.open(home) as new:
+            assert "whistleblower" not in new.policy_pack.vocabulary.protected_flags
+        flagged = {"subjects": [{"id": "user-8", "jurisdiction": "US",
+                                 "protected": ["whistleblower"]}]}  # fmt: skip
+        old.directory.merge(
+            read_directory_file(
+                write_org(tmp_path / "late.yaml", flagged), old.policy_pack.vocabulary
+            ),
+            source="a feed of the old service",
+        )
+    with Custos.open(home) as restarted, pytest.raises(VocabularyInUse) as refused:
+        _ = restarted.policy_pack
+    assert refused.value.problems == [
+        "protected flag 'whistleblower': 1 subject(s) carry it, and would lose its protection"
+    ]
 
 
 def test_a_pack_may_drop_a_word_nothing_uses(home: Path, tmp_path: Path) -> None:

@@ -110,7 +110,8 @@ log = logging.getLogger(__name__)
 #: The digest of the decision settings this home last ledgered (see record_settings).
 SETTINGS_MARKER = "settings.ledgered"
 #: The digest of the last policy pack whose words this home checked against the data, the
-#: directory and the configuration (see Custos._check_words_in_use).
+#: directory and the configuration, and the directory's version then (see
+#: Custos._check_words_in_use).
 WORDS_MARKER = "policies.checked"
 
 
@@ -725,10 +726,13 @@ class Custos:
     def activate_policies(self) -> PolicyPack:
         """Validate the home's pack and record it in the policy history if it is new.
 
-        Returns the pack. Raises ``PolicyError`` (and records nothing) when it is invalid.
+        Returns the pack. Raises ``PolicyError`` (and records nothing) when it is invalid,
+        :class:`VocabularyInUse` (a ``PolicyError``) when it lacks a category or protected
+        flag still in use (docs/design/policy.md, *Replacing a pack*), and
+        :class:`ConfigurationError` for a ``[vault.retention_days]`` key it does not declare.
         """
         pack = load_pack(self.settings.policy_dir)
-        checked = self._check_words_in_use(pack)
+        unchecked = self._check_words_in_use(pack)
         with self.db.session() as session:
             known = session.scalar(
                 select(PolicyVersionRow.id).where(PolicyVersionRow.digest == pack.digest)
@@ -745,27 +749,32 @@ class Custos:
                         digest=pack.digest, activated=datetime.now(UTC), files=pack.files
                     )
                 )
-        if not checked:
+        if unchecked is not None:
             # Not written: the words are checked again next time (a few queries).
             with contextlib.suppress(OSError):
-                (self.settings.home / WORDS_MARKER).write_text(pack.digest + "\n", "ascii")
+                (self.settings.home / WORDS_MARKER).write_text(unchecked + "\n", "ascii")
         self.__dict__["policy_pack"] = pack
         self.__dict__.pop("policy", None)
         self.__dict__.pop("decisions", None)
         self.record_settings()
         return pack
 
-    def _check_words_in_use(self, pack: PolicyPack) -> bool:
-        """Refuse ``pack`` when it drops a word still in use (:func:`words_in_use`), unless
-        this home checked this very pack already (``policies.checked`` holds its digest);
-        and refuse a ``[vault.retention_days]`` key the pack does not declare (a changed
-        config.toml), every time. True when the check was skipped as done before.
+    def _check_words_in_use(self, pack: PolicyPack) -> str | None:
+        """Refuse a ``[vault.retention_days]`` key ``pack`` does not declare, every time
+        (config.toml may change without the pack; first, so that a typo is always named as
+        one); then refuse ``pack`` when it lacks a word still in use (:func:`words_in_use`),
+        unless this home checked this very pack with the directory as it is
+        (``policies.checked`` holds the pack's digest and the directory's version: a process
+        still running an earlier pack may have given a subject a flag since). Returns what to
+        write into the marker once the pack is activated, None when it holds that already.
 
-        Raises :class:`VocabularyInUse` listing every use, and :class:`ConfigurationError`.
+        Raises :class:`ConfigurationError` and :class:`VocabularyInUse` listing every use.
         """
+        self.retention_days(pack.vocabulary)
         marker = self.settings.home / WORDS_MARKER
+        state = f"{pack.digest} {self.directory.version()}"
         try:
-            checked = marker.read_text(encoding="ascii").strip() == pack.digest
+            checked = marker.read_text(encoding="ascii").strip() == state
         except OSError:
             checked = False
         if not checked:
@@ -783,8 +792,7 @@ class Custos:
                     "data); drop one only once its data is shredded, its retention removed "
                     "and nobody carries the flag",
                 )
-        self.retention_days(pack.vocabulary)
-        return checked
+        return None if checked else state
 
     def record_settings(self) -> bool:
         """Ledger the settings that change decisions (``[residency]``, ``[approvals]``) when
