@@ -394,8 +394,7 @@ def test_a_pack_that_drops_words_in_use_is_not_activated(home: Path, tmp_path: P
         "retention for it, which would apply to nothing",
         "category 'health': the vault holds precise values under 1 data key(s) not yet "
         "shredded, which no read and no retention could name",
-        "protected flag 'whistleblower': 1 subject(s) carry it, and would lose its "
-        "protection",
+        "protected flag 'whistleblower': 1 subject(s) carry it, and would lose its protection",
     ]
     shutil.rmtree(home / "policies")
     shutil.copytree(Path(str(DEFAULT_PACK)), home / "policies")
