@@ -186,7 +186,7 @@ log_line_prefix: "%m [%p] %q%u@%d "
 principals:
   - {role: hr_ro, principal: emp-7001}
 tables:
-  - {table: public.notes, category: health, subject_column: user_id}
+  - {table: public.notes, category: health, subject_column: user_id, precision: coarse}
 """
 PGAUDIT_LINE = (
     "2026-01-05 10:03:00.123 UTC [77] hr_ro@hr LOG:  AUDIT: SESSION,1,1,READ,SELECT,TABLE,"
@@ -204,7 +204,7 @@ def event(event_id: str, **fields: Any) -> str:
         "category": "health",
         "purpose": "hr_investigation",
         "decision": "allow",
-        "precision": "precise",
+        "precision": "coarse",
         "records": 3,
         **fields,
     }
@@ -214,7 +214,8 @@ def event(event_id: str, **fields: Any) -> str:
 def test_feeds_imports_detection_tables_and_the_dashboard_take_the_packs_words(
     home: Path, tmp_path: Path
 ) -> None:
-    hr_home(home, tmp_path)
+    sensitive = '[detect]\nsensitive_categories = ["credentials", "messages", "health"]\n'
+    hr_home(home, tmp_path, sensitive)
     # Directory lines (`custos org import`): the pack's flag and ticket kind, fast path.
     lines = tmp_path / "more.jsonl"
     more = [
@@ -264,10 +265,24 @@ def test_feeds_imports_detection_tables_and_the_dashboard_take_the_packs_words(
         # Detection: a whistleblower reached with no ticket about them is a protected
         # subject reached (detection watched only the shipped flags before).
         run = system.detect()
-        found = [a for a in run.alerts if a.rule == "protected_subject_access"]
-        assert found, [a.rule for a in run.alerts]
-        assert "(whistleblower)" in found[0].explanation
-        assert "(health)" in found[0].explanation
+        found = {a.rule: a for a in run.alerts}
+        assert "protected_subject_access" in found, list(found)
+        alert = found["protected_subject_access"]
+        assert "(whistleblower)" in alert.explanation
+        assert "(health)" in alert.explanation
+        # health is configured sensitive: its unexplained use alerts, and reaching a
+        # protected person's health data is as grave as their messages.
+        assert alert.severity == "critical"
+        assert "sensitive_category_access" in found
+    # A misspelt category in [detect] would match nothing: refused, naming it.
+    (home / "config.toml").write_text(sensitive.replace('"health"', '"helth"'), "utf-8")
+    with Custos.open(home) as system, pytest.raises(ConfigurationError) as refused:
+        system.detect()
+    assert refused.value.message == (
+        f"{home / 'config.toml'} [detect]: sensitive_categories: unknown category 'helth' "
+        "(did you mean 'health'? valid: profile, contact, ip_history, location, device, "
+        "messages, content, social_graph, payment, credentials, health)"
+    )
     # A policy test table in the pack's words, run against the home's pack.
     table = tmp_path / "cases.yaml"
     table.write_text(

@@ -227,10 +227,17 @@ class Custos:
 
     def detect(self, *, since: datetime | None = None) -> DetectionRun:
         """Feed the ledger into the events, then run every detection rule (see
-        :func:`custos.detect.run_detection`)."""
+        :func:`custos.detect.run_detection`). Raises :class:`ConfigurationError` when a
+        ``[detect]`` category or purpose list names a word the active pack lacks."""
         from custos.detect import run_detection
+        from custos.detect.config import check_words
         from custos.detect.replay import ReplayPolicy, ReplaySource
 
+        check_words(
+            self.settings.section("detect"),
+            self.policy_pack.vocabulary,
+            f"{self.settings.config_path} [detect]",
+        )
         self.feed_events()
         return run_detection(
             self.db,

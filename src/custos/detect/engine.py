@@ -565,7 +565,9 @@ class Detector:
         )
 
     def _severe(self, row: dict[str, Any]) -> bool:
-        grave = set(self.config.locating_categories) | {"messages", "credentials"}
+        # The configured lists, so a pack's category (health) can be made grave too; the
+        # defaults of sensitive_categories are the messages and credentials named here before.
+        grave = set(self.config.locating_categories) | set(self.config.sensitive_categories)
         return bool(row.get("precise")) or bool(grave & set(row["categories"]))
 
     def protected_subject_access(self) -> list[Finding]:
