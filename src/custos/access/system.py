@@ -781,13 +781,18 @@ class Custos:
         marker = self.settings.home / WORDS_MARKER
         state = f"{pack.digest} {self.directory.version()}"
         try:
-            checked = marker.read_text(encoding="ascii").strip() == state
+            last = marker.read_text(encoding="ascii").strip()
         except OSError:
-            checked = False
+            last = ""
+        checked = last == state
         if not checked:
             from custos.access.words import words_in_use
 
-            problems = words_in_use(self, pack.vocabulary)
+            # Only a process that activated this very pack writes to the vault (ingest is
+            # a command of its own), so with the pack unchanged only the directory's flags
+            # need checking again: the vault's scan is the costly part.
+            same_pack = last.partition(" ")[0] == pack.digest
+            problems = words_in_use(self, pack.vocabulary, vault=not same_pack)
             if problems:
                 raise VocabularyInUse(
                     f"{self.settings.policy_dir}: the policy pack lacks {len(problems)} "

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from custos.access.system import Custos
 
 
-def words_in_use(system: Custos, words: Vocabulary) -> list[str]:
+def words_in_use(system: Custos, words: Vocabulary, *, vault: bool = True) -> list[str]:
     """A message per category or protected flag in use that ``words`` lacks: a category
     with a configured retention (a word an earlier pack had, or a typo) or with precise
     values still in the vault (data keys not shredded), a flag that subjects carry. Empty
@@ -38,7 +38,7 @@ def words_in_use(system: Custos, words: Vocabulary) -> list[str]:
             for key in sorted(retention)
             if not words.knows("category", key)
         )
-    for category, keys in sorted(live_categories(system.db).items()):
+    for category, keys in sorted(live_categories(system.db).items() if vault else ()):
         if not words.knows("category", category):
             problems.append(
                 f"category {category!r}: the vault holds precise values under {keys} data "
