@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from custos.errors import ConfigurationError
-from custos.vocabulary import CATEGORIES
 
 HOME_ENV = "CUSTOS_HOME"
 DATABASE_URL_ENV = "CUSTOS_DATABASE_URL"
@@ -58,12 +57,11 @@ DEFAULT_RESIDENCY: dict[str, tuple[str, ...]] = {
 #: Every section of config.toml and the keys custos reads in it: the one place to add a
 #: setting (a key not here is refused by :func:`load_settings` as a typo, naming the nearest
 #: known one). ``""`` is the top level; a dotted name is a table inside a section
-#: (``[vault.retention_days]``). Each key's meaning and type are checked where it is read.
+#: (``[hooks.jira]``). Each key's meaning and type are checked where it is read.
 CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "": frozenset({"database_url"}),
     "keys": frozenset({"provider", "module", "token", "kek_label", "log_key_label"}),
     "vault": frozenset({"geoip", "city", "grid_km", "shred_interval"}),
-    "vault.retention_days": CATEGORIES,
     "ledger": frozenset({"origin", "witnesses", "checkpoint_interval"}),
     "service": frozenset(
         {"rate_limit", "burst", "max_body_bytes", "https", "operator_auth", "public_origin"}
@@ -195,8 +193,11 @@ CONFIG_KEYS: Final[Mapping[str, frozenset[str]]] = {
         }
     ),
 }
-#: Sections whose keys are names of the user's own (jurisdiction codes), not settings.
-OPEN_SECTIONS: Final = frozenset({"residency", "scim.role_groups"})
+#: Sections whose keys are names of the user's own, not settings: jurisdiction codes, roles,
+#: and the data categories of the active policy pack (``[vault.retention_days]``: the pack
+#: is not known here, so :meth:`custos.access.Custos.retention_days` checks those keys
+#: against its vocabulary when the vault opens and whenever a pack is activated).
+OPEN_SECTIONS: Final = frozenset({"residency", "scim.role_groups", "vault.retention_days"})
 #: Keys refused by their own reader with a message of their own (a secret written down:
 #: :meth:`KeysConfig.from_section` and :func:`custos.telemetry.read_settings` say where it
 #: belongs instead).

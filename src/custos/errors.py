@@ -139,6 +139,29 @@ class PolicyError(CustosError):
     exit_code = 4
 
 
+class VocabularyInUse(PolicyError):
+    """A new policy pack drops a category or protected flag that data, the directory or the
+    configuration still use; it is not activated (nothing is ledgered or changed) and custos
+    decides nothing until the pack keeps those words. ``problems`` names each use."""
+
+    code = "vocabulary_in_use"
+
+    def __init__(self, message: str, problems: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        lines = [self.message, *(f"  - {p}" for p in self.problems)]
+        if self.hint:
+            lines.append(self.hint)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["problems"] = list(self.problems)
+        return body
+
+
 class PolicyEvaluationError(PolicyError):
     """Cedar reported an error while evaluating; the request is denied (fail closed)."""
 

@@ -25,6 +25,7 @@ from custos.errors import IntegrityError, InvalidInput, ValidationFailed
 from custos.store.vault import VaultKeyRow, VaultRecordRow
 from custos.vault import parse_lines
 from custos.vault.coarse import embedded_ipv4, grid_cell, ip_network
+from custos.vocabulary import DEFAULT_VOCABULARY
 from tests.factories import SUPPORT_WORLD, load_org
 
 UA = (
@@ -616,6 +617,51 @@ def test_the_parser_never_crashes_and_never_echoes_values(lines: list[str]) -> N
     for number, raw, problem in parsed.rejected:
         assert problem.startswith(f"fuzz: line {number}")
         assert raw == lines[number - 1]
+
+
+SECRET_VALUE = "s3cr3t-diagnosis-7731"
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10) | st.just(SECRET_VALUE),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["payment", "health", "ip_history", "Health", "", 7, None]),
+    st.one_of(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3), JSON_VALUES),
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(["area", "time", "id", "x", SECRET_VALUE]), JSON_VALUES, max_size=3
+        ),
+        JSON_VALUES,
+    ),
+)
+def test_a_record_of_a_pack_category_parses_or_is_refused_without_its_values(
+    category: object, precise: object, coarse: object
+) -> None:
+    """Any ``record`` line either becomes one record of a category the pack declares (with
+    its precise values and its stated coarse form as given) or is refused by line and field,
+    never repeating a value."""
+    line = json.dumps(
+        {"id": "r-1", "kind": "record", "subject": "user-1", "time": "2026-01-05T10:00:00Z",
+         "category": category, "precise": precise, "coarse": coarse}
+    )  # fmt: skip
+    parsed = parse_lines([line], "fuzz", DEFAULT_VOCABULARY)
+    if parsed.records:
+        (record,) = parsed.records
+        assert record.category in DEFAULT_VOCABULARY.categories
+        assert record.category not in ("ip_history", "device", "location", "contact")
+        assert record.precise == precise
+        assert precise
+        assert record.coarse == coarse
+        assert not {"id", "time", "shredded"} & set(record.coarse or {})
+    else:
+        ((number, raw, problem),) = parsed.rejected
+        assert (number, raw) == (1, line)
+        assert problem.startswith("fuzz: line 1: field '")
+        assert SECRET_VALUE not in problem
 
 
 def test_secret_material_never_in_error_messages(world: Custos) -> None:

@@ -41,6 +41,7 @@ from custos.errors import (
     NotFound,
     NotInitialised,
     RequestRefused,
+    VocabularyInUse,
 )
 from custos.ledger import (
     LOG_KEY_FILE,
@@ -92,6 +93,7 @@ if TYPE_CHECKING:  # imported where used: a command pays only for the parts it n
     from custos.reports import SubjectIndex
     from custos.sql import DataMap
     from custos.vault import IngestReport, ShredReport, Vault
+    from custos.vocabulary import Vocabulary
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
 #: Signs the short-lived tokens given for an on-behalf-of assertion (RFC 8693 exchange).
@@ -103,6 +105,10 @@ log = logging.getLogger(__name__)
 
 #: The digest of the decision settings this home last ledgered (see record_settings).
 SETTINGS_MARKER = "settings.ledgered"
+#: The digest of the last policy pack whose words this home checked against the data, the
+#: directory and the configuration, and the directory's version then (see
+#: Custos._check_words_in_use).
+WORDS_MARKER = "policies.checked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,10 +224,17 @@ class Custos:
 
     def detect(self, *, since: datetime | None = None) -> DetectionRun:
         """Feed the ledger into the events, then run every detection rule (see
-        :func:`custos.detect.run_detection`)."""
+        :func:`custos.detect.run_detection`). Raises :class:`ConfigurationError` when a
+        ``[detect]`` category or purpose list names a word the active pack lacks."""
         from custos.detect import run_detection
+        from custos.detect.config import check_words
         from custos.detect.replay import ReplayPolicy, ReplaySource
 
+        check_words(
+            self.settings.section("detect"),
+            self.policy_pack.vocabulary,
+            f"{self.settings.config_path} [detect]",
+        )
         self.feed_events()
         return run_detection(
             self.db,
@@ -487,18 +500,7 @@ class Custos:
         settings = self.settings
         config = settings.section("vault")
         geoip = config.get("geoip")
-        retention = dict(Vault.default_retention())
-        asked = config.get("retention_days", {})
-        if not isinstance(asked, dict):
-            raise ConfigurationError(
-                f"{settings.config_path}: [vault.retention_days] must be a table"
-            )
-        retention.update(
-            {
-                str(k): settings.positive_whole(v, f"[vault.retention_days] {k}")
-                for k, v in asked.items()
-            }
-        )
+        retention = self.retention_days()
         keys = settings.keys
         provider: KeyProvider
         if keys.provider == "pkcs11":
@@ -515,7 +517,43 @@ class Custos:
             geo=GeoLookup(Path(str(geoip)), with_city=settings.flag("vault", "city", False))
             if geoip
             else None,
+            vocabulary=lambda: self.policy_pack.vocabulary,
         )
+
+    def retention_days(self, words: Vocabulary | None = None) -> dict[str, int]:
+        """Days the vault keeps precise values, per category: the defaults overridden by
+        ``[vault.retention_days]``, whose every key must be a category of ``words`` (default:
+        the active pack's) — a retention for a word the pack lacks would never apply to
+        anything, and a misspelt one would leave the real category's data unshredded.
+
+        Raises :class:`ConfigurationError` naming the file, the key and the pack's
+        categories, and for a value that is not a positive whole number or not a table.
+        """
+        from custos.vault import Vault
+
+        settings = self.settings
+        asked = settings.section("vault").get("retention_days", {})
+        if not isinstance(asked, dict):
+            raise ConfigurationError(
+                f"{settings.config_path}: [vault.retention_days] must be a table"
+            )
+        words = words or self.policy_pack.vocabulary
+        for key in asked:
+            if not words.knows("category", key):
+                raise ConfigurationError(
+                    f"{settings.config_path}: [vault.retention_days] "
+                    f"{words.unknown('category', key)}",
+                    hint=f"retention is per category of the policy pack ({settings.policy_dir}"
+                    "/vocabulary.yaml): fix the key, or declare the category there",
+                )
+        retention = dict(Vault.default_retention())
+        retention.update(
+            {
+                str(k): settings.positive_whole(v, f"[vault.retention_days] {k}")
+                for k, v in asked.items()
+            }
+        )
+        return retention
 
     @cached_property
     def policy_pack(self) -> PolicyPack:
@@ -698,9 +736,13 @@ class Custos:
     def activate_policies(self) -> PolicyPack:
         """Validate the home's pack and record it in the policy history if it is new.
 
-        Returns the pack. Raises ``PolicyError`` (and records nothing) when it is invalid.
+        Returns the pack. Raises ``PolicyError`` (and records nothing) when it is invalid,
+        :class:`VocabularyInUse` (a ``PolicyError``) when it lacks a category or protected
+        flag still in use (docs/design/policy.md, *Replacing a pack*), and
+        :class:`ConfigurationError` for a ``[vault.retention_days]`` key it does not declare.
         """
         pack = load_pack(self.settings.policy_dir)
+        unchecked = self._check_words_in_use(pack)
         with self.db.session() as session:
             known = session.scalar(
                 select(PolicyVersionRow.id).where(PolicyVersionRow.digest == pack.digest)
@@ -717,11 +759,55 @@ class Custos:
                         digest=pack.digest, activated=datetime.now(UTC), files=pack.files
                     )
                 )
+        if unchecked is not None:
+            # Not written: the words are checked again next time (a few queries).
+            with contextlib.suppress(OSError):
+                (self.settings.home / WORDS_MARKER).write_text(unchecked + "\n", "ascii")
         self.__dict__["policy_pack"] = pack
         self.__dict__.pop("policy", None)
         self.__dict__.pop("decisions", None)
         self.record_settings()
         return pack
+
+    def _check_words_in_use(self, pack: PolicyPack) -> str | None:
+        """Refuse a ``[vault.retention_days]`` key ``pack`` does not declare, every time
+        (config.toml may change without the pack; first, so that a typo is always named as
+        one); then refuse ``pack`` when it lacks a word still in use (:func:`words_in_use`),
+        unless this home checked this very pack with the directory as it is
+        (``policies.checked`` holds the pack's digest and the directory's version: a process
+        still running an earlier pack may have given a subject a flag since). Returns what to
+        write into the marker once the pack is activated, None when it holds that already.
+
+        Raises :class:`ConfigurationError` and :class:`VocabularyInUse` listing every use.
+        """
+        self.retention_days(pack.vocabulary)
+        marker = self.settings.home / WORDS_MARKER
+        state = f"{pack.digest} {self.directory.version()}"
+        try:
+            last = marker.read_text(encoding="ascii").strip()
+        except OSError:
+            last = ""
+        checked = last == state
+        if not checked:
+            from custos.access.words import words_in_use
+
+            # Only a process that activated this very pack writes to the vault (ingest is
+            # a command of its own), so with the pack unchanged only the directory's flags
+            # need checking again: the vault's scan is the costly part.
+            same_pack = last.partition(" ")[0] == pack.digest
+            problems = words_in_use(self, pack.vocabulary, vault=not same_pack)
+            if problems:
+                raise VocabularyInUse(
+                    f"{self.settings.policy_dir}: the policy pack lacks {len(problems)} "
+                    "word(s) in use; it was not activated, and nothing is decided until it "
+                    "has them",
+                    problems,
+                    hint="keep the words in vocabulary.yaml (a word no policy permits gives "
+                    "nobody access: deny by default, while retention still shreds its "
+                    "data); drop one only once its data is shredded, its retention removed "
+                    "and nobody carries the flag",
+                )
+        return None if checked else state
 
     def record_settings(self) -> bool:
         """Ledger the settings that change decisions (``[residency]``, ``[approvals]``) when

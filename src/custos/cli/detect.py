@@ -84,7 +84,6 @@ def import_events(
     if log_format not in ("jsonl", "pgaudit", "cloudtrail"):
         raise InvalidInput(f"--format {log_format!r}: use jsonl, pgaudit or cloudtrail")
     from custos.access import Custos
-    from custos.detect import EventStore
     from custos.textfiles import check_rejects_path, read_lines
 
     check_rejects_path(rejects, file)
@@ -98,10 +97,15 @@ def import_events(
     # Imported here: sqlglot is needed only by these imports, not by every command.
     from custos.detect.importers import import_log, read_mapping
 
-    mapping = read_mapping(mapping_file, "pgaudit" if log_format == "pgaudit" else "cloudtrail")
     lines = read_lines(file, f"a {log_format} log")
     with Custos.open(state(ctx).home) as system:
-        report = import_log(EventStore(system.db), lines, str(file), mapping, rejects=rejects)
+        # The mapping's categories and purpose are the active pack's words, as the events'.
+        mapping = read_mapping(
+            mapping_file,
+            "pgaudit" if log_format == "pgaudit" else "cloudtrail",
+            system.policy_pack.vocabulary,
+        )
+        report = import_log(system.events, lines, str(file), mapping, rejects=rejects)
     if as_json:
         print_json(report.to_dict())
         return
@@ -120,12 +124,12 @@ _SHOWN_UNMAPPED = 50
 
 def _import_jsonl(ctx: typer.Context, file: Path, rejects: Path | None, *, as_json: bool) -> None:
     from custos.access import Custos
-    from custos.detect import EventStore
     from custos.textfiles import read_lines
 
     lines = read_lines(file, "an events file")
     with Custos.open(state(ctx).home) as system:
-        report = EventStore(system.db).import_lines(lines, str(file), rejects=rejects)
+        # The active pack's words: an event may use only the categories and purposes it has.
+        report = system.events.import_lines(lines, str(file), rejects=rejects)
     if as_json:
         print_json(
             {"added": report.added, "unchanged": report.unchanged, "rejected": report.rejected}

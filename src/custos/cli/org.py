@@ -118,7 +118,13 @@ def import_lines(
         who = operator(system)
         if who.authenticated:
             need_roles(who.roles, "admin")
-        report = run_import(system.directory, file, by=who.entry(), prune=prune)
+        report = run_import(
+            system.directory,
+            file,
+            by=who.entry(),
+            prune=prune,
+            words=system.policy_pack.vocabulary,
+        )
     if as_json:
         print_json(report.to_dict())
         return

@@ -94,8 +94,13 @@ def show(
 
 @policy_app.command("validate")
 def validate(ctx: typer.Context, pack: PackOption = None, as_json: JsonFlag = False) -> None:
-    """Parse the pack and validate every policy against its schema; exit non-zero if invalid."""
+    """Parse the pack and validate every policy against its schema; exit non-zero if invalid.
+
+    With an initialised home, also check that the pack has every category and protected flag
+    the home still uses (vault data, retention, subjects' flags), as activating it would:
+    a pack meant to replace the active one can be checked before it is put in place."""
     loaded = _pack(ctx, pack)
+    _check_words_in_use(ctx, loaded)
     if as_json:
         print_json(
             {
@@ -110,6 +115,29 @@ def validate(ctx: typer.Context, pack: PackOption = None, as_json: JsonFlag = Fa
             f"valid: {len(loaded.policies)} policies in {loaded.source} "
             f"(digest {loaded.digest[:12]})",
             highlight=False,
+        )
+
+
+def _check_words_in_use(ctx: typer.Context, loaded: PolicyPack) -> None:
+    """Raise :class:`VocabularyInUse` when ``loaded`` lacks words the home uses; nothing
+    when there is no initialised home to compare with."""
+    from custos.access import Custos
+    from custos.access.words import words_in_use
+    from custos.errors import NotInitialised, VocabularyInUse
+
+    try:
+        system = Custos.open(state(ctx).home)
+    except NotInitialised:
+        return
+    with system:
+        problems = words_in_use(system, loaded.vocabulary)
+    if problems:
+        raise VocabularyInUse(
+            f"{loaded.source}: the policy pack lacks {len(problems)} word(s) this home uses; "
+            "activating it would be refused",
+            problems,
+            hint="keep the words in vocabulary.yaml until their data is shredded, their "
+            "retention removed and nobody carries the flag",
         )
 
 

@@ -9,6 +9,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from custos.errors import ConfigurationError
+from custos.vocabulary import Vocabulary
+
+#: The settings whose values are words of the policy pack, and the kind of each.
+WORD_LISTS = {
+    "sensitive_categories": "category",
+    "locating_categories": "category",
+    "minor_categories": "category",
+    "sql_hunt_purposes": "purpose",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +163,19 @@ class DetectConfig:
             if changes.get(key, 1) == 0:
                 raise ConfigurationError(f"{source}: {key} must be more than 0")
         return dataclasses.replace(cls(), **changes)
+
+
+def check_words(section: Mapping[str, Any], words: Vocabulary, source: str = "[detect]") -> None:
+    """Refuse a configured category or purpose list naming a word ``words`` (the active
+    pack's) lacks: a misspelt ``helth`` would match nothing and its alerts would never come.
+    Only lists set in ``section`` are checked (the defaults name the shipped words, and a
+    pack without some of them just has nothing they match).
+
+    Raises :class:`ConfigurationError` naming the setting, the word and the valid ones."""
+    for key, kind in WORD_LISTS.items():
+        value = section.get(key)
+        if not isinstance(value, list):
+            continue  # absent, or the wrong type: from_section's to refuse
+        for word in value:
+            if not words.knows(kind, word):
+                raise ConfigurationError(f"{source}: {key}: {words.unknown(kind, word)}")

@@ -67,9 +67,12 @@ from custos.detect.map_changes import SEVERITIES, create_map_changes
 from custos.detect.sql_events import create_sql_events
 from custos.times import iso
 
-#: Flags that mark a person whom insiders have historically hunted: their data always
-#: needs an independent explanation.
-HIGH_VALUE_FLAGS = ("journalist", "public_official", "activist")
+#: Protected flags with rules of their own: a minor's data alerts for the revealing
+#: categories (``minor_categories``), an employee's account is the colleague rule's. Every
+#: other flag marks a person whom insiders hunt, whose data always needs an independent
+#: explanation: the shipped pack's journalist, public_official and activist, and any flag a
+#: pack declares (a ``whistleblower``) — a flag detection did not know must not go unwatched.
+SPECIAL_FLAGS = ("minor", "employee_account")
 _T = TypeVar("_T")
 
 
@@ -239,7 +242,8 @@ class Detector:
     def _facts(self) -> None:
         """Directory facts per flagged subject and per principal."""
         con = self.con
-        hv = " OR ".join(f"contains(protected, '{f}')" for f in HIGH_VALUE_FLAGS)
+        special = ", ".join(f"'{f}'" for f in ("", *SPECIAL_FLAGS))
+        hv = f"len(list_filter(string_split(protected, '|'), lambda f: f NOT IN ({special}))) > 0"
         con.execute(
             f"""
             CREATE OR REPLACE TABLE subj AS
@@ -258,8 +262,12 @@ class Detector:
                          CASE WHEN s.link_group IS NULL THEN s.own ELSE g.flags END AS protected,
                          coalesce(s.employee, g.employee) AS employee
                   FROM s LEFT JOIN g ON s.link_group IS NOT NULL AND g.person = s.person)
-            SELECT id, person, ({hv}) AS hv, contains(protected, 'minor') AS minor,
-                   (employee IS NOT NULL OR contains(protected, 'employee_account')) AS emp_link,
+            SELECT id, person, ({hv}) AS hv,
+                   -- Whole flags: a pack's 'minority_advocate' is no minor.
+                   list_contains(string_split(protected, '|'), 'minor') AS minor,
+                   (employee IS NOT NULL
+                    OR list_contains(string_split(protected, '|'), 'employee_account'))
+                     AS emp_link,
                    employee, protected,
                    NOT list_has_all(string_split(own, '|'), string_split(protected, '|'))
                      AS via_link
@@ -560,7 +568,9 @@ class Detector:
         )
 
     def _severe(self, row: dict[str, Any]) -> bool:
-        grave = set(self.config.locating_categories) | {"messages", "credentials"}
+        # The configured lists, so a pack's category (health) can be made grave too; the
+        # defaults of sensitive_categories are the messages and credentials named here before.
+        grave = set(self.config.locating_categories) | set(self.config.sensitive_categories)
         return bool(row.get("precise")) or bool(grave & set(row["categories"]))
 
     def protected_subject_access(self) -> list[Finding]:
@@ -644,7 +654,8 @@ class Detector:
 
     def leak_hunt(self) -> list[Finding]:
         """The 2022 pattern: within one team and period, locating data of protected people
-        (journalists, activists, officials) pulled without independent explanation, and
+        (journalists, activists, officials, any flag a pack adds but minors and employees)
+        pulled without independent explanation, and
         locating data of employees' accounts pulled too."""
         loc = _quote(self.config.locating_categories)
         a_rows = self._rows(
@@ -662,12 +673,14 @@ class Detector:
         rows = self._rows(
             f"""
             WITH side_a AS (
-                SELECT id, time, principal, subject, person, team, bucket, 'a' AS side FROM ev
+                SELECT id, time, principal, subject, person, team, bucket, 'a' AS side,
+                       protected
+                FROM ev
                 WHERE decision = 'allow' AND NOT own_indep AND hv AND category IN ({loc})
             ),
             side_b AS (
                 SELECT e.id, e.time, e.principal, e.subject, e.person, e.team, e.bucket,
-                       'b' AS side
+                       'b' AS side, NULL AS protected
                 FROM ev e JOIN hunt_teams h ON h.team = e.team AND h.bucket = e.bucket
                 WHERE e.decision = 'allow' AND e.category IN ({loc}) AND e.emp_link
                   AND e.employee IS DISTINCT FROM e.principal
@@ -679,6 +692,7 @@ class Detector:
                    list(DISTINCT id ORDER BY id)[1:{n}] AS ids, count(DISTINCT id) AS n,
                    count(DISTINCT person) FILTER (WHERE side = 'a') AS n_protected,
                    count(DISTINCT person) FILTER (WHERE side = 'b') AS n_employees,
+                   list(DISTINCT protected) FILTER (WHERE side = 'a') AS flags,
                    min(time) AS first, max(time) AS last
             FROM both_sides GROUP BY team, bucket
             HAVING count(*) FILTER (WHERE side = 'b') > 0
@@ -687,6 +701,9 @@ class Detector:
         out = []
         for row in rows:
             people = row["principals"]
+            flags = sorted(
+                {f for fs in row["flags"] or () for f in fs.split("|") if f} - set(SPECIAL_FLAGS)
+            )
             out.append(
                 self._finding(
                     "leak_hunt",
@@ -695,8 +712,8 @@ class Detector:
                     f"{_plural(len(people), 'member')} of team {row['team']} "
                     f"({', '.join(people)}) pulled IP, device or location data of "
                     f"{row['n_protected']} protected "
-                    f"{'person' if row['n_protected'] == 1 else 'people'} (journalist, activist "
-                    "or official) without an independent explanation, and of "
+                    f"{'person' if row['n_protected'] == 1 else 'people'} ({', '.join(flags)}) "
+                    "without an independent explanation, and of "
                     f"{_plural(row['n_employees'], 'employee-linked account')}, in the same "
                     f"period {_span(row['first'], row['last'])}: the pattern of hunting a "
                     "reporter's sources among staff.",

@@ -65,6 +65,7 @@ from custos.directory.files import (
     SubjectEntry,
     TicketEntry,
     _describe_error,
+    _unknown_words,
 )
 from custos.directory.model import DirectoryDocument, Principal, Subject, Ticket
 from custos.directory.store import _UNSTAMPED, DirectoryStore, _components
@@ -73,7 +74,13 @@ from custos.store import HotCursor
 from custos.store.directory import PrincipalRow, SubjectRow, TicketRow
 from custos.textfiles import strict_json
 from custos.times import UtcTime, iso
-from custos.vocabulary import PrincipalKind, PrincipalStatus, ProtectedFlag, Purpose, TicketStatus
+from custos.vocabulary import (
+    DEFAULT_VOCABULARY,
+    PrincipalKind,
+    PrincipalStatus,
+    TicketStatus,
+    Vocabulary,
+)
 
 #: The key naming each line's section, and the section it fills.
 LINE_KEYS = {"principal": "principals", "subject": "subjects", "ticket": "tickets"}
@@ -150,7 +157,8 @@ class _SubjectFields(TypedDict):
     id: _FastId
     handle: NotRequired[Annotated[str, Field(max_length=256)] | None]
     jurisdiction: Country
-    protected: NotRequired[list[ProtectedFlag]]
+    # Protected flags and ticket kinds are the pack's words, checked after either path.
+    protected: NotRequired[list[_Word]]
     employee: NotRequired[_FastId | None]
     linked: NotRequired[list[_FastId]]
 
@@ -158,7 +166,7 @@ class _SubjectFields(TypedDict):
 @with_config(ConfigDict(extra="forbid", str_strip_whitespace=True))
 class _TicketFields(TypedDict):
     id: _FastId
-    kind: Purpose
+    kind: _Word
     subject: _FastId
     assignee: _FastId
     status: TicketStatus
@@ -258,6 +266,7 @@ def import_lines(
     source: str | None = None,
     by: Mapping[str, Any] | None = None,
     prune: bool = False,
+    words: Vocabulary = DEFAULT_VOCABULARY,
 ) -> ImportReport:
     """Import the directory lines of ``path`` into ``store``, ledgering every added, changed
     or removed row before it is written (see the module docstring).
@@ -265,7 +274,8 @@ def import_lines(
     Each line is ``{"principal": {...}}``, ``{"subject": {...}}`` or ``{"ticket": {...}}``
     with the fields of a directory file's entry; blank lines are skipped. Loading the same
     file twice changes nothing. With ``prune``, stored rows of a section the file holds that
-    the file does not hold are removed (ledgered as removals first).
+    the file does not hold are removed (ledgered as removals first). Protected flags and
+    ticket kinds must be words of ``words`` (the active pack's).
 
     Raises :class:`InvalidInput` when the file cannot be read, :class:`ValidationFailed`
     (nothing written) listing each bad line by number, :class:`LedgerUnavailable` and
@@ -276,7 +286,7 @@ def import_lines(
     with store._write_lock, _frozen_heap():  # one writer per process, as merge
         plan = _Plan()
         try:
-            _check(store, path, name, plan, prune)
+            _check(store, path, name, plan, prune, words)
             report = ImportReport(lines=plan.lines)
             try:
                 _write(store, plan, f"org import: {name}", by, report)
@@ -310,7 +320,14 @@ def _frozen_heap() -> Iterator[None]:
 # -- pass 1: check ----------------------------------------------------------------------
 
 
-def _check(store: DirectoryStore, path: Path, source: str, plan: _Plan, prune: bool) -> None:
+def _check(
+    store: DirectoryStore,
+    path: Path,
+    source: str,
+    plan: _Plan,
+    prune: bool,
+    words: Vocabulary,
+) -> None:
     problems: list[str] = []
     counted = 0
 
@@ -348,6 +365,13 @@ def _check(store: DirectoryStore, path: Path, source: str, plan: _Plan, prune: b
                         continue
                 section, fields = parsed
                 key = fields["id"]
+                unknown = _unknown_words(
+                    section, fields.get("kind"), fields.get("protected"), words
+                )
+                if unknown:
+                    for message in unknown:
+                        problem(f"{source}:{number}{_id_label(key)}: {message}")
+                    continue
                 ids = plan.ids[section]
                 first = ids.get(key)
                 if first is not None:

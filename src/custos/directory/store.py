@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from custos.authority import Record, Vouch, tombstone
@@ -855,6 +855,19 @@ class DirectoryStore:
     def subjects(self) -> list[Subject]:
         with self.db.session() as session:
             return [_subject(r) for r in session.scalars(select(SubjectRow).order_by("id"))]
+
+    def protected_flags(self) -> dict[str, int]:
+        """How many subjects carry each protected flag (their own, as stored): the words a
+        policy pack must keep declaring while anyone carries them."""
+        sql = (
+            "SELECT f.value, count(*) FROM subjects, json_each(subjects.protected) f "
+            "GROUP BY f.value"
+            if self.db.is_sqlite
+            else "SELECT f, count(*) FROM subjects, json_array_elements_text(subjects.protected) f "
+            "GROUP BY f"
+        )
+        with self.db.session() as session:
+            return {str(flag): int(n) for flag, n in session.execute(text(sql))}
 
     def tickets(self, *, subject: str | None = None, assignee: str | None = None) -> list[Ticket]:
         query = select(TicketRow).order_by("id")

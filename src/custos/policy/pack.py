@@ -41,8 +41,10 @@ from custos.vocabulary import DEFAULT_VOCABULARY, PACK_WORDS, Vocabulary
 DEFAULT_PACK = resources.files("custos.policy") / "pack"
 VOCABULARY_FILE = "vocabulary.yaml"
 #: A word of a vocabulary: what Cedar string literals, config keys and messages carry
-#: without quoting trouble.
-WORD_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+#: without quoting trouble. At most 32 characters: the database keeps categories, purposes
+#: and ticket kinds in VARCHAR(32) columns (events, vault, tickets, approvals), which
+#: PostgreSQL enforces; a longer word would be accepted here and fail there.
+WORD_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 MAX_WORDS = 256
 REQUIRED_ANNOTATIONS = ("id", "explanation")
 KNOWN_ANNOTATIONS = frozenset(
@@ -232,7 +234,7 @@ def parse_vocabulary(text: str, where: str) -> Vocabulary:
             field = ".".join(str(part) for part in loc)
             message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
             if error["type"] == "string_pattern_mismatch":
-                message = "a word is a lowercase letter, then up to 63 of a-z, 0-9 and _"
+                message = "a word is a lowercase letter, then up to 31 of a-z, 0-9 and _"
             line = _node_line(root, loc)
             problems.append(f"line {line}: field '{field}': {message}")
     else:

@@ -8,9 +8,15 @@ One record per line::
      "lat": 48.8566, "lon": 2.3522, "accuracy": 25}
     {"id": "c-1", "kind": "contact", "subject": "user-42", "time": "…",
      "email": "jane@example.org", "phone": "+1 555 0100"}
+    {"id": "h-1", "kind": "record", "category": "health", "subject": "user-42", "time": "…",
+     "precise": {"diagnosis": "…"}, "coarse": {"area": "respiratory"}}
 
 A login gives an ``ip_history`` record (and a ``device`` record ``<id>:device`` when it has a
-user agent); a location a ``location`` record; contact details a ``contact`` record.
+user agent); a location a ``location`` record; contact details a ``contact`` record. A
+``record`` is any other category of the active policy pack's vocabulary (``health``,
+``payment``…): custos cannot derive a coarse form of values it does not know, so the ingester
+states it (``coarse``, default nothing: a coarse read then shows only that a record exists and
+when). Every record's category must be a word of the active pack (``words``).
 Every problem is reported by line number and field, **never with the value**: these are
 the very values custos exists to protect.
 """
@@ -21,7 +27,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,6 +39,9 @@ from pydantic import (
 
 from custos.textfiles import strict_json
 from custos.times import UtcTime
+
+if TYPE_CHECKING:
+    from custos.vocabulary import Vocabulary
 
 Time = UtcTime
 RecordId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")]
@@ -85,18 +94,62 @@ class Contact(_Base):
         return value
 
 
-_KINDS: dict[str, type[_Base]] = {"login": Login, "location": Location, "contact": Contact}
+#: The categories whose records have a kind of their own, so that custos computes their
+#: coarse form itself: an ingester may not state it (a "coarse" IP address could be precise).
+STRUCTURED: dict[str, str] = {
+    "ip_history": "login",
+    "device": "login",
+    "location": "location",
+    "contact": "contact",
+}
+#: Keys a release puts beside a record's coarse values; a stated coarse form may not use them.
+_RELEASE_KEYS = frozenset({"id", "time", "shredded"})
+
+
+class Record(_Base):
+    """A record of any other category of the pack: precise values (encrypted) and the coarse
+    form the ingester states (kept in clear, released at coarse precision)."""
+
+    kind: Literal["record"]
+    category: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+    precise: Annotated[dict[str, Any], Field(min_length=1)]
+    coarse: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str) -> str:
+        if value in STRUCTURED:
+            raise ValueError(f"{value} records come as kind {STRUCTURED[value]}")
+        return value
+
+    @field_validator("coarse")
+    @classmethod
+    def _coarse(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(_RELEASE_KEYS & set(value))
+        if clash:
+            raise ValueError(f"may not use the key(s) {', '.join(clash)}: a release sets them")
+        return value
+
+
+_KINDS: dict[str, type[_Base]] = {
+    "login": Login,
+    "location": Location,
+    "contact": Contact,
+    "record": Record,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class SensitiveRecord:
-    """One record to store: precise values (to encrypt) under a category."""
+    """One record to store: precise values (to encrypt) under a category, and the coarse
+    form its ingester stated (None: custos derives it, for the structured categories)."""
 
     id: str
     subject: str
     category: str
     time: datetime
     precise: dict[str, Any]
+    coarse: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +167,13 @@ def _describe(err: Any) -> str:
 
 
 def split_record(entry: _Base) -> list[SensitiveRecord]:
+    """The records one line makes (a login with a user agent makes two)."""
+    if isinstance(entry, Record):
+        return [
+            SensitiveRecord(
+                entry.id, entry.subject, entry.category, entry.time, entry.precise, entry.coarse
+            )
+        ]
     if isinstance(entry, Login):
         found = [
             SensitiveRecord(entry.id, entry.subject, "ip_history", entry.time, {"ip": entry.ip})
@@ -139,8 +199,13 @@ def split_record(entry: _Base) -> list[SensitiveRecord]:
     return [SensitiveRecord(entry.id, entry.subject, "contact", entry.time, values)]
 
 
-def parse_lines(lines: list[str], source: str) -> ParsedRecords:
-    """Validate every line; return the records and the rejected lines (with reasons)."""
+#: The field of a line that makes a record of each structured category (named in messages).
+_FIELD_OF = {"ip_history": "kind", "device": "user_agent", "location": "kind", "contact": "kind"}
+
+
+def parse_lines(lines: list[str], source: str, words: Vocabulary | None = None) -> ParsedRecords:
+    """Validate every line; return the records and the rejected lines (with reasons). With
+    ``words`` (the active pack's), every record's category must be one of its categories."""
     records: list[SensitiveRecord] = []
     rejected: list[tuple[int, str, str]] = []
     seen: dict[str, int] = {}
@@ -165,7 +230,7 @@ def parse_lines(lines: list[str], source: str) -> ParsedRecords:
         model = _KINDS.get(kind) if isinstance(kind, str) else None
         if model is None:
             rejected.append(
-                (number, raw, f"{where}: field 'kind' must be login, location or contact")
+                (number, raw, f"{where}: field 'kind' must be login, location, contact or record")
             )
             continue
         try:
@@ -180,6 +245,16 @@ def parse_lines(lines: list[str], source: str) -> ParsedRecords:
             )
             continue
         derived = split_record(entry)
+        if words is not None:
+            unknown = [
+                f"field '{_FIELD_OF.get(r.category, 'category')}': "
+                f"{words.unknown('category', r.category)}"
+                for r in derived
+                if not words.knows("category", r.category)
+            ]
+            if unknown:
+                rejected.append((number, raw, f"{where}: {'; '.join(unknown)}"))
+                continue
         # A login also makes a device record, "<id>:device": another line may not use it.
         clash = next((r.id for r in derived if r.id in made), None)
         if clash is not None:

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from custos import telemetry
 from custos.errors import IntegrityError, InvalidInput, ValidationFailed
@@ -36,6 +36,7 @@ from custos.times import iso
 from custos.vault import coarse
 from custos.vault.keys import KeyProvider
 from custos.vault.records import SensitiveRecord, parse_lines
+from custos.vocabulary import DEFAULT_VOCABULARY, Vocabulary
 
 DEFAULT_RETENTION_DAYS = {"ip_history": 90, "location": 90, "device": 90}
 DEFAULT_GRID_KM = 10.0
@@ -123,8 +124,12 @@ class Vault:
         retention_days: Mapping[str, int] | None = None,
         grid_km: float = DEFAULT_GRID_KM,
         geo: coarse.GeoLookup | None = None,
+        vocabulary: Callable[[], Vocabulary] | None = None,
     ) -> None:
+        """``vocabulary`` gives the active pack's words: every ingested record's category
+        must be one of its categories (default: the shipped pack's)."""
         self.db = db
+        self.vocabulary = vocabulary or (lambda: DEFAULT_VOCABULARY)
         self.keys = keys
         self.retention_days = dict(
             DEFAULT_RETENTION_DAYS if retention_days is None else retention_days
@@ -142,7 +147,10 @@ class Vault:
     # -- ingest ----------------------------------------------------------------------------
 
     def coarse_of(self, record: SensitiveRecord) -> dict[str, Any]:
-        """The coarse derivative of a record (what leaves custos by default)."""
+        """The coarse derivative of a record (what leaves custos by default): computed for
+        the structured categories, as its ingester stated it for any other."""
+        if record.coarse is not None:
+            return dict(record.coarse)
         p = record.precise
         if record.category == "ip_history":
             found: dict[str, Any] = {"network": coarse.ip_network(p["ip"])}
@@ -173,14 +181,15 @@ class Vault:
         """Validate and store records, all or nothing.
 
         Raises :class:`ValidationFailed` listing every bad line (by number and field, never
-        with its value) unless ``rejects`` is given, in which case bad lines are written
+        with its value; a category the active pack does not declare is one) unless
+        ``rejects`` is given, in which case bad lines are written
         there (mode 0600) and the good ones stored. Subjects must be in the directory.
         Records already stored (same id) are left as they are. A record already past its
         category's retention at ``now`` (default: the current time), or in a week whose data
         key was shredded, is stored as shredding leaves it: its coarse derivative only, its
         precise values never encrypted or kept (counted in ``expired``).
         """
-        parsed = parse_lines(list(lines), source)
+        parsed = parse_lines(list(lines), source, self.vocabulary())
         problems = [problem for _, _, problem in parsed.rejected]
         subjects = {r.subject for r in parsed.records}
         with self.db.session() as session:
@@ -454,6 +463,10 @@ class Vault:
                 )
         return found
 
+    def live_categories(self) -> dict[str, int]:
+        """See :func:`live_categories`."""
+        return live_categories(self.db)
+
     def shred(self, keys: Sequence[tuple[str, str]], now: datetime) -> ShredReport:
         """Destroy these data keys and the ciphertexts under them; coarse data stays."""
         ids = [key_id for key_id, _ in keys]
@@ -479,6 +492,21 @@ class Vault:
             for key_id in ids:
                 self._cache.pop(key_id, None)
         return ShredReport(ids, records, categories, now.isoformat().replace("+00:00", "Z"))
+
+
+def live_categories(db: Database) -> dict[str, int]:
+    """How many data keys of each category are not shredded yet: the categories whose
+    precise values still exist, which a policy pack must keep declaring (retention is
+    configured by category, and a read names its category)."""
+    with db.session() as session:
+        return {
+            str(category): int(n)
+            for category, n in session.execute(
+                select(VaultKeyRow.category, func.count())
+                .where(VaultKeyRow.wrapped.is_not(None))
+                .group_by(VaultKeyRow.category)
+            )
+        }
 
 
 def _line_numbers(lines: Sequence[str]) -> dict[str, int]:

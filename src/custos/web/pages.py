@@ -40,7 +40,6 @@ from custos.errors import (
 )
 from custos.reports import render_html, verify_report
 from custos.store.directory import PolicyVersionRow
-from custos.vocabulary import PURPOSES
 from custos.web import charts
 from custos.wire import text_value
 
@@ -642,7 +641,8 @@ def _console(request: Request, who: Caller, **shown: Any) -> Response:
         who,
         sources=sources,
         unavailable=unavailable,
-        purposes=sorted(PURPOSES),
+        # The active pack's purposes, in its order: a pack's own (hr_investigation) too.
+        purposes=list(system.policy_pack.vocabulary.purposes),
         **shown,
     )
 
@@ -652,7 +652,7 @@ def sql_console(request: Request, who: Caller = Depends(CONSOLE)) -> Response:
     """The SQL console: a source, a purpose, a ticket and one SELECT, run as the signed-in
     person's principal through ``Custos.query``."""
     acting_principal(who, None)
-    return _console(request, who, purpose="support")
+    return _console(request, who, purpose=_system(request).policy_pack.vocabulary.purposes[0])
 
 
 @pages.post("/sql", response_class=HTMLResponse)

@@ -32,13 +32,16 @@ from pydantic import (
 from custos.directory.files import Id
 from custos.errors import InvalidInput, ValidationFailed
 from custos.textfiles import read_text, strict_yaml
-from custos.vocabulary import Category, Precision, Purpose
+from custos.vocabulary import DEFAULT_VOCABULARY, Precision, Vocabulary
 
 LogFormat = Literal["pgaudit", "cloudtrail"]
 MAX_MAPPING_BYTES = 4 * 2**20
 
 Pattern = Annotated[str, Field(min_length=1, max_length=2048)]
 Prefix = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9._:@+\-]*$")]
+#: A category or purpose: a word of the active pack's vocabulary, checked by
+#: :func:`parse_mapping` (its shape here, its meaning there).
+Word = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Rule(BaseModel):
@@ -71,7 +74,7 @@ class TableRule(_Rule):
     ``subject_prefix`` in front. Without it no statement on the table names a subject."""
 
     table: Pattern
-    category: Category
+    category: Word
     subject_column: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     subject_prefix: Prefix = ""
     precision: Precision = "precise"
@@ -126,7 +129,7 @@ class ResourceRule(_Rule):
     s3: Pattern | None = None
     dynamodb: Pattern | None = None
     arn: Pattern | None = None
-    category: Category
+    category: Word
     subject: SubjectPath | None = None
     precision: Precision = "precise"
 
@@ -144,7 +147,7 @@ class LogMapping(_Rule):
     so it is declared once here and every event is marked ``guarded: false``."""
 
     format: LogFormat
-    purpose: Purpose
+    purpose: Word
     source: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     #: pgaudit, stderr logs: the server's ``log_line_prefix`` (PostgreSQL's default if
     #: absent); it must hold ``%u`` for roles to be known.
@@ -204,8 +207,9 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"field '{field}': {str(err['msg']).removeprefix('Value error, ')}"
 
 
-def parse_mapping(text: str, source: str) -> LogMapping:
-    """Decode and validate a mapping file's ``text`` (YAML; ``source`` names it in messages).
+def parse_mapping(text: str, source: str, words: Vocabulary = DEFAULT_VOCABULARY) -> LogMapping:
+    """Decode and validate a mapping file's ``text`` (YAML; ``source`` names it in messages);
+    its purpose and categories must be words of ``words`` (the active pack's).
 
     Raises :class:`InvalidInput` when it is not YAML and :class:`ValidationFailed` listing
     every bad field otherwise."""
@@ -228,17 +232,34 @@ def parse_mapping(text: str, source: str) -> LogMapping:
     except ValidationError as exc:
         problems = [f"{source}: {_describe(e)}" for e in exc.errors()]
         raise ValidationFailed(f"{source}: {len(problems)} problem(s)", problems) from None
+    checks = [
+        ("purpose", "purpose", mapping.purpose),
+        *((f"tables.{i}.category", "category", r.category) for i, r in enumerate(mapping.tables)),
+        *(
+            (f"resources.{i}.category", "category", r.category)
+            for i, r in enumerate(mapping.resources)
+        ),
+    ]
+    problems = [
+        f"{source}: field '{field}': {words.unknown(kind, value)}"
+        for field, kind, value in checks
+        if not words.knows(kind, value)
+    ]
+    if problems:
+        raise ValidationFailed(f"{source}: {len(problems)} problem(s)", problems)
     mapping._digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return mapping
 
 
-def read_mapping(path: Path, log_format: LogFormat) -> LogMapping:
-    """Read the mapping file ``path`` for a log of ``log_format``.
+def read_mapping(
+    path: Path, log_format: LogFormat, words: Vocabulary = DEFAULT_VOCABULARY
+) -> LogMapping:
+    """Read the mapping file ``path`` for a log of ``log_format``, its words ``words``'s.
 
     Raises :class:`InvalidInput` when it cannot be read, is not YAML or maps another format,
     and :class:`ValidationFailed` when a field is wrong."""
     mapping = parse_mapping(
-        read_text(path, "a mapping file", max_bytes=MAX_MAPPING_BYTES), str(path)
+        read_text(path, "a mapping file", max_bytes=MAX_MAPPING_BYTES), str(path), words
     )
     if mapping.format != log_format:
         raise InvalidInput(
