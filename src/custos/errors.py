@@ -90,10 +90,9 @@ class UnstorableValue(InvalidInput):
     the request is at fault, not the database, and nothing was changed."""
 
 
-class ValidationFailed(InvalidInput):
-    """A file failed validation; ``problems`` lists every problem found, each locatable."""
-
-    code = "validation_failed"
+class ListsProblems(CustosError):
+    """An error that lists every problem found (``problems``, each locatable), shown one per
+    line and in the JSON error shape as ``problems``."""
 
     def __init__(self, message: str, problems: list[str], *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
@@ -109,6 +108,12 @@ class ValidationFailed(InvalidInput):
         body = super().to_dict()
         body["problems"] = list(self.problems)
         return body
+
+
+class ValidationFailed(ListsProblems, InvalidInput):
+    """A file failed validation; ``problems`` lists every problem found, each locatable."""
+
+    code = "validation_failed"
 
 
 class NotFound(CustosError):
@@ -139,27 +144,12 @@ class PolicyError(CustosError):
     exit_code = 4
 
 
-class VocabularyInUse(PolicyError):
+class VocabularyInUse(ListsProblems, PolicyError):
     """A new policy pack drops a category or protected flag that data, the directory or the
     configuration still use; it is not activated (nothing is ledgered or changed) and custos
     decides nothing until the pack keeps those words. ``problems`` names each use."""
 
     code = "vocabulary_in_use"
-
-    def __init__(self, message: str, problems: list[str], *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.problems = problems
-
-    def __str__(self) -> str:
-        lines = [self.message, *(f"  - {p}" for p in self.problems)]
-        if self.hint:
-            lines.append(self.hint)
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        body = super().to_dict()
-        body["problems"] = list(self.problems)
-        return body
 
 
 class PolicyEvaluationError(PolicyError):
