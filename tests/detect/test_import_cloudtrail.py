@@ -286,16 +286,24 @@ def test_scans_and_whole_exports_are_bulk_accesses_without_their_values(system: 
         dynamo_scan(2, BOB, "Payments", select="COUNT"),
         # Filtered on a value (the value never kept).
         dynamo_scan(
-            3, BOB, "Payments", filterExpression="Amount > :a",
+            3,
+            BOB,
+            "Payments",
+            filterExpression="Amount > :a",
             expressionAttributeValues={":a": {"N": "9999"}},
-        ),  # fmt: skip
+        ),
         # A whole export of profiles, by an IAM user the mapping does not know.
         s3_get(4, STRANGER, "customer-data", "profiles/export-2026-01.csv"),
         # A Scan by nobody named at all is unmapped (nothing to say who it was).
         dynamo_scan(5, {"type": "AWSService"}, "Payments"),
         # A write naming no one is no bulk read.
-        record(6, "dynamodb.amazonaws.com", "PutItem", BOB,
-               requestParameters={"tableName": "Payments", "item": {}}),  # fmt: skip
+        record(
+            6,
+            "dynamodb.amazonaws.com",
+            "PutItem",
+            BOB,
+            requestParameters={"tableName": "Payments", "item": {}},
+        ),
     ]
     mapping = parse_mapping(MAPPING, "map.yaml")
     report = import_log(EventStore(system.db), json_lines(records), "trail.json", mapping)

@@ -441,7 +441,10 @@ _MAX_COLUMNS = 64
 
 
 def _blank(node: exp.Expr) -> exp.Expr:
-    return exp.Var(this="?") if isinstance(node, _LITERALS) else node
+    # A parameter's number ($1) is no value; everything else literal is.
+    if isinstance(node, _LITERALS) and not isinstance(node.parent, exp.Parameter):
+        return exp.Var(this="?")
+    return node
 
 
 def statement_shape(trees: Sequence[exp.Expr], dialect: str) -> tuple[str, str]:
@@ -469,6 +472,8 @@ class BulkScope:
 
     scope: str
     columns: tuple[str, ...]
+    #: The statement copies the rows out (``COPY … TO``), not only reads them.
+    export: bool = False
 
 
 def _aggregate_only(select: exp.Select) -> bool:
@@ -550,10 +555,11 @@ def bulk_scope(trees: Sequence[exp.Expr], is_target: Callable[[exp.Table], bool]
     if not kinds:
         kinds.add("table")
     # The widest wins: any statement reading every row reads the table.
-    scope = next(k for k in ("table", "range", "aggregate") if k in kinds)
-    if scope == "aggregate":
+    widest = next(k for k in ("table", "range", "aggregate") if k in kinds)
+    if widest == "aggregate":
         columns.discard("*")
-    return BulkScope(scope, tuple(sorted(columns)[:_MAX_COLUMNS]))
+    export = any(isinstance(tree, exp.Copy) and not tree.args.get("kind") for tree in trees)
+    return BulkScope(widest, tuple(sorted(columns)[:_MAX_COLUMNS]), export)
 
 
 @functools.lru_cache(maxsize=4096)

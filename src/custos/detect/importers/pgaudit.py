@@ -332,7 +332,19 @@ def parse_audit(message: str) -> AuditEntry | None:
     fields = rows[0]
     if fields[0] not in ("SESSION", "OBJECT") or not fields[1].isdigit() or not fields[2].isdigit():
         raise ValueError("an AUDIT message without pgaudit's type and statement ids")
-    return AuditEntry(*fields[:9], rows=fields[9] if len(fields) == 10 else "")
+    kind, statement_id, substatement_id, audit_class, command, object_type, name = fields[:7]
+    return AuditEntry(
+        kind,
+        statement_id,
+        substatement_id,
+        audit_class,
+        command,
+        object_type,
+        name,
+        statement=fields[7],
+        parameters=fields[8],
+        rows=fields[9] if len(fields) == 10 else "",
+    )
 
 
 def _parameters(text: str) -> list[str] | None:
@@ -549,7 +561,7 @@ def _bulk(
             time=began,
             principal=principal,
             actor=entry.user,
-            action="export" if audit.command == "COPY" else "read",
+            action="export" if audit.command == "COPY" or scope.export else "read",
             decision="allow",
             obj=audit.object_name,
             category=rule.category,
