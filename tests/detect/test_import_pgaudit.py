@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import pwd
 import shutil
@@ -347,6 +348,16 @@ def test_the_cli_reports_unmapped_lines_and_refuses_a_broken_log(
         "access(es) to many people (5 stored, 0 already present); unmapped 8" in out
     )
     assert "user-42" not in out  # what a statement read is not echoed
+    # The bulk reads show in `custos detect` like any rule's alerts, without their values.
+    found = custos("detect", "--json")
+    assert found.returncode == 0, found.stderr
+    bulk = [a for a in json.loads(found.stdout) if a["rule"] == "bulk_read"]
+    assert {a["principals"][0]: a["severity"] for a in bulk} == {
+        "emp-2001": "critical",
+        "emp-1001": "medium",
+        "unmapped:intruder": "high",
+    }
+    assert not [v for v in LITERALS if v in json.dumps(bulk)]
 
 
 def test_a_log_line_that_cannot_be_read_refuses_the_file(
