@@ -25,6 +25,8 @@ def test_a_bulk_read_shows_in_the_api_and_the_dashboard(service: Service) -> Non
             "high", ["emp-1002"], [],
         )  # fmt: skip
         assert alert["case"]
+        # Its evidence's arrival is recorded, so its time-to-alert is known as for events.
+        assert isinstance(alert["time_to_alert"], float)
         one = siem.get(f"/v1/alerts/{alert['id']}")
         assert one.status_code == 200
         assert one.json()["explanation"] == alert["explanation"]
