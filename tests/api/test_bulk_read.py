@@ -39,3 +39,7 @@ def test_a_bulk_read_shows_in_the_api_and_the_dashboard(service: Service) -> Non
     detail = priya.get(f"/alerts/{alert['id']}")
     assert detail.status_code == 200
     assert "outside custos" in detail.text
+    # Its evidence: the Scan, with where to find it in the log.
+    assert 'id="bulk-evidence"' in detail.text
+    assert "Payments" in detail.text
+    assert "trail.json line 1" in detail.text

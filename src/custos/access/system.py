@@ -95,6 +95,7 @@ if TYPE_CHECKING:  # imported where used: a command pays only for the parts it n
     from custos.hsm import Token  # python-pkcs11 is imported only when a token is configured
     from custos.reports import SubjectIndex
     from custos.sql import DataMap
+    from custos.store.bulk import BulkAccessStore
     from custos.vault import IngestReport, ShredReport, Vault
 
 WEBHOOK_SECRET_FILE = "webhook.secret"  # noqa: S105 - a file name, not a secret
@@ -207,6 +208,14 @@ class Custos:
         from custos.detect import EventStore
 
         return EventStore(self.db, vocabulary=lambda: self.policy_pack.vocabulary)
+
+    @cached_property
+    def bulk_accesses(self) -> BulkAccessStore:
+        """Bulk accesses: statements of imported audit logs that read many people at once
+        (see :mod:`custos.store.bulk`); the evidence of ``bulk_read`` alerts."""
+        from custos.store.bulk import BulkAccessStore
+
+        return BulkAccessStore(self.db)
 
     def feed_events(self) -> int:
         """Copy custos's own decisions and releases from the ledger into the access events,

@@ -147,6 +147,13 @@ class BulkAccessStore:
                 session.execute(insert(BulkAccessRow), rows[start : start + _CHUNK])
         return BulkStored(len(rows), len(records) - len(rows))
 
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The stored bulk accesses among ``ids`` (others are ignored), in time order, as
+        dicts."""
+        with self.db.session() as session:
+            found = self._stored(session, [i for i in ids if isinstance(i, str)])
+            return [_as_dict(row) for row in sorted(found.values(), key=lambda r: r.time)]
+
     def search(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The stored bulk accesses, newest first (at most ``limit``), as dicts."""
         with self.db.session() as session:
