@@ -294,6 +294,8 @@ def test_scans_and_whole_exports_are_bulk_accesses_without_their_values(system: 
         ),
         # A whole export of profiles, by an IAM user the mapping does not know.
         s3_get(4, STRANGER, "customer-data", "profiles/export-2026-01.csv"),
+        # An object whose key is made of someone's address: the key is not kept.
+        s3_get(7, BOB, "customer-data", "profiles/exports/jane.doe@example.org.csv"),
         # A Scan by nobody named at all is unmapped (nothing to say who it was).
         dynamo_scan(5, {"type": "AWSService"}, "Payments"),
         # A write naming no one is no bulk read.
@@ -308,22 +310,25 @@ def test_scans_and_whole_exports_are_bulk_accesses_without_their_values(system: 
     mapping = parse_mapping(MAPPING, "map.yaml")
     report = import_log(EventStore(system.db), json_lines(records), "trail.json", mapping)
     assert report.events == 0
-    assert (report.bulk, report.bulk_added) == (4, 4)
+    assert (report.bulk, report.bulk_added) == (5, 5)
     assert report.unmapped_by_reason() == {"principal": 1, "subject": 1}
-    assert "4 bulk access(es) to many people (4 stored, 0 already present)" in report.summary()
+    assert "5 bulk access(es) to many people (5 stored, 0 already present)" in report.summary()
     found = {r["log_line"]: r for r in BulkAccessStore(system.db).search()}
     assert {n: (r["principal"], r["scope"], r["category"]) for n, r in found.items()} == {
         1: ("emp-1002", "table", "payment"),
         2: ("emp-1002", "aggregate", "payment"),
         3: ("emp-1002", "range", "payment"),
         4: (None, "table", "profile"),
+        5: ("emp-1002", "table", "profile"),
     }
+    assert found[5]["object"] == ("customer-data/(a key that looks like personal data, not kept)")
+    assert all("jane" not in str(r) for r in found.values())
     assert found[4]["actor"] == STRANGER["arn"]
     assert found[4]["object"] == "customer-data/profiles/export-2026-01.csv"
     assert found[1]["shape"] == "dynamodb.amazonaws.com Scan"
     assert all("9999" not in str(r) for r in found.values())
     again = import_log(EventStore(system.db), json_lines(records), "other-name.json", mapping)
-    assert (again.bulk_added, again.bulk_unchanged) == (0, 4)
+    assert (again.bulk_added, again.bulk_unchanged) == (0, 5)
 
 
 def test_one_pretty_printed_record_is_read_as_one(system: Custos) -> None:

@@ -299,11 +299,18 @@ def _map_record(
 
 
 def _resource_name(record: Mapping[str, Any]) -> str:
+    """The table or ``bucket/key`` a bulk access reached, kept with it. A key is a name,
+    but one can be made of a person's address: such a key is not kept."""
     params = record.get("requestParameters")
     params = params if isinstance(params, dict) else {}
+    key = _text(params.get("key"))
+    if key is not None and any(
+        not shown_id(part).startswith("'") for part in re.split(r"[/_]", key) if part
+    ):
+        key = "(a key that looks like personal data, not kept)"
     return (
         _text(params.get("tableName"))
-        or "/".join(filter(None, (_text(params.get("bucketName")), _text(params.get("key")))))
+        or "/".join(filter(None, (_text(params.get("bucketName")), key)))
         or "(no resource named)"
     )
 
