@@ -311,6 +311,10 @@ def test_the_other_logs_of_the_same_server_give_the_same_accesses(
     assert _accesses(system) == EXPECTED
     assert report.unmapped_by_reason() == csv_read.unmapped_by_reason()
     assert (report.events, report.duplicates) == (len(csv_read.events), csv_read.duplicates)
+    assert report.bulk == len(csv_read.bulk) == 5
+    assert {(b["time"], b["object"], b["scope"], b["rows"]) for b in csv_read.bulk} == {
+        (b["time"], b["object"], b["scope"], b["rows"]) for b in BulkAccessStore(system.db).search()
+    }
     assert {(e.subject, e.time) for e in csv_read.events} == {
         (e.subject, e.time) for e in EventStore(system.db).search()
     }
