@@ -19,6 +19,7 @@ from custos.access import Custos
 from custos.detect import EventStore
 from custos.detect.importers import import_log, parse_mapping, read_log
 from custos.errors import InvalidInput, ValidationFailed
+from custos.store.bulk import BulkAccessStore
 from tests.factories import SUPPORT_WORLD, load_org
 
 ACCOUNT = "111122223333"
@@ -200,24 +201,30 @@ def test_records_become_events_and_the_rest_is_reported_by_line_and_reason(
     report = import_log(EventStore(system.db), lines, "trail.json", mapping)
     assert (report.records, report.entries, report.events) == (9, 9, 5)
     assert (report.added, report.unchanged, report.rejected) == (5, 0, 0)
-    assert report.unmapped_by_reason() == {
-        "not_access": 2, "principal": 1, "resource": 1, "subject": 1,
-    }  # fmt: skip
+    assert report.unmapped_by_reason() == {"not_access": 2, "principal": 1, "resource": 1}
     # Each unmapped entry points at the line its record starts on.
     starts = (
         [n for n, line in enumerate(lines, 1) if line == "    {"]
         if shape == "document"
         else list(range(1, 10))
     )
-    assert [u.line for u in report.unmapped] == [starts[i] for i in (0, 5, 6, 7, 8)]
+    assert [u.line for u in report.unmapped] == [starts[i] for i in (0, 6, 7, 8)]
     assert [u.reason for u in report.unmapped] == [
-        "not_access", "subject", "principal", "resource", "not_access",
+        "not_access", "principal", "resource", "not_access",
     ]  # fmt: skip
     texts = [u.describe("trail.json") for u in report.unmapped]
     # A session name that is an email address is not repeated (the line says where it is).
-    assert "'AssumedRole'" in texts[2]
-    assert "mallory" not in texts[2]
-    assert "'marketing-assets/banner.png'" in texts[3]
+    assert "'AssumedRole'" in texts[1]
+    assert "mallory" not in texts[1]
+    assert "'marketing-assets/banner.png'" in texts[2]
+    # The count over every user is one access to many people: kept as a bulk access.
+    assert (report.bulk, report.bulk_added) == (1, 1)
+    (bulk,) = BulkAccessStore(system.db).search()
+    assert (bulk["principal"], bulk["object"], bulk["category"], bulk["scope"]) == (
+        "emp-1001", "analytics.users", "profile", "aggregate",
+    )  # fmt: skip
+    assert (bulk["log_line"], bulk["command"]) == (starts[5], "StartQueryExecution")
+    assert bulk["shape"] == "SELECT COUNT(*) FROM analytics.users"
 
     events = {(e.principal, e.subject, e.category): e for e in EventStore(system.db).search()}
     assert set(events) == {
@@ -242,6 +249,86 @@ def test_records_become_events_and_the_rest_is_reported_by_line_and_reason(
     # The same log again changes nothing.
     again = import_log(EventStore(system.db), lines, "trail.json", mapping)
     assert (again.added, again.unchanged) == (0, 5)
+    assert (again.bulk_added, again.bulk_unchanged) == (0, 1)
+
+
+def dynamo_scan(n: int, identity: dict[str, Any], table: str, **params: Any) -> dict[str, Any]:
+    return record(
+        n,
+        "dynamodb.amazonaws.com",
+        "Scan",
+        identity,
+        requestParameters={"tableName": table, **params},
+        resources=[
+            {
+                "accountId": ACCOUNT,
+                "type": "AWS::DynamoDB::Table",
+                "ARN": f"arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/{table}",
+            }
+        ],
+        eventCategory="Data",
+    )
+
+
+STRANGER = {
+    "type": "IAMUser",
+    "arn": f"arn:aws:iam::{ACCOUNT}:user/etl-nightly",
+    "accountId": ACCOUNT,
+    "userName": "etl-nightly",
+}
+
+
+def test_scans_and_whole_exports_are_bulk_accesses_without_their_values(system: Custos) -> None:
+    records = [
+        # Every payment: a Scan names no key.
+        dynamo_scan(1, BOB, "Payments"),
+        # Only a count of them.
+        dynamo_scan(2, BOB, "Payments", select="COUNT"),
+        # Filtered on a value (the value never kept).
+        dynamo_scan(
+            3,
+            BOB,
+            "Payments",
+            filterExpression="Amount > :a",
+            expressionAttributeValues={":a": {"N": "9999"}},
+        ),
+        # A whole export of profiles, by an IAM user the mapping does not know.
+        s3_get(4, STRANGER, "customer-data", "profiles/export-2026-01.csv"),
+        # An object whose key is made of someone's address: the key is not kept.
+        s3_get(7, BOB, "customer-data", "profiles/exports/jane.doe@example.org.csv"),
+        # A Scan by nobody named at all is unmapped (nothing to say who it was).
+        dynamo_scan(5, {"type": "AWSService"}, "Payments"),
+        # A write naming no one is no bulk read.
+        record(
+            6,
+            "dynamodb.amazonaws.com",
+            "PutItem",
+            BOB,
+            requestParameters={"tableName": "Payments", "item": {}},
+        ),
+    ]
+    mapping = parse_mapping(MAPPING, "map.yaml")
+    report = import_log(EventStore(system.db), json_lines(records), "trail.json", mapping)
+    assert report.events == 0
+    assert (report.bulk, report.bulk_added) == (5, 5)
+    assert report.unmapped_by_reason() == {"principal": 1, "subject": 1}
+    assert "5 bulk access(es) to many people (5 stored, 0 already present)" in report.summary()
+    found = {r["log_line"]: r for r in BulkAccessStore(system.db).search()}
+    assert {n: (r["principal"], r["scope"], r["category"]) for n, r in found.items()} == {
+        1: ("emp-1002", "table", "payment"),
+        2: ("emp-1002", "aggregate", "payment"),
+        3: ("emp-1002", "range", "payment"),
+        4: (None, "table", "profile"),
+        5: ("emp-1002", "table", "profile"),
+    }
+    assert found[5]["object"] == ("customer-data/(a key that looks like personal data, not kept)")
+    assert all("jane" not in str(r) for r in found.values())
+    assert found[4]["actor"] == STRANGER["arn"]
+    assert found[4]["object"] == "customer-data/profiles/export-2026-01.csv"
+    assert found[1]["shape"] == "dynamodb.amazonaws.com Scan"
+    assert all("9999" not in str(r) for r in found.values())
+    again = import_log(EventStore(system.db), json_lines(records), "other-name.json", mapping)
+    assert (again.bulk_added, again.bulk_unchanged) == (0, 5)
 
 
 def test_one_pretty_printed_record_is_read_as_one(system: Custos) -> None:
@@ -323,7 +410,8 @@ def test_the_cli_imports_and_reports(home: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
     assert (body["records"], body["added"], body["rejected"]) == (9, 5, 0)
-    assert body["unmapped"] == {"not_access": 2, "principal": 1, "resource": 1, "subject": 1}
+    assert body["unmapped"] == {"not_access": 2, "principal": 1, "resource": 1}
+    assert (body["bulk"], body["bulk_added"], body["bulk_unchanged"]) == (1, 1, 0)
     wrong = custos("events", "import", "--format", "pgaudit", "--mapping",
                    str(tmp_path / "map.yaml"), str(log))  # fmt: skip
     assert wrong.returncode == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import pwd
 import shutil
@@ -18,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -37,7 +39,9 @@ from custos.detect.importers.common import (
 )
 from custos.detect.importers.pgaudit import parse_time, prefix_pattern
 from custos.errors import ValidationFailed
+from custos.store.bulk import BulkAccessStore
 from custos.textfiles import read_lines
+from tests.factories import SUPPORT_WORLD, load_org
 
 PREFIX = "%m [%p] %q%u@%d "
 MAPPING = f"""
@@ -58,6 +62,9 @@ tables:
     category: payment
     subject_column: user_id
     subject_prefix: user-
+  - table: public.logins
+    category: ip_history
+    subject_column: user_id
 """
 
 
@@ -98,7 +105,14 @@ def _workload(port: int) -> None:
         admin.execute("CREATE TABLE users (id text PRIMARY KEY, email text, city text)")
         admin.execute("CREATE TABLE payments (user_id text, amount int)")
         admin.execute("CREATE TABLE misc (note text)")
+        admin.execute("CREATE TABLE logins (user_id text, ip inet, at timestamptz)")
         admin.execute("GRANT SELECT, UPDATE ON users, payments, misc TO support_ro, intruder")
+        # Rows to read, inserted unaudited (the values must never reach custos's tables).
+        admin.execute("SET pgaudit.log = 'none'")
+        admin.execute(
+            "INSERT INTO logins VALUES ('user-42', '203.0.113.77', now()),"
+            " ('user-7', '198.51.100.23', now()), ('user-1', '203.0.113.9', now())"
+        )
     with psycopg.connect(f"{url} user=support_ro", autocommit=True) as support:
         # 1: a parameter names the subject (pgaudit.log_parameter = on).
         support.execute("SELECT email FROM users WHERE id = %s", ("user-42",))
@@ -129,6 +143,23 @@ def _workload(port: int) -> None:
         dba.execute("SELECT email FROM users WHERE id = %s", ("user-9",))
         # 11: DDL is audited too, and is no access to personal data.
         dba.execute("CREATE TABLE scratch (x int)")
+    with psycopg.connect(f"{url} user=dba", autocommit=True) as dba:
+        # 12: the 2022 pattern: everyone's IP addresses pulled straight from the table,
+        # with the rows count logged (pgaudit.log_rows).
+        dba.execute("SET pgaudit.log_rows = on")
+        dba.execute("SELECT user_id, ip FROM logins").fetchall()
+        # 13: some of them, by a pattern on the addresses (a range: the value never kept).
+        dba.execute("SELECT user_id FROM logins WHERE host(ip) LIKE '203.0.113.%'").fetchall()
+        # 14: only a count.
+        dba.execute("SELECT count(*) FROM logins WHERE at > %s", ("2020-01-01",)).fetchall()
+    # 15: a whole table copied out by a role the mapping does not know.
+    with (
+        psycopg.connect(f"{url} user=intruder", autocommit=True) as intruder,
+        intruder.cursor() as cursor,
+        cursor.copy("COPY users TO STDOUT") as copy,
+    ):
+        for _ in copy:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -232,11 +263,13 @@ def test_a_real_csvlog_becomes_events_with_subjects_from_the_parameters(
     assert (report.events, report.added, report.rejected) == (7, 7, 0)
     assert report.duplicates == 1  # user-5's second entry (the join's other alias)
     assert report.unmapped_by_reason() == {
-        "not_access": 4,  # CREATE TABLE: users, payments, misc, scratch
-        "principal": 1,  # intruder
+        "not_access": 5,  # CREATE TABLE: users, payments, misc, logins, scratch
+        "principal": 1,  # intruder, naming a subject
         "resource": 1,  # misc
-        "subject": 2,  # count(*) over every user; a parameter not logged
+        "subject": 1,  # a parameter not logged
     }
+    # count(*) over every user, the three reads of logins, intruder's COPY: bulk accesses.
+    assert (report.bulk, report.bulk_added) == (5, 5)
     details = {u.reason: u.detail for u in report.unmapped}
     assert details["principal"] == "role 'intruder'"
     assert details["resource"] == "table 'public.misc'"
@@ -263,6 +296,7 @@ def test_a_real_csvlog_becomes_events_with_subjects_from_the_parameters(
     assert not lines[event.extras()["log_line"]].startswith("20")
     again = import_log(EventStore(system.db), lines, str(cluster.csvlog), mapping)
     assert (again.added, again.unchanged) == (0, 7)
+    assert (again.bulk_added, again.bulk_unchanged) == (0, 5)
 
 
 @pytest.mark.parametrize("destination", ["stderr", "jsonlog"])
@@ -277,6 +311,10 @@ def test_the_other_logs_of_the_same_server_give_the_same_accesses(
     assert _accesses(system) == EXPECTED
     assert report.unmapped_by_reason() == csv_read.unmapped_by_reason()
     assert (report.events, report.duplicates) == (len(csv_read.events), csv_read.duplicates)
+    assert report.bulk == len(csv_read.bulk) == 5
+    assert {(b["time"], b["object"], b["scope"], b["rows"]) for b in csv_read.bulk} == {
+        (b["time"], b["object"], b["scope"], b["rows"]) for b in BulkAccessStore(system.db).search()
+    }
     assert {(e.subject, e.time) for e in csv_read.events} == {
         (e.subject, e.time) for e in EventStore(system.db).search()
     }
@@ -310,9 +348,20 @@ def test_the_cli_reports_unmapped_lines_and_refuses_a_broken_log(
     out = done.stdout
     assert "principal not mapped (role 'intruder')" in out
     assert (
-        "imported 7 event(s) (7 stored, 0 already present, 1 repeat(s) of one); unmapped 8" in out
+        "imported 7 event(s) (7 stored, 0 already present, 1 repeat(s) of one); 5 bulk "
+        "access(es) to many people (5 stored, 0 already present); unmapped 8" in out
     )
     assert "user-42" not in out  # what a statement read is not echoed
+    # The bulk reads show in `custos detect` like any rule's alerts, without their values.
+    found = custos("detect", "--json")
+    assert found.returncode == 0, found.stderr
+    bulk = [a for a in json.loads(found.stdout) if a["rule"] == "bulk_read"]
+    assert {a["principals"][0]: a["severity"] for a in bulk} == {
+        "emp-2001": "critical",
+        "emp-1001": "medium",
+        "unmapped:intruder": "high",
+    }
+    assert not [v for v in LITERALS if v in json.dumps(bulk)]
 
 
 def test_a_log_line_that_cannot_be_read_refuses_the_file(
@@ -470,3 +519,88 @@ def test_garbage_in_a_stderr_log_never_crashes_and_is_reported(lines: list[str])
     assert read.entries <= read.records
     numbered = {r.lines[0] for r in read.rejected} | {u.line for u in read.unmapped}
     assert all(1 <= n <= len(lines) for n in numbered)
+
+
+#: Values the workload's rows and predicates held: never in custos's tables or alerts.
+LITERALS = ("203.0.113", "198.51.100", "2020-01-01", "user-42")
+
+
+def test_bulk_reads_are_kept_without_their_values_and_raise_bulk_read(
+    system: Custos, cluster: Cluster
+) -> None:
+    from sqlalchemy import text
+
+    from custos.api.detection import ContinuousDetection
+
+    load_org(system, SUPPORT_WORLD)
+    lines = read_lines(cluster.csvlog, "a log")
+    report = import_log(EventStore(system.db), lines, "postgresql.csv", parse_mapping(MAPPING, "m"))
+    assert (report.bulk, report.bulk_added) == (5, 5)
+    # The per-subject reads still land as events, one per subject, as before.
+    assert _accesses(system) == EXPECTED
+    found = {(r["actor"], r["object"], r["scope"]): r for r in BulkAccessStore(system.db).search()}
+    assert set(found) == {
+        ("support_ro", "public.users", "aggregate"),  # count(*) over every user
+        ("dba", "public.logins", "table"),  # everyone's IP addresses
+        ("dba", "public.logins", "range"),  # a pattern on the addresses
+        ("dba", "public.logins", "aggregate"),  # a count
+        ("intruder", "public.users", "table"),  # COPY out, by an unmapped role
+    }
+    pull = found[("dba", "public.logins", "table")]
+    assert (pull["principal"], pull["category"], pull["action"], pull["rows"]) == (
+        "emp-2001", "ip_history", "read", 3,
+    )  # fmt: skip
+    assert pull["columns"] == ["ip", "user_id"]
+    assert pull["shape"] == "SELECT user_id, ip FROM logins"
+    assert "AUDIT: " in lines[pull["log_line"] - 1]
+    assert found[("dba", "public.logins", "range")]["shape"] == (
+        "SELECT user_id FROM logins WHERE HOST(ip) LIKE ?"
+    )
+    assert found[("dba", "public.logins", "aggregate")]["shape"].endswith("at > $1")
+    copied = found[("intruder", "public.users", "table")]
+    assert (copied["principal"], copied["action"], copied["columns"]) == (None, "export", ["*"])
+    # No literal anywhere in the stored rows (read back raw, every column).
+    with system.db.session() as session:
+        stored = [tuple(r) for r in session.execute(text("SELECT * FROM bulk_accesses"))]
+    assert len(stored) == 5
+    assert not [v for v in LITERALS if v in repr(stored)]
+
+    alerts = {a.principals[0]: a for a in system.detect().alerts if a.rule == "bulk_read"}
+    assert set(alerts) == {"emp-2001", "emp-1001", "unmapped:intruder"}
+    hunt = alerts["emp-2001"]
+    assert hunt.severity == "critical"
+    assert not hunt.subjects
+    assert sorted(hunt.events) == sorted(r["id"] for k, r in found.items() if k[0] == "dba")
+    words = hunt.explanation
+    assert "emp-2001 (internal_audit, internal-audit) read ip_history of many people" in words
+    assert "3 statements on public.logins" in words
+    assert "5 rows as logged" in words
+    assert "No custos decision, ticket or stated purpose" in words
+    assert not [v for v in LITERALS if v in words]
+    assert alerts["emp-1001"].severity == "medium"  # only a count
+    assert "Only aggregates were read" in alerts["emp-1001"].explanation
+    assert alerts["unmapped:intruder"].severity == "high"
+    assert "'intruder', which the log mapping names no one for" in (
+        alerts["unmapped:intruder"].explanation
+    )
+    assert "1 copied out" in alerts["unmapped:intruder"].explanation
+    # Filed like any rule's alerts: each in a case of its principal.
+    assert all(a.case is not None for a in alerts.values())
+
+    # Importing the log again adds nothing, and detection raises nothing new.
+    again = import_log(EventStore(system.db), lines, "postgresql.csv", parse_mapping(MAPPING, "m"))
+    assert (again.bulk_added, again.bulk_unchanged) == (0, 5)
+    assert system.detect().raised == 0
+
+    # Continuous detection: a bulk access imported after a run makes the next one due (it
+    # takes no number of the events' sequence), and the run takes it in.
+    detection = ContinuousDetection(system)
+    detection.config = replace(detection.config, burst_events=1)
+    detection.step()
+    status = detection.lease.status()
+    assert detection.pending(status) == 0
+    newer = {**BulkAccessStore(system.db).search()[0], "id": "pgb-later", "time": datetime.now(UTC)}
+    del newer["arrived"]
+    BulkAccessStore(system.db).append([newer])
+    assert detection.pending(detection.lease.status()) == 1
+    assert detection.step().ran

@@ -92,6 +92,7 @@ if TYPE_CHECKING:  # imported where used: a command pays only for the parts it n
     from custos.ledger import VerifyReport
     from custos.reports import SubjectIndex
     from custos.sql import DataMap
+    from custos.store.bulk import BulkAccessStore
     from custos.vault import IngestReport, ShredReport, Vault
     from custos.vocabulary import Vocabulary
 
@@ -209,6 +210,14 @@ class Custos:
         from custos.detect import EventStore
 
         return EventStore(self.db, vocabulary=lambda: self.policy_pack.vocabulary)
+
+    @cached_property
+    def bulk_accesses(self) -> BulkAccessStore:
+        """Bulk accesses: statements of imported audit logs that read many people at once
+        (see :mod:`custos.store.bulk`); the evidence of ``bulk_read`` alerts."""
+        from custos.store.bulk import BulkAccessStore
+
+        return BulkAccessStore(self.db)
 
     def feed_events(self) -> int:
         """Copy custos's own decisions and releases from the ledger into the access events,

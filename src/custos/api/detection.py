@@ -42,9 +42,12 @@ class ContinuousDetection:
 
     def pending(self, status: RunStatus) -> int:
         """Events stored since the last run took its share, plus ledger entries not yet
-        copied into the events (custos's own decisions among them)."""
+        copied into the events (custos's own decisions among them), plus bulk accesses
+        imported since the last run started (one it may have read is counted again: at
+        worst one run more)."""
         backlog = max(self.system.ledger.size() - self.lease.feed_position(), 0)
-        return max(self.lease.sequence() - status.seen, 0) + backlog
+        bulk = self.lease.bulk_arrived(status.started)
+        return max(self.lease.sequence() - status.seen, 0) + backlog + bulk
 
     def step(self, now: datetime | None = None) -> Round:
         """Run detection if it is due and this worker wins the lease; never two at once.

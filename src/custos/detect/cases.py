@@ -23,6 +23,7 @@ from custos.detect.engine import Finding
 from custos.errors import InvalidInput, NotFound, Refused, shown_id
 from custos.store import Database
 from custos.store.approvals import NotificationRow
+from custos.store.bulk import BulkAccessRow
 from custos.store.events import (
     AccessEventRow,
     AlertRow,
@@ -588,15 +589,15 @@ def _open_cases(session: Any) -> list[_OpenCase]:
 
 
 def _arrival(session: Any, events: Sequence[str]) -> datetime | None:
-    """When the newest of these events arrived (None if none records it)."""
+    """When the newest of these events (access events, or bulk accesses for ``bulk_read``)
+    arrived (None if none records it)."""
     newest: datetime | None = None
     for start in range(0, len(events), _CHUNK):
         chunk = list(events[start : start + _CHUNK])
-        found = session.scalar(
-            select(func.max(AccessEventRow.arrived)).where(AccessEventRow.id.in_(chunk))
-        )
-        if found is not None and (newest is None or found > newest):
-            newest = found
+        for row in (AccessEventRow, BulkAccessRow):
+            found = session.scalar(select(func.max(row.arrived)).where(row.id.in_(chunk)))
+            if found is not None and (newest is None or found > newest):
+                newest = found
     return newest
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import CursorResult, func, select, update
 
 from custos.detect.config import DetectConfig
 from custos.store import Database
+from custos.store.bulk import BulkAccessStore
 from custos.store.events import (
     AccessEventRow,
     DetectionLeaseRow,
@@ -175,6 +176,11 @@ class DetectionLease:
         with self.db.session() as session:
             value = session.scalar(select(EventSequenceRow.value).where(EventSequenceRow.id == 1))
             return int(value or 0)
+
+    def bulk_arrived(self, since: datetime | None) -> int:
+        """How many bulk accesses were imported after ``since`` (all when None): they take
+        no number of the events' sequence, and a run is due for them as for events."""
+        return BulkAccessStore(self.db).arrived_since(since)
 
     def feed_position(self) -> int:
         """How far into the ledger custos's own decisions were copied into the events."""

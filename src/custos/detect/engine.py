@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from custos.detect import grants
+from custos.detect.bulk import UNMAPPED, create_bulk_accesses
 from custos.detect.config import DetectConfig
 from custos.detect.kept import (
     ORIGIN,
@@ -233,6 +234,7 @@ class Detector:
         self._facts()
         create_sql_events(self.con)
         create_map_changes(self.con)
+        create_bulk_accesses(self.con)
         grants.prepare(self)
         self._classify(kept)
         self._activity(kept)
@@ -541,6 +543,7 @@ class Detector:
             self.rare_category_access,
             self.sql_probing,
             self.data_map_weakened,
+            self.bulk_read,
             *(lambda rule=rule: rule(self) for rule in grants.RULES),
         ]
         findings = [f for found in self._side_by_side(rules) for f in found]
@@ -1168,6 +1171,87 @@ class Detector:
             row["last"] = row["time"]
             out.append(
                 self._finding("data_map_weakened", worst, row, text, f"ledger-{row['entry']}", [])
+            )
+        return out
+
+    def bulk_read(self) -> list[Finding]:
+        """Personal data of many people read outside custos: statements or calls found in an
+        audit log that read a mapped table without naming anyone (``bulk_accesses``, see
+        :mod:`custos.detect.bulk`). One alert per person (or unmapped actor) and period.
+
+        ``critical`` when values of a locating category (``locating_categories``), messages
+        or credentials were read at precise precision — everyone's IP addresses, the 2022
+        pull; ``high`` for values of any other category; ``medium`` when only aggregates
+        were read (a count or a sum leaves no one's value, but nothing checked why)."""
+        c = self.config
+        grave = _quote(sorted({*c.locating_categories, "messages", "credentials"}))
+        rows = self._rows(
+            f"""
+            SELECT principal, {bucket(c, "time")} AS bucket,
+                   list(id ORDER BY time, id)[1:{c.max_evidence}] AS ids,
+                   count(*) AS n, count(DISTINCT digest) AS shapes,
+                   min(time) AS first, max(time) AS last,
+                   bool_and(mapped) AS mapped, min(actor) AS actor,
+                   list(DISTINCT category ORDER BY category) AS categories,
+                   list(DISTINCT category ORDER BY category)
+                     FILTER (WHERE scope <> 'aggregate') AS values_read,
+                   list(DISTINCT object ORDER BY object) AS objects,
+                   count(*) FILTER (WHERE scope = 'table') AS n_table,
+                   count(*) FILTER (WHERE scope = 'range') AS n_range,
+                   count(*) FILTER (WHERE scope = 'aggregate') AS n_aggregate,
+                   count(*) FILTER (WHERE action = 'export') AS n_export,
+                   sum(rows) FILTER (WHERE scope <> 'aggregate') AS rows,
+                   bool_or(scope <> 'aggregate' AND precision = 'precise'
+                           AND category IN ({grave})) AS grave
+            FROM bulk_accesses
+            WHERE decision = 'allow' AND action IN ('read', 'export', 'search')
+            GROUP BY ALL
+            """
+        )
+        out = []
+        for row in rows:
+            principal = str(row["principal"])
+            who = (
+                self._who(principal)
+                if row["mapped"]
+                else f"{principal.removeprefix(UNMAPPED)!r}, which the log mapping names no "
+                "one for,"
+            )
+            kinds = []
+            for key, word in (
+                ("n_table", "every row of a table"),
+                ("n_range", "rows chosen by a condition that names no one"),
+                ("n_aggregate", "only a count or sum"),
+            ):
+                if row[key]:
+                    kinds.append(f"{row[key]} {word}")
+            statements = _plural(int(row["n"]), "statement")
+            if row["shapes"] != row["n"]:
+                statements += f" ({row['shapes']} distinct)"
+            text = (
+                f"{who} read {', '.join(row['categories'])} of many people outside custos: "
+                f"{statements} on {', '.join(row['objects'])} {_span(row['first'], row['last'])}"
+                f" ({'; '.join(kinds)}"
+                + (f"; {row['n_export']} copied out" if row["n_export"] else "")
+                + (f"; {row['rows']} rows as logged" if row["rows"] is not None else "")
+                + "). No custos decision, ticket or stated purpose covers them: the read went "
+                "around the guarded path, so nothing checked why, and no one can say whose "
+                "data it was for."
+            )
+            if row["grave"]:
+                severity = "critical"
+                text += (
+                    " Reading everyone's IP addresses or places straight from the tables is "
+                    "how the 2022 hunt for journalists' sources was done."
+                )
+            elif row["values_read"]:
+                severity = "high"
+            else:
+                severity = "medium"
+                text += " Only aggregates were read: no one's values left, so it ranks lower."
+            row["subjects"] = []
+            out.append(
+                self._finding("bulk_read", severity, row, text, f"{principal}|{row['bucket']}")
             )
         return out
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from custos.detect.bulk import load_bulk_accesses
 from custos.detect.cases import Alert, Casebook
 from custos.detect.config import DetectConfig
 from custos.detect.engine import Detector, Finding, connect
@@ -77,6 +78,7 @@ def run_detection(
             count = load_store(con, EventStore(db), directory)
             load_sql_events(con, db)
             load_map_changes(con, db, config)
+            load_bulk_accesses(con, db)
             findings = Detector(con, config).run()
             if replay is not None:
                 more, replayed = run_replay(con, config, replay)
@@ -87,6 +89,7 @@ def run_detection(
                 count = mirror.refresh(EventStore(db), directory).events
                 load_sql_events(con, db)
                 load_map_changes(con, db, config, catalog=CATALOG)
+                load_bulk_accesses(con, db)
                 findings = Detector(con, config).run(mirror.kept)
                 if replay is not None:
                     row = con.execute(

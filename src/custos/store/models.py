@@ -6,6 +6,7 @@ Each part adds its table module here.
 from custos.store import (  # noqa: F401
     accounts,
     approvals,
+    bulk,
     directory,
     events,
     export,

@@ -512,6 +512,7 @@ def _alert_view(request: Request, who: Caller, alert_id: str, error: str | None 
         alert=alert,
         case=case,
         evidence=system.events.get(alert.events),
+        bulk_evidence=system.bulk_accesses.get(alert.events),
         can_triage=who.has("investigator", "privacy_officer"),
         can_report=who.has("auditor", "privacy_officer"),
         dispositions=DISPOSITIONS,

@@ -4,14 +4,19 @@ A log is either CloudTrail's file shape, one JSON document ``{"Records": [...]}`
 delivered to S3, pretty-printed or not), or JSON Lines of records or of such documents (as
 CloudTrail Lake, Firehose or a SIEM exports them). Data events on S3 objects and DynamoDB
 items, and Athena queries, become access events; everything else (``AssumeRole``, console
-sign-ins, listings) is counted as not an access to data.
+sign-ins, listings) is counted as not an access to data. A read of a mapped resource that
+names no subject — a DynamoDB ``Scan`` or ``Query`` whose key the mapping's path does not
+find, an S3 object that is no one person's (a whole export), an Athena query not restricted
+to named subjects — is one access to many people: it becomes a bulk access
+(:mod:`custos.store.bulk`), by a mapped principal or not (the ARN is then kept).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
@@ -19,11 +24,15 @@ from typing import Any
 from sqlglot import exp
 
 from custos.detect.importers.common import (
+    BulkScope,
     ReadLog,
     Rejected,
     access_event,
+    bulk_access,
+    bulk_scope,
     event_id,
     parse_statements,
+    statement_shape,
     subject_id,
     subjects_of,
 )
@@ -46,6 +55,14 @@ DATA_CALLS: dict[tuple[str, str], str] = {
     (_DYNAMODB, "UpdateItem"): "modify",
     (_DYNAMODB, "DeleteItem"): "modify",
     (_ATHENA, "StartQueryExecution"): "read",
+}
+#: The calls that read many people's items when they name no one (a bulk access).
+BULK_CALLS = {
+    (_S3, "GetObject"),
+    (_S3, "SelectObjectContent"),
+    (_DYNAMODB, "Query"),
+    (_DYNAMODB, "Scan"),
+    (_ATHENA, "StartQueryExecution"),
 }
 _REQUIRED = ("eventTime", "eventID", "eventName", "eventSource")
 _DENIED = re.compile(r"AccessDenied|Unauthorized|Forbidden", re.I)
@@ -203,17 +220,21 @@ def _map_record(
             return
         decision = "deny"
     identity = record.get("userIdentity")
-    principal = _principal(mapping, identity if isinstance(identity, dict) else {})
-    if principal is None:
-        kind = identity.get("type") if isinstance(identity, dict) else None
-        who = (
-            identity.get("arn") or identity.get("userName") if isinstance(identity, dict) else None
-        )
-        out.skip(line, "principal", f"{shown_id(str(kind))} {shown_id(str(who))}")
-        return
+    identity = identity if isinstance(identity, dict) else {}
+    principal = _principal(mapping, identity)
+    actor = _text(identity.get("arn")) or _text(identity.get("userName"))
     params = record.get("requestParameters")
     params = params if isinstance(params, dict) else {}
-    who = identity.get("arn") if isinstance(identity, dict) else None
+
+    def unknown() -> None:
+        kind, who = identity.get("type"), identity.get("arn") or identity.get("userName")
+        out.skip(line, "principal", f"{shown_id(str(kind))} {shown_id(str(who))}")
+
+    bulk = _Bulk(out, mapping, line, time, record, principal, actor, decision)
+    if principal is None and (actor is None or (source, name) not in BULK_CALLS):
+        unknown()
+        return
+    who = identity.get("arn")
     extra = {
         "log_line": line,
         "log_principal": who[:256] if isinstance(who, str) else "",
@@ -223,13 +244,13 @@ def _map_record(
     }
     common: dict[str, Any] = {
         "time": time,
-        "principal": principal,
+        "principal": principal or "",
         "action": action,
         "decision": decision,
         "extra": extra,
     }
     if source == _ATHENA:
-        _map_query(out, mapping, line, record, params, common)
+        _map_query(out, mapping, line, record, params, common, bulk, unknown)
         return
     listed = record.get("resources")
     arns = [
@@ -239,12 +260,25 @@ def _map_record(
     ]
     rule = _resource_rule(mapping, source, params, arns)
     if rule is None:
-        out.skip(line, "resource", _named(record))
+        if principal is None:
+            unknown()
+        else:
+            out.skip(line, "resource", _named(record))
         return
     value = rule.subject.find(record) if rule.subject is not None else None
     if value is None:
+        if (source, name) in BULK_CALLS and bulk.keep(
+            _resource_name(record), rule.category, rule.precision, _call_scope(name, params)
+        ):
+            return
+        if principal is None:
+            unknown()
+            return
         where = rule.subject.path if rule.subject is not None else "(the mapping names none)"
         out.skip(line, "subject", f"nothing found at {where}")
+        return
+    if principal is None:
+        unknown()
         return
     subject = subject_id("", value)
     if subject is None:
@@ -264,6 +298,97 @@ def _map_record(
     )
 
 
+def _resource_name(record: Mapping[str, Any]) -> str:
+    """The table or ``bucket/key`` a bulk access reached, kept with it. A key is a name,
+    but one can be made of a person's address: such a key is not kept."""
+    params = record.get("requestParameters")
+    params = params if isinstance(params, dict) else {}
+    key = _text(params.get("key"))
+    if key is not None and any(
+        not shown_id(part).startswith("'") for part in re.split(r"[/_]", key) if part
+    ):
+        key = "(a key that looks like personal data, not kept)"
+    return (
+        _text(params.get("tableName"))
+        or "/".join(filter(None, (_text(params.get("bucketName")), key)))
+        or "(no resource named)"
+    )
+
+
+def _call_scope(name: str, params: Mapping[str, Any]) -> BulkScope:
+    """What a DynamoDB ``Scan``/``Query`` or an S3 read that names no one covered: only a
+    count (``Select: COUNT``), items a condition chose (a query, a filter), or all."""
+    wanted = params.get("attributesToGet") or params.get("projectionExpression")
+    columns: tuple[str, ...] = ("*",)
+    if isinstance(wanted, list):
+        columns = tuple(sorted(str(c).lower()[:128] for c in wanted if isinstance(c, str)))[:64]
+    if str(params.get("select", "")).upper() == "COUNT":
+        return BulkScope("aggregate", ())
+    chosen = ("filterExpression", "scanFilter", "keyConditionExpression", "keyConditions")
+    if name in ("Query", "SelectObjectContent") or any(params.get(k) for k in chosen):
+        return BulkScope("range", columns)
+    return BulkScope("table", columns)
+
+
+class _Bulk:
+    """Keeps a record that read many people's data as a bulk access."""
+
+    def __init__(
+        self,
+        out: ReadLog,
+        mapping: LogMapping,
+        line: int,
+        time: datetime,
+        record: Mapping[str, Any],
+        principal: str | None,
+        actor: str | None,
+        decision: str,
+    ) -> None:
+        self.out, self.mapping, self.line, self.time = out, mapping, line, time
+        self.record, self.principal, self.actor, self.decision = (
+            record, principal, actor, decision,
+        )  # fmt: skip
+
+    def keep(
+        self,
+        obj: str,
+        category: str,
+        precision: str,
+        scope: BulkScope,
+        shape: tuple[str, str] | None = None,
+    ) -> bool:
+        """Keep it (False, nothing kept, when the log names no actor)."""
+        if self.actor is None:
+            return False
+        name = str(self.record["eventName"])
+        if shape is None:
+            # A call has no statement: its shape is the call itself.
+            call = f"{self.record['eventSource']} {name}"
+            shape = (call, "sha256:" + hashlib.sha256(call.encode()).hexdigest())
+        text, digest = shape
+        self.out.add_bulk(
+            bulk_access(
+                self.mapping,
+                key=event_id("ctb", self.record["eventID"], obj, category),
+                time=self.time,
+                principal=self.principal,
+                actor=self.actor,
+                action="read",
+                decision=self.decision,
+                obj=obj,
+                category=category,
+                precision=precision,
+                scope=scope,
+                rows=None,
+                shape=text,
+                digest=digest,
+                command=name,
+                line=self.line,
+            )
+        )
+        return True
+
+
 def _qualified(node: exp.Table, database: str | None) -> str:
     return f"{node.db or database or ''}.{node.name}"
 
@@ -275,10 +400,15 @@ def _map_query(
     record: Mapping[str, Any],
     params: Mapping[str, Any],
     common: dict[str, Any],
+    bulk: _Bulk,
+    unknown: Callable[[], None],
 ) -> None:
     query = _text(params.get("queryString"))
     trees = parse_statements(query, "athena") if query else None
     if not trees:
+        if not common["principal"]:
+            unknown()
+            return
         out.skip(line, "subject", "the query was not logged or could not be parsed")
         return
     context = params.get("queryExecutionContext")
@@ -290,8 +420,12 @@ def _map_query(
             if rule is not None and rule not in rules:
                 rules.append(rule)
     if not rules:
+        if not common["principal"]:
+            unknown()
+            return
         out.skip(line, "resource", "no table of the query is mapped")
         return
+    shape = statement_shape(trees, "athena")
     for rule in rules:
 
         def is_target(node: exp.Table, rule: TableRule = rule) -> bool:
@@ -301,10 +435,27 @@ def _map_query(
         # Athena's execution parameters are not in CloudTrail: a ``?`` names no subject.
         values = subjects_of(trees, is_target, column, []) if column else None
         if not values:
+            obj = next(
+                (
+                    _qualified(node, database)
+                    for tree in trees
+                    for node in tree.find_all(exp.Table)
+                    if is_target(node)
+                ),
+                rule.table,
+            )
+            if bulk.keep(obj, rule.category, rule.precision, bulk_scope(trees, is_target), shape):
+                continue
+            if not common["principal"]:
+                unknown()
+                return
             out.skip(
                 line, "subject", f"the query is not restricted to named subjects of {rule.table}"
             )
             continue
+        if not common["principal"]:
+            unknown()
+            return
         for value in sorted(values):
             subject = subject_id(rule.subject_prefix, value)
             if subject is None:

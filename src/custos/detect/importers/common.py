@@ -1,6 +1,7 @@
-"""What the audit-log importers share: the result of reading a log (events, entries that
-could not be mapped, records that could not be parsed) and finding the subjects a SQL
-statement names.
+"""What the audit-log importers share: the result of reading a log (events, bulk accesses,
+entries that could not be mapped, records that could not be parsed), finding the subjects a
+SQL statement names, and describing a statement that names none (a bulk access) without
+keeping any of its values.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class ReadLog:
     #: alias; CloudTrail may deliver a record twice): counted, not stored twice.
     duplicates: int = 0
     events: list[AccessEvent] = field(default_factory=list)
+    #: Statements or calls that reached a mapped table or resource without naming subjects
+    #: (see :func:`bulk_access`): one access to many people, kept as such.
+    bulk: list[dict[str, Any]] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     _ids: set[str] = field(default_factory=set)
@@ -81,6 +85,15 @@ class ReadLog:
 
     def skip(self, line: int, reason: str, detail: str) -> None:
         self.unmapped.append(Unmapped(line, reason, detail))
+
+    def add_bulk(self, record: dict[str, Any]) -> None:
+        """Add the bulk access ``record`` (from :func:`bulk_access`); the same one read
+        twice (an entry per alias, a record delivered twice) is counted as a repeat."""
+        if record["id"] in self._ids:
+            self.duplicates += 1
+            return
+        self._ids.add(record["id"])
+        self.bulk.append(record)
 
     def add(self, line: int, body: dict[str, Any]) -> None:
         """Add the event ``body`` (DESIGN.md format) read at ``line``. The same access
@@ -405,3 +418,209 @@ def _restriction(node: exp.Expr | None, aliases: set[str], column: str) -> set[N
         values = [_value(e) for e in node.expressions]
         return None if any(v is None for v in values) else {v for v in values if v is not None}
     return None
+
+
+# -- bulk accesses: statements that name no subject --------------------------------------
+
+#: Value nodes replaced by ``?`` in a statement's shape: every kind of literal sqlglot has.
+_LITERALS: tuple[type[exp.Expr], ...] = tuple(
+    getattr(exp, name)
+    for name in (
+        "Literal", "HexString", "ByteString", "BitString", "RawString", "UnicodeString",
+        "National",
+    )
+    if isinstance(getattr(exp, name, None), type)
+)  # fmt: skip
+#: Aggregates that reveal a value of some row, not only a count or sum over them.
+_VALUE_AGGREGATES: tuple[type[exp.Expr], ...] = tuple(
+    getattr(exp, name)
+    for name in ("ArrayAgg", "GroupConcat", "Min", "Max", "AnyValue", "First", "Last")
+    if isinstance(getattr(exp, name, None), type)
+)
+_MAX_COLUMNS = 64
+
+
+def _blank(node: exp.Expr) -> exp.Expr:
+    # A parameter's number ($1) is no value; everything else literal is.
+    if isinstance(node, _LITERALS) and not isinstance(node.parent, exp.Parameter):
+        return exp.Var(this="?")
+    return node
+
+
+def statement_shape(trees: Sequence[exp.Expr], dialect: str) -> tuple[str, str]:
+    """The statements ``trees`` with every literal replaced by ``?`` and comments dropped,
+    and ``sha256:`` of that text: what a statement did (tables, columns, the form of its
+    predicates) without a value it held. A statement kept as an opaque command (not
+    parsed) is shown by its first word only. The trees are not changed."""
+    parts: list[str] = []
+    for tree in trees:
+        if any(isinstance(node, exp.Command) for node in tree.walk()):
+            first = tree.this if isinstance(tree, exp.Command) else None
+            word = str(first).split()[0] if isinstance(first, str) and first.split() else ""
+            parts.append(f"{word.upper()[:32] or 'COMMAND'} …")
+            continue
+        parts.append(tree.transform(_blank, copy=True).sql(dialect, comments=False))
+    text = "; ".join(parts)
+    return text, "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class BulkScope:
+    """What a statement that names no subject did with a table: ``scope`` (``table``,
+    ``range`` or ``aggregate``, see :data:`custos.store.bulk.SCOPES`) and the names of
+    the ``columns`` it read (``*`` for all)."""
+
+    scope: str
+    columns: tuple[str, ...]
+    #: The statement copies the rows out (``COPY … TO``), not only reads them.
+    export: bool = False
+
+
+def _aggregate_only(select: exp.Select) -> bool:
+    """Only aggregates over the rows, nothing grouped: a count or a sum, not a value."""
+    if select.args.get("group") is not None or not select.expressions:
+        return False
+    for projection in select.expressions:
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if not isinstance(inner, exp.AggFunc) or isinstance(inner, _VALUE_AGGREGATES):
+            return False
+    return True
+
+
+def bulk_scope(trees: Sequence[exp.Expr], is_target: Callable[[exp.Table], bool]) -> BulkScope:
+    """How the statements ``trees`` reached the table ``is_target`` accepts without naming
+    its subjects: every row (``table``), rows a predicate or join chose (``range``), or only
+    aggregates (``aggregate``); and the columns read of it. A statement sqlglot reads only
+    partly (``COPY`` of a table, an opaque command) counts as the whole table."""
+    columns: set[str] = set()
+    kinds: set[str] = set()
+    for tree in trees:
+        if not any(isinstance(t, exp.Table) and is_target(t) for t in tree.walk()):
+            continue
+        try:
+            scopes = traverse_scope(tree)
+        except (SqlglotError, RecursionError, ValueError):
+            scopes = []
+        seen = False
+        for scope in scopes:
+            aliases = {
+                alias.lower()
+                for alias, source in scope.sources.items()
+                if isinstance(source, exp.Table) and is_target(source)
+            }
+            if not aliases:
+                continue
+            seen = True
+            select = scope.expression
+            only = len(scope.sources) == 1
+            for column in scope.columns:
+                if (column.table and column.table.lower() in aliases) or (
+                    not column.table and only
+                ):
+                    columns.add(column.name.lower())
+            if isinstance(select, exp.Select):
+                for projection in select.expressions:
+                    if isinstance(projection, exp.Star) or (
+                        isinstance(projection, exp.Column)
+                        and isinstance(projection.this, exp.Star)
+                        and (not projection.table or projection.table.lower() in aliases)
+                    ):
+                        columns.add("*")
+                if _aggregate_only(select):
+                    kinds.add("aggregate")
+                elif (
+                    select.args.get("where") is not None
+                    or select.args.get("joins")
+                    or select.args.get("limit") is not None
+                    or len(scope.sources) > 1
+                ):
+                    kinds.add("range")
+                else:
+                    kinds.add("table")
+            else:
+                kinds.add("table")
+        if not seen:
+            # COPY table TO …: its columns are the list given, or every one.
+            copy = tree if isinstance(tree, exp.Copy) else None
+            target = copy.this if copy is not None else None
+            if isinstance(target, exp.Schema):
+                columns.update(
+                    c.name.lower()
+                    for c in target.expressions
+                    if isinstance(c, exp.Identifier | exp.Column)
+                )
+            else:
+                columns.add("*")
+            kinds.add("table")
+    if not kinds:
+        kinds.add("table")
+    # The widest wins: any statement reading every row reads the table.
+    widest = next(k for k in ("table", "range", "aggregate") if k in kinds)
+    if widest == "aggregate":
+        columns.discard("*")
+    export = any(isinstance(tree, exp.Copy) and not tree.args.get("kind") for tree in trees)
+    return BulkScope(widest, tuple(sorted(columns)[:_MAX_COLUMNS]), export)
+
+
+@functools.lru_cache(maxsize=4096)
+def bulk_of_cached(
+    sql: str, dialect: str, target: TableTarget
+) -> tuple[BulkScope, str, str] | None:
+    """:func:`bulk_scope` and :func:`statement_shape` of the statement text ``sql`` for
+    ``target``, kept per text (a log repeats its statements); None when it cannot be
+    parsed (or is too long to be: see :func:`statement_subjects_cached`)."""
+    if len(sql) > _KEPT_TEXT:
+        return None
+    trees = parse_statements(sql, dialect)
+    if not trees:
+        return None
+    return (bulk_scope(trees, target), *statement_shape(trees, dialect))
+
+
+def bulk_access(
+    mapping: LogMapping,
+    *,
+    key: str,
+    time: datetime,
+    principal: str | None,
+    actor: str,
+    action: str,
+    decision: str,
+    obj: str,
+    category: str,
+    precision: str | None,
+    scope: BulkScope,
+    rows: int | None,
+    shape: str,
+    digest: str,
+    command: str,
+    line: int,
+    database: str | None = None,
+) -> dict[str, Any]:
+    """A bulk access (a row of :class:`custos.store.bulk.BulkAccessRow` but the log file's
+    name and the arrival time, which the import adds): ``principal`` the mapped one or None
+    (then ``actor``, the log's own name for who it was, is all that is known)."""
+    from custos.store.bulk import MAX_SHAPE
+
+    return {
+        "id": key,
+        "time": time,
+        "principal": principal,
+        "actor": actor[:256],
+        "action": action,
+        "decision": decision,
+        "object": obj[:256],
+        "category": category,
+        "precision": precision or "precise",
+        "scope": scope.scope,
+        "columns": list(scope.columns),
+        "rows": rows,
+        "shape": shape[:MAX_SHAPE],
+        "digest": digest,
+        "command": command[:64],
+        "purpose": mapping.purpose,
+        "source": mapping.source_name[:128],
+        "log_line": line,
+        "mapping": mapping.digest,
+        "database": database[:128] if database else None,
+    }

@@ -10,6 +10,9 @@ name>,<statement>,<parameters>[,<rows>]``, themselves CSV.
 
 Each READ or WRITE entry on a mapped table by a mapped role becomes one access event per
 subject its statement names (see :func:`custos.detect.importers.common.statement_subjects`).
+A READ entry whose statement names no subject (a scan, a count, a ``COPY`` of the table)
+becomes one bulk access (:mod:`custos.store.bulk`), by a mapped role or not: the actor is
+then kept as the log names it. With ``pgaudit.log_rows = on`` the rows count comes along.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from custos.detect.importers.common import (
     TableTarget,
     Unparsed,
     access_event,
+    bulk_access,
+    bulk_of_cached,
     event_id,
     statement_subjects_cached,
     subject_id,
@@ -309,6 +314,8 @@ class AuditEntry:
     object_name: str
     statement: str
     parameters: str
+    #: The rows count (``pgaudit.log_rows = on``), or "" when the log has none.
+    rows: str = ""
 
 
 def parse_audit(message: str) -> AuditEntry | None:
@@ -325,7 +332,19 @@ def parse_audit(message: str) -> AuditEntry | None:
     fields = rows[0]
     if fields[0] not in ("SESSION", "OBJECT") or not fields[1].isdigit() or not fields[2].isdigit():
         raise ValueError("an AUDIT message without pgaudit's type and statement ids")
-    return AuditEntry(*fields[:9])
+    kind, statement_id, substatement_id, audit_class, command, object_type, name = fields[:7]
+    return AuditEntry(
+        kind,
+        statement_id,
+        substatement_id,
+        audit_class,
+        command,
+        object_type,
+        name,
+        statement=fields[7],
+        parameters=fields[8],
+        rows=fields[9] if len(fields) == 10 else "",
+    )
 
 
 def _parameters(text: str) -> list[str] | None:
@@ -384,6 +403,12 @@ def read_pgaudit(lines: Sequence[str], mapping: LogMapping) -> ReadLog:
     return out
 
 
+def _rows(audit: AuditEntry) -> int | None:
+    # A count that is not a plain number (never seen from pgaudit) is left out, not guessed.
+    text = audit.rows.strip()
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
 def _map_entry(
     out: ReadLog,
     mapping: LogMapping,
@@ -401,36 +426,58 @@ def _map_entry(
         out.skip(line, "resource", "the entry names no table (set pgaudit.log_relation = on)")
         return
     principal = mapping.principal_for(role=entry.user) if entry.user else None
-    if principal is None:
-        who = shown_id(entry.user) if entry.user else "(none: add %u to log_line_prefix)"
-        out.skip(line, "principal", f"role {who}")
-        return
     schema, table = _target(audit.object_name)
     rule = mapping.table_for([audit.object_name, table])
+
+    def unknown_role() -> None:
+        who = shown_id(entry.user) if entry.user else "(none: add %u to log_line_prefix)"
+        out.skip(line, "principal", f"role {who}")
+
     if rule is None:
-        out.skip(line, "resource", f"table {shown_id(audit.object_name)}")
+        if principal is None:
+            unknown_role()
+        else:
+            out.skip(line, "resource", f"table {shown_id(audit.object_name)}")
         return
-    if rule.subject_column is None:
-        out.skip(line, "subject", f"the mapping names no subject column of {rule.table}")
-        return
-    try:
-        if not statement:
-            raise Unparsed
-        values = statement_subjects_cached(
-            statement, "postgres", TableTarget(schema, table), rule.subject_column, params
-        )
-    except Unparsed:
-        out.skip(line, "subject", "the statement was not logged or could not be parsed")
-        return
-    except ParametersNotLogged:
-        out.skip(line, "subject", "named by a parameter, and pgaudit.log_parameter is off")
-        return
+    target = TableTarget(schema, table)
+    values: set[str] | None = None
+    if rule.subject_column is not None:
+        try:
+            if not statement:
+                raise Unparsed
+            values = statement_subjects_cached(
+                statement, "postgres", target, rule.subject_column, params
+            )
+        except Unparsed:
+            if principal is None:
+                unknown_role()
+                return
+            out.skip(line, "subject", "the statement was not logged or could not be parsed")
+            return
+        except ParametersNotLogged:
+            if principal is None:
+                unknown_role()
+                return
+            out.skip(line, "subject", "named by a parameter, and pgaudit.log_parameter is off")
+            return
     if not values:
+        # Not restricted to named subjects: one access to many people.
+        if _bulk(out, mapping, entry, began, audit, statement, target, principal):
+            return
+        if principal is None:
+            unknown_role()
+            return
+        if rule.subject_column is None:
+            out.skip(line, "subject", f"the mapping names no subject column of {rule.table}")
+            return
         out.skip(
             line,
             "subject",
             f"the statement is not restricted to named values of {rule.subject_column}",
         )
+        return
+    if principal is None:
+        unknown_role()
         return
     action = "modify" if audit.audit_class == "WRITE" else "read"
     if audit.command == "COPY":
@@ -475,3 +522,57 @@ def _map_entry(
                 extra=extra,
             ),
         )
+
+
+def _bulk(
+    out: ReadLog,
+    mapping: LogMapping,
+    entry: LogEntry,
+    began: datetime,
+    audit: AuditEntry,
+    statement: str,
+    target: TableTarget,
+    principal: str | None,
+) -> bool:
+    """Keep a READ entry that names no subject as a bulk access; False (nothing kept) for
+    a write, an entry without a role, or a statement that cannot be parsed."""
+    rule = mapping.table_for([audit.object_name, target.table])
+    if audit.audit_class != "READ" or rule is None or not entry.user or not statement:
+        return False
+    found = bulk_of_cached(statement, "postgres", target)
+    if found is None:
+        return False
+    scope, shape, digest = found
+    key = event_id(
+        "pgb",
+        began.isoformat(),
+        entry.pid,
+        entry.session,
+        entry.user,
+        entry.database,
+        audit.statement_id,
+        audit.substatement_id,
+        audit.object_name,
+    )
+    out.add_bulk(
+        bulk_access(
+            mapping,
+            key=key,
+            time=began,
+            principal=principal,
+            actor=entry.user,
+            action="export" if audit.command == "COPY" or scope.export else "read",
+            decision="allow",
+            obj=audit.object_name,
+            category=rule.category,
+            precision=rule.precision,
+            scope=scope,
+            rows=_rows(audit),
+            shape=shape,
+            digest=digest,
+            command=audit.command,
+            line=entry.line,
+            database=entry.database,
+        )
+    )
+    return True

@@ -13,6 +13,7 @@ from custos.detect.importers.common import REASONS, ReadLog, Unmapped
 from custos.detect.importers.mapping import LogMapping
 from custos.detect.importers.pgaudit import read_pgaudit
 from custos.errors import ValidationFailed
+from custos.store.bulk import BulkAccessStore
 from custos.textfiles import write_rejects
 
 
@@ -29,7 +30,9 @@ class LogImport:
     """What an import did: log ``records`` read, audit ``entries`` (pgaudit) or records
     (CloudTrail) among them, ``events`` made (``duplicates``: entries repeating an access
     already read), of which ``added`` stored and ``unchanged`` already present;
-    ``rejected`` records set aside; every entry ``unmapped``."""
+    ``rejected`` records set aside; every entry ``unmapped``. ``bulk`` entries read many
+    people at once (no subject named: a scan, a count, a ``COPY``): each is kept as one bulk
+    access, ``bulk_added`` stored now and ``bulk_unchanged`` already present."""
 
     records: int
     entries: int
@@ -39,6 +42,9 @@ class LogImport:
     unchanged: int
     rejected: int
     unmapped: tuple[Unmapped, ...]
+    bulk: int = 0
+    bulk_added: int = 0
+    bulk_unchanged: int = 0
 
     def unmapped_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -52,7 +58,9 @@ class LogImport:
         return (
             f"read {self.records} log record(s), {self.entries} audit entries; "
             f"imported {self.events} event(s) ({self.added} stored, {self.unchanged} already "
-            f"present, {self.duplicates} repeat(s) of one); unmapped {len(self.unmapped)}"
+            f"present, {self.duplicates} repeat(s) of one); {self.bulk} bulk access(es) to "
+            f"many people ({self.bulk_added} stored, {self.bulk_unchanged} already present); "
+            f"unmapped {len(self.unmapped)}"
             + (f" ({reasons})" if reasons else "")
             + f"; {self.rejected} set aside"
         )
@@ -66,6 +74,9 @@ class LogImport:
             "added": self.added,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
+            "bulk": self.bulk,
+            "bulk_added": self.bulk_added,
+            "bulk_unchanged": self.bulk_unchanged,
             "unmapped": self.unmapped_by_reason(),
             "unmapped_entries": [u.to_dict() for u in self.unmapped],
         }
@@ -84,7 +95,10 @@ def import_log(
     All or nothing as :meth:`EventStore.import_lines`: raises :class:`ValidationFailed`
     listing every record that cannot be read, storing nothing, unless ``rejects`` is given;
     then those records' lines are written there (mode 0600) and the rest stored. Entries
-    that cannot be mapped are not errors: they are returned, each with line and reason."""
+    that cannot be mapped are not errors: they are returned, each with line and reason.
+    Bulk accesses (entries naming no subject) are stored with the events; an id stored
+    already as another access (of either kind) raises :class:`ValidationFailed`, storing
+    nothing."""
     read = read_log(lines, mapping)
     problems = [f"{source}: {r.problem}" for r in read.rejected]
     if problems and rejects is None:
@@ -95,7 +109,19 @@ def import_log(
         )
     if rejects is not None and read.rejected:
         write_rejects(rejects, [n for r in read.rejected for n in r.lines], lines)
+    bulk = BulkAccessStore(store.db)
+    records = [{**record, "log_file": source[:512]} for record in read.bulk]
+    # Checked before the events are stored, so that a clash stores neither; then stored
+    # after them (a second check in the same transaction as the rows).
+    clashes = bulk.clashes(records)
+    if clashes:
+        raise ValidationFailed(
+            f"{source}: {len(clashes)} bulk access id(s) already stored differently; "
+            "nothing was stored",
+            clashes,
+        )
     stored = store.append(read.events)
+    kept = bulk.append(records)
     return LogImport(
         records=read.records,
         entries=read.entries,
@@ -105,4 +131,7 @@ def import_log(
         unchanged=stored.unchanged,
         rejected=len(read.rejected),
         unmapped=tuple(read.unmapped),
+        bulk=len(records),
+        bulk_added=kept.added,
+        bulk_unchanged=kept.unchanged,
     )
