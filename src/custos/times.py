@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
-
-from pydantic import BeforeValidator
+from typing import Any
 
 
 def iso(moment: datetime) -> str:
@@ -35,7 +33,3 @@ def utc_instant(value: Any) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:
         raise ValueError("is out of range: it lies beyond the years 1 to 9999 in UTC") from None
-
-
-UtcTime = Annotated[datetime, BeforeValidator(utc_instant)]
-"""A pydantic field type: a zoned instant, held in UTC (see :func:`utc_instant`)."""

@@ -23,10 +23,11 @@ CUSTOS = [sys.executable, "-m", "custos"]
 
 #: Modules a help page must not import: each costs tens to hundreds of milliseconds, and
 #: none is needed to print what the commands are. (Typer itself brings rich's tables for
-#: its help panels and pydantic to coerce parameters: those are the price of Typer.)
+#: its help panels: the price of Typer.)
 HEAVY = (
     "alembic",
     "cedarpy",
+    "pydantic",
     "cryptography",
     "duckdb",
     "fastapi",
@@ -82,6 +83,44 @@ def test_help_imports_no_heavy_module(args: tuple[str, ...]) -> None:
         name for name in loaded if any(name == h or name.startswith(h + ".") for h in HEAVY)
     )
     assert heavy == [], f"custos {' '.join(args)} imported {heavy[:8]}"
+
+
+#: What a decision (``custos check``) must not import: parts and libraries it does not use,
+#: which a package face or a module-level import would drag in (docs/design/cli.md).
+NOT_FOR_A_DECISION = (
+    "alembic",
+    "pydantic",
+    "custos.access.query",
+    "custos.access.read",
+    "custos.directory.bulk",
+    "custos.directory.files",
+    "custos.ledger.tiles",
+    "custos.ledger.verify",
+    "custos.ledger.witness",
+    "custos.reports.html",
+    "custos.sql",
+)
+
+
+def test_a_decision_imports_only_what_it_needs(home: Path, tmp_path: Path) -> None:
+    assert run(home, "init").returncode == 0
+    assert (
+        run(home, "org", "load", str(write_org(tmp_path / "org.yaml", SUPPORT_WORLD))).returncode
+        == 0
+    )
+    check = ("check", "--principal", "emp-1001", "--subject", "user-1", "--category",
+             "ip_history", "--purpose", "support", "--json")  # fmt: skip
+    first = run(home, *check)  # (the first run may ask Alembic for the code's heads)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["decision"] in {"allow", "deny", "approval_required"}
+    loaded = modules_after(*check)
+    assert "custos.access.system" in loaded  # it did decide
+    found = sorted(
+        name
+        for name in loaded
+        if any(name == h or name.startswith(h + ".") for h in NOT_FOR_A_DECISION)
+    )
+    assert found == [], f"custos check imported {found[:8]}"
 
 
 def test_the_help_names_every_simulated_scenario() -> None:

@@ -323,3 +323,43 @@ def test_guarded_sql_takes_the_packs_categories(home: Path, tmp_path: Path) -> N
             ("health", "precise"),
         ]
         assert result.rows[0][1] == "flu"
+
+
+# Values a vocabulary file's lists may hold: good words, near misses and other YAML values.
+_ITEMS = st.one_of(
+    st.sampled_from(["support", "health", "a", "x_1", "a" * 32]),
+    st.sampled_from(["", "A", "1a", "a-b", "a" * 33, "support\n", " support", "é"]),
+    st.integers(),
+    st.none(),
+    st.booleans(),
+)
+_LISTS: st.SearchStrategy[object] = st.one_of(
+    st.lists(_ITEMS, max_size=4), st.sampled_from(["support", 3, None, {}])
+)
+_FILES = st.dictionaries(
+    st.sampled_from(["purposes", "categories", "protected_flags", "roles", "extra"]), _LISTS
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_FILES)
+def test_the_plain_check_is_never_looser_than_the_schema(data: dict[str, object]) -> None:
+    """A valid file is read without pydantic (:func:`_plainly_valid`); the schema names the
+    problems of any other. The plain check must pass nothing the schema refuses, and read
+    what it passes as the schema does."""
+    from pydantic import ValidationError
+
+    from custos.policy.pack import _plainly_valid, _vocabulary_schema
+
+    if not _plainly_valid(dict(data)):
+        return
+    try:
+        model = _vocabulary_schema().model_validate(data)
+    except ValidationError as exc:  # pragma: no cover - the failure this test exists for
+        pytest.fail(f"the plain check passed what the schema refuses: {exc}")
+    for key in ("purposes", "categories", "protected_flags", "roles"):
+        words = getattr(model, key)
+        assert words == data[key]
+        assert len(set(words)) == len(words)
+    read = parse_vocabulary(yaml.safe_dump(data), "v.yaml")
+    assert [list(read.purposes), list(read.categories)] == [data["purposes"], data["categories"]]

@@ -8,10 +8,8 @@ from typing import TYPE_CHECKING
 
 from custos.lazyface import lazy_face
 
-if TYPE_CHECKING:
-    from custos.access.decisions import (
-        DecisionMaker as DecisionMaker,
-    )
+if TYPE_CHECKING:  # the names as type checkers see them
+    from custos.access.decisions import DecisionMaker as DecisionMaker
     from custos.access.query import (
         QueryColumn as QueryColumn,
     )
@@ -21,15 +19,9 @@ if TYPE_CHECKING:
     from custos.access.query import (
         QueryResult as QueryResult,
     )
-    from custos.access.read import (
-        ReadResult as ReadResult,
-    )
-    from custos.access.system import (
-        Custos as Custos,
-    )
-    from custos.access.system import (
-        Viewer as Viewer,
-    )
+    from custos.access.read import ReadResult as ReadResult
+    from custos.access.system import Custos as Custos
+    from custos.access.system import Viewer as Viewer
 
 __getattr__, __dir__, __all__ = lazy_face(
     __name__,

@@ -538,7 +538,7 @@ class Custos:
         Raises :class:`ConfigurationError` naming the file, the key and the pack's
         categories, and for a value that is not a positive whole number or not a table.
         """
-        from custos.vault import Vault
+        from custos.vault.retention import DEFAULT_RETENTION_DAYS
 
         settings = self.settings
         asked = settings.section("vault").get("retention_days", {})
@@ -555,7 +555,7 @@ class Custos:
                     hint=f"retention is per category of the policy pack ({settings.policy_dir}"
                     "/vocabulary.yaml): fix the key, or declare the category there",
                 )
-        retention = dict(Vault.default_retention())
+        retention = dict(DEFAULT_RETENTION_DAYS)
         retention.update(
             {
                 str(k): settings.positive_whole(v, f"[vault.retention_days] {k}")

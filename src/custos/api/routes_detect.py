@@ -15,7 +15,7 @@ from custos.access import acts
 from custos.api.auth import Caller, requires, system_of, triager_principal
 from custos.api.schemas import Id, Text
 from custos.detect import DISPOSITIONS
-from custos.times import UtcTime
+from custos.timefields import UtcTime
 
 router = APIRouter(prefix="/v1", tags=["detection"])
 

@@ -9,10 +9,8 @@ from typing import TYPE_CHECKING
 
 from custos.lazyface import lazy_face
 
-if TYPE_CHECKING:
-    from custos.approvals.independence import (
-        RULES as RULES,
-    )
+if TYPE_CHECKING:  # the names as type checkers see them
+    from custos.approvals.independence import RULES as RULES
     from custos.approvals.model import (
         ApprovalSettings as ApprovalSettings,
     )
@@ -46,12 +44,8 @@ if TYPE_CHECKING:
     from custos.approvals.notify import (
         signature as signature,
     )
-    from custos.approvals.workflow import (
-        Approvals as Approvals,
-    )
-    from custos.approvals.workflow import (
-        Journal as Journal,
-    )
+    from custos.approvals.workflow import Approvals as Approvals
+    from custos.approvals.workflow import Journal as Journal
 
 __getattr__, __dir__, __all__ = lazy_face(
     __name__,

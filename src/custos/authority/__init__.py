@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from custos.lazyface import lazy_face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the names as type checkers see them
     from custos.authority.entries import (
         BATCH as BATCH,
     )

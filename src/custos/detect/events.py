@@ -34,7 +34,8 @@ from custos.store.events import AccessEventRow, EventSequenceRow
 
 # Ids follow the directory's rule: an event names its principal, subject and ticket by them.
 from custos.textfiles import check_plain_json, strict_json, write_rejects
-from custos.times import UtcTime, iso
+from custos.timefields import UtcTime
+from custos.times import iso
 from custos.vocabulary import DEFAULT_VOCABULARY, Action, Outcome, Precision, Vocabulary
 
 MAX_LINE = 64 * 1024

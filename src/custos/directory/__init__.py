@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from custos.lazyface import lazy_face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the names as type checkers see them
     from custos.directory.bulk import (
         ImportReport as ImportReport,
     )

@@ -73,7 +73,8 @@ from custos.errors import InvalidInput, StoreConflict, ValidationFailed
 from custos.store import HotCursor
 from custos.store.directory import PrincipalRow, SubjectRow, TicketRow
 from custos.textfiles import strict_json
-from custos.times import UtcTime, iso
+from custos.timefields import UtcTime
+from custos.times import iso
 from custos.vocabulary import (
     DEFAULT_VOCABULARY,
     PrincipalKind,

@@ -29,7 +29,7 @@ from pydantic import (
 from custos.directory.model import DirectoryDocument, Principal, Subject, Ticket
 from custos.errors import InvalidInput, ValidationFailed
 from custos.textfiles import check_plain_json, read_text, strict_json, strict_yaml
-from custos.times import UtcTime
+from custos.timefields import UtcTime
 from custos.vocabulary import (
     DEFAULT_VOCABULARY,
     PrincipalKind,

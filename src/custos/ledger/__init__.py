@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from custos.lazyface import lazy_face
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the names as type checkers see them
     from custos.ledger.hashing import (
         canonical_json as canonical_json,
     )
@@ -73,24 +73,16 @@ if TYPE_CHECKING:
     from custos.ledger.notes import (
         open_checkpoint as open_checkpoint,
     )
-    from custos.ledger.tiles import (
-        TileClient as TileClient,
-    )
-    from custos.ledger.tiles import (
-        TileServer as TileServer,
-    )
+    from custos.ledger.tiles import TileClient as TileClient
+    from custos.ledger.tiles import TileServer as TileServer
     from custos.ledger.tree import (
         verify_consistency as verify_consistency,
     )
     from custos.ledger.tree import (
         verify_inclusion as verify_inclusion,
     )
-    from custos.ledger.verify import (
-        VerifyReport as VerifyReport,
-    )
-    from custos.ledger.verify import (
-        verify_log as verify_log,
-    )
+    from custos.ledger.verify import VerifyReport as VerifyReport
+    from custos.ledger.verify import verify_log as verify_log
     from custos.ledger.witness import (
         CosignResult as CosignResult,
     )

@@ -55,7 +55,7 @@ from custos.policy.model import (
     GrantFacts,
 )
 from custos.textfiles import strict_yaml
-from custos.times import UtcTime
+from custos.timefields import UtcTime
 from custos.vocabulary import DEFAULT_VOCABULARY, Action, Outcome, Precision, Vocabulary
 
 Time = UtcTime

@@ -10,7 +10,8 @@ files (read in name order). Every policy must carry ``@id`` (unique in the pack)
 - ``@coarse_by_default("cat1 cat2")``: categories for which custos asks coarse precision first.
 
 A pack may also hold ``vocabulary.yaml``: the purposes, categories, protected flags and roles
-it knows (:class:`custos.vocabulary.Vocabulary`), validated against :class:`VocabularyFile`.
+it knows (:class:`custos.vocabulary.Vocabulary`), validated against its schema
+(:func:`_vocabulary_schema`).
 It is part of the pack's version (its digest and the files ledgered with it). A pack without
 one knows the words of the pack shipped with custos. Every string a policy compares with the
 purpose, a category or a protected flag must be a word of the vocabulary: a misspelt word
@@ -32,7 +33,6 @@ from typing import Annotated, Any
 
 import cedarpy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from custos.errors import PolicyError
 from custos.textfiles import strict_yaml
@@ -174,18 +174,46 @@ def pack_from_files(source: str, files: Mapping[str, str]) -> PolicyPack:
     )
 
 
-Word = Annotated[str, Field(pattern=WORD_PATTERN)]
+def _vocabulary_schema() -> Any:
+    """The schema of a pack's ``vocabulary.yaml`` as a pydantic model: four lists of words.
+    Built when a file does not pass :func:`_plainly_valid` (to name every problem): pydantic
+    costs a decision's process ~50 ms to import, and a valid file never needs it."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    word = Annotated[str, Field(pattern=WORD_PATTERN)]
+
+    class VocabularyFile(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        purposes: Annotated[list[word], Field(min_length=1, max_length=MAX_WORDS)]
+        categories: Annotated[list[word], Field(min_length=1, max_length=MAX_WORDS)]
+        protected_flags: Annotated[list[word], Field(max_length=MAX_WORDS)]
+        roles: Annotated[list[word], Field(max_length=MAX_WORDS)]
+
+    return VocabularyFile
 
 
-class VocabularyFile(BaseModel):
-    """The schema of a pack's ``vocabulary.yaml``: four lists of distinct words."""
+_WORD = re.compile(WORD_PATTERN.removeprefix("^").removesuffix("$"))
+#: The lists a vocabulary must not leave empty.
+_NON_EMPTY = ("purposes", "categories")
 
-    model_config = ConfigDict(extra="forbid", strict=True)
 
-    purposes: Annotated[list[Word], Field(min_length=1, max_length=MAX_WORDS)]
-    categories: Annotated[list[Word], Field(min_length=1, max_length=MAX_WORDS)]
-    protected_flags: Annotated[list[Word], Field(max_length=MAX_WORDS)]
-    roles: Annotated[list[Word], Field(max_length=MAX_WORDS)]
+def _plainly_valid(data: dict[Any, Any]) -> bool:
+    """Whether ``data`` passes the schema (:func:`_vocabulary_schema`) and has no word twice
+    in a list, checked without pydantic: exactly the four lists, of strings each wholly a
+    word (at least as strict as the schema: a file it passes, the schema passes too)."""
+    if set(data) != set(PACK_WORDS):
+        return False
+    for key, words in data.items():
+        if type(words) is not list or len(words) > MAX_WORDS:
+            return False
+        if key in _NON_EMPTY and not words:
+            return False
+        if not all(type(w) is str and _WORD.fullmatch(w) for w in words):
+            return False
+        if len(set(words)) != len(words):
+            return False
+    return True
 
 
 def _node_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -209,7 +237,7 @@ def _node_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None
 
 def parse_vocabulary(text: str, where: str) -> Vocabulary:
     """Validate a pack's ``vocabulary.yaml`` (``where`` names it in messages) against
-    :class:`VocabularyFile`: each list present, of words matching :data:`WORD_PATTERN`, no
+    :func:`_vocabulary_schema`: each list present, of words matching :data:`WORD_PATTERN`, no
     word twice in a list. Raises :class:`PolicyError` naming the line and field of every
     problem."""
     try:
@@ -225,9 +253,18 @@ def parse_vocabulary(text: str, where: str) -> Vocabulary:
         raise PolicyError(
             f"{where}: must be a mapping of {', '.join(PACK_WORDS)} to lists of words"
         )
+    if _plainly_valid(data):
+        return Vocabulary(
+            purposes=tuple(data["purposes"]),
+            categories=tuple(data["categories"]),
+            protected_flags=tuple(data["protected_flags"]),
+            roles=tuple(data["roles"]),
+        )
+    from pydantic import ValidationError
+
     problems: list[str] = []
     try:
-        model = VocabularyFile.model_validate(data)
+        model = _vocabulary_schema().model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])

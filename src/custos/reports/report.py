@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,9 @@ from custos.ledger.entries import (
 from custos.ledger.entries import parse as parse_entry
 from custos.ledger.entries import read as read_entry
 from custos.ledger.follow import follow_ledger
+from custos.reports.chain import (
+    subjects_of,
+)
 from custos.store import Database
 from custos.store.reports import SubjectEntryRow, SubjectIndexStateRow
 from custos.times import iso
@@ -70,56 +73,6 @@ _APPROVAL_TYPES = {
     "break_glass_review",
     "break_glass_closed",
 }
-
-
-#: Set (true) on an entry whose ``subjects`` list names subjects it is about, each of whom
-#: gets it in their report (see :func:`subjects_of`).
-SUBJECTS_REPORTED = "subjects_reported"
-
-
-def subject_of(entry: Mapping[str, Any] | Entry) -> str | None:
-    """The one subject an entry names in ``subject`` (a string), if any. Decisions and
-    releases, approval steps and refusals, break-glass and its alert, report views and
-    oversight views of one subject carry one. See :func:`subjects_of` for all of them."""
-    subject = entry.get("subject")
-    return subject if isinstance(subject, str) else None
-
-
-def subjects_of(entry: Mapping[str, Any] | Entry) -> tuple[str, ...]:
-    """Every subject an entry is about, each once, in order: its ``subject``, then, when it
-    says ``subjects_reported``, each string of its ``subjects`` list (an oversight view of
-    a case or an alert names several). Entries written before that marker existed carry a
-    ``subjects`` list without links for them; the marker, part of their bytes, is what tells
-    the two apart, so old logs still verify. Depends on the entry alone."""
-    found = [] if (one := subject_of(entry)) is None else [one]
-    many = entry.get("subjects")
-    # A list as stored, a tuple as a parsed Entry gives it.
-    if entry.get(SUBJECTS_REPORTED) is True and isinstance(many, (list, tuple)):
-        found.extend(s for s in many if isinstance(s, str))
-    return tuple(dict.fromkeys(found))
-
-
-def about_subjects(subjects: Iterable[str]) -> dict[str, Any]:
-    """The members an entry about several subjects carries so that it reaches each one's
-    report and each one's chain links to it: ``subjects`` and ``subjects_reported``."""
-    named = sorted(set(subjects))
-    return {"subjects": named, SUBJECTS_REPORTED: True} if named else {}
-
-
-class SubjectChain:
-    """The ledger :class:`~custos.ledger.Chain` of custos: every entry about a subject links
-    to the previous entry about that subject, in its ``prev`` member — an entry about several
-    links to the previous entry about each."""
-
-    field = LINKS
-
-    def keys(self, entry: Mapping[str, Any]) -> Collection[str]:
-        """The subjects the entry is about (:func:`subjects_of`)."""
-        return subjects_of(entry)
-
-
-#: Passed to the ledger by the composition root (``Custos.ledger``).
-SUBJECT_CHAIN = SubjectChain()
 
 
 def _indexed(entry: Entry) -> list[tuple[str, str]]:

@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from custos.textfiles import strict_json
-from custos.times import UtcTime
+from custos.timefields import UtcTime
 
 if TYPE_CHECKING:
     from custos.vocabulary import Vocabulary

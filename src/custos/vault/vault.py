@@ -36,9 +36,9 @@ from custos.times import iso
 from custos.vault import coarse
 from custos.vault.keys import KeyProvider
 from custos.vault.records import SensitiveRecord, parse_lines
+from custos.vault.retention import DEFAULT_RETENTION_DAYS
 from custos.vocabulary import DEFAULT_VOCABULARY, Vocabulary
 
-DEFAULT_RETENTION_DAYS = {"ip_history": 90, "location": 90, "device": 90}
 DEFAULT_GRID_KM = 10.0
 _KEY_CACHE_SECONDS = 60.0
 _KEY_CACHE_SIZE = 4096
