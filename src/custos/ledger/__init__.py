@@ -5,7 +5,7 @@ checkpoints; :func:`verify_log` recomputes everything (``custos log verify``); :
 cosigns checkpoints after checking consistency; :class:`TileServer` serves hash tiles.
 """
 
-from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
+from custos.ledger.hashing import Spliced, canonical_json, leaf_hash, node_hash
 from custos.ledger.keys import (
     LOG_KEY_FILE,
     ORIGIN_FILE,
@@ -16,7 +16,13 @@ from custos.ledger.keys import (
     write_new_key,
     write_origin,
 )
-from custos.ledger.log import Chain, ConsistencyProof, InclusionProof, Ledger, LedgerReceipt
+from custos.ledger.log import (
+    Chain,
+    ConsistencyProof,
+    InclusionProof,
+    Ledger,
+    LedgerReceipt,
+)
 from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote, open_checkpoint
 from custos.ledger.tiles import TileClient, TileServer
 from custos.ledger.tree import verify_consistency, verify_inclusion
@@ -37,6 +43,7 @@ __all__ = [
     "NoteSigner",
     "NoteVerifier",
     "SignedNote",
+    "Spliced",
     "TileClient",
     "TileServer",
     "VerifyReport",
