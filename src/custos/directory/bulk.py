@@ -220,12 +220,6 @@ class _Plan:
         self.moved: list[str] = []
         self.lines = 0
 
-    def add(self, section: str, row: tuple[Any, ...]) -> None:
-        rows = self.pending[section]
-        rows.append(row)
-        if len(rows) >= CHUNK:
-            self.flush(section)
-
     def flush(self, section: str) -> None:
         rows = self.pending[section]
         if not rows:
@@ -329,8 +323,9 @@ def _check(store: DirectoryStore, path: Path, source: str, plan: _Plan, prune: b
             f"{source}: cannot read the directory lines: {exc.strerror or exc}"
         ) from None
     with handle:
-        number = 0
+        number = lines = 0
         validate = _fast_validator()
+        ids, pending, spooled = plan.ids, plan.pending, _SPOOLED
         try:
             for number, raw in enumerate(handle, start=1):
                 # The common case first: a plain line pydantic-core takes whole (its line
@@ -339,15 +334,15 @@ def _check(store: DirectoryStore, path: Path, source: str, plan: _Plan, prune: b
                 parsed: tuple[str, Any] | None = None
                 if number > 1 and len(raw) <= MAX_LINE_CHARS:
                     parsed = _fast(raw, validate)
-                    if parsed is not None:
-                        plan.lines += 1
-                if parsed is None:
+                if parsed is not None:
+                    lines += 1
+                else:
                     line = (raw[:-1] if raw.endswith("\n") else raw).removesuffix("\r")
                     if number == 1:
                         line = line.removeprefix("\ufeff")
                     if not line or line.isspace():
                         continue
-                    plan.lines += 1
+                    lines += 1
                     if len(line) > MAX_LINE_CHARS:
                         problem(f"{source}:{number}: line longer than {MAX_LINE_CHARS} characters")
                         continue
@@ -358,25 +353,29 @@ def _check(store: DirectoryStore, path: Path, source: str, plan: _Plan, prune: b
                             continue
                 section, fields = parsed
                 key = fields["id"]
-                first = plan.ids[section].setdefault(key, number)
+                first = ids[section].setdefault(key, number)
                 if first != number:
                     problem(
                         f"{source}:{number}{_id_label(key)}: duplicate id (first at line {first})"
                     )
                     continue
-                row = _SPOOLED[section](fields)
+                row = spooled[section](fields)
                 # Only rows that name another (a manager, an employee, links; every ticket).
                 if section == "tickets" or row[5] or (section == "subjects" and row[4]):
                     _note_references(section, fields, number, wanted)
-                if section == "subjects" and row[5]:
-                    plan.links[key] = tuple(row[5])
-                plan.add(section, row)
+                    if section == "subjects" and row[5]:
+                        plan.links[key] = tuple(row[5])
+                chunk = pending[section]
+                chunk.append(row)
+                if len(chunk) >= CHUNK:
+                    plan.flush(section)
         except UnicodeDecodeError:
             raise InvalidInput(f"{source}:{number + 1}: not UTF-8 text") from None
         except OSError as exc:
             raise InvalidInput(
                 f"{source}: cannot read the directory lines: {exc.strerror or exc}"
             ) from None
+    plan.lines = lines
     for section in SECTIONS:
         plan.flush(section)
     pruned = {s for s in SECTIONS if prune and plan.ids[s]}
@@ -494,10 +493,6 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else iso(moment)
 
 
-def _sorted(items: Any) -> list[str]:
-    return sorted(set(items)) if items else []
-
-
 #: A valid line's fields as the columns of its row, in :data:`COLUMNS` order, as marshal
 #: can store them: times as ISO text, lists sorted without repeats, and the entry models'
 #: defaults for fields left out (as ``to_domain`` gives them; tests/directory/test_bulk.py
@@ -505,12 +500,16 @@ def _sorted(items: Any) -> list[str]:
 _SPOOLED: dict[str, Any] = {
     "principals": lambda f: (
         f["id"], f["name"], f.get("kind", "employee"), f["role"], f["team"], f.get("manager"),
-        f["country"], f.get("status", "active"), _sorted(f.get("groups")),
+        f["country"], f.get("status", "active"),
+        sorted(set(g)) if (g := f.get("groups")) else [],
         _iso(f.get("role_since")), f.get("extra", {}),
     ),
     "subjects": lambda f: (
-        f["id"], f["jurisdiction"], f.get("handle"), _sorted(f.get("protected")),
-        f.get("employee"), _sorted(f.get("linked")), None, f.get("extra", {}),
+        f["id"], f["jurisdiction"], f.get("handle"),
+        sorted(set(p)) if (p := f.get("protected")) else [],
+        f.get("employee"),
+        sorted(set(k)) if (k := f.get("linked")) else [],
+        None, f.get("extra", {}),
     ),
     "tickets": lambda f: (
         f["id"], f["kind"], f["subject"], f["assignee"], f["status"], _iso(f.get("opened")),
@@ -580,12 +579,22 @@ def _write(
 ) -> None:
     linked = _plan_links(store, plan)
     for section in SECTIONS:
+        # A section stored empty when its first chunk begins needs no reads: the file's ids
+        # are distinct, so only another writer could have stored one of them meanwhile,
+        # and then the insert breaks the key and the import stops (StoreConflict), as it
+        # does when that happens between a read and the write.
+        fresh = _is_empty(store, section)
         for chunk in plan.chunks(section):
             if section == "subjects" and linked is not None:
                 chunk = [(*row[:5], *linked(row[0]), row[7]) for row in chunk]
-            _write_chunk(store, section, chunk, source, by, report)
+            _write_chunk(store, section, chunk, source, by, report, fresh=fresh)
     if linked is not None:
         _write_moved(store, plan, linked, source, by, report)
+
+
+def _is_empty(store: DirectoryStore, section: str) -> bool:
+    with store.db.cursor() as cursor:
+        return not cursor.execute(f"SELECT 1 FROM {_TABLES[section].name} LIMIT 1")  # noqa: S608
 
 
 def _plan_links(store: DirectoryStore, plan: _Plan) -> Any:
@@ -660,11 +669,12 @@ def _write_chunk(
     report: ImportReport,
     *,
     count_unchanged: bool = True,
+    fresh: bool = False,
 ) -> None:
     """Ledger, then write, the rows of ``values`` (spooled rows, see :data:`_SPOOLED`) that
-    add or change something."""
+    add or change something; with ``fresh``, all of them, as new rows (see :func:`_write`)."""
     sql = _Sql(store, section)
-    stored = sql.read(store, [row[0] for row in values])
+    stored = {} if fresh else sql.read(store, [row[0] for row in values])
     to_driver = sql.driver
     added: list[tuple[Any, ...]] = []
     changed: list[tuple[Any, ...]] = []
@@ -793,25 +803,29 @@ class _Sql:
 _JSON = {"groups", "protected", "linked", "extra"}
 
 
+# Empty lists and objects (most values) without a call: spooled rows hold lists and
+# objects there, never None.
 def _driver_principals(times: Mapping[str, Any]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     json_text, role_since = _json_text, times["role_since"]
     return lambda r: (
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json_text(r[8]), role_since(r[9]),
-        json_text(r[10]),
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json_text(r[8]) if r[8] else "[]",
+        role_since(r[9]), json_text(r[10]) if r[10] else "{}",
     )  # fmt: skip
 
 
 def _driver_subjects(times: Mapping[str, Any]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     json_text = _json_text
     return lambda r: (
-        r[0], r[1], r[2], json_text(r[3]), r[4], json_text(r[5]), r[6], json_text(r[7]),
+        r[0], r[1], r[2], json_text(r[3]) if r[3] else "[]", r[4],
+        json_text(r[5]) if r[5] else "[]", r[6], json_text(r[7]) if r[7] else "{}",
     )  # fmt: skip
 
 
 def _driver_tickets(times: Mapping[str, Any]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     json_text, opened, closed = _json_text, times["opened"], times["closed"]
     return lambda r: (
-        r[0], r[1], r[2], r[3], r[4], opened(r[5]), closed(r[6]), r[7], json_text(r[8]),
+        r[0], r[1], r[2], r[3], r[4], opened(r[5]), closed(r[6]), r[7],
+        json_text(r[8]) if r[8] else "{}",
     )  # fmt: skip
 
 
@@ -821,10 +835,6 @@ _DRIVER: dict[str, Callable[[Mapping[str, Any]], Callable[[Sequence[Any]], tuple
     "subjects": _driver_subjects,
     "tickets": _driver_tickets,
 }
-
-
-def _opt(value: str | None) -> str:
-    return "null" if value is None else _text(value)
 
 
 def _texts(items: list[str]) -> str:
@@ -838,21 +848,37 @@ def _texts(items: list[str]) -> str:
 #: (``encode_basestring`` is how it writes a string, which is JCS's form too): five times
 #: faster than a dict per row through the ledger's encoder, with the same bytes
 #: (tests/directory/test_bulk.py holds them equal to ``canonical_json`` of
-#: :data:`_FACTS_OF`). A value of another type than the facts have raises TypeError.
+#: :data:`_FACTS_OF`). A value of another type than the facts have raises TypeError. None
+#: and empty lists, most values, are written without a call.
 _ENCODE: dict[str, Callable[[Sequence[Any]], str]] = {
     "principals": lambda r: (
-        f'{{"country":{_text(r[6])},"groups":{_texts(r[8])},"id":{_text(r[0])},'
-        f'"kind":{_text(r[2])},"manager":{_opt(r[5])},"role":{_text(r[3])},'
-        f'"role_since":{_opt(r[9])},"status":{_text(r[7])},"team":{_text(r[4])}}}'
+        f'{{"country":{_text(r[6])},'
+        f'"groups":{"[]" if r[8] == [] else _texts(r[8])},'
+        f'"id":{_text(r[0])},'
+        f'"kind":{_text(r[2])},'
+        f'"manager":{"null" if r[5] is None else _text(r[5])},'
+        f'"role":{_text(r[3])},'
+        f'"role_since":{"null" if r[9] is None else _text(r[9])},'
+        f'"status":{_text(r[7])},'
+        f'"team":{_text(r[4])}}}'
     ),
     "subjects": lambda r: (
-        f'{{"employee":{_opt(r[4])},"id":{_text(r[0])},"jurisdiction":{_text(r[1])},'
-        f'"link_group":{_opt(r[6])},"linked":{_texts(r[5])},"protected":{_texts(r[3])}}}'
+        f'{{"employee":{"null" if r[4] is None else _text(r[4])},'
+        f'"id":{_text(r[0])},'
+        f'"jurisdiction":{_text(r[1])},'
+        f'"link_group":{"null" if r[6] is None else _text(r[6])},'
+        f'"linked":{"[]" if r[5] == [] else _texts(r[5])},'
+        f'"protected":{"[]" if r[3] == [] else _texts(r[3])}}}'
     ),
     "tickets": lambda r: (
-        f'{{"assignee":{_text(r[3])},"closed":{_opt(r[6])},"id":{_text(r[0])},'
-        f'"kind":{_text(r[1])},"opened":{_opt(r[5])},"opened_by":{_opt(r[7])},'
-        f'"status":{_text(r[4])},"subject":{_text(r[2])}}}'
+        f'{{"assignee":{_text(r[3])},'
+        f'"closed":{"null" if r[6] is None else _text(r[6])},'
+        f'"id":{_text(r[0])},'
+        f'"kind":{_text(r[1])},'
+        f'"opened":{"null" if r[5] is None else _text(r[5])},'
+        f'"opened_by":{"null" if r[7] is None else _text(r[7])},'
+        f'"status":{_text(r[4])},'
+        f'"subject":{_text(r[2])}}}'
     ),
 }
 
