@@ -579,15 +579,14 @@ def _write(
 ) -> None:
     linked = _plan_links(store, plan)
     for section in SECTIONS:
-        # A section stored empty when its first chunk begins needs no reads: the file's ids
-        # are distinct, so only another writer could have stored one of them meanwhile,
-        # and then the insert breaks the key and the import stops (StoreConflict), as it
-        # does when that happens between a read and the write.
+        # A section stored empty when its first chunk begins is not read back: the file's
+        # ids are distinct, so only another writer could store one of them meanwhile. Its
+        # insert then breaks the key, and that chunk (and the rest) are written from reads.
         fresh = _is_empty(store, section)
         for chunk in plan.chunks(section):
             if section == "subjects" and linked is not None:
                 chunk = [(*row[:5], *linked(row[0]), row[7]) for row in chunk]
-            _write_chunk(store, section, chunk, source, by, report, fresh=fresh)
+            fresh = _write_chunk(store, section, chunk, source, by, report, fresh=fresh)
     if linked is not None:
         _write_moved(store, plan, linked, source, by, report)
 
@@ -670,9 +669,13 @@ def _write_chunk(
     *,
     count_unchanged: bool = True,
     fresh: bool = False,
-) -> None:
+    superseded: int | None = None,
+) -> bool:
     """Ledger, then write, the rows of ``values`` (spooled rows, see :data:`_SPOOLED`) that
-    add or change something; with ``fresh``, all of them, as new rows (see :func:`_write`)."""
+    add or change something, or that custos never vouched for, or (``superseded``) whose
+    entry comes before that ledger index. With ``fresh``, all of them, as new rows, without
+    reading any (see :func:`_write`); if another writer stored one meanwhile, the chunk is
+    written again from a read. Returns whether the next chunk may be written as fresh."""
     sql = _Sql(store, section)
     stored = {} if fresh else sql.read(store, [row[0] for row in values])
     to_driver = sql.driver
@@ -691,19 +694,53 @@ def _write_chunk(
             if found is None:
                 added.append(row)
                 new.append(driven)
-            elif (vouched and found[-1] is None) or not sql.same(found, driven):
+            elif (
+                vouched
+                and (found[-1] is None or (superseded is not None and found[-1] < superseded))
+            ) or not sql.same(found, driven):
                 changed.append(row)
                 moved.append(driven)
         converted = new + moved
     if count_unchanged:
         report.unchanged[section] += len(values) - len(added) - len(changed)
     if not added and not changed:
-        return
+        return fresh
     writing = added + changed
     indexes: list[int | None] = [None] * len(writing)
     if store.record is not None:
         encoded = EncodedFacts(list(map(_ENCODE[section], writing)))
         indexes = list(store.record(_KINDS[section], encoded, source, by))
+    try:
+        _store_chunk(store, sql, section, stored, added, changed, converted, indexes)
+    except StoreConflict:
+        if not fresh:
+            raise
+        # Another writer stored some of these ids after the section was found empty (the
+        # insert broke the key; nothing of the chunk was written). Its entries are durable
+        # and are the latest for each row whose entry came before them: write the chunk
+        # again from a read, those rows included, ledgering anew what it then writes.
+        first = min((i for i in indexes if i is not None), default=None)
+        _write_chunk(
+            store, section, values, source, by, report,
+            count_unchanged=count_unchanged, superseded=first,
+        )  # fmt: skip
+        return False
+    report.added[section] += len(added)
+    report.changed[section] += len(changed)
+    return fresh
+
+
+def _store_chunk(
+    store: DirectoryStore,
+    sql: _Sql,
+    section: str,
+    stored: Mapping[str, tuple[Any, ...]],
+    added: Sequence[tuple[Any, ...]],
+    changed: Sequence[tuple[Any, ...]],
+    converted: Sequence[tuple[Any, ...]],
+    indexes: Sequence[int | None],
+) -> None:
+    """Write one chunk's rows (their entries durable) in one transaction."""
     with store.db.cursor() as cursor:
         sql.begin(cursor)
         if changed:
@@ -726,8 +763,6 @@ def _write_chunk(
             cursor.executemany(sql.update, [(*r[1:], r[0]) for r in rows[len(added) :]])
         if not sql.sqlite:
             cursor.execute(sql.stamp, (_bump(cursor), _UNSTAMPED))
-    report.added[section] += len(added)
-    report.changed[section] += len(changed)
 
 
 class _Sql:
