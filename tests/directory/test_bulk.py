@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from custos.access import Custos
 from custos.directory import bulk, import_lines, parse_text, plan_prune, write_lines
 from custos.directory.files import PrincipalEntry, SubjectEntry, TicketEntry
-from custos.errors import InvalidInput, LedgerUnavailable, UnknownSubject, ValidationFailed
+from custos.errors import (
+    InvalidInput,
+    LedgerUnavailable,
+    UnknownSubject,
+    UnstorableValue,
+    ValidationFailed,
+)
 from custos.ledger.entries import AuthorityFactsEntry, parse_bytes
 from custos.ledger.hashing import canonical_json
 from tests.conftest import fresh_database_url
@@ -545,3 +551,33 @@ def test_org_load_prune_refuses_a_reference_to_a_row_it_would_remove(system: Cus
         "p.json: principals[0] (id 'emp-2'): field 'manager': principal 'emp-1' is not in the "
         "file, and --prune removes it"
     )
+
+
+def test_a_value_the_database_refuses_stops_the_import_and_the_rerun_completes(
+    system: Custos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NUL in a name passes the check (it is text) and SQLite stores it; PostgreSQL refuses
+    it, in the COPY of its chunk: the import stops there (UnstorableValue), the chunks before
+    stay, and the rows of that chunk, ledgered, are named until a fixed file is imported."""
+    monkeypatch.setattr(bulk, "CHUNK", 100)
+    data = many(250)
+    data["principals"] = [{"id": f"emp-{i}", "name": f"P{i}", "role": "support_agent",
+                           "team": "t", "country": "US"} for i in range(1, 251)]  # fmt: skip
+    data["principals"][150]["name"] = "Nul\u0000Name"
+    path = lines_file(tmp_path / "nul.jsonl", data)
+    store = system.directory
+    if system.db.is_sqlite:
+        import_lines(store, path)
+        assert store.principal("emp-151").name == "Nul\u0000Name"
+        assert verified(system) == []
+        return
+    with pytest.raises(UnstorableValue):
+        import_lines(store, path)
+    assert len(store.principals()) == 100  # the first chunk; none of the second
+    problems = verified(system)
+    assert len(problems) == 100
+    assert all("set in the ledger but missing from the table" in p for p in problems)
+    data["principals"][150]["name"] = "Fixed"
+    report = import_lines(store, lines_file(tmp_path / "fixed.jsonl", data))
+    assert report.added["principals"] == 150
+    assert verified(system) == []

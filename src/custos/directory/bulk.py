@@ -757,8 +757,10 @@ def _store_chunk(
         # rows first, then the counter, then the stamp (the lock order of DirectoryStore).
         version = _bump(cursor) if sql.sqlite else _UNSTAMPED
         rows = [(*row, index, version) for row, index in zip(converted, indexes, strict=True)]
-        if added:
+        if added and sql.sqlite:
             cursor.executemany(sql.insert, rows[: len(added)])
+        elif added:  # PostgreSQL: streamed in one COPY, not a statement per row
+            cursor.copy_in(sql.table, sql.columns, rows[: len(added)])
         if changed:
             cursor.executemany(sql.update, [(*r[1:], r[0]) for r in rows[len(added) :]])
         if not sql.sqlite:
@@ -788,6 +790,7 @@ class _Sql:
         )
         self.select = f"SELECT {', '.join(names)}, auth_idx FROM {table.name} WHERE id IN "  # noqa: S608
         self.names = (*names, "auth_idx")
+        self.table, self.columns = table.name, (*names, "auth_idx", "seq")
         self.stamp = f"UPDATE {table.name} SET seq = ? WHERE seq = ?"  # noqa: S608
         times = {
             name: _time_for(table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
