@@ -10,12 +10,15 @@ passes over the file:
    and the valid rows are spooled, compactly, to an anonymous temporary file. Any problem:
    every problem is reported by line number and nothing is written.
 2. **Write**, per chunk of at most :data:`CHUNK` rows of one section: read the stored rows
-   (one query per thousand), keep only the rows that add or change something (or that
-   custos never vouched for), ledger their facts as ``authority`` entries of at most
-   :data:`custos.authority.BATCH` rows in one durable append, then write them in one
-   transaction with ``executemany`` through a driver cursor (no ORM objects), move the
-   directory version and stamp them with it, as :meth:`DirectoryStore.merge` does (see the
-   module docstring of :mod:`custos.directory.store`).
+   (one query per thousand; none while the section's table was empty when the write began,
+   see :func:`_write`), keep only the rows that add or change something (or that custos
+   never vouched for), ledger their facts as ``authority`` entries of at most
+   :data:`custos.authority.BATCH` rows in one durable append (each row's facts encoded here,
+   :data:`_ENCODE`, and spliced into the entries), then write them in one transaction
+   through a driver cursor (``executemany`` on SQLite, one ``COPY`` of the new rows on
+   PostgreSQL; no ORM objects), move the directory version and stamp them with it, as
+   :meth:`DirectoryStore.merge` does (see the module docstring of
+   :mod:`custos.directory.store`).
 
 So every row is an authority fact ledgered before it is written, as everywhere else. An
 import stopped midway (a crash, the ledger unavailable) keeps the chunks it committed: each
