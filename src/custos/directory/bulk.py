@@ -681,29 +681,21 @@ def _write_chunk(
     written again from a read. Returns whether the next chunk may be written as fresh."""
     sql = _Sql(store, section)
     stored = {} if fresh else sql.read(store, [row[0] for row in values])
-    to_driver = sql.driver
     added: list[tuple[Any, ...]] = []
     changed: list[tuple[Any, ...]] = []
     if not stored:  # a first import: every row is new, nothing to compare
         added = list(values)
-        converted = list(map(to_driver, values))
     else:
-        vouched = store.record is not None
-        new: list[tuple[Any, ...]] = []
-        moved: list[tuple[Any, ...]] = []
+        to_driver, vouched = sql.driver, store.record is not None
         for row in values:
-            driven = to_driver(row)
             found = stored.get(row[0])
             if found is None:
                 added.append(row)
-                new.append(driven)
             elif (
                 vouched
                 and (found[-1] is None or (superseded is not None and found[-1] < superseded))
-            ) or not sql.same(found, driven):
+            ) or not sql.same(found, to_driver(row)[:-2]):
                 changed.append(row)
-                moved.append(driven)
-        converted = new + moved
     if count_unchanged:
         report.unchanged[section] += len(values) - len(added) - len(changed)
     if not added and not changed:
@@ -714,7 +706,7 @@ def _write_chunk(
         encoded = EncodedFacts(list(map(_ENCODE[section], writing)))
         indexes = list(store.record(_KINDS[section], encoded, source, by))
     try:
-        _store_chunk(store, sql, section, stored, added, changed, converted, indexes)
+        _store_chunk(store, sql, section, stored, added, changed, indexes)
     except StoreConflict:
         if not fresh:
             raise
@@ -740,7 +732,6 @@ def _store_chunk(
     stored: Mapping[str, tuple[Any, ...]],
     added: Sequence[tuple[Any, ...]],
     changed: Sequence[tuple[Any, ...]],
-    converted: Sequence[tuple[Any, ...]],
     indexes: Sequence[int | None],
 ) -> None:
     """Write one chunk's rows (their entries durable) in one transaction."""
@@ -759,7 +750,11 @@ def _store_chunk(
         # the counter can move first and the rows carry its value from the start. PostgreSQL:
         # rows first, then the counter, then the stamp (the lock order of DirectoryStore).
         version = _bump(cursor) if sql.sqlite else _UNSTAMPED
-        rows = [(*row, index, version) for row, index in zip(converted, indexes, strict=True)]
+        to_driver = sql.driver
+        rows = [
+            to_driver(row, index, version)
+            for row, index in zip((*added, *changed), indexes, strict=True)
+        ]
         if added and sql.sqlite:
             cursor.executemany(sql.insert, rows[: len(added)])
         elif added:  # PostgreSQL: streamed in one COPY, not a statement per row
@@ -800,12 +795,10 @@ class _Sql:
             for name in names
             if name in _TIMES
         }
-        #: A spooled row's columns as the driver takes them (a tuple), and the facts it sets
-        #: (``Principal.facts`` and friends: the same names, the same values, since spooled
-        #: rows hold times as ISO text and lists as lists). Written out per section: they run
-        #: for every row (tests/directory/test_bulk.py holds them to COLUMNS and _FACTS).
-        self.driver: Callable[[Sequence[Any]], tuple[Any, ...]] = _DRIVER[section](times)
-        self.facts: Callable[[Sequence[Any]], dict[str, Any]] = _FACTS_OF[section]
+        #: A spooled row's columns as the driver takes them (a tuple). Written out per
+        #: section, as it runs for every row (tests/directory/test_bulk.py holds the rows
+        #: written to org load's).
+        self.driver: _Driver = _DRIVER[section](times)
 
     def read(self, store: DirectoryStore, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """The stored rows of ``keys`` (those there are), by id, as the driver gives them:
@@ -844,34 +837,40 @@ class _Sql:
 _JSON = {"groups", "protected", "linked", "extra"}
 
 
+#: A spooled row as the driver writes it: its columns in :data:`COLUMNS` order, then its
+#: ``auth_idx`` and ``seq`` (given; None when only compared).
+_Driver = Callable[..., tuple[Any, ...]]
+
+
 # Empty lists and objects (most values) without a call: spooled rows hold lists and
 # objects there, never None.
-def _driver_principals(times: Mapping[str, Any]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+def _driver_principals(times: Mapping[str, Any]) -> _Driver:
     json_text, role_since = _json_text, times["role_since"]
-    return lambda r: (
+    return lambda r, index=None, version=None: (
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json_text(r[8]) if r[8] else "[]",
-        role_since(r[9]), json_text(r[10]) if r[10] else "{}",
+        role_since(r[9]), json_text(r[10]) if r[10] else "{}", index, version,
     )  # fmt: skip
 
 
-def _driver_subjects(times: Mapping[str, Any]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+def _driver_subjects(times: Mapping[str, Any]) -> _Driver:
     json_text = _json_text
-    return lambda r: (
+    return lambda r, index=None, version=None: (
         r[0], r[1], r[2], json_text(r[3]) if r[3] else "[]", r[4],
         json_text(r[5]) if r[5] else "[]", r[6], json_text(r[7]) if r[7] else "{}",
+        index, version,
     )  # fmt: skip
 
 
-def _driver_tickets(times: Mapping[str, Any]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+def _driver_tickets(times: Mapping[str, Any]) -> _Driver:
     json_text, opened, closed = _json_text, times["opened"], times["closed"]
-    return lambda r: (
+    return lambda r, index=None, version=None: (
         r[0], r[1], r[2], r[3], r[4], opened(r[5]), closed(r[6]), r[7],
-        json_text(r[8]) if r[8] else "{}",
+        json_text(r[8]) if r[8] else "{}", index, version,
     )  # fmt: skip
 
 
 #: Per section, given each time column's conversion: a spooled row as the driver takes it.
-_DRIVER: dict[str, Callable[[Mapping[str, Any]], Callable[[Sequence[Any]], tuple[Any, ...]]]] = {
+_DRIVER: dict[str, Callable[[Mapping[str, Any]], _Driver]] = {
     "principals": _driver_principals,
     "subjects": _driver_subjects,
     "tickets": _driver_tickets,
@@ -923,7 +922,9 @@ _ENCODE: dict[str, Callable[[Sequence[Any]], str]] = {
     ),
 }
 
-#: Per section: the facts a spooled row sets, by position in :data:`COLUMNS`.
+#: Per section: the facts a spooled row sets (``Principal.facts`` and friends: the same
+#: names, the same values, since spooled rows hold times as ISO text and lists as lists), by
+#: position in :data:`COLUMNS`. What :data:`_ENCODE` writes out, and is tested against.
 _FACTS_OF: dict[str, Callable[[Sequence[Any]], dict[str, Any]]] = {
     "principals": lambda r: {
         "id": r[0], "kind": r[2], "role": r[3], "team": r[4], "manager": r[5],
