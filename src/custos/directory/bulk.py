@@ -694,7 +694,7 @@ def _write_chunk(
             elif (
                 vouched
                 and (found[-1] is None or (superseded is not None and found[-1] < superseded))
-            ) or not sql.same(found, to_driver(row)[:-2]):
+            ) or not sql.same(found, to_driver(row)[:-2], row):
                 changed.append(row)
     if count_unchanged:
         report.unchanged[section] += len(values) - len(added) - len(changed)
@@ -811,19 +811,21 @@ class _Sql:
                     found[raw[0]] = tuple(raw)
         return found
 
-    def same(self, stored: Sequence[Any], row: Sequence[Any]) -> bool:
-        """Whether a stored row (from :meth:`read`) holds the values of ``row`` (from
-        :meth:`row`). Equal driver values are the same; JSON read back as other text or as
-        objects (PostgreSQL's driver decodes it) is compared decoded, links stored as NULL
-        reading as none, as :meth:`DirectoryStore.merge` compares them."""
+    def same(self, stored: Sequence[Any], row: Sequence[Any], spooled: Sequence[Any]) -> bool:
+        """Whether a stored row (from :meth:`read`) holds the values of ``row`` (its
+        ``spooled`` row's columns as the driver takes them). Equal driver values are the
+        same; JSON read back as other text or as objects (PostgreSQL's driver decodes it)
+        is compared decoded with the spooled value (lists and objects: nothing to decode),
+        links stored as NULL reading as none, as :meth:`DirectoryStore.merge` compares
+        them."""
         if tuple(stored[:-1]) == tuple(row):
             return True
-        for name, old, new in zip(self.names, stored, row, strict=False):
+        for name, old, new, value in zip(self.names, stored, row, spooled, strict=False):
             if old == new:
                 continue
             if name not in _JSON:
                 return False
-            if _decoded(name, old) != _decoded(name, new):
+            if _decoded(name, old) != _decoded(name, value):
                 return False
         return True
 
