@@ -335,8 +335,8 @@ class HotCursor:
         self._cursor.execute(self._sql(sql), tuple(params))
         return list(self._cursor.fetchall()) if self._cursor.description else []
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement for each of ``rows``."""
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (any iterable: taken as it goes)."""
         self._cursor.executemany(self._sql(sql), rows)
 
     def chunks(
