@@ -22,9 +22,9 @@ only if the URL's database is empty: use a scratch database).
 
 Measured on this shared 2-core machine (docs/design/authority.md, *Measured*), org import
 against org load of JSON, 1,110,000 rows on SQLite: before the import encoded its own
-entries, 3.8x (45.5 s); after, 7.3x wall, 7.4x CPU (20.0 s, 11.3 µs of CPU per row; org
-load 83 µs/row), 25x against YAML. ``--quick`` (111,000 rows): 6.6x -> 11.7x wall, 10.0x
-CPU on SQLite; 3.9x -> 6.8x wall (12.2x CPU, the server's not counted) on PostgreSQL.
+entries, 3.8x (45.5 s); after, 7.9x wall, 7.8x CPU (15.3 s, 9.9 µs of CPU per row; org load
+77 µs/row), 28x against YAML. ``--quick`` (111,000 rows): 6.6x -> 9.9x wall, 10.2x CPU on
+SQLite; 3.9x -> 6.0x wall (13.0x CPU, the server's not counted) on PostgreSQL.
 """
 
 from __future__ import annotations
