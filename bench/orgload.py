@@ -19,6 +19,12 @@ the steadier figure), with ratios, and ``custos log verify``'s verdict on the bi
 Asserts nothing. ``--quick``: 10^5 subjects and 10^4 for the old path.
 ``CUSTOS_DATABASE_URL=postgresql://…`` runs on PostgreSQL (each home gets a fresh schema
 only if the URL's database is empty: use a scratch database).
+
+Measured on this shared 2-core machine (docs/design/authority.md, *Measured*), org import
+against org load of JSON, 1,110,000 rows on SQLite: before the import encoded its own
+entries, 3.8x (45.5 s); after, 7.9x wall, 7.8x CPU (15.3 s, 9.9 µs of CPU per row; org load
+77 µs/row), 28x against YAML. ``--quick`` (111,000 rows): 6.6x -> 9.9x wall, 10.2x CPU on
+SQLite; 3.9x -> 6.0x wall (13.0x CPU, the server's not counted) on PostgreSQL.
 """
 
 from __future__ import annotations

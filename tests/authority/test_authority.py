@@ -14,9 +14,11 @@ import sqlalchemy as sa
 from custos.access import Custos, acts
 from custos.access.system import SETTINGS_MARKER
 from custos.accounts import Operator
+from custos.authority import BATCH, AuthorityWriter, EncodedFacts
 from custos.config import decision_settings_digest, load_settings
 from custos.directory import DirectoryStore
 from custos.errors import AuthorityMismatch
+from custos.ledger import canonical_json
 from custos.policy import AccessRequest, Decision
 from tests.factories import APPROVALS_WORLD, SUPPORT_WORLD, ask, load_org, org
 
@@ -331,3 +333,32 @@ def test_settings_changed_by_hand_with_the_marker_are_named(world: Custos) -> No
     assert len(problems) == 1
     assert f"index {decision.ledger_index}" in (problems[0] or "")
     assert f"settings {digest[:12]}" in (problems[0] or "")
+
+
+def test_facts_given_encoded_are_ledgered_as_the_same_entries(system: Custos) -> None:
+    """AuthorityWriter.record takes rows already encoded (org import's): the entries are
+    those the same facts as mappings give, but for salt and time, in batches alike."""
+    facts = [
+        {"id": f"user-{i}", "jurisdiction": "US", "protected": [], "employee": None,
+         "linked": [], "link_group": None}
+        for i in range(BATCH + 3)
+    ]  # fmt: skip
+    writer = AuthorityWriter(system.ledger)
+    by = {"principal": "emp-1"}
+    plain = writer.record("subject", facts, "test", by)
+    encoded = EncodedFacts([canonical_json(f).decode() for f in facts])
+    spliced = writer.record("subject", encoded, "test", by)
+    assert [i - plain[0] for i in plain] == [i - spliced[0] for i in spliced]
+    assert len(set(spliced)) == 2
+
+    def without_salt(index: int) -> dict[str, Any]:
+        entry = json.loads(system.ledger.entry(index))
+        return {k: v for k, v in entry.items() if k not in ("salt", "time")}
+
+    assert without_salt(plain[0]) == without_salt(spliced[0])
+    assert without_salt(plain[-1]) == without_salt(spliced[-1])
+    # The check on use reads them back alike.
+    voucher = system.voucher
+    voucher.check("subject", "user-7", spliced[7], facts[7])
+    with pytest.raises(AuthorityMismatch):
+        voucher.check("subject", "user-7", spliced[7], {**facts[7], "protected": ["minor"]})

@@ -19,8 +19,15 @@ from hypothesis import strategies as st
 from custos.access import Custos
 from custos.directory import bulk, import_lines, parse_text, plan_prune, write_lines
 from custos.directory.files import PrincipalEntry, SubjectEntry, TicketEntry
-from custos.errors import InvalidInput, LedgerUnavailable, UnknownSubject, ValidationFailed
+from custos.errors import (
+    InvalidInput,
+    LedgerUnavailable,
+    UnknownSubject,
+    UnstorableValue,
+    ValidationFailed,
+)
 from custos.ledger.entries import AuthorityFactsEntry, parse_bytes
+from custos.ledger.hashing import canonical_json
 from tests.conftest import fresh_database_url
 from tests.factories import org
 
@@ -319,6 +326,55 @@ def test_an_import_killed_after_ledgering_is_named_then_completed(
     assert verified(system) == []
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_another_writer_storing_rows_of_a_first_import_meanwhile_is_written_over_in_order(
+    system: Custos, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A first import does not read its table back; another process storing some of its
+    rows meanwhile (one the same as the file's, one not) breaks the key of a chunk's insert.
+    The chunk is then written from a read, in the ledger's order, and the import ends with
+    every row equal to its latest entry."""
+    monkeypatch.setattr(bulk, "CHUNK", 100)
+    path = lines_file(tmp_path / "m.jsonl", many(300))
+    store = system.directory
+    record = store.record
+    assert record is not None
+    calls: list[str] = []
+    document = parse_text(
+        json.dumps(
+            {"subjects": [{"id": "user-150", "jurisdiction": "US"},
+                          {"id": "user-160", "jurisdiction": "DE"}]}
+        ),
+        "other.json",
+        as_json=True,
+    )  # fmt: skip
+
+    def other_writer() -> None:
+        with Custos.open(home) as other:
+            other.directory.merge(document, source="other.json")
+
+    def racing(*args: Any) -> list[int]:
+        calls.append(args[0])
+        second = calls.count("subject") == 2 and len(args[1]) == 100
+        if second and when == "before":
+            other_writer()  # its entries come before this chunk's
+        indexes = record(*args)
+        if second and when == "after":
+            other_writer()  # its entries come after this chunk's
+        return indexes
+
+    monkeypatch.setattr(store, "record", racing)
+    report = import_lines(store, path)
+    assert calls.count("subject") == 4  # the second chunk was ledgered again, from a read
+    if when == "before":  # both rows were set before the chunk's entries: written over
+        assert (report.added["subjects"], report.changed["subjects"]) == (298, 2)
+    else:  # user-150 as the other writer left it is the latest and is the file's
+        assert (report.added["subjects"], report.changed["subjects"]) == (298, 1)
+        assert report.unchanged["subjects"] == 1
+    assert store.subject("user-160").jurisdiction == "US"
+    assert verified(system) == []
+
+
 # -- the fast path agrees with the directory file's models ------------------------------
 
 ids = st.one_of(
@@ -413,9 +469,57 @@ def test_the_fast_path_accepts_exactly_what_the_entry_models_accept(line: str) -
         elif name in bulk._LISTS:
             expected = list(expected)
         assert value == expected, name
+    # Its facts, as a dict and as the text ledgered for it, are the domain's.
+    assert bulk._FACTS_OF[section](spooled) == domain.facts()
+    assert bulk._ENCODE[section](spooled) == canonical_json(domain.facts()).decode()
     if fast is not None:
         assert fast[0] == section
         assert bulk._SPOOLED[section](fast[1]) == spooled
+
+
+# -- the facts ledgered for a row are written out by hand: the same bytes ---------------
+
+any_text = st.text(max_size=8)
+maybe_text = st.none() | any_text
+texts = st.lists(any_text, max_size=3)
+spooled_rows = st.one_of(
+    st.tuples(
+        st.just("principals"), any_text, any_text, any_text, any_text, any_text, maybe_text,
+        any_text, any_text, texts, maybe_text, st.just({}),
+    ),
+    st.tuples(
+        st.just("subjects"), any_text, any_text, maybe_text, texts, maybe_text, texts,
+        maybe_text, st.just({}),
+    ),
+    st.tuples(
+        st.just("tickets"), any_text, any_text, any_text, any_text, any_text, maybe_text,
+        maybe_text, maybe_text, st.just({}),
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(spooled_rows)
+def test_rows_encoded_by_hand_are_the_canonical_json_of_their_facts(
+    spooled: tuple[Any, ...],
+) -> None:
+    section, row = spooled[0], spooled[1:]
+    assert len(row) == len(bulk.COLUMNS[section])
+    facts = bulk._FACTS_OF[section](row)
+    assert tuple(facts) == bulk._FACTS[section]
+    try:
+        expected = canonical_json(facts).decode()
+    except ValueError:  # a lone surrogate is no UTF-8: the ledger refuses the text too
+        return
+    assert bulk._ENCODE[section](row) == expected
+
+
+def test_a_value_of_another_type_is_refused_not_encoded() -> None:
+    row = ("user-1", "US", None, ("journalist",), None, [], None, {})
+    with pytest.raises(TypeError):
+        bulk._ENCODE["subjects"](row)
+    with pytest.raises(TypeError):
+        bulk._ENCODE["subjects"](("user-1", 7, None, [], None, [], None, {}))
 
 
 def test_org_load_prune_removes_what_the_document_leaves_out(system: Custos) -> None:
@@ -447,3 +551,33 @@ def test_org_load_prune_refuses_a_reference_to_a_row_it_would_remove(system: Cus
         "p.json: principals[0] (id 'emp-2'): field 'manager': principal 'emp-1' is not in the "
         "file, and --prune removes it"
     )
+
+
+def test_a_value_the_database_refuses_stops_the_import_and_the_rerun_completes(
+    system: Custos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NUL in a name passes the check (it is text) and SQLite stores it; PostgreSQL refuses
+    it, in the COPY of its chunk: the import stops there (UnstorableValue), the chunks before
+    stay, and the rows of that chunk, ledgered, are named until a fixed file is imported."""
+    monkeypatch.setattr(bulk, "CHUNK", 100)
+    data = many(250)
+    data["principals"] = [{"id": f"emp-{i}", "name": f"P{i}", "role": "support_agent",
+                           "team": "t", "country": "US"} for i in range(1, 251)]  # fmt: skip
+    data["principals"][150]["name"] = "Nul\u0000Name"
+    path = lines_file(tmp_path / "nul.jsonl", data)
+    store = system.directory
+    if system.db.is_sqlite:
+        import_lines(store, path)
+        assert store.principal("emp-151").name == "Nul\u0000Name"
+        assert verified(system) == []
+        return
+    with pytest.raises(UnstorableValue):
+        import_lines(store, path)
+    assert len(store.principals()) == 100  # the first chunk; none of the second
+    problems = verified(system)
+    assert len(problems) == 100
+    assert all("set in the ledger but missing from the table" in p for p in problems)
+    data["principals"][150]["name"] = "Fixed"
+    report = import_lines(store, lines_file(tmp_path / "fixed.jsonl", data))
+    assert report.added["principals"] == 150
+    assert verified(system) == []

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from custos.access import Custos
 from custos.errors import InvalidInput, LedgerUnavailable
-from custos.ledger import verify_log
+from custos.ledger import Spliced, canonical_json, verify_log
 
 
 def test_concurrent_appends_form_one_gapless_log(system: Custos) -> None:
@@ -145,3 +145,33 @@ def test_sigkill_during_heavy_appends_loses_nothing_acknowledged(
         assert reopened.ledger.append({"type": "after"}).index == size
     finally:
         reopened.close()
+
+
+def test_a_spliced_entry_is_stored_as_the_canonical_json_of_the_whole(system: Custos) -> None:
+    rows = [{"id": "user-1", "protected": ["journalist"]}, {"id": "user-2", "protected": []}]
+    text = "[" + ",".join(canonical_json(row).decode() for row in rows) + "]"
+    envelope = {"type": "test", "kind": "subject", "by": None}
+    receipt = system.ledger.append_many([Spliced(envelope, "set", text), {"type": "test"}])[0]
+    stored = system.ledger.entry(receipt.index)
+    value = json.loads(stored)
+    assert value == {**envelope, "set": rows, "salt": value["salt"]}
+    assert canonical_json(value) == stored  # canonical, salted, as any entry
+    system.ledger.checkpoint()
+    assert verify_log(system.ledger, system.log_verifier).ok
+
+
+@pytest.mark.parametrize(
+    "spliced",
+    [
+        Spliced({"type": "test", "set": []}, "set", "[]"),  # the member twice
+        Spliced({"type": "test", "subject": "user-42"}, "set", "[]"),  # a chain key
+        Spliced({"type": "test"}, "set", '["\ud800"]'),  # not UTF-8
+    ],
+)
+def test_a_spliced_entry_that_cannot_be_stored_as_given_is_refused(
+    system: Custos, spliced: Spliced
+) -> None:
+    size = system.ledger.size()
+    with pytest.raises(InvalidInput):
+        system.ledger.append_many([{"type": "test"}, spliced])
+    assert system.ledger.size() == size

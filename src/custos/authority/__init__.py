@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the names as type checkers see them
         AuthorityEntry as AuthorityEntry,
     )
     from custos.authority.entries import (
+        EncodedFacts as EncodedFacts,
+    )
+    from custos.authority.entries import (
         facts_set as facts_set,
     )
     from custos.authority.entries import (
@@ -64,6 +67,7 @@ __getattr__, __dir__, __all__ = lazy_face(
             "KINDS",
             "REMOVED",
             "AuthorityEntry",
+            "EncodedFacts",
             "facts_set",
             "is_removed",
             "tombstone",

@@ -18,9 +18,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from custos.authority.entries import AuthorityEntry, batches, facts_set
+from custos.authority.entries import BATCH, AuthorityEntry, EncodedFacts, batches, facts_set
 from custos.errors import AuthorityMismatch, NotFound, shown_id
 from custos.ledger.entries import MalformedEntry, parse_bytes
+from custos.ledger.hashing import Spliced
 
 #: The check on use, as the stores take it: ``vouch(kind, id, auth_idx, facts)`` returns, or
 #: raises :class:`AuthorityMismatch` (:meth:`Voucher.check`).
@@ -28,8 +29,11 @@ Vouch = Callable[[str, str, "int | None", Mapping[str, Any]], None]
 
 #: Ledgering before writing, as the stores take it: ``record(kind, facts, source, by)``
 #: returns the ledger index that set each fact, in order, or raises LedgerUnavailable
-#: (:meth:`AuthorityWriter.record`).
-Record = Callable[[str, Sequence[Mapping[str, Any]], str, "Mapping[str, Any] | None"], list[int]]
+#: (:meth:`AuthorityWriter.record`). ``facts``: mappings, or rows already encoded.
+Record = Callable[
+    [str, "Sequence[Mapping[str, Any]] | EncodedFacts", str, "Mapping[str, Any] | None"],
+    list[int],
+]
 
 
 class EntryReader(Protocol):
@@ -49,7 +53,7 @@ class EntryWriter(Protocol):
       once all are durable; raises :class:`custos.errors.LedgerUnavailable` otherwise.
     """
 
-    def append_many(self, entries: Iterable[Mapping[str, Any]]) -> Sequence[Any]: ...
+    def append_many(self, entries: Iterable[Mapping[str, Any] | Spliced]) -> Sequence[Any]: ...
 
 
 class Voucher:
@@ -127,21 +131,44 @@ class AuthorityWriter:
     def record(
         self,
         kind: str,
-        facts: Sequence[Mapping[str, Any]],
+        facts: Sequence[Mapping[str, Any]] | EncodedFacts,
         source: str,
         by: Mapping[str, Any] | None = None,
     ) -> list[int]:
         """Append the entries setting ``facts`` (in batches) and return, per fact in order,
-        the index of the entry that set it. Raises :class:`LedgerUnavailable`: then nothing
-        may be written."""
-        if not facts:
+        the index of the entry that set it. ``facts`` may come encoded
+        (:class:`EncodedFacts`): the entries are then spliced from their text, the same
+        bytes but for the salt. Raises :class:`LedgerUnavailable`: then nothing may be
+        written."""
+        if not len(facts):
             return []
-        entries = batches(kind, facts, source, by)
-        receipts = self.ledger.append_many([e.to_json() for e in entries])
+        if isinstance(facts, EncodedFacts):
+            sizes, entries = self._spliced(kind, facts.rows, source, by)
+        else:
+            made = batches(kind, facts, source, by)
+            sizes = [len(e.facts) for e in made]
+            entries = [e.to_json() for e in made]
+        receipts = self.ledger.append_many(entries)
         indexes: list[int] = []
-        for entry, receipt in zip(entries, receipts, strict=True):
-            indexes.extend([int(receipt.index)] * len(entry.facts))
+        for size, receipt in zip(sizes, receipts, strict=True):
+            indexes.extend([int(receipt.index)] * size)
         return indexes
+
+    @staticmethod
+    def _spliced(
+        kind: str, rows: Sequence[str], source: str, by: Mapping[str, Any] | None
+    ) -> tuple[list[int], list[Mapping[str, Any] | Spliced]]:
+        # Each entry is the shape AuthorityEntry gives, its "set" spliced from the rows.
+        envelope = AuthorityEntry(kind=kind, facts=(), source=source, by=by).to_json()
+        member = "set"
+        del envelope[member]
+        sizes: list[int] = []
+        entries: list[Mapping[str, Any] | Spliced] = []
+        for at in range(0, len(rows), BATCH):
+            part = rows[at : at + BATCH]
+            sizes.append(len(part))
+            entries.append(Spliced(envelope, member, "[" + ",".join(part) + "]"))
+        return sizes, entries
 
 
 __all__ = [

@@ -10,12 +10,15 @@ passes over the file:
    and the valid rows are spooled, compactly, to an anonymous temporary file. Any problem:
    every problem is reported by line number and nothing is written.
 2. **Write**, per chunk of at most :data:`CHUNK` rows of one section: read the stored rows
-   (one query per thousand), keep only the rows that add or change something (or that
-   custos never vouched for), ledger their facts as ``authority`` entries of at most
-   :data:`custos.authority.BATCH` rows in one durable append, then write them in one
-   transaction with ``executemany`` through a driver cursor (no ORM objects), move the
-   directory version and stamp them with it, as :meth:`DirectoryStore.merge` does (see the
-   module docstring of :mod:`custos.directory.store`).
+   (one query per thousand; none while the section's table was empty when the write began,
+   see :func:`_write`), keep only the rows that add or change something (or that custos
+   never vouched for), ledger their facts as ``authority`` entries of at most
+   :data:`custos.authority.BATCH` rows in one durable append (each row's facts encoded here,
+   :data:`_ENCODE`, and spliced into the entries), then write them in one transaction
+   through a driver cursor (``executemany`` on SQLite, one ``COPY`` of the new rows on
+   PostgreSQL; no ORM objects), move the directory version and stamp them with it, as
+   :meth:`DirectoryStore.merge` does (see the module docstring of
+   :mod:`custos.directory.store`).
 
 So every row is an authority fact ledgered before it is written, as everywhere else. An
 import stopped midway (a crash, the ledger unavailable) keeps the chunks it committed: each
@@ -37,11 +40,11 @@ import functools
 import gc
 import json
 import marshal
-import operator
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring as _text
 from pathlib import Path
 from typing import IO, Annotated, Any, NotRequired
 
@@ -57,7 +60,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typing_extensions import TypedDict
 
-from custos.authority import BATCH
+from custos.authority import BATCH, EncodedFacts
 from custos.directory.files import (
     ID_PATTERN,
     Country,
@@ -128,6 +131,10 @@ MAX_LINE_CHARS = 1024 * 1024
 #: Rows written per transaction: their entries (of at most BATCH rows each) are ledgered in
 #: one durable append, then the rows in one transaction. Bigger chunks pay fewer fsyncs.
 CHUNK = 10 * BATCH
+#: Rows spooled per record in the check pass: few enough that the rows waiting to be spooled
+#: stay in the processor's cache (at 10^6 subjects, records of a whole chunk cost 0.6 µs more
+#: per row); the write pass reads them back in chunks of :data:`CHUNK`.
+SPOOL = BATCH
 
 
 #: An id checked inside pydantic-core (the directory file's ``Id`` checks the same pattern
@@ -229,12 +236,6 @@ class _Plan:
         self.moved: list[str] = []
         self.lines = 0
 
-    def add(self, section: str, row: tuple[Any, ...]) -> None:
-        rows = self.pending[section]
-        rows.append(row)
-        if len(rows) >= CHUNK:
-            self.flush(section)
-
     def flush(self, section: str) -> None:
         rows = self.pending[section]
         if not rows:
@@ -247,13 +248,21 @@ class _Plan:
         self.pending[section] = []
 
     def chunks(self, section: str) -> Iterator[list[tuple[Any, ...]]]:
+        """The spooled rows of ``section``, in order, in lists of :data:`CHUNK` (the last
+        one shorter)."""
         spool = self.spool.get(section)
         if spool is None:
             return
         spool.seek(0)
+        rows: list[tuple[Any, ...]] = []
         while size := spool.read(8):
             # Our own anonymous temporary file, written by this process in pass 1.
-            yield marshal.loads(spool.read(int.from_bytes(size, "big")))  # noqa: S302
+            rows.extend(marshal.loads(spool.read(int.from_bytes(size, "big"))))  # noqa: S302
+            while len(rows) >= CHUNK:
+                yield rows[:CHUNK]
+                rows = rows[CHUNK:]
+        if rows:
+            yield rows
 
     def close(self) -> None:
         for spool in self.spool.values():
@@ -347,23 +356,34 @@ def _check(
             f"{source}: cannot read the directory lines: {exc.strerror or exc}"
         ) from None
     with handle:
-        number = 0
+        number = lines = 0
+        validate = _fast_validator()
+        ids, pending, spooled = plan.ids, plan.pending, _SPOOLED
         try:
             for number, raw in enumerate(handle, start=1):
-                line = (raw[:-1] if raw.endswith("\n") else raw).removesuffix("\r")
-                if number == 1:
-                    line = line.removeprefix("\ufeff")
-                if not line or line.isspace():
-                    continue
-                plan.lines += 1
-                if len(line) > MAX_LINE_CHARS:
-                    problem(f"{source}:{number}: line longer than {MAX_LINE_CHARS} characters")
-                    continue
-                parsed = _fast(line)
-                if parsed is None:
-                    parsed = _slow(line, f"{source}:{number}", problem)
-                    if parsed is None:
+                # The common case first: a plain line pydantic-core takes whole (its line
+                # end is JSON whitespace). Line 1 (a byte order mark), long lines and any
+                # line it refuses take the careful path below, which words the problems.
+                parsed: tuple[str, Any] | None = None
+                if number > 1 and len(raw) <= MAX_LINE_CHARS:
+                    parsed = _fast(raw, validate)
+                if parsed is not None:
+                    lines += 1
+                else:
+                    line = (raw[:-1] if raw.endswith("\n") else raw).removesuffix("\r")
+                    if number == 1:
+                        line = line.removeprefix("\ufeff")
+                    if not line or line.isspace():
                         continue
+                    lines += 1
+                    if len(line) > MAX_LINE_CHARS:
+                        problem(f"{source}:{number}: line longer than {MAX_LINE_CHARS} characters")
+                        continue
+                    parsed = _fast(line, validate)
+                    if parsed is None:
+                        parsed = _slow(line, f"{source}:{number}", problem)
+                        if parsed is None:
+                            continue
                 section, fields = parsed
                 key = fields["id"]
                 unknown = _unknown_words(
@@ -373,25 +393,29 @@ def _check(
                     for message in unknown:
                         problem(f"{source}:{number}{_id_label(key)}: {message}")
                     continue
-                ids = plan.ids[section]
-                first = ids.get(key)
-                if first is not None:
+                first = ids[section].setdefault(key, number)
+                if first != number:
                     problem(
                         f"{source}:{number}{_id_label(key)}: duplicate id (first at line {first})"
                     )
                     continue
-                ids[key] = number
-                _note_references(section, fields, number, wanted)
-                row = _SPOOLED[section](fields)
-                if section == "subjects" and row[5]:
-                    plan.links[key] = tuple(row[5])
-                plan.add(section, row)
+                row = spooled[section](fields)
+                # Only rows that name another (a manager, an employee, links; every ticket).
+                if section == "tickets" or row[5] or (section == "subjects" and row[4]):
+                    _note_references(section, fields, number, wanted)
+                    if section == "subjects" and row[5]:
+                        plan.links[key] = tuple(row[5])
+                spooling = pending[section]
+                spooling.append(row)
+                if len(spooling) >= SPOOL:
+                    plan.flush(section)
         except UnicodeDecodeError:
             raise InvalidInput(f"{source}:{number + 1}: not UTF-8 text") from None
         except OSError as exc:
             raise InvalidInput(
                 f"{source}: cannot read the directory lines: {exc.strerror or exc}"
             ) from None
+    plan.lines = lines
     for section in SECTIONS:
         plan.flush(section)
     pruned = {s for s in SECTIONS if prune and plan.ids[s]}
@@ -421,20 +445,28 @@ def _id_label(key: Any) -> str:
     return f" (id {key!r})" if isinstance(key, str) and len(key) <= 128 else ""
 
 
-def _fast(line: str) -> tuple[str, Any] | None:
-    """The section and fields of a plain, valid line; None for any other (see _fast_line)."""
+def _fast_validator() -> Any:
+    """The fast path's ``validate_json``, called without the adapter's wrapper."""
+    return _fast_line().validator.validate_json
+
+
+def _fast(line: str, validate: Any = None) -> tuple[str, Any] | None:
+    """The section and fields of a plain, valid line; None for any other (see _fast_line).
+    ``validate``: :func:`_fast_validator`, when the caller holds it already."""
     try:
-        parsed: dict[str, dict[str, Any]] = _fast_line().validate_json(line)
+        parsed: dict[str, dict[str, Any]] = (validate or _fast_validator())(line)
     except ValidationError:
         return None
     if len(parsed) != 1:
         return None
-    key, fields = next(iter(parsed.items()))
+    ((key, fields),) = parsed.items()
     # What the entry models check in Python: a subject linked to itself, a ticket closed
     # before it was opened. Either takes the slow path, which words the message.
-    if key == "subject" and fields["id"] in fields.get("linked", ()):
-        return None
-    if key == "ticket":
+    if key == "subject":
+        linked = fields.get("linked")
+        if linked and fields["id"] in linked:
+            return None
+    elif key == "ticket":
         opened, closed = fields.get("opened"), fields.get("closed")
         if opened is not None and closed is not None and closed < opened:
             return None
@@ -501,10 +533,6 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else iso(moment)
 
 
-def _sorted(items: Any) -> list[str]:
-    return sorted(set(items)) if items else []
-
-
 #: A valid line's fields as the columns of its row, in :data:`COLUMNS` order, as marshal
 #: can store them: times as ISO text, lists sorted without repeats, and the entry models'
 #: defaults for fields left out (as ``to_domain`` gives them; tests/directory/test_bulk.py
@@ -512,12 +540,16 @@ def _sorted(items: Any) -> list[str]:
 _SPOOLED: dict[str, Any] = {
     "principals": lambda f: (
         f["id"], f["name"], f.get("kind", "employee"), f["role"], f["team"], f.get("manager"),
-        f["country"], f.get("status", "active"), _sorted(f.get("groups")),
+        f["country"], f.get("status", "active"),
+        sorted(set(g)) if (g := f.get("groups")) else [],
         _iso(f.get("role_since")), f.get("extra", {}),
     ),
     "subjects": lambda f: (
-        f["id"], f["jurisdiction"], f.get("handle"), _sorted(f.get("protected")),
-        f.get("employee"), _sorted(f.get("linked")), None, f.get("extra", {}),
+        f["id"], f["jurisdiction"], f.get("handle"),
+        sorted(set(p)) if (p := f.get("protected")) else [],
+        f.get("employee"),
+        sorted(set(k)) if (k := f.get("linked")) else [],
+        None, f.get("extra", {}),
     ),
     "tickets": lambda f: (
         f["id"], f["kind"], f["subject"], f["assignee"], f["status"], _iso(f.get("opened")),
@@ -587,12 +619,21 @@ def _write(
 ) -> None:
     linked = _plan_links(store, plan)
     for section in SECTIONS:
+        # A section stored empty when its first chunk begins is not read back: the file's
+        # ids are distinct, so only another writer could store one of them meanwhile. Its
+        # insert then breaks the key, and that chunk (and the rest) are written from reads.
+        fresh = _is_empty(store, section)
         for chunk in plan.chunks(section):
             if section == "subjects" and linked is not None:
                 chunk = [(*row[:5], *linked(row[0]), row[7]) for row in chunk]
-            _write_chunk(store, section, chunk, source, by, report)
+            fresh = _write_chunk(store, section, chunk, source, by, report, fresh=fresh)
     if linked is not None:
         _write_moved(store, plan, linked, source, by, report)
+
+
+def _is_empty(store: DirectoryStore, section: str) -> bool:
+    with store.db.cursor() as cursor:
+        return not cursor.execute(f"SELECT 1 FROM {_TABLES[section].name} LIMIT 1")  # noqa: S608
 
 
 def _plan_links(store: DirectoryStore, plan: _Plan) -> Any:
@@ -667,30 +708,70 @@ def _write_chunk(
     report: ImportReport,
     *,
     count_unchanged: bool = True,
-) -> None:
+    fresh: bool = False,
+    superseded: int | None = None,
+) -> bool:
     """Ledger, then write, the rows of ``values`` (spooled rows, see :data:`_SPOOLED`) that
-    add or change something."""
+    add or change something, or that custos never vouched for, or (``superseded``) whose
+    entry comes before that ledger index. With ``fresh``, all of them, as new rows, without
+    reading any (see :func:`_write`); if another writer stored one meanwhile, the chunk is
+    written again from a read. Returns whether the next chunk may be written as fresh."""
     sql = _Sql(store, section)
-    stored = sql.read(store, [row[0] for row in values])
+    stored = {} if fresh else sql.read(store, [row[0] for row in values])
     added: list[tuple[Any, ...]] = []
     changed: list[tuple[Any, ...]] = []
-    driver: dict[str, list[Any]] = {}
-    for row in values:
-        found = stored.get(row[0])
-        converted = driver[row[0]] = sql.driver(row)
-        if found is None:
-            added.append(row)
-        elif (store.record is not None and found[-1] is None) or not sql.same(found, converted):
-            changed.append(row)
+    if not stored:  # a first import: every row is new, nothing to compare
+        added = list(values)
+    else:
+        to_driver, vouched = sql.driver, store.record is not None
+        for row in values:
+            found = stored.get(row[0])
+            if found is None:
+                added.append(row)
+            elif (
+                vouched
+                and (found[-1] is None or (superseded is not None and found[-1] < superseded))
+            ) or not sql.same(found, to_driver(row)[:-2], row):
+                changed.append(row)
     if count_unchanged:
         report.unchanged[section] += len(values) - len(added) - len(changed)
     if not added and not changed:
-        return
+        return fresh
     writing = added + changed
     indexes: list[int | None] = [None] * len(writing)
     if store.record is not None:
-        facts = [dict(zip(sql.facts, sql.fact_values(row), strict=True)) for row in writing]
-        indexes = list(store.record(_KINDS[section], facts, source, by))
+        encoded = EncodedFacts(list(map(_ENCODE[section], writing)))
+        indexes = list(store.record(_KINDS[section], encoded, source, by))
+    try:
+        _store_chunk(store, sql, section, stored, added, changed, indexes)
+    except StoreConflict:
+        if not fresh:
+            raise
+        # Another writer stored some of these ids after the section was found empty (the
+        # insert broke the key; nothing of the chunk was written). Its entries are durable
+        # and are the latest for each row whose entry came before them: write the chunk
+        # again from a read, those rows included, ledgering anew what it then writes.
+        first = min((i for i in indexes if i is not None), default=None)
+        _write_chunk(
+            store, section, values, source, by, report,
+            count_unchanged=count_unchanged, superseded=first,
+        )  # fmt: skip
+        return False
+    report.added[section] += len(added)
+    report.changed[section] += len(changed)
+    return fresh
+
+
+def _store_chunk(
+    store: DirectoryStore,
+    sql: _Sql,
+    section: str,
+    stored: Mapping[str, tuple[Any, ...]],
+    added: Sequence[tuple[Any, ...]],
+    changed: Sequence[tuple[Any, ...]],
+    indexes: Sequence[int | None],
+) -> None:
+    """Write one chunk's rows (their entries durable) in one transaction."""
     with store.db.cursor() as cursor:
         sql.begin(cursor)
         if changed:
@@ -706,17 +787,21 @@ def _write_chunk(
         # the counter can move first and the rows carry its value from the start. PostgreSQL:
         # rows first, then the counter, then the stamp (the lock order of DirectoryStore).
         version = _bump(cursor) if sql.sqlite else _UNSTAMPED
-        rows = [
-            (*driver[row[0]], index, version) for row, index in zip(writing, indexes, strict=True)
-        ]
-        if added:
-            cursor.executemany(sql.insert, rows[: len(added)])
+        # Each row made as the driver takes it: a generator, so that it is gone (and its
+        # memory reused, in cache) once bound.
+        to_driver, split = sql.driver, len(added)
+        if len(indexes) != split + len(changed):
+            raise ValueError("an index per row to write expected")
+        new = map(to_driver, added, indexes[:split], [version] * split)
+        if added and sql.sqlite:
+            cursor.executemany(sql.insert, new)
+        elif added:  # PostgreSQL: streamed in one COPY, not a statement per row
+            cursor.copy_in(sql.table, sql.columns, new)
         if changed:
-            cursor.executemany(sql.update, [(*r[1:], r[0]) for r in rows[len(added) :]])
+            moved = map(to_driver, changed, indexes[split:], [version] * len(changed))
+            cursor.executemany(sql.update, ((*r[1:], r[0]) for r in moved))
         if not sql.sqlite:
             cursor.execute(sql.stamp, (_bump(cursor), _UNSTAMPED))
-    report.added[section] += len(added)
-    report.changed[section] += len(changed)
 
 
 class _Sql:
@@ -742,26 +827,17 @@ class _Sql:
         )
         self.select = f"SELECT {', '.join(names)}, auth_idx FROM {table.name} WHERE id IN "  # noqa: S608
         self.names = (*names, "auth_idx")
+        self.table, self.columns = table.name, (*names, "auth_idx", "seq")
         self.stamp = f"UPDATE {table.name} SET seq = ? WHERE seq = ?"  # noqa: S608
-        #: Per column that the driver takes otherwise than spooled: its position and how.
-        self.convert: list[tuple[int, Any]] = []
-        for position, name in enumerate(names):
-            if name in _JSON:
-                self.convert.append((position, _json_text))
-            elif name in _TIMES:
-                bind = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                self.convert.append((position, _time_for(bind)))
-        #: The facts a row sets (``Principal.facts`` and friends: the same names, the same
-        #: values, since spooled rows hold times as ISO text and lists as lists).
-        self.facts = tuple(_FACTS[section])
-        self.fact_values = operator.itemgetter(*(names.index(name) for name in self.facts))
-
-    def driver(self, row: Sequence[Any]) -> list[Any]:
-        """A spooled row's columns as the driver takes them."""
-        out = list(row)
-        for position, convert in self.convert:
-            out[position] = convert(out[position])
-        return out
+        times = {
+            name: _time_for(table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in names
+            if name in _TIMES
+        }
+        #: A spooled row's columns as the driver takes them (a tuple). Written out per
+        #: section, as it runs for every row (tests/directory/test_bulk.py holds the rows
+        #: written to org load's).
+        self.driver: _Driver = _DRIVER[section](times)
 
     def read(self, store: DirectoryStore, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """The stored rows of ``keys`` (those there are), by id, as the driver gives them:
@@ -774,19 +850,21 @@ class _Sql:
                     found[raw[0]] = tuple(raw)
         return found
 
-    def same(self, stored: Sequence[Any], row: Sequence[Any]) -> bool:
-        """Whether a stored row (from :meth:`read`) holds the values of ``row`` (from
-        :meth:`row`). Equal driver values are the same; JSON read back as other text or as
-        objects (PostgreSQL's driver decodes it) is compared decoded, links stored as NULL
-        reading as none, as :meth:`DirectoryStore.merge` compares them."""
+    def same(self, stored: Sequence[Any], row: Sequence[Any], spooled: Sequence[Any]) -> bool:
+        """Whether a stored row (from :meth:`read`) holds the values of ``row`` (its
+        ``spooled`` row's columns as the driver takes them). Equal driver values are the
+        same; JSON read back as other text or as objects (PostgreSQL's driver decodes it)
+        is compared decoded with the spooled value (lists and objects: nothing to decode),
+        links stored as NULL reading as none, as :meth:`DirectoryStore.merge` compares
+        them."""
         if tuple(stored[:-1]) == tuple(row):
             return True
-        for name, old, new in zip(self.names, stored, row, strict=False):
+        for name, old, new, value in zip(self.names, stored, row, spooled, strict=False):
             if old == new:
                 continue
             if name not in _JSON:
                 return False
-            if _decoded(name, old) != _decoded(name, new):
+            if _decoded(name, old) != _decoded(name, value):
                 return False
         return True
 
@@ -798,6 +876,110 @@ class _Sql:
 
 
 _JSON = {"groups", "protected", "linked", "extra"}
+
+
+#: A spooled row as the driver writes it: its columns in :data:`COLUMNS` order, then its
+#: ``auth_idx`` and ``seq`` (given; None when only compared).
+_Driver = Callable[..., tuple[Any, ...]]
+
+
+# Empty lists and objects (most values) without a call: spooled rows hold lists and
+# objects there, never None.
+def _driver_principals(times: Mapping[str, Any]) -> _Driver:
+    json_text, role_since = _json_text, times["role_since"]
+    return lambda r, index=None, version=None: (
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json_text(r[8]) if r[8] else "[]",
+        role_since(r[9]), json_text(r[10]) if r[10] else "{}", index, version,
+    )  # fmt: skip
+
+
+def _driver_subjects(times: Mapping[str, Any]) -> _Driver:
+    json_text = _json_text
+    return lambda r, index=None, version=None: (
+        r[0], r[1], r[2], json_text(r[3]) if r[3] else "[]", r[4],
+        json_text(r[5]) if r[5] else "[]", r[6], json_text(r[7]) if r[7] else "{}",
+        index, version,
+    )  # fmt: skip
+
+
+def _driver_tickets(times: Mapping[str, Any]) -> _Driver:
+    json_text, opened, closed = _json_text, times["opened"], times["closed"]
+    return lambda r, index=None, version=None: (
+        r[0], r[1], r[2], r[3], r[4], opened(r[5]), closed(r[6]), r[7],
+        json_text(r[8]) if r[8] else "{}", index, version,
+    )  # fmt: skip
+
+
+#: Per section, given each time column's conversion: a spooled row as the driver takes it.
+_DRIVER: dict[str, Callable[[Mapping[str, Any]], _Driver]] = {
+    "principals": _driver_principals,
+    "subjects": _driver_subjects,
+    "tickets": _driver_tickets,
+}
+
+
+def _texts(items: list[str]) -> str:
+    if type(items) is not list:
+        raise TypeError(f"a list of strings expected, not {type(items).__name__}")
+    return "[" + ",".join(map(_text, items)) + "]" if items else "[]"
+
+
+#: Per section: the canonical JSON (RFC 8785) of the facts a spooled row sets, written out
+#: with the keys in order and each value's JSON form as the general encoder gives it
+#: (``encode_basestring`` is how it writes a string, which is JCS's form too): five times
+#: faster than a dict per row through the ledger's encoder, with the same bytes
+#: (tests/directory/test_bulk.py holds them equal to ``canonical_json`` of
+#: :data:`_FACTS_OF`). A value of another type than the facts have raises TypeError. None
+#: and empty lists, most values, are written without a call.
+_ENCODE: dict[str, Callable[[Sequence[Any]], str]] = {
+    "principals": lambda r: (
+        f'{{"country":{_text(r[6])},'
+        f'"groups":{"[]" if r[8] == [] else _texts(r[8])},'
+        f'"id":{_text(r[0])},'
+        f'"kind":{_text(r[2])},'
+        f'"manager":{"null" if r[5] is None else _text(r[5])},'
+        f'"role":{_text(r[3])},'
+        f'"role_since":{"null" if r[9] is None else _text(r[9])},'
+        f'"status":{_text(r[7])},'
+        f'"team":{_text(r[4])}}}'
+    ),
+    "subjects": lambda r: (
+        f'{{"employee":{"null" if r[4] is None else _text(r[4])},'
+        f'"id":{_text(r[0])},'
+        f'"jurisdiction":{_text(r[1])},'
+        f'"link_group":{"null" if r[6] is None else _text(r[6])},'
+        f'"linked":{"[]" if r[5] == [] else _texts(r[5])},'
+        f'"protected":{"[]" if r[3] == [] else _texts(r[3])}}}'
+    ),
+    "tickets": lambda r: (
+        f'{{"assignee":{_text(r[3])},'
+        f'"closed":{"null" if r[6] is None else _text(r[6])},'
+        f'"id":{_text(r[0])},'
+        f'"kind":{_text(r[1])},'
+        f'"opened":{"null" if r[5] is None else _text(r[5])},'
+        f'"opened_by":{"null" if r[7] is None else _text(r[7])},'
+        f'"status":{_text(r[4])},'
+        f'"subject":{_text(r[2])}}}'
+    ),
+}
+
+#: Per section: the facts a spooled row sets (``Principal.facts`` and friends: the same
+#: names, the same values, since spooled rows hold times as ISO text and lists as lists), by
+#: position in :data:`COLUMNS`. What :data:`_ENCODE` writes out, and is tested against.
+_FACTS_OF: dict[str, Callable[[Sequence[Any]], dict[str, Any]]] = {
+    "principals": lambda r: {
+        "id": r[0], "kind": r[2], "role": r[3], "team": r[4], "manager": r[5],
+        "country": r[6], "status": r[7], "groups": r[8], "role_since": r[9],
+    },
+    "subjects": lambda r: {
+        "id": r[0], "jurisdiction": r[1], "protected": r[3], "employee": r[4],
+        "linked": r[5], "link_group": r[6],
+    },
+    "tickets": lambda r: {
+        "id": r[0], "kind": r[1], "subject": r[2], "assignee": r[3], "status": r[4],
+        "opened": r[5], "closed": r[6], "opened_by": r[7],
+    },
+}  # fmt: skip
 
 
 def _time_for(bind: Any) -> Any:

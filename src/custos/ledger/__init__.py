@@ -11,6 +11,9 @@ from custos.lazyface import lazy_face
 
 if TYPE_CHECKING:  # the names as type checkers see them
     from custos.ledger.hashing import (
+        Spliced as Spliced,
+    )
+    from custos.ledger.hashing import (
         canonical_json as canonical_json,
     )
     from custos.ledger.hashing import (
@@ -96,7 +99,7 @@ if TYPE_CHECKING:  # the names as type checkers see them
 __getattr__, __dir__, __all__ = lazy_face(
     __name__,
     {
-        "hashing": ("canonical_json", "leaf_hash", "node_hash"),
+        "hashing": ("Spliced", "canonical_json", "leaf_hash", "node_hash"),
         "keys": (
             "LOG_KEY_FILE",
             "ORIGIN_FILE",

@@ -47,7 +47,7 @@ from custos.errors import (
     StoreUnavailable,
 )
 from custos.ledger import tree
-from custos.ledger.hashing import canonical_json, leaf_hash, node_hash
+from custos.ledger.hashing import Spliced, canonical_json, leaf_hash, node_hash
 from custos.ledger.notes import Checkpoint, NoteSigner, NoteVerifier, SignedNote
 from custos.store import Database, HotCursor
 from custos.store.ledger import (
@@ -189,6 +189,26 @@ def _linked(entry: Mapping[str, Any], chain: Chain, token: str) -> bytes | _Link
     return _Linked(template, keys, holes)
 
 
+def _spliced(spliced: Spliced, chain: Chain | None, token: str) -> bytes:
+    """``spliced`` as stored: its entry salted and encoded, with its text in its member."""
+    entry, member = spliced.entry, spliced.member
+    if not isinstance(entry, Mapping) or member in entry:
+        raise InvalidInput(f"a spliced ledger entry must be an object without {member!r}")
+    if chain is not None and (chain.field in entry or chain.keys(entry)):
+        raise InvalidInput("a spliced ledger entry cannot carry chain links")
+    # The token is random per process (hex: its JSON form is itself in quotes).
+    placeholder = f"{token}.spliced"
+    template = _salted({**entry, member: placeholder})
+    hole = f'"{placeholder}"'.encode()
+    if template.count(hole) != 1:
+        raise InvalidInput("ledger entry holds a value reserved for its links")
+    try:
+        text = spliced.text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("ledger entry is not JSON: text that is not UTF-8") from None
+    return template.replace(hole, text)
+
+
 def _fill(entries: list[bytes | _Linked], size: int, heads: dict[str, int]) -> list[bytes]:
     """The entries' bytes, each linked entry naming the previous index of each of its keys
     (``heads``, updated in place as the batch goes on) as if appended at ``size`` onwards."""
@@ -322,12 +342,17 @@ class Ledger:
         sets the chain's field itself."""
         return self._append([self._prepare(entry)])[0]
 
-    def append_many(self, entries: Iterable[Mapping[str, Any]]) -> list[LedgerReceipt]:
-        """Append entries in order, durably, in one batch. Raises as :meth:`append` does."""
+    def append_many(self, entries: Iterable[Mapping[str, Any] | Spliced]) -> list[LedgerReceipt]:
+        """Append entries in order, durably, in one batch (each a mapping, or a
+        :class:`Spliced` entry). Raises as :meth:`append` does, and :class:`InvalidInput`
+        (nothing appended) for a spliced entry that also holds its member, or has chain keys,
+        or whose text is not UTF-8 encodable."""
         prepared = [self._prepare(e) for e in entries]
         return self._append(prepared) if prepared else []
 
-    def _prepare(self, entry: Mapping[str, Any]) -> bytes | _Linked:
+    def _prepare(self, entry: Mapping[str, Any] | Spliced) -> bytes | _Linked:
+        if isinstance(entry, Spliced):
+            return _spliced(entry, self.chain, self._token)
         if self.chain is None:
             return _salted(entry)
         return _linked(entry, self.chain, self._token)

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
@@ -337,8 +337,8 @@ class HotCursor:
         self._cursor.execute(self._sql(sql), tuple(params))
         return list(self._cursor.fetchall()) if self._cursor.description else []
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement for each of ``rows``."""
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (any iterable: taken as it goes)."""
         self._cursor.executemany(self._sql(sql), rows)
 
     def chunks(
@@ -367,6 +367,17 @@ class HotCursor:
                 out.write("\n")
                 count += len(rows)
         return WrittenRows(path, "json_arrays", count)
+
+    def copy_in(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """PostgreSQL only: insert ``rows`` (values of ``columns``, as :meth:`execute` takes
+        them; JSON as its text) into ``table`` with ``COPY … FROM STDIN``, in this
+        transaction: one statement, the rows streamed, none parsed as SQL. A row that breaks
+        a key fails the whole statement, as ``executemany`` would fail at it."""
+        names = ", ".join(columns)
+        with self._cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
 
     def copy_csv(self, sql: str, out: BinaryIO) -> int:
         """PostgreSQL only: stream the rows of query ``sql`` (no parameters) into ``out`` as

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from custos.store.base import Base, UTCDateTime
@@ -42,7 +42,14 @@ class SubjectRow(Base):
     __tablename__ = "subjects"
     __table_args__ = (
         Index("ix_subjects_seq", "seq"),
-        Index("ix_subjects_link_group", "link_group"),
+        # Partial (revision 0080): only linked subjects have a group, and every query of
+        # it asks for those.
+        Index(
+            "ix_subjects_link_group",
+            "link_group",
+            sqlite_where=text("link_group IS NOT NULL"),
+            postgresql_where=text("link_group IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
