@@ -509,7 +509,6 @@ class Custos:
         settings = self.settings
         config = settings.section("vault")
         geoip = config.get("geoip")
-        retention = self.retention_days()
         keys = settings.keys
         provider: KeyProvider
         if keys.provider == "pkcs11":
@@ -518,6 +517,9 @@ class Custos:
             provider = TokenKek(self.token, keys.kek_label)
         else:
             provider = LocalKeyFile(settings.keys_dir / KEK_FILE)
+        # After the key: a vault without its KEK is named as such, before the retention
+        # check activates the policy pack (which writes to the ledger, and needs its key).
+        retention = self.retention_days()
         return Vault(
             self.db,
             provider,
