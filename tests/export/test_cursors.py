@@ -25,9 +25,10 @@ from custos.api import create_app
 from custos.config import load_settings
 from custos.errors import ConfigurationError, CursorTampered, ExportFailed, InvalidInput
 from custos.export import CursorKey, Cursors, Exporter, FileDestination, load_key
-from custos.export.seal import KEY_FILE, encode, key_provider
+from custos.export.seal import KEY_FILE, encode
 from custos.ledger.entries import ExportCursorEntry, read
 from custos.policy import AccessRequest
+from custos.vault.keys import kek_provider
 from tests.export.conftest import later, write_config
 from tests.factories import APPROVALS_WORLD, load_org
 
@@ -466,7 +467,7 @@ def test_the_export_key_is_wrapped_by_the_homes_kek_and_bound_to_it(
         Custos.init(tmp_path / "other") as other,
         pytest.raises(ConfigurationError, match="not made with this home's vault"),
     ):
-        load_key(system.settings, key_provider(other.settings))
+        load_key(system.settings, kek_provider(other.settings))
     path.chmod(0o644)
     with pytest.raises(ConfigurationError, match="readable by others"):
         load_key(system.settings)

@@ -504,19 +504,13 @@ class Custos:
         """Sensitive records; settings from ``[vault]`` in config.toml (``geoip``, ``city``,
         ``grid_km``, ``[vault.retention_days]``); the KEK from ``keys/vault.kek`` or, with
         ``[keys] provider = "pkcs11"``, from the token."""
-        from custos.vault import KEK_FILE, GeoLookup, KeyProvider, LocalKeyFile, Vault
+        from custos.vault import GeoLookup, Vault
+        from custos.vault.keys import kek_provider
 
         settings = self.settings
         config = settings.section("vault")
         geoip = config.get("geoip")
-        keys = settings.keys
-        provider: KeyProvider
-        if keys.provider == "pkcs11":
-            from custos.vault.token import TokenKek
-
-            provider = TokenKek(self.token, keys.kek_label)
-        else:
-            provider = LocalKeyFile(settings.keys_dir / KEK_FILE)
+        provider = kek_provider(settings, lambda: self.token)
         # After the key: a vault without its KEK is named as such, before the retention
         # check activates the policy pack (which writes to the ledger, and needs its key).
         retention = self.retention_days()

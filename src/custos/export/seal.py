@@ -31,7 +31,7 @@ from typing import Final
 
 from custos.config import Settings
 from custos.errors import ConfigurationError, IntegrityError
-from custos.vault.keys import KeyProvider
+from custos.vault.keys import KeyProvider, kek_provider
 
 #: The export key's file in the home's ``keys/`` folder (the wrapped key, base64, mode 0600).
 KEY_FILE: Final = "export.key"
@@ -113,25 +113,11 @@ class CursorKey:
         return None
 
 
-def key_provider(settings: Settings) -> KeyProvider:
-    """The vault's key-encryption key of ``settings`` (local file or PKCS#11 token).
-    Raises :class:`ConfigurationError`."""
-    keys = settings.keys
-    if keys.provider == "pkcs11":
-        from custos.hsm import Token
-        from custos.vault.token import TokenKek
-
-        return TokenKek(Token.from_config(keys), keys.kek_label)
-    from custos.vault.keys import KEK_FILE, LocalKeyFile
-
-    return LocalKeyFile(settings.keys_dir / KEK_FILE)
-
-
 def load_key(settings: Settings, provider: KeyProvider | None = None) -> tuple[CursorKey, bool]:
     """The home's export key and whether this call made it (then the caller seals rows left
     unsealed by the migration, and only then). Raises :class:`ConfigurationError` when
     ``keys/export.key`` is unreadable or was not made with this home's key-encryption key."""
-    provider = provider or key_provider(settings)
+    provider = provider or kek_provider(settings)
     path = settings.keys_dir / KEY_FILE
     made = False
     if not path.exists():

@@ -6,13 +6,18 @@ import base64
 import binascii
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custos.errors import ConfigurationError, IntegrityError
+
+if TYPE_CHECKING:
+    from custos.config import Settings
+    from custos.hsm import Token
 
 KEK_FILE = "vault.kek"
 
@@ -85,3 +90,20 @@ class LocalKeyFile:
             return self._aead.decrypt(blob[:12], blob[12:], key_id.encode())
         except (InvalidTag, ValueError):
             raise IntegrityError(f"data key {key_id!r} does not unwrap with this KEK") from None
+
+
+def kek_provider(settings: Settings, token: Callable[[], Token] | None = None) -> KeyProvider:
+    """The key-encryption key ``settings`` name: ``keys/vault.kek``, or with ``[keys]
+    provider = "pkcs11"`` the token's key labelled ``kek_label``. ``token`` gives the
+    logged-in token to use (default: one opened from ``[keys]``). Raises
+    :class:`ConfigurationError` (no such token or key, no or a wrong PIN)."""
+    keys = settings.keys
+    if keys.provider == "pkcs11":
+        from custos.vault.token import TokenKek
+
+        if token is None:
+            from custos.hsm import Token
+
+            return TokenKek(Token.from_config(keys), keys.kek_label)
+        return TokenKek(token(), keys.kek_label)
+    return LocalKeyFile(settings.keys_dir / KEK_FILE)
