@@ -93,6 +93,18 @@ class RoundResult:
     held: bool = False
 
 
+def _sealed(state: CursorState) -> tuple[str, int, int, int | None, int | None, int | None]:
+    """What a cursor's MAC is over (:func:`custos.export.seal.encode`), from its state."""
+    return (
+        state.name,
+        state.ledger,
+        state.alert,
+        state.ledger_inflight,
+        state.alert_inflight,
+        state.ledger_last,
+    )
+
+
 class Cursors:
     """The ``export_cursors`` table: read (verifying each row's MAC), lease, mark in flight,
     advance, reset.
@@ -118,14 +130,7 @@ class Cursors:
         return self.key
 
     def _mac(self, state: CursorState) -> str:
-        return self._sealer().seal(
-            state.name,
-            state.ledger,
-            state.alert,
-            state.ledger_inflight,
-            state.alert_inflight,
-            state.ledger_last,
-        )
+        return self._sealer().seal(*_sealed(state))
 
     def ensure(self, name: str) -> None:
         """Make ``name``'s row, at 0 and sealed, when there is none. A row at 0 is always
@@ -148,15 +153,7 @@ class Cursors:
         with self.db.session() as session:
             row = session.get_one(ExportCursorRow, name)
             state, mac = _state(row), row.mac
-        why = self._sealer().problem(
-            mac,
-            name,
-            state.ledger,
-            state.alert,
-            state.ledger_inflight,
-            state.alert_inflight,
-            state.ledger_last,
-        )
+        why = self._sealer().problem(mac, *_sealed(state))
         if why is not None or mac is None:
             self._known.pop(name, None)
             raise CursorTampered(name, why or "it carries no MAC")
@@ -173,15 +170,7 @@ class Cursors:
             why = (
                 "the export key is not loaded"
                 if self.key is None
-                else self.key.problem(
-                    mac,
-                    state.name,
-                    state.ledger,
-                    state.alert,
-                    state.ledger_inflight,
-                    state.alert_inflight,
-                    state.ledger_last,
-                )
+                else self.key.problem(mac, *_sealed(state))
             )
             states.append(replace(state, verified=why is None, problem=why))
         return states
