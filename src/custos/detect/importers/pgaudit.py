@@ -487,18 +487,7 @@ def _map_entry(
         if subject is None:
             out.skip(line, "subject", f"a value of {rule.subject_column} is not an id")
             continue
-        key = event_id(
-            "pga",
-            began.isoformat(),
-            entry.pid,
-            entry.session,
-            entry.user,
-            entry.database,
-            audit.statement_id,
-            audit.substatement_id,
-            audit.object_name,
-            subject,
-        )
+        key = _statement_key("pga", began, entry, audit, subject)
         extra = {
             "log_line": line,
             "log_principal": (entry.user or "")[:256],
@@ -524,6 +513,25 @@ def _map_entry(
         )
 
 
+def _statement_key(
+    prefix: str, began: datetime, entry: LogEntry, audit: AuditEntry, *more: str
+) -> str:
+    """The id of what one audited statement did to one object (and ``more``: the subject of
+    a per-subject event): the same log entry read again gives the same id."""
+    return event_id(
+        prefix,
+        began.isoformat(),
+        entry.pid,
+        entry.session,
+        entry.user,
+        entry.database,
+        audit.statement_id,
+        audit.substatement_id,
+        audit.object_name,
+        *more,
+    )
+
+
 def _bulk(
     out: ReadLog,
     mapping: LogMapping,
@@ -543,17 +551,7 @@ def _bulk(
     if found is None:
         return False
     scope, shape, digest = found
-    key = event_id(
-        "pgb",
-        began.isoformat(),
-        entry.pid,
-        entry.session,
-        entry.user,
-        entry.database,
-        audit.statement_id,
-        audit.substatement_id,
-        audit.object_name,
-    )
+    key = _statement_key("pgb", began, entry, audit)
     out.add_bulk(
         bulk_access(
             mapping,
