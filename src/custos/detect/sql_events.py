@@ -24,8 +24,8 @@ from typing import Any
 import duckdb
 from sqlalchemy import text
 
-from custos.detect.loading import STORED_TIME, read_rows, working_folder
-from custos.store import Database, WrittenRows
+from custos.detect.loading import STORED_TIME, create_empty, load_lists
+from custos.store import Database
 from custos.times import utc_instant
 
 #: The ledger entry types the table holds.
@@ -99,8 +99,7 @@ def _entries(db: Database) -> Iterator[tuple[int, bytes]]:
 def create_sql_events(con: duckdb.DuckDBPyConnection) -> None:
     """Make an empty ``sql_events`` table in ``con`` unless there is one (sources without a
     ledger, such as JSON Lines or Parquet files, have no guarded SQL)."""
-    columns = ", ".join(f"{name} {kind}" for name, kind in SQL_EVENT_COLUMNS.items())
-    con.execute(f"CREATE TABLE IF NOT EXISTS sql_events ({columns})")
+    create_empty(con, "sql_events", SQL_EVENT_COLUMNS)
 
 
 def load_sql_events(con: duckdb.DuckDBPyConnection, db: Database) -> int:
@@ -109,26 +108,16 @@ def load_sql_events(con: duckdb.DuckDBPyConnection, db: Database) -> int:
     :class:`StoreUnavailable`, and :class:`ConfigurationError` when the temporary folder
     cannot take the rows."""
     names = list(SQL_EVENT_COLUMNS)
-    count = 0
-    # Through a file and DuckDB's bulk reader, as the events are (detect.loading): DuckDB's
-    # executemany inserts row by row, ~2.5 ms a row (20,000 refusals took 51 s).
-    with working_folder() as base:
-        path = base / "sql_events.jsonl"
-        with path.open("w", encoding="utf-8") as out:
-            for index, raw in _entries(db):
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue
-                row = sql_event(index, entry) if isinstance(entry, dict) else None
-                if row is None:
-                    continue
+
+    def rows() -> Iterator[list[Any]]:
+        for index, raw in _entries(db):
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            row = sql_event(index, entry) if isinstance(entry, dict) else None
+            if row is not None:
                 row["time"] = row["time"].strftime(STORED_TIME)
-                out.write(json.dumps([row[name] for name in names]) + "\n")
-                count += 1
-        con.execute("DROP TABLE IF EXISTS sql_events")
-        if count:
-            read_rows(con, "sql_events", SQL_EVENT_COLUMNS, WrittenRows(path, "json_arrays", count))
-        else:
-            create_sql_events(con)
-    return count
+                yield [row[name] for name in names]
+
+    return load_lists(con, "sql_events", SQL_EVENT_COLUMNS, rows())
