@@ -6,12 +6,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +24,28 @@ from custos.access import Custos
 from custos.detect import Finding
 from custos.policy import AccessRequest
 from tests.factories import APPROVALS_WORLD, load_org, logins
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env() -> dict[str, str]:
+    """This process's environment, with this checkout's sources first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``custos ARGS`` in a process of its own (its home from ``$CUSTOS_HOME``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "custos", *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
 
 #: A value that must never leave custos in an export: one of the ingested login IPs.
 SECRET_IP = "198.51.100.3"

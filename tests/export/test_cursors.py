@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +26,8 @@ from custos.export.seal import KEY_FILE, encode
 from custos.ledger.entries import ExportCursorEntry, read
 from custos.policy import AccessRequest
 from custos.vault.keys import kek_provider
-from tests.export.conftest import later, write_config
+from tests.export.conftest import later, run_cli, write_config
 from tests.factories import APPROVALS_WORLD, load_org
-
-ROOT = Path(__file__).resolve().parents[2]
 
 FILE_CONFIG = """
 [[export]]
@@ -351,28 +346,11 @@ def test_reset_moves_a_verified_cursor_only_back_and_refuses_bad_input(
     assert results["a"].sent == results["a"].redelivered == 10
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "custos", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_status_metrics_and_the_reset_command_show_a_stopped_destination(
     system: Custos, files: dict[str, Path]
 ) -> None:
     sql(system, "UPDATE export_cursors SET mac = NULL WHERE name = 'b'")
-    done = _cli("export", "run", "--once", "--json")
+    done = run_cli("export", "run", "--once", "--json")
     assert done.returncode == 5, done.stderr
     # One JSON document: the error (exit code 5), each destination's outcome in it.
     error = json.loads(done.stdout)["error"]
@@ -381,14 +359,14 @@ def test_status_metrics_and_the_reset_command_show_a_stopped_destination(
     assert "its cursor does not verify" in by_name["b"]["error"]
     assert by_name["a"]["error"] is None
 
-    status = _cli("export", "status", "--json")
+    status = run_cli("export", "status", "--json")
     rows = {r["name"]: r for r in json.loads(status.stdout)}
     assert rows["a"]["verified"]
     assert rows["a"]["queue_depth"] == 0
     assert not rows["b"]["verified"]
     assert rows["b"]["queue_depth"] is None
     assert rows["b"]["problem"] == "it carries no MAC"
-    text = _cli("export", "status").stdout
+    text = run_cli("export", "status").stdout
     assert "b (file): STOPPED, its cursor does not verify" in text
 
     app = create_app(Custos.open(system.settings.home))
@@ -396,12 +374,12 @@ def test_status_metrics_and_the_reset_command_show_a_stopped_destination(
     assert 'custos_export_cursor_verified{destination="a"} 1.0' in metrics
     assert 'custos_export_cursor_verified{destination="b"} 0.0' in metrics
 
-    reset = _cli("export", "reset", "b", "--from", "0", "--json")
+    reset = run_cli("export", "reset", "b", "--from", "0", "--json")
     assert reset.returncode == 0, reset.stderr
     assert json.loads(reset.stdout) == {"name": "b", "ledger": 0, "alert": 0}
-    again = _cli("export", "run", "--once", "--json")
+    again = run_cli("export", "run", "--once", "--json")
     assert again.returncode == 0, again.stderr
-    forward = _cli("export", "reset", "b", "--from", "0", "--alerts-from", "99")
+    forward = run_cli("export", "reset", "b", "--from", "0", "--alerts-from", "99")
     assert forward.returncode == InvalidInput.exit_code, forward.stdout
     assert "may only move it back" in forward.stdout + forward.stderr
 

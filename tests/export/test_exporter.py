@@ -29,12 +29,12 @@ from tests.export.conftest import (
     SyslogListener,
     WebhookReceiver,
     add_alert,
+    cli_env,
     later,
+    run_cli,
     write_config,
 )
 from tests.export.test_ocsf import exported
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -238,23 +238,6 @@ with Custos.open() as system:
 """
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "custos", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_killed_between_send_and_cursor_resumes_with_counted_duplicates(
     world: Custos, tmp_path: Path
 ) -> None:
@@ -269,7 +252,7 @@ def test_killed_between_send_and_cursor_resumes_with_counted_duplicates(
     expected = uids([e for e in exported(world) if e["class_uid"] == 6003])
     crashed = subprocess.run(
         [sys.executable, "-c", CRASHING_EXPORT, str(out), "3"],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         timeout=120,
         check=False,
@@ -278,7 +261,7 @@ def test_killed_between_send_and_cursor_resumes_with_counted_duplicates(
     before = uids(file_events(out))
     assert before
     assert before == expected[: len(before)]
-    done = _cli("export", "run", "--once", "--json")
+    done = run_cli("export", "run", "--once", "--json")
     assert done.returncode == 0, done.stderr
     (result,) = json.loads(done.stdout)
     got = uids(file_events(out))
@@ -298,7 +281,7 @@ def test_killed_between_send_and_cursor_resumes_with_counted_duplicates(
     assert (
         got[len(before) - duplicates : len(before)] == got[len(before) : len(before) + duplicates]
     )
-    status = _cli("export", "status", "--json")
+    status = run_cli("export", "status", "--json")
     (row,) = json.loads(status.stdout)
     assert (row["queue_depth"], row["redelivered"]) == (0, duplicates)
 
@@ -317,7 +300,7 @@ def test_killed_at_any_moment_by_a_signal_loses_nothing(world: Custos, tmp_path:
     )
     runner = subprocess.Popen(
         [sys.executable, "-m", "custos", "export", "run"],
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -326,7 +309,7 @@ def test_killed_at_any_moment_by_a_signal_loses_nothing(world: Custos, tmp_path:
     finally:
         runner.send_signal(signal.SIGKILL)
         runner.wait()
-    done = _cli("export", "run", "--once", "--json")
+    done = run_cli("export", "run", "--once", "--json")
     assert done.returncode == 0, done.stderr
     (result,) = json.loads(done.stdout)
     got = uids(file_events(out))  # every line whole: a torn last line was dropped
