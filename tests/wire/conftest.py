@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +66,18 @@ def start_front(
 @pytest.fixture
 def wire_settings() -> WireSettings:
     return WireSettings(port=0, max_connections=8, max_message_bytes=64 * 1024, idle_timeout=30)
+
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def serve(home: Path, port: int) -> subprocess.Popen[str]:
+    """``custos sql serve --port PORT`` on ``home``, a process of its own (its first line of
+    output says where it listens); the caller stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "custos", "sql", "serve", "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(SRC), "CUSTOS_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

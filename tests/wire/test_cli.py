@@ -17,9 +17,9 @@ from custos.errors import ConfigurationError
 from custos.wire import WireSettings
 from tests.api.conftest import free_port
 from tests.sql.world import sql_home
+from tests.wire.conftest import SRC, serve
 
 PSQL = "/usr/bin/psql"
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.mark.skipif(not os.path.exists(PSQL), reason="needs psql (PostgreSQL client)")
@@ -27,14 +27,7 @@ def test_sql_serve_answers_psql_until_stopped(system: Custos) -> None:
     home = sql_home(system)
     _, token = system.accounts.create_token("ts", ["tool"], "emp-1001")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC), "CUSTOS_HOME": str(home)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "custos", "sql", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = serve(home, port)
     try:
         assert server.stdout is not None
         assert f"custos SQL front on 127.0.0.1:{port}" in server.stdout.readline()

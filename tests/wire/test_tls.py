@@ -34,7 +34,7 @@ from tests.api.conftest import free_port
 from tests.sql.world import sql_home
 from tests.wire.certs import Authority, Pair, write_key
 from tests.wire.client import error_fields, startup_packet
-from tests.wire.conftest import Running, start_front
+from tests.wire.conftest import SRC, Running, serve, start_front
 from tests.wire.test_front import Scripted
 
 OPTIONS = "-c custos.purpose=support -c custos.ticket=T-9"
@@ -467,7 +467,6 @@ def test_bad_tls_files_are_refused_when_the_front_is_made(
 # --- custos sql serve ----------------------------------------------------------------------------
 
 PSQL = "/usr/bin/psql"
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_sql_serve_refuses_to_listen_beyond_loopback_in_clear(system: Custos) -> None:
@@ -497,14 +496,7 @@ def test_sql_serve_with_tls_answers_psql_verify_full(system: Custos, ca: Authori
     )
     _, token = system.accounts.create_token("ts", ["tool"], "emp-1001")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC), "CUSTOS_HOME": str(home)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "custos", "sql", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = serve(home, port)
     try:
         assert server.stdout is not None
         first = server.stdout.readline()
