@@ -278,3 +278,18 @@ def logins(subject: str, count: int = 3, net: str = "198.51.100") -> list[str]:
         )
         for n in range(1, count + 1)
     ]
+
+
+def hr_source(home: Path) -> None:
+    """A DuckDB source of HR notes, mapped with the pack's category ``health``."""
+    import duckdb
+
+    with duckdb.connect(str(home / "hr.duckdb")) as con:
+        con.execute("CREATE TABLE notes (user_id VARCHAR, seen TIMESTAMP, diagnosis VARCHAR)")
+        con.execute("INSERT INTO notes VALUES ('user-5', '2026-01-05 10:00', 'flu')")
+    (home / "sources.yaml").write_text(
+        "sources:\n  hr:\n    url: duckdb:hr.duckdb\n    tables:\n      notes:\n"
+        "        subject: user_id\n        columns:\n          seen: plain\n"
+        "          diagnosis: {category: health, coarse: none}\n",
+        encoding="utf-8",
+    )

@@ -36,7 +36,7 @@ from custos.policy.pack import DEFAULT_PACK, VOCABULARY_FILE
 from custos.reports import render_html
 from custos.store.directory import PolicyVersionRow
 from tests.api.conftest import PASSWORD, Service, run_service
-from tests.factories import write_org
+from tests.factories import hr_source, write_org
 from tests.policy.test_vocabulary_pack import HR_POLICY, HR_WORLD, custom_pack
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=UTC)  # a Monday: its week's data key ends 2026-01-12
@@ -312,21 +312,6 @@ def test_feeds_imports_detection_tables_and_the_dashboard_take_the_packs_words(
 
 
 SECRET = b"a shared secret for the ticket hooks"
-
-
-def hr_source(home: Path) -> None:
-    """A DuckDB source of HR notes, mapped with the pack's category ``health``."""
-    import duckdb
-
-    with duckdb.connect(str(home / "hr.duckdb")) as con:
-        con.execute("CREATE TABLE notes (user_id VARCHAR, seen TIMESTAMP, diagnosis VARCHAR)")
-        con.execute("INSERT INTO notes VALUES ('user-5', '2026-01-05 10:00', 'flu')")
-    (home / "sources.yaml").write_text(
-        "sources:\n  hr:\n    url: duckdb:hr.duckdb\n    tables:\n      notes:\n"
-        "        subject: user_id\n        columns:\n          seen: plain\n"
-        "          diagnosis: {category: health, coarse: none}\n",
-        encoding="utf-8",
-    )
 
 
 def test_tickets_over_rest_and_webhooks_and_the_dashboard_take_the_packs_words(

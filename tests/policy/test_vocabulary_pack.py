@@ -33,7 +33,7 @@ from custos.vocabulary import (
     PROTECTED_FLAGS,
     PURPOSES,
 )
-from tests.factories import write_org
+from tests.factories import hr_source, write_org
 
 HR_POLICY = """
 @id("role-hr")
@@ -284,22 +284,12 @@ def test_the_api_takes_the_packs_words(home: Path, tmp_path: Path) -> None:
 def test_guarded_sql_takes_the_packs_categories(home: Path, tmp_path: Path) -> None:
     import dataclasses
 
-    import duckdb
-
     from custos.access import QueryRequest
     from custos.errors import DataMapError
 
     runner = CliRunner()
     assert runner.invoke(app, ["init"]).exit_code == 0
-    with duckdb.connect(str(home / "hr.duckdb")) as con:
-        con.execute("CREATE TABLE notes (user_id VARCHAR, seen TIMESTAMP, diagnosis VARCHAR)")
-        con.execute("INSERT INTO notes VALUES ('user-5', '2026-01-05 10:00', 'flu')")
-    (home / "sources.yaml").write_text(
-        "sources:\n  hr:\n    url: duckdb:hr.duckdb\n    tables:\n      notes:\n"
-        "        subject: user_id\n        columns:\n          seen: plain\n"
-        "          diagnosis: {category: health, coarse: none}\n",
-        encoding="utf-8",
-    )
+    hr_source(home)
     sql = "SELECT seen, diagnosis FROM notes WHERE user_id = 'user-5'"
     asked = QueryRequest("emp-7001", "hr", sql, "hr_investigation", ticket="HR-1")
     # The shipped words have no `health`: the map is refused where it names it.
