@@ -19,7 +19,7 @@ from typing import Any, Literal
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-from sqlglot.optimizer.scope import traverse_scope
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from custos.detect.events import AccessEvent, parse_event
 from custos.detect.importers.mapping import LogMapping
@@ -295,6 +295,15 @@ def _resolve(template: frozenset[Named] | None, params: Sequence[str] | None) ->
     return found
 
 
+def _target_aliases(scope: Scope, is_target: Callable[[exp.Table], bool]) -> set[str]:
+    """The names (lowercase) under which ``scope`` reads a table ``is_target`` accepts."""
+    return {
+        alias.lower()
+        for alias, source in scope.sources.items()
+        if isinstance(source, exp.Table) and is_target(source)
+    }
+
+
 def statement_subjects(
     tree: exp.Expr, is_target: Callable[[exp.Table], bool], column: str
 ) -> set[Named] | None:
@@ -337,11 +346,7 @@ def statement_subjects(
     for scope in scopes:
         if isinstance(scope.expression, exp.Update | exp.Delete | exp.Insert):
             continue
-        aliases = {
-            alias.lower()
-            for alias, source in scope.sources.items()
-            if isinstance(source, exp.Table) and is_target(source)
-        }
+        aliases = _target_aliases(scope, is_target)
         if not aliases:
             continue
         touched = True
@@ -503,11 +508,7 @@ def bulk_scope(trees: Sequence[exp.Expr], is_target: Callable[[exp.Table], bool]
             scopes = []
         seen = False
         for scope in scopes:
-            aliases = {
-                alias.lower()
-                for alias, source in scope.sources.items()
-                if isinstance(source, exp.Table) and is_target(source)
-            }
+            aliases = _target_aliases(scope, is_target)
             if not aliases:
                 continue
             seen = True
